@@ -30,9 +30,9 @@ apt:
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): $(PY) $(INSTALL_DEPS)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 

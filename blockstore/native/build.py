@@ -1,0 +1,46 @@
+"""cffi builder for blockstore.native._blockkern (out-of-line API mode).
+
+Used by setup.py (``cffi_modules``); run directly to build in place:
+``python blockstore/native/build.py``. API mode calls release the GIL.
+The declarations below must match csrc/blockkern.h.
+"""
+
+import os
+
+from cffi import FFI
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_CSRC = os.path.join(_ROOT, "csrc")
+
+
+def _rel(path: str) -> str:
+    """setuptools wants source paths relative to the project root."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # other drive (not on Linux, but be safe)
+        return path
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(
+    """
+    int bk_sha256_many(const uint8_t *buf, size_t len, size_t block_size,
+                       uint8_t *out, int nthreads);
+    size_t bk_zero_flags(const uint8_t *buf, size_t len, size_t block_size,
+                         uint8_t *flags);
+    int64_t bk_copy_range(int src_fd, int64_t src_off, int dst_fd,
+                          int64_t dst_off, int64_t len);
+    """
+)
+ffibuilder.set_source(
+    "blockstore.native._blockkern",
+    '#include "blockkern.h"',
+    sources=[_rel(os.path.join(_CSRC, "blockkern.c"))],
+    include_dirs=[_rel(_CSRC)],
+    libraries=["crypto", "pthread"],
+    extra_compile_args=["-O3", "-Wall"],
+)
+
+if __name__ == "__main__":
+    os.chdir(_ROOT)
+    ffibuilder.compile(verbose=True)

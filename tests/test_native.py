@@ -1,0 +1,258 @@
+"""Layer 1 (native): the C kernels and their pure-Python twin agree.
+
+Every property is checked against `pure` (hashlib / bytes / os calls) and,
+when the extension is built, against the native functions too.
+"""
+
+import array
+import errno
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from blockstore import native
+from blockstore.native import pure
+
+IMPLS = [pytest.param(pure, id="pure")]
+IMPLS.append(
+    pytest.param(
+        native.NATIVE,
+        id="native",
+        marks=pytest.mark.skipif(
+            native.NATIVE is None,
+            reason=f"native extension not built: {native.NATIVE_ERROR}",
+        ),
+    )
+)
+needs_native = pytest.mark.skipif(
+    native.NATIVE is None, reason=f"native extension not built: {native.NATIVE_ERROR}"
+)
+
+block_sizes = st.one_of(
+    st.integers(1, 64),
+    st.sampled_from([512, 4096, 4097, 65536]),
+    st.integers(1, 65536),
+)
+
+
+@st.composite
+def block_data(draw):
+    """Data of up to a few blocks: random, zero and repeated chunks.
+
+    Large inputs are built by repeating a small drawn pattern, because big
+    st.binary() examples trip Hypothesis' health checks.
+    """
+    parts = []
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["bytes", "zeros", "repeat"]))
+        if kind == "bytes":
+            parts.append(draw(st.binary(max_size=300)))
+        elif kind == "zeros":
+            parts.append(bytes(draw(st.integers(1, 140_000))))
+        else:
+            pattern = draw(st.binary(min_size=1, max_size=64))
+            parts.append(pattern * draw(st.integers(1, 3000)))
+    return b"".join(parts)
+
+
+def reference_sha256(data: bytes, bs: int) -> bytes:
+    return b"".join(hashlib.sha256(data[o : o + bs]).digest() for o in range(0, len(data), bs))
+
+
+def reference_zero_flags(data: bytes, bs: int) -> bytes:
+    return bytes(int(not any(data[o : o + bs])) for o in range(0, len(data), bs))
+
+
+# ---------------------------------------------------------------- selection
+
+
+def test_implementation_is_native_when_built():
+    if os.environ.get("BLOCKSTORE_PURE") == "1":
+        assert native.IMPLEMENTATION == "pure"
+    elif native.NATIVE is None:
+        pytest.skip(f"native extension not built: {native.NATIVE_ERROR}")
+    else:
+        assert native.IMPLEMENTATION == "native"
+        assert native.sha256_many is native.NATIVE.sha256_many
+
+
+def test_blockstore_pure_env_selects_pure():
+    code = "import blockstore.native as n; print(n.IMPLEMENTATION)"
+    env = dict(os.environ, BLOCKSTORE_PURE="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "pure"
+
+
+# ------------------------------------------------------------------- sha256
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=block_data(), bs=block_sizes)
+def test_sha256_many_matches_hashlib(data, bs):
+    expected = reference_sha256(data, bs)
+    assert pure.sha256_many(data, bs) == expected
+    if native.NATIVE is not None:
+        assert native.NATIVE.sha256_many(data, bs) == expected
+        assert native.NATIVE.sha256_many(data, bs, 1) == expected
+        assert native.NATIVE.sha256_many(data, bs, 3) == expected
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sha256_many_edges(impl):
+    assert impl.sha256_many(b"", 4096) == b""
+    assert impl.sha256_many(b"abc", 4096) == hashlib.sha256(b"abc").digest()
+    # partial last block
+    data = bytes(range(256)) * 33
+    assert impl.sha256_many(data, 1000) == reference_sha256(data, 1000)
+    for bad in (0, -1):
+        with pytest.raises(ValueError):
+            impl.sha256_many(b"x", bad)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sha256_many_accepts_buffers(impl):
+    data = os.urandom(10_000)
+    expected = reference_sha256(data, 4096)
+    assert impl.sha256_many(bytearray(data), 4096) == expected
+    assert impl.sha256_many(memoryview(data)[:], 4096) == expected
+    assert impl.sha256_many(memoryview(data)[100:5000], 4096) == reference_sha256(data[100:5000], 4096)
+    words = array.array("I", data[:8000])
+    assert impl.sha256_many(words, 4096) == reference_sha256(data[:8000], 4096)
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [0, 1, 2, 3, 8, 64])
+def test_native_sha256_threads_large(threads):
+    # >= 1 MiB and >= 4 blocks: the automatic mode goes parallel
+    data = os.urandom(65536) * 40 + b"tail"
+    expected = reference_sha256(data, 65536)
+    assert native.NATIVE.sha256_many(data, 65536, threads) == expected
+    # uneven split: more threads than a multiple of the block count
+    assert native.NATIVE.sha256_many(data, 300_001, threads) == reference_sha256(data, 300_001)
+
+
+# --------------------------------------------------------------- zero flags
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=block_data(), bs=block_sizes)
+def test_zero_flags_matches_reference(data, bs):
+    expected = reference_zero_flags(data, bs)
+    assert pure.zero_flags(data, bs) == expected
+    if native.NATIVE is not None:
+        assert native.NATIVE.zero_flags(data, bs) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    bs=st.sampled_from([1, 7, 16, 255, 256, 257, 4096, 65536]),
+    nblocks=st.integers(1, 5),
+    pos=st.integers(0, 10**9),
+    byte=st.integers(1, 255),
+)
+def test_zero_flags_single_nonzero_byte_anywhere(bs, nblocks, pos, byte):
+    buf = bytearray(bs * nblocks)
+    pos %= len(buf)
+    buf[pos] = byte
+    expected = bytes(int(i != pos // bs) for i in range(nblocks))
+    assert pure.zero_flags(buf, bs) == expected
+    if native.NATIVE is not None:
+        assert native.NATIVE.zero_flags(buf, bs) == expected
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_zero_flags_edges(impl):
+    assert impl.zero_flags(b"", 4096) == b""
+    assert impl.zero_flags(bytes(10), 4) == b"\x01\x01\x01"
+    assert impl.zero_flags(bytes(8) + b"\x00\x01", 4) == b"\x01\x01\x00"
+    with pytest.raises(ValueError):
+        impl.zero_flags(b"x", 0)
+
+
+# --------------------------------------------------------------- copy range
+
+
+def _file(path, content: bytes):
+    path.write_bytes(content)
+    return os.open(path, os.O_RDWR)
+
+
+@pytest.fixture
+def two_files(tmp_path):
+    fds = []
+
+    def make(src: bytes, dst: bytes):
+        fds.extend([_file(tmp_path / "src", src), _file(tmp_path / "dst", dst)])
+        return fds[-2], fds[-1]
+
+    yield make
+    for fd in fds:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(
+    "src_len,src_off,dst_len,dst_off,length",
+    [
+        (0, 0, 0, 0, 0),
+        (0, 0, 0, 0, 100),  # empty source: nothing copied
+        (10_000, 0, 0, 0, 10_000),
+        (10_000, 123, 50, 7_000, 5_000),  # dst extended past its end
+        (10_000, 9_000, 20_000, 3, 5_000),  # short source
+        (10_000, 20_000, 0, 0, 10),  # offset beyond source end
+        (3 << 20, 1, 0, 5, (3 << 20) - 1),  # > 1 MiB bounce buffer
+    ],
+)
+def test_copy_range(impl, two_files, src_len, src_off, dst_len, dst_off, length):
+    src_bytes, dst_bytes = os.urandom(src_len), os.urandom(dst_len)
+    src, dst = two_files(src_bytes, dst_bytes)
+    os.lseek(src, 17, os.SEEK_SET)
+    n = impl.copy_range(src, src_off, dst, dst_off, length)
+    piece = src_bytes[src_off : src_off + length]
+    assert n == len(piece)
+    expected = bytearray(dst_bytes)
+    if len(expected) < dst_off + n and n:
+        expected.extend(bytes(dst_off + n - len(expected)))
+    expected[dst_off : dst_off + n] = piece
+    assert os.pread(dst, len(expected) + 10, 0) == bytes(expected)
+    assert os.lseek(src, 0, os.SEEK_CUR) == 17  # offsets untouched
+    assert os.lseek(dst, 0, os.SEEK_CUR) == 0
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_copy_range_errors(impl, two_files, tmp_path):
+    src, dst = two_files(b"abc", b"")
+    with pytest.raises(OSError) as exc:
+        impl.copy_range(src, -1, dst, 0, 3)
+    assert exc.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as exc:
+        impl.copy_range(-1, 0, dst, 0, 3)
+    assert exc.value.errno == errno.EBADF
+    ro = os.open(tmp_path / "dst", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as exc:
+            impl.copy_range(src, 0, ro, 0, 3)
+        assert exc.value.errno == errno.EBADF
+    finally:
+        os.close(ro)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_copy_range_falls_back_on_proc_source(impl, tmp_path):
+    """A source copy_file_range refuses (EXDEV or EINVAL for procfs, by
+    kernel version) takes the pread/pwrite path with the same result."""
+    src = os.open("/proc/self/cmdline", os.O_RDONLY)
+    dst = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT)
+    try:
+        expected = os.pread(src, 1 << 16, 0)
+        n = impl.copy_range(src, 0, dst, 0, 1 << 16)
+        assert os.pread(dst, 1 << 17, 0) == expected[:n]
+        assert n > 0
+    finally:
+        os.close(src)
+        os.close(dst)
