@@ -1,0 +1,20 @@
+"""Layer 2, pool: data file(s) of fixed-size blocks and their allocator.
+
+Public contract (see pool.py for what the caller must hold, and each module
+for its costs):
+
+* ``PoolDbs``  -- the pool's LMDB named databases (dbs.py);
+* ``DataFile`` -- one file of fixed-size blocks (datafile.py);
+* ``Pool``     -- write / inc / dec / release_pending / sync / read plus
+  introspection, self_check and rebuild (pool.py, check.py);
+* ``HOLE``     -- run start meaning "zero blocks, not stored".
+
+Internals, one concept per module: runs.py (run maps and interval math),
+allocator.py (free extents, growth), pending.py (deferred frees),
+refcounts.py (shared run-length counts), dedup.py (SHA-256 index).
+"""
+from .datafile import DataFile
+from .dbs import PoolDbs
+from .pool import HOLE, Pool, PoolStats
+
+__all__ = ["HOLE", "DataFile", "Pool", "PoolDbs", "PoolStats"]

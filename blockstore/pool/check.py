@@ -1,0 +1,300 @@
+"""Pool consistency check and repair (the pool's half of ``blockstore check``).
+
+``self_check(pool, t)`` verifies the pool's own metadata invariants and
+returns one precise sentence per problem:
+
+* the data file holds at least ``total_blocks`` blocks;
+* free, pending and shared runs are non-empty and inside the pool;
+* free, pending and shared runs are pairwise non-overlapping (every block is
+  in exactly one state);
+* free runs are coalesced; shared counts are >= 2 and touching runs with
+  equal counts are merged; pending and pending_rev mirror each other; no
+  pending entry comes from a txn later than ``t``;
+* the meta counters equal what the tables hold; the allocation hint is in
+  the pool;
+* dedup and dedup_rev mirror each other and point at live blocks (and, with
+  ``verify_data``, at blocks whose content has that SHA-256).
+
+``rebuild(pool, t, refs)`` is the repair: ``refs`` is what a full scan of
+the trees found referenced.  It rewrites free/shared/pending so that the
+block states agree with ``refs`` and returns one sentence per change.
+
+Costs: both are O(R log R) in the number of runs and dedup entries, plus
+(verify_data) reading every indexed block.  ``self_check`` takes any txn;
+``rebuild`` the LMDB write txn.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+
+from . import runs as R
+from .dbs import (BLOCK_SIZE, FREE_BLOCKS, HINT, PENDING_BLOCKS, SHARED_BLOCKS, SHARED_EXTRA, TOTAL_BLOCKS,
+                  pack_u64, pack_u64x2)
+from .. import errors
+
+MAX_DETAIL = 50  # sentences of one kind before they are summarised
+
+
+def _label(kind) -> str:
+    if kind == "free":
+        return "free"
+    if isinstance(kind, tuple):
+        return f"pending-free since txn {kind[1]}"
+    if kind == 1:
+        return "owned once"
+    return f"shared with count {kind}"
+
+
+# ======================================================================= check
+def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
+    out: list[str] = []
+    meta = pool.meta
+    total = meta.get(t, TOTAL_BLOCKS)
+    have = pool.data.size_blocks()
+    if have < total:
+        out.append(f"The data file has {have} blocks but the pool manages {total}.")
+    bs = meta.get(t, BLOCK_SIZE)
+    if bs and bs != pool.block_size:
+        out.append(f"pool.meta says {bs}-byte blocks but the pool uses {pool.block_size}-byte blocks.")
+
+    free = list(pool.alloc.runs(t))
+    pending = list(pool.pending.runs(t))
+    pending_rev = list(pool.pending.rev_runs(t))
+    shared = list(pool.refs.runs(t))
+
+    labelled = ([(s, n, "free") for s, n in free]
+                + [(s, n, ("pending", w)) for w, s, n in pending]
+                + [(s, n, c) for s, n, c in shared])
+    for s, n, kind in labelled:
+        if n == 0:
+            out.append(f"A {_label(kind)} run at block {s} has length 0.")
+        elif s + n > total:
+            out.append(f"{R.fmt_run(s, n).capitalize()} ({_label(kind)}) extend beyond the pool's {total} blocks.")
+
+    # pairwise (and within-table) overlaps: sweep in start order
+    labelled.sort(key=lambda r: r[0])
+    reach_end, reach = -1, None
+    for s, n, kind in labelled:
+        if n and s < reach_end:
+            out.append(f"{R.fmt_run(s, n).capitalize()} ({_label(kind)}) overlap "
+                       f"{R.fmt_run(*reach[:2])} ({_label(reach[2])}).")
+        if s + n > reach_end:
+            reach_end, reach = s + n, (s, n, kind)
+
+    for (s1, n1), (s2, n2) in zip(free, free[1:]):
+        if s1 + n1 == s2:
+            out.append(f"Free runs {R.fmt_run(s1, n1)} and {R.fmt_run(s2, n2)} touch but are not coalesced.")
+    for s, n, c in shared:
+        if c < 2:
+            out.append(f"Shared run {R.fmt_run(s, n)} has count {c}, below 2.")
+    for (s1, n1, c1), (s2, n2, c2) in zip(shared, shared[1:]):
+        if s1 + n1 == s2 and c1 == c2:
+            out.append(f"Shared runs {R.fmt_run(s1, n1)} and {R.fmt_run(s2, n2)} touch with equal count {c1} "
+                       f"but are not merged.")
+
+    fwd = {(s, n, w) for w, s, n in pending}
+    rev = {(s, n, w) for s, n, w in pending_rev}
+    for s, n, w in sorted(fwd - rev):
+        out.append(f"Pending run {R.fmt_run(s, n)} (txn {w}) has no matching pool.pending_rev entry.")
+    for s, n, w in sorted(rev - fwd):
+        out.append(f"pool.pending_rev entry {R.fmt_run(s, n)} (txn {w}) has no matching pool.pending entry.")
+    now = t.id()
+    for w, s, n in pending:
+        if w > now:
+            out.append(f"Pending run {R.fmt_run(s, n)} was freed by txn {w}, later than the current txn {now}.")
+
+    counters = (
+        (FREE_BLOCKS, sum(n for _, n in free)),
+        (PENDING_BLOCKS, sum(n for _, _, n in pending)),
+        (SHARED_BLOCKS, sum(n for _, n, _ in shared)),
+        (SHARED_EXTRA, sum(n * (c - 1) for _, n, c in shared)),
+    )
+    for name, actual in counters:
+        got = meta.get(t, name)
+        if got != actual:
+            out.append(f"pool.meta {name.decode()} is {got} but the tables hold {actual}.")
+    hint = meta.get(t, HINT)
+    if hint > total:
+        out.append(f"The allocation hint {hint} is beyond the pool's {total} blocks.")
+
+    # dedup mirror and liveness
+    dead = R.normalize([(s, n) for s, n in free] + [(s, n) for _, s, n in pending])
+    dead_starts = [s for s, _ in dead]
+
+    def state(b: int) -> str | None:
+        if b >= total:
+            return f"beyond the pool's {total} blocks"
+        i = bisect.bisect_right(dead_starts, b) - 1
+        if i >= 0 and dead[i][0] + dead[i][1] > b:
+            return "free" if pool.alloc.overlap(t, b, 1) else "pending-free"
+        return None
+
+    for h, b in pool.index.entries(t):
+        if len(h) != 32:
+            out.append(f"Dedup key {h.hex()} is {len(h)} bytes long, not a SHA-256.")
+        if t.get(pack_u64(b), db=pool.index.rev) != h:
+            out.append(f"Dedup entry {h.hex()[:16]}... -> block {b} has no matching pool.dedup_rev entry.")
+        st = state(b)
+        if st:
+            out.append(f"Dedup entry {h.hex()[:16]}... points at block {b}, which is {st}.")
+        elif verify_data and hashlib.sha256(pool.read(b, 1)).digest() != h:
+            out.append(f"Block {b} does not have the content of its dedup entry {h.hex()[:16]}....")
+    for b, h in pool.index.rev_entries(t):
+        if t.get(h, db=pool.index.db) != pack_u64(b):
+            out.append(f"pool.dedup_rev entry block {b} -> {h.hex()[:16]}... has no matching pool.dedup entry.")
+    return out
+
+
+# ====================================================================== repair
+def rebuild(pool, t, refs) -> list[str]:
+    refs = [(int(s), int(n), int(c)) for s, n, c in refs]
+    prev_end = 0
+    for s, n, c in refs:
+        if s < 0 or n <= 0 or c < 1:
+            raise errors.InvalidInput(f"rebuild: invalid reference run (start {s}, n {n}, count {c})")
+        if s < prev_end:
+            raise errors.InvalidInput(f"rebuild: reference runs are not sorted and non-overlapping at block {s}")
+        prev_end = s + n
+    changes: list[str] = []
+    meta = pool.meta
+    total = meta.get(t, TOTAL_BLOCKS)
+    if prev_end > total:
+        have = pool.data.size_blocks()
+        if prev_end > have:
+            raise errors.Corruption(
+                f"referenced blocks up to {prev_end - 1} lie beyond the end of the data file ({have} blocks)",
+                path=pool.data.path)
+        changes.append(f"Pool size raised from {total} to {prev_end} blocks to cover referenced blocks.")
+        total = prev_end
+        meta.set(t, TOTAL_BLOCKS, total)
+
+    old_free = R.normalize(pool.alloc.runs(t))
+    old_pending = list(pool.pending.runs(t))
+    old_shared = list(pool.refs.runs(t))
+    ref_runs = [(s, n) for s, n, _ in refs]
+
+    # new pending: old pending minus referenced blocks, minus duplicates, inside the pool
+    new_pending: list[tuple[int, int, int]] = []
+    covered: list[tuple[int, int]] = []
+    for w, s, n in old_pending:
+        keep = R.subtract(R.subtract([(s, n)], ref_runs), R.normalize(covered))
+        keep = R.subtract(keep, [(total, 1 << 62)])
+        covered.append((s, n))
+        new_pending += [(w, ks, kn) for ks, kn in keep]
+    pending_cover = R.normalize((s, n) for _, s, n in new_pending)
+    new_free = R.complement(R.normalize(ref_runs + pending_cover), total)
+    new_shared = []
+    for s, n, c in refs:
+        if c < 2:
+            continue
+        if new_shared and new_shared[-1][2] == c and new_shared[-1][0] + new_shared[-1][1] == s:
+            new_shared[-1][1] += n
+        else:
+            new_shared.append([s, n, c])
+
+    # describe the state changes, segment by segment
+    def painter(labelled):
+        labelled = sorted(labelled)
+        starts = [r[0] for r in labelled]
+
+        def at(b):
+            i = bisect.bisect_right(starts, b) - 1
+            if i >= 0 and labelled[i][0] + labelled[i][1] > b:
+                return labelled[i][2]
+            return None
+        return at
+
+    old_at = [painter([(s, n, "free") for s, n in old_free]),
+              painter([(s, n, ("pending", w)) for w, s, n in old_pending]),
+              painter([(s, n, c) for s, n, c in old_shared])]
+    new_at = [painter([(s, n, c) for s, n, c in refs]),
+              painter([(s, n, ("pending", w)) for w, s, n in new_pending])]
+    bounds = {0, total}
+    for s, n in old_free + ref_runs + pending_cover:
+        bounds.update((s, s + n))
+    for _, s, n in old_pending:
+        bounds.update((s, s + n))
+    for s, n, _ in old_shared:
+        bounds.update((s, s + n))
+    bounds = sorted(b for b in bounds if 0 <= b <= total)
+    diffs: list[list] = []
+    for a, b in zip(bounds, bounds[1:]):
+        old = next((x for x in (f(a) for f in old_at) if x is not None), 1)
+        new = next((x for x in (f(a) for f in new_at) if x is not None), "free")
+        if old == new:
+            continue
+        if diffs and diffs[-1][0] + diffs[-1][1] == a and diffs[-1][2:] == [old, new]:
+            diffs[-1][1] += b - a
+        else:
+            diffs.append([a, b - a, old, new])
+    sentences = []
+    for s, n, old, new in diffs:
+        what = R.fmt_run(s, n).capitalize()
+        if new == "free" and not (old == "free" or isinstance(old, tuple)):
+            sentences.append(f"{what} were {_label(old)} but nothing references them (leaked): returned to free.")
+        elif isinstance(old, tuple) and not isinstance(new, tuple):
+            sentences.append(f"{what} were {_label(old)} but are referenced: taken out of pending, "
+                             f"now {_label(new)}.")
+        else:
+            sentences.append(f"{what} were {_label(old)}, the trees make them {_label(new)}.")
+    changes += _capped(sentences, "block state changes")
+
+    # rewrite the tables
+    for db in (pool.dbs.free, pool.dbs.shared, pool.dbs.pending, pool.dbs.pending_rev):
+        t.drop(db, delete=False)
+    for s, n in new_free:
+        t.put(pack_u64(s), pack_u64(n), db=pool.dbs.free)
+    for s, n, c in new_shared:
+        t.put(pack_u64(s), pack_u64x2(n, c), db=pool.dbs.shared)
+    merged_pending: list[list[int]] = []
+    for w, s, n in sorted(new_pending):
+        if merged_pending and merged_pending[-1][0] == w and sum(merged_pending[-1][1:]) == s:
+            merged_pending[-1][2] += n
+        else:
+            merged_pending.append([w, s, n])
+    for w, s, n in merged_pending:
+        pool.pending._put(t, w, s, n)
+
+    counters = (
+        (FREE_BLOCKS, sum(n for _, n in new_free)),
+        (PENDING_BLOCKS, sum(n for _, _, n in merged_pending)),
+        (SHARED_BLOCKS, sum(n for _, n, _ in new_shared)),
+        (SHARED_EXTRA, sum(n * (c - 1) for _, n, c in new_shared)),
+    )
+    for name, value in counters:
+        old = meta.get(t, name)
+        if old != value:
+            meta.set(t, name, value)
+            changes.append(f"pool.meta {name.decode()} corrected from {old} to {value}.")
+    if meta.get(t, HINT) > total:
+        meta.set(t, HINT, 0)
+        changes.append("The allocation hint was beyond the pool: reset to 0.")
+
+    # dedup: drop entries that point at dead blocks or lack their mirror
+    dead = R.normalize(new_free + pending_cover)
+    dead_starts = [s for s, _ in dead]
+
+    def is_dead(b):
+        if b >= total:
+            return True
+        i = bisect.bisect_right(dead_starts, b) - 1
+        return i >= 0 and dead[i][0] + dead[i][1] > b
+
+    dropped = []
+    for h, b in list(pool.index.entries(t)):
+        if is_dead(b) or t.get(pack_u64(b), db=pool.index.rev) != h:
+            pool.index.remove_entry(t, h, b)
+            dropped.append(f"Dedup entry {h.hex()[:16]}... -> block {b} dropped (dead block or no mirror).")
+    for b, h in list(pool.index.rev_entries(t)):
+        if t.get(h, db=pool.index.db) != pack_u64(b):
+            t.delete(pack_u64(b), db=pool.index.rev)
+            dropped.append(f"pool.dedup_rev entry block {b} dropped (no matching pool.dedup entry).")
+    changes += _capped(dropped, "dedup entries dropped")
+    return changes
+
+
+def _capped(sentences: list[str], what: str) -> list[str]:
+    if len(sentences) <= MAX_DETAIL:
+        return sentences
+    return sentences[:MAX_DETAIL] + [f"... and {len(sentences) - MAX_DETAIL} more {what}."]

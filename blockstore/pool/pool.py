@@ -1,0 +1,312 @@
+"""Pool: fixed-size data blocks with thin provisioning, dedup and deferred frees.
+
+What the caller must hold:
+
+* every method taking ``t`` gets the raw ``lmdb.Transaction`` of the txn
+  layer: a write txn for write/inc/dec/release_pending/rebuild, any txn for
+  the introspection methods.  The pool never commits or aborts and keeps no
+  metadata in memory across calls, so an aborted txn leaves no trace (except
+  data-file growth and written-but-unreferenced blocks, both harmless).
+* ``sync()`` must run after the last write of a txn and BEFORE its LMDB
+  commit (data durable before the metadata that points at it).
+* ``read()`` needs no txn: the caller's LMDB read txn guarantees, through the
+  deferred frees of pending.py, that the blocks it reaches are not reused
+  while it lives.
+
+Block states: free | pending-free | owned once (implicit) | shared (count).
+``write`` returns runs the caller owns one reference to; ``inc``/``dec``
+change the references of a run of live blocks; a block reaching 0 goes to
+pending under ``t.id()`` and loses its dedup entry in the same txn.
+
+Costs: ``write`` of B blocks: one zero_flags and (dedup on) one sha256_many
+call over the whole buffer (native, GIL released), O(B) small Python steps,
+with dedup one LMDB get per non-zero block and two puts per new block, one
+``allocate`` and one pwrite(v) per allocated run.  ``inc``/``dec``:
+O(log N + k) cursor operations per run (k = shared runs overlapped).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+from blockstore.native import sha256_many, zero_flags
+
+from . import check
+from . import runs as R
+from .allocator import GROW_MIN_BYTES, Allocator
+from .datafile import DataFile
+from .dbs import (BLOCK_SIZE, DEDUP_HITS, FREE_BLOCKS, PENDING_BLOCKS, SHARED_BLOCKS, SHARED_EXTRA,
+                  TOTAL_BLOCKS, ZERO_BLOCKS, Meta, PoolDbs)
+from .dedup import DIGEST_SIZE, DedupIndex
+from .pending import Pending
+from .refcounts import Refcounts
+from .. import errors
+
+HOLE = -1  # run start meaning "zero blocks, not stored"
+
+
+@dataclass
+class PoolStats:
+    block_size: int
+    total_blocks: int
+    free_blocks: int
+    pending_blocks: int
+    used_blocks: int          # total - free - pending
+    shared_blocks: int        # blocks with count >= 2
+    shared_extra_refs: int    # sum of (count - 1) over shared blocks
+    dedup_entries: int
+    dedup_hits: int           # cumulative blocks not written thanks to dedup
+    zero_blocks: int          # cumulative zero blocks not stored
+
+
+class Pool:
+    def __init__(self, dbs: PoolDbs, data: DataFile, block_size: int, dedup: bool, *,
+                 grow_min_bytes: int = GROW_MIN_BYTES):
+        assert 4096 <= block_size <= 1 << 20 and block_size & (block_size - 1) == 0, block_size
+        assert data.block_size == block_size, (data.block_size, block_size)
+        self.dbs = dbs
+        self.data = data
+        self.block_size = block_size
+        self.dedup = dedup
+        self.meta = Meta(dbs.meta)
+        self.alloc = Allocator(dbs, self.meta, data, block_size, grow_min_bytes)
+        self.pending = Pending(dbs, self.meta)
+        self.refs = Refcounts(dbs, self.meta)
+        self.index = DedupIndex(dbs)
+        self._dirty = False
+        self._dirty_lock = threading.Lock()
+
+    # ================================================================ writes
+    def _check_block_size(self, t) -> None:
+        bs = self.meta.get(t, BLOCK_SIZE)
+        if bs == 0:
+            self.meta.set(t, BLOCK_SIZE, self.block_size)
+        elif bs != self.block_size:
+            raise errors.InvalidInput(
+                f"pool has {bs}-byte blocks, opened with {self.block_size}-byte blocks")
+
+    def write(self, t, data) -> list[tuple[int, int]]:
+        """Store len(data)//block_size blocks; returns runs (start or HOLE, n) covering them.
+
+        The caller owns exactly one reference to every returned block.
+        """
+        mv = memoryview(data)
+        if mv.ndim != 1 or mv.itemsize != 1:
+            mv = mv.cast("B")
+        bs = self.block_size
+        if mv.nbytes % bs:
+            raise errors.InvalidInput(f"write of {mv.nbytes} bytes is not a multiple of the {bs}-byte block size")
+        nb = mv.nbytes // bs
+        if nb == 0:
+            return []
+        self._check_block_size(t)
+        flags = zero_flags(mv, bs)
+        nzero = flags.count(1)
+
+        if nzero == 0 and not self.dedup:  # fast path: one run of new blocks per extent
+            extents = self._allocate(t, nb)
+            pos = 0
+            for s, k in extents:
+                self.data.pwrite(s, mv[pos * bs:(pos + k) * bs])
+                pos += k
+            return extents
+
+        # targets[i]: block number, HOLE, or -(slot + 2) for the slot-th new block
+        targets = [HOLE] * nb
+        new_src: list[int] = []
+        hits: dict[int, int] = {}
+        nhits = 0
+        if self.dedup:
+            digests = sha256_many(mv, bs)
+            seen: dict[bytes, int] = {}
+            lookup = self.index.lookup
+            for i in range(nb):
+                if flags[i]:
+                    continue
+                d = digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]
+                x = seen.get(d)
+                if x is None:
+                    x = lookup(t, d)
+                    if x is None:
+                        x = seen[d] = -(len(new_src) + 2)
+                        new_src.append(i)
+                        targets[i] = x
+                        continue
+                    seen[d] = x
+                targets[i] = x
+                hits[x] = hits.get(x, 0) + 1
+                nhits += 1
+        else:
+            for i in range(nb):
+                if not flags[i]:
+                    targets[i] = -(len(new_src) + 2)
+                    new_src.append(i)
+
+        # a dedup entry must point at a live block (checked before allocation could reuse it)
+        for s, n, _ in _group(sorted((x, 0) for x in hits if x >= 0)):
+            self._check_live(t, s, n, "dedup hit on")
+
+        extents = self._allocate(t, len(new_src))  # may raise NoSpace: nothing changed yet
+        slot_block = [b for s, k in extents for b in range(s, s + k)]
+
+        # references for dedup hits, grouped into runs of equal extra count
+        if hits:
+            resolved: dict[int, int] = {}
+            for x, k in hits.items():
+                b = x if x >= 0 else slot_block[-x - 2]
+                resolved[b] = resolved.get(b, 0) + k
+            for s, n, k in _group(sorted(resolved.items())):
+                self.refs.adjust(t, s, n, k)
+
+        if self.dedup:
+            add = self.index.add
+            for j, i in enumerate(new_src):
+                add(t, digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE], slot_block[j])
+
+        # data: one gather-write per allocated run
+        j = 0
+        for s, k in extents:
+            bufs = []
+            a = new_src[j]
+            prev = a
+            for i in new_src[j + 1:j + k]:
+                if i != prev + 1:
+                    bufs.append(mv[a * bs:(prev + 1) * bs])
+                    a = i
+                prev = i
+            bufs.append(mv[a * bs:(prev + 1) * bs])
+            self.data.pwritev(s, bufs)
+            j += k
+
+        self.meta.add(t, ZERO_BLOCKS, nzero)
+        self.meta.add(t, DEDUP_HITS, nhits)
+
+        out: list[list[int]] = []
+        for x in targets:
+            b = x if x >= HOLE else slot_block[-x - 2]
+            if out:
+                last = out[-1]
+                if (b == HOLE and last[0] == HOLE) or (b != HOLE and last[0] != HOLE and last[0] + last[1] == b):
+                    last[1] += 1
+                    continue
+            out.append([b, 1])
+        return [(s, n) for s, n in out]
+
+    def _allocate(self, t, m: int) -> list[tuple[int, int]]:
+        if m <= 0:
+            return []
+        with self._dirty_lock:
+            self._dirty = True  # before growth or data writes: sync() must see them
+        return self.alloc.allocate(t, m)
+
+    def _check_live(self, t, start: int, n: int, what: str) -> None:
+        if start < 0 or n <= 0:
+            raise errors.InvalidInput(f"{what} an invalid run (start {start}, n {n})")
+        total = self.meta.get(t, TOTAL_BLOCKS)
+        if start + n > total:
+            raise errors.Corruption(f"{what} {R.fmt_run(start, n)} beyond the pool's {total} blocks")
+        f = self.alloc.overlap(t, start, n)
+        if f is not None:
+            raise errors.Corruption(f"{what} {R.fmt_run(start, n)}, which overlaps free {R.fmt_run(*f)}")
+        p = self.pending.overlap(t, start, n)
+        if p is not None:
+            raise errors.Corruption(
+                f"{what} {R.fmt_run(start, n)}, which overlaps {R.fmt_run(p[0], p[1])} pending-free since txn {p[2]}")
+
+    def inc(self, t, start: int, n: int) -> None:
+        """+1 on each block of the run (HOLE runs are ignored)."""
+        if start == HOLE or n == 0:
+            return
+        self._check_live(t, start, n, "inc of")
+        self.refs.adjust(t, start, n, 1)
+
+    def dec(self, t, start: int, n: int) -> None:
+        """-1 on each block of the run; blocks reaching 0 go to pending under t.id()."""
+        if start == HOLE or n == 0:
+            return
+        self._check_live(t, start, n, "dec of")
+        txnid = t.id()
+        for s, k in self.refs.adjust(t, start, n, -1):
+            self.index.remove_blocks(t, s, k)
+            self.pending.add(t, txnid, s, k)
+
+    def release_pending(self, t, limit_txnid: int) -> int:
+        """Free the blocks freed in txns W <= limit_txnid (never the current one)."""
+        return self.pending.release(t, limit_txnid, self.alloc.free)
+
+    def sync(self) -> None:
+        """fdatasync the data file if anything was written or grown since the last sync."""
+        with self._dirty_lock:
+            if not self._dirty:
+                return
+            self._dirty = False
+        try:
+            self.data.fdatasync()
+        except BaseException:
+            with self._dirty_lock:
+                self._dirty = True
+            raise
+
+    # ================================================================ reads
+    def read(self, start: int, n: int) -> bytes:
+        """The bytes of n blocks from start (a HOLE run reads as zeros)."""
+        if start == HOLE:
+            return bytes(n * self.block_size)
+        return self.data.pread(start, n)
+
+    # ================================================================ introspection
+    def refcount(self, t, block: int) -> int:
+        """0 if free, pending or outside the pool, else 1 or the shared count."""
+        if block < 0 or block >= self.meta.get(t, TOTAL_BLOCKS):
+            return 0
+        if self.alloc.overlap(t, block, 1) is not None or self.pending.overlap(t, block, 1) is not None:
+            return 0
+        c = self.refs.count(t, block)
+        return 1 if c is None else c
+
+    def free_runs(self, t) -> Iterator[tuple[int, int]]:
+        return self.alloc.runs(t)
+
+    def pending_runs(self, t) -> Iterator[tuple[int, int, int]]:
+        return self.pending.runs(t)
+
+    def shared_runs(self, t) -> Iterator[tuple[int, int, int]]:
+        return self.refs.runs(t)
+
+    def dedup_entries(self, t) -> Iterator[tuple[bytes, int]]:
+        return self.index.entries(t)
+
+    def total_blocks(self, t) -> int:
+        return self.meta.get(t, TOTAL_BLOCKS)
+
+    def stats(self, t) -> PoolStats:
+        g = lambda k: self.meta.get(t, k)  # noqa: E731
+        total, free, pending = g(TOTAL_BLOCKS), g(FREE_BLOCKS), g(PENDING_BLOCKS)
+        return PoolStats(
+            block_size=self.block_size, total_blocks=total, free_blocks=free,
+            pending_blocks=pending, used_blocks=total - free - pending,
+            shared_blocks=g(SHARED_BLOCKS), shared_extra_refs=g(SHARED_EXTRA),
+            dedup_entries=self.index.count(t), dedup_hits=g(DEDUP_HITS), zero_blocks=g(ZERO_BLOCKS))
+
+    def self_check(self, t, *, verify_data: bool = False) -> list[str]:
+        """The pool's metadata invariants; one sentence per problem ([] when sound).
+
+        verify_data=True also re-hashes every dedup-indexed block (reads them all).
+        """
+        return check.self_check(self, t, verify_data=verify_data)
+
+    def rebuild(self, t, refs: list[tuple[int, int, int]]) -> list[str]:
+        """Repair from refs = sorted (start, n, count>=1) of every referenced block; returns changes."""
+        return check.rebuild(self, t, refs)
+
+
+def _group(items):
+    """(block, k) sorted by block -> runs (start, n, k) of consecutive blocks with equal k."""
+    out: list[list[int]] = []
+    for b, k in items:
+        if out and out[-1][2] == k and out[-1][0] + out[-1][1] == b:
+            out[-1][1] += 1
+        else:
+            out.append([b, 1, k])
+    return out
