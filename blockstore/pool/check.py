@@ -36,6 +36,10 @@ from .. import errors
 MAX_DETAIL = 50  # sentences of one kind before they are summarised
 
 
+def _v(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many
+
+
 def _label(kind) -> str:
     if kind == "free":
         return "free"
@@ -70,14 +74,15 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
         if n == 0:
             out.append(f"A {_label(kind)} run at block {s} has length 0.")
         elif s + n > total:
-            out.append(f"{R.fmt_run(s, n).capitalize()} ({_label(kind)}) extend beyond the pool's {total} blocks.")
+            out.append(f"{R.fmt_run(s, n).capitalize()} ({_label(kind)}) {_v(n, 'extends', 'extend')} "
+                       f"beyond the pool's {total} blocks.")
 
     # pairwise (and within-table) overlaps: sweep in start order
     labelled.sort(key=lambda r: r[0])
     reach_end, reach = -1, None
     for s, n, kind in labelled:
         if n and s < reach_end:
-            out.append(f"{R.fmt_run(s, n).capitalize()} ({_label(kind)}) overlap "
+            out.append(f"{R.fmt_run(s, n).capitalize()} ({_label(kind)}) {_v(n, 'overlaps', 'overlap')} "
                        f"{R.fmt_run(*reach[:2])} ({_label(reach[2])}).")
         if s + n > reach_end:
             reach_end, reach = s + n, (s, n, kind)
@@ -169,9 +174,16 @@ def rebuild(pool, t, refs) -> list[str]:
         total = prev_end
         meta.set(t, TOTAL_BLOCKS, total)
 
-    old_free = R.normalize(pool.alloc.runs(t))
+    raw_free = list(pool.alloc.runs(t))
+    old_free = R.normalize(raw_free)
     old_pending = list(pool.pending.runs(t))
     old_shared = list(pool.refs.runs(t))
+    old_sums = {
+        FREE_BLOCKS: sum(n for _, n in raw_free),
+        PENDING_BLOCKS: sum(n for _, _, n in old_pending),
+        SHARED_BLOCKS: sum(n for _, n, _ in old_shared),
+        SHARED_EXTRA: sum(n * (c - 1) for _, n, c in old_shared),
+    }
     ref_runs = [(s, n) for s, n, _ in refs]
 
     # new pending: old pending minus referenced blocks, minus duplicates, inside the pool
@@ -232,12 +244,14 @@ def rebuild(pool, t, refs) -> list[str]:
     for s, n, old, new in diffs:
         what = R.fmt_run(s, n).capitalize()
         if new == "free" and not (old == "free" or isinstance(old, tuple)):
-            sentences.append(f"{what} were {_label(old)} but nothing references them (leaked): returned to free.")
+            sentences.append(f"{what} {_v(n, 'was', 'were')} {_label(old)} but nothing references "
+                             f"{_v(n, 'it', 'them')} (leaked): returned to free.")
         elif isinstance(old, tuple) and not isinstance(new, tuple):
-            sentences.append(f"{what} were {_label(old)} but are referenced: taken out of pending, "
-                             f"now {_label(new)}.")
+            sentences.append(f"{what} {_v(n, 'was', 'were')} {_label(old)} but {_v(n, 'is', 'are')} referenced: "
+                             f"taken out of pending, now {_label(new)}.")
         else:
-            sentences.append(f"{what} were {_label(old)}, the trees make them {_label(new)}.")
+            sentences.append(f"{what} {_v(n, 'was', 'were')} {_label(old)}; the trees make "
+                             f"{_v(n, 'it', 'them')} {_label(new)}.")
     changes += _capped(sentences, "block state changes")
 
     # rewrite the tables
@@ -266,7 +280,9 @@ def rebuild(pool, t, refs) -> list[str]:
         old = meta.get(t, name)
         if old != value:
             meta.set(t, name, value)
-            changes.append(f"pool.meta {name.decode()} corrected from {old} to {value}.")
+            if old != old_sums[name]:  # wrong before, not just moved by the rewrite above
+                changes.append(f"pool.meta {name.decode()} was {old} while the tables held {old_sums[name]}: "
+                               f"set to {value}.")
     if meta.get(t, HINT) > total:
         meta.set(t, HINT, 0)
         changes.append("The allocation hint was beyond the pool: reset to 0.")
