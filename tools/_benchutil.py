@@ -1,0 +1,186 @@
+"""Shared helpers of the benchmark tools (tools/bench*.py).
+
+* timing: ``time.perf_counter_ns``, medians, warm-up handled by callers;
+* ``Metric``: one reported figure with its unit and optional goal;
+* ``Report``: the result of one bench run, rendered as a table (stdout) or
+  as exactly one JSON object (stdout); progress goes to stderr via ``log``;
+* ``scratch_dir``: a temporary directory on the same disk as the repository
+  (or under ``--dir``), removed at the end.
+
+Speed is never asserted here: goals are reported as pass/fail, not raised.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Iterator
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GB = 1e9            # throughput figures are decimal GB/s
+MiB = 1 << 20
+
+
+def log(*parts: Any) -> None:
+    """Progress line on stderr (stdout is reserved for the table or the JSON)."""
+    print("[bench]", *parts, file=sys.stderr, flush=True)
+
+
+def now_ns() -> int:
+    return time.perf_counter_ns()
+
+
+def timed(fn: Callable[[], Any]) -> tuple[int, Any]:
+    """(elapsed ns, result) of one call."""
+    t0 = time.perf_counter_ns()
+    r = fn()
+    return time.perf_counter_ns() - t0, r
+
+
+def median(xs) -> float:
+    return float(statistics.median(xs))
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("inf")
+
+
+@contextlib.contextmanager
+def stopwatch(acc: list) -> Iterator[None]:
+    """Append the elapsed ns of the block to ``acc``."""
+    t0 = time.perf_counter_ns()
+    try:
+        yield
+    finally:
+        acc.append(time.perf_counter_ns() - t0)
+
+
+# ----------------------------------------------------------------- metrics
+@dataclasses.dataclass
+class Metric:
+    key: str
+    value: float
+    unit: str = ""
+    goal: float | None = None
+    cmp: str = ""          # "<=" or ">=" (with goal)
+    note: str = ""
+
+    @property
+    def passed(self) -> bool | None:
+        if self.goal is None:
+            return None
+        return self.value <= self.goal if self.cmp == "<=" else self.value >= self.goal
+
+
+@dataclasses.dataclass
+class Report:
+    bench: str
+    metrics: list[Metric] = dataclasses.field(default_factory=list)
+    extra: dict = dataclasses.field(default_factory=dict)     # non-metric JSON keys
+
+    def add(self, key: str, value: float, unit: str = "", goal: float | None = None,
+            cmp: str = "", note: str = "") -> Metric:
+        m = Metric(key, float(value), unit, goal, cmp, note)
+        self.metrics = [x for x in self.metrics if x.key != key] + [m]
+        return m
+
+    def to_json(self) -> dict:
+        out: dict = {"bench": self.bench}
+        out.update({m.key: _round(m.value) for m in self.metrics})
+        out["goals"] = {m.key: {"goal": f"{m.cmp} {m.goal:g}", "pass": m.passed}
+                        for m in self.metrics if m.goal is not None}
+        out.update(self.extra)
+        return out
+
+    def table(self) -> str:
+        rows = [("name", "value", "unit", "goal", "result")]
+        for m in self.metrics:
+            goal = "" if m.goal is None else f"{m.cmp} {m.goal:g}"
+            res = "" if m.passed is None else ("pass" if m.passed else "FAIL")
+            rows.append((m.key, _fmt(m.value), m.unit, goal, res))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = []
+        for j, r in enumerate(rows):
+            lines.append("  ".join(c.ljust(w) if i != 1 else c.rjust(w)
+                                   for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+            if j == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+def _round(v: float) -> float:
+    if v == 0 or v != v or v in (float("inf"), float("-inf")):
+        return v
+    return float(f"{v:.4g}")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if v == 0:
+        return "0"
+    if abs(v) >= 1000:
+        return f"{v:.0f}"
+    if abs(v) < 0.001:
+        return f"{v:.3e}"
+    return f"{v:.4g}"
+
+
+def format_rows(rows: list[dict], cols: list[str]) -> str:
+    """A small text table of dict rows (used for sub-tables such as block sizes)."""
+    cells = [cols] + [[_fmt(r[c]) for c in cols]
+                      for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells)
+
+
+def environment() -> dict:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def emit(report: Report, as_json: bool, extra_text: str = "") -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json(), sort_keys=False) + "\n")
+    else:
+        sys.stdout.write(report.table() + "\n")
+        if extra_text:
+            sys.stdout.write("\n" + extra_text + "\n")
+    sys.stdout.flush()
+
+
+# ----------------------------------------------------------------- scratch space
+def _device(path: str) -> int:
+    return os.stat(path).st_dev
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: str | None = None, prefix: str = "blockstore-bench-") -> Iterator[str]:
+    """A fresh directory on the repository's disk (or under ``parent``), removed afterwards."""
+    if parent is None:
+        tmp = tempfile.gettempdir()
+        parent = tmp if _device(tmp) == _device(REPO) else REPO
+    os.makedirs(parent, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def disk_usage(path: str) -> dict:
+    st = shutil.disk_usage(path)
+    return {"path": path, "free_gb": round(st.free / GB, 1),
+            "same_device_as_repo": _device(path) == _device(REPO)}
