@@ -11,3 +11,12 @@ import blockstore  # noqa: F401  (fail fast if the package does not import)
 def tmp_store_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     """Path for a new store; the directory itself does not exist yet."""
     return tmp_path / "store"
+
+
+# Hypothesis profiles: "default" keeps `make test` short; "soak" is the
+# opt-in long run (`pytest --hypothesis-profile=soak tests/test_*model*.py`).
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("default", max_examples=30, deadline=None)
+settings.register_profile("soak", max_examples=1000, deadline=None)
+settings.load_profile("default")

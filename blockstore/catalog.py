@@ -1,0 +1,98 @@
+"""The catalog: named trees and the root reference each one holds.
+
+Every tree is one record in LMDB database ``catalog`` keyed by its name:
+
+    kind     "snapshot" (read-only), "clone" (writable, made from a snapshot
+             or empty) or "volume" (writable, no image lineage)
+    root     root node id of its B-tree (0 = empty); the record owns exactly
+             one reference to it
+    parent   name of the snapshot it was cloned or committed from, or None
+    created  ns since the epoch; labels {str: str}; uuid; mounts (clones)
+
+Contract: a record is changed only inside a write transaction, and a root
+is replaced only together with the B-tree mutation that produced it, so a
+crash leaves either the old root or the new one, never a mixture.
+Cost: every call is O(1) LMDB operations except ``list`` (O(trees)).
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from . import txn as txnmod
+from .errors import AlreadyExists, InvalidInput, NotFound
+
+CATALOG = txnmod.register_db("catalog")
+KINDS = ("snapshot", "clone", "volume")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+:/-]{0,254}")
+
+
+@dataclass
+class TreeRecord:
+    name: str
+    kind: str
+    root: int = 0
+    parent: str | None = None
+    created: int = field(default_factory=time.time_ns)
+    labels: dict = field(default_factory=dict)
+    uuid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    mounts: list = field(default_factory=list)
+
+    @property
+    def writable(self) -> bool:
+        return self.kind != "snapshot"
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, raw) -> "TreeRecord":
+        return cls(**json.loads(bytes(raw)))
+
+
+def check_name(name: str) -> str:
+    """Tree names: 1-255 characters of [A-Za-z0-9._@+:/-], not starting with
+    '.', '-', '/' or ':', without '//' or ':/' (which the CLI reads as NAME:/path)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or "//" in name \
+            or ":/" in name or name.endswith(("/", ":")):
+        raise InvalidInput(f"invalid tree name {name!r}: use 1-255 characters of "
+                           "letters, digits and ._@+:/- not starting with . - / :")
+    return name
+
+
+def get(txn, name: str) -> TreeRecord:
+    raw = txn.t.get(name.encode(), db=txn.db(CATALOG))
+    if raw is None:
+        raise NotFound(f"no tree named {name!r}")
+    return TreeRecord.decode(raw)
+
+
+def exists(txn, name: str) -> bool:
+    return txn.t.get(name.encode(), db=txn.db(CATALOG)) is not None
+
+
+def put(txn, rec: TreeRecord) -> None:
+    txn.put(CATALOG, rec.name.encode(), rec.encode())
+
+
+def add(txn, rec: TreeRecord) -> TreeRecord:
+    check_name(rec.name)
+    if rec.kind not in KINDS:
+        raise InvalidInput(f"unknown tree kind {rec.kind!r}; one of {', '.join(KINDS)}")
+    if exists(txn, rec.name):
+        raise AlreadyExists(f"a tree named {rec.name!r} already exists")
+    put(txn, rec)
+    return rec
+
+
+def delete(txn, name: str) -> None:
+    txn.t.delete(name.encode(), db=txn.db(CATALOG))
+
+
+def records(txn):
+    """Every record, in name order."""
+    for _, raw in txn.t.cursor(db=txn.db(CATALOG)):
+        yield TreeRecord.decode(raw)

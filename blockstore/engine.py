@@ -1,0 +1,292 @@
+"""The engine facade: named copy-on-write trees of keys and values.
+
+This is the storage engine the filesystem layer and the public ``Store``
+build on.  It combines the catalog (names, kinds, roots), the B-tree and
+the pool.  Every method is one atomic transaction, durable on return,
+unless called inside ``with engine.batch():`` (group commit: durable at
+the end of the batch or at ``sync()``).
+
+Costs: ``snapshot``/``clone`` O(1) (one refcount increment and one catalog
+record); ``put``/``get``/``delete`` O(depth); ``remove`` O(1) now plus, in
+``gc``, what the tree owned exclusively; ``diff`` O(difference x depth).
+
+Values up to ``MAX_INLINE`` bytes live in the tree; ``put_blob`` stores
+bytes of any size in pool blocks (zero blocks not stored, dedup when on)
+under keys ``key + 0x00 + u64 block index``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import threading
+from typing import Iterator
+
+from . import catalog, txn as txnmod
+from .btree import tree as bt
+from .btree import values
+from .btree.diff import diff as tree_diff
+from .btree.node import MAX_VALUE
+from .btree.store import NodeStore
+from .catalog import TreeRecord
+from .errors import Busy, InvalidInput, ReadOnly
+from .pool import HOLE
+from .txn import Env
+
+MAX_INLINE = MAX_VALUE - 16
+_IDX = struct.Struct(">Q")
+
+_open_envs: dict[str, list] = {}          # realpath -> [Env, users]
+_open_lock = threading.Lock()
+
+
+def _acquire_env(path: str, **opts) -> Env:
+    """One Env per store per process (LMDB refuses a second open)."""
+    real = os.path.realpath(path)
+    with _open_lock:
+        ent = _open_envs.get(real)
+        if ent is not None and ent[0].pid == os.getpid():
+            ent[1] += 1
+            return ent[0]
+        env = Env(path, **opts)
+        _open_envs[real] = [env, 1]
+        return env
+
+
+def _release_env(env: Env) -> None:
+    real = os.path.realpath(env.path)
+    with _open_lock:
+        ent = _open_envs.get(real)
+        if ent is None or ent[0] is not env:
+            return
+        ent[1] -= 1
+        if ent[1] == 0:
+            del _open_envs[real]
+            env.close()
+
+
+class Engine:
+    def __init__(self, env: Env):
+        self.env = env
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: str, create: bool = True, *, block_size: int | None = None,
+             dedup: bool | None = None) -> "Engine":
+        return cls(_acquire_env(path, create=create, block_size=block_size, dedup=dedup))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _release_env(self.env)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def block_size(self) -> int:
+        return self.env.block_size
+
+    # -- transactions ------------------------------------------------------
+    def batch(self):
+        """Group commit: the calls inside share one durable commit."""
+        return self.env.batch()
+
+    def sync(self) -> None:
+        self.env.sync()
+
+    @contextlib.contextmanager
+    def reader(self):
+        """A consistent read view: ``with e.reader() as r: e.get(..., view=r)``."""
+        with self.env.read() as r:
+            yield r
+
+    def _read(self, view):
+        return contextlib.nullcontext(view) if view is not None else self.env.read()
+
+    # -- trees -------------------------------------------------------------
+    def create(self, name: str, kind: str = "volume", labels: dict | None = None,
+               parent: str | None = None) -> TreeRecord:
+        """A new empty tree."""
+        rec = TreeRecord(name=name, kind=kind, labels=dict(labels or {}), parent=parent)
+        return self.env.transact(lambda w: catalog.add(w, rec))
+
+    def _copy(self, src: str, name: str, kind: str, labels, parent_of) -> TreeRecord:
+        def work(w):
+            s = catalog.get(w, src)
+            rec = TreeRecord(name=name, kind=kind, labels=dict(labels or {}),
+                             parent=parent_of(s))
+            catalog.add(w, rec)
+            rec.root = bt.share(NodeStore.of(w), s.root)
+            catalog.put(w, rec)
+            return rec
+        return self.env.transact(work)
+
+    def snapshot(self, src: str, name: str, labels: dict | None = None) -> TreeRecord:
+        """Freeze ``src`` (any kind) as a read-only snapshot: O(1).  The
+        snapshot's parent is src's parent if src is a clone made from a
+        snapshot (the lineage of images), else src itself when it is a snapshot."""
+        return self._copy(src, name, "snapshot", labels,
+                          lambda s: s.name if s.kind == "snapshot" else s.parent)
+
+    def clone(self, src: str, name: str, kind: str = "clone",
+              labels: dict | None = None) -> TreeRecord:
+        """A writable tree sharing everything with ``src``: O(1)."""
+        if kind == "snapshot":
+            raise InvalidInput("a clone is writable; use snapshot() for a read-only copy")
+        return self._copy(src, name, kind, labels,
+                          lambda s: s.name if s.kind == "snapshot" else s.parent)
+
+    def remove(self, name: str) -> None:
+        """Drop the tree; its exclusively owned nodes and blocks are freed by gc."""
+        def work(w):
+            rec = catalog.get(w, name)
+            catalog.delete(w, name)
+            bt.release(NodeStore.of(w), rec.root)
+        self.env.transact(work)
+
+    def rename(self, old: str, new: str) -> TreeRecord:
+        def work(w):
+            rec = catalog.get(w, old)
+            catalog.check_name(new)
+            if catalog.exists(w, new):
+                from .errors import AlreadyExists
+                raise AlreadyExists(f"a tree named {new!r} already exists")
+            catalog.delete(w, old)
+            rec.name = new
+            catalog.put(w, rec)
+            return rec
+        return self.env.transact(work)
+
+    def set_labels(self, name: str, labels: dict) -> TreeRecord:
+        def work(w):
+            rec = catalog.get(w, name)
+            rec.labels.update({k: v for k, v in labels.items() if v is not None})
+            for k in [k for k, v in labels.items() if v is None]:
+                rec.labels.pop(k, None)
+            catalog.put(w, rec)
+            return rec
+        return self.env.transact(work)
+
+    def info(self, name: str, view=None) -> TreeRecord:
+        with self._read(view) as r:
+            return catalog.get(r, name)
+
+    def list(self, kind: str | None = None, view=None) -> list[TreeRecord]:
+        with self._read(view) as r:
+            return [rec for rec in catalog.records(r) if kind is None or rec.kind == kind]
+
+    # -- keys and values -----------------------------------------------------
+    def _mutate(self, name: str, fn):
+        """Run fn(ns, root) -> (new_root, result) on a writable tree and store the new root."""
+        def work(w):
+            rec = catalog.get(w, name)
+            if not rec.writable:
+                raise ReadOnly(f"{name!r} is a snapshot and cannot be changed; clone it first")
+            root, result = fn(NodeStore.of(w), rec.root)
+            if root != rec.root:
+                rec.root = root
+                catalog.put(w, rec)
+            return result
+        return self.env.transact(work)
+
+    def put(self, name: str, key: bytes, value: bytes) -> None:
+        if len(value) > MAX_INLINE:
+            raise InvalidInput(f"value of {len(value)} bytes exceeds {MAX_INLINE}; use put_blob")
+        self._mutate(name, lambda ns, root: (bt.insert(ns, root, key, values.plain(value)), None))
+
+    def put_many(self, name: str, items) -> None:
+        self._mutate(name, lambda ns, root: (
+            bt.put_many(ns, root, ((k, values.plain(v)) for k, v in items)), None))
+
+    def delete(self, name: str, key: bytes) -> bool:
+        """Remove a key; True if it existed."""
+        def fn(ns, root):
+            root, old = bt.delete(ns, root, key)
+            return root, old is not None
+        return self._mutate(name, fn)
+
+    def get(self, name: str, key: bytes, view=None) -> bytes | None:
+        with self._read(view) as r:
+            v = bt.lookup(NodeStore.of(r), catalog.get(r, name).root, key)
+            return None if v is None else values.payload(v)
+
+    def items(self, name: str, lo: bytes = b"", hi: bytes | None = None,
+              view=None) -> list[tuple[bytes, bytes]]:
+        with self._read(view) as r:
+            ns = NodeStore.of(r)
+            return [(bytes(k), values.payload(v))
+                    for k, v in bt.iterate(ns, catalog.get(r, name).root, lo, hi)]
+
+    def count(self, name: str, view=None) -> int:
+        with self._read(view) as r:
+            return sum(1 for _ in bt.iterate(NodeStore.of(r), catalog.get(r, name).root))
+
+    # -- blobs in pool blocks ------------------------------------------------
+    def put_blob(self, name: str, key: bytes, data: bytes) -> None:
+        """Store ``data`` in pool blocks under ``key`` (replacing any blob there).
+        The last block is zero-padded; the length is kept in the index entry."""
+        bs = self.block_size
+        if b"\x00" in key:
+            raise InvalidInput("blob keys must not contain NUL bytes")
+
+        def fn(ns, root):
+            root = bt.delete_range(ns, root, key + b"\x00", key + b"\x01")
+            padded = bytes(data) + bytes(-len(data) % bs)
+            runs = ns.txn.pool.write(ns.t, padded) if padded else []
+            idx = 0
+            for start, n in runs:
+                if start != HOLE:
+                    root = bt.insert(ns, root, key + b"\x00" + _IDX.pack(idx),
+                                     values.blockref(start, n))
+                idx += n
+            root = bt.insert(ns, root, key + b"\x00" + b"\xff" * 8,
+                             values.plain(_IDX.pack(len(data))))
+            return root, None
+        self._mutate(name, fn)
+
+    def get_blob(self, name: str, key: bytes, view=None) -> bytes | None:
+        bs = self.block_size
+        with self._read(view) as r:
+            ns = NodeStore.of(r)
+            root = catalog.get(r, name).root
+            size_v = bt.lookup(ns, root, key + b"\x00" + b"\xff" * 8)
+            if size_v is None:
+                return None
+            size = _IDX.unpack(values.payload(size_v))[0]
+            out = bytearray(size + (-size % bs))
+            for k, v in bt.iterate(ns, root, key + b"\x00", key + b"\x00" + b"\xff" * 8):
+                idx = _IDX.unpack(k[len(key) + 1:])[0]
+                start, n = values.refs(v)
+                out[idx * bs:(idx + n) * bs] = r.pool.read(start, n)
+            return bytes(out[:size])
+
+    def delete_blob(self, name: str, key: bytes) -> None:
+        self._mutate(name, lambda ns, root: (
+            bt.delete_range(ns, root, key + b"\x00", key + b"\x01"), None))
+
+    # -- whole-store operations -------------------------------------------------
+    def diff(self, a: str, b: str, view=None) -> Iterator[tuple[bytes, bytes | None, bytes | None]]:
+        """(key, value in a, value in b) for every key whose stored value differs
+        (payloads; None where absent); O(difference x depth)."""
+        with self._read(view) as r:
+            ns = NodeStore.of(r)
+            ra, rb = catalog.get(r, a).root, catalog.get(r, b).root
+            pl = values.payload
+            return [(bytes(k), None if x is None else pl(x), None if y is None else pl(y))
+                    for k, x, y in tree_diff(ns, ra, rb)]
+
+    def gc(self, budget: int = 2000) -> dict:
+        from .gc import collect
+        return collect(self.env, budget)
+
+    def check(self, repair: bool = False, scrub: bool = False):
+        from .check import check
+        return check(self.env, repair=repair, scrub=scrub)
+
+    def stats(self):
+        with self.env.read() as r:
+            return r.pool.stats(r.t)

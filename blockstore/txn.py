@@ -1,0 +1,320 @@
+"""Transactions: the only way to change a store.
+
+One ``Env`` per open store per process owns the LMDB environment (sync and
+metasync on), its table of named databases and the data pool.  Every change
+runs inside one ``WriteTxn`` = one LMDB write transaction:
+
+* commit order: upper layers' ``before_commit`` hooks (the B-tree flushes its
+  dirty nodes), then ``fdatasync`` of the data file if blocks were written,
+  then the LMDB commit (which fsyncs).  Data is durable before the metadata
+  that points at it (DESIGN.md §5).
+* group commit: inside ``env.batch()`` every ``env.write()`` joins one
+  transaction, committed (one fdatasync + one LMDB sync) when the batch
+  ends or at ``env.sync()``.  Outside a batch each ``write()`` is durable on
+  return.
+* deferred frees: at the start of each write transaction, blocks freed by
+  transactions that every live reader already sees are released to the free
+  map (``Pool.release_pending``); stale reader slots of dead processes are
+  cleared first (``reader_check``).
+* the map is sized far beyond need (address space only); if LMDB still
+  reports MapFullError, ``transact`` grows the map and reruns the work.
+
+Locking: one writer per store at a time.  Threads of a process serialize on
+``Env.lock``; processes serialize on LMDB's writer mutex (a second writer
+waits; a SIGKILLed writer's mutex is recovered at once).  Readers never
+block and are never blocked.  An Env must not be used after ``fork``: the
+child gets ``Busy`` and must open the store again.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import threading
+import time
+from typing import Callable, Iterator, TypeVar
+
+import lmdb
+
+from .errors import Busy, Corruption, FormatTooNew, InvalidInput, NoSpace, NotAStore
+from .pool import DataFile, Pool, PoolDbs
+
+FORMAT_VERSION = 1
+META_DIR = "meta"
+DATA_FILE = "pool.data"
+DEFAULT_BLOCK_SIZE = 64 * 1024
+MIN_BLOCK_SIZE = 4 * 1024
+MAX_BLOCK_SIZE = 1024 * 1024
+INITIAL_MAP_SIZE = 1 << 40          # address space, not disk
+MAX_DBS = 32
+
+_U64 = struct.Struct(">Q")
+T = TypeVar("T")
+
+# Named databases of the layers above the pool; registered at import time so
+# that every one is opened when the environment opens (LMDB cannot open a
+# database while this thread holds a write transaction).
+_DB_NAMES: list[str] = ["meta"]
+
+
+def register_db(name: str) -> str:
+    if name not in _DB_NAMES:
+        _DB_NAMES.append(name)
+    return name
+
+
+def u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def from_u64(b) -> int:
+    return _U64.unpack(b)[0]
+
+
+class _Txn:
+    """What both read and write transactions offer the layers above."""
+
+    write = False
+
+    def __init__(self, env: "Env", t: lmdb.Transaction):
+        self.env = env
+        self.t = t
+        self.pool = env.pool
+        self.local: dict = {}   # per-transaction state of upper layers (e.g. the node store)
+
+    def db(self, name: str):
+        return self.env.dbs[name]
+
+    def id(self) -> int:
+        return self.t.id()
+
+    def meta_get(self, key: bytes, default=None):
+        v = self.t.get(key, db=self.env.dbs["meta"])
+        return default if v is None else bytes(v)
+
+    def meta_int(self, key: bytes, default: int = 0) -> int:
+        v = self.t.get(key, db=self.env.dbs["meta"])
+        return default if v is None else from_u64(v)
+
+
+class ReadTxn(_Txn):
+    """A consistent, never-blocking view of the store as of its start."""
+
+
+class WriteTxn(_Txn):
+    write = True
+
+    def __init__(self, env: "Env", t: lmdb.Transaction):
+        super().__init__(env, t)
+        self.before_commit: list[Callable[["WriteTxn"], None]] = []
+        self.after_commit: list[Callable[[], None]] = []
+
+    def meta_put(self, key: bytes, value: bytes) -> None:
+        self.t.put(key, value, db=self.env.dbs["meta"])
+
+    def meta_put_int(self, key: bytes, value: int) -> None:
+        self.t.put(key, u64(value), db=self.env.dbs["meta"])
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        # put() returns False instead of raising in a few LMDB modes (append,
+        # nooverwrite); never let that pass silently.
+        if not self.t.put(key, value, db=self.env.dbs[db]):
+            raise Corruption(f"LMDB refused a put into {db!r}")
+
+    def _commit(self) -> None:
+        for hook in self.before_commit:
+            hook(self)
+        self.pool.sync()
+        self.t.commit()
+        for hook in self.after_commit:
+            hook()
+
+
+class Env:
+    """The open metadata environment and data pool of one store."""
+
+    def __init__(self, path: str, *, create: bool = False, block_size: int | None = None,
+                 dedup: bool | None = None, readonly: bool = False):
+        self.path = os.path.abspath(path)
+        self.pid = os.getpid()
+        self.lock = threading.RLock()
+        self._batch: WriteTxn | None = None
+        self._batch_owner: int | None = None
+        self.caches: dict = {}      # process-wide caches of upper layers, keyed by their name
+        meta_dir = os.path.join(self.path, META_DIR)
+        exists = os.path.exists(os.path.join(meta_dir, "data.mdb"))
+        if not exists:
+            if not create:
+                raise NotAStore(path=self.path)
+            if os.path.isdir(self.path) and os.listdir(self.path):
+                raise NotAStore("directory is not empty and holds no store; "
+                                "refusing to create one in it", path=self.path)
+            bs = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
+            if bs < MIN_BLOCK_SIZE or bs > MAX_BLOCK_SIZE or bs & (bs - 1):
+                raise InvalidInput(f"block size must be a power of two from "
+                                   f"{MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}, not {bs}")
+            os.makedirs(meta_dir, exist_ok=True)
+        try:
+            self.env = lmdb.open(meta_dir, map_size=INITIAL_MAP_SIZE, max_dbs=MAX_DBS,
+                                 subdir=True, sync=True, metasync=True, lock=True,
+                                 readahead=False, max_readers=256)
+        except lmdb.Error as exc:
+            raise NotAStore(f"cannot open store metadata: {exc}", path=self.path) from None
+        self.env.reader_check()
+        self.dbs = {name: self.env.open_db(name.encode()) for name in _DB_NAMES}
+        pool_dbs = PoolDbs.open(self.env)
+        with self.env.begin(write=True) as t:
+            meta = self.dbs["meta"]
+            fmt = t.get(b"format", db=meta)
+            if fmt is None:
+                if exists and not create:
+                    raise NotAStore("store metadata has no format record", path=self.path)
+                t.put(b"format", u64(FORMAT_VERSION), db=meta)
+                t.put(b"block_size", u64(bs), db=meta)
+                t.put(b"dedup", u64(1 if dedup is None or dedup else 0), db=meta)
+                t.put(b"created_ns", u64(time.time_ns()), db=meta)
+            elif from_u64(fmt) > FORMAT_VERSION:
+                raise FormatTooNew(f"store format {from_u64(fmt)} is newer than this "
+                                   f"blockstore's {FORMAT_VERSION}; upgrade blockstore",
+                                   path=self.path)
+            self.block_size = from_u64(t.get(b"block_size", db=meta))
+            self.dedup = bool(from_u64(t.get(b"dedup", db=meta)))
+        data = DataFile(os.path.join(self.path, DATA_FILE), self.block_size, create=not exists)
+        self.pool = Pool(pool_dbs, data, self.block_size, self.dedup)
+        with self.env.begin() as t:
+            need = self.pool.total_blocks(t)
+        if data.size_blocks() < need:
+            raise Corruption(f"data file is truncated: {data.size_blocks()} blocks of "
+                             f"{need} committed", path=os.path.join(self.path, DATA_FILE))
+
+    # -- lifecycle -----------------------------------------------------------
+    def close(self) -> None:
+        if self._batch is not None:
+            self._end_batch(commit=True)
+        self.pool.data.close()
+        self.env.close()
+
+    def _check_pid(self) -> None:
+        if os.getpid() != self.pid:
+            raise Busy("store handle used after fork; open the store again in the child process")
+
+    # -- readers -------------------------------------------------------------
+    @contextlib.contextmanager
+    def read(self) -> Iterator[ReadTxn]:
+        """A snapshot view; blocks it can reach are not reused while it lives."""
+        self._check_pid()
+        if self._batch is not None and self._batch_owner == threading.get_ident():
+            yield self._batch        # read your own uncommitted batch
+            return
+        t = self._begin(write=False)
+        try:
+            yield ReadTxn(self, t)
+        finally:
+            t.abort()
+
+    def oldest_reader(self) -> int | None:
+        """The txn id of the oldest live LMDB reader of any process, or None."""
+        self.env.reader_check()
+        oldest = None
+        for line in self.env.readers().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) == 3 and fields[2].isdigit():
+                tid = int(fields[2])
+                oldest = tid if oldest is None else min(oldest, tid)
+        return oldest
+
+    # -- writers -------------------------------------------------------------
+    def _begin(self, write: bool) -> lmdb.Transaction:
+        for _ in range(3):
+            try:
+                return self.env.begin(write=write)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)      # another process grew the map: adopt it
+        raise Busy("could not begin a transaction: the map keeps being resized")
+
+    def _new_write(self) -> WriteTxn:
+        t = self._begin(write=True)
+        w = WriteTxn(self, t)
+        try:
+            oldest = self.oldest_reader()
+            last = t.id() - 1
+            self.pool.release_pending(t, last if oldest is None else min(oldest, last))
+        except BaseException:
+            t.abort()
+            raise
+        return w
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[WriteTxn]:
+        """One atomic change; durable on return unless inside ``batch()``."""
+        self._check_pid()
+        with self.lock:
+            if self._batch is not None and self._batch_owner == threading.get_ident():
+                yield self._batch
+                return
+            w = self._new_write()
+            try:
+                yield w
+                w._commit()
+            except lmdb.MapFullError:
+                w.t.abort()
+                self._grow_map()
+                raise NoSpace("metadata map was full; it has been grown, retry") from None
+            except BaseException:
+                w.t.abort()
+                raise
+
+    def transact(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run ``fn`` in a write transaction and commit, rerunning it after growing
+        the map if LMDB reports MapFullError.  ``fn`` must have no effects outside
+        the transaction (it may run more than once)."""
+        for _ in range(4):
+            try:
+                with self.write() as w:
+                    return fn(w)
+            except NoSpace:
+                if self._batch is not None:
+                    raise
+        raise NoSpace("metadata map keeps filling up")
+
+    def _grow_map(self) -> None:
+        self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit: every write() of this thread inside joins one transaction."""
+        self._check_pid()
+        with self.lock:
+            if self._batch is not None:
+                yield
+                return
+            self._batch = self._new_write()
+            self._batch_owner = threading.get_ident()
+            ok = False
+            try:
+                yield
+                ok = True
+            finally:
+                self._end_batch(commit=ok)
+
+    def sync(self) -> None:
+        """Make everything written so far durable (commits the open batch)."""
+        with self.lock:
+            if self._batch is not None:
+                self._end_batch(commit=True)
+                self._batch = self._new_write()
+                self._batch_owner = threading.get_ident()
+            else:
+                self.pool.sync()
+                self.env.sync(True)
+
+    def _end_batch(self, commit: bool) -> None:
+        w, self._batch, self._batch_owner = self._batch, None, None
+        if commit:
+            try:
+                w._commit()
+            except BaseException:
+                w.t.abort()
+                raise
+        else:
+            w.t.abort()
