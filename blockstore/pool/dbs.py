@@ -60,7 +60,8 @@ class PoolDbs:
         """Open (creating when missing) every pool database.
 
         With ``txn`` (a write txn) the handles are created inside it and become
-        durable with its commit; without, each ``open_db`` commits on its own.
+        durable with its commit; without, each ``open_db`` runs its own write
+        txn, so the calling thread must not hold a write txn then.
         """
         handles = {}
         for f in fields(cls):

@@ -49,13 +49,11 @@ def overlapping(t, db, start: int, n: int) -> list[tuple[int, int, bytes]]:
         ok = cur.next()
     else:
         ok = cur.set_range(pack_u64(start))
-    while ok:
+    while ok:  # every later run starts after ``start``
         s, ln, rest = decode(cur.key(), cur.value())
         if s >= end:
             break
-        if s >= start or s + ln > start:
-            if not out or out[-1][0] != s:
-                out.append((s, ln, rest))
+        out.append((s, ln, rest))
         ok = cur.next()
     return out
 
