@@ -23,21 +23,26 @@ Locking: one writer per store at a time.  Threads of a process serialize on
 ``Env.lock``; processes serialize on LMDB's writer mutex (a second writer
 waits; a SIGKILLed writer's mutex is recovered at once).  Readers never
 block and are never blocked.  An Env must not be used after ``fork``: the
-child gets ``Busy`` and must open the store again.
+child gets ``Busy``; py-lmdb cannot open the same store again in a forked
+child either, so worker processes are started with ``spawn`` or as
+subprocesses (see ``_after_fork_in_child``).
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import struct
 import threading
 import time
+import weakref
 from typing import Callable, Iterator, TypeVar
 
 import lmdb
 
 from .errors import Busy, Corruption, FormatTooNew, InvalidInput, NoSpace, NotAStore
 from .pool import DataFile, Pool, PoolDbs
+from .pool.dbs import TOTAL_BLOCKS, Meta
 
 FORMAT_VERSION = 1
 META_DIR = "meta"
@@ -130,36 +135,63 @@ class WriteTxn(_Txn):
             hook()
 
 
+_ENVS: "weakref.WeakSet[Env]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child shares the parent's LMDB lock table (reader slots) but not
+    its fcntl locks.  Closing the inherited environment or aborting inherited
+    read transactions would clear the *parent's* reader slots (LMDB matches
+    them by the pid recorded at open), unpinning blocks the parent still reads.
+    So the child keeps those objects alive forever and never touches them;
+    any use of the Env in the child raises Busy (``_check_pid``)."""
+    for env in list(_ENVS):
+        keep = [env.env, *env._live_reads]
+        if env._batch is not None:
+            keep.append(env._batch.t)
+        for obj in keep:
+            # One reference that is never dropped, not even at interpreter exit.
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Env:
     """The open metadata environment and data pool of one store."""
 
     def __init__(self, path: str, *, create: bool = False, block_size: int | None = None,
-                 dedup: bool | None = None, readonly: bool = False):
+                 dedup: bool | None = None):
         self.path = os.path.abspath(path)
         self.pid = os.getpid()
         self.lock = threading.RLock()
         self._batch: WriteTxn | None = None
         self._batch_owner: int | None = None
+        self._live_reads: set = set()
         self.caches: dict = {}      # process-wide caches of upper layers, keyed by their name
         meta_dir = os.path.join(self.path, META_DIR)
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise NotAStore("not a directory", path=self.path)
         exists = os.path.exists(os.path.join(meta_dir, "data.mdb"))
         if not exists:
             if not create:
                 raise NotAStore(path=self.path)
-            if os.path.isdir(self.path) and os.listdir(self.path):
+            # A directory holding only an empty meta/ is a creation that crashed early.
+            if os.path.isdir(self.path) and set(os.listdir(self.path)) - {META_DIR}:
                 raise NotAStore("directory is not empty and holds no store; "
                                 "refusing to create one in it", path=self.path)
-            bs = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
-            if bs < MIN_BLOCK_SIZE or bs > MAX_BLOCK_SIZE or bs & (bs - 1):
-                raise InvalidInput(f"block size must be a power of two from "
-                                   f"{MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}, not {bs}")
             os.makedirs(meta_dir, exist_ok=True)
         try:
             self.env = lmdb.open(meta_dir, map_size=INITIAL_MAP_SIZE, max_dbs=MAX_DBS,
                                  subdir=True, sync=True, metasync=True, lock=True,
                                  readahead=False, max_readers=256)
         except lmdb.Error as exc:
+            if "already open in this process" in str(exc):
+                raise Busy("the store is already open in this process (a forked child "
+                           "cannot open a store its parent has open: start the child "
+                           "with the 'spawn' method or as a subprocess)", path=self.path) from None
             raise NotAStore(f"cannot open store metadata: {exc}", path=self.path) from None
+        _ENVS.add(self)
         self.env.reader_check()
         self.dbs = {name: self.env.open_db(name.encode()) for name in _DB_NAMES}
         pool_dbs = PoolDbs.open(self.env)
@@ -167,8 +199,13 @@ class Env:
             meta = self.dbs["meta"]
             fmt = t.get(b"format", db=meta)
             if fmt is None:
-                if exists and not create:
+                # New store, or one whose creation crashed before this commit.
+                if not create:
                     raise NotAStore("store metadata has no format record", path=self.path)
+                bs = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
+                if bs < MIN_BLOCK_SIZE or bs > MAX_BLOCK_SIZE or bs & (bs - 1):
+                    raise InvalidInput(f"block size must be a power of two from "
+                                       f"{MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}, not {bs}")
                 t.put(b"format", u64(FORMAT_VERSION), db=meta)
                 t.put(b"block_size", u64(bs), db=meta)
                 t.put(b"dedup", u64(1 if dedup is None or dedup else 0), db=meta)
@@ -179,16 +216,26 @@ class Env:
                                    path=self.path)
             self.block_size = from_u64(t.get(b"block_size", db=meta))
             self.dedup = bool(from_u64(t.get(b"dedup", db=meta)))
-        data = DataFile(os.path.join(self.path, DATA_FILE), self.block_size, create=not exists)
-        self.pool = Pool(pool_dbs, data, self.block_size, self.dedup)
+        data_path = os.path.join(self.path, DATA_FILE)
         with self.env.begin() as t:
-            need = self.pool.total_blocks(t)
+            need = self.pool_blocks_committed(pool_dbs, t)
+        # The data file is created after the format record; a crash in between
+        # leaves no data file and nothing in the pool that needs one.
+        data = DataFile(data_path, self.block_size,
+                        create=need == 0 and not os.path.exists(data_path))
+        self.pool = Pool(pool_dbs, data, self.block_size, self.dedup)
         if data.size_blocks() < need:
             raise Corruption(f"data file is truncated: {data.size_blocks()} blocks of "
-                             f"{need} committed", path=os.path.join(self.path, DATA_FILE))
+                             f"{need} committed", path=data_path)
+
+    @staticmethod
+    def pool_blocks_committed(pool_dbs, t) -> int:
+        return Meta(pool_dbs.meta).get(t, TOTAL_BLOCKS)
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
+        if os.getpid() != self.pid:
+            return          # a forked child must leave the parent's environment alone
         if self._batch is not None:
             self._end_batch(commit=True)
         self.pool.data.close()
@@ -207,10 +254,15 @@ class Env:
             yield self._batch        # read your own uncommitted batch
             return
         t = self._begin(write=False)
+        self._live_reads.add(t)
         try:
             yield ReadTxn(self, t)
         finally:
-            t.abort()
+            self._live_reads.discard(t)
+            if os.getpid() == self.pid:
+                t.abort()
+            # In a forked child the slot in the shared lock table is the parent's
+            # reader: aborting here would unpin the parent's view (see _after_fork).
 
     def oldest_reader(self) -> int | None:
         """The txn id of the oldest live LMDB reader of any process, or None."""
