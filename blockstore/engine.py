@@ -34,6 +34,7 @@ from .pool import HOLE
 from .txn import Env
 
 MAX_INLINE = MAX_VALUE - 16
+REMOVE_GC_BUDGET = 256
 _IDX = struct.Struct(">Q")
 
 _open_envs: dict[str, list] = {}          # realpath -> [Env, users]
@@ -118,10 +119,9 @@ class Engine:
         def work(w):
             s = catalog.get(w, src)
             rec = TreeRecord(name=name, kind=kind, labels=dict(labels or {}),
-                             parent=parent_of(s))
+                             parent=parent_of(s), root=s.root)
             catalog.add(w, rec)
-            rec.root = bt.share(NodeStore.of(w), s.root)
-            catalog.put(w, rec)
+            bt.share(NodeStore.of(w), s.root)
             return rec
         return self.env.transact(work)
 
@@ -141,11 +141,15 @@ class Engine:
                           lambda s: s.name if s.kind == "snapshot" else s.parent)
 
     def remove(self, name: str) -> None:
-        """Drop the tree; its exclusively owned nodes and blocks are freed by gc."""
+        """Drop the tree.  The first ``REMOVE_GC_BUDGET`` nodes it owned alone are
+        freed in the same transaction (all of them for a clone that changed little);
+        the rest wait for ``gc``."""
         def work(w):
             rec = catalog.get(w, name)
             catalog.delete(w, name)
-            bt.release(NodeStore.of(w), rec.root)
+            ns = NodeStore.of(w)
+            bt.release(ns, rec.root)
+            ns.gc_step(REMOVE_GC_BUDGET)
         self.env.transact(work)
 
     def rename(self, old: str, new: str) -> TreeRecord:

@@ -47,7 +47,7 @@ from .pool.dbs import TOTAL_BLOCKS, Meta
 FORMAT_VERSION = 1
 META_DIR = "meta"
 DATA_FILE = "pool.data"
-DEFAULT_BLOCK_SIZE = 64 * 1024
+DEFAULT_BLOCK_SIZE = 4 * 1024
 MIN_BLOCK_SIZE = 4 * 1024
 MAX_BLOCK_SIZE = 1024 * 1024
 INITIAL_MAP_SIZE = 1 << 40          # address space, not disk
@@ -208,7 +208,7 @@ class Env:
                                        f"{MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}, not {bs}")
                 t.put(b"format", u64(FORMAT_VERSION), db=meta)
                 t.put(b"block_size", u64(bs), db=meta)
-                t.put(b"dedup", u64(1 if dedup is None or dedup else 0), db=meta)
+                t.put(b"dedup", u64(1 if dedup else 0), db=meta)
                 t.put(b"created_ns", u64(time.time_ns()), db=meta)
             elif from_u64(fmt) > FORMAT_VERSION:
                 raise FormatTooNew(f"store format {from_u64(fmt)} is newer than this "
@@ -234,12 +234,15 @@ class Env:
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
-        if os.getpid() != self.pid:
+        if self._forked():
             return          # a forked child must leave the parent's environment alone
         if self._batch is not None:
             self._end_batch(commit=True)
         self.pool.data.close()
         self.env.close()
+
+    def _forked(self) -> bool:
+        return os.getpid() != self.pid
 
     def _check_pid(self) -> None:
         if os.getpid() != self.pid:
@@ -259,7 +262,7 @@ class Env:
             yield ReadTxn(self, t)
         finally:
             self._live_reads.discard(t)
-            if os.getpid() == self.pid:
+            if not self._forked():
                 t.abort()
             # In a forked child the slot in the shared lock table is the parent's
             # reader: aborting here would unpin the parent's view (see _after_fork).
@@ -307,13 +310,16 @@ class Env:
             w = self._new_write()
             try:
                 yield w
+                if self._forked():
+                    return          # leaving the block in a forked child: the txn is the parent's
                 w._commit()
             except lmdb.MapFullError:
                 w.t.abort()
                 self._grow_map()
                 raise NoSpace("metadata map was full; it has been grown, retry") from None
             except BaseException:
-                w.t.abort()
+                if not self._forked():
+                    w.t.abort()
                 raise
 
     def transact(self, fn: Callable[[WriteTxn], T]) -> T:
@@ -347,7 +353,8 @@ class Env:
                 yield
                 ok = True
             finally:
-                self._end_batch(commit=ok)
+                if not self._forked():
+                    self._end_batch(commit=ok)
 
     def sync(self) -> None:
         """Make everything written so far durable (commits the open batch)."""

@@ -318,11 +318,6 @@ def test_forked_child_exiting_does_not_unpin_the_parents_reader(tmp_path):
         e.close()
 
 
-@pytest.mark.xfail(strict=True, reason=
-    "BUG txn.Env.batch/_end_batch (and Env.write's commit/abort): no pid guard, so a "
-    "forked child leaving `with engine.batch()` runs WriteTxn._commit on the parent's "
-    "inherited LMDB write txn; LMDB asserts in mdb_freelist_save and SIGABRTs the child "
-    "(with <=1 later parent commit the stale commit even succeeds)")
 def test_forked_child_leaving_a_batch_does_not_commit_the_parents_txn(tmp_path):
     """Fork inside ``with engine.batch()``; the parent commits and goes on; the
     child then leaves the block.  The child must not commit (or abort) the

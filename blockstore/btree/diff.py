@@ -45,6 +45,37 @@ class _Front:
         return self.ns.get(self.stack[-1][2]).level
 
 
+def _common_prefix(x: list, y: list) -> int:
+    """Length of the longest common prefix, by binary search on C-speed slice compares."""
+    lo, hi = 0, min(len(x), len(y))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if x[:mid] == y[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _open_both_skipping_common(a: _Front, b: _Front) -> None:
+    """Open two different nodes of one level, dropping the children (or entries)
+    they have in common at both ends.  An identical subtree or entry holds the
+    same keys on both sides, so it contributes nothing wherever it sits."""
+    _, lo_a, id_a = a.pop()
+    _, lo_b, id_b = b.pop()
+    na, nb = a.ns.get(id_a), b.ns.get(id_b)
+    pa = list(zip(na.keys, na.vals)) if na.level == 0 else na.vals
+    pb = list(zip(nb.keys, nb.vals)) if nb.level == 0 else nb.vals
+    head = _common_prefix(pa, pb)
+    tail = _common_prefix(pa[head:][::-1], pb[head:][::-1])
+    for front, node, lo in ((a, na, lo_a), (b, nb, lo_b)):
+        kind = NODE if node.level else ENTRY
+        keys, vals = node.keys, node.vals
+        for i in range(len(keys) - 1 - tail, head - 1, -1):
+            k = keys[i]
+            front.stack.append((kind, lo if i == 0 and kind == NODE and k < lo else k, vals[i]))
+
+
 def diff(ns: NodeStore, root_a: int, root_b: int) -> Iterator[tuple[bytes, bytes | None, bytes | None]]:
     """Yield (key, value in a or None, value in b or None) for every key whose value differs."""
     a, b = _Front(ns, root_a), _Front(ns, root_b)
@@ -72,9 +103,12 @@ def diff(ns: NodeStore, root_a: int, root_b: int) -> Iterator[tuple[bytes, bytes
                 b.pop()
                 continue
             la, lb = a.level(), b.level()
-            if la >= lb:
+            if la == lb:
+                _open_both_skipping_common(a, b)
+                continue
+            if la > lb:
                 a.open()
-            if lb >= la:
+            else:
                 b.open()
             continue
         if x[0] == NODE:
