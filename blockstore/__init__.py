@@ -5,3 +5,8 @@ catalog -> api -> interfaces. Public exports are added by the api layer.
 """
 
 __version__ = "0.1.0"
+
+from .api import Store, default_store_path  # noqa: E402
+from . import errors  # noqa: E402
+
+__all__ = ["Store", "default_store_path", "errors", "__version__"]

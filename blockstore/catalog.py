@@ -96,3 +96,54 @@ def records(txn):
     """Every record, in name order."""
     for _, raw in txn.t.cursor(db=txn.db(CATALOG)):
         yield TreeRecord.decode(raw)
+
+
+# -- pins: references held by open readers (file handles, exports) ------------
+#
+# A pin holds one reference to a root so that the tree it names stays intact
+# even if its catalog record is removed and gc runs.  Key: u32 pid | u64 seq;
+# value: u64 root.  Pins of processes that no longer exist are dropped by
+# ``drop_dead_pins`` (the Store does so when it opens).  ``check`` counts pins
+# as references, like catalog roots.
+import os as _os
+import struct as _struct
+
+PINS = txnmod.register_db("pins")
+_PIN = _struct.Struct(">IQ")
+
+
+def add_pin(txn, root: int) -> bytes:
+    seq = txn.meta_int(b"catalog.pin_seq", 0) + 1
+    txn.meta_put_int(b"catalog.pin_seq", seq)
+    k = _PIN.pack(_os.getpid(), seq)
+    txn.put(PINS, k, txnmod.u64(root))
+    return k
+
+
+def remove_pin(txn, key: bytes) -> int | None:
+    raw = txn.t.get(key, db=txn.db(PINS))
+    if raw is None:
+        return None
+    txn.t.delete(key, db=txn.db(PINS))
+    return txnmod.from_u64(raw)
+
+
+def pins(txn):
+    """(key, pid, root) of every pin."""
+    for k, v in txn.t.cursor(db=txn.db(PINS)):
+        pid, _ = _PIN.unpack(k)
+        yield bytes(k), pid, txnmod.from_u64(v)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        _os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dead_pins(txn) -> list[tuple[bytes, int]]:
+    return [(k, root) for k, pid, root in pins(txn) if pid != _os.getpid() and not _alive(pid)]

@@ -223,6 +223,9 @@ def _check_view(r, report: CheckReport, scrub: bool) -> _Walk:
                        repairable=False)
         if rec.root:
             walk.visit(rec.root, rec.name)
+    for _, pid, root in catalog.pins(r):
+        if root:
+            walk.visit(root, f"(pin of process {pid})")
     # Nodes whose count reached zero but are not freed yet still hold their references.
     queued = [from_u64(k) for k, _ in t.cursor(db=r.db("gcq"))]
     for nid in queued:

@@ -113,6 +113,58 @@ class Unsupported(BlockstoreError):
     exit_code = 12
 
 
+# -- Precise POSIX conditions.  Each is a case of one category above (and so
+# shares its exit code) but carries its own errno for FUSE and os-style callers.
+
+class NotADirectory(InvalidInput, NotADirectoryError):
+    """Not a directory."""
+
+    errno_code = _errno.ENOTDIR
+
+
+class IsADirectory(InvalidInput, IsADirectoryError):
+    """Is a directory."""
+
+    errno_code = _errno.EISDIR
+
+
+class DirectoryNotEmpty(Busy):
+    """Directory not empty."""
+
+    errno_code = _errno.ENOTEMPTY
+
+
+class NameTooLong(InvalidInput):
+    """File name or path too long."""
+
+    errno_code = _errno.ENAMETOOLONG
+
+
+class TooManyLinks(InvalidInput):
+    """Too many levels of symbolic links, or too many hard links."""
+
+    errno_code = _errno.ELOOP
+
+
+class PermissionDenied(BlockstoreError, PermissionError):
+    """Permission denied."""
+
+    errno_code = _errno.EACCES
+    exit_code = 6
+
+
+class NoAttribute(NotFound):
+    """No such extended attribute."""
+
+    errno_code = _errno.ENODATA
+
+
+class CrossDevice(InvalidInput):
+    """Cross-device link: source and target are in different trees or mounts."""
+
+    errno_code = _errno.EXDEV
+
+
 # Sorted by exit code; docs/ERRORS.md and the CLI's table are generated from it.
 CATEGORIES: tuple[type[BlockstoreError], ...] = (
     BlockstoreError, NotFound, AlreadyExists, Busy, ReadOnly, NoSpace,

@@ -1,0 +1,345 @@
+"""``Store``: the public facade of blockstore.
+
+    with blockstore.Store.open("/var/lib/mystore") as store:
+        store.import_dir("/srv/rootfs", "base")          # -> snapshot "base"
+        store.clone("base", "web")                        # writable clone, O(1)
+        with store.fs("web").open("/etc/motd", "w") as f:
+            f.write("hello\\n")
+        store.commit("web", "web-v1")                     # -> snapshot, O(1)
+        for change in store.diff("base", "web-v1"):
+            print(change)                                 # Change('M', '/etc/motd', 'file')
+
+Kinds: a *snapshot* is read-only; a *clone* is writable and made from a
+snapshot (or empty); a *volume* is writable, has no image lineage, outlives
+the clones that mount it and can be snapshotted and cloned like any tree.
+
+Removal rule (like ``zfs destroy`` without ``-R``): a snapshot that is the
+parent of other trees cannot be removed unless ``force=True``; with force
+its dependents keep all their data (trees share blocks by reference count,
+not by a chain) and are re-parented to the removed snapshot's own parent.
+A volume mounted by a clone cannot be removed until that clone is removed
+or ``force=True``.  Removing a clone never removes its volumes.
+
+Every method is atomic and durable on return, except inside
+``with store.batch():`` (group commit: durable at the end of the block).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import platformdirs
+
+from .. import catalog
+from ..btree.store import NodeStore
+from ..catalog import TreeRecord
+from ..engine import Engine
+from ..errors import AlreadyExists, Busy, InvalidInput, NotFound
+from ..fs.tree import FsTree
+from . import mounts as M
+from .treefs import TreeFS
+
+
+def default_store_path() -> str:
+    """$BLOCKSTORE_STORE, else a per-user data directory."""
+    return os.environ.get("BLOCKSTORE_STORE") or os.path.join(
+        platformdirs.user_data_dir("blockstore"), "store")
+
+
+class Store:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.env = engine.env
+        self.closed = False
+        self._fs_lock = threading.Lock()
+        self._fs: list[TreeFS] = []
+        self._drop_dead_pins()
+
+    # -- lifecycle -----------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None, create: bool = True, *,
+             block_size: int | None = None, dedup: bool | None = None) -> "Store":
+        """Open (and by default create) the store at path; use as a context manager."""
+        path = default_store_path() if path is None else os.fspath(path)
+        if create:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return cls(Engine.open(path, create=create, block_size=block_size, dedup=dedup))
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        for tfs in list(self._fs):
+            tfs.close()
+        self.closed = True
+        self.engine.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def path(self) -> str:
+        return self.env.path
+
+    @property
+    def block_size(self) -> int:
+        return self.env.block_size
+
+    def batch(self):
+        """Group commit: everything inside is one durable transaction."""
+        return self.env.batch()
+
+    def sync(self) -> None:
+        self.env.sync()
+
+    def _drop_dead_pins(self) -> None:
+        from ..btree import tree as bt
+
+        def work(w):
+            dead = catalog.dead_pins(w)
+            ns = NodeStore.of(w)
+            for key, root in dead:
+                catalog.remove_pin(w, key)
+                bt.release(ns, root)
+            return len(dead)
+        with self.env.read() as r:
+            if not catalog.dead_pins(r):
+                return
+        self.env.transact(work)
+
+    # -- trees -----------------------------------------------------------------------
+    def _new_fs_tree(self, name: str, kind: str, labels=None, mounts=None,
+                     parent: str | None = None) -> TreeRecord:
+        def work(w):
+            rec = catalog.add(w, TreeRecord(name=name, kind=kind, labels=dict(labels or {}),
+                                            mounts=list(mounts or []), parent=parent))
+            fst = FsTree(NodeStore.of(w), 0, time.time_ns)
+            fst.mkfs(0o755, os.getuid(), os.getgid())
+            rec.root = fst.root
+            catalog.put(w, rec)
+            return rec
+        return self.env.transact(work)
+
+    def create(self, name: str, kind: str = "clone", labels: dict | None = None,
+               mounts: list | None = None) -> TreeRecord:
+        """An empty tree (a clone of nothing, or a volume)."""
+        if kind == "snapshot":
+            raise InvalidInput("snapshots are made by import, commit or snapshot()")
+        return self._new_fs_tree(name, kind, labels, self._check_mounts(mounts))
+
+    def volume_create(self, name: str, labels: dict | None = None) -> TreeRecord:
+        return self._new_fs_tree(name, "volume", labels)
+
+    def volumes(self) -> list[TreeRecord]:
+        return self.list(kind="volume")
+
+    def volume_remove(self, name: str, force: bool = False) -> None:
+        rec = self.info(name)
+        if rec.kind != "volume":
+            raise InvalidInput(f"{name!r} is a {rec.kind}, not a volume")
+        self.remove(name, force=force)
+
+    def _check_mounts(self, mounts) -> list[dict]:
+        out = []
+        for m in mounts or []:
+            if isinstance(m, str):
+                raise InvalidInput("mount specs are dicts; see blockstore.api.mounts.parse_spec")
+            m = dict(m)
+            m["target"] = M.normalize_target(m["target"])
+            if m["type"] == "volume":
+                if self.info(m["source"]).kind != "volume":
+                    raise InvalidInput(f"{m['source']!r} is not a volume")
+            elif m["type"] == "bind":
+                if not os.path.isdir(m["source"]):
+                    raise NotFound("bind source is not a directory", path=m["source"])
+            elif m["type"] != "tmpfs":
+                raise InvalidInput(f"unknown mount type {m['type']!r}")
+            m.setdefault("readonly", False)
+            out.append(m)
+        targets = [m["target"] for m in out]
+        if len(set(targets)) != len(targets):
+            raise InvalidInput("two mounts at the same target")
+        return out
+
+    def clone(self, snapshot: str, name: str, mounts: list | None = None,
+              labels: dict | None = None) -> TreeRecord:
+        """A writable clone of a snapshot (or of a volume): O(1).  Mount points
+        that do not exist in the tree are created as directories."""
+        mounts = self._check_mounts(mounts)
+        rec = self.engine.clone(snapshot, name, labels=labels)
+        if mounts:
+            def work(w):
+                r = catalog.get(w, name)
+                r.mounts = mounts
+                fst = FsTree(NodeStore.of(w), r.root, time.time_ns)
+                from ..fs import paths as P
+                for m in mounts:
+                    cur = 1
+                    for part in P.components(m["target"]):
+                        found = fst.lookup(cur, part)
+                        cur = found[0] if found else fst.create(cur, part, 0o40755).ino
+                r.root = fst.root
+                catalog.put(w, r)
+                return r
+            rec = self.env.transact(work)
+        return rec
+
+    def commit(self, clone: str, name: str, labels: dict | None = None) -> TreeRecord:
+        """Freeze the clone's current state as a new snapshot; the clone stays usable."""
+        rec = self.info(clone)
+        if rec.kind == "snapshot":
+            raise InvalidInput(f"{clone!r} is a snapshot already; clone it to change it")
+        return self.engine.snapshot(clone, name, labels=labels)
+
+    def snapshot(self, tree: str, name: str, labels: dict | None = None) -> TreeRecord:
+        """A read-only snapshot of any tree (a volume backup, say): O(1)."""
+        return self.engine.snapshot(tree, name, labels=labels)
+
+    def dependents(self, name: str) -> list[TreeRecord]:
+        """Trees whose parent is name, and clones mounting name (a volume)."""
+        out = []
+        for rec in self.engine.list():
+            if rec.parent == name or any(m.get("type") == "volume" and m.get("source") == name
+                                         for m in rec.mounts or []):
+                out.append(rec)
+        return out
+
+    def remove(self, name: str, force: bool = False) -> None:
+        """Remove a tree; see the module docstring for the rule on dependents."""
+        def work(w):
+            rec = catalog.get(w, name)
+            deps = [r for r in catalog.records(w) if r.name != name and (
+                r.parent == name or any(m.get("type") == "volume" and m.get("source") == name
+                                        for m in r.mounts or []))]
+            if deps and not force:
+                raise Busy(f"{name!r} has dependents ({', '.join(d.name for d in deps[:5])}"
+                           f"{'...' if len(deps) > 5 else ''}); remove them first or use force")
+            for d in deps:
+                if d.parent == name:
+                    d.parent = rec.parent
+                d.mounts = [m for m in d.mounts or [] if not (
+                    m.get("type") == "volume" and m.get("source") == name)]
+                catalog.put(w, d)
+            catalog.delete(w, name)
+            from ..btree import tree as bt
+            ns = NodeStore.of(w)
+            bt.release(ns, rec.root)
+            ns.gc_step(256)
+        self.env.transact(work)
+
+    def rename(self, old: str, new: str) -> TreeRecord:
+        def work(w):
+            rec = catalog.get(w, old)
+            catalog.check_name(new)
+            if catalog.exists(w, new):
+                raise AlreadyExists(f"a tree named {new!r} already exists")
+            catalog.delete(w, old)
+            rec.name = new
+            catalog.put(w, rec)
+            for r in catalog.records(w):
+                changed = False
+                if r.parent == old:
+                    r.parent, changed = new, True
+                for m in r.mounts or []:
+                    if m.get("type") == "volume" and m.get("source") == old:
+                        m["source"], changed = new, True
+                if changed:
+                    catalog.put(w, r)
+            return rec
+        return self.env.transact(work)
+
+    def info(self, name: str) -> TreeRecord:
+        return self.engine.info(name)
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.info(name)
+            return True
+        except NotFound:
+            return False
+
+    def list(self, kind: str | None = None, parent: str | None = None,
+             label: dict | str | None = None) -> list[TreeRecord]:
+        """Trees, filtered by kind, parent and labels ({"k": "v"} or "k=v")."""
+        if isinstance(label, str):
+            k, _, v = label.partition("=")
+            label = {k: v}
+        out = []
+        for rec in self.engine.list(kind=kind):
+            if parent is not None and rec.parent != parent:
+                continue
+            if label and any(rec.labels.get(k) != v for k, v in label.items()):
+                continue
+            out.append(rec)
+        return out
+
+    def label(self, name: str, **labels) -> TreeRecord:
+        """Set labels (a value of None removes the label)."""
+        return self.engine.set_labels(name, labels)
+
+    def lineage(self, name: str) -> list[str]:
+        """name, its parent, the parent's parent, ... up to the first tree with none."""
+        out, seen = [], set()
+        cur = name
+        while cur and cur not in seen:
+            seen.add(cur)
+            out.append(cur)
+            try:
+                cur = self.info(cur).parent
+            except NotFound:
+                break
+        return out
+
+    # -- files ---------------------------------------------------------------------------
+    def fs(self, name: str) -> TreeFS:
+        """os-like access to a tree; close it (or use ``with``) when done."""
+        tfs = TreeFS(self, name)
+        with self._fs_lock:
+            self._fs.append(tfs)
+        return tfs
+
+    def _forget_fs(self, tfs: TreeFS) -> None:
+        with self._fs_lock:
+            if tfs in self._fs:
+                self._fs.remove(tfs)
+
+    def import_dir(self, src, name: str, parent: str | None = None,
+                   labels: dict | None = None, progress=None) -> TreeRecord:
+        """Import a host directory as snapshot ``name`` (on top of ``parent``:
+        only what differs from it is written)."""
+        from .transfer import import_dir
+        return import_dir(self, os.fspath(src), name, parent, labels, progress)
+
+    def export_dir(self, name: str, dst, progress=None) -> None:
+        """Write a tree out to a host directory (which must not exist or be empty)."""
+        from .transfer import export_dir
+        export_dir(self, name, os.fspath(dst), progress)
+
+    # -- comparing and accounting ---------------------------------------------------------
+    def diff(self, a: str, b: str) -> list:
+        """Changes from a to b: Change(kind 'A'|'M'|'D', path, type), sorted by path.
+        Cost: proportional to the difference (shared subtrees are skipped)."""
+        from .diff import diff_trees
+        return diff_trees(self, a, b)
+
+    def usage(self, name: str):
+        """Usage(logical, referenced, exclusive, shared) in bytes."""
+        from .usage import usage
+        return usage(self, name)
+
+    def df(self):
+        """Pool totals: see ``blockstore.api.usage.PoolUsage``."""
+        from .usage import pool_usage
+        return pool_usage(self)
+
+    def check(self, repair: bool = False, scrub: bool = False):
+        """Verify every invariant (engine and filesystem); a report with ``.ok``."""
+        from .fscheck import check_store
+        return check_store(self, repair=repair, scrub=scrub)
+
+    def gc(self) -> dict:
+        """Finish pending removals and return their space to the pool."""
+        return self.engine.gc()

@@ -1,0 +1,610 @@
+"""``TreeFS``: os-like access to one tree (``store.fs(name)``).
+
+Path methods mirror the os module (stat, listdir, scandir, walk, mkdir,
+makedirs, rmdir, unlink/remove, rename/replace, symlink, readlink, link,
+chmod, chown, utime, truncate, xattrs, open) and raise the same OSError
+subclasses with the same errno.  Inode methods (``*_at`` / ``*_ino``) are
+what the FUSE adapter uses.
+
+Every change is one transaction on the tree: resolve, change, store the new
+root in the catalog (atomic, durable on return unless in ``store.batch()``).
+A snapshot's TreeFS pins the snapshot's root when it is made, so files read
+through it keep their bytes even if the snapshot is removed meanwhile;
+``close()`` drops the pin.  Changing a snapshot raises ``ReadOnly`` (EROFS).
+
+A clone's mount specs are honoured for paths: a path at or under a mount
+point is served by the volume's tree, the bound host directory or the
+tmpfs (see ``mounts.py``).
+"""
+from __future__ import annotations
+
+import os
+import stat as S
+import threading
+import time
+from typing import Iterator
+
+from .. import catalog
+from ..btree.store import NodeStore
+from ..errors import AlreadyExists, CrossDevice, InvalidInput, IsADirectory, NotFound, ReadOnly
+from ..fs import items as I
+from ..fs import paths as P
+from ..fs.tree import INLINE_MAX, FsTree
+from . import fileio
+
+ROOT_INO = I.ROOT_INO
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+def make_stat(node, dev: int, block_size: int, blocks: int) -> os.stat_result:
+    return os.stat_result((
+        node.mode, node.ino, dev, node.nlink, node.uid, node.gid, node.size,
+        node.atime // 10**9, node.mtime // 10**9, node.ctime // 10**9,
+        node.atime / 1e9, node.mtime / 1e9, node.ctime / 1e9,
+        node.atime, node.mtime, node.ctime, block_size, blocks, node.rdev))
+
+
+class DirEntry:
+    """What ``scandir`` yields (the os.DirEntry interface)."""
+
+    __slots__ = ("name", "path", "inode_no", "_dtype", "_tfs")
+
+    def __init__(self, tfs, parent: str, name: bytes, ino: int, dtype: int, as_bytes: bool):
+        self._tfs = tfs
+        self.name = name if as_bytes else os.fsdecode(name)
+        sep = b"/" if as_bytes else "/"
+        base = parent.rstrip(sep) if parent not in (sep, b"/", "/") else parent.rstrip(sep)
+        self.path = base + sep + self.name
+        self.inode_no = ino
+        self._dtype = dtype
+
+    def inode(self) -> int:
+        return self.inode_no
+
+    def is_dir(self, follow_symlinks: bool = True) -> bool:
+        if self._dtype == S.S_IFLNK >> 12 and follow_symlinks:
+            try:
+                return S.S_ISDIR(self._tfs.stat(self.path).st_mode)
+            except OSError:
+                return False
+        return self._dtype == S.S_IFDIR >> 12
+
+    def is_file(self, follow_symlinks: bool = True) -> bool:
+        if self._dtype == S.S_IFLNK >> 12 and follow_symlinks:
+            try:
+                return S.S_ISREG(self._tfs.stat(self.path).st_mode)
+            except OSError:
+                return False
+        return self._dtype == S.S_IFREG >> 12
+
+    def is_symlink(self) -> bool:
+        return self._dtype == S.S_IFLNK >> 12
+
+    def stat(self, follow_symlinks: bool = True) -> os.stat_result:
+        return self._tfs.stat(self.path, follow_symlinks=follow_symlinks)
+
+    def __fspath__(self):
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"<DirEntry {self.name!r}>"
+
+
+class TreeFS:
+    def __init__(self, store, name: str):
+        self.store = store
+        self.env = store.env
+        self.name = name
+        self._lock = threading.Lock()
+        self._open: dict[int, int] = {}
+        self._pin: bytes | None = None
+        self._closed = False
+        with self.env.read() as r:
+            rec = catalog.get(r, name)
+        self.kind = rec.kind
+        self.uuid = rec.uuid
+        self.dev = int(rec.uuid[:8], 16)
+        self.readonly = not rec.writable
+        self._root = None
+        if self.readonly:
+            def pin(w):
+                rec = catalog.get(w, name)
+                from ..btree import tree as bt
+                bt.share(NodeStore.of(w), rec.root)
+                return catalog.add_pin(w, rec.root), rec.root
+            self._pin, self._root = self.env.transact(pin)
+        from .mounts import MountTable
+        self.mounts = MountTable.for_tree(self, rec)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.mounts.close()
+        if self._pin is not None:
+            key, self._pin = self._pin, None
+
+            def unpin(w):
+                root = catalog.remove_pin(w, key)
+                if root:
+                    from ..btree import tree as bt
+                    bt.release(NodeStore.of(w), root)
+            self.env.transact(unpin)
+        self.store._forget_fs(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- transactions ----------------------------------------------------------------
+    def _is_open(self, ino: int) -> bool:
+        return self._open.get(ino, 0) > 0
+
+    def _view(self, fn):
+        """Run fn(FsTree) on a consistent read view of the tree."""
+        with self.env.read() as r:
+            root = self._root if self._root is not None else catalog.get(r, self.name).root
+            return fn(FsTree(NodeStore.of(r), root, _now))
+
+    def _change(self, fn):
+        """Run fn(FsTree) in a write transaction and store the tree's new root."""
+        if self.readonly:
+            raise ReadOnly(f"{self.name!r} is a snapshot and cannot be changed; clone it first",
+                           path=self.name)
+
+        def work(w):
+            rec = catalog.get(w, self.name)
+            if not rec.writable:
+                raise ReadOnly(f"{self.name!r} is a snapshot and cannot be changed")
+            fst = FsTree(NodeStore.of(w), rec.root, _now, self._is_open)
+            result = fn(fst)
+            if fst.root != rec.root:
+                rec.root = fst.root
+                catalog.put(w, rec)
+            return result
+        return self.env.transact(work)
+
+    # -- inode-level API (FUSE) -------------------------------------------------------
+    def getattr(self, ino: int) -> os.stat_result:
+        return self._view(lambda f: self._stat_of(f, f.inode(ino)))
+
+    def _stat_of(self, f: FsTree, node) -> os.stat_result:
+        bs = f.bs
+        if node.is_reg and node.size > INLINE_MAX:
+            blocks = sum(n for _, _, n in f.extents(node.ino)) * (bs // 512)
+        else:
+            blocks = (node.size + 511) // 512 if node.is_reg or node.is_lnk else 0
+        return make_stat(node, self.dev, bs, blocks)
+
+    def lookup(self, dir_ino: int, name: bytes) -> os.stat_result:
+        def fn(f):
+            found = f.lookup(dir_ino, P.check_name(name) if name not in (b".", b"..") else name)
+            if found is None:
+                raise NotFound("no such file or directory", path=os.fsdecode(name))
+            return self._stat_of(f, f.inode(found[0]))
+        return self._view(fn)
+
+    def readdir(self, dir_ino: int, after: int = 0) -> list[tuple[int, bytes, int, int]]:
+        return self._view(lambda f: (f._dir(dir_ino), list(f.readdir(dir_ino, after)))[1])
+
+    def create_at(self, dir_ino: int, name: bytes, mode: int, uid: int = 0, gid: int = 0,
+                  rdev: int = 0) -> os.stat_result:
+        def fn(f):
+            node = f.create(dir_ino, P.check_name(name), mode, uid, gid, rdev)
+            return self._stat_of(f, node)
+        return self._change(fn)
+
+    def symlink_at(self, dir_ino: int, name: bytes, target: bytes, uid: int = 0,
+                   gid: int = 0) -> os.stat_result:
+        return self._change(lambda f: self._stat_of(
+            f, f.symlink(dir_ino, P.check_name(name), target, uid, gid)))
+
+    def link_at(self, ino: int, dir_ino: int, name: bytes) -> os.stat_result:
+        return self._change(lambda f: self._stat_of(f, f.link(ino, dir_ino, P.check_name(name))))
+
+    def unlink_at(self, dir_ino: int, name: bytes) -> None:
+        self._change(lambda f: f.unlink(dir_ino, name))
+
+    def rmdir_at(self, dir_ino: int, name: bytes) -> None:
+        self._change(lambda f: f.rmdir(dir_ino, name))
+
+    def rename_at(self, sdir: int, sname: bytes, ddir: int, dname: bytes, flags: int = 0) -> None:
+        self._change(lambda f: f.rename(sdir, sname, ddir, P.check_name(dname), flags))
+
+    def readlink_ino(self, ino: int) -> bytes:
+        return self._view(lambda f: f.readlink(ino))
+
+    def setattr(self, ino: int, mode=None, uid=None, gid=None, size=None, atime=None,
+                mtime=None, ctime=None) -> os.stat_result:
+        """Change attributes; times in ns (None keeps, ``"now"`` sets the current time)."""
+        def fn(f):
+            node = f.inode(ino)
+            if size is not None:
+                if node.is_dir:
+                    raise IsADirectory("cannot truncate a directory")
+                f.truncate(node, size)
+                node = f.inode(ino)
+            if mode is not None:
+                node.mode = S.S_IFMT(node.mode) | (mode & 0o7777)
+            if uid is not None and uid != -1:
+                node.uid = uid
+            if gid is not None and gid != -1:
+                node.gid = gid
+            t = _now()
+            if atime is not None:
+                node.atime = t if atime == "now" else atime
+            if mtime is not None:
+                node.mtime = t if mtime == "now" else mtime
+            node.ctime = t if ctime is None else ctime
+            f.put_inode(node)
+            return self._stat_of(f, node)
+        return self._change(fn)
+
+    def _read_ino(self, ino: int, offset: int, size: int) -> bytes:
+        return self._view(lambda f: f.read(f.inode(ino), offset, size))
+
+    def _size_ino(self, ino: int) -> int:
+        return self._view(lambda f: f.inode(ino).size)
+
+    def _write_ino(self, ino: int, offset: int | None, data: bytes) -> int:
+        """Write at offset (None: at the end, atomically); returns the new position."""
+        def fn(f):
+            node = f.inode(ino)
+            at = node.size if offset is None else offset
+            f.write(node, at, data)
+            return at + len(data)
+        return self._change(fn)
+
+    def _truncate_ino(self, ino: int, size: int) -> None:
+        self._change(lambda f: f.truncate(f.inode(ino), size))
+
+    def _seek_data_hole(self, ino: int, offset: int, data: bool) -> int:
+        """lseek SEEK_DATA / SEEK_HOLE over the extent map."""
+        def fn(f):
+            node = f.inode(ino)
+            if offset >= node.size:
+                raise InvalidInput("offset is at or beyond the end of the file (ENXIO)")
+            if f._inline(ino) is not None:
+                return offset if data else node.size
+            bs = f.bs
+            pos = offset
+            for fb, _, n in f.extents(ino):
+                lo, hi = fb * bs, (fb + n) * bs
+                if hi <= pos:
+                    continue
+                if data:
+                    return max(pos, lo)
+                if lo > pos:
+                    return pos
+                pos = hi
+            return node.size if not data else _no_data(node.size, offset)
+        return self._view(fn)
+
+    def read_at(self, ino: int, offset: int, size: int) -> bytes:
+        return self._read_ino(ino, offset, size)
+
+    def write_at(self, ino: int, offset: int, data: bytes) -> int:
+        self._write_ino(ino, offset, data)
+        return len(data)
+
+    def getxattr_ino(self, ino: int, name: bytes) -> bytes:
+        return self._view(lambda f: f.getxattr(ino, name))
+
+    def listxattr_ino(self, ino: int) -> list[bytes]:
+        return self._view(lambda f: f.listxattr(ino))
+
+    def setxattr_ino(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
+        self._change(lambda f: f.setxattr(ino, name, value, flags))
+
+    def removexattr_ino(self, ino: int, name: bytes) -> None:
+        self._change(lambda f: f.removexattr(ino, name))
+
+    def _file_opened(self, ino: int) -> None:
+        with self._lock:
+            self._open[ino] = self._open.get(ino, 0) + 1
+
+    def _file_closed(self, ino: int) -> None:
+        with self._lock:
+            c = self._open.get(ino, 0) - 1
+            if c > 0:
+                self._open[ino] = c
+                return
+            self._open.pop(ino, None)
+        if not self.readonly and not self._closed_store():
+            try:
+                if self._view(lambda f: ino in f.orphans()):
+                    self._change(lambda f: f.release_orphan(ino))
+            except NotFound:
+                pass           # the tree itself was removed meanwhile
+
+    def open_inodes(self) -> dict[int, int]:
+        return dict(self._open)
+
+    def _closed_store(self) -> bool:
+        return self.store.closed
+
+    # -- path-level API (os-like) -----------------------------------------------------
+    def _route(self, path):
+        """(TreeFS-or-mount, path inside it) for a path, honouring mount specs."""
+        return self.mounts.route(path)
+
+    def stat(self, path, *, follow_symlinks: bool = True) -> os.stat_result:
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs.stat(sub, follow_symlinks=follow_symlinks)
+        return self._view(lambda f: self._stat_of(f, f.inode(P.resolve(f, sub, follow_symlinks))))
+
+    def lstat(self, path) -> os.stat_result:
+        return self.stat(path, follow_symlinks=False)
+
+    def exists(self, path) -> bool:
+        try:
+            self.stat(path)
+            return True
+        except (NotFound, InvalidInput, OSError):
+            return False
+
+    def isdir(self, path) -> bool:
+        try:
+            return S.S_ISDIR(self.stat(path).st_mode)
+        except OSError:
+            return False
+
+    def isfile(self, path) -> bool:
+        try:
+            return S.S_ISREG(self.stat(path).st_mode)
+        except OSError:
+            return False
+
+    def islink(self, path) -> bool:
+        try:
+            return S.S_ISLNK(self.lstat(path).st_mode)
+        except OSError:
+            return False
+
+    def listdir(self, path="/") -> list:
+        return [e.name for e in self.scandir(path)]
+
+    def scandir(self, path="/") -> Iterator[DirEntry]:
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            yield from tfs.scandir(sub)
+            return
+        as_bytes = isinstance(path, bytes)
+
+        def fn(f):
+            ino = P.resolve(f, sub)
+            f._dir(ino)
+            return list(f.readdir(ino))
+        for _, name, ino, dtype in self._view(fn):
+            yield DirEntry(self, path, name, ino, dtype, as_bytes)
+
+    def walk(self, top="/", topdown: bool = True):
+        """Like os.walk (symlinks to directories are not followed)."""
+        dirs, files = [], []
+        for e in self.scandir(top):
+            (dirs if e.is_dir(follow_symlinks=False) else files).append(e.name)
+        if topdown:
+            yield top, dirs, files
+        sep = b"/" if isinstance(top, bytes) else "/"
+        for d in dirs:
+            sub = (top.rstrip(sep) or sep[:0]) + sep + d if top not in ("/", b"/") else sep + d
+            yield from self.walk(sub, topdown)
+        if not topdown:
+            yield top, dirs, files
+
+    def mkdir(self, path, mode: int = 0o777, *, uid: int | None = None, gid: int | None = None) -> None:
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs.mkdir(sub, mode)
+        uid = os.getuid() if uid is None else uid
+        gid = os.getgid() if gid is None else gid
+
+        def fn(f):
+            d, name = P.resolve_parent(f, sub)
+            f.create(d, name, S.S_IFDIR | (mode & 0o7777), uid, gid)
+        self._change(fn)
+
+    def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
+        parts = P.components(path)
+        cur = ""
+        for i, p in enumerate(parts):
+            cur += "/" + os.fsdecode(p)
+            try:
+                self.mkdir(cur, mode)
+            except AlreadyExists:
+                if i == len(parts) - 1 and not exist_ok or not self.isdir(cur):
+                    raise
+
+    def rmdir(self, path) -> None:
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs.rmdir(sub)
+
+        def fn(f):
+            d, name = P.resolve_parent(f, sub)
+            f.rmdir(d, name)
+        self._change(fn)
+
+    def unlink(self, path) -> None:
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs.unlink(sub)
+
+        def fn(f):
+            d, name = P.resolve_parent(f, sub)
+            f.unlink(d, name)
+        self._change(fn)
+
+    remove = unlink
+
+    def rename(self, src, dst, flags: int = 0) -> None:
+        """rename(2): replaces dst if it exists (files, or empty directories)."""
+        ts, s = self._route(src)
+        td, d = self._route(dst)
+        if ts is not td:
+            raise CrossDevice("rename across mounts", path=str(src))
+        if ts is not self:
+            return ts.rename(s, d, flags)
+
+        def fn(f):
+            sd, sn = P.resolve_parent(f, s)
+            dd, dn = P.resolve_parent(f, d)
+            f.rename(sd, sn, dd, dn, flags)
+        self._change(fn)
+
+    replace = rename
+
+    def symlink(self, target, path) -> None:
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs.symlink(target, sub)
+
+        def fn(f):
+            d, name = P.resolve_parent(f, sub)
+            f.symlink(d, name, P.to_bytes(target), os.getuid(), os.getgid())
+        self._change(fn)
+
+    def readlink(self, path):
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs.readlink(sub)
+        out = self._view(lambda f: f.readlink(P.resolve(f, sub, follow=False)))
+        return out if isinstance(path, bytes) else os.fsdecode(out)
+
+    def link(self, src, dst) -> None:
+        ts, s = self._route(src)
+        td, d = self._route(dst)
+        if ts is not td:
+            raise CrossDevice("hard link across mounts", path=str(src))
+        if ts is not self:
+            return ts.link(s, d)
+
+        def fn(f):
+            ino = P.resolve(f, s, follow=False)
+            dd, dn = P.resolve_parent(f, d)
+            f.link(ino, dd, dn)
+        self._change(fn)
+
+    def mknod(self, path, mode: int = 0o600 | S.S_IFREG, device: int = 0) -> None:
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs.mknod(sub, mode, device)
+
+        def fn(f):
+            d, name = P.resolve_parent(f, sub)
+            f.create(d, name, mode, os.getuid(), os.getgid(), device)
+        self._change(fn)
+
+    def _setattr_path(self, path, follow: bool, **kw) -> None:
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs._setattr_path(sub, follow, **kw)
+        ino = self._view(lambda f: P.resolve(f, sub, follow))
+        self.setattr(ino, **kw)
+
+    def chmod(self, path, mode: int, *, follow_symlinks: bool = True) -> None:
+        self._setattr_path(path, follow_symlinks, mode=mode)
+
+    def chown(self, path, uid: int, gid: int, *, follow_symlinks: bool = True) -> None:
+        self._setattr_path(path, follow_symlinks, uid=uid, gid=gid)
+
+    def utime(self, path, times=None, *, ns=None, follow_symlinks: bool = True) -> None:
+        if times is not None and ns is not None:
+            raise InvalidInput("utime: give times or ns, not both")
+        if ns is None and times is not None:
+            ns = (int(times[0] * 1e9), int(times[1] * 1e9))
+        at, mt = ns if ns is not None else ("now", "now")
+        self._setattr_path(path, follow_symlinks, atime=at, mtime=mt)
+
+    def truncate(self, path, length: int) -> None:
+        self._setattr_path(path, True, size=length)
+
+    def getxattr(self, path, attribute, *, follow_symlinks: bool = True) -> bytes:
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs.getxattr(sub, attribute, follow_symlinks=follow_symlinks)
+        name = P.to_bytes(attribute)
+        return self._view(lambda f: f.getxattr(P.resolve(f, sub, follow_symlinks), name))
+
+    def listxattr(self, path="/", *, follow_symlinks: bool = True) -> list[str]:
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs.listxattr(sub, follow_symlinks=follow_symlinks)
+        names = self._view(lambda f: f.listxattr(P.resolve(f, sub, follow_symlinks)))
+        return [os.fsdecode(n) for n in names]
+
+    def setxattr(self, path, attribute, value: bytes, flags: int = 0, *,
+                 follow_symlinks: bool = True) -> None:
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs.setxattr(sub, attribute, value, flags, follow_symlinks=follow_symlinks)
+        name = P.to_bytes(attribute)
+        ino = self._view(lambda f: P.resolve(f, sub, follow_symlinks))
+        self.setxattr_ino(ino, name, bytes(value), flags)
+
+    def removexattr(self, path, attribute, *, follow_symlinks: bool = True) -> None:
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs.removexattr(sub, attribute, follow_symlinks=follow_symlinks)
+        name = P.to_bytes(attribute)
+        ino = self._view(lambda f: P.resolve(f, sub, follow_symlinks))
+        self.removexattr_ino(ino, name)
+
+    def open(self, path, mode: str = "r", buffering: int = -1, encoding=None, errors=None,
+             newline=None, *, perm: int = 0o666):
+        """A real io file object, like the builtin open()."""
+        tfs, sub = self._route(path)
+        if tfs is not self:
+            return tfs.open(sub, mode, buffering, encoding, errors, newline, perm=perm)
+        rd, wr, append, create, trunc, excl = fileio.parse_mode(mode)
+        if wr and self.readonly:
+            raise ReadOnly(f"{self.name!r} is a snapshot and cannot be changed; clone it first",
+                           path=os.fsdecode(P.to_bytes(path)))
+        uid, gid = os.getuid(), os.getgid()
+
+        def fn(f):
+            try:
+                ino = P.resolve(f, sub)
+                if excl:
+                    raise AlreadyExists("file exists", path=os.fsdecode(P.to_bytes(path)))
+            except NotFound:
+                if not create:
+                    raise
+                d, name = P.resolve_parent(f, sub)
+                ino = f.create(d, name, S.S_IFREG | (perm & 0o7777), uid, gid).ino
+                return ino
+            node = f.inode(ino)
+            fileio.check_not_dir(node.is_dir, os.fsdecode(P.to_bytes(path)))
+            if trunc and node.size:
+                f.truncate(node, 0)
+            return ino
+        ino = self._change(fn) if (create or trunc) and not self.readonly else self._view(fn)
+        raw = fileio.RawTreeFile(self, ino, os.fsdecode(P.to_bytes(path)), rd, wr, append)
+        if append:
+            raw.seek(0, os.SEEK_END)
+        return fileio.wrap(raw, mode, buffering, encoding, errors, newline)
+
+    def read_bytes(self, path) -> bytes:
+        with self.open(path, "rb") as fh:
+            return fh.read()
+
+    def write_bytes(self, path, data: bytes) -> None:
+        with self.open(path, "wb") as fh:
+            fh.write(data)
+
+    def read_text(self, path, encoding: str = "utf-8") -> str:
+        return self.read_bytes(path).decode(encoding)
+
+    def write_text(self, path, text: str, encoding: str = "utf-8") -> None:
+        self.write_bytes(path, text.encode(encoding))
+
+
+def _no_data(size: int, offset: int) -> int:
+    raise InvalidInput("no data after offset (ENXIO)")

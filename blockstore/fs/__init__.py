@@ -1,0 +1,1 @@
+"""Filesystem layer: POSIX trees as items in engine trees (see items.py)."""

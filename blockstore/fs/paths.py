@@ -1,0 +1,104 @@
+"""Path parsing and resolution inside one tree.
+
+Paths are str (encoded with the filesystem encoding, surrogateescape) or
+bytes, always relative to the tree's root ("/a/b" and "a/b" are the same).
+Limits follow Linux: a name is at most 255 bytes, a path at most 4096,
+no NUL anywhere, at most 40 symbolic links followed per resolution.  ``..``
+moves to the parent; ``..`` at the root would leave the tree and is an
+error.  Absolute symlink targets resolve from the tree's root (as in a
+chroot), never from the host's.
+"""
+from __future__ import annotations
+
+import os
+
+from ..errors import InvalidInput, NameTooLong, NotADirectory, NotFound, TooManyLinks
+from . import items as I
+from .tree import FsTree
+
+NAME_MAX = 255
+PATH_MAX = 4096
+SYMLOOP_MAX = 40
+
+
+def to_bytes(path) -> bytes:
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    b = os.fsencode(path) if isinstance(path, str) else bytes(path)
+    if b"\0" in b:
+        raise InvalidInput("path contains a NUL byte", path=repr(path))
+    if len(b) > PATH_MAX:
+        raise NameTooLong(f"path is {len(b)} bytes, over {PATH_MAX}")
+    return b
+
+
+def components(path) -> list[bytes]:
+    parts = [p for p in to_bytes(path).split(b"/") if p and p != b"."]
+    for p in parts:
+        if len(p) > NAME_MAX:
+            raise NameTooLong(f"name is {len(p)} bytes, over {NAME_MAX}",
+                              path=p[:40].decode(errors="replace") + "...")
+    return parts
+
+
+def check_name(name: bytes) -> bytes:
+    if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
+        raise InvalidInput(f"invalid file name {name!r}")
+    if len(name) > NAME_MAX:
+        raise NameTooLong(f"name is {len(name)} bytes, over {NAME_MAX}")
+    return name
+
+
+def _walk(fst: FsTree, parts: list[bytes], follow_last: bool, shown) -> int:
+    ino = I.ROOT_INO
+    todo = list(reversed(parts))
+    links = 0
+    while todo:
+        name = todo.pop()
+        if name == b"..":
+            if ino == I.ROOT_INO:
+                raise InvalidInput("path escapes the tree with '..'", path=shown)
+            ino = fst.parents(ino)[0][0]
+            continue
+        d = fst.inode(ino)
+        if not d.is_dir:
+            raise NotADirectory("a path component is not a directory", path=shown)
+        found = fst.lookup(ino, name)
+        if found is None:
+            raise NotFound("no such file or directory", path=shown)
+        child, dtype = found
+        if dtype == (0o120000 >> 12) and (todo or follow_last):
+            links += 1
+            if links > SYMLOOP_MAX:
+                raise TooManyLinks("too many levels of symbolic links", path=shown)
+            target = fst.readlink(child)
+            tparts = [p for p in target.split(b"/") if p and p != b"."]
+            todo.extend(reversed(tparts))
+            if target.startswith(b"/"):
+                ino = I.ROOT_INO
+            continue
+        ino = child
+    return ino
+
+
+def resolve(fst: FsTree, path, follow: bool = True) -> int:
+    """The inode a path names (following symlinks, the last one only if follow)."""
+    return _walk(fst, components(path), follow, _shown(path))
+
+
+def resolve_parent(fst: FsTree, path) -> tuple[int, bytes]:
+    """(directory inode, last name) for calls that create or remove an entry."""
+    parts = components(path)
+    if not parts:
+        raise InvalidInput("the operation needs a path below the root", path=_shown(path))
+    name = check_name(parts[-1]) if parts[-1] != b".." else check_name(b"..")
+    dir_ino = _walk(fst, parts[:-1], True, _shown(path))
+    if not fst.inode(dir_ino).is_dir:
+        raise NotADirectory("a path component is not a directory", path=_shown(path))
+    return dir_ino, name
+
+
+def _shown(path) -> str:
+    if isinstance(path, bytes):
+        return path.decode(errors="replace")
+    return os.fspath(path) if not isinstance(path, str) else path

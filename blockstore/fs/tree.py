@@ -1,0 +1,608 @@
+"""POSIX file tree operations on one engine tree, inside one transaction.
+
+``FsTree`` wraps a root; every mutation replaces ``self.root`` (copy-on-write
+below), and the caller stores the final root in the catalog in the same
+transaction.  Nothing here knows about names of trees, mounts or handles.
+
+File content: a file of at most ``INLINE_MAX`` bytes with no extents keeps
+its bytes in one INLINE item; larger files map file blocks to pool runs with
+EXTENT items; missing blocks are holes (read as zeros, cost nothing).  A
+write never changes a pool block in place: it writes new blocks for the
+file blocks it touches (reading the untouched part of a partial block
+first) and trims the old extents, so a 4 KiB write into a shared 1 GiB file
+costs one block plus a root-to-leaf path.  Contiguous extents are merged.
+
+Costs: lookup/stat O(depth); readdir O(entries); read/write O(extents
+touched + depth); rename O(depth) plus an ancestor walk for directories.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import stat as S
+from typing import Callable, Iterator
+
+from ..btree import tree as bt
+from ..btree import values
+from ..btree.node import MAX_VALUE
+from ..btree.store import NodeStore
+from ..errors import (AlreadyExists, DirectoryNotEmpty, InvalidInput, IsADirectory,
+                      NoAttribute, NotADirectory, NotFound, TooManyLinks)
+from ..pool import HOLE
+from . import items as I
+from .items import Inode
+
+INLINE_MAX = 960
+XATTR_INLINE_MAX = MAX_VALUE - 64
+XATTR_MAX = 64 * 1024
+LINK_MAX = 65000
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+class FsTree:
+    def __init__(self, ns: NodeStore, root: int, now: Callable[[], int],
+                 is_open: Callable[[int], bool] = lambda ino: False):
+        self.ns = ns
+        self.root = root
+        self.now = now
+        self.is_open = is_open
+        self.pool = ns.txn.pool
+        self.bs = self.pool.block_size
+
+    # -- raw items ---------------------------------------------------------
+    def _get(self, k: bytes):
+        return bt.lookup(self.ns, self.root, k)
+
+    def _put(self, k: bytes, payload: bytes) -> None:
+        self.root = bt.insert(self.ns, self.root, k, values.plain(payload))
+
+    def _put_raw(self, k: bytes, v: bytes) -> None:
+        self.root = bt.insert(self.ns, self.root, k, v)
+
+    def _del(self, k: bytes) -> None:
+        self.root, _ = bt.delete(self.ns, self.root, k)
+
+    def _range(self, lo: bytes, hi: bytes, reverse: bool = False):
+        return bt.iterate(self.ns, self.root, lo, hi, reverse)
+
+    # -- tree-wide ---------------------------------------------------------
+    def mkfs(self, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
+        """Make an empty filesystem: the root directory and the counters."""
+        t = self.now()
+        self._put(I.super_key(), I.pack_super(I.ROOT_INO + 1, 1))
+        self.put_inode(Inode(I.ROOT_INO, S.S_IFDIR | (mode & 0o7777), uid, gid, nlink=2,
+                             atime=t, mtime=t, ctime=t, btime=t, generation=1))
+
+    def _alloc_ino(self) -> tuple[int, int]:
+        v = self._get(I.super_key())
+        if v is None:
+            raise NotFound("tree has no filesystem (no root directory)")
+        nxt, gen = I.unpack_super(values.payload(v))
+        self._put(I.super_key(), I.pack_super(nxt + 1, gen + 1))
+        return nxt, gen
+
+    # -- inodes --------------------------------------------------------------
+    def inode(self, ino: int) -> Inode:
+        v = self._get(I.inode_key(ino))
+        if v is None:
+            raise NotFound(f"inode {ino} does not exist")
+        return Inode.unpack(ino, values.payload(v))
+
+    def has_inode(self, ino: int) -> bool:
+        return self._get(I.inode_key(ino)) is not None
+
+    def put_inode(self, ino: Inode) -> None:
+        self._put(I.inode_key(ino.ino), ino.pack())
+
+    def touch(self, ino: Inode, m: bool = True, c: bool = True, a: bool = False) -> None:
+        t = self.now()
+        if m:
+            ino.mtime = t
+        if c:
+            ino.ctime = t
+        if a:
+            ino.atime = t
+
+    # -- directories ---------------------------------------------------------
+    def lookup(self, dir_ino: int, name: bytes) -> tuple[int, int] | None:
+        v = self._get(I.dirent_key(dir_ino, name))
+        if v is None:
+            return None
+        child, dtype, _ = I.parse_dirent(values.payload(v))
+        return child, dtype
+
+    def readdir(self, dir_ino: int, after: int = 0) -> Iterator[tuple[int, bytes, int, int]]:
+        """(index, name, ino, dtype) in creation order, starting after index ``after``."""
+        lo = I.index_key(dir_ino, after + 1)
+        _, hi = I.prefix_range(dir_ino, I.DIR_INDEX)
+        for k, v in self._range(lo, hi):
+            child, dtype, name = I.parse_index(values.payload(v))
+            yield I.extent_fblock(k), name, child, dtype
+
+    def is_empty_dir(self, dir_ino: int) -> bool:
+        lo, hi = I.prefix_range(dir_ino, I.DIRENT)
+        return next(iter(self._range(lo, hi)), None) is None
+
+    def parents(self, ino: int) -> list[tuple[int, bytes]]:
+        """(parent dir, name) of every link to ino."""
+        lo, hi = I.prefix_range(ino, I.INODE_REF)
+        return [I.parse_ref(I.split(k)[2]) for k, _ in self._range(lo, hi)]
+
+    def _add_entry(self, dir_ino: Inode, name: bytes, child: Inode) -> None:
+        idx = dir_ino.next_index
+        dir_ino.next_index += 1
+        dtype = I.dtype_of(child.mode)
+        self._put(I.dirent_key(dir_ino.ino, name), I.dirent_value(child.ino, dtype, idx))
+        self._put(I.index_key(dir_ino.ino, idx), I.index_value(child.ino, dtype, name))
+        self._put(I.ref_key(child.ino, dir_ino.ino, name), b"")
+        self.touch(dir_ino)
+
+    def _remove_entry(self, dir_ino: Inode, name: bytes) -> int:
+        v = self._get(I.dirent_key(dir_ino.ino, name))
+        if v is None:
+            raise NotFound(f"no entry {name!r} in directory inode {dir_ino.ino}")
+        child, _, idx = I.parse_dirent(values.payload(v))
+        self._del(I.dirent_key(dir_ino.ino, name))
+        self._del(I.index_key(dir_ino.ino, idx))
+        self._del(I.ref_key(child, dir_ino.ino, name))
+        self.touch(dir_ino)
+        return child
+
+    def _dir(self, ino: int) -> Inode:
+        d = self.inode(ino)
+        if not d.is_dir:
+            raise NotADirectory(f"inode {ino} is not a directory")
+        return d
+
+    # -- creating and removing -------------------------------------------------
+    def create(self, dir_ino: int, name: bytes, mode: int, uid: int = 0, gid: int = 0,
+               rdev: int = 0, exist_ok: bool = False) -> Inode:
+        """A new inode of any type (regular, dir, fifo, socket, device) named name."""
+        d = self._dir(dir_ino)
+        found = self.lookup(dir_ino, name)
+        if found is not None:
+            if exist_ok:
+                return self.inode(found[0])
+            raise AlreadyExists(f"{name.decode(errors='replace')!r} already exists")
+        if S.S_IFMT(mode) == 0:
+            mode |= S.S_IFREG
+        if S.S_IFMT(mode) == S.S_IFLNK:
+            raise InvalidInput("use symlink() to make symbolic links")
+        ino, gen = self._alloc_ino()
+        t = self.now()
+        node = Inode(ino, mode, uid, gid, nlink=1, atime=t, mtime=t, ctime=t, btime=t,
+                     rdev=rdev if S.S_ISCHR(mode) or S.S_ISBLK(mode) else 0, generation=gen)
+        if node.is_dir:
+            node.nlink = 2
+            d.nlink += 1
+        self._add_entry(d, name, node)
+        self.put_inode(node)
+        self.put_inode(d)
+        return node
+
+    def symlink(self, dir_ino: int, name: bytes, target: bytes, uid: int = 0,
+                gid: int = 0) -> Inode:
+        if not target or b"\0" in target or len(target) > 4095:
+            raise InvalidInput("symlink target must be 1..4095 bytes without NUL")
+        d = self._dir(dir_ino)
+        if self.lookup(dir_ino, name) is not None:
+            raise AlreadyExists(f"{name.decode(errors='replace')!r} already exists")
+        ino, gen = self._alloc_ino()
+        t = self.now()
+        node = Inode(ino, S.S_IFLNK | 0o777, uid, gid, nlink=1, atime=t, mtime=t, ctime=t,
+                     btime=t, generation=gen)
+        self._add_entry(d, name, node)
+        self.put_inode(d)
+        self.write(node, 0, target)
+        return node
+
+    def readlink(self, ino: int) -> bytes:
+        node = self.inode(ino)
+        if not node.is_lnk:
+            raise InvalidInput(f"inode {ino} is not a symbolic link")
+        return self.read(node, 0, node.size)
+
+    def link(self, ino: int, dir_ino: int, name: bytes) -> Inode:
+        node = self.inode(ino)
+        if node.is_dir:
+            raise IsADirectory("hard links to directories are not allowed")
+        if node.nlink >= LINK_MAX:
+            raise TooManyLinks(f"inode {ino} has {node.nlink} links already")
+        d = self._dir(dir_ino)
+        if self.lookup(dir_ino, name) is not None:
+            raise AlreadyExists(f"{name.decode(errors='replace')!r} already exists")
+        node.nlink += 1
+        self.touch(node, m=False)
+        self._add_entry(d, name, node)
+        self.put_inode(node)
+        self.put_inode(d)
+        return node
+
+    def unlink(self, dir_ino: int, name: bytes) -> int:
+        """Remove a non-directory entry; the inode goes when its last link and
+        its last open handle are gone.  Returns the inode number."""
+        found = self.lookup(dir_ino, name)
+        if found is None:
+            raise NotFound(f"{name.decode(errors='replace')!r} does not exist")
+        node = self.inode(found[0])
+        if node.is_dir:
+            raise IsADirectory(f"{name.decode(errors='replace')!r} is a directory")
+        d = self._dir(dir_ino)
+        self._remove_entry(d, name)
+        self.put_inode(d)
+        self._drop_link(node)
+        return node.ino
+
+    def rmdir(self, dir_ino: int, name: bytes) -> int:
+        found = self.lookup(dir_ino, name)
+        if found is None:
+            raise NotFound(f"{name.decode(errors='replace')!r} does not exist")
+        node = self.inode(found[0])
+        if not node.is_dir:
+            raise NotADirectory(f"{name.decode(errors='replace')!r} is not a directory")
+        if not self.is_empty_dir(node.ino):
+            raise DirectoryNotEmpty(f"{name.decode(errors='replace')!r} is not empty")
+        d = self._dir(dir_ino)
+        self._remove_entry(d, name)
+        d.nlink -= 1
+        self.put_inode(d)
+        self._destroy(node.ino)
+        return node.ino
+
+    def _drop_link(self, node: Inode) -> None:
+        node.nlink -= 1
+        if node.nlink > 0:
+            self.touch(node, m=False)
+            self.put_inode(node)
+        elif self.is_open(node.ino):
+            self.touch(node, m=False)
+            self.put_inode(node)
+            self._put(I.orphan_key(node.ino), b"")
+        else:
+            self._destroy(node.ino)
+
+    def _destroy(self, ino: int) -> None:
+        """Delete every item of an inode (its extents release their blocks)."""
+        lo, hi = I.prefix_range(ino)
+        self.root = bt.delete_range(self.ns, self.root, lo, hi)
+        self._del(I.orphan_key(ino))
+
+    def release_orphan(self, ino: int) -> bool:
+        """Called when the last handle on ino closes: free it if it was unlinked."""
+        if self._get(I.orphan_key(ino)) is None:
+            return False
+        if self.has_inode(ino) and self.inode(ino).nlink == 0:
+            self._destroy(ino)
+        else:
+            self._del(I.orphan_key(ino))
+        return True
+
+    def orphans(self) -> list[int]:
+        lo, hi = I.prefix_range(0, I.ORPHAN)
+        return [I.extent_fblock(k) for k, _ in self._range(lo, hi)]
+
+    def _is_ancestor(self, anc: int, ino: int) -> bool:
+        """True if directory anc is ino or one of its ancestors."""
+        seen = 0
+        while True:
+            if ino == anc:
+                return True
+            if ino == I.ROOT_INO:
+                return False
+            refs = self.parents(ino)
+            if not refs:
+                return False
+            ino = refs[0][0]
+            seen += 1
+            if seen > 100000:
+                raise InvalidInput("directory ancestry is cyclic")
+
+    def rename(self, sdir: int, sname: bytes, ddir: int, dname: bytes, flags: int = 0) -> None:
+        """rename(2) / renameat2: atomic; a directory moves with everything under it."""
+        src = self.lookup(sdir, sname)
+        if src is None:
+            raise NotFound(f"{sname.decode(errors='replace')!r} does not exist")
+        dst = self.lookup(ddir, dname)
+        snode = self.inode(src[0])
+        if flags & RENAME_EXCHANGE:
+            if dst is None:
+                raise NotFound(f"{dname.decode(errors='replace')!r} does not exist")
+            return self._exchange(sdir, sname, src[0], ddir, dname, dst[0])
+        if dst is not None and flags & RENAME_NOREPLACE:
+            raise AlreadyExists(f"{dname.decode(errors='replace')!r} already exists")
+        if snode.is_dir and self._is_ancestor(snode.ino, ddir):
+            raise InvalidInput("cannot move a directory into itself")
+        if dst is not None:
+            if dst[0] == src[0]:
+                return                      # both names link the same inode: nothing to do
+            dnode = self.inode(dst[0])
+            if snode.is_dir and not dnode.is_dir:
+                raise NotADirectory(f"{dname.decode(errors='replace')!r} is not a directory")
+            if not snode.is_dir and dnode.is_dir:
+                raise IsADirectory(f"{dname.decode(errors='replace')!r} is a directory")
+            if dnode.is_dir:
+                self.rmdir(ddir, dname)
+            else:
+                self.unlink(ddir, dname)
+        sd = self._dir(sdir)
+        self._remove_entry(sd, sname)
+        if snode.is_dir and sdir != ddir:
+            sd.nlink -= 1
+        self.put_inode(sd)
+        dd = self._dir(ddir)
+        if snode.is_dir and sdir != ddir:
+            dd.nlink += 1
+        self._add_entry(dd, dname, snode)
+        self.put_inode(dd)
+        snode = self.inode(snode.ino)
+        self.touch(snode, m=False)
+        self.put_inode(snode)
+
+    def _exchange(self, sdir, sname, sino, ddir, dname, dino) -> None:
+        """RENAME_EXCHANGE: swap two existing entries atomically."""
+        a, b = self.inode(sino), self.inode(dino)
+        if a.is_dir and self._is_ancestor(a.ino, ddir) or b.is_dir and self._is_ancestor(b.ino, sdir):
+            raise InvalidInput("cannot move a directory into itself")
+        sd = self._dir(sdir)
+        dd = sd if sdir == ddir else self._dir(ddir)
+        self._remove_entry(sd, sname)
+        self._remove_entry(dd, dname)
+        if sdir != ddir:
+            moved = int(a.is_dir) - int(b.is_dir)      # directories leaving sd for dd
+            sd.nlink -= moved
+            dd.nlink += moved
+        self._add_entry(sd, sname, b)
+        self._add_entry(dd, dname, a)
+        self.put_inode(sd)
+        if dd is not sd:
+            self.put_inode(dd)
+        for n in (a, b):
+            self.touch(n, m=False)
+            self.put_inode(n)
+
+    # -- file content --------------------------------------------------------------
+    def _inline(self, ino: int) -> bytes | None:
+        v = self._get(I.inline_key(ino))
+        return None if v is None else values.payload(v)
+
+    def _extents(self, ino: int, fb_lo: int, fb_hi: int):
+        """(fblock, start, n) of extents overlapping file blocks [fb_lo, fb_hi)."""
+        lo, hi = I.prefix_range(ino, I.EXTENT)
+        first = next(iter(self._range(lo, I.extent_key(ino, fb_lo + 1), reverse=True)), None)
+        if first is not None:
+            fb = I.extent_fblock(first[0])
+            s, n = values.refs(first[1])
+            if fb + n > fb_lo:
+                yield fb, s, n
+        for k, v in self._range(I.extent_key(ino, fb_lo + 1), I.extent_key(ino, fb_hi)):
+            s, n = values.refs(v)
+            yield I.extent_fblock(k), s, n
+
+    def read(self, node: Inode, offset: int, size: int) -> bytes:
+        """Up to size bytes from offset (short at end of file)."""
+        end = min(node.size, offset + size)
+        if offset >= end:
+            return b""
+        inline = self._inline(node.ino)
+        if inline is not None:
+            data = inline[offset:end]
+            return data + bytes(end - offset - len(data))
+        bs = self.bs
+        out = bytearray(end - offset)
+        fb_lo, fb_hi = offset // bs, (end - 1) // bs + 1
+        for fb, s, n in self._extents(node.ino, fb_lo, fb_hi):
+            a, b = max(fb, fb_lo), min(fb + n, fb_hi)
+            chunk = self.pool.read(s + (a - fb), b - a)
+            lo = a * bs
+            cut_lo = max(offset, lo)
+            cut_hi = min(end, b * bs)
+            out[cut_lo - offset:cut_hi - offset] = chunk[cut_lo - lo:cut_hi - lo]
+        return bytes(out)
+
+    def _punch(self, ino: int, fb_lo: int, fb_hi: int | None) -> None:
+        """Remove the mapping of file blocks [fb_lo, fb_hi) (None: to the end)."""
+        hi = fb_hi if fb_hi is not None else 1 << 62
+        for fb, s, n in list(self._extents(ino, fb_lo, hi)):
+            k = I.extent_key(ino, fb)
+            left = fb_lo - fb if fb < fb_lo else 0
+            right = (fb + n) - hi if fb + n > hi else 0
+            # Take the kept parts' references before the old extent drops all of its own,
+            # so no kept block passes through zero.
+            if left:
+                self.pool.inc(self.ns.t, s, left)
+            if right:
+                self.pool.inc(self.ns.t, s + n - right, right)
+            self._del(k)
+            if left:
+                self._put_raw(k, values.blockref(s, left))
+            if right:
+                self._put_raw(I.extent_key(ino, fb + n - right), values.blockref(s + n - right, right))
+
+    def _map(self, ino: int, fb: int, runs: list[tuple[int, int]]) -> None:
+        """Insert extents for freshly written runs at file block fb (HOLE runs stay holes),
+        merging with a preceding extent that ends where the new one starts in the pool."""
+        for start, n in runs:
+            if start != HOLE:
+                prev = next(iter(self._range(I.extent_key(ino, 0), I.extent_key(ino, fb),
+                                             reverse=True)), None)
+                if prev is not None:
+                    pfb = I.extent_fblock(prev[0])
+                    ps, pn = values.refs(prev[1])
+                    if pfb + pn == fb and ps + pn == start:
+                        # One extent [pfb, fb+n): it owns both runs' references already;
+                        # the old value's release must not drop them, so take them again first.
+                        self.pool.inc(self.ns.t, ps, pn)
+                        self._del(prev[0])
+                        self._put_raw(prev[0], values.blockref(ps, pn + n))
+                        fb += n
+                        continue
+                self._put_raw(I.extent_key(ino, fb), values.blockref(start, n))
+            fb += n
+
+    def write(self, node: Inode, offset: int, data) -> int:
+        """Write data at offset (extending the file, leaving a hole before it if past EOF)."""
+        n = len(data)
+        if n == 0:
+            return 0
+        end = offset + n
+        new_size = max(node.size, end)
+        inline = self._inline(node.ino)
+        if inline is not None or node.size == 0:
+            # Inline (or empty) file: stays inline while it fits.
+            cur = (inline or b"")[:node.size].ljust(node.size, b"\0")
+            if new_size <= INLINE_MAX:
+                buf = bytearray(cur)
+                if len(buf) < offset:
+                    buf.extend(bytes(offset - len(buf)))
+                buf[offset:end] = data
+                self._put(I.inline_key(node.ino), bytes(buf))
+                node.size = new_size
+                self.touch(node)
+                self.put_inode(node)
+                return n
+            if inline is not None:
+                # Grows past the inline limit: the old bytes become file blocks from 0.
+                self._del(I.inline_key(node.ino))
+                if cur.strip(b"\0"):
+                    self._write_blocks(node.ino, 0, cur, node.size)
+        self._write_blocks(node.ino, offset, data, node.size)
+        node.size = new_size
+        self.touch(node)
+        self.put_inode(node)
+        return n
+
+    def _no_extents(self, ino: int) -> bool:
+        lo, hi = I.prefix_range(ino, I.EXTENT)
+        return next(iter(self._range(lo, hi)), None) is None
+
+    def _write_blocks(self, ino: int, offset: int, data, size: int) -> None:
+        bs = self.bs
+        end = offset + len(data)
+        fb_lo, fb_hi = offset // bs, (end - 1) // bs + 1
+        head, tail = offset - fb_lo * bs, fb_hi * bs - end
+        if head == 0 and tail == 0:
+            buf = data
+        else:
+            buf = bytearray(fb_hi * bs - fb_lo * bs)
+            if head:
+                buf[:head] = self._block_bytes(ino, fb_lo, size)[:head]
+            if tail:
+                last = self._block_bytes(ino, fb_hi - 1, size)
+                buf[-tail:] = last[bs - tail:]
+            buf[head:head + len(data)] = data
+        runs = self.pool.write(self.ns.t, buf)
+        self._punch(ino, fb_lo, fb_hi)
+        self._map(ino, fb_lo, runs)
+
+    def _block_bytes(self, ino: int, fb: int, size: int) -> bytes:
+        """Current content of one file block (zeros beyond EOF and in holes)."""
+        bs = self.bs
+        if fb * bs >= size:
+            return bytes(bs)
+        for efb, s, n in self._extents(ino, fb, fb + 1):
+            return self.pool.read(s + fb - efb, 1)
+        return bytes(bs)
+
+    def truncate(self, node: Inode, size: int) -> None:
+        if size < 0:
+            raise InvalidInput("negative size")
+        if size == node.size:
+            self.touch(node)
+            self.put_inode(node)
+            return
+        inline = self._inline(node.ino)
+        if inline is not None:
+            if size <= INLINE_MAX:
+                self._put(I.inline_key(node.ino), inline[:size].ljust(size, b"\0"))
+            else:
+                self._del(I.inline_key(node.ino))
+                if inline[:node.size].strip(b"\0"):
+                    self._write_blocks(node.ino, 0, inline[:node.size], node.size)
+        elif size < node.size:
+            bs = self.bs
+            keep = (size + bs - 1) // bs
+            self._punch(node.ino, keep, None)
+            if size % bs:
+                # Zero the tail of the last kept block so a later extension reads zeros.
+                blk = bytearray(self._block_bytes(node.ino, size // bs, node.size))
+                if any(blk[size % bs:]):
+                    blk[size % bs:] = bytes(bs - size % bs)
+                    self._write_blocks(node.ino, (size // bs) * bs, bytes(blk), node.size)
+        node.size = size
+        self.touch(node)
+        self.put_inode(node)
+
+    def extents(self, ino: int) -> list[tuple[int, int, int]]:
+        """(file block, pool block, n) of every extent: for SEEK_DATA/SEEK_HOLE and usage."""
+        return list(self._extents(ino, 0, 1 << 62))
+
+    # -- extended attributes -----------------------------------------------------
+    def getxattr(self, ino: int, name: bytes) -> bytes:
+        v = self._get(I.xattr_key(ino, name))
+        if v is None:
+            raise NoAttribute(f"no attribute {name.decode(errors='replace')!r}")
+        r = values.refs(v)
+        if r is None:
+            return values.payload(v)
+        size = int.from_bytes(values.payload(v), "big")
+        return self.pool.read(r[0], r[1])[:size]
+
+    def listxattr(self, ino: int) -> list[bytes]:
+        lo, hi = I.prefix_range(ino, I.XATTR)
+        return [I.split(k)[2] for k, _ in self._range(lo, hi)]
+
+    def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
+        """flags: os.XATTR_CREATE (1) fails if present, os.XATTR_REPLACE (2) if absent."""
+        if not name or len(name) > 255 or b"\0" in name:
+            raise InvalidInput("attribute names are 1..255 bytes without NUL")
+        if len(value) > XATTR_MAX:
+            raise InvalidInput(f"attribute values are at most {XATTR_MAX} bytes",)
+        k = I.xattr_key(ino, name)
+        exists = self._get(k) is not None
+        if flags & 1 and exists:
+            raise AlreadyExists(f"attribute {name.decode(errors='replace')!r} exists")
+        if flags & 2 and not exists:
+            raise NoAttribute(f"no attribute {name.decode(errors='replace')!r}")
+        node = self.inode(ino)
+        if len(value) <= XATTR_INLINE_MAX:
+            self._put(k, bytes(value))
+        else:
+            bs = self.bs
+            buf = bytes(value) + bytes(-len(value) % bs)
+            # One run: allocate without zero-skipping so the value is one extent.
+            runs = self.pool.write(self.ns.t, buf)
+            if len(runs) != 1 or runs[0][0] == HOLE:
+                for s, n in runs:
+                    if s != HOLE:
+                        self.pool.dec(self.ns.t, s, n)
+                raise InvalidInput("large attribute values must not be mostly zero blocks")
+            self._put_raw(k, values.blockref(runs[0][0], runs[0][1], len(value).to_bytes(8, "big")))
+        self.touch(node, m=False)
+        self.put_inode(node)
+
+    def removexattr(self, ino: int, name: bytes) -> None:
+        k = I.xattr_key(ino, name)
+        if self._get(k) is None:
+            raise NoAttribute(f"no attribute {name.decode(errors='replace')!r}")
+        self._del(k)
+        node = self.inode(ino)
+        self.touch(node, m=False)
+        self.put_inode(node)
+
+    # -- paths ----------------------------------------------------------------------
+    def path_of(self, ino: int) -> bytes | None:
+        """One path of ino (b"/" for the root), or None if unlinked."""
+        parts = []
+        guard = 0
+        while ino != I.ROOT_INO:
+            refs = self.parents(ino)
+            if not refs:
+                return None
+            ino, name = refs[0]
+            parts.append(name)
+            guard += 1
+            if guard > 10000:
+                raise InvalidInput("directory ancestry is cyclic")
+        return b"/" + b"/".join(reversed(parts))
+
+
+ELOOP = _errno.ELOOP
