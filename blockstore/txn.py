@@ -43,6 +43,7 @@ import lmdb
 from .errors import Busy, Corruption, FormatTooNew, InvalidInput, NoSpace, NotAStore
 from .pool import DataFile, Pool, PoolDbs
 from .pool.dbs import TOTAL_BLOCKS, Meta
+from .testing import failpoints
 
 FORMAT_VERSION = 1
 META_DIR = "meta"
@@ -127,10 +128,20 @@ class WriteTxn(_Txn):
             raise Corruption(f"LMDB refused a put into {db!r}")
 
     def _commit(self) -> None:
+        fp = failpoints.ACTIVE          # named crash points for tests; one branch when off
+        if fp:
+            failpoints.hit("commit.before_hooks")
         for hook in self.before_commit:
             hook(self)
+        if fp:
+            failpoints.hit("commit.after_flush")
         self.pool.sync()
+        if fp:
+            failpoints.hit("commit.after_datasync")
         self.t.commit()
+        if fp:
+            failpoints.hit("commit.after_lmdb")
+            failpoints.hit("commit.before_after_hooks")
         for hook in self.after_commit:
             hook()
 

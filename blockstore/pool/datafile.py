@@ -18,6 +18,7 @@ import os
 import threading
 
 from .. import errors
+from ..testing import failpoints
 
 try:
     IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
@@ -99,6 +100,8 @@ class DataFile:
                 raise errors.NoSpace(f"no space writing the data file: {os.strerror(e.errno)}",
                                      path=self.path) from e
             raise
+        if failpoints.ACTIVE:
+            failpoints.hit("pool.after_pwrite")
 
     def pread(self, start_block: int, nblocks: int) -> bytes:
         """Read ``nblocks`` blocks; a short read raises errors.Corruption."""

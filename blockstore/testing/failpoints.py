@@ -1,0 +1,121 @@
+"""Named failpoints (as in etcd-io/bbolt and FreeBSD's fail(9)).
+
+Production code marks the stages of a commit with::
+
+    if failpoints.ACTIVE:
+        failpoints.hit("commit.after_lmdb")
+
+which costs one global load and a branch when no failpoint is set.  A test
+sets an action for a name; ``hit`` then calls it.  Typical actions:
+
+* ``raise_`` -- raise ``FailpointError`` (an in-process failure: the txn layer
+  aborts the LMDB transaction as for any exception);
+* ``exit_`` -- ``os._exit`` at once (a simulated process crash: no cleanup,
+  no LMDB commit, the OS drops the process's locks and its reader slots);
+* any callable (e.g. ``crashfs.CrashDataFile.crash`` to drop or tear the
+  writes not yet fdatasync'ed before exiting).
+
+``set_counter(fn)`` installs one action called at EVERY failpoint with the
+name (used for "crash at the k-th failpoint hit").
+
+Names used by blockstore (all listed in ``POINTS``):
+
+==========================  ===================================================
+commit.before_hooks         WriteTxn._commit entered, nothing flushed yet
+commit.after_flush          B-tree nodes put into the LMDB txn, data not synced
+commit.after_datasync       pool data fdatasync'ed, LMDB not committed
+commit.after_lmdb           LMDB committed (durable), after-commit hooks not run
+commit.before_after_hooks   same instant, just before the after-commit hooks
+pool.after_pwrite           a pool data write reached the page cache, not synced
+==========================  ===================================================
+
+Thread safety: set/clear from the test's main thread before the workload runs.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+ACTIVE = False
+
+POINTS = (
+    "commit.before_hooks",
+    "commit.after_flush",
+    "commit.after_datasync",
+    "commit.after_lmdb",
+    "commit.before_after_hooks",
+    "pool.after_pwrite",
+)
+
+_actions: dict[str, Callable[[str], None]] = {}
+_every: Callable[[str], None] | None = None
+hits: dict[str, int] = {}
+
+
+class FailpointError(RuntimeError):
+    """Raised by the ``raise_`` action: an injected failure at a named point."""
+
+
+def _update() -> None:
+    global ACTIVE
+    ACTIVE = bool(_actions) or _every is not None or _counting
+
+
+_counting = False
+
+
+def set(name: str, action: Callable[[str], None]) -> None:  # noqa: A001 - fail(9) vocabulary
+    if name not in POINTS:
+        raise ValueError(f"unknown failpoint {name!r}; one of {', '.join(POINTS)}")
+    _actions[name] = action
+    _update()
+
+
+def set_counter(action: Callable[[str], None] | None) -> None:
+    """Call ``action(name)`` at every failpoint (None removes it)."""
+    global _every
+    _every = action
+    _update()
+
+
+def count(on: bool = True) -> None:
+    """Count hits per name in ``hits`` (without any action)."""
+    global _counting
+    _counting = on
+    _update()
+
+
+def clear() -> None:
+    global _every, _counting
+    _actions.clear()
+    _every = None
+    _counting = False
+    hits.clear()
+    _update()
+
+
+def hit(name: str) -> None:
+    """Called by production code only when ACTIVE."""
+    hits[name] = hits.get(name, 0) + 1
+    if _every is not None:
+        _every(name)
+    act = _actions.get(name)
+    if act is not None:
+        act(name)
+
+
+def raise_(name: str) -> None:
+    raise FailpointError(f"failpoint {name}")
+
+
+def exit_(name: str) -> None:
+    os._exit(77)
+
+
+def from_env(var: str = "BLOCKSTORE_FAILPOINT") -> None:
+    """Arm ``NAME`` or ``NAME=raise|exit`` from an environment variable (for subprocesses)."""
+    spec = os.environ.get(var)
+    if not spec:
+        return
+    name, _, how = spec.partition("=")
+    set(name, raise_ if how == "raise" else exit_)
