@@ -18,13 +18,15 @@ from .txn import Env
 def collect(env: Env, budget: int = 2000) -> dict:
     freed = 0
     before = _pool_free(env)
-    while True:
+    while _queued(env):
         n = env.transact(lambda w: NodeStore.of(w).gc_step(budget))
         freed += n
         if n < budget:
             break
-    # One more (empty) write transaction releases what every reader has let go.
-    env.transact(lambda w: None)
+    # One more write transaction releases what every reader has let go
+    # (skipped when nothing is pending: an idle gc costs no commit).
+    if _pool_pending(env):
+        env.transact(lambda w: None)
     after = _pool_free(env)
     return {"nodes_freed": freed, "blocks_released": max(0, after - before),
             "pending_blocks": _pool_pending(env)}
@@ -38,3 +40,8 @@ def _pool_free(env: Env) -> int:
 def _pool_pending(env: Env) -> int:
     with env.read() as r:
         return r.pool.stats(r.t).pending_blocks
+
+
+def _queued(env: Env) -> int:
+    with env.read() as r:
+        return NodeStore.of(r).gc_pending()
