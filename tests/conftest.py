@@ -13,6 +13,18 @@ def tmp_store_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path / "store"
 
 
+@pytest.fixture
+def store(tmp_store_dir):
+    """An open Store on a fresh directory; the store's own check must pass
+    when the test ends (DESIGN.md: check after every test)."""
+    s = blockstore.Store.open(tmp_store_dir)
+    yield s
+    if not s.closed:
+        report = s.check()
+        s.close()
+        assert report.ok, f"store check failed after the test:\n{report}"
+
+
 # Hypothesis profiles: "default" keeps `make test` short; "soak" is the
 # opt-in long run (`pytest --hypothesis-profile=soak tests/test_*model*.py`).
 from hypothesis import settings  # noqa: E402
