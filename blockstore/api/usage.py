@@ -90,15 +90,43 @@ def usage(store, name: str) -> Usage:
                         files += 1
         bs = pool.block_size
         referenced = sum(n for _, n, _ in _count_runs(excl_runs + other_runs)) * bs
-        others = _count_runs(other_runs)
-        exclusive = 0
-        for s, n, c in _count_runs(excl_runs):
-            for i in range(n):
-                b = s + i
-                if pool.refcount(t, b) == c and not _covered(others, b):
-                    exclusive += bs
+        exclusive = bs * _exclusive_blocks(_count_runs(excl_runs), _count_runs(other_runs),
+                                           sorted(pool.shared_runs(t)))
         return Usage(logical, referenced, exclusive, referenced - exclusive, files, nodes,
                      excl_nodes)
+
+
+def _exclusive_blocks(mine, others, shared) -> int:
+    """Blocks whose every pool reference comes from this tree's own leaves.
+
+    mine: (start, n, refs from exclusive leaves); others: (start, n, refs from
+    leaves shared with other trees); shared: the pool's (start, n, count>=2)
+    runs (a live block not in it has count 1).  One sweep over the boundaries.
+    """
+    points = set()
+    for runs in (mine, others, shared):
+        for s, n, _ in runs:
+            points.update((s, s + n))
+    total = 0
+    pts = sorted(points)
+    im = io = ish = 0
+    for a, b in zip(pts, pts[1:]):
+        while im < len(mine) and mine[im][0] + mine[im][1] <= a:
+            im += 1
+        if im >= len(mine):
+            break
+        if mine[im][0] > a:
+            continue
+        while io < len(others) and others[io][0] + others[io][1] <= a:
+            io += 1
+        while ish < len(shared) and shared[ish][0] + shared[ish][1] <= a:
+            ish += 1
+        if io < len(others) and others[io][0] <= a:
+            continue                       # also referenced from a shared leaf
+        count = shared[ish][2] if ish < len(shared) and shared[ish][0] <= a else 1
+        if count == mine[im][2]:
+            total += b - a
+    return total
 
 
 def _covered(runs, b: int) -> bool:
