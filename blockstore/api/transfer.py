@@ -65,26 +65,47 @@ def _data_segments(fd: int, size: int):
 
 
 class _Importer:
-    def __init__(self, store, work: str, progress):
+    """Runs inside ``store.batch()``: every ``env.write()`` is the batch's one
+    transaction, so the importer keeps ONE ``FsTree`` on it and stores the
+    working clone's root in the catalog only at sync points (every
+    ``COMMIT_BYTES`` / ``COMMIT_ITEMS``) and at the end, not per operation."""
+
+    def __init__(self, store, work: str, progress, layered: bool):
         self.store = store
         self.env = store.env
         self.work = work
         self.progress = progress
+        self.layered = layered          # False: the working clone started empty
         self.links: dict[tuple[int, int], int] = {}
         self.since_bytes = 0
         self.since_items = 0
+        self._w = None
+        self._fst: FsTree | None = None
+
+    def _tree(self) -> FsTree:
+        if self._fst is None:
+            with self.env.write() as w:          # joins the batch: stays open after the block
+                self._w = w
+                rec = catalog.get(w, self.work)
+                self._fst = FsTree(NodeStore.of(w), rec.root, time.time_ns)
+        return self._fst
+
+    def flush(self) -> None:
+        """Store the working tree's root in its catalog record (same transaction)."""
+        if self._fst is None:
+            return
+        rec = catalog.get(self._w, self.work)
+        if rec.root != self._fst.root:
+            rec.root = self._fst.root
+            catalog.put(self._w, rec)
 
     def _apply(self, fn):
         """Run fn(fst) on the working clone inside the open batch."""
-        with self.env.write() as w:
-            rec = catalog.get(w, self.work)
-            fst = FsTree(NodeStore.of(w), rec.root, time.time_ns)
-            out = fn(fst)
-            if fst.root != rec.root:
-                rec.root = fst.root
-                catalog.put(w, rec)
+        out = fn(self._tree())
         if self.since_bytes >= COMMIT_BYTES or self.since_items >= COMMIT_ITEMS:
-            self.env.sync()
+            self.flush()
+            self.env.sync()                      # commits the batch and begins the next txn
+            self._fst = self._w = None
             self.since_bytes = self.since_items = 0
         return out
 
@@ -95,37 +116,44 @@ class _Importer:
                 and node.gid == st.st_gid and node.rdev == (st.st_rdev if S.S_ISCHR(st.st_mode)
                                                            or S.S_ISBLK(st.st_mode) else 0))
 
-    def _set_meta(self, fst: FsTree, ino: int, st, xattrs: dict) -> None:
-        node = fst.inode(ino)
+    def _set_meta(self, fst: FsTree, ino: int, st, xattrs: dict, node=None,
+                  fresh: bool = False) -> None:
+        """Copy mode, owner, times and xattrs; ``fresh``: the inode has no xattrs yet."""
+        if xattrs:
+            for k, v in xattrs.items():
+                fst.setxattr(ino, k, v)
+            node = None                          # setxattr rewrote the inode (ctime)
+        node = fst.inode(ino) if node is None else node
         node.mode = st.st_mode
         node.uid, node.gid = st.st_uid, st.st_gid
         node.atime, node.mtime, node.ctime = st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns
         fst.put_inode(node)
-        old = set(fst.listxattr(ino))
-        for k, v in xattrs.items():
-            fst.setxattr(ino, k, v)
-            old.discard(k)
-        for k in old:
-            fst.removexattr(ino, k)
+        if not fresh:
+            for k in set(fst.listxattr(ino)) - set(xattrs):
+                fst.removexattr(ino, k)
+            if xattrs:
+                fst.put_inode(node)              # removexattr touched ctime again
 
     def import_tree(self, src: str) -> None:
         st = os.lstat(src)
         self._apply(lambda f: self._set_meta(f, I.ROOT_INO, st, _xattrs(src)))
         self._dir(src, I.ROOT_INO)
+        self.flush()
 
     def _dir(self, hostdir: str, dir_ino: int) -> None:
         try:
             names = sorted(os.listdir(hostdir))
         except OSError as exc:
             raise InvalidInput(f"cannot read directory: {exc.strerror}", path=hostdir) from None
-        bnames = {os.fsencode(n) for n in names}
         subdirs = []
+        if self.layered:
+            bnames = {os.fsencode(n) for n in names}
 
-        def prune(f):
-            for _, name, ino, dtype in list(f.readdir(dir_ino)):
-                if name not in bnames:
-                    _remove_recursive(f, dir_ino, name)
-        self._apply(prune)
+            def prune(f):
+                for _, name, ino, dtype in list(f.readdir(dir_ino)):
+                    if name not in bnames:
+                        _remove_recursive(f, dir_ino, name)
+            self._apply(prune)
         for n in names:
             p = os.path.join(hostdir, n)
             st = os.lstat(p)
@@ -149,7 +177,7 @@ class _Importer:
 
         def prepare(f):
             """Reuse an identical existing entry, else clear the name; returns ino or None."""
-            found = f.lookup(dir_ino, name)
+            found = f.lookup(dir_ino, name) if self.layered else None
             if hard and key in self.links:
                 if found and found[0] == self.links[key]:
                     return found[0]
@@ -171,38 +199,58 @@ class _Importer:
             return existing
         if S.S_ISLNK(mode):
             target = os.fsencode(os.readlink(path))
-            ino = self._apply(lambda f: f.symlink(dir_ino, name, target, st.st_uid, st.st_gid).ino)
+
+            def mk_link(f):
+                node = f.symlink(dir_ino, name, target, st.st_uid, st.st_gid)
+                self._set_meta(f, node.ino, st, xattrs, node, fresh=True)
+                return node.ino
+            ino = self._apply(mk_link)
         else:
             rdev = st.st_rdev if S.S_ISCHR(mode) or S.S_ISBLK(mode) else 0
-            ino = self._apply(lambda f: f.create(dir_ino, name, mode, st.st_uid, st.st_gid, rdev).ino)
+            node = self._apply(lambda f: f.create(dir_ino, name, mode, st.st_uid, st.st_gid,
+                                                  rdev))
+            ino = node.ino
             if S.S_ISREG(mode) and st.st_size:
-                self._content(ino, path, st.st_size)
-        self._apply(lambda f: self._set_meta(f, ino, st, xattrs))
+                node = self._content(node, path, st.st_size)
+            if not S.S_ISDIR(mode):             # a directory's come after its contents
+                self._apply(lambda f: self._set_meta(f, ino, st, xattrs, node, fresh=True))
         if hard:
             self.links[key] = ino
         return ino
 
-    def _content(self, ino: int, path: str, size: int) -> None:
+    def _content(self, node, path: str, size: int):
+        """Write the content of path into node; returns the up-to-date inode.  Files
+        up to CHUNK are read whole (zero blocks become holes in the pool anyway);
+        bigger ones by SEEK_DATA/SEEK_HOLE regions."""
+        ino = node.ino
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as exc:
             raise InvalidInput(f"cannot read file: {exc.strerror}", path=path) from None
         try:
-            for off, length in _data_segments(fd, size):
+            segs = [(0, size)] if size <= CHUNK else _data_segments(fd, size)
+            for off, length in segs:
                 pos = off
                 while pos < off + length:
                     chunk = os.pread(fd, min(CHUNK, off + length - pos), pos)
                     if not chunk:
                         break
-                    self._apply(lambda f, p=pos, c=chunk: f.write(f.inode(ino), p, c))
+                    f = self._tree()
+                    if node is None:
+                        node = f.inode(ino)
+                    f.write(node, pos, chunk)
                     self.since_bytes += len(chunk)
                     pos += len(chunk)
+                    self._apply(lambda f: None)   # a sync point may drop the tree
+                    if self._fst is not f:
+                        node = None
 
             def fix_size(f):
-                node = f.inode(ino)
-                if node.size != size:
-                    f.truncate(node, size)
-            self._apply(fix_size)
+                n = f.inode(ino) if node is None else node
+                if n.size != size:
+                    f.truncate(n, size)
+                return n
+            return self._apply(fix_size)
         finally:
             os.close(fd)
 
@@ -234,7 +282,7 @@ def import_dir(store, src: str, name: str, parent: str | None, labels, progress)
         store.create(work, kind="clone", labels={"blockstore.importing": "1"})
     try:
         with store.batch():
-            _Importer(store, work, progress).import_tree(src)
+            _Importer(store, work, progress, parent is not None).import_tree(src)
         store.engine.snapshot(work, name, labels=labels)
         _set_parent(store, name, parent)
         store.remove(work)
