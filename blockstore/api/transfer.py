@@ -136,8 +136,9 @@ class _Importer:
 
     def import_tree(self, src: str) -> None:
         st = os.lstat(src)
-        self._apply(lambda f: self._set_meta(f, I.ROOT_INO, st, _xattrs(src)))
         self._dir(src, I.ROOT_INO)
+        # after its contents: creating entries touches the directory's times
+        self._apply(lambda f: self._set_meta(f, I.ROOT_INO, st, _xattrs(src)))
         self.flush()
 
     def _dir(self, hostdir: str, dir_ino: int) -> None:
