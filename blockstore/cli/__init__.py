@@ -1,0 +1,61 @@
+"""The ``blockstore`` command line (console script ``blockstore.cli:main``).
+
+Each command parses its arguments, calls the Store API and formats the
+result; no storage logic lives here.  Modules: trees (init, import, clone,
+commit, ls, info, rm, diff, label, export), files (cp, cat, files), space
+(du, df, check, gc), volumes (volume ...), fusecmd (mount, umount), tools
+(bench, stress), complete (completion).  Errors become one stderr line and
+an exit code in exactly one place: ``errors.py``; docs/CLI.md is the
+reference, docs/ERRORS.md the exit codes.
+"""
+from __future__ import annotations
+
+import click
+
+from .. import __version__, default_store_path
+from ..errors import BlockstoreError
+from . import errors as cli_errors
+from .context import Ctx
+
+
+class _Group(click.Group):
+    """Runs a command and turns any failure into errors.report(): one line, one code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except (BlockstoreError, OSError, KeyboardInterrupt, Exception) as exc:
+            code = cli_errors.report(exc)
+            ctx.exit(code)
+
+    def list_commands(self, ctx):
+        return sorted(self.commands)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
+                                           "max_content_width": 100})
+@click.option("--store", metavar="PATH", envvar="BLOCKSTORE_STORE", show_envvar=True,
+              help=f"The store (created on first use). Default: {default_store_path()}")
+@click.option("--json", "json_out", is_flag=True,
+              help="Commands that list or inspect print one JSON document.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("--bytes", "exact", is_flag=True, help="Sizes as plain byte counts.")
+@click.version_option(__version__, "--version", prog_name="blockstore")
+@click.pass_context
+def main(ctx, store, json_out, quiet, exact):
+    """A copy-on-write snapshot store for file trees.
+
+    Import a directory as a snapshot, clone it, change the clone, commit it
+    as a new snapshot; diff, export, account space, check.  Quick start and
+    every command: docs/CLI.md.  Exit codes: docs/ERRORS.md.
+    """
+    ctx.obj = Ctx(store, json_out, quiet, exact)
+
+
+from . import complete, files, fusecmd, space, tools, trees, volumes  # noqa: E402
+
+for _mod in (trees, files, space, volumes, fusecmd, tools, complete):
+    for _cmd in _mod.COMMANDS:
+        main.add_command(_cmd)

@@ -1,0 +1,173 @@
+"""THE one place where the CLI turns errors into a message and an exit code.
+
+Contract: every failure prints exactly one line on stderr,
+``blockstore: <problem>; <what to do>``, and exits with the code of its
+category: ``blockstore.errors.CATEGORIES[i].exit_code`` (the class attribute
+is the single source; nothing here repeats a number), 2 for usage errors
+(click), 1 for anything unexpected.  Host-side OSErrors (a missing source
+directory, a full disk) are mapped to the category with the same meaning.
+
+docs/ERRORS.md is generated from this module (``python -m
+blockstore.cli.errors > docs/ERRORS.md``); a test keeps the two in sync.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+import sys
+import traceback
+
+from .. import errors as E
+
+USAGE_EXIT = 2      # click's own code for usage errors
+
+# What to do, per category (the "; <what to do>" half of the line).
+HINTS: dict[type, str] = {
+    E.BlockstoreError: "see docs/ERRORS.md; rerun with BLOCKSTORE_DEBUG=1 for details",
+    E.NotFound: "check the name with `blockstore ls` or the path with `blockstore files NAME:/dir`",
+    E.AlreadyExists: "choose another name, or remove the existing one with `blockstore rm`",
+    E.Busy: "remove its dependents first or use --force, or retry when the other user is done",
+    E.ReadOnly: "snapshots never change: `blockstore clone` it and change the clone",
+    E.NoSpace: "free space with `blockstore rm` and `blockstore gc`, or make room on the disk",
+    E.Corruption: "run `blockstore check`, then `blockstore check --repair`",
+    E.InvalidInput: "see `blockstore COMMAND --help`",
+    E.NotAStore: "create one with `blockstore init`, or point --store/BLOCKSTORE_STORE at a store",
+    E.FormatTooNew: "upgrade blockstore to open this store",
+    E.Unsupported: "this build of blockstore cannot do that yet",
+}
+
+# What each category means, for docs/ERRORS.md.
+MEANING: dict[type, str] = {
+    E.BlockstoreError: "any other failure (an I/O error, an unexpected bug)",
+    E.NotFound: "no such tree, volume, file or host path",
+    E.AlreadyExists: "a tree (or file) with that name already exists",
+    E.Busy: "still in use: a snapshot with dependents, a mounted volume, "
+            "a non-empty directory, another process holding the store",
+    E.ReadOnly: "a change to a snapshot or a read-only mount; permission denied",
+    E.NoSpace: "the pool or its disk is full",
+    E.Corruption: "store metadata or data is damaged; also `check` finding problems",
+    E.InvalidInput: "a bad name, path, option value, archive or mount spec",
+    E.NotAStore: "the --store path holds no store",
+    E.FormatTooNew: "the store was written by a newer blockstore",
+    E.Unsupported: "an operation this build does not support (e.g. FUSE or "
+                   "OCI support not installed)",
+}
+
+# Host OSErrors without a blockstore category of their own -> category.
+_ERRNO_CATEGORY = {
+    _errno.ENOENT: E.NotFound, _errno.EEXIST: E.AlreadyExists, _errno.EBUSY: E.Busy,
+    _errno.ENOTEMPTY: E.Busy, _errno.EROFS: E.ReadOnly, _errno.EACCES: E.ReadOnly,
+    _errno.EPERM: E.ReadOnly, _errno.ENOSPC: E.NoSpace, _errno.EDQUOT: E.NoSpace,
+    _errno.EINVAL: E.InvalidInput, _errno.ENOTDIR: E.InvalidInput,
+    _errno.EISDIR: E.InvalidInput, _errno.ENAMETOOLONG: E.InvalidInput,
+    _errno.ELOOP: E.InvalidInput, _errno.EXDEV: E.InvalidInput,
+    _errno.EOPNOTSUPP: E.Unsupported,
+}
+
+
+_BY_CODE = {c.exit_code: c for c in E.CATEGORIES}
+
+
+def category_of_class(cls: type) -> type:
+    """The category a BlockstoreError class belongs to: the one with its exit code."""
+    return _BY_CODE.get(cls.exit_code, E.BlockstoreError)
+
+
+def category(exc: BaseException) -> type:
+    """The category (one of E.CATEGORIES) that exc belongs to."""
+    if isinstance(exc, E.BlockstoreError):
+        return category_of_class(type(exc))
+    if isinstance(exc, OSError):
+        return _ERRNO_CATEGORY.get(exc.errno, E.BlockstoreError)
+    if isinstance(exc, ImportError):       # an optional part (FUSE, OCI, zstd) is missing
+        return E.Unsupported
+    return E.BlockstoreError
+
+
+def exit_code(exc: BaseException) -> int:
+    if isinstance(exc, E.BlockstoreError):
+        return exc.exit_code                 # the class attribute is the source of truth
+    return category(exc).exit_code
+
+
+def message(exc: BaseException) -> str:
+    """The one stderr line (without the trailing newline)."""
+    cat = category(exc)
+    if isinstance(exc, E.BlockstoreError):
+        problem = str(exc)
+    elif isinstance(exc, OSError):
+        problem = exc.strerror or str(exc)
+        if exc.filename is not None:
+            problem += f": {exc.filename}"
+            if exc.filename2 is not None:
+                problem += f" -> {exc.filename2}"
+    elif isinstance(exc, ImportError):
+        problem = f"not supported by this installation ({exc})"
+    elif isinstance(exc, KeyboardInterrupt):
+        return "blockstore: interrupted; the store is unchanged by the unfinished command"
+    else:
+        problem = f"internal error: {type(exc).__name__}: {exc}"
+    problem = " ".join(problem.split())          # one line, always
+    if ";" in problem:                          # the message already says what to do
+        return f"blockstore: {problem}"
+    return f"blockstore: {problem}; {HINTS[cat]}"
+
+
+def report(exc: BaseException) -> int:
+    """Print the line on stderr (plus a traceback with BLOCKSTORE_DEBUG=1); return the code."""
+    if os.environ.get("BLOCKSTORE_DEBUG"):
+        traceback.print_exception(exc, file=sys.stderr)
+    print(message(exc), file=sys.stderr)
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    return exit_code(exc)
+
+
+def errors_markdown() -> str:
+    """docs/ERRORS.md: 0 ok, 2 usage, then one row per category (by exit code)."""
+    lines = [
+        "# blockstore exit codes and errors",
+        "",
+        "Generated from `blockstore.errors.CATEGORIES` and `blockstore/cli/errors.py`",
+        "(`python -m blockstore.cli.errors > docs/ERRORS.md`); `tests/test_cli_errors.py`",
+        "fails when this file and the code disagree.",
+        "",
+        "Every failure prints one line on stderr, `blockstore: <problem>; <what to do>`,",
+        "and exits with the code of its category. Set `BLOCKSTORE_DEBUG=1` to also get",
+        "the Python traceback. Library users catch the same classes: each is also the",
+        "matching `OSError` subclass and carries the errno the FUSE adapter returns.",
+        "",
+        "| exit code | category | errno | meaning | what to do |",
+        "|---|---|---|---|---|",
+        "| 0 | — | — | success | — |",
+    ]
+    usage = ("| 2 | usage | — | bad command line (unknown command or option, missing "
+             "argument, bad option value) | see `blockstore COMMAND --help` |")
+    for cls in sorted(E.CATEGORIES, key=lambda c: c.exit_code):
+        if usage and cls.exit_code > USAGE_EXIT:
+            lines.append(usage)
+            usage = None
+        en = _errno.errorcode.get(cls.errno_code, str(cls.errno_code))
+        lines.append(f"| {cls.exit_code} | `{cls.__name__}` | {en} | {MEANING[cls]} "
+                     f"| {HINTS[cls]} |")
+    lines += [
+        "| 130 | interrupted | — | Ctrl-C | rerun the command; a command is atomic "
+        "unless documented otherwise |",
+        "",
+        "Precise POSIX conditions share their category's exit code:",
+        "",
+    ]
+    for name in sorted(dir(E)):
+        cls = getattr(E, name)
+        if isinstance(cls, type) and issubclass(cls, E.BlockstoreError) \
+                and cls not in E.CATEGORIES:
+            cat = category_of_class(cls)
+            en = _errno.errorcode.get(cls.errno_code, str(cls.errno_code))
+            lines.append(f"- `{cls.__name__}` ({en}): a case of `{cat.__name__}`, "
+                         f"exit code {cat.exit_code}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(errors_markdown())

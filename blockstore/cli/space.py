@@ -1,0 +1,124 @@
+"""Space and health commands: du, df, check, gc."""
+from __future__ import annotations
+
+import click
+
+from ..errors import Corruption
+from . import format as F
+from .complete import tree_names
+from .context import Ctx, output_options, pass_ctx
+from .progress import spinner
+
+_DU_KEYS = ("logical", "referenced", "exclusive", "shared", "files")
+
+
+@click.command("du")
+@click.argument("name", required=False, shell_complete=tree_names)
+@output_options(exact=True)
+@pass_ctx
+def du_cmd(ctx: Ctx, name):
+    """Space of one tree, or of every tree: logical (file sizes), referenced
+    (pool bytes it reaches), exclusive (what removing it frees), shared.
+
+    Cost: one walk of each tree listed; other trees are not scanned.
+    """
+    store = ctx.store()
+    recs = [store.info(name)] if name else sorted(store.list(), key=lambda r: r.name)
+    docs = []
+    for r in recs:
+        u = store.usage(r.name)
+        docs.append({"name": r.name, "kind": r.kind, **{k: getattr(u, k) for k in _DU_KEYS}})
+    if ctx.json:
+        F.emit_json(docs)
+        return
+    sz = lambda n: F.size(n, ctx.bytes)  # noqa: E731
+    rows = [[d["name"], d["kind"], sz(d["logical"]), sz(d["referenced"]), sz(d["exclusive"]),
+             sz(d["shared"]), str(d["files"])] for d in docs]
+    if rows:
+        ctx.say(F.table(rows, ["NAME", "KIND", "LOGICAL", "REFERENCED", "EXCLUSIVE", "SHARED",
+                               "FILES"], right={2, 3, 4, 5, 6}))
+
+
+@click.command("df")
+@output_options(exact=True)
+@pass_ctx
+def df_cmd(ctx: Ctx):
+    """Pool totals: used, free, shared, saved by dedup and by zero blocks. O(1)."""
+    store = ctx.store()
+    d = store.df().as_dict()
+    d["path"] = store.path
+    if ctx.json:
+        F.emit_json(d)
+        return
+    sz = lambda n: F.size(n, ctx.bytes)  # noqa: E731
+    lines = [("store", d["path"]), ("trees", str(d["trees"])),
+             ("block size", sz(d["block_size"])), ("dedup", "on" if d["dedup"] else "off"),
+             ("pool size", sz(d["total_bytes"])), ("used", sz(d["used_bytes"])),
+             ("free", sz(d["free_bytes"])), ("pending free", sz(d["pending_bytes"])),
+             ("shared", sz(d["shared_bytes"])), ("saved by dedup", sz(d["dedup_saved_bytes"])),
+             ("saved (zero blocks)", sz(d["zero_saved_bytes"])),
+             ("data file on disk", sz(d["data_file_bytes"])),
+             ("metadata on disk", sz(d["metadata_bytes"]))]
+    w = max(len(k) for k, _ in lines)
+    ctx.say("\n".join(f"{k + ':':<{w + 1}} {v}" for k, v in lines))
+
+
+def report_json(rep) -> dict:
+    return {"ok": rep.ok,
+            "problems": [{"kind": p.kind, "message": p.message, "tree": p.tree,
+                          "repairable": p.repairable} for p in rep.problems],
+            "repaired": list(rep.repaired), "stats": dict(rep.stats)}
+
+
+@click.command("check")
+@click.option("--repair", is_flag=True, help="Fix what can be fixed, then check again.")
+@click.option("--scrub", is_flag=True, help="Also read every data block and verify it.")
+@output_options()
+@pass_ctx
+def check_cmd(ctx: Ctx, repair, scrub):
+    """Verify every invariant of the store (fsck).  Exit code 8 when not ok.
+
+    With --repair the result is the check run after the repair.
+    """
+    store = ctx.store()
+    with spinner(ctx, "checking the store"):
+        rep = store.check(repair=repair, scrub=scrub)
+        doc = report_json(rep)
+        if repair and rep.repaired:
+            again = store.check(scrub=scrub)
+            doc = report_json(again)
+            doc["repaired"] = list(rep.repaired)
+            rep = again
+    if ctx.json:
+        F.emit_json(doc)
+    else:
+        for r in doc["repaired"]:
+            ctx.say(f"repaired: {r}")
+        for p in rep.problems:
+            ctx.say(f"problem: {p}")
+        stats = ", ".join(f"{k} {v}" for k, v in sorted(doc["stats"].items()))
+        ctx.say(("ok" if rep.ok else f"NOT OK: {len(rep.problems)} problems") +
+                (f" ({stats})" if stats else ""))
+    if not rep.ok:
+        raise Corruption(f"check found {len(rep.problems)} problems"
+                         + ("" if repair else "; run `blockstore check --repair`"))
+
+
+@click.command("gc")
+@output_options(exact=True)
+@pass_ctx
+def gc_cmd(ctx: Ctx):
+    """Finish pending removals and return their space to the pool."""
+    store = ctx.store()
+    with spinner(ctx, "collecting garbage"):
+        d = store.gc()
+    d = dict(d, block_size=store.block_size)
+    if ctx.json:
+        F.emit_json(d)
+        return
+    ctx.say(f"freed {d['nodes_freed']} nodes, released "
+            f"{F.size(d['blocks_released'] * store.block_size, ctx.bytes)}"
+            f"{', pending ' + F.size(d['pending_blocks'] * store.block_size, ctx.bytes) if d['pending_blocks'] else ''}")
+
+
+COMMANDS = [du_cmd, df_cmd, check_cmd, gc_cmd]
