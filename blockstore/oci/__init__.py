@@ -1,0 +1,24 @@
+"""OCI / docker image interop: layers and images in and out.
+
+Public entry points (the CLI calls these):
+
+* ``import_image(store, src, name, parent=None, progress=None, allow_devices=True)``
+  -- ``src`` is an OCI layout directory, a tar of one, a ``docker save``
+  tarball (any of them as ``PATH:TAG`` to pick one image), or a single
+  layer tar (plain, gzip or zstd; a path or a binary reader) applied onto
+  snapshot ``parent``.  Returns the record of snapshot ``name``.
+* ``export_tar(store, name, out, parent=None)`` -- the whole tree as a
+  reproducible tar, or (``parent`` given) the OCI layer that turns
+  ``parent`` into ``name``, with whiteouts and opaque markers.
+* ``export_image(store, name, out, format="oci"|"docker", tag=None)`` --
+  the chain of ``name`` (its lineage) as an OCI image layout directory or a
+  ``docker save`` tarball, one layer per snapshot.
+
+Module map: safety (hostile-input rules), compress (magic detection),
+tarread (strict streaming tar reader), layer_in (apply one layer), chain
+(one layer -> one snapshot, atomic), sources + image_in (image formats),
+layer_out (full and diff tars), image_out (layout / docker archive).
+"""
+from .api import export_image, export_tar, import_image
+
+__all__ = ["import_image", "export_tar", "export_image"]

@@ -1,0 +1,201 @@
+"""Image import: a docker-save tarball or an OCI image layout (directory or tar)
+as a chain of snapshots, one per layer, each named by its OCI ChainID
+(``sha256:<hex>``).  A layer whose ChainID snapshot exists is reused, not
+read again (a second image sharing base layers costs nothing for them).
+The top snapshot is then snapshotted again (O(1)) under the user's name.
+
+Verified: every blob's sha256 against its descriptor digest (OCI) or file
+name (docker), every uncompressed layer against the config's ``diff_ids``,
+manifest and config documents against their digests.  On any error every
+snapshot this import created is removed again: the store is unchanged.
+
+Choosing an image: ``PATH:TAG`` picks the manifest whose
+``org.opencontainers.image.ref.name`` is TAG (OCI), or whose ``RepoTags``
+contain TAG (docker; ``name:tag`` or just ``tag``); without a tag the
+archive must hold exactly one image.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import AlreadyExists, InvalidInput, NotFound
+from . import safety
+from .chain import LABEL_CHAIN, LABEL_DIGEST, LABEL_DIFF, chain_id, import_layer
+from .sources import blob_path, field, read_json
+
+REF_NAME = "org.opencontainers.image.ref.name"
+INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
+               "application/vnd.docker.distribution.manifest.list.v2+json")
+LABEL_CONFIG = "oci.config"
+CONFIG_LABEL_MAX = 16 * 1024
+
+
+@dataclass
+class LayerRef:
+    diff_id: str
+    digest: str | None
+    open: Callable
+    what: str
+
+
+@dataclass
+class Image:
+    layers: list
+    config: dict
+
+
+def _verify(raw: bytes, digest: str, what: str) -> None:
+    got = "sha256:" + hashlib.sha256(raw).hexdigest()
+    if got != digest:
+        raise InvalidInput(f"{what}: digest mismatch: expected {digest}, got {got}")
+
+
+def _arch() -> str:
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
+
+
+def _blob_json(src, desc, where: str):
+    digest = field(desc, "digest", str, where)
+    rel = blob_path(digest, where)
+    doc, raw = read_json(src, rel)
+    _verify(raw, digest, f"{where} {digest}")
+    return doc
+
+
+def _diff_ids(config, where: str) -> list[str]:
+    rootfs = field(config, "rootfs", dict, where)
+    ids = field(rootfs, "diff_ids", list, where + " rootfs")
+    for d in ids:
+        blob_path(d, where + " diff_ids")
+    return ids
+
+
+def read_oci(src, tag: str | None) -> Image:
+    index, _ = read_json(src, "index.json")
+    mans = field(index, "manifests", list, "index.json")
+    if tag is not None:
+        hits = [m for m in mans if isinstance(m, dict)
+                and (m.get("annotations") or {}).get(REF_NAME) == tag]
+        if not hits:
+            names = sorted({(m.get("annotations") or {}).get(REF_NAME, "?")
+                            for m in mans if isinstance(m, dict)})
+            raise NotFound(f"no image tagged {tag!r} in the layout (has: {', '.join(names)})",
+                           path=src.label)
+        mans = hits
+    if len(mans) != 1:
+        raise InvalidInput(f"the layout holds {len(mans)} images: choose one with PATH:TAG",
+                           path=src.label)
+    desc = mans[0]
+    doc = _blob_json(src, desc, "index.json manifest")
+    for _ in range(4):                          # nested indexes: choose this platform
+        if doc.get("mediaType") not in INDEX_TYPES and "manifests" not in doc:
+            break
+        subs = field(doc, "manifests", list, "image index")
+        pick = [m for m in subs if isinstance(m, dict) and (m.get("platform") or {}).get(
+            "architecture") == _arch() and (m.get("platform") or {}).get("os", "linux") == "linux"]
+        if len(subs) == 1:
+            pick = subs
+        if not pick:
+            raise NotFound(f"no image for linux/{_arch()} in the image index", path=src.label)
+        doc = _blob_json(src, pick[0], "image index manifest")
+    config = _blob_json(src, field(doc, "config", dict, "manifest"), "manifest config")
+    ids = _diff_ids(config, "image config")
+    descs = field(doc, "layers", list, "manifest")
+    if len(descs) != len(ids):
+        raise InvalidInput(f"malformed manifest: {len(descs)} layers but {len(ids)} diff_ids")
+    layers = []
+    for i, (d, diff_id) in enumerate(zip(descs, ids)):
+        digest = field(d, "digest", str, f"manifest layer {i}")
+        rel = blob_path(digest, f"manifest layer {i}")
+        layers.append(LayerRef(diff_id, digest, lambda rel=rel: src.open(rel),
+                               f"layer {i} ({digest[:19]})"))
+    return Image(layers, config)
+
+
+def read_docker(src, tag: str | None) -> Image:
+    man, _ = read_json(src, "manifest.json")
+    if not isinstance(man, list) or not man:
+        raise InvalidInput("malformed manifest.json: expected a non-empty list", path=src.label)
+    if tag is not None:
+        hits = [e for e in man if isinstance(e, dict) and any(
+            t == tag or t.rsplit(":", 1)[-1] == tag for t in (e.get("RepoTags") or [])
+            if isinstance(t, str))]
+        if not hits:
+            raise NotFound(f"no image tagged {tag!r} in manifest.json", path=src.label)
+        man = hits[:1]
+    if len(man) != 1:
+        raise InvalidInput(f"the archive holds {len(man)} images: choose one with PATH:TAG",
+                           path=src.label)
+    ent = man[0]
+    cfg_rel = field(ent, "Config", str, "manifest.json")
+    config, raw = read_json(src, cfg_rel)
+    base = cfg_rel.rsplit("/", 1)[-1].removesuffix(".json")
+    if len(base) == 64 and all(c in "0123456789abcdef" for c in base):
+        _verify(raw, "sha256:" + base, f"config {cfg_rel}")
+    ids = _diff_ids(config, cfg_rel)
+    rels = field(ent, "Layers", list, "manifest.json")
+    if len(rels) != len(ids):
+        raise InvalidInput(f"malformed manifest.json: {len(rels)} layers but {len(ids)} diff_ids")
+    layers = []
+    for i, (rel, diff_id) in enumerate(zip(rels, ids)):
+        if not isinstance(rel, str):
+            raise InvalidInput(f"malformed manifest.json: layer {i} is not a path")
+        safety.split_path(rel, rel)
+        digest = None
+        if rel.startswith("blobs/sha256/"):
+            digest = "sha256:" + rel.rsplit("/", 1)[-1]
+            blob_path(digest, f"manifest.json layer {i}")
+        layers.append(LayerRef(diff_id, digest, lambda rel=rel: src.open(rel),
+                               f"layer {i} ({rel})"))
+    return Image(layers, config)
+
+
+def import_chain(store, img: Image, name: str, progress=None, limits=None):
+    """Import (or reuse) every layer's ChainID snapshot; the top one is snapshotted
+    as ``name``.  Rolls back the snapshots it created on error."""
+    if store.exists(name):
+        raise AlreadyExists(f"a tree named {name!r} already exists")
+    created = []
+    prev_chain, prev_name = None, None
+    try:
+        for ref in img.layers:
+            cid = chain_id(prev_chain, ref.diff_id)
+            if store.exists(cid):
+                rec = store.info(cid)
+                if rec.kind != "snapshot" or rec.labels.get(LABEL_CHAIN) != cid:
+                    raise AlreadyExists(f"tree {cid!r} exists but is not that image layer")
+            else:
+                labels = {LABEL_CHAIN: cid, LABEL_DIFF: ref.diff_id}
+                if ref.digest:
+                    labels[LABEL_DIGEST] = ref.digest
+                with ref.open() as raw:
+                    import_layer(store, raw, cid, prev_name, limits=limits, digest=ref.digest,
+                                 diff_id=ref.diff_id, labels=labels, progress=progress,
+                                 what=ref.what)
+                created.append(cid)
+            prev_chain, prev_name = cid, cid
+        labels = {}
+        cfg = json.dumps(img.config.get("config") or {}, sort_keys=True, separators=(",", ":"))
+        if len(cfg) <= CONFIG_LABEL_MAX:
+            labels[LABEL_CONFIG] = cfg
+        if prev_name is None:
+            work = f"{name}@importing-empty"
+            store.create(work, kind="clone")
+            try:
+                rec = store.engine.snapshot(work, name, labels=labels)
+            finally:
+                store.remove(work)
+            return rec
+        return store.engine.snapshot(prev_name, name, labels=labels)
+    except BaseException:
+        for cid in reversed(created):
+            try:
+                store.remove(cid, force=True)
+            except Exception:
+                pass
+        raise
