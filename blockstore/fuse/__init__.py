@@ -1,0 +1,43 @@
+"""Mount a blockstore tree as a real file system (FUSE, pyfuse3).
+
+    from blockstore.fuse import mount, umount
+    mount("/var/lib/mystore", "web", "/mnt/web")       # returns once mounted
+    ...                                                # any program uses /mnt/web
+    umount("/mnt/web")
+
+A snapshot mounts read-only (writes fail with EROFS); a clone mounts
+read-write with its volumes, bind and tmpfs mounts at their targets.  See
+``adapter.py`` for the translation, commits and caching, ``daemon.py`` for
+the process lifecycle and kill-safety.  Needs /dev/fuse and fusermount3.
+"""
+from __future__ import annotations
+
+from .daemon import check_mountpoint, registered, serve, spawn, unmount
+
+__all__ = ["mount", "umount", "registered", "check_mountpoint"]
+
+
+def mount(store_path, name: str, mountpoint, foreground: bool = False, **opts) -> int | None:
+    """Mount tree ``name`` of the store at ``mountpoint``.
+
+    Background (default): start a daemon and return its pid once the mount is
+    live; errors (NotFound tree, Busy already mounted, mount point not an
+    empty directory, ...) are raised here.  ``foreground=True``: serve in this
+    process until unmounted or SIGTERM/SIGINT, then return None.
+
+    opts: readonly (bool), attr_timeout (seconds, writable trees; default 1),
+    allow_other (default: when root), max_tasks (concurrent requests, 32),
+    debug (libfuse debug output).
+    """
+    import os
+    if foreground:
+        serve(os.fspath(store_path), name, os.fspath(mountpoint), **opts)
+        return None
+    return spawn(os.fspath(store_path), name, os.fspath(mountpoint), **opts)
+
+
+def umount(mountpoint, lazy: bool = False) -> None:
+    """Unmount; Busy (EBUSY) while files are open there unless ``lazy``.
+    Also detaches the dead mount a SIGKILLed daemon leaves behind."""
+    import os
+    unmount(os.fspath(mountpoint), lazy=lazy)

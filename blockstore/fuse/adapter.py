@@ -1,0 +1,398 @@
+"""pyfuse3 ``Operations`` over blockstore trees: translation only.
+
+Inode numbers.  A mount is served by servers (``servers.py``): index 0 is the
+mounted tree, 1.. are its mount specs (volumes: TreeServer; binds and tmpfs:
+HostServer).  The FUSE inode of (server k, local inode i) is ``i`` for k = 0
+(so st_ino inside the tree is the tree's own inode number) and
+``k << 48 | i`` otherwise; ``_redirect`` maps the directory a spec is
+mounted on, (k, i), to the server whose root appears there.  That pair of
+tables is the whole translation; no storage logic lives here.
+
+Concurrency.  Requests run as trio tasks; every call that may block (any
+write: it commits and fsyncs; reads of file data; host I/O) runs in a worker
+thread (``trio.to_thread.run_sync``), so a slow read or commit does not stall
+other requests.  Metadata reads (lookup, getattr, readdir) are short LMDB
+read transactions that never wait for a writer and run on the trio thread.
+
+Commits.  Each FUSE write is one store transaction (atomic and durable on
+return, visible at once to other processes: a ``commit`` of the clone from
+anywhere captures every write that completed).  ``fsync`` additionally calls
+``store.sync()``.
+
+Caches.  Snapshots never change: long attribute/entry timeouts and the page
+cache is kept across opens.  Writable trees can change underneath (another
+process writing the clone, a volume shared between mounts): attributes and
+entries time out after ``attr_timeout`` seconds (default 1) and the page cache
+is dropped at every open (no ``keep_cache``); no invalidation messages are sent.
+
+Errors are turned into errno in one place: ``errno.to_errno``.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat as S
+from bisect import bisect_right
+
+import pyfuse3
+import trio
+
+from .errno import to_errno
+from .servers import HostServer, TreeServer
+
+log = logging.getLogger("blockstore.fuse")
+
+SHIFT = 48
+LOCAL = (1 << SHIFT) - 1
+SNAPSHOT_TIMEOUT = 300.0
+
+
+def _translate(fn):
+    """Run an operation; any exception becomes a FUSEError with its errno."""
+    @functools.wraps(fn)
+    async def op(self, *args):
+        try:
+            return await fn(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except BaseException as exc:           # noqa: BLE001 -- every error is answered
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, trio.Cancelled)):
+                raise
+            raise pyfuse3.FUSEError(to_errno(exc)) from None
+    return op
+
+
+def _blocking(fn, *args, **kw):
+    return trio.to_thread.run_sync(functools.partial(fn, *args, **kw))
+
+
+class Handle:
+    """One open file: its server, local inode, the server's handle (a host fd or None)."""
+
+    __slots__ = ("k", "ino", "srv", "write", "append", "srv_handle")
+
+    def __init__(self, k, ino, srv, write, append):
+        self.k, self.ino, self.srv, self.write, self.append = k, ino, srv, write, append
+        self.srv_handle = None
+
+
+class Adapter(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, store, tfs, *, readonly: bool = False, attr_timeout: float = 1.0):
+        super().__init__()
+        self.store = store
+        self.tfs = tfs
+        self.readonly = readonly or tfs.readonly
+        self.timeout = SNAPSHOT_TIMEOUT if tfs.readonly else float(attr_timeout)
+        self.servers: list = [TreeServer(tfs, self.readonly)]
+        self._redirect: dict[tuple[int, int], int] = {}
+        self._fh = itertools.count(1)
+        self._handles: dict[int, Handle] = {}
+        self._dirs: dict[int, list] = {}
+        self._attach_mounts()
+
+    # -- translation tables ------------------------------------------------------------
+    def _attach_mounts(self) -> None:
+        """One server per mount spec, attached at its target (parents before children)."""
+        for spec in sorted(self.tfs.mounts.specs, key=lambda m: len(m["target"])):
+            srv, _ = self.tfs.mounts.route(spec["target"])
+            ro = self.readonly or bool(spec.get("readonly"))
+            if hasattr(srv, "root") and isinstance(getattr(srv, "root"), str):   # HostDir
+                server = HostServer(srv.root, ro or srv.readonly)
+            else:
+                inner = getattr(srv, "_inner", srv)                            # ReadOnlyView
+                server = TreeServer(inner, ro or inner is not srv)
+            k, ino = 0, 1
+            try:
+                for part in spec["target"].strip("/").split("/"):
+                    st = self.servers[k].lookup(ino, os.fsencode(part))
+                    k, ino = self._follow(k, st.st_ino)
+            except OSError as exc:
+                log.warning("mount point %s is not in the tree (%s); not attached", spec["target"], exc)
+                continue
+            self.servers.append(server)
+            self._redirect[(k, ino)] = len(self.servers) - 1
+
+    def _follow(self, k: int, ino: int) -> tuple[int, int]:
+        m = self._redirect.get((k, ino))
+        return (m, self.servers[m].root()) if m is not None else (k, ino)
+
+    def _split(self, fino: int) -> tuple[int, int, object]:
+        k = fino >> SHIFT
+        try:
+            return k, fino & LOCAL, self.servers[k]
+        except IndexError:
+            raise pyfuse3.FUSEError(errno.ESTALE) from None
+
+    @staticmethod
+    def _join(k: int, ino: int) -> int:
+        return ino if k == 0 else (k << SHIFT) | ino
+
+    def _entry(self, k: int, st) -> pyfuse3.EntryAttributes:
+        k2, ino = self._follow(k, st.st_ino)
+        if k2 != k:                         # a mount point: show the mounted root
+            k, st = k2, self.servers[k2].getattr(ino)
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = self._join(k, ino)
+        e.generation = 0
+        e.entry_timeout = self.timeout
+        e.attr_timeout = self.timeout
+        e.st_mode = st.st_mode
+        e.st_nlink = st.st_nlink
+        e.st_uid = st.st_uid
+        e.st_gid = st.st_gid
+        e.st_rdev = st.st_rdev
+        e.st_size = st.st_size
+        e.st_blksize = 1 << 20
+        e.st_blocks = st.st_blocks
+        e.st_atime_ns = st.st_atime_ns
+        e.st_mtime_ns = st.st_mtime_ns
+        e.st_ctime_ns = st.st_ctime_ns
+        return e
+
+    def _same_server(self, a: int, b: int) -> None:
+        if a != b:
+            raise pyfuse3.FUSEError(errno.EXDEV)
+
+    def _not_mount_point(self, k: int, dir_ino: int, name: bytes) -> None:
+        """EBUSY for removing or renaming the directory a spec is mounted on."""
+        if not self._redirect:
+            return
+        try:
+            st = self.servers[k].lookup(dir_ino, name)
+        except OSError:
+            return
+        if (k, st.st_ino) in self._redirect:
+            raise pyfuse3.FUSEError(errno.EBUSY)
+
+    # -- metadata ------------------------------------------------------------------------
+    @_translate
+    async def lookup(self, parent_inode, name, ctx=None):
+        k, d, srv = self._split(parent_inode)
+        return self._entry(k, srv.lookup(d, name))
+
+    @_translate
+    async def getattr(self, inode, ctx=None):
+        k, i, srv = self._split(inode)
+        return self._entry(k, srv.getattr(i))
+
+    @_translate
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        k, i, srv = self._split(inode)
+        kw = {}
+        if fields.update_size:
+            kw["size"] = attr.st_size
+        if fields.update_mode:
+            kw["mode"] = attr.st_mode
+        if fields.update_uid:
+            kw["uid"] = attr.st_uid
+        if fields.update_gid:
+            kw["gid"] = attr.st_gid
+        if fields.update_atime:
+            kw["atime"] = attr.st_atime_ns
+        if fields.update_mtime:
+            kw["mtime"] = attr.st_mtime_ns
+        st = await _blocking(srv.setattr, i, **kw)
+        return self._entry(k, st)
+
+    @_translate
+    async def readlink(self, inode, ctx):
+        k, i, srv = self._split(inode)
+        return srv.readlink(i)
+
+    @_translate
+    async def opendir(self, inode, ctx):
+        self._split(inode)
+        fh = next(self._fh)
+        self._dirs[fh] = [inode, None]
+        return fh
+
+    @_translate
+    async def readdir(self, fh, start_id, token):
+        """Entries after offset start_id.  The listing is read once per open
+        directory (at offset 0) and served from memory afterwards, so a large
+        directory costs O(entries) per opendir, not per reply buffer."""
+        inode, listing = self._dirs[fh]
+        k, d, srv = self._split(inode)
+        if listing is None or start_id == 0:
+            listing = await _blocking(srv.readdir, d, 0)
+            self._dirs[fh][1] = listing
+        pos = bisect_right(listing, start_id, key=lambda e: e[0])
+        for idx, name in listing[pos:]:
+            try:
+                st = srv.lookup(d, name)
+            except OSError:
+                continue                    # removed since the listing was read
+            if not pyfuse3.readdir_reply(token, name, self._entry(k, st), idx):
+                break
+
+    @_translate
+    async def releasedir(self, fh):
+        self._dirs.pop(fh, None)
+
+    @_translate
+    async def fsyncdir(self, fh, datasync):
+        inode = self._dirs[fh][0]
+        await _blocking(self._split(inode)[2].sync)
+
+    @_translate
+    async def statfs(self, ctx):
+        df = await _blocking(self.store.df)
+        host = os.statvfs(self.store.path)
+        bs = df.block_size
+        avail = df.free_bytes + host.f_bavail * host.f_frsize
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = bs
+        s.f_frsize = bs
+        s.f_blocks = (df.used_bytes + df.pending_bytes + avail) // bs
+        s.f_bfree = avail // bs
+        s.f_bavail = avail // bs
+        s.f_files = 1 << 48
+        s.f_ffree = (1 << 48) - df.trees
+        s.f_favail = s.f_ffree
+        s.f_namemax = 255
+        return s
+
+    async def access(self, inode, mode, ctx):
+        return True        # default_permissions: the kernel checks mode bits itself
+
+    # -- namespace -------------------------------------------------------------------------
+    async def _create(self, parent_inode, name, mode, ctx, rdev=0):
+        k, d, srv = self._split(parent_inode)
+        st = await _blocking(srv.create, d, name, mode, ctx.uid, ctx.gid, rdev)
+        return k, st
+
+    @_translate
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        k, st = await self._create(parent_inode, name, mode, ctx, rdev)
+        return self._entry(k, st)
+
+    @_translate
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        k, st = await self._create(parent_inode, name, S.S_IFDIR | (mode & 0o7777), ctx)
+        return self._entry(k, st)
+
+    @_translate
+    async def symlink(self, parent_inode, name, target, ctx):
+        k, d, srv = self._split(parent_inode)
+        st = await _blocking(srv.symlink, d, name, target, ctx.uid, ctx.gid)
+        return self._entry(k, st)
+
+    @_translate
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        k, i, srv = self._split(inode)
+        k2, d, _ = self._split(new_parent_inode)
+        self._same_server(k, k2)
+        st = await _blocking(srv.link, i, d, new_name)
+        return self._entry(k, st)
+
+    @_translate
+    async def unlink(self, parent_inode, name, ctx):
+        k, d, srv = self._split(parent_inode)
+        await _blocking(srv.unlink, d, name)
+
+    @_translate
+    async def rmdir(self, parent_inode, name, ctx):
+        k, d, srv = self._split(parent_inode)
+        self._not_mount_point(k, d, name)
+        await _blocking(srv.rmdir, d, name)
+
+    @_translate
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        k, sd, srv = self._split(parent_inode_old)
+        k2, dd, _ = self._split(parent_inode_new)
+        self._same_server(k, k2)
+        self._not_mount_point(k, sd, name_old)
+        self._not_mount_point(k, dd, name_new)
+        await _blocking(srv.rename, sd, name_old, dd, name_new, flags)
+
+    # -- files -----------------------------------------------------------------------------
+    def _new_handle(self, inode, flags) -> tuple[int, Handle]:
+        k, i, srv = self._split(inode)
+        acc = flags & os.O_ACCMODE
+        return k, Handle(k, i, srv, acc != os.O_RDONLY, bool(flags & os.O_APPEND))
+
+    def _file_info(self, fh: int) -> pyfuse3.FileInfo:
+        return pyfuse3.FileInfo(fh=fh, keep_cache=self.tfs.readonly)
+
+    @_translate
+    async def open(self, inode, flags, ctx):
+        k, h = self._new_handle(inode, flags)
+        if h.write and self.servers[k].readonly:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        srvh = await _blocking(h.srv.open, h.ino, h.write)
+        h.srv_handle = srvh
+        fh = next(self._fh)
+        self._handles[fh] = h
+        if flags & os.O_TRUNC and h.write:
+            await _blocking(h.srv.setattr, h.ino, size=0)
+        return self._file_info(fh)
+
+    @_translate
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        k, st = await self._create(parent_inode, name, S.S_IFREG | (mode & 0o7777), ctx)
+        e = self._entry(k, st)
+        _, h = self._new_handle(e.st_ino, flags)
+        h.srv_handle = await _blocking(h.srv.open, h.ino, h.write)
+        fh = next(self._fh)
+        self._handles[fh] = h
+        return self._file_info(fh), e
+
+    @_translate
+    async def read(self, fh, off, size):
+        h = self._handles[fh]
+        return await _blocking(h.srv.read, h.ino, h.srv_handle, off, size)
+
+    @_translate
+    async def write(self, fh, off, buf):
+        h = self._handles[fh]
+        if h.append:
+            off = (await _blocking(h.srv.getattr, h.ino)).st_size
+        return await _blocking(h.srv.write, h.ino, h.srv_handle, off, buf)
+
+    @_translate
+    async def flush(self, fh):
+        pass            # every completed write is committed already
+
+    @_translate
+    async def fsync(self, fh, datasync):
+        h = self._handles[fh]
+        if isinstance(h.srv, HostServer):
+            await _blocking(h.srv.fsync, h.srv_handle)
+        else:
+            await _blocking(h.srv.sync)
+
+    @_translate
+    async def release(self, fh):
+        h = self._handles.pop(fh)
+        await _blocking(h.srv.release, h.ino, h.srv_handle)
+
+    # -- extended attributes -----------------------------------------------------------------
+    @_translate
+    async def getxattr(self, inode, name, ctx):
+        k, i, srv = self._split(inode)
+        return srv.getxattr(i, name)
+
+    @_translate
+    async def listxattr(self, inode, ctx):
+        k, i, srv = self._split(inode)
+        return srv.listxattr(i)
+
+    @_translate
+    async def setxattr(self, inode, name, value, ctx):
+        k, i, srv = self._split(inode)
+        await _blocking(srv.setxattr, i, name, value)
+
+    @_translate
+    async def removexattr(self, inode, name, ctx):
+        k, i, srv = self._split(inode)
+        await _blocking(srv.removexattr, i, name)
+
+    async def forget(self, inode_list):
+        pass            # no per-inode state is kept for looked-up inodes

@@ -1,0 +1,319 @@
+"""Running a mount: checks, the mount lock, daemonizing, clean shutdown.
+
+Lifecycle of ``mount(store, name, dir)``:
+
+1. the caller checks the mount point (exists, a directory, empty, not a
+   mount) and starts ``python -m blockstore.fuse`` in a new session
+   (not a fork: the caller may hold the store open, and an LMDB environment
+   must not cross a fork), then waits on a pipe until the child reports
+   "mounted" or the error that stopped it (re-raised in the caller with its
+   class, so exit codes and errno survive);
+2. the child opens the store, takes the tree's mount lock
+   (``STORE/fuse/NAME.lock``, an flock held for the life of the mount: a
+   second mount of the same tree fails with Busy; a SIGKILLed daemon's lock
+   goes with it), records itself in the runtime registry (by mount point),
+   mounts with pyfuse3 and serves requests;
+3. it stops when the file system is unmounted (``umount`` = ``fusermount3
+   -u``) or on SIGTERM/SIGINT/SIGHUP (it unmounts itself), then closes the
+   tree and the store (closing commits nothing new: every write was already
+   committed) and removes its lock and registry files.
+
+After SIGKILL the kernel keeps a dead mount ("Transport endpoint is not
+connected"): ``umount`` detaches it (``fusermount3 -u``, else ``umount
+-l``).  Every write was a committed transaction, so the store is consistent
+and everything that returned before the kill is there.
+"""
+from __future__ import annotations
+
+import argparse
+import errno as _errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .. import errors as E
+
+log = logging.getLogger("blockstore.fuse")
+
+READY_TIMEOUT = 60.0
+
+
+# -- the runtime registry: mount point -> daemon ------------------------------------------
+def _runtime_dir() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    d = os.path.join(base, f"blockstore-fuse-{os.getuid()}")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    return d
+
+
+def _registry_path(mountpoint: str) -> str:
+    key = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:24]
+    return os.path.join(_runtime_dir(), key + ".json")
+
+
+def registered(mountpoint: str) -> dict | None:
+    """{pid, store, name, mountpoint} of the daemon last serving mountpoint, or None."""
+    try:
+        with open(_registry_path(mountpoint)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours is not serving anything
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# -- checks -----------------------------------------------------------------------------------
+def check_mountpoint(mountpoint: str) -> str:
+    """The absolute mount point, or an error saying what is wrong with it."""
+    mp = os.path.abspath(mountpoint)
+    try:
+        st = os.stat(mp)
+    except FileNotFoundError:
+        raise E.NotFound("mount point does not exist", path=mp) from None
+    except OSError as exc:
+        if exc.errno == _errno.ENOTCONN:
+            raise E.Busy("a dead mount is left at the mount point (its daemon was killed); "
+                         "run `blockstore umount` on it first", path=mp) from None
+        raise
+    if not os.path.isdir(mp) or not (st.st_mode & 0o170000 == 0o040000):
+        raise E.NotADirectory("mount point is not a directory", path=mp)
+    if os.path.ismount(mp):
+        raise E.Busy("something is already mounted there", path=mp)
+    if os.listdir(mp):
+        raise E.InvalidInput("mount point is not an empty directory", path=mp)
+    return mp
+
+
+def _lock_path(store_path: str, name: str) -> str:
+    d = os.path.join(store_path, "fuse")
+    os.makedirs(d, exist_ok=True)
+    return os.path.join(d, name.replace("/", "%2F") + ".lock")
+
+
+def _take_lock(store_path: str, name: str, mountpoint: str) -> int:
+    path = _lock_path(store_path, name)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            where = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        finally:
+            os.close(fd)
+        raise E.Busy(f"tree {name!r} is mounted already ({where or 'by another process'})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} at {mountpoint}\n".encode(), 0)
+    return fd
+
+
+# -- the daemon itself ------------------------------------------------------------------------
+def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: bool = False,
+          attr_timeout: float = 1.0, allow_other: bool | None = None, max_tasks: int = 32,
+          debug: bool = False) -> None:
+    """Mount and serve in this process until unmounted or signalled.
+
+    ``ready(error_or_None)`` is called once: after the mount is live, or with
+    the exception that prevented it (which is then also raised)."""
+    import pyfuse3
+    import trio
+
+    from ..api.store import Store
+    from .adapter import Adapter
+
+    store = tfs = None
+    lock_fd = -1
+    mounted = False
+    reg = _registry_path(mountpoint)
+    try:
+        mp = check_mountpoint(mountpoint)
+        store = Store.open(store_path, create=False)
+        store.info(name)                           # NotFound for a removed tree
+        lock_fd = _take_lock(store.path, name, mp)
+        tfs = store.fs(name)
+        ops = Adapter(store, tfs, readonly=readonly, attr_timeout=attr_timeout)
+        options = set(pyfuse3.default_options)
+        options |= {f"fsname=blockstore:{name}", "subtype=blockstore", "noatime"}
+        if ops.readonly:
+            options.add("ro")
+        if allow_other if allow_other is not None else os.getuid() == 0:
+            options.add("allow_other")
+        if debug:
+            options.add("debug")
+        pyfuse3.init(ops, mp, options)
+        mounted = True
+        with open(reg + ".tmp", "w") as f:
+            json.dump({"pid": os.getpid(), "store": store.path, "name": name, "mountpoint": mp}, f)
+        os.replace(reg + ".tmp", reg)
+    except BaseException as exc:
+        if mounted:
+            pyfuse3.close(unmount=True)
+        _cleanup(tfs, store, lock_fd, None)
+        if ready:
+            ready(exc)
+        raise
+    if ready:
+        ready(None)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            async def on_signal():
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+                    async for _ in sigs:
+                        log.info("signal: unmounting %s", mp)
+                        pyfuse3.terminate()
+                        return
+            nursery.start_soon(on_signal)
+            await pyfuse3.main(max_tasks=max_tasks)
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    finally:
+        # After fusermount3 -u the kernel side is gone already; after a signal
+        # we unmount here (lazily if files are still open).
+        try:
+            pyfuse3.close(unmount=True)
+        except Exception:                          # noqa: BLE001
+            subprocess.run(["fusermount3", "-u", "-z", mp], capture_output=True)
+        _cleanup(tfs, store, lock_fd, reg)
+
+
+def _cleanup(tfs, store, lock_fd, reg) -> None:
+    for closer in (tfs, store):
+        if closer is not None:
+            try:
+                closer.close()
+            except Exception:                      # noqa: BLE001
+                log.exception("closing %r", closer)
+    if reg:
+        try:
+            os.unlink(reg)
+        except OSError:
+            pass
+    if lock_fd >= 0:
+        try:
+            os.ftruncate(lock_fd, 0)
+        finally:
+            os.close(lock_fd)
+
+
+# -- starting it in the background ------------------------------------------------------------
+def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
+    """Start the daemon in a new session; return its pid once the mount is live.
+    Errors that stop the mount are re-raised here with their class."""
+    mp = check_mountpoint(mountpoint)
+    logdir = os.path.join(os.path.abspath(store_path), "fuse")
+    if not os.path.isdir(os.path.abspath(store_path)):
+        raise E.NotAStore(path=os.path.abspath(store_path))
+    os.makedirs(logdir, exist_ok=True)
+    r, w = os.pipe()
+    argv = [sys.executable, "-m", "blockstore.fuse", "--ready-fd", str(w),
+            "--opts", json.dumps(opts), os.path.abspath(store_path), name, mp]
+    with open(os.path.join(logdir, name.replace("/", "%2F") + ".log"), "ab") as logf:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                pass_fds=(w,), start_new_session=True, close_fds=True)
+    os.close(w)
+    deadline = time.monotonic() + READY_TIMEOUT
+    buf = b""
+    try:
+        while time.monotonic() < deadline:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        os.close(r)
+    msg = buf.decode(errors="replace").strip()
+    if msg == "ok":
+        return proc.pid
+    proc.wait(timeout=10)
+    if msg.startswith("error "):
+        info = json.loads(msg[6:])
+        cls = getattr(E, info["cls"], None)
+        if isinstance(cls, type) and issubclass(cls, E.BlockstoreError):
+            raise cls(info["msg"], path=info.get("path"))
+        raise E.BlockstoreError(f"{info['cls']}: {info['msg']}")
+    raise E.BlockstoreError(f"mount daemon exited with status {proc.returncode} "
+                            f"without mounting; see {logdir}")
+
+
+def _report_to(fd: int):
+    def ready(exc):
+        if exc is None:
+            msg = "ok"
+        else:
+            msg = "error " + json.dumps({
+                "cls": type(exc).__name__,
+                "msg": getattr(exc, "message", None) or str(exc),
+                "path": getattr(exc, "filename", None)})
+        try:
+            os.write(fd, msg.encode())
+        finally:
+            os.close(fd)
+    return ready
+
+
+def unmount(mountpoint: str, lazy: bool = False, timeout: float = 30.0) -> None:
+    """Unmount (EBUSY -> Busy while files are open, unless lazy) and wait for
+    the daemon to finish closing the store."""
+    mp = os.path.abspath(mountpoint)
+    reg = registered(mp)
+    cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [mp]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        err = res.stderr.strip()
+        if "busy" in err.lower():
+            raise E.Busy(f"files are open under the mount point ({err}); close them or "
+                         f"unmount lazily", path=mp)
+        # Leftovers that fusermount3 refuses (e.g. mounted by another user): the kernel way.
+        res2 = subprocess.run(["umount", "-l", mp], capture_output=True, text=True)
+        if res2.returncode != 0:
+            if not os.path.ismount(mp):
+                raise E.InvalidInput("nothing is mounted there", path=mp)
+            raise E.BlockstoreError(f"cannot unmount: {err}; {res2.stderr.strip()}", path=mp)
+    if reg and reg.get("pid"):
+        deadline = time.monotonic() + timeout
+        while _alive(reg["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    if reg and not (reg.get("pid") and _alive(reg["pid"])):
+        try:
+            os.unlink(_registry_path(mp))
+        except OSError:
+            pass
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m blockstore.fuse")
+    p.add_argument("--ready-fd", type=int, default=None)
+    p.add_argument("--opts", default="{}")
+    p.add_argument("store")
+    p.add_argument("name")
+    p.add_argument("mountpoint")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    ready = _report_to(a.ready_fd) if a.ready_fd is not None else None
+    try:
+        serve(a.store, a.name, a.mountpoint, ready=ready, **json.loads(a.opts))
+    except E.BlockstoreError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    return 0
