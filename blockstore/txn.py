@@ -269,9 +269,14 @@ class Env:
             return
         t = self._begin(write=False)
         self._live_reads.add(t)
+        rt = ReadTxn(self, t)
         try:
-            yield ReadTxn(self, t)
+            yield rt
         finally:
+            # Upper layers keep objects in rt.local that point back at rt (a cycle):
+            # break it so that the LMDB txn and its reader slot go now, not at the
+            # next cyclic GC (else a busy reader runs into MDB_READERS_FULL).
+            rt.local.clear()
             self._live_reads.discard(t)
             if not self._forked():
                 t.abort()
