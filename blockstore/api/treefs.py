@@ -402,6 +402,8 @@ class TreeFS:
     def mkdir(self, path, mode: int = 0o777, *, uid: int | None = None, gid: int | None = None) -> None:
         tfs, sub = self._route(path)
         if tfs is not self:
+            if not P.components(sub):       # the mount point itself exists
+                raise AlreadyExists("file exists", path=os.fsdecode(P.to_bytes(path)))
             return tfs.mkdir(sub, mode)
         uid = os.getuid() if uid is None else uid
         gid = os.getgid() if gid is None else gid
