@@ -1,0 +1,74 @@
+"""Shared helpers of the FUSE tests: skip without /dev/fuse, mount fixtures."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+HAVE_FUSE = os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None
+needs_fuse = pytest.mark.skipif(not HAVE_FUSE, reason="needs /dev/fuse and fusermount3")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def public_dir() -> str:
+    """A directory every uid can traverse (pytest's tmp_path is 0700)."""
+    d = tempfile.mkdtemp(prefix="bs-fuse-", dir="/tmp")
+    os.chmod(d, 0o755)
+    return d
+
+
+def _plain_python() -> str:
+    """A Python any uid may execute (the venv's may sit under root's home)."""
+    for cand in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(cand, os.X_OK):
+            return cand
+    return sys.executable
+
+
+def run_as(uid: int, code: str) -> subprocess.CompletedProcess:
+    """Run Python code as another uid/gid (root only); stdout carries the result."""
+    def drop():
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    return subprocess.run([_plain_python(), "-c", code], capture_output=True, text=True,
+                          preexec_fn=drop, timeout=60)
+
+
+class Mounted:
+    """A tree mounted in the background; ``close()`` unmounts and checks the store."""
+
+    def __init__(self, store_path, name, **opts):
+        from blockstore.fuse import mount
+        self.base = public_dir()
+        self.mnt = os.path.join(self.base, "mnt")
+        os.mkdir(self.mnt)
+        os.chmod(self.mnt, 0o755)
+        self.store_path = str(store_path)
+        self.name = name
+        self.pid = mount(self.store_path, name, self.mnt, **opts)
+
+    def p(self, *parts) -> str:
+        return os.path.join(self.mnt, *parts)
+
+    def umount(self) -> None:
+        from blockstore.fuse import umount
+        if os.path.ismount(self.mnt):
+            umount(self.mnt)
+
+    def close(self) -> None:
+        try:
+            self.umount()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+def check_ok(store_path) -> None:
+    from blockstore import Store
+    with Store.open(store_path, create=False) as s:
+        rep = s.check()
+        assert rep.ok, str(rep)
