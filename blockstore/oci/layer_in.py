@@ -246,13 +246,12 @@ class Applier:
 
     def _content(self, node, m: tarfile.TarInfo, data) -> None:
         f = self.fst
+        # a sparse member's data is its regions stored one after the other
         regions = m.sparse if m.sparse is not None else [(0, m.size)]
         try:
             for off, length in regions:
                 if length <= 0:
                     continue
-                if m.sparse is not None:
-                    data.seek(off)
                 pos, end = off, off + length
                 while pos < end:
                     chunk = data.read(min(CHUNK, end - pos))

@@ -25,6 +25,21 @@ class _Info(tarfile.TarInfo):
             raise
 
 
+class _Regions:
+    """The stored data regions of a sparse member, read in order (the stream
+    cannot seek, and tarfile's sparse reader wants to)."""
+
+    def __init__(self, tf, m):
+        self.f = tf.fileobj
+        self.f.seek(m.offset_data)           # forward: we are right after the header
+
+    def read(self, n: int) -> bytes:
+        b = self.f.read(n)
+        if len(b) != n:
+            raise tarfile.ReadError("unexpected end of data")
+        return b
+
+
 class Members:
     """Iterate ``(TarInfo, reader or None)``; the reader is valid until the next step."""
 
@@ -73,7 +88,13 @@ class Members:
                 self._check_end(tf)
                 return
             self.last = m.name
-            yield m, (tf.extractfile(m) if m.isreg() else None)
+            if not m.isreg():
+                data = None
+            elif m.sparse is not None:
+                data = _Regions(tf, m)
+            else:
+                data = tf.extractfile(m)
+            yield m, data
 
     def _check_end(self, tf) -> None:
         r = tf._end_reason
