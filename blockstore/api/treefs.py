@@ -249,6 +249,9 @@ class TreeFS:
     def _read_ino(self, ino: int, offset: int, size: int) -> bytes:
         return self._view(lambda f: f.read(f.inode(ino), offset, size))
 
+    def _readinto_ino(self, ino: int, offset: int, buf) -> int:
+        return self._view(lambda f: f.readinto(f.inode(ino), offset, buf))
+
     def _size_ino(self, ino: int) -> int:
         return self._view(lambda f: f.inode(ino).size)
 
@@ -410,7 +413,7 @@ class TreeFS:
 
         def fn(f):
             d, name = P.resolve_parent(f, sub)
-            f.create(d, name, S.S_IFDIR | (mode & 0o7777), uid, gid)
+            f.create(d, name, S.S_IFDIR | (mode & 0o1777), uid, gid)   # mkdir(2) drops S_ISUID/S_ISGID
         self._change(fn)
 
     def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:

@@ -1,0 +1,40 @@
+"""Targeted POSIX semantics of the filesystem layer through ``TreeFS``:
+each test states the Linux behaviour it checks and ends with ``check().ok``."""
+from __future__ import annotations
+
+import errno
+import os
+import stat as S
+
+import pytest
+
+from blockstore import Store
+
+
+@pytest.fixture
+def store(tmp_store_dir):
+    with Store.open(tmp_store_dir) as s:
+        yield s
+        report = s.check()
+        assert report.ok, report.problems
+
+
+@pytest.fixture
+def fs(store):
+    store.create("c")
+    with store.fs("c") as f:
+        yield f
+
+
+def test_mkdir_ignores_setuid_setgid_bits(fs, tmp_path):
+    """mkdir(2) uses mode & 01777: setuid/setgid in the mode are dropped (sticky kept)."""
+    old = os.umask(0)
+    try:
+        os.mkdir(tmp_path / "h", 0o6755)
+        os.mkdir(tmp_path / "k", 0o1777)
+    finally:
+        os.umask(old)
+    fs.mkdir("/h", 0o6755)
+    fs.mkdir("/k", 0o1777)
+    assert S.S_IMODE(fs.stat("/h").st_mode) == S.S_IMODE(os.stat(tmp_path / "h").st_mode) == 0o755
+    assert S.S_IMODE(fs.stat("/k").st_mode) == 0o1777
