@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import stat as S
 
 import click
@@ -74,7 +75,7 @@ def cp_cmd(ctx: Ctx, src, dst, archive):
 def cat_cmd(ctx: Ctx, loc):
     """Write a file of a tree to stdout."""
     name, path = tree_loc(loc)
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     with ctx.store().fs(name) as tfs, tfs.open(path, "rb") as f:
         while True:
             buf = f.read(copying.CHUNK)

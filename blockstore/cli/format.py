@@ -76,7 +76,13 @@ def record(rec) -> dict:
     """A TreeRecord as the documented JSON object (see docs/CLI.md, "tree")."""
     return {"name": rec.name, "kind": rec.kind, "parent": rec.parent,
             "created": time_ns(rec.created), "labels": dict(rec.labels),
-            "uuid": rec.uuid, "mounts": [dict(m) for m in rec.mounts or []]}
+            "uuid": rec.uuid, "mounts": [mount(m) for m in rec.mounts or []]}
+
+
+def mount(m: dict) -> dict:
+    """A mount spec as the documented JSON object (tmpfs: source null)."""
+    return {"type": m["type"], "source": m.get("source"), "target": m["target"],
+            "readonly": bool(m.get("readonly"))}
 
 
 def labels_text(labels: dict) -> str:

@@ -24,20 +24,34 @@ def mount_cmd(ctx: Ctx, name, mountpoint, foreground, options):
     opts = {}
     for o in options:
         k, eq, v = o.partition("=")
-        opts[k] = v if eq else True
+        opts[k] = _value(v) if eq else True
     mount(os.path.abspath(ctx.store_path), name, os.path.abspath(mountpoint),
                foreground=foreground, **opts)
     if not foreground:
         ctx.note(f"mounted {name} at {mountpoint}; `blockstore umount {mountpoint}` to stop")
 
 
+def _value(v: str):
+    """-o values: true/false -> bool, numbers -> int/float, else the string."""
+    if v.lower() in ("true", "yes", "on", "false", "no", "off"):
+        return v.lower() in ("true", "yes", "on")
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return v
+
+
 @click.command("umount")
 @click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.option("--lazy", is_flag=True, help="Detach now even if files are open (umount -l).")
 @output_options(json_=False)
 @pass_ctx
-def umount_cmd(ctx: Ctx, mountpoint):
-    """Unmount a tree mounted with `blockstore mount`."""
-    hook("blockstore.fuse", "umount", "unmounting")(os.path.abspath(mountpoint))
+def umount_cmd(ctx: Ctx, mountpoint, lazy):
+    """Unmount a tree mounted with `blockstore mount` (also cleans up after a killed mount)."""
+    umount = hook("blockstore.fuse", "umount", "unmounting")
+    umount(os.path.abspath(mountpoint), **({"lazy": True} if lazy else {}))
 
 
 COMMANDS = [mount_cmd, umount_cmd]
