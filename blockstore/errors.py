@@ -153,6 +153,13 @@ class PermissionDenied(BlockstoreError, PermissionError):
     exit_code = 6
 
 
+class NotPermitted(BlockstoreError, PermissionError):
+    """Operation not permitted."""
+
+    errno_code = _errno.EPERM
+    exit_code = 6
+
+
 class NoAttribute(NotFound):
     """No such extended attribute."""
 

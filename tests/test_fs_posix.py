@@ -38,3 +38,17 @@ def test_mkdir_ignores_setuid_setgid_bits(fs, tmp_path):
     fs.mkdir("/k", 0o1777)
     assert S.S_IMODE(fs.stat("/h").st_mode) == S.S_IMODE(os.stat(tmp_path / "h").st_mode) == 0o755
     assert S.S_IMODE(fs.stat("/k").st_mode) == 0o1777
+
+
+def test_link_directory_is_eperm_and_existing_target_eexist(fs):
+    """link(2): a directory source gives EPERM; an existing target gives EEXIST first."""
+    fs.mkdir("/d")
+    fs.write_bytes("/f", b"x")
+    with pytest.raises(PermissionError) as ei:
+        fs.link("/d", "/d2")
+    assert ei.value.errno == errno.EPERM
+    for src, dst in (("/d", "/d"), ("/d", "/f"), ("/f", "/d")):
+        with pytest.raises(FileExistsError) as ei:
+            fs.link(src, dst)
+        assert ei.value.errno == errno.EEXIST
+    assert fs.listdir("/") == ["d", "f"] and fs.stat("/f").st_nlink == 1

@@ -26,7 +26,7 @@ from ..btree import values
 from ..btree.node import MAX_VALUE
 from ..btree.store import NodeStore
 from ..errors import (AlreadyExists, DirectoryNotEmpty, InvalidInput, IsADirectory,
-                      NoAttribute, NotADirectory, NotFound, TooManyLinks)
+                      NoAttribute, NotADirectory, NotFound, NotPermitted, TooManyLinks)
 from ..pool import HOLE
 from . import items as I
 from .items import Inode
@@ -203,13 +203,13 @@ class FsTree:
 
     def link(self, ino: int, dir_ino: int, name: bytes) -> Inode:
         node = self.inode(ino)
-        if node.is_dir:
-            raise IsADirectory("hard links to directories are not allowed")
-        if node.nlink >= LINK_MAX:
-            raise TooManyLinks(f"inode {ino} has {node.nlink} links already")
         d = self._dir(dir_ino)
         if self.lookup(dir_ino, name) is not None:
             raise AlreadyExists(f"{name.decode(errors='replace')!r} already exists")
+        if node.is_dir:
+            raise NotPermitted("hard links to directories are not allowed")     # link(2): EPERM
+        if node.nlink >= LINK_MAX:
+            raise TooManyLinks(f"inode {ino} has {node.nlink} links already")
         node.nlink += 1
         self.touch(node, m=False)
         self._add_entry(d, name, node)
