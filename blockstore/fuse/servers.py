@@ -171,7 +171,7 @@ class HostServer:
     def _stat(self, rel: bytes):
         st = os.lstat(self._full(rel) if rel else os.fsencode(self.rootdir))
         ino = self._known(rel)
-        return os.stat_result((st.st_mode, ino) + tuple(st)[2:7] + (
+        return os.stat_result((st.st_mode, ino) + tuple(st)[2:10] + (
             st.st_atime, st.st_mtime, st.st_ctime, st.st_atime_ns, st.st_mtime_ns,
             st.st_ctime_ns, st.st_blksize, st.st_blocks, st.st_rdev))
 
