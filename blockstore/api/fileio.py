@@ -22,7 +22,7 @@ import os
 from ..errors import InvalidInput, IsADirectory
 
 WRITE_BUFFER = 8 * 1024 * 1024
-READ_BUFFER = 1024 * 1024
+READ_BUFFER = 256 * 1024         # reads larger than this bypass the buffer (one copy)
 
 
 class RawTreeFile(io.RawIOBase):
@@ -51,9 +51,7 @@ class RawTreeFile(io.RawIOBase):
         self._checkClosed()
         if not self._readable:
             raise io.UnsupportedOperation("file not open for reading")
-        data = self._tfs._read_ino(self._ino, self._pos, len(b))
-        n = len(data)
-        b[:n] = data
+        n = self._tfs._readinto_ino(self._ino, self._pos, b)   # straight into b
         self._pos += n
         return n
 

@@ -398,6 +398,34 @@ class FsTree:
             out[cut_lo - offset:cut_hi - offset] = chunk[cut_lo - lo:cut_hi - lo]
         return bytes(out)
 
+    def readinto(self, node: Inode, offset: int, buf) -> int:
+        """Like read() but into the writable buffer ``buf``; returns the byte count.
+        Extents are read straight into ``buf`` (one copy); holes are zero-filled."""
+        mv = memoryview(buf).cast("B")
+        end = min(node.size, offset + mv.nbytes)
+        if offset >= end:
+            return 0
+        n = end - offset
+        inline = self._inline(node.ino)
+        if inline is not None:
+            data = inline[offset:end]
+            mv[:len(data)] = data
+            mv[len(data):n] = bytes(n - len(data))
+            return n
+        bs = self.bs
+        fb_lo, fb_hi = offset // bs, (end - 1) // bs + 1
+        pos = offset                          # bytes before pos are filled
+        for fb, s, k in self._extents(node.ino, fb_lo, fb_hi):
+            lo = max(offset, fb * bs)
+            hi = min(end, (fb + k) * bs)
+            if lo > pos:
+                mv[pos - offset:lo - offset] = bytes(lo - pos)
+            self.pool.readinto(s, lo - fb * bs, mv[lo - offset:hi - offset])
+            pos = hi
+        if pos < end:
+            mv[pos - offset:n] = bytes(end - pos)
+        return n
+
     def _punch(self, ino: int, fb_lo: int, fb_hi: int | None) -> None:
         """Remove the mapping of file blocks [fb_lo, fb_hi) (None: to the end)."""
         hi = fb_hi if fb_hi is not None else 1 << 62

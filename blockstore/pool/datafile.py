@@ -103,6 +103,16 @@ class DataFile:
         if failpoints.ACTIVE:
             failpoints.hit("pool.after_pwrite")
 
+    def preadinto(self, byte_off: int, buf) -> None:
+        """Fill the writable buffer ``buf`` from byte offset ``byte_off`` (one copy,
+        no intermediate bytes); a short read raises errors.Corruption."""
+        mv = memoryview(buf).cast("B")
+        while mv.nbytes:
+            n = os.preadv(self.fd, [mv], byte_off)
+            if n <= 0:
+                raise errors.Corruption(f"data file truncated at byte {byte_off}", path=self.path)
+            mv, byte_off = mv[n:], byte_off + n
+
     def pread(self, start_block: int, nblocks: int) -> bytes:
         """Read ``nblocks`` blocks; a short read raises errors.Corruption."""
         want = nblocks * self.block_size

@@ -255,6 +255,14 @@ class Pool:
             return bytes(n * self.block_size)
         return self.data.pread(start, n)
 
+    def readinto(self, start: int, offset: int, buf) -> None:
+        """Fill ``buf`` with the bytes at byte ``offset`` of the run starting at block
+        ``start`` (a HOLE run reads as zeros); copies straight into ``buf``."""
+        if start == HOLE:
+            memoryview(buf).cast("B")[:] = bytes(memoryview(buf).nbytes)
+            return
+        self.data.preadinto(start * self.block_size + offset, buf)
+
     # ================================================================ introspection
     def refcount(self, t, block: int) -> int:
         """0 if free, pending or outside the pool, else 1 or the shared count."""
