@@ -8,7 +8,7 @@ Contract:
   next-fit from the persistent hint ``meta.alloc_hint`` (wrapping once), so
   sequential writes come out contiguous across calls and transactions.  When
   fewer than m blocks are free the data file grows first, by
-  max(64 MiB worth of blocks, total/8, shortfall); on ENOSPC it retries with
+  max(16 MiB worth of blocks, total/32, shortfall); on ENOSPC it retries with
   exactly the shortfall, and raises errors.NoSpace (naming the data file)
   when even that fails.  Growth happens before any table is changed, so a
   NoSpace leaves the metadata untouched.  Growth that is never committed is
@@ -29,7 +29,7 @@ from .datafile import DataFile
 from .dbs import FREE_BLOCKS, HINT, TOTAL_BLOCKS, Meta, PoolDbs, pack_u64
 from .. import errors
 
-GROW_MIN_BYTES = 64 << 20
+GROW_MIN_BYTES = 16 << 20
 
 
 class Allocator:
@@ -148,7 +148,7 @@ class Allocator:
     def _grow(self, t, shortfall: int) -> None:
         total = self.meta.get(t, TOTAL_BLOCKS)
         have = self.data.size_blocks()
-        step = max(self.grow_min_blocks, total // 8, shortfall)
+        step = max(self.grow_min_blocks, total // 32, shortfall)
         if have < total + step:
             try:
                 self.data.grow(total + step)
