@@ -274,7 +274,8 @@ def _report_to(fd: int):
 
 def unmount(mountpoint: str, lazy: bool = False, timeout: float = 30.0) -> None:
     """Unmount (EBUSY -> Busy while files are open, unless lazy) and wait for
-    the daemon to finish closing the store."""
+    the daemon to finish closing the store (not when lazy: it keeps serving
+    the files still open and exits after the last one closes)."""
     mp = os.path.abspath(mountpoint)
     reg = registered(mp)
     cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [mp]
@@ -290,7 +291,7 @@ def unmount(mountpoint: str, lazy: bool = False, timeout: float = 30.0) -> None:
             if not os.path.ismount(mp):
                 raise E.InvalidInput("nothing is mounted there", path=mp)
             raise E.BlockstoreError(f"cannot unmount: {err}; {res2.stderr.strip()}", path=mp)
-    if reg and reg.get("pid"):
+    if reg and reg.get("pid") and not lazy:     # lazy: the daemon lives until files close
         deadline = time.monotonic() + timeout
         while _alive(reg["pid"]) and time.monotonic() < deadline:
             time.sleep(0.02)
