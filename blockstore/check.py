@@ -19,7 +19,9 @@ What is verified, in one read transaction (a consistent view; writers go on):
 derived from the trees: node refcounts, leaked nodes (deleted), block
 states (leaked blocks freed, wrong counts fixed, dead dedup entries
 dropped).  What cannot be derived (a missing or corrupt node, a catalog
-record pointing nowhere) is reported as not repairable.
+record pointing nowhere) is reported as not repairable, except a catalog
+record whose root node is missing (the entry is removed: the tree is gone)
+and a dedup entry whose digest does not match its block (dropped).
 
 Cost: O(nodes + blocks referenced) time; memory O(nodes).
 """
@@ -216,13 +218,20 @@ def _check_view(r, report: CheckReport, scrub: bool) -> _Walk:
     t, pool = r.t, r.pool
     walk = _Walk(ns, report)
     trees = 0
+    dangling = []           # catalog records whose root node does not exist
     for rec in catalog.records(r):
         trees += 1
         if rec.kind not in catalog.KINDS:
             report.add("catalog", f"tree {rec.name!r} has unknown kind {rec.kind!r}", rec.name,
                        repairable=False)
+        if rec.root and t.get(u64(rec.root), db=r.db(NODES)) is None:
+            dangling.append(rec.name)
+            report.add("node-missing", f"the root node {rec.root} of tree {rec.name!r} is missing "
+                       f"(repair removes the catalog entry)", rec.name)
+            continue
         if rec.root:
             walk.visit(rec.root, rec.name)
+    report._dangling = dangling
     for _, pid, root in catalog.pins(r):
         if root:
             walk.visit(root, f"(pin of process {pid})")
@@ -271,11 +280,13 @@ def _check_view(r, report: CheckReport, scrub: bool) -> _Walk:
     for msg in pool.self_check(t):
         report.add("pool", msg)
     bs = pool.block_size
+    bad_dedup = report._bad_dedup = []
     for digest, block in pool.dedup_entries(t):
         if pool.refcount(t, block) == 0:
             continue                     # self_check reports dead dedup entries
         if hashlib.sha256(pool.read(block, 1)).digest() != digest:
             report.add("dedup-mismatch", f"dedup entry for block {block} does not match its content")
+            bad_dedup.append(block)
     if scrub:
         _scrub(r, walk, report)
     report.stats.update(trees=trees, nodes=stored, reachable_nodes=len(walk.refs),
@@ -306,8 +317,16 @@ def _scrub(r, walk: _Walk, report: CheckReport) -> None:
 
 
 def _repair(w, report: CheckReport) -> None:
-    """Rewrite derived state from the walk: node counts, leaked nodes, block states."""
+    """Rewrite derived state from the walk: node counts, leaked nodes, block states;
+    drop catalog entries whose root is missing and dedup entries that do not
+    match their block (the block itself stays: trees may reference it)."""
     t = w.t
+    for name in getattr(report, "_dangling", []):
+        catalog.delete(w, name)
+        report.repaired.append(f"removed catalog entry {name!r}: its root node is missing")
+    for block in getattr(report, "_bad_dedup", []):
+        w.pool.index.remove_blocks(t, block, 1)
+        report.repaired.append(f"dropped the dedup entry of block {block}: wrong digest")
     refs = report._walk_refs
     queued = report._queued
     nodes_db, rc_db = w.db(NODES), w.db(NODERC)
