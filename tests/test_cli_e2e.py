@@ -105,3 +105,21 @@ def test_mount_umount(store, tmp_path):
     finally:
         bs(store, "umount", mnt)
     assert bs(store, "cat", "w:/new").stdout == "from fuse\n"
+
+
+def test_demo_succeeds_and_fails_loudly(tmp_path):
+    """`make demo` (tools/demo.py): exit 0 with a transcript; non-zero on a failure
+    (here: a --store path that is a plain file, so the first command fails)."""
+    demo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "tools", "demo.py")
+    r = subprocess.run([sys.executable, demo, "--store", str(tmp_path / "s")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for cmd in ("import", "clone", "cp", "commit", "diff", "export", "du", "df", "check"):
+        assert f"$ blockstore {cmd} " in r.stdout or f"$ blockstore {cmd}\n" in r.stdout
+    assert r.stdout.rstrip().endswith("# demo ok")
+    bad = tmp_path / "notastore"
+    bad.write_text("x")
+    r = subprocess.run([sys.executable, demo, "--store", str(bad)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 10 and "failed with exit code 10" in r.stderr
