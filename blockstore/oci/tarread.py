@@ -3,9 +3,9 @@
 ``tarfile`` in stream mode treats a bad header checksum or a truncated
 header after the first member as the end of the archive and stops
 silently.  ``Members`` records why the archive ended and refuses every end
-but two: an end-of-archive block of zeros, or a clean end of input right
-after a member (layers written by older umoci have no end-of-archive
-blocks).  Memory: one member header at a time (tarfile's member list is
+but two: an end-of-archive block of zeros, or a clean end of input after
+a member's complete data (layers written by older umoci have no
+end-of-archive blocks, and not even the padding of the last member).  Memory: one member header at a time (tarfile's member list is
 cleared as we go).  Errors are ``InvalidInput`` naming the last entry.
 """
 from __future__ import annotations
@@ -77,10 +77,13 @@ class Members:
         self.tf = tf = self._open()
         if tf is None:
             return
+        data_end = 0
         while True:
             try:
                 m = tf.next()
             except tarfile.ReadError as exc:
+                if str(exc) == "unexpected end of data" and tf.fileobj.pos >= data_end:
+                    return      # all data there, only the padding and end blocks missing
                 raise InvalidInput(f"{self.what}: damaged or truncated archive {self._where()}: "
                                    f"{exc}", path=self.last) from None
             tf.members.clear()
@@ -88,6 +91,8 @@ class Members:
                 self._check_end(tf)
                 return
             self.last = m.name
+            stored = sum(n for _, n in m.sparse) if m.sparse is not None else m.size
+            data_end = m.offset_data + (stored if m.isreg() else 0)
             if not m.isreg():
                 data = None
             elif m.sparse is not None:
