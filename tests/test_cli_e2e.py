@@ -123,3 +123,40 @@ def test_demo_succeeds_and_fails_loudly(tmp_path):
     r = subprocess.run([sys.executable, demo, "--store", str(bad)], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 10 and "failed with exit code 10" in r.stderr
+
+
+def test_progress_goes_to_a_terminal_stderr_only(store, tmp_path):
+    """With stderr a terminal, import/export/cp/check/gc draw progress there;
+    stdout still carries exactly the result."""
+    import pty
+    d = tmp_path / "d"
+    d.mkdir()
+    for i in range(200):
+        (d / f"f{i}").write_bytes(os.urandom(5000))
+    master, slave = pty.openpty()
+    try:
+        def run(*args):
+            r = subprocess.run([BIN, "--store", str(store), *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=slave, timeout=120)
+            assert r.returncode == 0
+            return r.stdout
+        assert run("import", d, "base") == b"base\n"
+        assert run("export", "base", tmp_path / "out") == f"{tmp_path / 'out'}\n".encode()
+        assert run("clone", "base", "w") == b"w\n"
+        assert run("cp", d, "w:/x") == b""
+        assert run("check").startswith(b"ok")
+        assert run("gc").startswith(b"freed")
+        os.set_blocking(master, False)
+        drawn = b""
+        try:
+            while True:
+                chunk = os.read(master, 65536)
+                if not chunk:
+                    break
+                drawn += chunk
+        except (BlockingIOError, OSError):
+            pass
+        assert b"\x1b[" in drawn              # rich drew (and cleared) its progress there
+    finally:
+        os.close(master)
+        os.close(slave)
