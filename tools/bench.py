@@ -37,6 +37,7 @@ import _benchutil as bu  # noqa: E402
 # subcommand -> module in tools/ (imported only when chosen)
 BENCHES: dict[str, str] = {
     "engine": "bench_engine",
+    "fuse": "bench_fuse",
     "oci": "bench_oci",
     "fs": "bench_fs",
 }

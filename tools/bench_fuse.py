@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""FUSE mount vs a minimal pyfuse3 passthrough of ext4, and clone vs overlayfs copy-up.
+
+Figures (one run, ratios against baselines measured in the same run):
+
+* ``seq_write_ratio`` / ``seq_read_ratio``: sequential 1 MiB writes (then
+  close) and reads of a 1 GiB file (256 MiB with --quick) through the
+  blockstore mount ÷ the same through ``_passthrough_fuse.py`` over a host
+  directory (goals >= 0.7).  Every blockstore write is a durable store
+  transaction; the passthrough's writes only reach the page cache.
+* ``small_files_ratio``: create (100 B) + stat + unlink of 10k files (2k
+  with --quick), blockstore ops/s ÷ passthrough ops/s (goal >= 0.5).
+* ``clone_write_ms`` / ``clone_write_bytes`` vs ``overlay_write_ms`` /
+  ``overlay_write_bytes``: one 4 KiB write (+fsync) into a 1 GiB file of a
+  mounted clone, vs the same through kernel overlayfs (copy-up of the
+  file); space is pool bytes used (clone) and the upper dir's blocks (overlay).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import _benchutil as bu
+from _benchutil import MiB, log
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HELP = __doc__.split("\n")[0]
+
+
+def add_args(parser) -> None:
+    pass
+
+
+def _wait_mounted(mp: str, proc=None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.ismount(mp):
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"passthrough exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{mp} did not get mounted")
+        time.sleep(0.05)
+
+
+def _seq_write(path: str, total: int, chunk: bytes) -> float:
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for off in range(0, total, len(chunk)):
+            os.write(fd, chunk)
+    finally:
+        os.close(fd)
+    return total / (time.perf_counter() - t0)
+
+
+def _seq_read(path: str) -> float:
+    t0 = time.perf_counter()
+    n = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while True:
+            b = os.read(fd, MiB)
+            if not b:
+                break
+            n += len(b)
+    finally:
+        os.close(fd)
+    return n / (time.perf_counter() - t0)
+
+
+def _small_files(d: str, n: int) -> float:
+    os.makedirs(d, exist_ok=True)
+    payload = b"x" * 100
+    t0 = time.perf_counter()
+    for i in range(n):
+        p = f"{d}/f{i}"
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, payload)
+        os.close(fd)
+        os.stat(p)
+    for i in range(n):
+        os.unlink(f"{d}/f{i}")
+    return n / (time.perf_counter() - t0)
+
+
+def _write_4k(path: str, off: int) -> float:
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, b"W" * 4096, off)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return (time.perf_counter() - t0) * 1000
+
+
+def _du(path: str) -> int:
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for f in files:
+            total += os.lstat(os.path.join(root, f)).st_blocks * 512
+    return total
+
+
+def run(args):
+    from blockstore import Store
+    from blockstore.fuse import mount, umount
+
+    big = (16 if args.tiny else 256 if args.quick else 1024) * MiB
+    nfiles = 300 if args.tiny else 2000 if args.quick else 10000
+    rep = bu.Report("fuse")
+    rep.extra.update({"file_bytes": big, "small_files": nfiles, "quick": bool(args.quick)})
+    chunk = os.urandom(MiB)
+    with bu.scratch_dir(args.dir) as d:
+        rep.extra["scratch"] = bu.disk_usage(d)
+        host, pt, bm = (os.path.join(d, n) for n in ("host", "pt", "bm"))
+        for p in (host, pt, bm):
+            os.mkdir(p)
+        sp = os.path.join(d, "store")
+        with Store.open(sp) as s:
+            s.create("c")
+        proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_passthrough_fuse.py"), host, pt])
+        mounted = []
+        try:
+            _wait_mounted(pt, proc)
+            mounted.append(pt)
+            mount(sp, "c", bm)
+            mounted.append(bm)
+            # -- sequential write / read --------------------------------------------------
+            res = {}
+            for label, root in (("passthrough", pt), ("blockstore", bm)):
+                log(f"{label}: sequential write of {big // MiB} MiB")
+                w = _seq_write(f"{root}/big", big, chunk)
+                log(f"{label}: sequential read")
+                r = _seq_read(f"{root}/big")
+                os.unlink(f"{root}/big")
+                log(f"{label}: {nfiles} small files")
+                f = _small_files(f"{root}/small", nfiles)
+                res[label] = (w, r, f)
+            (pw, pr, pf), (bw, br, bf) = res["passthrough"], res["blockstore"]
+            rep.add("passthrough_write_gbps", pw / bu.GB, "GB/s")
+            rep.add("blockstore_write_gbps", bw / bu.GB, "GB/s")
+            rep.add("seq_write_ratio", bw / pw, "x", 0.7, ">=")
+            rep.add("passthrough_read_gbps", pr / bu.GB, "GB/s")
+            rep.add("blockstore_read_gbps", br / bu.GB, "GB/s")
+            rep.add("seq_read_ratio", br / pr, "x", 0.7, ">=")
+            rep.add("passthrough_small_ops", pf, "files/s")
+            rep.add("blockstore_small_ops", bf, "files/s")
+            rep.add("small_files_ratio", bf / pf, "x", 0.5, ">=")
+            umount(bm)
+            mounted.remove(bm)
+            # -- one 4 KiB write into a big file: clone vs overlayfs copy-up ------------------
+            log(f"preparing a {big // MiB} MiB file in a snapshot and in an overlay lower dir")
+            with Store.open(sp) as s:
+                s.create("base")
+                with s.fs("base").open("/big", "wb") as fh:
+                    for _ in range(big // MiB):
+                        fh.write(chunk)
+                s.commit("base", "img")
+                s.clone("img", "c2")
+                before = s.df().used_bytes
+            mount(sp, "c2", bm)
+            mounted.append(bm)
+            cms = _write_4k(f"{bm}/big", big // 2 + 100)
+            umount(bm)
+            mounted.remove(bm)
+            with Store.open(sp) as s:
+                cbytes = s.df().used_bytes - before
+                assert s.check().ok
+            rep.add("clone_write_ms", cms, "ms")
+            rep.add("clone_write_bytes", cbytes, "B")
+            lower, upper, work, ov = (os.path.join(d, n) for n in ("lower", "upper", "work", "ov"))
+            for p in (lower, upper, work, ov):
+                os.mkdir(p)
+            _seq_write(f"{lower}/big", big, chunk)
+            os.sync()
+            r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                                f"lowerdir={lower},upperdir={upper},workdir={work}", ov],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                rep.extra["overlay_error"] = r.stderr.strip()
+                log("overlayfs mount failed:", r.stderr.strip())
+            else:
+                mounted.append(ov)
+                oms = _write_4k(f"{ov}/big", big // 2 + 100)
+                os.sync()
+                rep.add("overlay_write_ms", oms, "ms")
+                rep.add("overlay_write_bytes", _du(upper), "B")
+                rep.add("clone_vs_overlay_time", oms / cms, "x")
+        finally:
+            for mp in reversed(mounted):
+                subprocess.run(["umount", "-l", mp] if mp.endswith("/ov") else
+                               ["fusermount3", "-u", "-z", mp], capture_output=True)
+            if proc.poll() is None:
+                subprocess.run(["fusermount3", "-u", "-z", pt], capture_output=True)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    text = ("blockstore writes are durable store transactions (one per 1 MiB FUSE write); "
+            "the passthrough's stay in the page cache.")
+    return rep, text
