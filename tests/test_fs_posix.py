@@ -52,3 +52,22 @@ def test_link_directory_is_eperm_and_existing_target_eexist(fs):
             fs.link(src, dst)
         assert ei.value.errno == errno.EEXIST
     assert fs.listdir("/") == ["d", "f"] and fs.stat("/f").st_nlink == 1
+
+
+def test_open_create_through_dangling_symlink_creates_target(fs):
+    """open(O_CREAT) on a dangling symlink creates the file it points to (relative
+    to the link's directory); with O_EXCL ('x') it fails with EEXIST."""
+    fs.mkdir("/d")
+    fs.symlink("t", "/d/l")            # -> /d/t
+    fs.symlink("/d/u", "/abs")         # absolute targets resolve from the tree's root
+    with fs.open("/d/l", "w") as fh:
+        fh.write("via link")
+    with fs.open("/abs", "wb") as fh:
+        fh.write(b"abs")
+    assert fs.read_text("/d/t") == "via link" and fs.read_bytes("/d/u") == b"abs"
+    assert fs.readlink("/d/l") == "t"
+    fs.symlink("missing", "/d/l2")
+    with pytest.raises(FileExistsError) as ei:
+        fs.open("/d/l2", "x")
+    assert ei.value.errno == errno.EEXIST
+    assert not fs.exists("/d/missing")

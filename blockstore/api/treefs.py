@@ -26,7 +26,8 @@ from typing import Iterator
 
 from .. import catalog
 from ..btree.store import NodeStore
-from ..errors import AlreadyExists, CrossDevice, InvalidInput, IsADirectory, NotFound, ReadOnly
+from ..errors import (AlreadyExists, CrossDevice, InvalidInput, IsADirectory, NotFound, ReadOnly,
+                      TooManyLinks)
 from ..fs import items as I
 from ..fs import paths as P
 from ..fs.tree import INLINE_MAX, FsTree
@@ -583,6 +584,17 @@ class TreeFS:
                 if not create:
                     raise
                 d, name = P.resolve_parent(f, sub)
+                hops = 0
+                while (found := f.lookup(d, name)) is not None and found[1] == S.S_IFLNK >> 12:
+                    # O_CREAT through a dangling symlink creates its target (O_EXCL: EEXIST).
+                    hops += 1
+                    if excl or hops > P.SYMLOOP_MAX:
+                        raise (AlreadyExists("file exists", path=os.fsdecode(P.to_bytes(path)))
+                               if excl else TooManyLinks("too many levels of symbolic links"))
+                    target = f.readlink(found[0])
+                    if not target.startswith(b"/"):
+                        target = f.path_of(d).rstrip(b"/") + b"/" + target
+                    d, name = P.resolve_parent(f, target)
                 ino = f.create(d, name, S.S_IFREG | (perm & 0o7777), uid, gid).ino
                 return ino
             node = f.inode(ino)
