@@ -48,6 +48,10 @@ from .testing import failpoints
 FORMAT_VERSION = 1
 META_DIR = "meta"
 DATA_FILE = "pool.data"
+# Space kept back so that removing trees works on a full disk: released when LMDB
+# cannot write (ENOSPC) and re-created after a later commit once space allows.
+RESERVE_FILE = "reserve"
+RESERVE_BYTES = 4 * 1024 * 1024
 DEFAULT_BLOCK_SIZE = 4 * 1024
 MIN_BLOCK_SIZE = 4 * 1024
 MAX_BLOCK_SIZE = 1024 * 1024
@@ -238,6 +242,37 @@ class Env:
         if data.size_blocks() < need:
             raise Corruption(f"data file is truncated: {data.size_blocks()} blocks of "
                              f"{need} committed", path=data_path)
+        self._reserve_path = os.path.join(self.path, RESERVE_FILE)
+        self._ensure_reserve()
+
+    # -- full disk -------------------------------------------------------------
+    def _ensure_reserve(self) -> bool:
+        """Create the reserve file if missing and the disk has room for twice it
+        (best effort; one stat, plus one statvfs + fallocate when missing)."""
+        if os.path.exists(self._reserve_path):
+            return True
+        try:
+            st = os.statvfs(self.path)
+            if st.f_bavail * st.f_frsize < 2 * RESERVE_BYTES:
+                return False
+            fd = os.open(self._reserve_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+            return True
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(self._reserve_path)
+            return False
+
+    def _disk_full(self, exc: BaseException) -> bool:
+        if "No space left" in str(exc):
+            return True
+        with contextlib.suppress(OSError):      # LMDB reports a short write as EIO
+            st = os.statvfs(self.path)
+            return st.f_bavail * st.f_frsize < 1024 * 1024
+        return False
 
     @staticmethod
     def pool_blocks_committed(pool_dbs, t) -> int:
@@ -329,10 +364,26 @@ class Env:
                 if self._forked():
                     return          # leaving the block in a forked child: the txn is the parent's
                 w._commit()
+                if not os.path.exists(self._reserve_path):
+                    self._ensure_reserve()
             except lmdb.MapFullError:
                 w.t.abort()
                 self._grow_map()
                 raise NoSpace("metadata map was full; it has been grown, retry") from None
+            except lmdb.Error as exc:
+                if self._forked():
+                    raise
+                w.t.abort()
+                if not self._disk_full(exc):
+                    raise
+                released = os.path.exists(self._reserve_path)
+                with contextlib.suppress(OSError):
+                    os.unlink(self._reserve_path)
+                err = NoSpace(f"the disk holding the store is full ({exc}); remove trees and "
+                              f"run gc" + (" (the store's reserve was released for that)"
+                                           if released else ""), path=self.path)
+                err.disk_full = True
+                raise err from None
             except BaseException:
                 if not self._forked():
                     w.t.abort()
@@ -346,8 +397,8 @@ class Env:
             try:
                 with self.write() as w:
                     return fn(w)
-            except NoSpace:
-                if self._batch is not None:
+            except NoSpace as exc:
+                if self._batch is not None or getattr(exc, "disk_full", False):
                     raise
         raise NoSpace("metadata map keeps filling up")
 
