@@ -166,6 +166,18 @@ class NoAttribute(NotFound):
     errno_code = _errno.ENODATA
 
 
+class NoSuchPosition(InvalidInput):
+    """No such position: no data (or hole) at or after this offset."""
+
+    errno_code = _errno.ENXIO
+
+
+class TooBig(InvalidInput):
+    """Argument too big (an extended attribute value over 64 KiB)."""
+
+    errno_code = _errno.E2BIG
+
+
 class CrossDevice(InvalidInput):
     """Cross-device link: source and target are in different trees or mounts."""
 

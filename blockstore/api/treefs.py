@@ -26,8 +26,8 @@ from typing import Iterator
 
 from .. import catalog
 from ..btree.store import NodeStore
-from ..errors import (AlreadyExists, CrossDevice, InvalidInput, IsADirectory, NotFound, ReadOnly,
-                      TooManyLinks)
+from ..errors import (AlreadyExists, CrossDevice, InvalidInput, IsADirectory, NotFound,
+                      NoSuchPosition, ReadOnly, TooManyLinks)
 from ..fs import items as I
 from ..fs import paths as P
 from ..fs.tree import INLINE_MAX, FsTree
@@ -273,7 +273,7 @@ class TreeFS:
         def fn(f):
             node = f.inode(ino)
             if offset >= node.size:
-                raise InvalidInput("offset is at or beyond the end of the file (ENXIO)")
+                raise NoSuchPosition("offset is at or beyond the end of the file")
             if f._inline(ino) is not None:
                 return offset if data else node.size
             bs = f.bs
@@ -624,4 +624,4 @@ class TreeFS:
 
 
 def _no_data(size: int, offset: int) -> int:
-    raise InvalidInput("no data after offset (ENXIO)")
+    raise NoSuchPosition("no data after offset")

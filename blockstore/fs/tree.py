@@ -26,7 +26,8 @@ from ..btree import values
 from ..btree.node import MAX_VALUE
 from ..btree.store import NodeStore
 from ..errors import (AlreadyExists, DirectoryNotEmpty, InvalidInput, IsADirectory,
-                      NoAttribute, NotADirectory, NotFound, NotPermitted, TooManyLinks)
+                      NoAttribute, NotADirectory, NotFound, NotPermitted, TooBig,
+                      TooManyLinks)
 from ..pool import HOLE
 from . import items as I
 from .items import Inode
@@ -583,7 +584,7 @@ class FsTree:
         if not name or len(name) > 255 or b"\0" in name:
             raise InvalidInput("attribute names are 1..255 bytes without NUL")
         if len(value) > XATTR_MAX:
-            raise InvalidInput(f"attribute values are at most {XATTR_MAX} bytes",)
+            raise TooBig(f"attribute values are at most {XATTR_MAX} bytes")
         k = I.xattr_key(ino, name)
         exists = self._get(k) is not None
         if flags & 1 and exists:
