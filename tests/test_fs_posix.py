@@ -452,3 +452,26 @@ def test_small_write_into_big_clone_file_costs_one_block(store, fs):
         assert store.usage("w").referenced == size
     with store.fs("base") as b:
         assert b.stat("/big").st_size == size
+
+
+def test_readdir_order_is_stable_while_entries_come_and_go(fs):
+    """Entries are listed in creation order; a cursor (the index of the last entry
+    seen) stays valid across removals and additions: nothing seen is repeated, no
+    surviving entry is skipped, new entries appear after the old ones."""
+    fs.mkdir("/d")
+    names = [f"n{i:03d}" for i in range(200)]
+    for n in names:
+        fs.write_bytes(f"/d/{n}", b"")
+    ino = fs.stat("/d").st_ino
+    first = fs.readdir(ino, 0)[:50]
+    assert [e[1].decode() for e in first] == names[:50]
+    cursor = first[-1][0]
+    for n in names[::3]:                       # remove some seen and some unseen entries
+        fs.unlink(f"/d/{n}")
+    fs.write_bytes("/d/late", b"")
+    fs.rename("/d/n199", "/d/renamed")         # a rename is a new entry at the end
+    rest = [e[1].decode() for e in fs.readdir(ino, cursor)]
+    expected = [n for n in names[50:] if n not in names[::3] and n != "n199"] + ["late", "renamed"]
+    assert rest == expected
+    assert fs.listdir("/d") == [n for n in names if n not in names[::3] and n != "n199"] + [
+        "late", "renamed"]
