@@ -4,7 +4,7 @@ Built on the engine's tree diff, so the cost is proportional to the
 difference: subtrees the two trees share are skipped by node id.  Changed
 items map to changes: a directory entry that appears is ``A`` (added), one
 that disappears ``D`` (deleted; entries below a deleted directory are not
-listed again), an inode whose attributes, content or xattrs differ ``M``.
+listed again), an inode whose attributes (not atime or ctime), content or xattrs differ ``M``.
 A rename is a ``D`` of the old path and an ``A`` of the new one.
 """
 from __future__ import annotations
@@ -48,6 +48,13 @@ def _join(fst: FsTree, parent: int, name: bytes) -> str | None:
     return os.fsdecode(base.rstrip(b"/") + b"/" + name)
 
 
+def _attrs(v) -> tuple:
+    """What makes an inode change visible: not atime, not ctime (tar and other
+    copies do not carry them), not the directory's next index."""
+    n = I.Inode.unpack(0, values.payload(v))
+    return (n.mode, n.uid, n.gid, n.nlink, n.size, n.mtime, n.rdev)
+
+
 def diff_trees(store, a: str, b: str) -> list[Change]:
     with store.env.read() as r:
         ns = NodeStore.of(r)
@@ -66,7 +73,10 @@ def diff_trees(store, a: str, b: str) -> list[Change]:
                         deleted.append((ino, rest, ca))
                     if cb is not None:
                         added.append((ino, rest, cb))
-            elif typ in (I.INODE, I.EXTENT, I.INLINE, I.XATTR):
+            elif typ == I.INODE:
+                if va is None or vb is None or _attrs(va) != _attrs(vb):
+                    modified.add(ino)
+            elif typ in (I.EXTENT, I.INLINE, I.XATTR):
                 modified.add(ino)
         out: dict[str, Change] = {}
         gone_dirs = []
