@@ -275,6 +275,17 @@ def bench_tree(store, scratch: str, files: int, total: int, seed: int, rep) -> N
         t0 = bu.now_ns()
         store.commit(f"c{i}", f"c{i}@1")
         commit_ns.append(bu.now_ns() - t0)
+    fs_ns = []                        # context: the disk's durable-write latency right now
+    probe = os.path.join(scratch, "fsync-probe")
+    with open(probe, "wb") as f:
+        for i in range(reps):
+            f.write(b"x")
+            f.flush()
+            t0 = bu.now_ns()
+            os.fsync(f.fileno())
+            fs_ns.append(bu.now_ns() - t0)
+    os.unlink(probe)
+    rep.extra["fsync_ms"] = round(bu.median(fs_ns) / 1e6, 3)
     rep.add("clone_ms", bu.median(clone_ns) / 1e6, "ms", 2, "<=")
     rep.add("commit_ms", bu.median(commit_ns) / 1e6, "ms", 2, "<=")
     for i in range(1, reps):
