@@ -125,10 +125,11 @@ def copy_host_tree(src: str, dst: str) -> None:
             cst = os.lstat(ca)
             if S.S_ISDIR(cst.st_mode):
                 visit(ca, cb)
+            elif cst.st_ino in seen:              # hard links (of symlinks too)
+                os.link(seen[cst.st_ino], cb, follow_symlinks=False)
             elif S.S_ISLNK(cst.st_mode):
+                seen[cst.st_ino] = cb
                 os.symlink(os.readlink(ca), cb)
-            elif cst.st_ino in seen:
-                os.link(seen[cst.st_ino], cb)
             else:
                 seen[cst.st_ino] = cb
                 if S.S_ISREG(cst.st_mode):
