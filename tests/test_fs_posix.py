@@ -475,3 +475,14 @@ def test_readdir_order_is_stable_while_entries_come_and_go(fs):
     assert rest == expected
     assert fs.listdir("/d") == [n for n in names if n not in names[::3] and n != "n199"] + [
         "late", "renamed"]
+
+
+def test_exclusive_create_on_a_symlink_loop_is_eexist(fs):
+    """O_CREAT|O_EXCL never follows the last component: any existing name is EEXIST,
+    even a symlink loop (which without O_EXCL gives ELOOP)."""
+    fs.symlink("loop", "/loop")
+    with pytest.raises(FileExistsError):
+        fs.open("/loop", "xb")
+    with pytest.raises(OSError) as ei:
+        fs.open("/loop", "wb")
+    assert ei.value.errno == errno.ELOOP

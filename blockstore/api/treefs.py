@@ -576,10 +576,16 @@ class TreeFS:
         uid, gid = os.getuid(), os.getgid()
 
         def fn(f):
+            if excl:
+                # O_EXCL: an existing last component (even a symlink loop) is EEXIST.
+                try:
+                    P.resolve(f, sub, follow=False)
+                except NotFound:
+                    pass
+                else:
+                    raise AlreadyExists("file exists", path=os.fsdecode(P.to_bytes(path)))
             try:
                 ino = P.resolve(f, sub)
-                if excl:
-                    raise AlreadyExists("file exists", path=os.fsdecode(P.to_bytes(path)))
             except NotFound:
                 if not create:
                     raise
