@@ -362,5 +362,5 @@ class FsModel(RuleBasedStateMachine):
 
 # Short programs by default; the soak profile (max_examples >= 100) runs longer ones.
 FsModel.TestCase.settings = settings(
-    settings(), stateful_step_count=25 if settings().max_examples < 100 else 80)
+    settings(), stateful_step_count=50 if settings().max_examples < 100 else 100)
 TestFsModel = FsModel.TestCase
