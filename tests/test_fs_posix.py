@@ -486,3 +486,16 @@ def test_exclusive_create_on_a_symlink_loop_is_eexist(fs):
     with pytest.raises(OSError) as ei:
         fs.open("/loop", "wb")
     assert ei.value.errno == errno.ELOOP
+
+
+def test_trailing_slash_requires_a_directory(fs):
+    """A path ending in '/' names a directory: for a file it is ENOTDIR (stat, open);
+    a symlink to a directory is followed."""
+    fs.write_bytes("/f", b"x")
+    fs.mkdir("/d")
+    fs.symlink("d", "/ld")
+    for op in (lambda: fs.stat("/f/"), lambda: fs.open("/f/", "rb"), lambda: fs.lstat("/f/")):
+        with pytest.raises(OSError) as ei:
+            op()
+        assert ei.value.errno == errno.ENOTDIR
+    assert S.S_ISDIR(fs.stat("/d/").st_mode) and S.S_ISDIR(fs.lstat("/ld/").st_mode)

@@ -82,8 +82,14 @@ def _walk(fst: FsTree, parts: list[bytes], follow_last: bool, shown) -> int:
 
 
 def resolve(fst: FsTree, path, follow: bool = True) -> int:
-    """The inode a path names (following symlinks, the last one only if follow)."""
-    return _walk(fst, components(path), follow, _shown(path))
+    """The inode a path names (following symlinks, the last one only if follow).
+    A trailing '/' demands a directory (and follows a final symlink), as on Linux."""
+    raw = to_bytes(path)
+    slash = raw.endswith(b"/") and raw.strip(b"/") != b""
+    ino = _walk(fst, components(raw), follow or slash, _shown(path))
+    if slash and not fst.inode(ino).is_dir:
+        raise NotADirectory("not a directory", path=_shown(path))
+    return ino
 
 
 def resolve_parent(fst: FsTree, path) -> tuple[int, bytes]:
