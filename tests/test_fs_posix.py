@@ -499,3 +499,20 @@ def test_trailing_slash_requires_a_directory(fs):
             op()
         assert ei.value.errno == errno.ENOTDIR
     assert S.S_ISDIR(fs.stat("/d/").st_mode) and S.S_ISDIR(fs.lstat("/ld/").st_mode)
+
+
+def test_commit_and_clone_do_not_keep_files_unlinked_while_open(store, fs):
+    """A file unlinked while open has no name: a snapshot taken meanwhile (and its
+    clones) must not carry it, or its blocks would be held forever."""
+    fs.write_bytes("/f", os.urandom(40960))
+    fh = fs.open("/f", "rb")
+    fs.unlink("/f")
+    store.commit("c", "snap")
+    store.clone("snap", "c2")
+    assert len(fh.read()) == 40960
+    fh.close()
+    for name in ("snap", "c2", "c"):
+        u = store.usage(name)
+        assert (u.logical, u.referenced, u.files) == (0, 0, 0), name
+    store.gc()
+    assert store.df().used_bytes == 0

@@ -169,7 +169,7 @@ class Store:
         """A writable clone of a snapshot (or of a volume): O(1).  Mount points
         that do not exist in the tree are created as directories."""
         mounts = self._check_mounts(mounts)
-        rec = self.engine.clone(snapshot, name, labels=labels)
+        rec = self._drop_orphans(self.engine.clone(snapshot, name, labels=labels))
         if mounts:
             def work(w):
                 r = catalog.get(w, name)
@@ -192,11 +192,29 @@ class Store:
         rec = self.info(clone)
         if rec.kind == "snapshot":
             raise InvalidInput(f"{clone!r} is a snapshot already; clone it to change it")
-        return self.engine.snapshot(clone, name, labels=labels)
+        return self._drop_orphans(self.engine.snapshot(clone, name, labels=labels))
 
     def snapshot(self, tree: str, name: str, labels: dict | None = None) -> TreeRecord:
         """A read-only snapshot of any tree (a volume backup, say): O(1)."""
-        return self.engine.snapshot(tree, name, labels=labels)
+        return self._drop_orphans(self.engine.snapshot(tree, name, labels=labels))
+
+    def _drop_orphans(self, rec: TreeRecord) -> TreeRecord:
+        """A new tree has no open handles: free the inodes that only a handle on the
+        source kept alive (unlinked while open), else the copy would hold them forever.
+        Cost: one lookup when there are none (the usual case)."""
+        with self.env.read() as r:
+            if not FsTree(NodeStore.of(r), catalog.get(r, rec.name).root, time.time_ns).orphans():
+                return rec
+
+        def work(w):
+            cur = catalog.get(w, rec.name)
+            fst = FsTree(NodeStore.of(w), cur.root, time.time_ns)
+            for ino in fst.orphans():
+                fst.release_orphan(ino)
+            cur.root = fst.root
+            catalog.put(w, cur)
+            return cur
+        return self.env.transact(work)
 
     def dependents(self, name: str) -> list[TreeRecord]:
         """Trees whose parent is name, and clones mounting name (a volume)."""
