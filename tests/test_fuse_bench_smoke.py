@@ -1,0 +1,36 @@
+"""Smoke test of ``tools/bench.py fuse --tiny --json``: runs end to end and
+reports every figure as a positive number (speed is never asserted)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from _fuse_helpers import needs_fuse, needs_root
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+@needs_fuse
+@needs_root
+@pytest.mark.timeout(180)
+def test_fuse_bench_tiny_json(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "bench.py"), "fuse", "--tiny",
+                           "--json", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=170)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout)
+    keys = ["seq_write_ratio", "seq_read_ratio", "small_files_ratio", "clone_write_ms",
+            "clone_write_bytes", "passthrough_write_gbps", "blockstore_read_gbps"]
+    if "overlay_error" not in out:
+        keys += ["overlay_write_ms", "overlay_write_bytes"]
+        assert out["overlay_write_bytes"] > out["clone_write_bytes"]
+    for k in keys:
+        assert isinstance(out[k], (int, float)) and math.isfinite(out[k]) and out[k] > 0, k
+    assert set(out["goals"]) == {"seq_write_ratio", "seq_read_ratio", "small_files_ratio"}
+    assert os.listdir(tmp_path) == []
