@@ -67,18 +67,28 @@ def _release_env(env: Env) -> None:
 
 
 class Engine:
-    def __init__(self, env: Env):
+    def __init__(self, env: Env, verify_reads: bool = False):
         self.env = env
         self._closed = False
+        self._verify_reads = bool(verify_reads)
+        if verify_reads:
+            env.verify_reads += 1
 
     @classmethod
     def open(cls, path: str, create: bool = True, *, block_size: int | None = None,
-             dedup: bool | None = None) -> "Engine":
-        return cls(_acquire_env(path, create=create, block_size=block_size, dedup=dedup))
+             dedup: bool | None = None, verify_reads: bool = False) -> "Engine":
+        """``verify_reads``: every data block read is checked against the SHA-256
+        recorded when it was written (errors.Corruption naming the block on a
+        mismatch).  The Env is shared by every handle of the store in this
+        process, so reads are verified for all of them while one such handle is open."""
+        env = _acquire_env(path, create=create, block_size=block_size, dedup=dedup)
+        return cls(env, verify_reads)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._verify_reads:
+                self.env.verify_reads -= 1
             _release_env(self.env)
 
     def __enter__(self):

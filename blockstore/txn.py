@@ -89,7 +89,9 @@ class _Txn:
     def __init__(self, env: "Env", t: lmdb.Transaction):
         self.env = env
         self.t = t
-        self.pool = env.pool
+        # Verified reads (Store.open(verify_reads=True)): the pool view checks every block
+        # read in this txn against pool.sums; off, this is the pool itself (zero cost).
+        self.pool = env.pool.verifying(t) if env.verify_reads else env.pool
         self.local: dict = {}   # per-transaction state of upper layers (e.g. the node store)
 
     def db(self, name: str):
@@ -184,6 +186,7 @@ class Env:
         self._batch_owner: int | None = None
         self._live_reads: set = set()
         self.caches: dict = {}      # process-wide caches of upper layers, keyed by their name
+        self.verify_reads = 0       # open handles that asked for verified reads (Engine.open)
         meta_dir = os.path.join(self.path, META_DIR)
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise NotAStore("not a directory", path=self.path)

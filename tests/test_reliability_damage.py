@@ -84,9 +84,7 @@ def test_each_fault_is_found_by_its_check(tmp_path, fault):
                 f"{fault}: an unrepairable fault must stay reported as such:\n{fixed}"
 
 
-@pytest.mark.parametrize("dedup", [True, pytest.param(False, marks=pytest.mark.xfail(
-    strict=True, reason="open: the pool keeps SHA-256 only in the dedup index; without "
-                        "dedup scrub can only read blocks, not verify them (RELIABILITY.md)"))])
+@pytest.mark.parametrize("dedup", [True, False])
 def test_scrub_finds_a_flipped_bit_in_a_data_block(tmp_path, dedup):
     store = tmp_path / "s"
     _build(store, dedup=dedup)

@@ -13,11 +13,15 @@ returns one precise sentence per problem:
 * the meta counters equal what the tables hold; the allocation hint is in
   the pool;
 * dedup and dedup_rev mirror each other and point at live blocks (and, with
-  ``verify_data``, at blocks whose content has that SHA-256).
+  ``verify_data``, at blocks whose content has that SHA-256);
+* pool.sums entries are well formed, disjoint and inside the pool (entries
+  of free or pending blocks are stale but harmless: not reported).
 
 ``rebuild(pool, t, refs)`` is the repair: ``refs`` is what a full scan of
 the trees found referenced.  It rewrites free/shared/pending so that the
-block states agree with ``refs`` and returns one sentence per change.
+block states agree with ``refs`` and returns one sentence per change; it
+drops the pool.sums entries that self_check reports (their blocks become
+unverifiable, never falsely corrupt).
 
 Costs: both are O(R log R) in the number of runs and dedup entries, plus
 (verify_data) reading every indexed block.  ``self_check`` takes any txn;
@@ -148,6 +152,7 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
     for b, h in pool.index.rev_entries(t):
         if t.get(h, db=pool.index.db) != pack_u64(b):
             out.append(f"pool.dedup_rev entry block {b} -> {h.hex()[:16]}... has no matching pool.dedup entry.")
+    out += _capped([msg for _, _, msg in pool.sums.problems(t, total)], "pool.sums problems")
     return out
 
 
@@ -307,6 +312,15 @@ def rebuild(pool, t, refs) -> list[str]:
             t.delete(pack_u64(b), db=pool.index.rev)
             dropped.append(f"pool.dedup_rev entry block {b} dropped (no matching pool.dedup entry).")
     changes += _capped(dropped, "dedup entries dropped")
+
+    bad_sums = pool.sums.problems(t, total)
+    for key, _, _ in bad_sums:
+        if key >= 0:
+            pool.sums.drop_key(t, key)
+    for k, _ in list(t.cursor(db=pool.dbs.sums)):   # keys that are not a u64 at all
+        if len(k) != 8:
+            t.delete(k, db=pool.dbs.sums)
+    changes += _capped([f"{msg[:-1]}: dropped." for _, _, msg in bad_sums], "pool.sums entries dropped")
     return changes
 
 

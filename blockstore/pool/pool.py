@@ -18,10 +18,19 @@ Block states: free | pending-free | owned once (implicit) | shared (count).
 change the references of a run of live blocks; a block reaching 0 goes to
 pending under ``t.id()`` and loses its dedup entry in the same txn.
 
-Costs: ``write`` of B blocks: one zero_flags and (dedup on) one sha256_many
-call over the whole buffer (native, GIL released), O(B) small Python steps,
-with dedup one LMDB get per non-zero block and two puts per new block, one
-``allocate`` and one pwrite(v) per allocated run.  ``inc``/``dec``:
+Checksums (sums.py): every block ``write`` stores gets its SHA-256 in
+``pool.sums`` in the same txn; ``verify``/``block_digest`` read them back and
+``read(..., verify=t)`` (or the ``verifying(t)`` view the txn layer hands out
+when the store was opened with verified reads) raises errors.Corruption
+naming the first block whose content does not match.
+
+Costs: ``write`` of B blocks: one zero_flags and one sha256_many call over
+the whole buffer (dedup off and some zero blocks: one per run of non-zero
+blocks; native, GIL released, 2 threads from 1 MiB), O(B) small Python
+steps, one ``pool.sums`` put per allocated run (per 127 blocks), with dedup
+one LMDB get per non-zero block and two puts per new block, one
+``allocate`` and one pwrite(v) per allocated run.  ``read`` is one pread;
+with ``verify`` add one sha256_many and O(log N + n/127) LMDB steps.  ``inc``/``dec``:
 O(log N + k) cursor operations per run (k = shared runs overlapped).
 """
 from __future__ import annotations
@@ -41,6 +50,7 @@ from .dbs import (BLOCK_SIZE, DEDUP_HITS, FREE_BLOCKS, PENDING_BLOCKS, SHARED_BL
 from .dedup import DIGEST_SIZE, DedupIndex
 from .pending import Pending
 from .refcounts import Refcounts
+from .sums import Sums
 from .. import errors
 
 HOLE = -1  # run start meaning "zero blocks, not stored"
@@ -74,6 +84,7 @@ class Pool:
         self.pending = Pending(dbs, self.meta)
         self.refs = Refcounts(dbs, self.meta)
         self.index = DedupIndex(dbs)
+        self.sums = Sums(dbs)
         self._dirty = False
         self._dirty_lock = threading.Lock()
 
@@ -105,10 +116,12 @@ class Pool:
         nzero = flags.count(1)
 
         if nzero == 0 and not self.dedup:  # fast path: one run of new blocks per extent
+            digests = sha256_many(mv, bs)
             extents = self._allocate(t, nb)
             pos = 0
             for s, k in extents:
                 self.data.pwrite(s, mv[pos * bs:(pos + k) * bs])
+                self.sums.put_run(t, s, digests[pos * DIGEST_SIZE:(pos + k) * DIGEST_SIZE])
                 pos += k
             return extents
 
@@ -142,6 +155,7 @@ class Pool:
                 if not flags[i]:
                     targets[i] = -(len(new_src) + 2)
                     new_src.append(i)
+            digests = _nonzero_digests(mv, bs, flags)
 
         # a dedup entry must point at a live block (checked before allocation could reuse it)
         for s, n, _ in _group(sorted((x, 0) for x in hits if x >= 0)):
@@ -164,19 +178,23 @@ class Pool:
             for j, i in enumerate(new_src):
                 add(t, digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE], slot_block[j])
 
-        # data: one gather-write per allocated run
+        # data: one gather-write (and one pool.sums entry) per allocated run
         j = 0
         for s, k in extents:
             bufs = []
+            sums = []
             a = new_src[j]
             prev = a
             for i in new_src[j + 1:j + k]:
                 if i != prev + 1:
                     bufs.append(mv[a * bs:(prev + 1) * bs])
+                    sums.append(digests[a * DIGEST_SIZE:(prev + 1) * DIGEST_SIZE])
                     a = i
                 prev = i
             bufs.append(mv[a * bs:(prev + 1) * bs])
+            sums.append(digests[a * DIGEST_SIZE:(prev + 1) * DIGEST_SIZE])
             self.data.pwritev(s, bufs)
+            self.sums.put_run(t, s, b"".join(sums))
             j += k
 
         self.meta.add(t, ZERO_BLOCKS, nzero)
@@ -249,19 +267,65 @@ class Pool:
             raise
 
     # ================================================================ reads
-    def read(self, start: int, n: int) -> bytes:
-        """The bytes of n blocks from start (a HOLE run reads as zeros)."""
+    def read(self, start: int, n: int, verify=None) -> bytes:
+        """The bytes of n blocks from start (a HOLE run reads as zeros).
+
+        ``verify=t`` (an LMDB txn) checks every block against its digest in
+        pool.sums and raises errors.Corruption naming the first bad block
+        (blocks without a digest pass unverified).
+        """
         if start == HOLE:
             return bytes(n * self.block_size)
-        return self.data.pread(start, n)
+        data = self.data.pread(start, n)
+        if verify is not None:
+            self._raise_bad(verify, start, n, data)
+        return data
 
-    def readinto(self, start: int, offset: int, buf) -> None:
+    def readinto(self, start: int, offset: int, buf, verify=None) -> None:
         """Fill ``buf`` with the bytes at byte ``offset`` of the run starting at block
-        ``start`` (a HOLE run reads as zeros); copies straight into ``buf``."""
+        ``start`` (a HOLE run reads as zeros); copies straight into ``buf``.
+        ``verify=t``: as in read(); reads the whole blocks that cover ``buf``."""
         if start == HOLE:
             memoryview(buf).cast("B")[:] = bytes(memoryview(buf).nbytes)
             return
-        self.data.preadinto(start * self.block_size + offset, buf)
+        if verify is None:
+            self.data.preadinto(start * self.block_size + offset, buf)
+            return
+        mv = memoryview(buf).cast("B")
+        bs = self.block_size
+        first, last = offset // bs, (offset + mv.nbytes + bs - 1) // bs
+        data = self.read(start + first, last - first, verify)
+        mv[:] = data[offset - first * bs:offset - first * bs + mv.nbytes]
+
+    def _raise_bad(self, t, start: int, n: int, data) -> None:
+        bad = self.verify(t, start, n, data)
+        if bad:
+            more = f" (and {len(bad) - 1} more in this read)" if len(bad) > 1 else ""
+            raise errors.Corruption(f"block {bad[0]} does not match its SHA-256{more}",
+                                    path=self.data.path)
+
+    def verifying(self, t) -> "VerifiedReads":
+        """A view of this pool whose read/readinto verify against pool.sums in ``t``."""
+        return VerifiedReads(self, t)
+
+    # ================================================================ checksums
+    def block_digest(self, t, block: int) -> bytes | None:
+        """The SHA-256 recorded when ``block`` was last written, or None (none kept)."""
+        return self.sums.digests(t, block, 1)[0]
+
+    def digests(self, t, start: int, n: int) -> list[bytes | None]:
+        """block_digest of each block of [start, start+n) in one range scan."""
+        return self.sums.digests(t, start, n)
+
+    def verify(self, t, start: int, n: int, data) -> list[int]:
+        """Blocks of [start, start+n) whose bytes in ``data`` do not match their
+        recorded digest (blocks without one are not reported).  One sha256_many."""
+        want = self.sums.digests(t, start, n)
+        if not any(want):
+            return []
+        got = sha256_many(data, self.block_size)
+        return [start + i for i, d in enumerate(want)
+                if d is not None and got[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] != d]
 
     # ================================================================ introspection
     def refcount(self, t, block: int) -> int:
@@ -307,6 +371,48 @@ class Pool:
     def rebuild(self, t, refs: list[tuple[int, int, int]]) -> list[str]:
         """Repair from refs = sorted (start, n, count>=1) of every referenced block; returns changes."""
         return check.rebuild(self, t, refs)
+
+
+class VerifiedReads:
+    """The pool as seen by one txn ``t`` whose reads are verified (Pool.verifying).
+
+    read/readinto pass ``verify=t``; every other attribute is the pool's own.
+    """
+
+    __slots__ = ("_pool", "_t")
+
+    def __init__(self, pool: Pool, t):
+        self._pool = pool
+        self._t = t
+
+    def read(self, start: int, n: int, verify=None) -> bytes:
+        return self._pool.read(start, n, self._t if verify is None else verify)
+
+    def readinto(self, start: int, offset: int, buf, verify=None) -> None:
+        self._pool.readinto(start, offset, buf, self._t if verify is None else verify)
+
+    def __getattr__(self, name):
+        return getattr(self._pool, name)
+
+
+def _nonzero_digests(mv, bs: int, flags) -> bytes:
+    """SHA-256 of every block of ``mv`` (32 zero bytes for zero blocks, which are not
+    hashed): one sha256_many per run of non-zero blocks."""
+    nb = len(flags)
+    if not flags.count(0):
+        return bytes(nb * DIGEST_SIZE)
+    if not flags.count(1):
+        return sha256_many(mv, bs)
+    parts = []
+    i = 0
+    while i < nb:
+        j = i
+        z = flags[i]
+        while j < nb and flags[j] == z:
+            j += 1
+        parts.append(bytes((j - i) * DIGEST_SIZE) if z else sha256_many(mv[i * bs:j * bs], bs))
+        i = j
+    return b"".join(parts)
 
 
 def _group(items):

@@ -1,0 +1,133 @@
+"""Per-block SHA-256 checksums: ``pool.sums`` (start block -> digests of a run).
+
+Contract:
+
+* ``pool.sums`` is a run map of DISJOINT entries: key = u64 start block,
+  value = the concatenated 32-byte SHA-256 digests of blocks
+  [start, start + len(value) // 32).  The entry covering a block holds the
+  digest of the content last written to it by ``Pool.write``.
+* ``put_run`` (called by ``Pool.write`` for every run it writes, in the same
+  txn) first cuts [start, start+n) out of the entries that overlap it (the
+  parts outside are re-put: the head keeps its key, the tail is keyed at
+  start+n), then puts the new digests in chunks of at most ``CHUNK`` blocks.
+  Chunking bounds the cost of a later cut (at most two partial chunks of
+  CHUNK * 32 bytes are rewritten, whatever the size of the original write)
+  and keeps a value on one LMDB overflow page (127 * 32 = 4064 bytes).
+* Entries of blocks that became free are NOT dropped when the block dies:
+  they are stale but harmless (only referenced blocks are verified, and the
+  next write of the block replaces its entry).  No entry may reach beyond
+  ``total_blocks`` (self_check reports it; rebuild drops it).
+* A block with no entry (written before pool.sums existed) has no digest:
+  scrub counts it as unverifiable, never as corrupt.
+
+Why disjoint rather than "largest start that covers b wins" over overlapping
+entries: dropping every entry whose start lies in a rewritten run would also
+drop the digests of that entry's blocks beyond the run, which are still
+live; an older, stale entry could then answer for them (false corruption).
+
+Costs: ``put_run`` of n blocks: O(log N) cursor steps + one delete per
+entry inside the run + ceil(n / CHUNK) puts; ``digests`` of n blocks:
+O(log N + n / CHUNK).  The caller holds the LMDB txn ``t`` (the write txn
+for ``put_run``/``drop``).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from . import runs as R
+from .dbs import PoolDbs, pack_u64, unpack_u64
+
+DIGEST_SIZE = 32
+CHUNK = 127            # blocks per entry at most: 4064-byte values (one overflow page)
+
+
+class Sums:
+    def __init__(self, dbs: PoolDbs):
+        self.db = dbs.sums
+
+    # ------------------------------------------------------------------ writes
+    def put_run(self, t, start: int, digests: bytes) -> None:
+        """Record the digests of the freshly written blocks [start, start + len(digests)//32)."""
+        n = len(digests) // DIGEST_SIZE
+        if n == 0:
+            return
+        self.cut(t, start, n)
+        db = self.db
+        for i in range(0, n, CHUNK):
+            t.put(pack_u64(start + i), digests[i * DIGEST_SIZE:(i + CHUNK) * DIGEST_SIZE], db=db)
+
+    def cut(self, t, start: int, n: int) -> None:
+        """Remove the digests of [start, start+n) (parts of entries outside it are kept)."""
+        end = start + n
+        db = self.db
+        hits = self._overlapping(t, start, end)
+        for s, v in hits:
+            t.delete(pack_u64(s), db=db)
+        if not hits:
+            return
+        s0, v0 = hits[0]
+        if s0 < start:
+            t.put(pack_u64(s0), v0[:(start - s0) * DIGEST_SIZE], db=db)
+        s1, v1 = hits[-1]
+        e1 = s1 + len(v1) // DIGEST_SIZE
+        if e1 > end:
+            t.put(pack_u64(end), v1[(end - s1) * DIGEST_SIZE:], db=db)
+
+    def _overlapping(self, t, start: int, end: int) -> list[tuple[int, bytes]]:
+        out = []
+        cur = t.cursor(db=self.db)
+        if not R.floor(cur, start) and not cur.first():
+            return out
+        for k, v in cur:
+            s = unpack_u64(k)[0]
+            if s >= end:
+                break
+            if s + len(v) // DIGEST_SIZE > start:
+                out.append((s, bytes(v)))
+        return out
+
+    # ------------------------------------------------------------------ queries
+    def digests(self, t, start: int, n: int) -> list[bytes | None]:
+        """The digest of every block of [start, start+n), None where none is kept."""
+        out: list[bytes | None] = [None] * n
+        for s, v in self._overlapping(t, start, start + n):
+            e = s + len(v) // DIGEST_SIZE
+            for b in range(max(s, start), min(e, start + n)):
+                i = (b - s) * DIGEST_SIZE
+                out[b - start] = v[i:i + DIGEST_SIZE]
+        return out
+
+    def entries(self, t) -> Iterator[tuple[int, bytes]]:
+        """Every entry in block order as (start, digests)."""
+        for k, v in t.cursor(db=self.db):
+            yield unpack_u64(k)[0], bytes(v)
+
+    def count(self, t) -> int:
+        return t.stat(self.db)["entries"]
+
+    # ------------------------------------------------------------------ checks
+    def problems(self, t, total: int) -> list[tuple[int, int, str]]:
+        """(key, n, sentence) for every malformed, overlapping or out-of-pool entry."""
+        out = []
+        reach = 0
+        for k, v in t.cursor(db=self.db):
+            if len(k) != 8:
+                out.append((-1, 0, f"pool.sums key {bytes(k).hex()} is not a u64 block number."))
+                continue
+            s = unpack_u64(k)[0]
+            if not v or len(v) % DIGEST_SIZE:
+                out.append((s, 0, f"pool.sums entry at block {s} has a {len(v)}-byte value, "
+                                  f"not a positive multiple of {DIGEST_SIZE}."))
+                continue
+            n = len(v) // DIGEST_SIZE
+            if s + n > total:
+                out.append((s, n, f"pool.sums entry {R.fmt_run(s, n)} reaches beyond the pool's "
+                                  f"{total} blocks."))
+            elif s < reach:
+                out.append((s, n, f"pool.sums entry {R.fmt_run(s, n)} overlaps an earlier entry "
+                                  f"(which reaches block {reach - 1})."))
+            reach = max(reach, s + n)
+        return out
+
+    def drop_key(self, t, key: int) -> None:
+        t.delete(pack_u64(key), db=self.db)

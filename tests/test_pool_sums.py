@@ -1,0 +1,315 @@
+"""Per-block SHA-256 checksums (pool.sums): write / free / reuse / partial
+overwrite patterns, dedup on and off, and a flipped data bit found by
+``Pool.verify``, by verified reads and by scrub.
+
+The pool-level tests open a real LMDB environment and data file and commit
+their own transactions, as the txn layer would; each ends with the pool's
+self_check() == [].  The store-level tests end with ``check().ok``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import sys
+
+import lmdb
+import pytest
+
+from blockstore import Store, errors
+from blockstore.pool import HOLE, DataFile, Pool, PoolDbs
+from blockstore.pool.dbs import pack_u64
+from blockstore.pool.sums import CHUNK
+from blockstore.txn import DATA_FILE, Env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import damage  # noqa: E402
+
+BS = 4096
+
+
+class P:
+    """LMDB env + data file + pool with a current write txn ``t``."""
+
+    def __init__(self, path, *, dedup=False, grow_blocks=16):
+        self.env = lmdb.open(str(path / "meta"), max_dbs=32, map_size=1 << 32)
+        self.data = DataFile(str(path / "data"), BS, create=True)
+        self.pool = Pool(PoolDbs.open(self.env), self.data, BS, dedup, grow_min_bytes=grow_blocks * BS)
+        self.t = self.env.begin(write=True)
+
+    def commit(self):
+        self.pool.sync()
+        self.t.commit()
+        self.t = self.env.begin(write=True)
+
+    def free(self, start, n):
+        """Drop the last reference of [start, start+n) and release it (as txn + gc would)."""
+        self.pool.dec(self.t, start, n)
+        self.commit()
+        self.pool.release_pending(self.t, self.t.id() - 1)
+
+    def close(self):
+        self.t.abort()
+        self.env.close()
+        self.data.close()
+
+
+@pytest.fixture(params=[False, True], ids=["nodedup", "dedup"])
+def p(tmp_path, request):
+    s = P(tmp_path, dedup=request.param)
+    yield s
+    assert s.pool.self_check(s.t, verify_data=True) == []
+    s.close()
+
+
+def blk(tag: int) -> bytes:
+    return hashlib.sha256(tag.to_bytes(8, "big")).digest() * (BS // 32)
+
+
+def sha(b: bytes) -> bytes:
+    return hashlib.sha256(b).digest()
+
+
+def assert_sums_match(p: P, model: dict[int, bytes]) -> None:
+    """Every live block's recorded digest is the SHA-256 of its model content."""
+    for b, content in model.items():
+        assert p.pool.block_digest(p.t, b) == sha(content), f"block {b}"
+        assert p.pool.read(b, 1, verify=p.t) == content
+
+
+def write(p: P, model: dict[int, bytes], tags) -> list[tuple[int, int]]:
+    """Write blocks (tag None = a zero block); record the new blocks in ``model``."""
+    data = [bytes(BS) if x is None else blk(x) for x in tags]
+    runs = p.pool.write(p.t, b"".join(data))
+    pos = 0
+    for s, n in runs:
+        for i in range(n):
+            if s != HOLE:
+                if s + i in model:
+                    assert model[s + i] == data[pos + i]    # a dedup hit: same content
+                model[s + i] = data[pos + i]
+        pos += n
+    return runs
+
+
+def test_digest_of_every_written_block_and_none_for_holes(p):
+    model: dict[int, bytes] = {}
+    runs = write(p, model, [1, None, 2, 3, None, 3])
+    assert [n for _, n in runs] == [1, 1, 2, 1, 1] if not p.pool.dedup else True
+    assert_sums_match(p, model)
+    assert p.pool.verify(p.t, 0, 1, blk(1)) == []
+    assert p.pool.verify(p.t, 0, 1, blk(9)) == [0]
+    top = max(model) + 1
+    assert p.pool.block_digest(p.t, top) is None          # never written
+    assert p.pool.verify(p.t, top, 1, blk(9)) == []      # no digest: not reported
+
+
+def test_free_reuse_and_partial_overwrite_keep_live_digests(tmp_path):
+    """The pattern that breaks 'drop every entry starting inside the rewritten run':
+    X [0,16) -> free 4..15 -> Y [4,16) -> free 2..5 -> Z [2,6).  Blocks 6..15 are
+    still Y's; an entry of X (written earlier) also covers them and must not answer."""
+    p = P(tmp_path, grow_blocks=16)
+    model: dict[int, bytes] = {}
+    assert write(p, model, range(100, 116)) == [(0, 16)]
+    p.free(4, 12)
+    for b in range(4, 16):
+        del model[b]
+    assert write(p, model, range(200, 212)) == [(4, 12)]
+    p.commit()
+    assert_sums_match(p, model)
+    p.free(2, 4)
+    for b in range(2, 6):
+        del model[b]
+    assert write(p, model, range(300, 304)) == [(2, 4)]
+    assert_sums_match(p, model)
+    assert [s for s, _ in p.pool.sums.entries(p.t)] == [0, 2, 6]   # disjoint runs
+    p.commit()
+    assert_sums_match(p, model)
+    assert p.pool.self_check(p.t) == []
+    p.close()
+
+
+def test_runs_longer_than_a_chunk_and_a_cut_inside_one(tmp_path):
+    p = P(tmp_path, grow_blocks=300)
+    model: dict[int, bytes] = {}
+    assert write(p, model, range(1000, 1300)) == [(0, 300)]
+    ent = list(p.pool.sums.entries(p.t))
+    assert [(s, len(v) // 32) for s, v in ent] == [(0, CHUNK), (CHUNK, CHUNK), (2 * CHUNK, 300 - 2 * CHUNK)]
+    p.free(150, 3)                       # inside the second chunk
+    for b in range(150, 153):
+        del model[b]
+    assert write(p, model, [7, 8, 9]) == [(150, 3)]
+    assert_sums_match(p, model)
+    assert [(s, len(v) // 32) for s, v in p.pool.sums.entries(p.t)] == \
+        [(0, CHUNK), (CHUNK, 150 - CHUNK), (150, 3), (153, 2 * CHUNK - 153), (2 * CHUNK, 300 - 2 * CHUNK)]
+    assert p.pool.digests(p.t, 140, 20) == [sha(model[b]) for b in range(140, 160)]
+    assert p.pool.self_check(p.t) == []
+    p.close()
+
+
+def test_dedup_hits_keep_their_digest(tmp_path):
+    p = P(tmp_path, dedup=True)
+    model: dict[int, bytes] = {}
+    a = write(p, model, [1, 2])
+    before = list(p.pool.sums.entries(p.t))
+    b = write(p, model, [2, 1, 3, 3])          # 2 and 1 are hits, 3 is new (twice in the buffer)
+    assert b[0] == (a[0][0] + 1, 1) and b[1] == (a[0][0], 1)
+    new = [(s, v) for s, v in p.pool.sums.entries(p.t) if (s, v) not in before]
+    assert len(new) == 1 and new[0][1] == sha(blk(3))   # only the one new block got an entry
+    assert_sums_match(p, model)
+    p.close()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_write_free_reuse_against_a_model(tmp_path, seed):
+    """Random writes (with zero blocks and repeated content), frees of random
+    sub-runs and reuse; after every step each live block's digest is right."""
+    rng = random.Random(seed)
+    p = P(tmp_path, dedup=seed % 2 == 1, grow_blocks=32)
+    model: dict[int, bytes] = {}
+    refs: dict[int, int] = {}
+    tag = 0
+    for step in range(60):
+        if refs and rng.random() < 0.4:
+            live = sorted(refs)
+            b = rng.choice(live)
+            n = 1
+            while b + n in refs and n < 8 and rng.random() < 0.7:
+                n += 1
+            p.pool.dec(p.t, b, n)
+            for x in range(b, b + n):
+                refs[x] -= 1
+                if not refs[x]:
+                    del refs[x], model[x]
+            if rng.random() < 0.5:
+                p.commit()
+                p.pool.release_pending(p.t, p.t.id() - 1)
+        else:
+            tags = []
+            for _ in range(rng.randint(1, 40)):
+                r = rng.random()
+                tags.append(None if r < 0.1 else rng.randint(0, 5) if r < 0.3 else 10 + (tag := tag + 1))
+            for s, n in write(p, model, tags):
+                for x in range(s, s + n) if s != HOLE else ():
+                    refs[x] = refs.get(x, 0) + 1
+        if rng.random() < 0.3:
+            p.commit()
+        assert_sums_match(p, model)
+    p.commit()
+    assert_sums_match(p, model)
+    assert p.pool.self_check(p.t, verify_data=True) == []
+    p.close()
+
+
+def test_flipped_bit_found_by_verify_and_verified_reads(p):
+    model: dict[int, bytes] = {}
+    write(p, model, [1, 2, 3, 4])
+    p.commit()
+    bad = sorted(model)[2]
+    with open(p.data.path, "r+b") as f:
+        f.seek(bad * BS + 100)
+        c = f.read(1)
+        f.seek(bad * BS + 100)
+        f.write(bytes([c[0] ^ 0x10]))
+    lo = min(model)
+    assert p.pool.verify(p.t, lo, 4, p.pool.read(lo, 4)) == [bad]
+    assert p.pool.read(lo, 4) != b"".join(model[b] for b in range(lo, lo + 4))   # unverified: silent
+    with pytest.raises(errors.Corruption, match=f"block {bad} "):
+        p.pool.read(lo, 4, verify=p.t)
+    with pytest.raises(errors.Corruption, match=f"block {bad} "):
+        p.pool.readinto(lo, (bad - lo) * BS + 10, bytearray(20), verify=p.t)   # a partial block
+    buf = bytearray(30)
+    p.pool.readinto(lo, 10, buf, verify=p.t)              # the blocks around it still verify
+    assert bytes(buf) == model[lo][10:40]
+    assert p.pool.verifying(p.t).read(bad - 1, 1) == model[bad - 1]
+    with pytest.raises(errors.Corruption):
+        p.pool.verifying(p.t).read(bad, 1)
+    with open(p.data.path, "r+b") as f:                  # undo, so the fixture's check passes
+        f.seek(bad * BS)
+        f.write(model[bad])
+
+
+def test_self_check_reports_and_rebuild_drops_bad_sums_entries(tmp_path):
+    p = P(tmp_path)
+    model: dict[int, bytes] = {}
+    write(p, model, [1, 2, 3])
+    total = p.pool.total_blocks(p.t)
+    db = p.pool.dbs.sums
+    p.t.put(pack_u64(total - 1), bytes(64), db=db)         # reaches beyond the pool
+    p.t.put(pack_u64(1), bytes(32 * 2), db=db)             # overlaps the entry at 0
+    p.t.put(pack_u64(5), b"short", db=db)                  # not a multiple of 32
+    probs = p.pool.self_check(p.t)
+    assert any("beyond the pool" in m for m in probs)
+    assert any("overlaps" in m for m in probs)
+    assert any("5-byte value" in m for m in probs)
+    changes = p.pool.rebuild(p.t, [(s, 1, 1) for s in sorted(model)])
+    assert sum("pool.sums" in c for c in changes) == 3
+    assert p.pool.self_check(p.t) == []
+    assert p.pool.block_digest(p.t, 0) == sha(blk(1))
+    p.close()
+
+
+# ======================================================================= store level
+def _store_with_file(path, dedup):
+    data = os.urandom(5 * BS) + bytes(BS) + os.urandom(2 * BS + 100)
+    with Store.open(path, dedup=dedup) as s:
+        s.create("c")
+        with s.fs("c") as fs:
+            fs.write_bytes("/f", data)
+        s.commit("c", "snap")
+        rep = s.check(scrub=True)
+        assert rep.ok and rep.stats["scrub_unverifiable_blocks"] == 0
+        assert rep.stats["scrub_verified_blocks"] == 8
+    return data
+
+
+@pytest.mark.parametrize("dedup", [False, True])
+def test_store_scrub_and_verified_reads_find_a_flipped_bit(tmp_path, dedup):
+    path = tmp_path / "s"
+    data = _store_with_file(path, dedup)
+    what = damage.flip_data(path, seed=1)
+    bad = int(what.rsplit(" ", 1)[1])
+    with Store.open(path, create=False) as s:
+        rep = s.check(scrub=True)
+        hits = [p for p in rep.problems if p.kind == "block-checksum"]
+        assert len(hits) == 1 and f"block {bad} " in hits[0].message and hits[0].tree in ("c", "snap")
+        assert not hits[0].repairable
+        with s.fs("snap") as fs:                          # default: reads are not verified
+            assert fs.read_bytes("/f") != data and len(fs.read_bytes("/f")) == len(data)
+    with Store.open(path, create=False, verify_reads=True) as s:
+        with s.fs("snap") as fs:
+            with pytest.raises(errors.Corruption, match=f"block {bad} "):
+                fs.read_bytes("/f")
+            with fs.open("/f", "rb") as f:                # readinto path (io objects)
+                with pytest.raises(errors.Corruption, match=f"block {bad} "):
+                    f.read()
+            assert fs.read_at(fs.stat("/f").st_ino, 5 * BS, BS) == bytes(BS)   # a hole: nothing to verify
+    with Store.open(path, create=False) as s:             # verified reads end with their handle
+        assert s.engine.env.verify_reads == 0
+
+
+@pytest.mark.parametrize("dedup", [False, True])
+def test_store_without_sums_entries_scrubs_as_unverifiable(tmp_path, dedup):
+    """A store written before pool.sums existed: no digest is not corruption."""
+    path = tmp_path / "s"
+    _store_with_file(path, dedup)
+    env = Env(str(path))
+    try:
+        env.transact(lambda w: w.t.drop(w.pool.dbs.sums, delete=False))
+    finally:
+        env.close()
+    with Store.open(path, create=False, verify_reads=True) as s:
+        rep = s.check(scrub=True)
+        assert rep.ok, str(rep)
+        if dedup:       # the dedup index still vouches for every block
+            assert rep.stats["scrub_verified_blocks"] == 8 and rep.stats["scrub_unverifiable_blocks"] == 0
+        else:
+            assert rep.stats["scrub_verified_blocks"] == 0 and rep.stats["scrub_unverifiable_blocks"] == 8
+        with s.fs("snap") as fs:
+            assert len(fs.read_bytes("/f")) == 8 * BS + 100    # reads pass unverified
+        with s.fs("c") as fs:                                   # new writes get digests again
+            fs.write_bytes("/g", os.urandom(2 * BS))
+        rep = s.check(scrub=True)
+        assert rep.ok and rep.stats["scrub_verified_blocks"] == (10 if dedup else 2)
+    assert os.path.exists(path / DATA_FILE)
