@@ -285,6 +285,15 @@ def test_store_scrub_and_verified_reads_find_a_flipped_bit(tmp_path, dedup):
                 with pytest.raises(errors.Corruption, match=f"block {bad} "):
                     f.read()
             assert fs.read_at(fs.stat("/f").st_ino, 5 * BS, BS) == bytes(BS)   # a hole: nothing to verify
+        with s.fs("c") as fs:                             # a partial-block write reads the old block
+            ino, failed = fs.stat("/f").st_ino, 0
+            for fb in range(9):
+                try:
+                    fs.write_at(ino, fb * BS + 1, b"x")
+                except errors.Corruption as exc:
+                    assert f"block {bad} " in str(exc)
+                    failed += 1
+            assert failed == 1
     with Store.open(path, create=False) as s:             # verified reads end with their handle
         assert s.engine.env.verify_reads == 0
 
