@@ -92,6 +92,28 @@ def delete(txn, name: str) -> None:
     txn.t.delete(name.encode(), db=txn.db(CATALOG))
 
 
+def rename(txn, old: str, new: str) -> TreeRecord:
+    """Move a record to a new name; other records naming it as their parent or
+    mounting it as a volume follow.  O(trees)."""
+    rec = get(txn, old)
+    check_name(new)
+    if exists(txn, new):
+        raise AlreadyExists(f"a tree named {new!r} already exists")
+    delete(txn, old)
+    rec.name = new
+    put(txn, rec)
+    for r in list(records(txn)):
+        changed = False
+        if r.parent == old:
+            r.parent, changed = new, True
+        for m in r.mounts or []:
+            if m.get("type") == "volume" and m.get("source") == old:
+                m["source"], changed = new, True
+        if changed:
+            put(txn, r)
+    return rec
+
+
 def records(txn):
     """Every record, in name order."""
     for _, raw in txn.t.cursor(db=txn.db(CATALOG)):

@@ -163,17 +163,8 @@ class Engine:
         self.env.transact(work)
 
     def rename(self, old: str, new: str) -> TreeRecord:
-        def work(w):
-            rec = catalog.get(w, old)
-            catalog.check_name(new)
-            if catalog.exists(w, new):
-                from .errors import AlreadyExists
-                raise AlreadyExists(f"a tree named {new!r} already exists")
-            catalog.delete(w, old)
-            rec.name = new
-            catalog.put(w, rec)
-            return rec
-        return self.env.transact(work)
+        """Rename a tree; children and mounts that name it follow (catalog.rename)."""
+        return self.env.transact(lambda w: catalog.rename(w, old, new))
 
     def set_labels(self, name: str, labels: dict) -> TreeRecord:
         def work(w):
