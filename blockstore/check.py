@@ -40,7 +40,6 @@ from .btree.node import MAX_NODE_BYTES
 from .btree.store import NODERC, NODES, NodeStore
 from .errors import Corruption
 from .native import sha256_many
-from .pool import HOLE
 from .txn import Env, from_u64, u64
 
 
@@ -176,7 +175,6 @@ def _compare_blocks(expected, segs, total, report, owner_of_block):
         points.update((s, s + n))
     points = sorted(p for p in points if 0 <= p <= max(total, p))
     ei = si = 0
-    exp_at, seg_at = [], []
     for a, b in zip(points, points[1:]):
         while ei < len(expected) and expected[ei][0] + expected[ei][1] <= a:
             ei += 1

@@ -22,14 +22,14 @@ import struct
 import threading
 from typing import Iterator
 
-from . import catalog, txn as txnmod
+from . import catalog
 from .btree import tree as bt
 from .btree import values
 from .btree.diff import diff as tree_diff
 from .btree.node import MAX_VALUE
 from .btree.store import NodeStore
 from .catalog import TreeRecord
-from .errors import Busy, InvalidInput, ReadOnly
+from .errors import InvalidInput, ReadOnly
 from .pool import HOLE
 from .txn import Env
 

@@ -36,7 +36,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 
 import _benchutil as bu
 

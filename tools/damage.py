@@ -39,7 +39,7 @@ from blockstore.btree import values  # noqa: E402
 from blockstore.btree.node import decode, encode  # noqa: E402
 from blockstore.btree.store import NODERC, NODES  # noqa: E402
 from blockstore.fs import items as I  # noqa: E402
-from blockstore.txn import DATA_FILE, Env, from_u64, u64  # noqa: E402
+from blockstore.txn import DATA_FILE, Env, u64  # noqa: E402
 
 RAW_DBS = ("nodes", "noderc", "catalog", "pool.meta", "pool.free", "pool.pending",
            "pool.shared", "pool.dedup", "pool.dedup_rev", "pool.pending_rev")
