@@ -49,9 +49,12 @@ class Problem:
     message: str
     tree: str | None = None
     repairable: bool = True
+    block: int | None = None     # the pool block concerned, when there is one
+    path: str | None = None      # the file that holds it (filled in by the fs check)
 
     def __str__(self) -> str:
-        where = f" [tree {self.tree}]" if self.tree else ""
+        where = f" [tree {self.tree}" + (f", file {self.path}" if self.path else "") + "]" \
+            if self.tree else ""
         return f"{self.kind}: {self.message}{where}"
 
 
@@ -65,8 +68,8 @@ class CheckReport:
     def ok(self) -> bool:
         return not self.problems
 
-    def add(self, kind, message, tree=None, repairable=True):
-        self.problems.append(Problem(kind, message, tree, repairable))
+    def add(self, kind, message, tree=None, repairable=True, block=None):
+        self.problems.append(Problem(kind, message, tree, repairable, block))
 
     def __str__(self) -> str:
         if self.ok:
@@ -349,7 +352,7 @@ def _scrub(r, walk: _Walk, report: CheckReport) -> None:
                 owner.setdefault(bad[k], tree)
     for b in bad:
         report.add("block-checksum", f"block {b} does not match its SHA-256", owner.get(b),
-                   repairable=False)
+                   repairable=False, block=b)
     report.stats.update(scrub_verified_blocks=verified, scrub_unverifiable_blocks=unverifiable)
 
 

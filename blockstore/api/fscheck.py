@@ -43,7 +43,32 @@ def check_store(store, repair: bool = False, scrub: bool = False) -> CheckReport
                 _check_tree(ns, rec, report)
             except Exception as exc:        # a damaged tree must not stop the check
                 report.add("fs", f"cannot scan the tree: {exc}", rec.name, repairable=False)
+        _name_damaged_files(r, ns, report)
     return report
+
+
+def _name_damaged_files(r, ns, report) -> None:
+    """Fill in the file path of problems that name a pool block and a tree.
+    Cost: one scan of the extents of each such tree."""
+    wanted: dict[str, list] = {}
+    for p in report.problems:
+        if p.block is not None and p.tree is not None and p.path is None:
+            wanted.setdefault(p.tree, []).append(p)
+    for tree, probs in wanted.items():
+        try:
+            rec = catalog.get(r, tree)
+        except Exception:
+            continue
+        fst = FsTree(ns, rec.root, time.time_ns)
+        for k, v in bt.iterate(ns, rec.root):
+            ino, typ, _ = I.split(k)
+            if typ != I.EXTENT:
+                continue
+            run = values.refs(v)
+            for p in probs:
+                if run and run[0] <= p.block < run[0] + run[1] and p.path is None:
+                    path = fst.path_of(ino)
+                    p.path = path.decode(errors="replace") if path else f"inode {ino} (unlinked)"
 
 
 def _check_tree(ns, rec, report) -> None:
