@@ -72,6 +72,7 @@ class NodeStore:
         self.dirty: dict[int, Node] = {}     # created by this txn, not yet written
         self.rcs: dict[int, int] = {}        # refcount overlay of this txn
         self.deleted: set[int] = set()       # committed nodes deleted by this txn
+        self.persisted: set[int] = set()     # new nodes already written (bulk): never cached
         self.next_id = None
         if txn.write:
             txn.before_commit.append(self._flush)
@@ -97,7 +98,8 @@ class NodeStore:
         if raw is None or nid in self.deleted:
             raise Corruption(f"B-tree node {nid} is missing")
         n = decode(nid, raw)
-        self.cache.add(n)
+        if nid not in self.persisted:       # an uncommitted id may be reused after an abort
+            self.cache.add(n)
         return n
 
     def rc(self, nid: int) -> int:
@@ -123,6 +125,15 @@ class NodeStore:
         self.dirty[n.id] = n
         self.rcs[n.id] = 1
         return n
+
+    def persist(self, node: Node) -> None:
+        """Write a new node now and stop tracking it as dirty (bulk builds: keeps
+        memory bounded).  Its count stays in the overlay; a later change in this
+        transaction shadows it like any committed node."""
+        if not self.t.put(u64(node.id), encode(node), db=self.nodes_db):
+            raise Corruption(f"LMDB refused to store node {node.id}")
+        self.dirty.pop(node.id, None)
+        self.persisted.add(node.id)
 
     def inc(self, nid: int, by: int = 1) -> None:
         self.rcs[nid] = self.rc(nid) + by
