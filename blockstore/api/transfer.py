@@ -276,6 +276,10 @@ def import_dir(store, src: str, name: str, parent: str | None, labels, progress)
     if store.exists(name):
         from ..errors import AlreadyExists
         raise AlreadyExists(f"a tree named {name!r} already exists")
+    if parent is None:
+        # A fresh tree: bulk-built in one transaction (see bulkimport.py).
+        from .bulkimport import bulk_import
+        return bulk_import(store, src, name, labels, progress)
     work = f"{name}@importing-{uuid.uuid4().hex[:8]}"
     if parent is not None:
         store.engine.clone(parent, work, labels={"blockstore.importing": "1"})
