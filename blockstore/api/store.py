@@ -38,6 +38,7 @@ from ..engine import Engine
 from ..errors import AlreadyExists, Busy, InvalidInput, NotFound
 from ..fs.tree import FsTree
 from . import mounts as M
+from . import writers
 from .treefs import TreeFS
 
 
@@ -69,6 +70,7 @@ class Store:
         path = default_store_path() if path is None else os.fspath(path)
         if create:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        writers.flush_all(path)     # a batch holding the writer lock would block the open
         return cls(Engine.open(path, create=create, block_size=block_size, dedup=dedup,
                                verify_reads=verify_reads))
 
@@ -194,7 +196,9 @@ class Store:
         return rec
 
     def commit(self, clone: str, name: str, labels: dict | None = None) -> TreeRecord:
-        """Freeze the clone's current state as a new snapshot; the clone stays usable."""
+        """Freeze the clone's current state as a new snapshot; the clone stays usable.
+        A process writing the clone in batches (a FUSE mount) commits first (writers.flush)."""
+        writers.flush(self.path, [clone])
         rec = self.info(clone)
         if rec.kind == "snapshot":
             raise InvalidInput(f"{clone!r} is a snapshot already; clone it to change it")
@@ -202,6 +206,7 @@ class Store:
 
     def snapshot(self, tree: str, name: str, labels: dict | None = None) -> TreeRecord:
         """A read-only snapshot of any tree (a volume backup, say): O(1)."""
+        writers.flush(self.path, [tree])
         return self._drop_orphans(self.engine.snapshot(tree, name, labels=labels))
 
     def _drop_orphans(self, rec: TreeRecord) -> TreeRecord:
@@ -340,6 +345,7 @@ class Store:
     def export_dir(self, name: str, dst, progress=None) -> None:
         """Write a tree out to a host directory (which must not exist or be empty)."""
         from .transfer import export_dir
+        writers.flush(self.path, [name])
         export_dir(self, name, os.fspath(dst), progress)
 
     # -- comparing and accounting ---------------------------------------------------------
@@ -347,6 +353,7 @@ class Store:
         """Changes from a to b: Change(kind 'A'|'M'|'D', path, type), sorted by path.
         Cost: proportional to the difference (shared subtrees are skipped)."""
         from .diff import diff_trees
+        writers.flush(self.path, [a, b])
         return diff_trees(self, a, b)
 
     def usage(self, name: str):

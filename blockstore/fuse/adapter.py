@@ -8,16 +8,18 @@ HostServer).  The FUSE inode of (server k, local inode i) is ``i`` for k = 0
 mounted on, (k, i), to the server whose root appears there.  That pair of
 tables is the whole translation; no storage logic lives here.
 
-Concurrency.  Requests run as trio tasks; every call that may block (any
-write: it commits and fsyncs; reads of file data; host I/O) runs in a worker
-thread (``trio.to_thread.run_sync``), so a slow read or commit does not stall
-other requests.  Metadata reads (lookup, getattr, readdir) are short LMDB
-read transactions that never wait for a writer and run on the trio thread.
+Concurrency.  Requests run as trio tasks.  Every call into a blockstore
+tree (reads included) runs on the mount's one store thread
+(``committer.StoreThread``), in arrival order, so it sees the changes of the
+uncommitted batch; host I/O of bind/tmpfs mounts runs in trio worker threads
+(metadata on the trio thread), never on the store thread.
 
-Commits.  Each FUSE write is one store transaction (atomic and durable on
-return, visible at once to other processes: a ``commit`` of the clone from
-anywhere captures every write that completed).  ``fsync`` additionally calls
-``store.sync()``.
+Commits (group commit, see ``committer.py``).  Changes join a batch that is
+committed at fsync/fsyncdir (the reply waits for it), 50 ms after its first
+change, at 32 MiB / 1024 changes, at unmount and when another process asks
+(SIGUSR1 from ``Store.commit``/``snapshot``/``export_dir``/``diff`` via
+``blockstore.api.writers``: such a commit captures every write that
+completed).  Other processes see changes once committed (within 50 ms).
 
 Caches.  Snapshots never change: long attribute/entry timeouts and the page
 cache is kept across opens.  Writable trees can change underneath (another
@@ -40,6 +42,7 @@ from bisect import bisect_right
 import pyfuse3
 import trio
 
+from .committer import StoreThread
 from .errno import to_errno
 from .servers import HostServer, TreeServer
 
@@ -84,9 +87,12 @@ class Adapter(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, store, tfs, *, readonly: bool = False, attr_timeout: float = 1.0):
+    def __init__(self, store, tfs, *, readonly: bool = False, attr_timeout: float = 1.0,
+                 runner: StoreThread | None = None):
         super().__init__()
         self.store = store
+        # The store thread; call start() on it before serving (see attach_runner).
+        self.st = runner if runner is not None else StoreThread(store)
         self.tfs = tfs
         self.readonly = readonly or tfs.readonly
         self.timeout = SNAPSHOT_TIMEOUT if tfs.readonly else float(attr_timeout)
@@ -123,6 +129,32 @@ class Adapter(pyfuse3.Operations):
         m = self._redirect.get((k, ino))
         return (m, self.servers[m].root()) if m is not None else (k, ino)
 
+    def writable_trees(self) -> list[str]:
+        """Names of the blockstore trees this mount may change (for writer registration)."""
+        return [s.tfs.name for s in self.servers if isinstance(s, TreeServer) and not s.readonly]
+
+    # -- where calls run ---------------------------------------------------------------------
+    async def _get(self, srv, meth: str, *args):
+        """A metadata read: store thread for trees, trio thread for host dirs (a stat)."""
+        fn = getattr(srv, meth)
+        if isinstance(srv, TreeServer):
+            return await self.st.read(fn, *args)
+        return fn(*args)
+
+    async def _read(self, srv, meth: str, *args):
+        """A read that may block: store thread for trees, a worker thread for host dirs."""
+        fn = getattr(srv, meth)
+        if isinstance(srv, TreeServer):
+            return await self.st.read(fn, *args)
+        return await _blocking(fn, *args)
+
+    async def _change(self, srv, meth: str, *args, nbytes: int = 0, redo=None, **kw):
+        """A change: one step of the store thread's batch for trees, a worker thread for host dirs."""
+        fn = getattr(srv, meth)
+        if isinstance(srv, TreeServer):
+            return await self.st.write(fn, *args, nbytes=nbytes, redo=redo, **kw)
+        return await _blocking(fn, *args, **kw)
+
     def _split(self, fino: int) -> tuple[int, int, object]:
         k = fino >> SHIFT
         try:
@@ -134,10 +166,13 @@ class Adapter(pyfuse3.Operations):
     def _join(k: int, ino: int) -> int:
         return ino if k == 0 else (k << SHIFT) | ino
 
-    def _entry(self, k: int, st) -> pyfuse3.EntryAttributes:
+    async def _entry_of(self, k: int, st) -> pyfuse3.EntryAttributes:
         k2, ino = self._follow(k, st.st_ino)
         if k2 != k:                         # a mount point: show the mounted root
-            k, st = k2, self.servers[k2].getattr(ino)
+            k, st = k2, await self._get(self.servers[k2], "getattr", ino)
+        return self._entry(k, ino, st)
+
+    def _entry(self, k: int, ino: int, st) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
         e.st_ino = self._join(k, ino)
         e.generation = 0
@@ -160,12 +195,12 @@ class Adapter(pyfuse3.Operations):
         if a != b:
             raise pyfuse3.FUSEError(errno.EXDEV)
 
-    def _not_mount_point(self, k: int, dir_ino: int, name: bytes) -> None:
+    async def _not_mount_point(self, k: int, dir_ino: int, name: bytes) -> None:
         """EBUSY for removing or renaming the directory a spec is mounted on."""
         if not self._redirect:
             return
         try:
-            st = self.servers[k].lookup(dir_ino, name)
+            st = await self._get(self.servers[k], "lookup", dir_ino, name)
         except OSError:
             return
         if (k, st.st_ino) in self._redirect:
@@ -175,12 +210,12 @@ class Adapter(pyfuse3.Operations):
     @_translate
     async def lookup(self, parent_inode, name, ctx=None):
         k, d, srv = self._split(parent_inode)
-        return self._entry(k, srv.lookup(d, name))
+        return await self._entry_of(k, await self._get(srv, "lookup", d, name))
 
     @_translate
     async def getattr(self, inode, ctx=None):
         k, i, srv = self._split(inode)
-        return self._entry(k, srv.getattr(i))
+        return await self._entry_of(k, await self._get(srv, "getattr", i))
 
     @_translate
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -198,13 +233,13 @@ class Adapter(pyfuse3.Operations):
             kw["atime"] = attr.st_atime_ns
         if fields.update_mtime:
             kw["mtime"] = attr.st_mtime_ns
-        st = await _blocking(srv.setattr, i, **kw)
-        return self._entry(k, st)
+        st = await self._change(srv, "setattr", i, **kw)
+        return await self._entry_of(k, st)
 
     @_translate
     async def readlink(self, inode, ctx):
         k, i, srv = self._split(inode)
-        return srv.readlink(i)
+        return await self._get(srv, "readlink", i)
 
     @_translate
     async def opendir(self, inode, ctx):
@@ -221,16 +256,19 @@ class Adapter(pyfuse3.Operations):
         inode, listing = self._dirs[fh]
         k, d, srv = self._split(inode)
         if listing is None or start_id == 0:
-            listing = await _blocking(srv.readdir, d, 0)
+            listing = await self._read(srv, "readdir", d, 0)
             self._dirs[fh][1] = listing
         pos = bisect_right(listing, start_id, key=lambda e: e[0])
-        for idx, name in listing[pos:]:
-            try:
-                st = srv.lookup(d, name)
-            except OSError:
-                continue                    # removed since the listing was read
-            if not pyfuse3.readdir_reply(token, name, self._entry(k, st), idx):
-                break
+        rest = listing[pos:]
+        # One store-thread call for the stats of up to a reply's worth of entries.
+        for i in range(0, len(rest), 256):
+            chunk = rest[i:i + 256]
+            stats = await self._read(srv, "lookup_many", d, [name for _, name in chunk])
+            for (idx, name), st in zip(chunk, stats):
+                if st is None:
+                    continue                # removed since the listing was read
+                if not pyfuse3.readdir_reply(token, name, await self._entry_of(k, st), idx):
+                    return
 
     @_translate
     async def releasedir(self, fh):
@@ -239,11 +277,12 @@ class Adapter(pyfuse3.Operations):
     @_translate
     async def fsyncdir(self, fh, datasync):
         inode = self._dirs[fh][0]
-        await _blocking(self._split(inode)[2].sync)
+        if isinstance(self._split(inode)[2], TreeServer):
+            await self.st.sync()
 
     @_translate
     async def statfs(self, ctx):
-        df = await _blocking(self.store.df)
+        df = await self.st.read(self.store.df)
         host = os.statvfs(self.store.path)
         bs = df.block_size
         avail = df.free_bytes + host.f_bavail * host.f_frsize
@@ -265,52 +304,52 @@ class Adapter(pyfuse3.Operations):
     # -- namespace -------------------------------------------------------------------------
     async def _create(self, parent_inode, name, mode, ctx, rdev=0):
         k, d, srv = self._split(parent_inode)
-        st = await _blocking(srv.create, d, name, mode, ctx.uid, ctx.gid, rdev)
+        st = await self._change(srv, "create", d, name, mode, ctx.uid, ctx.gid, rdev)
         return k, st
 
     @_translate
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
         k, st = await self._create(parent_inode, name, mode, ctx, rdev)
-        return self._entry(k, st)
+        return await self._entry_of(k, st)
 
     @_translate
     async def mkdir(self, parent_inode, name, mode, ctx):
         k, st = await self._create(parent_inode, name, S.S_IFDIR | (mode & 0o7777), ctx)
-        return self._entry(k, st)
+        return await self._entry_of(k, st)
 
     @_translate
     async def symlink(self, parent_inode, name, target, ctx):
         k, d, srv = self._split(parent_inode)
-        st = await _blocking(srv.symlink, d, name, target, ctx.uid, ctx.gid)
-        return self._entry(k, st)
+        st = await self._change(srv, "symlink", d, name, target, ctx.uid, ctx.gid)
+        return await self._entry_of(k, st)
 
     @_translate
     async def link(self, inode, new_parent_inode, new_name, ctx):
         k, i, srv = self._split(inode)
         k2, d, _ = self._split(new_parent_inode)
         self._same_server(k, k2)
-        st = await _blocking(srv.link, i, d, new_name)
-        return self._entry(k, st)
+        st = await self._change(srv, "link", i, d, new_name)
+        return await self._entry_of(k, st)
 
     @_translate
     async def unlink(self, parent_inode, name, ctx):
         k, d, srv = self._split(parent_inode)
-        await _blocking(srv.unlink, d, name)
+        await self._change(srv, "unlink", d, name)
 
     @_translate
     async def rmdir(self, parent_inode, name, ctx):
         k, d, srv = self._split(parent_inode)
-        self._not_mount_point(k, d, name)
-        await _blocking(srv.rmdir, d, name)
+        await self._not_mount_point(k, d, name)
+        await self._change(srv, "rmdir", d, name)
 
     @_translate
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         k, sd, srv = self._split(parent_inode_old)
         k2, dd, _ = self._split(parent_inode_new)
         self._same_server(k, k2)
-        self._not_mount_point(k, sd, name_old)
-        self._not_mount_point(k, dd, name_new)
-        await _blocking(srv.rename, sd, name_old, dd, name_new, flags)
+        await self._not_mount_point(k, sd, name_old)
+        await self._not_mount_point(k, dd, name_new)
+        await self._change(srv, "rename", sd, name_old, dd, name_new, flags)
 
     # -- files -----------------------------------------------------------------------------
     def _new_handle(self, inode, flags) -> tuple[int, Handle]:
@@ -326,20 +365,20 @@ class Adapter(pyfuse3.Operations):
         k, h = self._new_handle(inode, flags)
         if h.write and self.servers[k].readonly:
             raise pyfuse3.FUSEError(errno.EROFS)
-        srvh = await _blocking(h.srv.open, h.ino, h.write)
+        srvh = await self._read(h.srv, "open", h.ino, h.write)
         h.srv_handle = srvh
         fh = next(self._fh)
         self._handles[fh] = h
         if flags & os.O_TRUNC and h.write:
-            await _blocking(h.srv.setattr, h.ino, size=0)
+            await self._change(h.srv, "setattr", h.ino, size=0)
         return self._file_info(fh)
 
     @_translate
     async def create(self, parent_inode, name, mode, flags, ctx):
         k, st = await self._create(parent_inode, name, S.S_IFREG | (mode & 0o7777), ctx)
-        e = self._entry(k, st)
+        e = await self._entry_of(k, st)
         _, h = self._new_handle(e.st_ino, flags)
-        h.srv_handle = await _blocking(h.srv.open, h.ino, h.write)
+        h.srv_handle = await self._read(h.srv, "open", h.ino, h.write)
         fh = next(self._fh)
         self._handles[fh] = h
         return self._file_info(fh), e
@@ -347,18 +386,18 @@ class Adapter(pyfuse3.Operations):
     @_translate
     async def read(self, fh, off, size):
         h = self._handles[fh]
-        return await _blocking(h.srv.read, h.ino, h.srv_handle, off, size)
+        return await self._read(h.srv, "read", h.ino, h.srv_handle, off, size)
 
     @_translate
     async def write(self, fh, off, buf):
         h = self._handles[fh]
-        if h.append:
-            off = (await _blocking(h.srv.getattr, h.ino)).st_size
-        return await _blocking(h.srv.write, h.ino, h.srv_handle, off, buf)
+        if h.append:       # size and write in one step: no other change in between
+            return await self._change(h.srv, "append", h.ino, h.srv_handle, buf, nbytes=len(buf))
+        return await self._change(h.srv, "write", h.ino, h.srv_handle, off, buf, nbytes=len(buf))
 
     @_translate
     async def flush(self, fh):
-        pass            # every completed write is committed already
+        pass            # close does not commit: fsync does (or the 50 ms bound)
 
     @_translate
     async def fsync(self, fh, datasync):
@@ -366,33 +405,38 @@ class Adapter(pyfuse3.Operations):
         if isinstance(h.srv, HostServer):
             await _blocking(h.srv.fsync, h.srv_handle)
         else:
-            await _blocking(h.srv.sync)
+            await self.st.sync()
 
     @_translate
     async def release(self, fh):
         h = self._handles.pop(fh)
-        await _blocking(h.srv.release, h.ino, h.srv_handle)
+        if isinstance(h.srv, TreeServer):
+            # May free an inode unlinked while open; replayed as "free it if orphaned".
+            await self._change(h.srv, "release", h.ino, h.srv_handle,
+                               redo=functools.partial(h.srv.reap, h.ino))
+        else:
+            await _blocking(h.srv.release, h.ino, h.srv_handle)
 
     # -- extended attributes -----------------------------------------------------------------
     @_translate
     async def getxattr(self, inode, name, ctx):
         k, i, srv = self._split(inode)
-        return srv.getxattr(i, name)
+        return await self._get(srv, "getxattr", i, name)
 
     @_translate
     async def listxattr(self, inode, ctx):
         k, i, srv = self._split(inode)
-        return srv.listxattr(i)
+        return await self._get(srv, "listxattr", i)
 
     @_translate
     async def setxattr(self, inode, name, value, ctx):
         k, i, srv = self._split(inode)
-        await _blocking(srv.setxattr, i, name, value)
+        await self._change(srv, "setxattr", i, name, value)
 
     @_translate
     async def removexattr(self, inode, name, ctx):
         k, i, srv = self._split(inode)
-        await _blocking(srv.removexattr, i, name)
+        await self._change(srv, "removexattr", i, name)
 
     async def forget(self, inode_list):
         pass            # no per-inode state is kept for looked-up inodes

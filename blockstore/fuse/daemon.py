@@ -12,16 +12,22 @@ Lifecycle of ``mount(store, name, dir)``:
    (``STORE/fuse/NAME.lock``, an flock held for the life of the mount: a
    second mount of the same tree fails with Busy; a SIGKILLed daemon's lock
    goes with it), records itself in the runtime registry (by mount point),
-   mounts with pyfuse3 and serves requests;
+   registers as the writer of the trees it may change
+   (``STORE/writers/NAME.<pid>``, ``blockstore.api.writers``; SIGUSR1 =
+   commit now), mounts with pyfuse3 and serves requests; all store calls
+   run on one store thread that groups changes into batches
+   (``committer.py``: committed at fsync, after 50 ms, at 32 MiB/1024
+   changes, on SIGUSR1);
 3. it stops when the file system is unmounted (``umount`` = ``fusermount3
-   -u``) or on SIGTERM/SIGINT/SIGHUP (it unmounts itself), then closes the
-   tree and the store (closing commits nothing new: every write was already
-   committed) and removes its lock and registry files.
+   -u``) or on SIGTERM/SIGINT/SIGHUP (it unmounts itself), then commits the
+   last batch, closes the tree and the store and removes its lock, writer
+   and registry files.
 
 After SIGKILL the kernel keeps a dead mount ("Transport endpoint is not
 connected"): ``umount`` detaches it (``fusermount3 -u``, else ``umount
--l``).  Every write was a committed transaction, so the store is consistent
-and everything that returned before the kill is there.
+-l``).  The store is consistent (LMDB drops the uncommitted batch); what was
+fsync'ed, committed by the 50 ms bound or captured by a ``Store.commit`` is
+there, the last < 50 ms of unsynced changes may be lost.
 """
 from __future__ import annotations
 
@@ -128,7 +134,7 @@ def _take_lock(store_path: str, name: str, mountpoint: str) -> int:
 # -- the daemon itself ------------------------------------------------------------------------
 def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: bool = False,
           attr_timeout: float = 1.0, allow_other: bool | None = None, max_tasks: int = 32,
-          debug: bool = False) -> None:
+          debug: bool = False, commit_interval: float | None = None) -> None:
     """Mount and serve in this process until unmounted or signalled.
 
     ``ready(error_or_None)`` is called once: after the mount is live, or with
@@ -137,12 +143,15 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
     import trio
 
     from ..api.store import Store
+    from ..api.writers import Registration
     from .adapter import Adapter
 
-    store = tfs = None
+    store = tfs = writer = runner = None
     lock_fd = -1
     mounted = False
     reg = _registry_path(mountpoint)
+    # Until trio's receiver takes over (and after it): a flush request must not kill us.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
         mp = check_mountpoint(mountpoint)
         store = Store.open(store_path, create=False)
@@ -150,6 +159,11 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
         lock_fd = _take_lock(store.path, name, mp)
         tfs = store.fs(name)
         ops = Adapter(store, tfs, readonly=readonly, attr_timeout=attr_timeout)
+        runner = ops.st
+        if commit_interval is not None:
+            runner.interval = float(commit_interval)
+        if ops.writable_trees():
+            writer = runner.reg = Registration(store.path, ops.writable_trees())
         options = set(pyfuse3.default_options)
         options |= {f"fsname=blockstore:{name}", "subtype=blockstore", "noatime"}
         if ops.readonly:
@@ -163,10 +177,13 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
         with open(reg + ".tmp", "w") as f:
             json.dump({"pid": os.getpid(), "store": store.path, "name": name, "mountpoint": mp}, f)
         os.replace(reg + ".tmp", reg)
+        runner.start()
     except BaseException as exc:
         if mounted:
             pyfuse3.close(unmount=True)
-        _cleanup(tfs, store, lock_fd, None)
+        if runner is not None:
+            runner.stop()
+        _cleanup(tfs, store, lock_fd, None, writer)
         if ready:
             ready(exc)
         raise
@@ -182,6 +199,13 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
                         pyfuse3.terminate()
                         return
             nursery.start_soon(on_signal)
+
+            async def on_flush_request(task_status=trio.TASK_STATUS_IGNORED):
+                with trio.open_signal_receiver(signal.SIGUSR1) as sigs:
+                    task_status.started()
+                    async for _ in sigs:
+                        runner.request_commit()
+            await nursery.start(on_flush_request)
             await pyfuse3.main(max_tasks=max_tasks)
             nursery.cancel_scope.cancel()
 
@@ -194,10 +218,13 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
             pyfuse3.close(unmount=True)
         except Exception:                          # noqa: BLE001
             subprocess.run(["fusermount3", "-u", "-z", mp], capture_output=True)
-        _cleanup(tfs, store, lock_fd, reg)
+        runner.stop()                              # commits the last batch
+        _cleanup(tfs, store, lock_fd, reg, writer)
 
 
-def _cleanup(tfs, store, lock_fd, reg) -> None:
+def _cleanup(tfs, store, lock_fd, reg, writer=None) -> None:
+    if writer is not None:
+        writer.close()
     for closer in (tfs, store):
         if closer is not None:
             try:

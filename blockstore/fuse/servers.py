@@ -5,9 +5,10 @@ or tmpfs mount.  Both offer the same inode-level calls, named after
 kind it talks to.  Servers hold no storage logic: a TreeServer forwards to
 TreeFS; a HostServer forwards to the host's syscalls by path.
 
-Threads: every method may block (LMDB commit, fsync, host I/O) and is called
-from trio worker threads; TreeFS serialises writers itself; HostServer guards
-its inode table with a lock.
+Threads: a TreeServer is called only from the mount's store thread (its
+changes join that thread's group-commit batch, see ``committer.py``); a
+HostServer from trio worker threads and the trio thread, guarding its inode
+table with a lock.
 """
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ import stat as S
 import threading
 
 from ..errors import ReadOnly
+
+
+def _lookup_many(srv, dir_ino, names):
+    out = []
+    for name in names:
+        try:
+            out.append(srv.lookup(dir_ino, name))
+        except OSError:
+            out.append(None)
+    return out
 
 
 class TreeServer:
@@ -43,6 +54,10 @@ class TreeServer:
     def readdir(self, dir_ino, after):
         """[(offset, name)] of the entries after offset ``after`` (the DIR_INDEX)."""
         return [(idx, name) for idx, name, _, _ in self.tfs.readdir(dir_ino, after)]
+
+    def lookup_many(self, dir_ino, names):
+        """[stat or None (gone)] of each name in the directory."""
+        return _lookup_many(self, dir_ino, names)
 
     def create(self, dir_ino, name, mode, uid, gid, rdev=0):
         self._w()
@@ -91,8 +106,17 @@ class TreeServer:
         self._w()
         return self.tfs.write_at(ino, off, data)
 
-    def sync(self) -> None:
-        self.tfs.store.sync()
+    def append(self, ino, handle, data):
+        """Write at the current end of file (O_APPEND), as one step."""
+        return self.write(ino, handle, self.getattr(ino).st_size, data)
+
+    def reap(self, ino) -> None:
+        """Free ``ino`` if it is unlinked and no handle holds it (the replay of a
+        ``release`` after a batch abort: the open count is already down)."""
+        if self.readonly or self.tfs._is_open(ino):
+            return
+        if self.tfs._view(lambda f: ino in f.orphans()):
+            self.tfs._change(lambda f: f.release_orphan(ino))
 
     def getxattr(self, ino, name):
         return self.tfs.getxattr_ino(ino, name)
@@ -197,6 +221,9 @@ class HostServer:
         names = sorted(os.listdir(self._abs(dir_ino)))
         return list(enumerate(names[after:], start=after + 1))
 
+    def lookup_many(self, dir_ino, names):
+        return _lookup_many(self, dir_ino, names)
+
     def create(self, dir_ino, name, mode, uid, gid, rdev=0):
         self._w()
         rel = self._rel(dir_ino, name)
@@ -286,8 +313,9 @@ class HostServer:
         self._w()
         return os.pwrite(handle, data, off)
 
-    def sync(self) -> None:
-        pass
+    def append(self, ino, handle, data):
+        self._w()
+        return os.pwrite(handle, data, os.fstat(handle).st_size)
 
     def fsync(self, handle) -> None:
         os.fsync(handle)
