@@ -160,3 +160,39 @@ def test_dead_writer_registration_is_ignored(sp, tmp_path):
         assert os.listdir(os.path.join(sp, writers.WRITERS_DIR)) == []
     finally:
         p.kill()
+
+
+def test_a_failing_change_keeps_the_batch_before_it(sp):
+    """A change that fails inside the batch aborts it and replays the changes
+    before it (committer.py): they all stay, including an inode unlinked while
+    open and freed at close, and the store checks clean."""
+    m = Mounted(sp, "c", commit_interval=LONG)
+    try:
+        with open(m.p("a"), "wb") as f:
+            f.write(b"A" * 50000)
+        os.mkdir(m.p("d"))
+        open(m.p("d", "x"), "w").close()
+        held = open(m.p("gone"), "wb")
+        held.write(b"G" * 9000)
+        held.flush()
+        os.unlink(m.p("gone"))                       # orphan while held
+        held.write(b"H")
+        held.close()                                 # release frees it (in the batch)
+        with open(m.p("a"), "ab") as f:
+            f.write(b"+")
+        for fail in (lambda: os.rmdir(m.p("d")),                 # ENOTEMPTY from the store
+                     lambda: os.rename(m.p("a"), m.p("d"))):     # EISDIR
+            with pytest.raises(OSError):
+                fail()
+        assert open(m.p("a"), "rb").read() == b"A" * 50000 + b"+"
+        assert os.listdir(m.p("d")) == ["x"]
+        assert not os.path.exists(m.p("gone"))
+        with open(m.p("b"), "wb") as f:              # the mount keeps working
+            f.write(b"B")
+            os.fsync(f.fileno())
+        _kill_and_remount(m, sp)                     # fsync committed the replayed batch
+        assert open(m.p("a"), "rb").read() == b"A" * 50000 + b"+"
+        assert sorted(os.listdir(m.mnt)) == ["a", "b", "d"]
+    finally:
+        m.close()
+    check_ok(sp)

@@ -92,7 +92,8 @@ class Adapter(pyfuse3.Operations):
         super().__init__()
         self.store = store
         # The store thread; call start() on it before serving (see attach_runner).
-        self.st = runner if runner is not None else StoreThread(store)
+        self.st = runner if runner is not None else StoreThread(
+            store, save_state=self._save_open_state, restore_state=self._restore_open_state)
         self.tfs = tfs
         self.readonly = readonly or tfs.readonly
         self.timeout = SNAPSHOT_TIMEOUT if tfs.readonly else float(attr_timeout)
@@ -132,6 +133,13 @@ class Adapter(pyfuse3.Operations):
     def writable_trees(self) -> list[str]:
         """Names of the blockstore trees this mount may change (for writer registration)."""
         return [s.tfs.name for s in self.servers if isinstance(s, TreeServer) and not s.readonly]
+
+    def _save_open_state(self):
+        return [(s, s.open_state()) for s in self.servers if isinstance(s, TreeServer)]
+
+    def _restore_open_state(self, state) -> None:
+        for srv, st in state or ():
+            srv.set_open_state(st)
 
     # -- where calls run ---------------------------------------------------------------------
     async def _get(self, srv, meth: str, *args):
@@ -365,7 +373,7 @@ class Adapter(pyfuse3.Operations):
         k, h = self._new_handle(inode, flags)
         if h.write and self.servers[k].readonly:
             raise pyfuse3.FUSEError(errno.EROFS)
-        srvh = await self._read(h.srv, "open", h.ino, h.write)
+        srvh = await self._open_file(h)
         h.srv_handle = srvh
         fh = next(self._fh)
         self._handles[fh] = h
@@ -378,10 +386,15 @@ class Adapter(pyfuse3.Operations):
         k, st = await self._create(parent_inode, name, S.S_IFREG | (mode & 0o7777), ctx)
         e = await self._entry_of(k, st)
         _, h = self._new_handle(e.st_ino, flags)
-        h.srv_handle = await self._read(h.srv, "open", h.ino, h.write)
+        h.srv_handle = await self._open_file(h)
         fh = next(self._fh)
         self._handles[fh] = h
         return self._file_info(fh), e
+
+    async def _open_file(self, h: Handle):
+        if isinstance(h.srv, TreeServer):
+            return await self.st.mark(h.srv.open, h.ino, h.write)
+        return await _blocking(h.srv.open, h.ino, h.write)
 
     @_translate
     async def read(self, fh, off, size):
@@ -411,9 +424,8 @@ class Adapter(pyfuse3.Operations):
     async def release(self, fh):
         h = self._handles.pop(fh)
         if isinstance(h.srv, TreeServer):
-            # May free an inode unlinked while open; replayed as "free it if orphaned".
-            await self._change(h.srv, "release", h.ino, h.srv_handle,
-                               redo=functools.partial(h.srv.reap, h.ino))
+            # May free an inode unlinked while open.
+            await self.st.mark(h.srv.release, h.ino, h.srv_handle)
         else:
             await _blocking(h.srv.release, h.ino, h.srv_handle)
 

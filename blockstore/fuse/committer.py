@@ -33,6 +33,11 @@ cannot roll back one operation.  So every change's callable is kept (the
 redo log, bounded by MAX_OPS/MAX_BYTES) and on an error the batch is
 aborted and the redo log is replayed into a fresh batch (same order, same
 starting state, hence same inode numbers), then the error is answered.
+State outside the store that changes act on (which inodes are open: an
+unlink of an open file keeps the inode) is saved when a batch opens
+(``save_state``) and restored before a replay (``restore_state``); opens and
+releases during the batch are logged too (``mark``), so the replay sees what
+the original calls saw.
 Cost: the replay, only on failing changes (rare: the kernel answers most
 EEXIST/ENOENT from its dentry cache).  Caveat: if another process changed the
 same tree between the abort and the replay (it only can while this process
@@ -74,9 +79,13 @@ class StoreThread:
     when the batch gets uncommitted changes and after every commit."""
 
     def __init__(self, store, registration=None, *, interval: float = COMMIT_INTERVAL,
-                 max_bytes: int = MAX_BYTES, max_ops: int = MAX_OPS):
+                 max_bytes: int = MAX_BYTES, max_ops: int = MAX_OPS,
+                 save_state=None, restore_state=None):
         self.store = store
         self.reg = registration
+        self.save_state = save_state or (lambda: None)
+        self.restore_state = restore_state or (lambda state: None)
+        self._state0 = None             # save_state() at the start of the open batch
         self.interval, self.max_bytes, self.max_ops = interval, max_bytes, max_ops
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._cm = None                 # the open Store.batch() context, or None
@@ -119,6 +128,14 @@ class StoreThread:
         call = lambda: fn(*args, **kw)                              # noqa: E731
         return await self._submit("write", call, redo or call, nbytes)
 
+    async def mark(self, fn, *args, **kw):
+        """fn(*args), a call that changes state ``save_state`` covers (open/release)
+        and maybe the store (an orphan freed at release): inside an open batch it
+        joins it and is logged for replay; otherwise it runs on its own (without
+        opening a batch: any store change it makes commits by itself)."""
+        call = lambda: fn(*args, **kw)                              # noqa: E731
+        return await self._submit("mark", call, call, 0)
+
     async def sync(self) -> None:
         """Commit now; raises the commit's error (or EIO once after lost changes)."""
         await self._submit("sync", None)
@@ -157,7 +174,7 @@ class StoreThread:
                         self._lost, err = None, OSError(errno.EIO, "uncommitted changes were lost "
                                                                    "after a failed commit; see the log")
                     done(err is None, err)
-                elif kind == "read":
+                elif kind == "read" or (kind == "mark" and self._cm is None):
                     self._answer(done, fn)
                 else:
                     self._change(fn, redo, nbytes, done)
@@ -178,6 +195,7 @@ class StoreThread:
             done(True, res)
 
     def _open(self) -> None:
+        self._state0 = self.save_state()
         cm = self.store.batch()
         cm.__enter__()          # waits for the store's writer lock
         self._cm = cm
@@ -197,6 +215,7 @@ class StoreThread:
         """Re-apply ``redo`` in a fresh batch; False (batch aborted, changes lost) on failure."""
         self._redo, self._bytes = [], 0
         try:
+            self.restore_state(self._state0)
             self._open()
             for fn in redo:
                 fn()

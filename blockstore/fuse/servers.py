@@ -110,13 +110,14 @@ class TreeServer:
         """Write at the current end of file (O_APPEND), as one step."""
         return self.write(ino, handle, self.getattr(ino).st_size, data)
 
-    def reap(self, ino) -> None:
-        """Free ``ino`` if it is unlinked and no handle holds it (the replay of a
-        ``release`` after a batch abort: the open count is already down)."""
-        if self.readonly or self.tfs._is_open(ino):
-            return
-        if self.tfs._view(lambda f: ino in f.orphans()):
-            self.tfs._change(lambda f: f.release_orphan(ino))
+    def open_state(self) -> dict:
+        """Open counts per inode (what unlink/release act on), for a batch replay."""
+        return self.tfs.open_inodes()
+
+    def set_open_state(self, counts: dict) -> None:
+        with self.tfs._lock:
+            self.tfs._open.clear()
+            self.tfs._open.update(counts)
 
     def getxattr(self, ino, name):
         return self.tfs.getxattr_ino(ino, name)
