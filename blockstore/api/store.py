@@ -35,7 +35,7 @@ from .. import catalog
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
 from ..engine import Engine
-from ..errors import AlreadyExists, Busy, InvalidInput, NotFound
+from ..errors import Busy, InvalidInput, NotFound
 from ..fs.tree import FsTree
 from . import mounts as M
 from . import writers
@@ -260,25 +260,8 @@ class Store:
         self.env.transact(work)
 
     def rename(self, old: str, new: str) -> TreeRecord:
-        def work(w):
-            rec = catalog.get(w, old)
-            catalog.check_name(new)
-            if catalog.exists(w, new):
-                raise AlreadyExists(f"a tree named {new!r} already exists")
-            catalog.delete(w, old)
-            rec.name = new
-            catalog.put(w, rec)
-            for r in catalog.records(w):
-                changed = False
-                if r.parent == old:
-                    r.parent, changed = new, True
-                for m in r.mounts or []:
-                    if m.get("type") == "volume" and m.get("source") == old:
-                        m["source"], changed = new, True
-                if changed:
-                    catalog.put(w, r)
-            return rec
-        return self.env.transact(work)
+        """Rename a tree; trees naming it as parent or mounting it follow."""
+        return self.engine.rename(old, new)
 
     def info(self, name: str) -> TreeRecord:
         return self.engine.info(name)
