@@ -6,8 +6,8 @@ Figures (one run, ratios against baselines measured in the same run):
 * ``seq_write_ratio`` / ``seq_read_ratio``: sequential 1 MiB writes (then
   close) and reads of a 1 GiB file (256 MiB with --quick) through the
   blockstore mount ÷ the same through ``_passthrough_fuse.py`` over a host
-  directory (goals >= 0.7).  Every blockstore write is a durable store
-  transaction; the passthrough's writes only reach the page cache.
+  directory (goals >= 0.7).  Blockstore writes are group-committed (durable
+  within 50 ms, at fsync at once); the passthrough's only reach the page cache.
 * ``small_files_ratio``: create (100 B) + stat + unlink of 10k files (2k
   with --quick), blockstore ops/s ÷ passthrough ops/s (goal >= 0.5).
 * ``clone_write_ms`` / ``clone_write_bytes`` vs ``overlay_write_ms`` /
@@ -198,6 +198,6 @@ def run(args):
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    text = ("blockstore writes are durable store transactions (one per 1 MiB FUSE write); "
-            "the passthrough's stay in the page cache.")
+    text = ("blockstore writes are group-committed (one store commit per 50 ms / 32 MiB, or at "
+            "fsync); the passthrough's stay in the page cache.")
     return rep, text
