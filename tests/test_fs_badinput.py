@@ -17,14 +17,6 @@ from _fs_tree import describe_store
 
 
 @pytest.fixture
-def store(tmp_store_dir):
-    with Store.open(tmp_store_dir) as s:
-        yield s
-        report = s.check()
-        assert report.ok, report.problems
-
-
-@pytest.fixture
 def fs(store):
     store.create("c")
     with store.fs("c") as f:

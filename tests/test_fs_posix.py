@@ -8,15 +8,6 @@ import stat as S
 
 import pytest
 
-from blockstore import Store
-
-
-@pytest.fixture
-def store(tmp_store_dir):
-    with Store.open(tmp_store_dir) as s:
-        yield s
-        report = s.check()
-        assert report.ok, report.problems
 
 
 @pytest.fixture

@@ -8,17 +8,8 @@ import os
 
 import pytest
 
-from blockstore import Store
 from blockstore.api.diff import Change
 from blockstore.errors import Busy, InvalidInput, NotFound, ReadOnly
-
-
-@pytest.fixture
-def store(tmp_store_dir):
-    with Store.open(tmp_store_dir) as s:
-        yield s
-        report = s.check()
-        assert report.ok, report.problems
 
 
 @pytest.fixture
