@@ -7,6 +7,7 @@
 #include "blockkern.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,4 +275,17 @@ int64_t bk_copy_range(int src_fd, int64_t src_off, int dst_fd,
         }
     }
     return done;
+}
+
+
+int bk_start_writeback(int fd, int64_t off, int64_t len)
+{
+#ifdef SYNC_FILE_RANGE_WRITE
+    if (sync_file_range(fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE) != 0)
+        return -errno;
+    return 0;
+#else
+    (void)fd; (void)off; (void)len;
+    return -ENOSYS;
+#endif
 }

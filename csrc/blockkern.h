@@ -56,4 +56,11 @@ size_t bk_zero_flags(const uint8_t *buf, size_t len, size_t block_size,
 int64_t bk_copy_range(int src_fd, int64_t src_off, int dst_fd,
                       int64_t dst_off, int64_t len);
 
+/* Start writing back the dirty page-cache pages of [off, off+len) of fd
+ * without waiting (sync_file_range SYNC_FILE_RANGE_WRITE): a later
+ * fdatasync then finds most of the data already on its way to the disk.
+ * A hint only: no durability promise. Returns 0 or -errno (-ENOSYS where
+ * the call does not exist). Never blocks on the I/O itself. */
+int bk_start_writeback(int fd, int64_t off, int64_t len);
+
 #endif /* BLOCKKERN_H */

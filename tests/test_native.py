@@ -256,3 +256,18 @@ def test_copy_range_falls_back_on_proc_source(impl, tmp_path):
     finally:
         os.close(src)
         os.close(dst)
+
+
+def test_start_writeback_is_a_harmless_hint(tmp_path):
+    """Both twins return None and change nothing; native starts writeback of real pages."""
+    from blockstore.native import pure
+    p = tmp_path / "f"
+    data = os.urandom(3 << 20)
+    with open(p, "wb") as f:
+        f.write(data)
+        f.flush()
+        impls = [pure.start_writeback] + ([native.NATIVE.start_writeback] if native.NATIVE else [])
+        for fn in impls:
+            assert fn(f.fileno(), 0, len(data)) is None
+            assert fn(-1, 0, 10) is None          # errors are ignored: it is only a hint
+    assert p.read_bytes() == data

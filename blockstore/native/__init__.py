@@ -18,7 +18,8 @@ import types
 from . import pure
 
 __all__ = [
-    "IMPLEMENTATION", "NATIVE", "NATIVE_ERROR", "copy_range", "sha256_many", "zero_flags",
+    "IMPLEMENTATION", "NATIVE", "NATIVE_ERROR", "copy_range", "sha256_many", "start_writeback",
+    "zero_flags",
 ]
 
 DIGEST_SIZE = 32
@@ -73,6 +74,12 @@ def _native_copy_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, len
     return n
 
 
+def _native_start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing back dirty pages of [offset, offset+length) without waiting
+    (a hint before a later fdatasync; no durability promise; errors ignored)."""
+    _lib.bk_start_writeback(fd, offset, length)
+
+
 # The native functions whatever IMPLEMENTATION is (tests compare them with
 # `pure`); None when the extension did not load (reason in NATIVE_ERROR).
 NATIVE = (
@@ -80,6 +87,7 @@ NATIVE = (
         sha256_many=_native_sha256_many,
         zero_flags=_native_zero_flags,
         copy_range=_native_copy_range,
+        start_writeback=_native_start_writeback,
     )
     if _lib is not None
     else None
@@ -90,8 +98,10 @@ if _lib is not None and os.environ.get("BLOCKSTORE_PURE", "") != "1":
     sha256_many = _native_sha256_many
     zero_flags = _native_zero_flags
     copy_range = _native_copy_range
+    start_writeback = _native_start_writeback
 else:
     IMPLEMENTATION = pure.IMPLEMENTATION
     sha256_many = pure.sha256_many
     zero_flags = pure.zero_flags
     copy_range = pure.copy_range
+    start_writeback = pure.start_writeback

@@ -30,6 +30,7 @@ ffibuilder.cdef(
                          uint8_t *flags);
     int64_t bk_copy_range(int src_fd, int64_t src_off, int dst_fd,
                           int64_t dst_off, int64_t len);
+    int bk_start_writeback(int fd, int64_t off, int64_t len);
     """
 )
 ffibuilder.set_source(

@@ -111,3 +111,12 @@ def copy_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, length: int
             break
         done += n
     return done
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing back dirty pages of [offset, offset+length) without waiting.
+
+    A hint before a later fdatasync, with no durability promise: Python has no
+    sync_file_range, so the pure twin does nothing (results are identical;
+    only the timing of the later fdatasync differs)."""
+    return None

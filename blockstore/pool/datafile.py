@@ -18,8 +18,10 @@ import os
 import threading
 
 from .. import errors
+from ..native import start_writeback
 from ..testing import failpoints
 
+WRITEBACK_MIN = 1024 * 1024       # smaller writes are left to the kernel
 try:
     IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
 except (AttributeError, ValueError, OSError):
@@ -76,7 +78,7 @@ class DataFile:
 
     def pwritev(self, start_block: int, buffers) -> None:
         """Gather-write ``buffers`` contiguously from ``start_block``."""
-        off = start_block * self.block_size
+        off = first = start_block * self.block_size
         bufs = [memoryview(b).cast("B") for b in buffers]
         try:
             while bufs:
@@ -100,6 +102,10 @@ class DataFile:
                 raise errors.NoSpace(f"no space writing the data file: {os.strerror(e.errno)}",
                                      path=self.path) from e
             raise
+        if off - first >= WRITEBACK_MIN:
+            # Let the disk start on it now: the commit's fdatasync then waits
+            # for less, and hashing/metadata work overlaps the I/O.
+            start_writeback(self.fd, first, off - first)
         if failpoints.ACTIVE:
             failpoints.hit("pool.after_pwrite")
 
