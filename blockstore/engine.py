@@ -240,8 +240,13 @@ class Engine:
 
         def fn(ns, root):
             root = bt.delete_range(ns, root, key + b"\x00", key + b"\x01")
-            padded = bytes(data) + bytes(-len(data) % bs)
-            runs = ns.txn.pool.write(ns.t, padded) if padded else []
+            # No copy of the whole blocks (the pool writes synchronously); only a
+            # partial last block is copied to be zero-padded.
+            mv = memoryview(data).cast("B")
+            whole = len(mv) - len(mv) % bs
+            runs = ns.txn.pool.write(ns.t, mv[:whole]) if whole else []
+            if whole < len(mv):
+                runs += ns.txn.pool.write(ns.t, bytes(mv[whole:]) + bytes(-len(mv) % bs))
             idx = 0
             for start, n in runs:
                 if start != HOLE:
