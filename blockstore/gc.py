@@ -17,7 +17,12 @@ from .txn import Env
 
 def collect(env: Env, budget: int = 2000) -> dict:
     freed = 0
-    before = _pool_free(env)
+    with env.read() as r:
+        queued = NodeStore.of(r).gc_pending()
+        st = r.pool.stats(r.t)
+    if not queued and not st.pending_blocks:
+        return {"nodes_freed": 0, "blocks_released": 0, "pending_blocks": 0}   # idle: one read
+    before = st.free_blocks
     while _queued(env):
         n = env.transact(lambda w: NodeStore.of(w).gc_step(budget))
         freed += n

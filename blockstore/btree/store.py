@@ -164,8 +164,18 @@ class NodeStore:
 
     def _dec_children(self, node: Node) -> None:
         if node.level:
+            # dec() inlined for the common case (a shared child going from n to
+            # n-1 > 0): freeing a shadowed internal node touches every child.
+            rcs, get, db = self.rcs, self.t.get, self.rc_db
             for c in node.vals:
-                self.dec(c)
+                cur = rcs.get(c)
+                if cur is None:
+                    raw = get(u64(c), db=db)
+                    cur = 1 if raw is None else _RC.unpack(raw)[0]
+                if cur > 1:
+                    rcs[c] = cur - 1
+                else:
+                    self.dec(c)
         else:
             pool, t = self.txn.pool, self.t
             for v in node.vals:
