@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from . import catalog
 from .btree import values
-from .btree.node import MAX_NODE_BYTES
+from .btree.node import node_limit
 from .btree.store import NODERC, NODES, NodeStore
 from .errors import Corruption
 from .native import sha256_many
@@ -110,8 +110,9 @@ class _Walk:
         if not keys:
             rep.add("node-shape", f"node {node.id} is empty", tree, repairable=False)
             return None
-        if node.nbytes > MAX_NODE_BYTES:
-            rep.add("node-shape", f"node {node.id} has {node.nbytes} bytes, over {MAX_NODE_BYTES}",
+        if node.nbytes > node_limit(node.level):
+            rep.add("node-shape", f"node {node.id} has {node.nbytes} bytes, over "
+                    f"{node_limit(node.level)}",
                     tree, repairable=False)
         if any(keys[i] >= keys[i + 1] for i in range(len(keys) - 1)):
             rep.add("node-shape", f"node {node.id} keys are not strictly sorted", tree,

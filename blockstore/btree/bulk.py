@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..errors import InvalidInput
-from .node import MAX_KEY, MAX_NODE_BYTES, MAX_VALUE, HEADER, entry_size
+from .node import MAX_KEY, MAX_VALUE, HEADER, entry_size, node_limit
 from .store import NodeStore
 
-FILL = int(MAX_NODE_BYTES * 0.9)
+FILL = 0.9                     # fraction of the level's node limit filled
 
 
 class _Level:
@@ -39,7 +39,7 @@ def build(ns: NodeStore, items: Iterable[tuple[bytes, bytes]]) -> int:
             levels.append(_Level(level))
         lv = levels[level]
         size = entry_size(level, key, val) + (2 if level == 0 else 0)
-        if lv.keys and lv.nbytes + size > FILL:
+        if lv.keys and lv.nbytes + size > FILL * node_limit(level):
             close(level)
             lv = levels[level]
         lv.keys.append(key)

@@ -30,6 +30,17 @@ HEADER = struct.Struct("<BBHI")
 
 # A node must fit in one LMDB page (4080 bytes of value on a 4 KiB page).
 MAX_NODE_BYTES = 4064
+# Internal nodes are kept smaller: freeing or shadowing an internal node
+# touches every child's refcount, so a small fan-out keeps the cost of
+# deleting a clone that changed a few keys low (Rodeh's lazy refcounts), at
+# the price of one more (cached) level on lookups.  Two maximal internal
+# entries (MAX_KEY + 10 bytes each) still fit.
+MAX_INTERNAL_BYTES = 1088
+
+
+def node_limit(level: int) -> int:
+    """Size limit of a node at this level (0 = leaf)."""
+    return MAX_NODE_BYTES if level == 0 else MAX_INTERNAL_BYTES
 # Entry limits guarantee that any split leaves two halves within MAX_NODE_BYTES
 # and that a node holds at least three entries.
 MAX_KEY = 512

@@ -22,10 +22,9 @@ from typing import Iterator
 
 from ..errors import InvalidInput
 from . import values
-from .node import MAX_KEY, MAX_NODE_BYTES, MAX_VALUE, Node, entry_size
+from .node import MAX_KEY, MAX_VALUE, Node, entry_size, node_limit
 from .store import NodeStore
 
-MERGE_BELOW = MAX_NODE_BYTES // 4
 
 
 def _child_index(node: Node, key: bytes) -> int:
@@ -125,7 +124,7 @@ def insert(ns: NodeStore, root: int, key: bytes, value: bytes) -> int:
         node.vals.insert(i, value)
         node.nbytes += entry_size(0, key, value)
     # Split bottom-up where a node grew past the limit.
-    while node.nbytes > MAX_NODE_BYTES:
+    while node.nbytes > node_limit(node.level):
         right = _split(ns, node)
         if not path:
             top = ns.new(node.level + 1, [node.keys[0], right.keys[0]], [node.id, right.id])
@@ -181,7 +180,7 @@ def delete(ns: NodeStore, root: int, key: bytes) -> tuple[int, bytes | None]:
             ns.discard(node)
             del parent.keys[i]
             del parent.vals[i]
-        elif node.nbytes < MERGE_BELOW and len(parent.keys) > 1:
+        elif node.nbytes < node_limit(node.level) // 4 and len(parent.keys) > 1:
             _merge_with_sibling(ns, parent, i)
         parent.recount()
         node = parent
@@ -207,7 +206,7 @@ def _merge_with_sibling(ns: NodeStore, parent: Node, i: int) -> None:
     a, b = (i, j) if i < j else (j, i)
     left_id, right_id = parent.vals[a], parent.vals[b]
     left_peek, right_peek = ns.get(left_id), ns.get(right_id)
-    if left_peek.nbytes + right_peek.nbytes - 8 > MAX_NODE_BYTES:
+    if left_peek.nbytes + right_peek.nbytes - 8 > node_limit(left_peek.level):
         return
     left = ns.writable(left_id)
     right = ns.writable(right_id)
