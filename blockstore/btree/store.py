@@ -54,7 +54,7 @@ class _Cache:
         d = self.nodes
         if len(d) >= CACHE_MAX:
             for k in list(d)[: CACHE_MAX // 4]:
-                del d[k]
+                d.pop(k, None)        # another thread may evict the same keys
         d[node.id] = node
 
 
