@@ -72,3 +72,12 @@ def check_ok(store_path) -> None:
     with Store.open(store_path, create=False) as s:
         rep = s.check()
         assert rep.ok, str(rep)
+
+
+# Commit tree "c" of the store argv[1] as snapshot argv[2], from another process.
+COMMIT_CODE = """
+import sys
+from blockstore import Store
+with Store.open(sys.argv[1], create=False) as s:
+    s.commit("c", sys.argv[2])
+"""

@@ -25,6 +25,32 @@ def store(tmp_store_dir):
         assert report.ok, f"store check failed after the test:\n{report}"
 
 
+@pytest.fixture
+def tmpfs(tmp_path):
+    """tmpfs(size) -> a fresh tmpfs of that size (e.g. "32m"), unmounted at
+    teardown; skips when not root or mounting fails (full-disk tests)."""
+    import os
+    import subprocess
+    import uuid
+
+    mounted = []
+
+    def make(size: str) -> pathlib.Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        d = tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}"
+        d.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+        mounted.append(d)
+        return d
+    yield make
+    for d in mounted:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
 # Hypothesis profiles: "default" keeps `make test` short; "soak" is the
 # opt-in long run (`pytest --hypothesis-profile=soak tests/test_*model*.py`).
 from hypothesis import settings  # noqa: E402

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import subprocess
 
 import pytest
 
@@ -159,20 +158,9 @@ def test_tree_name_taken_is_eexist(store, fs):
 # -- full disk -----------------------------------------------------------------------------
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 32 MiB tmpfs (root only); unmounted at teardown."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    d = tmp_path / "disk"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(d)],
-                       capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
+def small_disk(tmpfs):
+    """A 32 MiB tmpfs (root only)."""
+    return tmpfs("32m")
 
 
 def test_full_disk_is_enospc_and_recoverable(small_disk):

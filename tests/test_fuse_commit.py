@@ -18,7 +18,7 @@ from blockstore.api import writers
 from blockstore.fuse import mount, umount
 from blockstore.fuse.daemon import _alive
 
-from _fuse_helpers import Mounted, check_ok, needs_fuse
+from _fuse_helpers import COMMIT_CODE, Mounted, check_ok, needs_fuse
 
 pytestmark = needs_fuse
 
@@ -68,12 +68,6 @@ def test_fsync_is_durable_across_sigkill_and_unsynced_batch_is_lost(sp):
     check_ok(sp)
 
 
-COMMIT_CODE = """
-import sys
-from blockstore import Store
-with Store.open(sys.argv[1], create=False) as s:
-    s.commit("c", sys.argv[2])
-"""
 
 
 def test_store_commit_elsewhere_captures_unsynced_writes(sp):

@@ -15,7 +15,7 @@ from blockstore import Store
 from blockstore.errors import Busy, InvalidInput, NotADirectory, NotFound
 from blockstore.fuse import mount, umount
 
-from _fuse_helpers import Mounted, check_ok, needs_fuse, needs_root, public_dir
+from _fuse_helpers import COMMIT_CODE, Mounted, check_ok, needs_fuse, needs_root, public_dir
 
 pytestmark = needs_fuse
 
@@ -110,12 +110,6 @@ def test_snapshot_mounts_read_only(sp):
     check_ok(sp)
 
 
-COMMIT_CODE = """
-import sys
-from blockstore import Store
-with Store.open(sys.argv[1], create=False) as s:
-    s.commit("c", sys.argv[2])
-"""
 
 
 def test_commit_while_mounted_captures_completed_writes(sp):
