@@ -113,13 +113,7 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
         if w > now:
             out.append(f"Pending run {R.fmt_run(s, n)} was freed by txn {w}, later than the current txn {now}.")
 
-    counters = (
-        (FREE_BLOCKS, sum(n for _, n in free)),
-        (PENDING_BLOCKS, sum(n for _, _, n in pending)),
-        (SHARED_BLOCKS, sum(n for _, n, _ in shared)),
-        (SHARED_EXTRA, sum(n * (c - 1) for _, n, c in shared)),
-    )
-    for name, actual in counters:
+    for name, actual in _counters(free, pending, shared):
         got = meta.get(t, name)
         if got != actual:
             out.append(f"pool.meta {name.decode()} is {got} but the tables hold {actual}.")
@@ -183,12 +177,7 @@ def rebuild(pool, t, refs) -> list[str]:
     old_free = R.normalize(raw_free)
     old_pending = list(pool.pending.runs(t))
     old_shared = list(pool.refs.runs(t))
-    old_sums = {
-        FREE_BLOCKS: sum(n for _, n in raw_free),
-        PENDING_BLOCKS: sum(n for _, _, n in old_pending),
-        SHARED_BLOCKS: sum(n for _, n, _ in old_shared),
-        SHARED_EXTRA: sum(n * (c - 1) for _, n, c in old_shared),
-    }
+    old_sums = dict(_counters(raw_free, old_pending, old_shared))
     ref_runs = [(s, n) for s, n, _ in refs]
 
     # new pending: old pending minus referenced blocks, minus duplicates, inside the pool
@@ -275,13 +264,7 @@ def rebuild(pool, t, refs) -> list[str]:
     for w, s, n in merged_pending:
         pool.pending._put(t, w, s, n)
 
-    counters = (
-        (FREE_BLOCKS, sum(n for _, n in new_free)),
-        (PENDING_BLOCKS, sum(n for _, _, n in merged_pending)),
-        (SHARED_BLOCKS, sum(n for _, n, _ in new_shared)),
-        (SHARED_EXTRA, sum(n * (c - 1) for _, n, c in new_shared)),
-    )
-    for name, value in counters:
+    for name, value in _counters(new_free, merged_pending, new_shared):
         old = meta.get(t, name)
         if old != value:
             meta.set(t, name, value)
@@ -328,3 +311,13 @@ def _capped(sentences: list[str], what: str) -> list[str]:
     if len(sentences) <= MAX_DETAIL:
         return sentences
     return sentences[:MAX_DETAIL] + [f"... and {len(sentences) - MAX_DETAIL} more {what}."]
+
+
+def _counters(free, pending, shared) -> tuple:
+    """The pool.meta counters that the free, pending and shared tables imply."""
+    return (
+        (FREE_BLOCKS, sum(n for _, n in free)),
+        (PENDING_BLOCKS, sum(n for _, _, n in pending)),
+        (SHARED_BLOCKS, sum(n for _, n, _ in shared)),
+        (SHARED_EXTRA, sum(n * (c - 1) for _, n, c in shared)),
+    )
