@@ -290,8 +290,18 @@ class TreeFS:
             return node.size if not data else _no_data(node.size, offset)
         return self._view(fn)
 
-    def read_at(self, ino: int, offset: int, size: int) -> bytes:
-        return self._read_ino(ino, offset, size)
+    def read_at(self, ino: int, offset: int, size: int, *, cached_only: bool = False):
+        """Up to ``size`` bytes at ``offset`` (a bytearray; one copy from the pool).
+        ``cached_only``: raise BlockingIOError (EAGAIN) rather than wait for the
+        disk when the data is not in the page cache (metadata reads may still
+        fault LMDB pages in)."""
+        def fn(f):
+            node = f.inode(ino)
+            buf = bytearray(max(0, min(size, node.size - offset)))
+            n = f.readinto(node, offset, buf, cached_only)
+            del buf[n:]
+            return buf
+        return self._view(fn)
 
     def write_at(self, ino: int, offset: int, data: bytes) -> int:
         self._write_ino(ino, offset, data)

@@ -399,9 +399,10 @@ class FsTree:
             out[cut_lo - offset:cut_hi - offset] = chunk[cut_lo - lo:cut_hi - lo]
         return bytes(out)
 
-    def readinto(self, node: Inode, offset: int, buf) -> int:
+    def readinto(self, node: Inode, offset: int, buf, nowait: bool = False) -> int:
         """Like read() but into the writable buffer ``buf``; returns the byte count.
-        Extents are read straight into ``buf`` (one copy); holes are zero-filled."""
+        Extents are read straight into ``buf`` (one copy); holes are zero-filled.
+        ``nowait``: data only from the page cache, else BlockingIOError (EAGAIN)."""
         mv = memoryview(buf).cast("B")
         end = min(node.size, offset + mv.nbytes)
         if offset >= end:
@@ -421,7 +422,7 @@ class FsTree:
             hi = min(end, (fb + k) * bs)
             if lo > pos:
                 mv[pos - offset:lo - offset] = bytes(lo - pos)
-            self.pool.readinto(s, lo - fb * bs, mv[lo - offset:hi - offset])
+            self.pool.readinto(s, lo - fb * bs, mv[lo - offset:hi - offset], nowait=nowait)
             pos = hi
         if pos < end:
             mv[pos - offset:n] = bytes(end - pos)

@@ -14,8 +14,8 @@ Lifecycle of ``mount(store, name, dir)``:
    goes with it), records itself in the runtime registry (by mount point),
    registers as the writer of the trees it may change
    (``STORE/writers/NAME.<pid>``, ``blockstore.api.writers``; SIGUSR1 =
-   commit now), mounts with pyfuse3 and serves requests; all store calls
-   run on one store thread that groups changes into batches
+   commit now), mounts with pyfuse3 and serves requests; store calls run
+   inline on the trio thread, which groups changes into batches
    (``committer.py``: committed at fsync, after 50 ms, at 32 MiB/1024
    changes, on SIGUSR1);
 3. it stops when the file system is unmounted (``umount`` = ``fusermount3
@@ -159,7 +159,7 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
         lock_fd = _take_lock(store.path, name, mp)
         tfs = store.fs(name)
         ops = Adapter(store, tfs, readonly=readonly, attr_timeout=attr_timeout)
-        runner = ops.st
+        runner = ops.batcher
         if commit_interval is not None:
             runner.interval = float(commit_interval)
         if ops.writable_trees():
@@ -177,12 +177,11 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
         with open(reg + ".tmp", "w") as f:
             json.dump({"pid": os.getpid(), "store": store.path, "name": name, "mountpoint": mp}, f)
         os.replace(reg + ".tmp", reg)
-        runner.start()
     except BaseException as exc:
         if mounted:
             pyfuse3.close(unmount=True)
         if runner is not None:
-            runner.stop()
+            runner.stop()           # nothing to commit yet; ends a half-opened batch
         _cleanup(tfs, store, lock_fd, None, writer)
         if ready:
             ready(exc)
@@ -206,6 +205,7 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
                     async for _ in sigs:
                         runner.request_commit()
             await nursery.start(on_flush_request)
+            nursery.start_soon(runner.run)             # the batch's age bound
             await pyfuse3.main(max_tasks=max_tasks)
             nursery.cancel_scope.cancel()
 

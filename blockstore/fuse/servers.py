@@ -5,10 +5,11 @@ or tmpfs mount.  Both offer the same inode-level calls, named after
 kind it talks to.  Servers hold no storage logic: a TreeServer forwards to
 TreeFS; a HostServer forwards to the host's syscalls by path.
 
-Threads: a TreeServer is called only from the mount's store thread (its
-changes join that thread's group-commit batch, see ``committer.py``); a
-HostServer from trio worker threads and the trio thread, guarding its inode
-table with a lock.
+Threads: a TreeServer is called from the trio thread (its changes join the
+batch that thread owns, see ``committer.py``) and, for data reads of a
+clean mount that miss the page cache, from trio worker threads (their own
+read transaction); a HostServer from trio worker threads and the trio
+thread, guarding its inode table with a lock.
 """
 from __future__ import annotations
 
@@ -99,8 +100,9 @@ class TreeServer:
     def release(self, ino, handle) -> None:
         self.tfs._file_closed(ino)
 
-    def read(self, ino, handle, off, size):
-        return self.tfs.read_at(ino, off, size)
+    def read(self, ino, handle, off, size, cached_only: bool = False):
+        """``cached_only``: BlockingIOError instead of waiting for the disk."""
+        return self.tfs.read_at(ino, off, size, cached_only=cached_only)
 
     def write(self, ino, handle, off, data):
         self._w()

@@ -109,12 +109,15 @@ class DataFile:
         if failpoints.ACTIVE:
             failpoints.hit("pool.after_pwrite")
 
-    def preadinto(self, byte_off: int, buf) -> None:
+    def preadinto(self, byte_off: int, buf, nowait: bool = False) -> None:
         """Fill the writable buffer ``buf`` from byte offset ``byte_off`` (one copy,
-        no intermediate bytes); a short read raises errors.Corruption."""
+        no intermediate bytes); a short read raises errors.Corruption.
+        ``nowait``: only from the page cache (RWF_NOWAIT): raises BlockingIOError
+        (EAGAIN) instead of waiting for the disk."""
         mv = memoryview(buf).cast("B")
+        flags = os.RWF_NOWAIT if nowait else 0
         while mv.nbytes:
-            n = os.preadv(self.fd, [mv], byte_off)
+            n = os.preadv(self.fd, [mv], byte_off, flags)
             if n <= 0:
                 raise errors.Corruption(f"data file truncated at byte {byte_off}", path=self.path)
             mv, byte_off = mv[n:], byte_off + n

@@ -281,15 +281,16 @@ class Pool:
             self._raise_bad(verify, start, n, data)
         return data
 
-    def readinto(self, start: int, offset: int, buf, verify=None) -> None:
+    def readinto(self, start: int, offset: int, buf, verify=None, nowait: bool = False) -> None:
         """Fill ``buf`` with the bytes at byte ``offset`` of the run starting at block
         ``start`` (a HOLE run reads as zeros); copies straight into ``buf``.
-        ``verify=t``: as in read(); reads the whole blocks that cover ``buf``."""
+        ``verify=t``: as in read(); reads the whole blocks that cover ``buf``.
+        ``nowait``: page cache only, else BlockingIOError (not with ``verify``)."""
         if start == HOLE:
             memoryview(buf).cast("B")[:] = bytes(memoryview(buf).nbytes)
             return
         if verify is None:
-            self.data.preadinto(start * self.block_size + offset, buf)
+            self.data.preadinto(start * self.block_size + offset, buf, nowait)
             return
         mv = memoryview(buf).cast("B")
         bs = self.block_size
@@ -388,7 +389,7 @@ class VerifiedReads:
     def read(self, start: int, n: int, verify=None) -> bytes:
         return self._pool.read(start, n, self._t if verify is None else verify)
 
-    def readinto(self, start: int, offset: int, buf, verify=None) -> None:
+    def readinto(self, start: int, offset: int, buf, verify=None, nowait: bool = False) -> None:
         self._pool.readinto(start, offset, buf, self._t if verify is None else verify)
 
     def __getattr__(self, name):
