@@ -31,6 +31,22 @@ def test_mkdir_ignores_setuid_setgid_bits(fs, tmp_path):
     assert S.S_IMODE(fs.stat("/k").st_mode) == 0o1777
 
 
+def test_setgid_directory_gives_its_group_and_the_bit_to_new_entries(fs):
+    """Linux (BSD group semantics): in an S_ISGID directory new inodes get the
+    directory's group; new subdirectories get S_ISGID as well, files do not."""
+    fs.mkdir("/g", 0o775, gid=4242)
+    fs.chmod("/g", 0o2775)
+    fs.mkdir("/g/sub", gid=7)
+    fs.write_bytes("/g/f", b"x")
+    fs.symlink("f", "/g/ln")
+    assert fs.stat("/g/sub").st_gid == fs.stat("/g/f").st_gid == fs.lstat("/g/ln").st_gid == 4242
+    assert fs.stat("/g/sub").st_mode & S.S_ISGID
+    assert not fs.stat("/g/f").st_mode & S.S_ISGID
+    fs.mkdir("/plain", gid=7)
+    fs.mkdir("/plain/sub", gid=9)
+    assert fs.stat("/plain/sub").st_gid == 9 and not fs.stat("/plain/sub").st_mode & S.S_ISGID
+
+
 def test_link_directory_is_eperm_and_existing_target_eexist(fs):
     """link(2): a directory source gives EPERM; an existing target gives EEXIST first."""
     fs.mkdir("/d")

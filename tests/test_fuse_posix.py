@@ -209,6 +209,23 @@ print(" ".join(r))
     os.unlink(f"{d}/open/mine")                     # root may; sticky dir for others
 
 
+@needs_root
+def test_setgid_directory_passes_its_group_on(d):
+    os.chown(d, 0, 4242)
+    os.chmod(d, 0o2775)
+    write(f"{d}/f", b"x")
+    os.mkdir(f"{d}/sub")
+    os.symlink("f", f"{d}/ln")
+    os.mkfifo(f"{d}/fifo")
+    for name in ("f", "sub", "ln", "fifo"):
+        assert os.lstat(f"{d}/{name}").st_gid == 4242, name
+    assert os.stat(f"{d}/sub").st_mode & S.S_ISGID          # directories inherit the bit
+    assert not os.stat(f"{d}/f").st_mode & S.S_ISGID
+    os.chmod(d, 0o775)                                      # without the bit: the creator's group
+    write(f"{d}/g", b"y")
+    assert os.stat(f"{d}/g").st_gid == os.getgid()
+
+
 def test_xattrs(d):
     p = f"{d}/f"
     write(p, b"")

@@ -157,7 +157,9 @@ class FsTree:
     # -- creating and removing -------------------------------------------------
     def create(self, dir_ino: int, name: bytes, mode: int, uid: int = 0, gid: int = 0,
                rdev: int = 0, exist_ok: bool = False) -> Inode:
-        """A new inode of any type (regular, dir, fifo, socket, device) named name."""
+        """A new inode of any type (regular, dir, fifo, socket, device) named name.
+        In a set-group-ID directory the new inode takes the directory's group,
+        and a new directory is set-group-ID too (BSD group semantics)."""
         d = self._dir(dir_ino)
         found = self.lookup(dir_ino, name)
         if found is not None:
@@ -168,6 +170,10 @@ class FsTree:
             mode |= S.S_IFREG
         if S.S_IFMT(mode) == S.S_IFLNK:
             raise InvalidInput("use symlink() to make symbolic links")
+        if d.mode & S.S_ISGID:
+            gid = d.gid
+            if S.S_ISDIR(mode):
+                mode |= S.S_ISGID
         ino, gen = self._alloc_ino()
         t = self.now()
         node = Inode(ino, mode, uid, gid, nlink=1, atime=t, mtime=t, ctime=t, btime=t,
@@ -187,6 +193,8 @@ class FsTree:
         d = self._dir(dir_ino)
         if self.lookup(dir_ino, name) is not None:
             raise AlreadyExists(f"{name.decode(errors='replace')!r} already exists")
+        if d.mode & S.S_ISGID:
+            gid = d.gid                 # as create(): the set-group-ID directory's group
         ino, gen = self._alloc_ino()
         t = self.now()
         node = Inode(ino, S.S_IFLNK | 0o777, uid, gid, nlink=1, atime=t, mtime=t, ctime=t,
