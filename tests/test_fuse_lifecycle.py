@@ -55,6 +55,11 @@ def test_bad_input(sp, tmp_path):
                 mount(sp, "c", other)               # the same tree twice
             with pytest.raises(Busy):
                 mount(sp, "c", mnt)                 # on top of a mount
+            with Store.open(sp) as s:               # a mounted tree cannot go away under it
+                with pytest.raises(Busy, match="mounted"):
+                    s.remove("c", force=True)
+                with pytest.raises(Busy, match="mounted"):
+                    s.rename("c", "c2")
             fh = open(os.path.join(mnt, "held"), "w")
             fh.write("x")
             fh.flush()
@@ -189,10 +194,14 @@ def test_volume_bind_and_tmpfs_mounts(sp, tmp_path):
             f.write("mem")
         assert open(m.p("tmp", "t")).read() == "mem"
         assert os.stat(m.p("tmp")).st_ino != os.stat(m.p("data")).st_ino
+        with Store.open(sp) as s:               # in use as a volume: not removable
+            with pytest.raises(Busy, match="mounted"):
+                s.volume_remove("vol", force=True)
     finally:
         m.close()
         m2.close()
     with Store.open(sp) as s:
+        s.remove("app2")                        # unmounted: removable again
         assert s.fs("vol").read_bytes("/dir/w2") == b"written via app"
         assert s.fs("app").listdir("/tmp") == []      # tmpfs content never reaches the tree
         assert s.check().ok

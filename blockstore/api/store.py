@@ -38,7 +38,7 @@ from ..engine import Engine
 from ..errors import Busy, InvalidInput, NotFound
 from ..fs.tree import FsTree
 from . import mounts as M
-from . import writers
+from . import mountlock, writers
 from .treefs import TreeFS
 
 
@@ -237,7 +237,10 @@ class Store:
         return out
 
     def remove(self, name: str, force: bool = False) -> None:
-        """Remove a tree; see the module docstring for the rule on dependents."""
+        """Remove a tree; see the module docstring for the rule on dependents.
+        A tree a live mount serves is Busy whatever ``force`` says."""
+        mountlock.refuse_if_mounted(self.path, name, "remove")
+
         def work(w):
             rec = catalog.get(w, name)
             deps = [r for r in catalog.records(w) if r.name != name and (
@@ -260,7 +263,9 @@ class Store:
         self.env.transact(work)
 
     def rename(self, old: str, new: str) -> TreeRecord:
-        """Rename a tree; trees naming it as parent or mounting it follow."""
+        """Rename a tree; trees naming it as parent or mounting it follow.
+        A tree a live mount serves is Busy (the mount knows it by name)."""
+        mountlock.refuse_if_mounted(self.path, old, "rename")
         return self.engine.rename(old, new)
 
     def info(self, name: str) -> TreeRecord:

@@ -133,6 +133,10 @@ class Adapter(pyfuse3.Operations):
         m = self._redirect.get((k, ino))
         return (m, self.servers[m].root()) if m is not None else (k, ino)
 
+    def served_trees(self) -> list[str]:
+        """Names of the blockstore trees this mount serves (the tree and its volumes)."""
+        return [s.tfs.name for s in self.servers if isinstance(s, TreeServer)]
+
     def writable_trees(self) -> list[str]:
         """Names of the blockstore trees this mount may change (for writer registration)."""
         return [s.tfs.name for s in self.servers if isinstance(s, TreeServer) and not s.readonly]

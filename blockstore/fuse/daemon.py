@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import errno as _errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -109,28 +108,6 @@ def check_mountpoint(mountpoint: str) -> str:
     return mp
 
 
-def _lock_path(store_path: str, name: str) -> str:
-    d = os.path.join(store_path, "fuse")
-    os.makedirs(d, exist_ok=True)
-    return os.path.join(d, name.replace("/", "%2F") + ".lock")
-
-
-def _take_lock(store_path: str, name: str, mountpoint: str) -> int:
-    path = _lock_path(store_path, name)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        try:
-            where = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-        finally:
-            os.close(fd)
-        raise E.Busy(f"tree {name!r} is mounted already ({where or 'by another process'})") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} at {mountpoint}\n".encode(), 0)
-    return fd
-
-
 # -- the daemon itself ------------------------------------------------------------------------
 def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: bool = False,
           attr_timeout: float = 1.0, allow_other: bool | None = None, max_tasks: int = 32,
@@ -142,12 +119,13 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
     import pyfuse3
     import trio
 
+    from ..api import mountlock
     from ..api.store import Store
     from ..api.writers import Registration
     from .adapter import Adapter
 
     store = tfs = writer = runner = None
-    lock_fd = -1
+    lock_fds: list[int] = []
     mounted = False
     reg = _registry_path(mountpoint)
     # Until trio's receiver takes over (and after it): a flush request must not kill us.
@@ -156,9 +134,11 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
         mp = check_mountpoint(mountpoint)
         store = Store.open(store_path, create=False)
         store.info(name)                           # NotFound for a removed tree
-        lock_fd = _take_lock(store.path, name, mp)
+        lock_fds.append(mountlock.claim(store.path, name, mp))
         tfs = store.fs(name)
         ops = Adapter(store, tfs, readonly=readonly, attr_timeout=attr_timeout)
+        # Every tree served (volumes too) is in use: Store.remove/rename refuse it.
+        lock_fds.extend(mountlock.use(store.path, t) for t in ops.served_trees())
         runner = ops.batcher
         if commit_interval is not None:
             runner.interval = float(commit_interval)
@@ -182,7 +162,7 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
             pyfuse3.close(unmount=True)
         if runner is not None:
             runner.stop()           # nothing to commit yet; ends a half-opened batch
-        _cleanup(tfs, store, lock_fd, None, writer)
+        _cleanup(tfs, store, lock_fds, None, writer)
         if ready:
             ready(exc)
         raise
@@ -219,10 +199,10 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
         except Exception:                          # noqa: BLE001
             subprocess.run(["fusermount3", "-u", "-z", mp], capture_output=True)
         runner.stop()                              # commits the last batch
-        _cleanup(tfs, store, lock_fd, reg, writer)
+        _cleanup(tfs, store, lock_fds, reg, writer)
 
 
-def _cleanup(tfs, store, lock_fd, reg, writer=None) -> None:
+def _cleanup(tfs, store, lock_fds, reg, writer=None) -> None:
     if writer is not None:
         writer.close()
     for closer in (tfs, store):
@@ -236,11 +216,11 @@ def _cleanup(tfs, store, lock_fd, reg, writer=None) -> None:
             os.unlink(reg)
         except OSError:
             pass
-    if lock_fd >= 0:
+    for fd in lock_fds:         # the mount lock first: its text is cleared before release
         try:
-            os.ftruncate(lock_fd, 0)
+            os.ftruncate(fd, 0)
         finally:
-            os.close(lock_fd)
+            os.close(fd)
 
 
 # -- starting it in the background ------------------------------------------------------------
