@@ -38,7 +38,18 @@ NODERC = txnmod.register_db("noderc")
 GCQ = txnmod.register_db("gcq")
 _NEXT = b"btree.next_node"
 _RC = struct.Struct(">I")
+_ID = struct.Struct(">Q")           # node id keys (txn.u64)
 CACHE_MAX = 200_000
+# A node id is a never-reused counter value (< 2**56) with the node's level
+# in the top byte, so the records of internal nodes sort together in
+# ``nodes`` and ``noderc``, apart from the leaves and grouped by level.
+# Shadowing or freeing an internal node touches the counts of all its
+# children; the children of an upper node (and of its siblings) then share a
+# few LMDB pages instead of one page each, which is what makes the commit of
+# a clone's removal small.  Stores written before this have level-0 ids for
+# every node; ids stay unique either way (one counter), and nothing reads
+# the level from an id.
+ID_LEVEL_SHIFT = 56
 
 
 class _Cache:
@@ -74,6 +85,7 @@ class NodeStore:
         self.deleted: set[int] = set()       # committed nodes deleted by this txn
         self.persisted: set[int] = set()     # new nodes already written (bulk): never cached
         self.next_id = None
+        self._rc_cur = None                  # write txns: cursor on noderc (_dec_ids)
         if txn.write:
             txn.before_commit.append(self._flush)
             txn.after_commit.append(self._publish)
@@ -113,15 +125,17 @@ class NodeStore:
         return self.t.get(u64(nid), db=self.gcq_db) is not None
 
     # -- writing ---------------------------------------------------------
-    def _alloc_id(self) -> int:
+    def _alloc_id(self, level: int) -> int:
+        """A fresh id for a node of ``level``: the next counter value with the
+        level in the top byte (see ``ID_LEVEL_SHIFT``)."""
         if self.next_id is None:
             self.next_id = self.txn.meta_int(_NEXT, 1)
-        nid = self.next_id
+        seq = self.next_id
         self.next_id += 1
-        return nid
+        return seq | (level << ID_LEVEL_SHIFT)
 
     def new(self, level: int, keys: list, vals: list) -> Node:
-        n = Node(self._alloc_id(), level, keys, vals)
+        n = Node(self._alloc_id(level), level, keys, vals)
         self.dirty[n.id] = n
         self.rcs[n.id] = 1
         return n
@@ -164,24 +178,45 @@ class NodeStore:
 
     def _dec_children(self, node: Node) -> None:
         if node.level:
-            # dec() inlined for the common case (a shared child going from n to
-            # n-1 > 0): freeing a shadowed internal node touches every child.
-            rcs, get, db = self.rcs, self.t.get, self.rc_db
-            for c in node.vals:
-                cur = rcs.get(c)
-                if cur is None:
-                    raw = get(u64(c), db=db)
-                    cur = 1 if raw is None else _RC.unpack(raw)[0]
-                if cur > 1:
-                    rcs[c] = cur - 1
-                else:
-                    self.dec(c)
+            self._dec_ids(node.vals)
         else:
             pool, t = self.txn.pool, self.t
             for v in node.vals:
                 r = values.refs(v)
                 if r is not None:
                     pool.dec(t, r[0], r[1])
+
+    def _rc_cursor(self):
+        cur = self._rc_cur
+        if cur is None:
+            cur = self._rc_cur = self.t.cursor(db=self.rc_db)
+        return cur
+
+    def _dec_ids(self, ids) -> None:
+        """``dec`` of every id in ``ids``: the children of a freed internal node.
+
+        Freeing a shadowed node touches every child, and its children are
+        nearly always shared (the count drops from n to n-1 >= 1), so this is
+        the per-child cost of removing a clone.  A child whose count this
+        transaction has not changed yet is updated in ``noderc`` directly, with
+        one cursor seek and an in-place delete or put (no overlay entry, no
+        second lookup at flush); children are usually adjacent ids, so the
+        seek mostly stays on the cursor's page.  A child already in the
+        overlay, or reaching zero, takes the ``dec`` path.  Consistent with
+        ``rc()``: a count lives in the overlay if it is there, else in LMDB."""
+        rcs = self.rcs
+        cur = self._rc_cursor()
+        pack, unpack = _ID.pack, _RC.unpack
+        for c in ids:
+            if c not in rcs and cur.set_key(pack(c)):
+                n = unpack(cur.value())[0] - 1
+                if n > 1:
+                    cur.put(pack(c), _RC.pack(n))
+                    continue
+                if n == 1:
+                    cur.delete()              # counts of 1 are not stored
+                    continue
+            self.dec(c)
 
     def _drop(self, nid: int) -> None:
         """Delete a node record whose references have been moved or released."""
@@ -204,7 +239,7 @@ class NodeStore:
         if n is not None and c == 1:
             return n
         old = self.get(nid)
-        new = old.copy(self._alloc_id())
+        new = old.copy(self._alloc_id(old.level))
         self.dirty[new.id] = new
         self.rcs[new.id] = 1
         if c > 1:
