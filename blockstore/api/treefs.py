@@ -272,8 +272,8 @@ class TreeFS:
         """lseek SEEK_DATA / SEEK_HOLE over the extent map."""
         def fn(f):
             node = f.inode(ino)
-            if offset >= node.size:
-                raise NoSuchPosition("offset is at or beyond the end of the file")
+            if offset < 0 or offset >= node.size:
+                raise NoSuchPosition("offset is negative or at or beyond the end of the file")
             if f._inline(ino) is not None:
                 return offset if data else node.size
             bs = f.bs
@@ -287,7 +287,9 @@ class TreeFS:
                 if lo > pos:
                     return pos
                 pos = hi
-            return node.size if not data else _no_data(node.size, offset)
+            # Past the last extent: a hole from pos (or from offset, if no extent
+            # reached it) to the end of file; the end of file counts as a hole.
+            return min(pos, node.size) if not data else _no_data(node.size, offset)
         return self._view(fn)
 
     def read_at(self, ino: int, offset: int, size: int, *, cached_only: bool = False):
