@@ -108,6 +108,13 @@ class TreeServer:
         self._w()
         return self.tfs.write_at(ino, off, data)
 
+    def seek(self, ino, handle, off, whence):
+        """lseek SEEK_DATA / SEEK_HOLE: the resulting offset; ENXIO when there is
+        none (at or past the end of file, or no data after ``off``)."""
+        if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
+            raise OSError(22, "only SEEK_DATA and SEEK_HOLE are served")
+        return self.tfs._seek_data_hole(ino, off, whence == os.SEEK_DATA)
+
     def append(self, ino, handle, data):
         """Write at the current end of file (O_APPEND), as one step."""
         return self.write(ino, handle, self.getattr(ino).st_size, data)
@@ -315,6 +322,13 @@ class HostServer:
     def write(self, ino, handle, off, data):
         self._w()
         return os.pwrite(handle, data, off)
+
+    def seek(self, ino, handle, off, whence):
+        """lseek SEEK_DATA / SEEK_HOLE on the host fd (reads and writes use
+        pread/pwrite, so moving its file position is harmless)."""
+        if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
+            raise OSError(22, "only SEEK_DATA and SEEK_HOLE are served")
+        return os.lseek(handle, off, whence)
 
     def append(self, ino, handle, data):
         self._w()
