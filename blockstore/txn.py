@@ -426,6 +426,12 @@ class Env:
                 if not self._forked():
                     self._end_batch(commit=ok)
 
+    def batch_txn_id(self) -> int | None:
+        """The LMDB txn id this thread's open batch will commit as, or None."""
+        if self._batch is not None and self._batch_owner == threading.get_ident():
+            return self._batch.id()
+        return None
+
     def sync(self) -> None:
         """Make everything written so far durable (commits the open batch)."""
         with self.lock:

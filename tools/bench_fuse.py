@@ -8,6 +8,8 @@ Figures (one run, ratios against baselines measured in the same run):
   blockstore mount ÷ the same through ``_passthrough_fuse.py`` over a host
   directory (goals >= 0.7).  Blockstore writes are group-committed (durable
   within 50 ms, at fsync at once); the passthrough's only reach the page cache.
+  Reads start with the mount's page cache of the file dropped (both sides):
+  they measure the adapters, not the kernel's cache.
 * ``small_files_ratio``: create (100 B) + stat + unlink of 10k files (2k
   with --quick), blockstore ops/s ÷ passthrough ops/s (goal >= 0.5).
 * ``clone_write_ms`` / ``clone_write_bytes`` vs ``overlay_write_ms`` /
@@ -55,9 +57,12 @@ def _seq_write(path: str, total: int, chunk: bytes) -> float:
 
 
 def _seq_read(path: str) -> float:
+    """Read through the file system, not from the mount's page cache: its pages
+    (kept across opens on blockstore trees) are dropped first, on both sides."""
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     t0 = time.perf_counter()
     n = 0
-    fd = os.open(path, os.O_RDONLY)
     try:
         while True:
             b = os.read(fd, MiB)

@@ -42,6 +42,16 @@ from . import mountlock, writers
 from .treefs import TreeFS
 
 
+def _make_mount_points(fst: FsTree, mounts) -> None:
+    """Create the directories the mount specs' targets name (mode 0755) where missing."""
+    from ..fs import paths as P
+    for m in mounts or []:
+        cur = 1
+        for part in P.components(m["target"]):
+            found = fst.lookup(cur, part)
+            cur = found[0] if found else fst.create(cur, part, 0o40755).ino
+
+
 def default_store_path() -> str:
     """$BLOCKSTORE_STORE, else a per-user data directory."""
     return os.environ.get("BLOCKSTORE_STORE") or os.path.join(
@@ -126,6 +136,7 @@ class Store:
                                             mounts=list(mounts or []), parent=parent))
             fst = FsTree(NodeStore.of(w), 0, time.time_ns)
             fst.mkfs(0o755, os.getuid(), os.getgid())
+            _make_mount_points(fst, rec.mounts)
             rec.root = fst.root
             catalog.put(w, rec)
             return rec
@@ -133,7 +144,8 @@ class Store:
 
     def create(self, name: str, kind: str = "clone", labels: dict | None = None,
                mounts: list | None = None) -> TreeRecord:
-        """An empty tree (a clone of nothing, or a volume)."""
+        """An empty tree (a clone of nothing, or a volume); its mount points are
+        created as directories."""
         if kind == "snapshot":
             raise InvalidInput("snapshots are made by import, commit or snapshot()")
         return self._new_fs_tree(name, kind, labels, self._check_mounts(mounts))
@@ -183,12 +195,7 @@ class Store:
                 r = catalog.get(w, name)
                 r.mounts = mounts
                 fst = FsTree(NodeStore.of(w), r.root, time.time_ns)
-                from ..fs import paths as P
-                for m in mounts:
-                    cur = 1
-                    for part in P.components(m["target"]):
-                        found = fst.lookup(cur, part)
-                        cur = found[0] if found else fst.create(cur, part, 0o40755).ino
+                _make_mount_points(fst, mounts)
                 r.root = fst.root
                 catalog.put(w, r)
                 return r

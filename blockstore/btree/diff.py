@@ -76,9 +76,15 @@ def _open_both_skipping_common(a: _Front, b: _Front) -> None:
             front.stack.append((kind, lo if i == 0 and kind == NODE and k < lo else k, vals[i]))
 
 
-def diff(ns: NodeStore, root_a: int, root_b: int) -> Iterator[tuple[bytes, bytes | None, bytes | None]]:
-    """Yield (key, value in a or None, value in b or None) for every key whose value differs."""
-    a, b = _Front(ns, root_a), _Front(ns, root_b)
+def diff(ns: NodeStore, root_a: int, root_b: int,
+         ns_b: NodeStore | None = None) -> Iterator[tuple[bytes, bytes | None, bytes | None]]:
+    """Yield (key, value in a or None, value in b or None) for every key whose value differs.
+
+    ``ns_b``: read tree b through another transaction's store (default ``ns``):
+    a root of an older read transaction against the current one.  Sound
+    because node ids are never reused and nodes never change, so one id
+    names the same subtree in every transaction that can read it."""
+    a, b = _Front(ns, root_a), _Front(ns if ns_b is None else ns_b, root_b)
     while True:
         x, y = a.peek(), b.peek()
         if x is None and y is None:

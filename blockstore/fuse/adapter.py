@@ -24,11 +24,16 @@ change, at 32 MiB / 1024 changes, at unmount and when another process asks
 ``blockstore.api.writers``: such a commit captures every write that
 completed).  Other processes see changes once committed (within 50 ms).
 
-Caches.  Snapshots never change: long attribute/entry timeouts and the page
-cache is kept across opens.  Writable trees can change underneath (another
-process writing the clone, a volume shared between mounts): attributes and
-entries time out after ``attr_timeout`` seconds (default 1) and the page cache
-is dropped at every open (no ``keep_cache``); no invalidation messages are sent.
+Caches.  Snapshots never change: long attribute/entry timeouts.  Writable
+trees can change underneath (another process writing the clone, a volume
+shared between mounts): the watcher (``watch.py``) drops the kernel's
+attributes, entries and pages of what changed within ~0.1 s of the commit,
+and attributes and entries time out after ``attr_timeout`` seconds (default
+1) anyway.  So the page cache is kept across opens (``keep_cache``) for
+every blockstore tree, except a tree shown at two places of one mount (the
+same volume mounted twice: own writes through one place are not
+invalidated at the other) and host directories (bind, tmpfs), which change
+without notice: their pages are dropped at every open.
 
 Errors are turned into errno in one place: ``errno.to_errno``.
 """
@@ -48,6 +53,7 @@ import trio
 from .committer import Batcher
 from .errno import to_errno
 from .servers import HostServer, TreeServer
+from .watch import Watcher
 
 log = logging.getLogger("blockstore.fuse")
 
@@ -106,6 +112,18 @@ class Adapter(pyfuse3.Operations):
         self._handles: dict[int, Handle] = {}
         self._dirs: dict[int, list] = {}
         self._attach_mounts()
+        # Trees that can change underneath (not snapshots): the kernel's caches of them
+        # are invalidated by the watcher (its run() task is started with the server).
+        watched: dict[str, list[int]] = {}
+        for k, s in enumerate(self.servers):
+            if isinstance(s, TreeServer) and not s.tfs.readonly:
+                watched.setdefault(s.tfs.name, []).append(k)
+        self.watcher = Watcher(store, watched, self._join) if watched else None
+        # Servers whose pages the kernel may keep across opens (see "Caches").
+        self._keep_cache = {k for k, s in enumerate(self.servers) if isinstance(s, TreeServer)
+                            and len(watched.get(s.tfs.name, [k])) == 1}
+        if self.watcher is not None:
+            self.batcher.on_commit = self.watcher.own_commit
 
     # -- translation tables ------------------------------------------------------------
     def _attach_mounts(self) -> None:
@@ -370,7 +388,7 @@ class Adapter(pyfuse3.Operations):
         return k, Handle(k, i, srv, acc != os.O_RDONLY, bool(flags & os.O_APPEND))
 
     def _file_info(self, fh: int) -> pyfuse3.FileInfo:
-        return pyfuse3.FileInfo(fh=fh, keep_cache=self.tfs.readonly)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=self._handles[fh].k in self._keep_cache)
 
     @_translate
     async def open(self, inode, flags, ctx):

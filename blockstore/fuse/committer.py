@@ -94,8 +94,9 @@ class Batcher:
 
     def __init__(self, store, registration=None, *, interval: float = COMMIT_INTERVAL,
                  max_bytes: int = MAX_BYTES, max_ops: int = MAX_OPS,
-                 save_state=None, restore_state=None):
+                 save_state=None, restore_state=None, on_commit=None):
         self.store = store
+        self.on_commit = on_commit or (lambda txn_id: None)   # told each commit's LMDB txn id
         self.reg = registration
         self.save_state = save_state or (lambda: None)
         self.restore_state = restore_state or (lambda state: None)
@@ -241,6 +242,7 @@ class Batcher:
             return None
         cm, redo, nbytes = self._cm, self._redo, self._bytes
         self._redo, self._bytes = [], 0
+        txn_id = self.store.env.batch_txn_id()
         try:
             cm.__exit__(None, None, None)
         except BaseException as exc:                # noqa: BLE001
@@ -253,6 +255,7 @@ class Batcher:
         self._cm = None                 # only now: `clean` means committed
         self._commit_error = None
         self.commits += 1
+        self.on_commit(txn_id)
         if self.reg is not None:
             self.reg.committed()
         return None

@@ -186,6 +186,8 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
                         runner.request_commit()
             await nursery.start(on_flush_request)
             nursery.start_soon(runner.run)             # the batch's age bound
+            if ops.watcher is not None:
+                nursery.start_soon(ops.watcher.run)    # trees changed underneath
             await pyfuse3.main(max_tasks=max_tasks)
             nursery.cancel_scope.cancel()
 

@@ -41,6 +41,7 @@ class DataFile:
         except FileNotFoundError:
             raise errors.NotFound("data file not found", path=self.path) from None
         self._grow_lock = threading.Lock()
+        self._nowait_supported = True       # RWF_NOWAIT reads; False after EOPNOTSUPP
 
     # ------------------------------------------------------------------ size
     def size_blocks(self) -> int:
@@ -113,11 +114,22 @@ class DataFile:
         """Fill the writable buffer ``buf`` from byte offset ``byte_off`` (one copy,
         no intermediate bytes); a short read raises errors.Corruption.
         ``nowait``: only from the page cache (RWF_NOWAIT): raises BlockingIOError
-        (EAGAIN) instead of waiting for the disk."""
+        (EAGAIN) instead of waiting for the disk -- always, on a file system
+        that cannot tell (EOPNOTSUPP, e.g. tmpfs): the caller reads elsewhere."""
         mv = memoryview(buf).cast("B")
-        flags = os.RWF_NOWAIT if nowait else 0
+        flags = 0
+        if nowait:
+            if not self._nowait_supported:
+                raise BlockingIOError(errno.EAGAIN, "RWF_NOWAIT is not supported here")
+            flags = os.RWF_NOWAIT
         while mv.nbytes:
-            n = os.preadv(self.fd, [mv], byte_off, flags)
+            try:
+                n = os.preadv(self.fd, [mv], byte_off, flags)
+            except OSError as exc:
+                if flags and exc.errno == errno.EOPNOTSUPP:
+                    self._nowait_supported = False
+                    raise BlockingIOError(errno.EAGAIN, "RWF_NOWAIT is not supported here") from None
+                raise
             if n <= 0:
                 raise errors.Corruption(f"data file truncated at byte {byte_off}", path=self.path)
             mv, byte_off = mv[n:], byte_off + n
