@@ -441,6 +441,16 @@ class Adapter(pyfuse3.Operations):
         return await self._change(h.srv, "write", h.ino, h.srv_handle, off, buf, nbytes=len(buf))
 
     @_translate
+    async def lseek(self, fh, off, whence):
+        """SEEK_DATA / SEEK_HOLE (the kernel handles the other whences itself).
+        Served only with the patched pyfuse3 (third_party/pyfuse3); without it
+        the kernel answers "all data" for every file."""
+        h = self._handles[fh]
+        if isinstance(h.srv, TreeServer):
+            return h.srv.seek(h.ino, h.srv_handle, off, whence)
+        return await _blocking(h.srv.seek, h.ino, h.srv_handle, off, whence)
+
+    @_translate
     async def flush(self, fh):
         pass            # close does not commit: fsync does (or the 50 ms bound)
 

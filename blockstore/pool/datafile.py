@@ -118,6 +118,8 @@ class DataFile:
         that cannot tell (EOPNOTSUPP, e.g. tmpfs): the caller reads elsewhere."""
         mv = memoryview(buf).cast("B")
         flags = 0
+        if failpoints.ACTIVE and not nowait:
+            failpoints.hit("pool.before_pread")
         if nowait:
             if not self._nowait_supported:
                 raise BlockingIOError(errno.EAGAIN, "RWF_NOWAIT is not supported here")

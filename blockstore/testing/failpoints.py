@@ -27,6 +27,8 @@ commit.after_datasync       pool data fdatasync'ed, LMDB not committed
 commit.after_lmdb           LMDB committed (durable), after-commit hooks not run
 commit.before_after_hooks   same instant, just before the after-commit hooks
 pool.after_pwrite           a pool data write reached the page cache, not synced
+pool.before_pread           a pool data read that may wait for the disk (not
+                            an RWF_NOWAIT one): a slow-disk stand-in
 ==========================  ===================================================
 
 Thread safety: set/clear from the test's main thread before the workload runs.
@@ -45,6 +47,7 @@ POINTS = (
     "commit.after_lmdb",
     "commit.before_after_hooks",
     "pool.after_pwrite",
+    "pool.before_pread",
 )
 
 _actions: dict[str, Callable[[str], None]] = {}

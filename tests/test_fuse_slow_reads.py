@@ -1,0 +1,73 @@
+"""A read that waits for the disk does not stall the mount's other requests
+(adapter.read: page-cache misses of a clean mount go to a worker thread).
+
+The disk is made slow in the daemon with the ``pool.before_pread`` failpoint
+(every pool read that may block sleeps SLOW seconds); the pool's pages are
+dropped from the page cache first, so the read really misses it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from blockstore import Store
+
+from _fuse_helpers import check_ok, needs_fuse, public_dir
+
+pytestmark = needs_fuse
+
+SLOW = 1.0
+
+DAEMON = """
+import sys, time
+from blockstore.testing import failpoints
+failpoints.set("pool.before_pread", lambda name: time.sleep(float(sys.argv[4])))
+from blockstore.fuse.daemon import serve
+serve(sys.argv[1], sys.argv[2], sys.argv[3])
+"""
+
+
+def test_a_slow_read_does_not_stall_other_requests(tmp_path):
+    sp = str(tmp_path / "store")
+    data = os.urandom(1 << 20)
+    with Store.open(sp) as s:
+        s.create("c")
+        s.fs("c").write_bytes("/cold", data)
+    fd = os.open(os.path.join(sp, "pool.data"), os.O_RDONLY)
+    os.fdatasync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)     # the next read goes to the disk
+    os.close(fd)
+    mnt = os.path.join(public_dir(), "mnt")
+    os.mkdir(mnt)
+    proc = subprocess.Popen([sys.executable, "-c", DAEMON, sp, "c", mnt, str(SLOW)])
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(mnt):
+            assert proc.poll() is None and time.monotonic() < deadline, "mount failed"
+            time.sleep(0.02)
+        got = {}
+
+        def slow_reader():
+            t0 = time.monotonic()
+            with open(os.path.join(mnt, "cold"), "rb") as f:
+                got["data"] = f.read()
+            got["took"] = time.monotonic() - t0
+        t = threading.Thread(target=slow_reader)
+        t.start()
+        time.sleep(0.2)                             # the read is waiting on the "disk" now
+        worst = 0.0
+        for i in range(10):                         # requests that reach the daemon
+            t0 = time.monotonic()
+            assert os.listdir(mnt) == ["cold"]
+            assert not os.path.exists(os.path.join(mnt, f"missing{i}"))
+            worst = max(worst, time.monotonic() - t0)
+        assert worst < SLOW / 4, f"a request waited {worst:.2f} s behind the slow read"
+        assert t.is_alive(), "the slow read finished early: the probes proved nothing"
+        t.join(60)
+        assert got["data"] == data and got["took"] >= SLOW
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+        proc.wait(30)
+    check_ok(sp)
