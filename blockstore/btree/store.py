@@ -21,7 +21,12 @@ Rules (each is one of DESIGN.md §5's hazards):
 
 Costs: a cached node is one dict lookup; an uncached one is one LMDB get and
 a crc32 + decode.  Refcount changes of a transaction are kept in memory and
-written once at commit, with the dirty nodes.
+written once at commit, with the dirty nodes, except the decrements of a
+freed internal node's children that this transaction has not counted yet:
+those go straight to ``noderc`` (one cursor seek each, ``_dec_ids``).
+Freeing a shadowed internal node costs one such update per child, which is
+most of removing a clone that changed a few keys (with its commit, whose
+size is the number of ``noderc`` pages touched; see ``ID_LEVEL_SHIFT``).
 """
 from __future__ import annotations
 
