@@ -139,6 +139,7 @@ class WriteTxn(_Txn):
             failpoints.hit("commit.before_hooks")
         for hook in self.before_commit:
             hook(self)
+        self.env.pool.flush_pending(self.t)     # digests hashed in the background
         if fp:
             failpoints.hit("commit.after_flush")
         self.pool.sync()

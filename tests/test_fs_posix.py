@@ -112,6 +112,22 @@ def test_rename_directory_into_its_own_subtree_is_einval(fs):
     assert fs.isdir("/a/b/c")
 
 
+def test_rename_onto_a_directory_the_source_is_in_is_enotempty(fs, tmp_path):
+    """Linux: the target being an ancestor of the source is ENOTEMPTY, checked before
+    the types (a file or symlink renamed over its own parent directory)."""
+    for root in (str(tmp_path), None):
+        mk = (lambda p: os.mkdir(root + p)) if root else fs.mkdir
+        ln = (lambda t, p: os.symlink(t, root + p)) if root else fs.symlink
+        ren = (lambda a, b: os.rename(root + a, root + b)) if root else fs.rename
+        mk("/b")
+        mk("/b/c")
+        ln("x", "/b/c/l")
+        for src, dst in (("/b/c/l", "/b"), ("/b/c/l", "/b/c"), ("/b/c", "/b")):
+            with pytest.raises(OSError) as ei:
+                ren(src, dst)
+            assert ei.value.errno == errno.ENOTEMPTY, (root, src, dst)
+
+
 def test_rename_type_mismatch_errors(fs):
     fs.mkdir("/d")
     fs.write_bytes("/f", b"")

@@ -35,6 +35,7 @@ class Store:
         self.t = self.env.begin(write=True)
 
     def commit(self):
+        self.pool.flush_pending(self.t)     # as WriteTxn._commit does
         self.pool.sync()
         self.t.commit()
         self.t = self.env.begin(write=True)

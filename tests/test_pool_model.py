@@ -114,6 +114,7 @@ class PoolModel(RuleBasedStateMachine):
 
     @rule()
     def commit(self):
+        self.pool.flush_pending(self.t)     # as WriteTxn._commit does
         self.pool.sync()
         self.t.commit()
         self.t = self.env.begin(write=True)

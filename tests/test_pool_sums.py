@@ -39,6 +39,7 @@ class P:
         self.t = self.env.begin(write=True)
 
     def commit(self):
+        self.pool.flush_pending(self.t)     # as WriteTxn._commit does
         self.pool.sync()
         self.t.commit()
         self.t = self.env.begin(write=True)
@@ -234,6 +235,7 @@ def test_self_check_reports_and_rebuild_drops_bad_sums_entries(tmp_path):
     p = P(tmp_path)
     model: dict[int, bytes] = {}
     write(p, model, [1, 2, 3])
+    p.commit()                                              # the damage comes after the write
     total = p.pool.total_blocks(p.t)
     db = p.pool.dbs.sums
     p.t.put(pack_u64(total - 1), bytes(64), db=db)         # reaches beyond the pool

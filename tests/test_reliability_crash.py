@@ -35,7 +35,7 @@ from blockstore.testing import crashfs, failpoints
 PRE_COMMIT = {"commit.before_hooks", "commit.after_flush", "commit.after_datasync",
               "pool.after_pwrite"}
 POST_COMMIT = {"commit.after_lmdb", "commit.before_after_hooks"}
-assert PRE_COMMIT | POST_COMMIT == set(failpoints.POINTS)
+assert PRE_COMMIT | POST_COMMIT == set(failpoints.CRASH_POINTS)
 
 
 def _seed() -> int:
@@ -76,7 +76,7 @@ def _verify(store, model, nxt, expect, where) -> str:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("point", failpoints.POINTS)
+@pytest.mark.parametrize("point", failpoints.CRASH_POINTS)
 def test_crash_at_every_failpoint(tmp_path, point):
     seed = _seed()
     rng = random.Random(seed)

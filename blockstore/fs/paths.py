@@ -41,6 +41,20 @@ def components(path) -> list[bytes]:
     return parts
 
 
+def _walk_parts(raw: bytes, trailing_slash: bool) -> list[bytes]:
+    """Components for ``_walk``: a ``.`` is kept (it demands that what precedes it
+    is a directory: ``file/.`` is ENOTDIR), and with ``trailing_slash`` a final
+    ``/`` becomes a ``.`` as well."""
+    parts = [p for p in raw.split(b"/") if p]
+    for p in parts:
+        if len(p) > NAME_MAX:
+            raise NameTooLong(f"name is {len(p)} bytes, over {NAME_MAX}",
+                              path=p[:40].decode(errors="replace") + "...")
+    if trailing_slash and parts and raw.endswith(b"/"):
+        parts.append(b".")
+    return parts
+
+
 def check_name(name: bytes) -> bytes:
     if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
         raise InvalidInput(f"invalid file name {name!r}")
@@ -55,6 +69,10 @@ def _walk(fst: FsTree, parts: list[bytes], follow_last: bool, shown) -> int:
     links = 0
     while todo:
         name = todo.pop()
+        if name == b".":
+            if not fst.inode(ino).is_dir:
+                raise NotADirectory("a path component is not a directory", path=shown)
+            continue
         if name == b"..":
             if ino == I.ROOT_INO:
                 raise InvalidInput("path escapes the tree with '..'", path=shown)
@@ -72,8 +90,7 @@ def _walk(fst: FsTree, parts: list[bytes], follow_last: bool, shown) -> int:
             if links > SYMLOOP_MAX:
                 raise TooManyLinks("too many levels of symbolic links", path=shown)
             target = fst.readlink(child)
-            tparts = [p for p in target.split(b"/") if p and p != b"."]
-            todo.extend(reversed(tparts))
+            todo.extend(reversed(_walk_parts(target, True)))
             if target.startswith(b"/"):
                 ino = I.ROOT_INO
             continue
@@ -86,7 +103,7 @@ def resolve(fst: FsTree, path, follow: bool = True) -> int:
     A trailing '/' demands a directory (and follows a final symlink), as on Linux."""
     raw = to_bytes(path)
     slash = raw.endswith(b"/") and raw.strip(b"/") != b""
-    ino = _walk(fst, components(raw), follow or slash, _shown(path))
+    ino = _walk(fst, _walk_parts(raw, False), follow or slash, _shown(path))
     if slash and not fst.inode(ino).is_dir:
         raise NotADirectory("not a directory", path=_shown(path))
     return ino
@@ -94,10 +111,10 @@ def resolve(fst: FsTree, path, follow: bool = True) -> int:
 
 def resolve_parent(fst: FsTree, path) -> tuple[int, bytes]:
     """(directory inode, last name) for calls that create or remove an entry."""
-    parts = components(path)
-    if not parts:
+    parts = _walk_parts(to_bytes(path), False)
+    if not parts or parts == [b"."] * len(parts):
         raise InvalidInput("the operation needs a path below the root", path=_shown(path))
-    name = check_name(parts[-1]) if parts[-1] != b".." else check_name(b"..")
+    name = check_name(parts[-1])            # "." and ".." name no entry to make or remove
     dir_ino = _walk(fst, parts[:-1], True, _shown(path))
     if not fst.inode(dir_ino).is_dir:
         raise NotADirectory("a path component is not a directory", path=_shown(path))

@@ -320,6 +320,9 @@ class FsTree:
             raise AlreadyExists(f"{dname.decode(errors='replace')!r} already exists")
         if snode.is_dir and self._is_ancestor(snode.ino, ddir):
             raise InvalidInput("cannot move a directory into itself")
+        if dst is not None and dst[0] != src[0] and self._is_ancestor(dst[0], sdir):
+            # Linux checks this before the types: the target is a directory the source is in.
+            raise DirectoryNotEmpty(f"{dname.decode(errors='replace')!r} contains the source")
         if dst is not None:
             if dst[0] == src[0]:
                 return                      # both names link the same inode: nothing to do
@@ -517,9 +520,11 @@ class FsTree:
         end = offset + len(data)
         fb_lo, fb_hi = offset // bs, (end - 1) // bs + 1
         head, tail = offset - fb_lo * bs, fb_hi * bs - end
+        owned = False                       # may the pool hash buf after we return?
         if head == 0 and tail == 0:
             buf = data
         else:
+            owned = True                    # our own copy: nobody changes it
             buf = bytearray(fb_hi * bs - fb_lo * bs)
             if head:
                 buf[:head] = self._block_bytes(ino, fb_lo, size)[:head]
@@ -527,7 +532,7 @@ class FsTree:
                 last = self._block_bytes(ino, fb_hi - 1, size)
                 buf[-tail:] = last[bs - tail:]
             buf[head:head + len(data)] = data
-        runs = self.pool.write(self.ns.t, buf)
+        runs = self.pool.write(self.ns.t, buf, owned)
         self._punch(ino, fb_lo, fb_hi)
         self._map(ino, fb_lo, runs)
 

@@ -97,10 +97,13 @@ class Pool:
             raise errors.InvalidInput(
                 f"pool has {bs}-byte blocks, opened with {self.block_size}-byte blocks")
 
-    def write(self, t, data) -> list[tuple[int, int]]:
+    def write(self, t, data, owned: bool = False) -> list[tuple[int, int]]:
         """Store len(data)//block_size blocks; returns runs (start or HOLE, n) covering them.
 
         The caller owns exactly one reference to every returned block.
+        ``owned``: the caller never changes ``data`` again (``bytes`` always
+        qualifies), so its digests may be computed in the background
+        (``Sums.put_later``) when no block is zero and dedup is off.
         """
         mv = memoryview(data)
         if mv.ndim != 1 or mv.itemsize != 1:
@@ -116,12 +119,17 @@ class Pool:
         nzero = flags.count(1)
 
         if nzero == 0 and not self.dedup:  # fast path: one run of new blocks per extent
-            digests = sha256_many(mv, bs)
             extents = self._allocate(t, nb)
+            later = owned or isinstance(data, bytes)
+            if later:
+                self.sums.put_later(t, mv, bs, extents)     # hashed while we pwrite
+            else:
+                digests = sha256_many(mv, bs)
             pos = 0
             for s, k in extents:
                 self.data.pwrite(s, mv[pos * bs:(pos + k) * bs])
-                self.sums.put_run(t, s, digests[pos * DIGEST_SIZE:(pos + k) * DIGEST_SIZE])
+                if not later:
+                    self.sums.put_run(t, s, digests[pos * DIGEST_SIZE:(pos + k) * DIGEST_SIZE])
                 pos += k
             return extents
 
@@ -252,6 +260,10 @@ class Pool:
     def release_pending(self, t, limit_txnid: int) -> int:
         """Free the blocks freed in txns W <= limit_txnid (never the current one)."""
         return self.pending.release(t, limit_txnid, self.alloc.free)
+
+    def flush_pending(self, t) -> None:
+        """Before committing the write txn ``t``: put the digests still being computed."""
+        self.sums.flush(t)
 
     def sync(self) -> None:
         """fdatasync the data file if anything was written or grown since the last sync."""

@@ -40,13 +40,16 @@ from typing import Callable
 
 ACTIVE = False
 
-POINTS = (
+# The stages of a write where a crash test stops the process.
+CRASH_POINTS = (
     "commit.before_hooks",
     "commit.after_flush",
     "commit.after_datasync",
     "commit.after_lmdb",
     "commit.before_after_hooks",
     "pool.after_pwrite",
+)
+POINTS = CRASH_POINTS + (
     "pool.before_pread",
 )
 
