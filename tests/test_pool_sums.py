@@ -324,3 +324,58 @@ def test_store_without_sums_entries_scrubs_as_unverifiable(tmp_path, dedup):
         rep = s.check(scrub=True)
         assert rep.ok and rep.stats["scrub_verified_blocks"] == (10 if dedup else 2)
     assert os.path.exists(path / DATA_FILE)
+
+
+# ======================================================================= hashing later
+def test_background_hashing_is_invisible_to_readers_and_commits(tmp_path):
+    """bytes are hashed on the background thread (Sums.put_later); the txn reads
+    and commits exactly the digests an inline hash would give."""
+    p = P(tmp_path)
+    data = b"".join(blk(i) for i in range(300))        # > CHUNK blocks, one bytes object
+    runs = p.pool.write(p.t, data)
+    assert p.pool.sums._later                          # really deferred
+    assert p.pool.block_digest(p.t, runs[0][0] + 5) == sha(blk(5))   # a read puts them first
+    more = p.pool.write(p.t, blk(7) * 3)
+    p.commit()                                         # flush_pending, then the LMDB commit
+    assert not p.pool.sums._later
+    assert p.pool.block_digest(p.t, more[0][0] + 2) == sha(blk(7))
+    assert p.pool.self_check(p.t, verify_data=True) == []
+    p.close()
+
+
+def test_a_buffer_the_caller_may_change_is_hashed_at_once(tmp_path):
+    p = P(tmp_path)
+    buf = bytearray(blk(1) * 4)
+    runs = p.pool.write(p.t, buf)
+    buf[:] = blk(2) * 4                                # reused by the caller right away
+    p.commit()
+    assert p.pool.block_digest(p.t, runs[0][0]) == sha(blk(1))
+    assert p.pool.self_check(p.t, verify_data=True) == []
+    p.close()
+
+
+def test_digests_pending_for_an_aborted_txn_are_dropped(tmp_path):
+    p = P(tmp_path)
+    p.pool.write(p.t, blk(1) * 8)                      # never committed
+    p.t.abort()
+    p.t = p.env.begin(write=True)
+    runs = p.pool.write(p.t, blk(3) * 2)
+    p.commit()
+    assert not p.pool.sums._later
+    got = p.pool.digests(p.t, 0, p.pool.total_blocks(p.t))
+    live = {runs[0][0], runs[0][0] + 1}
+    assert all(d == sha(blk(3)) for b, d in enumerate(got) if b in live)
+    assert p.pool.self_check(p.t, verify_data=True) == []
+    p.close()
+
+
+def test_data_waiting_to_be_hashed_is_bounded(tmp_path):
+    from blockstore.pool.sums import LATER_MAX_BYTES
+    p = P(tmp_path, grow_blocks=4096)
+    chunk = 1 << 20
+    for i in range(3 * LATER_MAX_BYTES // chunk):      # one long txn, as an import is
+        p.pool.write(p.t, os.urandom(chunk))
+        assert p.pool.sums._later_bytes <= LATER_MAX_BYTES + chunk
+    p.commit()
+    assert p.pool.self_check(p.t, verify_data=True) == []
+    p.close()
