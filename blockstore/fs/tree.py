@@ -32,7 +32,7 @@ from ..pool import HOLE
 from . import items as I
 from .items import Inode
 
-INLINE_MAX = 960
+INLINE_MAX = 960          # an INLINE item exists only while the size is <= this
 XATTR_INLINE_MAX = MAX_VALUE - 64
 XATTR_MAX = 64 * 1024
 LINK_MAX = 65000
@@ -394,7 +394,7 @@ class FsTree:
         end = min(node.size, offset + size)
         if offset >= end:
             return b""
-        inline = self._inline(node.ino)
+        inline = self._inline(node.ino) if node.size <= INLINE_MAX else None
         if inline is not None:
             data = inline[offset:end]
             return data + bytes(end - offset - len(data))
@@ -419,7 +419,7 @@ class FsTree:
         if offset >= end:
             return 0
         n = end - offset
-        inline = self._inline(node.ino)
+        inline = self._inline(node.ino) if node.size <= INLINE_MAX else None
         if inline is not None:
             data = inline[offset:end]
             mv[:len(data)] = data
