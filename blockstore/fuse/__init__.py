@@ -28,7 +28,9 @@ def mount(store_path, name: str, mountpoint, foreground: bool = False, **opts) -
     opts: readonly (bool), attr_timeout (seconds, writable trees; default 1),
     allow_other (default: when root), max_tasks (concurrent requests, 32),
     debug (libfuse debug output), commit_interval (seconds a change may stay
-    uncommitted, default 0.05; see ``committer.py``).
+    uncommitted, default 0.05; see ``committer.py``), read_ahead_kb (the
+    mount's kernel readahead window, default 1024 = 1 MiB read requests; set
+    when root; None keeps the kernel's 128).
 
     Durability: changes are grouped; fsync (or a ``Store.commit`` of the tree
     from any process) commits at once, otherwise within commit_interval.
