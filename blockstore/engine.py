@@ -244,7 +244,8 @@ class Engine:
             # partial last block is copied to be zero-padded.
             mv = memoryview(data).cast("B")
             whole = len(mv) - len(mv) % bs
-            runs = ns.txn.pool.write(ns.t, mv[:whole]) if whole else []
+            # bytes cannot change under us: the pool may hash them in the background.
+            runs = ns.txn.pool.write(ns.t, mv[:whole], isinstance(data, bytes)) if whole else []
             if whole < len(mv):
                 runs += ns.txn.pool.write(ns.t, bytes(mv[whole:]) + bytes(-len(mv) % bs))
             idx = 0

@@ -19,10 +19,10 @@ def collect(env: Env, budget: int = 2000) -> dict:
     freed = 0
     with env.read() as r:
         queued = NodeStore.of(r).gc_pending()
-        st = r.pool.stats(r.t)
-    if not queued and not st.pending_blocks:
+        pending = r.pool.pending_blocks(r.t)
+    if not queued and not pending:
         return {"nodes_freed": 0, "blocks_released": 0, "pending_blocks": 0}   # idle: one read
-    before = st.free_blocks
+    before = _pool_free(env)
     while _queued(env):
         n = env.transact(lambda w: NodeStore.of(w).gc_step(budget))
         freed += n

@@ -365,6 +365,10 @@ class Pool:
     def total_blocks(self, t) -> int:
         return self.meta.get(t, TOTAL_BLOCKS)
 
+    def pending_blocks(self, t) -> int:
+        """Blocks freed but not yet reusable (one meta read; see ``stats``)."""
+        return self.meta.get(t, PENDING_BLOCKS)
+
     def stats(self, t) -> PoolStats:
         g = lambda k: self.meta.get(t, k)  # noqa: E731
         total, free, pending = g(TOTAL_BLOCKS), g(FREE_BLOCKS), g(PENDING_BLOCKS)
