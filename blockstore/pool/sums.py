@@ -76,7 +76,7 @@ class Sums:
         if self._exec is None or self._exec_pid != os.getpid():    # none, or the parent's
             self._exec = ThreadPoolExecutor(1, thread_name_prefix="blockstore-sums")
             self._exec_pid = os.getpid()
-        fut = self._exec.submit(sha256_many, data, block_size, 1)
+        fut = self._exec.submit(sha256_many, data, block_size)    # 2 threads from 1 MiB
         n = memoryview(data).nbytes
         with self._later_lock:
             self._later.append((t, runs, fut, n))
