@@ -306,6 +306,16 @@ class Env:
         if self._batch is not None and self._batch_owner == threading.get_ident():
             yield self._batch        # read your own uncommitted batch
             return
+        with self.snapshot() as rt:
+            yield rt
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[ReadTxn]:
+        """A read txn of the last committed state, also on a thread that holds a
+        batch.  While it lives, no block freed after that state is reused; so a
+        read planned in the batch can be finished on another thread under it
+        (it may be closed on any thread)."""
+        self._check_pid()
         t = self._begin(write=False)
         self._live_reads.add(t)
         rt = ReadTxn(self, t)

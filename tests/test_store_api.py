@@ -260,3 +260,25 @@ def test_snapshot_fs_is_readonly_everywhere(store, base):
         assert fs.readonly
         with pytest.raises(ReadOnly):
             fs.write_text("/etc/motd", "x")
+
+
+def test_read_later_keeps_its_blocks_from_reuse_until_it_finishes(store):
+    """TreeFS.read_later maps a read in the open batch; the I/O may run much
+    later (a FUSE worker thread): the blocks it maps must not be reused even
+    if the batch overwrites the file, commits, and later writes fill the pool."""
+    store.create("c")
+    old = os.urandom(64 * 4096)
+    with store.fs("c") as fs:
+        fs.write_bytes("/f", old)
+        ino = fs.stat("/f").st_ino
+        with store.batch():
+            finish = fs.read_later(ino, 0, len(old))
+            fs.write_bytes("/f", b"\x01" * len(old))      # frees the mapped blocks
+        # New txns writing more than the pool holds: the next-fit allocator wraps
+        # around and would reuse the freed blocks if they were released.
+        free = store.df().free_bytes
+        for i in range(free // len(old) + 8):
+            fs.write_bytes(f"/g{i}", os.urandom(len(old)))
+        assert bytes(finish()) == old
+        fs.write_bytes("/h", os.urandom(len(old)))        # after finish: reusable again
+    assert store.check().ok

@@ -30,7 +30,7 @@ from ..errors import (AlreadyExists, CrossDevice, InvalidInput, IsADirectory, No
                       NoSuchPosition, ReadOnly, TooManyLinks)
 from ..fs import items as I
 from ..fs import paths as P
-from ..fs.tree import INLINE_MAX, FsTree
+from ..fs.tree import INLINE_MAX, FsTree, fill
 from . import fileio
 
 ROOT_INO = I.ROOT_INO
@@ -319,6 +319,26 @@ class TreeFS:
             del buf[n:]
             return buf
         return self._view(fn)
+
+    def read_later(self, ino: int, offset: int, size: int):
+        """Map a read now, in this thread's view (its open batch included), and
+        return ``finish()``, which reads the pool blocks on any thread and
+        returns the bytes.  A read transaction taken now and closed by
+        ``finish`` keeps every block of the plan from being reused meanwhile,
+        whatever the batch frees or commits (DESIGN.md section 5).  Call
+        ``finish`` exactly once.  Cost: the mapping here; the I/O in finish."""
+        plan = self._view(lambda f: f.read_plan(f.inode(ino), offset, size))
+        cm = self.env.snapshot()
+        rt = cm.__enter__()
+
+        def finish() -> bytearray:
+            try:
+                buf = bytearray(plan.n)
+                fill(rt.pool, plan, buf)
+                return buf
+            finally:
+                cm.__exit__(None, None, None)
+        return finish
 
     def write_at(self, ino: int, offset: int, data: bytes) -> int:
         self._write_ino(ino, offset, data)

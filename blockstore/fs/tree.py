@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import errno as _errno
 import stat as S
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from ..btree import tree as bt
 from ..btree import values
@@ -37,6 +37,37 @@ XATTR_INLINE_MAX = MAX_VALUE - 64
 XATTR_MAX = 64 * 1024
 LINK_MAX = 65000
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+class ReadPlan(NamedTuple):
+    """A read mapped onto the pool: ``n`` bytes; ``runs`` of (position in the
+    buffer, pool run start or HOLE, byte offset in the run, length), the gaps
+    between them being holes; or ``inline`` bytes of a small file."""
+    n: int
+    runs: list
+    inline: bytes | None
+
+
+def fill(pool, plan: ReadPlan, buf, nowait: bool = False) -> int:
+    """Do a planned read into ``buf`` (at least ``plan.n`` bytes); returns ``plan.n``.
+    The caller keeps the plan's blocks from being reused meanwhile: the txn
+    that planned it, or a read txn as old (DESIGN.md section 5)."""
+    mv = memoryview(buf).cast("B")
+    n = plan.n
+    if plan.inline is not None:
+        data = plan.inline
+        mv[:len(data)] = data
+        mv[len(data):n] = bytes(n - len(data))
+        return n
+    pos = 0                                 # bytes before pos are filled
+    for at, start, off, length in plan.runs:
+        if at > pos:
+            mv[pos:at] = bytes(at - pos)
+        pool.readinto(start, off, mv[at:at + length], nowait=nowait)
+        pos = at + length
+    if pos < n:
+        mv[pos:n] = bytes(n - pos)
+    return n
 
 
 class FsTree:
@@ -414,30 +445,27 @@ class FsTree:
         """Like read() but into the writable buffer ``buf``; returns the byte count.
         Extents are read straight into ``buf`` (one copy); holes are zero-filled.
         ``nowait``: data only from the page cache, else BlockingIOError (EAGAIN)."""
-        mv = memoryview(buf).cast("B")
-        end = min(node.size, offset + mv.nbytes)
+        plan = self.read_plan(node, offset, memoryview(buf).nbytes)
+        return fill(self.pool, plan, buf, nowait)
+
+    def read_plan(self, node: Inode, offset: int, size: int) -> "ReadPlan":
+        """Where the bytes of a read are, without reading the pool: what ``fill``
+        needs to do the read later (on another thread, see TreeFS.read_later)."""
+        end = min(node.size, offset + size)
         if offset >= end:
-            return 0
+            return ReadPlan(0, [], None)
         n = end - offset
         inline = self._inline(node.ino) if node.size <= INLINE_MAX else None
         if inline is not None:
-            data = inline[offset:end]
-            mv[:len(data)] = data
-            mv[len(data):n] = bytes(n - len(data))
-            return n
+            return ReadPlan(n, [], inline[offset:end])
         bs = self.bs
         fb_lo, fb_hi = offset // bs, (end - 1) // bs + 1
-        pos = offset                          # bytes before pos are filled
+        runs = []
         for fb, s, k in self._extents(node.ino, fb_lo, fb_hi):
             lo = max(offset, fb * bs)
             hi = min(end, (fb + k) * bs)
-            if lo > pos:
-                mv[pos - offset:lo - offset] = bytes(lo - pos)
-            self.pool.readinto(s, lo - fb * bs, mv[lo - offset:hi - offset], nowait=nowait)
-            pos = hi
-        if pos < end:
-            mv[pos - offset:n] = bytes(end - pos)
-        return n
+            runs.append((lo - offset, s, lo - fb * bs, hi - lo))
+        return ReadPlan(n, runs, None)
 
     def _punch(self, ino: int, fb_lo: int, fb_hi: int | None) -> None:
         """Remove the mapping of file blocks [fb_lo, fb_hi) (None: to the end)."""

@@ -12,9 +12,11 @@ Concurrency.  Requests run as trio tasks.  Calls into a blockstore tree run
 inline on the trio thread, which owns the mount's batch
 (``committer.Batcher``), so each sees the changes of the uncommitted batch
 and no request pays a thread hand-off (~0.1 ms here).  Exception: a data
-read that would wait for the disk (``RWF_NOWAIT`` says so) while the mount
-is clean runs in a worker thread in its own read transaction, so a slow
-read does not stall other requests.  Host I/O of bind/tmpfs mounts runs in
+read that would wait for the disk (``RWF_NOWAIT`` says so) runs its I/O in
+a worker thread, so a slow read does not stall other requests: the whole
+read in its own read transaction while the mount is clean, else mapped in
+the batch here and read there under a read transaction that keeps its
+blocks from reuse (``TreeFS.read_later``).  Host I/O of bind/tmpfs mounts runs in
 trio worker threads (metadata on the trio thread).
 
 Commits (group commit, see ``committer.py``).  Changes join a batch that is
@@ -423,15 +425,17 @@ class Adapter(pyfuse3.Operations):
         h = self._handles[fh]
         if not isinstance(h.srv, TreeServer):
             return await _blocking(h.srv.read, h.ino, h.srv_handle, off, size)
-        if not self.batcher.clean:      # must see the batch: inline, even from the disk
-            return h.srv.read(h.ino, h.srv_handle, off, size)
         try:
             return h.srv.read(h.ino, h.srv_handle, off, size, cached_only=True)
         except BlockingIOError:
+            pass
+        if self.batcher.clean:
             # Nothing uncommitted, so a fresh read transaction on a worker sees
             # what the batch would; changes made meanwhile are concurrent with
             # this read (either view is a valid answer).
             return await _blocking(h.srv.read, h.ino, h.srv_handle, off, size)
+        # Uncommitted changes: map the read in the batch here, do the I/O there.
+        return await _blocking(h.srv.read_later(h.ino, h.srv_handle, off, size))
 
     @_translate
     async def write(self, fh, off, buf):

@@ -104,6 +104,11 @@ class TreeServer:
         """``cached_only``: BlockingIOError instead of waiting for the disk."""
         return self.tfs.read_at(ino, off, size, cached_only=cached_only)
 
+    def read_later(self, ino, handle, off, size):
+        """Map the read now (the batch's view); the returned callable does the I/O
+        on any thread (TreeFS.read_later)."""
+        return self.tfs.read_later(ino, off, size)
+
     def write(self, ino, handle, off, data):
         self._w()
         return self.tfs.write_at(ino, off, data)
