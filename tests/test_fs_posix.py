@@ -47,6 +47,23 @@ def test_setgid_directory_gives_its_group_and_the_bit_to_new_entries(fs):
     assert fs.stat("/plain/sub").st_gid == 9 and not fs.stat("/plain/sub").st_mode & S.S_ISGID
 
 
+def test_create_through_a_dangling_symlink_to_dir_dot(fs, tmp_path):
+    """open(O_CREAT) through a symlink to "x/.": ENOENT while x is missing, EISDIR
+    once x is a directory (the path names x itself), as on Linux."""
+    for root in (str(tmp_path), None):
+        ln = (lambda t, p: os.symlink(t, root + p)) if root else fs.symlink
+        mk = (lambda p: os.mkdir(root + p)) if root else fs.mkdir
+        op = (lambda p: open(root + p, "ab")) if root else (lambda p: fs.open(p, "ab"))
+        ln("x/.", "/l")
+        with pytest.raises(OSError) as ei:
+            op("/l")
+        assert ei.value.errno == errno.ENOENT, root
+        mk("/x")
+        with pytest.raises(OSError) as ei:
+            op("/l")
+        assert ei.value.errno == errno.EISDIR, root
+
+
 def test_link_directory_is_eperm_and_existing_target_eexist(fs):
     """link(2): a directory source gives EPERM; an existing target gives EEXIST first."""
     fs.mkdir("/d")

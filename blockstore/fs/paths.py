@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 
-from ..errors import InvalidInput, NameTooLong, NotADirectory, NotFound, TooManyLinks
+from ..errors import (InvalidInput, IsADirectory, NameTooLong, NotADirectory, NotFound,
+                      TooManyLinks)
 from . import items as I
 from .tree import FsTree
 
@@ -114,7 +115,13 @@ def resolve_parent(fst: FsTree, path) -> tuple[int, bytes]:
     parts = _walk_parts(to_bytes(path), False)
     if not parts or parts == [b"."] * len(parts):
         raise InvalidInput("the operation needs a path below the root", path=_shown(path))
-    name = check_name(parts[-1])            # "." and ".." name no entry to make or remove
+    if parts[-1] == b".":
+        # "dir/." names dir itself, no entry to make or remove: what is missing or
+        # not a directory on the way says so first (ENOENT/ENOTDIR), as on Linux;
+        # an existing directory is EISDIR (open(O_CREAT) and unlink say that).
+        _walk(fst, parts, True, _shown(path))
+        raise IsADirectory("the path names a directory, not an entry in it", path=_shown(path))
+    name = check_name(parts[-1])            # ".." names no entry to make or remove either
     dir_ino = _walk(fst, parts[:-1], True, _shown(path))
     if not fst.inode(dir_ino).is_dir:
         raise NotADirectory("a path component is not a directory", path=_shown(path))
