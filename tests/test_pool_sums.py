@@ -379,3 +379,14 @@ def test_data_waiting_to_be_hashed_is_bounded(tmp_path):
     p.commit()
     assert p.pool.self_check(p.t, verify_data=True) == []
     p.close()
+
+
+def test_opening_many_stores_leaves_one_hashing_thread(tmp_path):
+    import threading
+    for i in range(5):
+        with Store.open(tmp_path / f"s{i}") as s:
+            s.create("c")
+            with s.fs("c") as fs:
+                fs.write_bytes("/f", os.urandom(8 * BS))
+    names = [t.name for t in threading.enumerate() if t.name.startswith("blockstore-sums")]
+    assert len(names) <= 1, names

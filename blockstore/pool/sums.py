@@ -32,7 +32,7 @@ for ``put_run``/``drop``).
 
 Hashing later (``put_later``): a writer that hands over a buffer it will
 never change again may have its digests computed on a background thread
-(one per pool, native SHA-256 with the GIL released) while it goes on;
+(one per process, native SHA-256 with the GIL released) while it goes on;
 they are put into the same txn ``t`` by ``flush(t)``, which the txn layer
 calls before every commit, and before any read of ``pool.sums`` through
 ``t``, so nothing that reads the table, nor what is committed, can tell the
@@ -59,6 +59,21 @@ DIGEST_SIZE = 32
 CHUNK = 127            # blocks per entry at most: 4064-byte values (one overflow page)
 LATER_MAX_BYTES = 16 << 20      # data held for background hashing, at most (then put early)
 
+# One hashing thread per process, shared by every pool (a store opened and
+# closed many times must not leave a thread behind each time).
+_exec: ThreadPoolExecutor | None = None
+_exec_pid = 0
+_exec_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _exec, _exec_pid
+    with _exec_lock:
+        if _exec is None or _exec_pid != os.getpid():       # none yet, or the parent's
+            _exec = ThreadPoolExecutor(1, thread_name_prefix="blockstore-sums")
+            _exec_pid = os.getpid()
+        return _exec
+
 
 class Sums:
     def __init__(self, dbs: PoolDbs):
@@ -66,17 +81,12 @@ class Sums:
         self._later: list = []          # [(t, runs, future of the digests of the runs' data, nbytes)]
         self._later_bytes = 0
         self._later_lock = threading.Lock()
-        self._exec: ThreadPoolExecutor | None = None
-        self._exec_pid = 0
 
     # ------------------------------------------------------------------ writes
     def put_later(self, t, data, block_size: int, runs) -> None:
         """Record the digests of ``data`` (never changed by the caller again), written
         to ``runs`` [(start, n)] in order, computed on the background thread."""
-        if self._exec is None or self._exec_pid != os.getpid():    # none, or the parent's
-            self._exec = ThreadPoolExecutor(1, thread_name_prefix="blockstore-sums")
-            self._exec_pid = os.getpid()
-        fut = self._exec.submit(sha256_many, data, block_size)    # 2 threads from 1 MiB
+        fut = _executor().submit(sha256_many, data, block_size)    # 2 threads from 1 MiB
         n = memoryview(data).nbytes
         with self._later_lock:
             self._later.append((t, runs, fut, n))
