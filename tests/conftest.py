@@ -52,7 +52,8 @@ def tmpfs(tmp_path):
 
 
 # Hypothesis profiles: "default" keeps `make test` short; "soak" is the
-# opt-in long run (`pytest --hypothesis-profile=soak tests/test_*model*.py`).
+# opt-in long run (`pytest --timeout=0 --hypothesis-profile=soak tests/test_*model*.py`;
+# without --timeout=0 the per-test 300 s limit stops it while shrinking).
 from hypothesis import settings  # noqa: E402
 
 settings.register_profile("default", max_examples=30, deadline=None)
