@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 
 import pytest
 
 from blockstore import Store
-from blockstore.errors import BlockstoreError, InvalidInput
+from blockstore.errors import BlockstoreError
 from blockstore.oci import import_image
 
 import oci_ref as R
