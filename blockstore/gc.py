@@ -44,7 +44,7 @@ def _pool_free(env: Env) -> int:
 
 def _pool_pending(env: Env) -> int:
     with env.read() as r:
-        return r.pool.stats(r.t).pending_blocks
+        return r.pool.pending_blocks(r.t)
 
 
 def _queued(env: Env) -> int:

@@ -48,22 +48,17 @@ def _wait_mounted(mp: str, proc=None, timeout: float = 30.0) -> None:
 
 
 def _same_read_ahead(ours: str, theirs: str) -> dict:
-    from blockstore.fuse.daemon import READ_AHEAD_KB, mount_bdi, set_read_ahead
-    bdi = mount_bdi(ours)
-    kb = 0
+    from blockstore.fuse.daemon import READ_AHEAD_KB, read_ahead, set_read_ahead
+    kb = None
     deadline = time.monotonic() + 3
-    while bdi and time.monotonic() < deadline:      # the daemon sets it once serving
-        kb = int(open(os.path.join(bdi, "read_ahead_kb")).read())
-        if kb == READ_AHEAD_KB:
+    while time.monotonic() < deadline:              # the daemon sets it once serving
+        kb = read_ahead(ours)
+        if kb is None or kb == READ_AHEAD_KB:
             break
         time.sleep(0.02)
     if kb:
         set_read_ahead(theirs, kb)
-    got = {}
-    for label, mp in (("blockstore", ours), ("passthrough", theirs)):
-        b = mount_bdi(mp)
-        got[label] = int(open(os.path.join(b, "read_ahead_kb")).read()) if b else None
-    return got
+    return {"blockstore": read_ahead(ours), "passthrough": read_ahead(theirs)}
 
 
 def _seq_write(path: str, total: int, chunk: bytes) -> float:

@@ -312,13 +312,7 @@ class TreeFS:
         ``cached_only``: raise BlockingIOError (EAGAIN) rather than wait for the
         disk when the data is not in the page cache (metadata reads may still
         fault LMDB pages in)."""
-        def fn(f):
-            node = f.inode(ino)
-            buf = bytearray(max(0, min(size, node.size - offset)))
-            n = f.readinto(node, offset, buf, cached_only)
-            del buf[n:]
-            return buf
-        return self._view(fn)
+        return self._view(lambda f: f.read_buffer(f.inode(ino), offset, size, cached_only))
 
     def read_later(self, ino: int, offset: int, size: int):
         """Map a read now, in this thread's view (its open batch included), and

@@ -155,7 +155,7 @@ def _meta(dst, p, st, archive: bool, is_link: bool) -> None:
         try:
             dst.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=not is_link)
         except NotImplementedError:
-            pass
+            pass                          # os.utime: follow_symlinks=False unsupported here
         except OSError as exc:            # hosts without lutimes
             if exc.errno not in (errno.ENOSYS, errno.EOPNOTSUPP):
                 raise

@@ -422,24 +422,13 @@ class FsTree:
 
     def read(self, node: Inode, offset: int, size: int) -> bytes:
         """Up to size bytes from offset (short at end of file)."""
-        end = min(node.size, offset + size)
-        if offset >= end:
-            return b""
-        inline = self._inline(node.ino) if node.size <= INLINE_MAX else None
-        if inline is not None:
-            data = inline[offset:end]
-            return data + bytes(end - offset - len(data))
-        bs = self.bs
-        out = bytearray(end - offset)
-        fb_lo, fb_hi = offset // bs, (end - 1) // bs + 1
-        for fb, s, n in self._extents(node.ino, fb_lo, fb_hi):
-            a, b = max(fb, fb_lo), min(fb + n, fb_hi)
-            chunk = self.pool.read(s + (a - fb), b - a)
-            lo = a * bs
-            cut_lo = max(offset, lo)
-            cut_hi = min(end, b * bs)
-            out[cut_lo - offset:cut_hi - offset] = chunk[cut_lo - lo:cut_hi - lo]
-        return bytes(out)
+        return bytes(self.read_buffer(node, offset, size))
+
+    def read_buffer(self, node: Inode, offset: int, size: int, nowait: bool = False) -> bytearray:
+        """read() as a fresh bytearray (no second copy); ``nowait`` as in readinto."""
+        buf = bytearray(max(0, min(size, node.size - offset)))
+        self.readinto(node, offset, buf, nowait)
+        return buf
 
     def readinto(self, node: Inode, offset: int, buf, nowait: bool = False) -> int:
         """Like read() but into the writable buffer ``buf``; returns the byte count.

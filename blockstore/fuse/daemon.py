@@ -151,6 +151,16 @@ def mount_bdi(mountpoint: str) -> str | None:
         return None
 
 
+def read_ahead(mountpoint: str) -> int | None:
+    """The kernel readahead window (KiB) of the mount at ``mountpoint``, or None."""
+    bdi = mount_bdi(mountpoint)
+    try:
+        with open(os.path.join(bdi, "read_ahead_kb")) as f:
+            return int(f.read())
+    except (TypeError, OSError, ValueError):
+        return None
+
+
 def set_read_ahead(mountpoint: str, kb: int) -> bool:
     """Set the kernel's readahead window of a live FUSE mount (default 128 KiB:
     the kernel then sends 128 KiB read requests; call after the INIT exchange,

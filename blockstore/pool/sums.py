@@ -105,11 +105,9 @@ class Sums:
             return
         with self._later_lock:
             mine = [e for e in self._later if e[0] is t]
-            if keep_last:
-                mine = mine[:-1]
             keep = [] if drop_others else [e for e in self._later if e[0] is not t]
-            if keep_last and self._later and self._later[-1][0] is t:
-                keep.append(self._later[-1])
+            if keep_last and mine:
+                keep.append(mine.pop())         # the newest stays (still hashing)
             self._later = keep
             self._later_bytes = sum(e[3] for e in keep)
         for _, runs, fut, _ in mine:
