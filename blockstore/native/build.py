@@ -26,6 +26,8 @@ ffibuilder.cdef(
     """
     int bk_sha256_many(const uint8_t *buf, size_t len, size_t block_size,
                        uint8_t *out, int nthreads);
+    int bk_xxh128_many(const uint8_t *buf, size_t len, size_t block_size,
+                       uint8_t *out);
     size_t bk_zero_flags(const uint8_t *buf, size_t len, size_t block_size,
                          uint8_t *flags);
     int64_t bk_copy_range(int src_fd, int64_t src_off, int dst_fd,
@@ -38,7 +40,7 @@ ffibuilder.set_source(
     '#include "blockkern.h"',
     sources=[_rel(os.path.join(_CSRC, "blockkern.c"))],
     include_dirs=[_rel(_CSRC)],
-    libraries=["crypto", "pthread"],
+    libraries=["crypto", "xxhash", "pthread"],
     extra_compile_args=["-O3", "-Wall"],
 )
 

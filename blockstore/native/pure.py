@@ -12,6 +12,8 @@ import errno
 import hashlib
 import os
 
+import xxhash
+
 IMPLEMENTATION = "pure"
 
 _BOUNCE_SIZE = 1 << 20
@@ -44,6 +46,15 @@ def sha256_many(data, block_size: int, threads: int = 0) -> bytes:
         sha(view[off : off + block_size]).digest()
         for off in range(0, len(view), block_size)
     )
+
+
+def xxh128_many(data, block_size: int) -> bytes:
+    """Concatenated XXH3-128 digests (16 bytes each, canonical big-endian form) of
+    every block of data; the last block may be shorter and is hashed as is."""
+    _check_block_size(block_size)
+    view = _bytes_view(data)
+    h = xxhash.xxh3_128_digest
+    return b"".join(h(view[off : off + block_size]) for off in range(0, len(view), block_size))
 
 
 def _zeros(n: int) -> bytes:
