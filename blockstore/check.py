@@ -14,9 +14,11 @@ What is verified, in one read transaction (a consistent view; writers go on):
 * the pool's own tables (``Pool.self_check``): ranges in bounds and disjoint,
   dedup index mirrored and pointing at live blocks, pool.sums well formed;
   dedup entries always match their block's SHA-256; with ``scrub`` every
-  referenced block is read and matches the SHA-256 recorded when it was
-  written (pool.sums; the dedup digest for blocks older than pool.sums;
-  blocks with neither are counted in ``stats['scrub_unverifiable_blocks']``).
+  referenced block is read and matches the checksum recorded when it was
+  written (pool.sums, in the store's algorithm: XXH3-128, or SHA-256 with
+  dedup and in older stores; the dedup digest for blocks older than
+  pool.sums; blocks with neither are counted in
+  ``stats['scrub_unverifiable_blocks']``).
 
 ``repair=True`` then rewrites, in one write transaction, what can be
 derived from the trees: node refcounts, leaked nodes (deleted), block
@@ -311,17 +313,19 @@ SCRUB_READ_BLOCKS = 256     # blocks read and hashed per step (bounded memory)
 
 
 def _scrub(r, walk: _Walk, report: CheckReport) -> None:
-    """Read every referenced block and verify it against its SHA-256.
+    """Read every referenced block and verify it against its recorded checksum.
 
-    The digest is the one pool.sums recorded when the block was written, or
-    for blocks written before pool.sums existed the dedup index's; a block
-    with neither is unverifiable (counted, not reported).  A mismatch is a
-    ``block-checksum`` problem naming the block and the first tree found to
-    reference it.  Cost: one read + one sha256_many per 256 blocks, one
-    pool.sums range scan per step.
+    The digest is the one pool.sums recorded when the block was written (in
+    the store's algorithm, ``pool.checksum``), or for blocks written before
+    pool.sums existed the dedup index's (SHA-256); a block with neither is
+    unverifiable (counted, not reported).  A mismatch is a ``block-checksum``
+    problem naming the block and the first tree found to reference it.
+    Cost: one read + one checksum call per 256 blocks, one pool.sums range
+    scan per step.
     """
     pool = r.env.pool
     t, bs = r.t, pool.block_size
+    hash_many, ds = pool.sums.hash, pool.digest_size
     dedup = None                      # built on first need (old stores only)
     verified = unverifiable = 0
     bad: list[int] = []
@@ -334,17 +338,23 @@ def _scrub(r, walk: _Walk, report: CheckReport) -> None:
                 report.add("block-unreadable", str(exc), repairable=False)
                 continue
             want = pool.digests(t, cs, cn)
-            got = sha256_many(data, bs)
+            got = hash_many(data, bs)
             for i, d in enumerate(want):
                 if d is None:
                     if dedup is None:
                         dedup = {b: h for h, b in pool.dedup_entries(t)}
-                    d = dedup.get(cs + i)
-                    if d is None:
+                    h = dedup.get(cs + i)
+                    if h is None:
                         unverifiable += 1
                         continue
+                    verified += 1
+                    mine = (got[i * ds:(i + 1) * ds] if pool.checksum == "sha256"
+                            else sha256_many(data[i * bs:(i + 1) * bs], bs))
+                    if mine != h:
+                        bad.append(cs + i)
+                    continue
                 verified += 1
-                if got[i * 32:(i + 1) * 32] != d:
+                if got[i * ds:(i + 1) * ds] != d:
                     bad.append(cs + i)
     owner: dict[int, str | None] = {}
     if bad:                           # one pass over the references names a tree per bad block
@@ -352,7 +362,7 @@ def _scrub(r, walk: _Walk, report: CheckReport) -> None:
             for k in range(bisect.bisect_left(bad, s), bisect.bisect_left(bad, s + n)):
                 owner.setdefault(bad[k], tree)
     for b in bad:
-        report.add("block-checksum", f"block {b} does not match its SHA-256", owner.get(b),
+        report.add("block-checksum", f"block {b} does not match its {pool.checksum} checksum", owner.get(b),
                    repairable=False, block=b)
     report.stats.update(scrub_verified_blocks=verified, scrub_unverifiable_blocks=unverifiable)
 

@@ -76,12 +76,16 @@ class Engine:
 
     @classmethod
     def open(cls, path: str, create: bool = True, *, block_size: int | None = None,
-             dedup: bool | None = None, verify_reads: bool = False) -> "Engine":
-        """``verify_reads``: every data block read is checked against the SHA-256
+             dedup: bool | None = None, checksum: str | None = None,
+             verify_reads: bool = False) -> "Engine":
+        """``verify_reads``: every data block read is checked against the checksum
         recorded when it was written (errors.Corruption naming the block on a
         mismatch).  The Env is shared by every handle of the store in this
-        process, so reads are verified for all of them while one such handle is open."""
-        env = _acquire_env(path, create=create, block_size=block_size, dedup=dedup)
+        process, so reads are verified for all of them while one such handle is open.
+        ``checksum``: per-block checksum of a new store ("xxh3-128", the default
+        without dedup, or "sha256"); see ``Env``."""
+        env = _acquire_env(path, create=create, block_size=block_size, dedup=dedup,
+                           checksum=checksum)
         return cls(env, verify_reads)
 
     def close(self) -> None:
@@ -100,6 +104,11 @@ class Engine:
     @property
     def block_size(self) -> int:
         return self.env.block_size
+
+    @property
+    def checksum(self) -> str:
+        """The store's per-block checksum: "xxh3-128" or "sha256" (fixed at creation)."""
+        return self.env.checksum
 
     # -- transactions ------------------------------------------------------
     def batch(self):

@@ -43,9 +43,13 @@ import lmdb
 from .errors import Busy, Corruption, FormatTooNew, InvalidInput, NoSpace, NotAStore
 from .pool import DataFile, Pool, PoolDbs
 from .pool.dbs import TOTAL_BLOCKS, Meta
+from .pool.sums import ALGORITHMS as CHECKSUMS, default_algorithm
 from .testing import failpoints
 
-FORMAT_VERSION = 1
+# Format 2 = pool.sums may hold XXH3-128 digests (meta b"checksum"); a store
+# with SHA-256 digests (dedup, or chosen) is still written as format 1, which
+# the previous blockstore reads correctly (no b"checksum" key means sha256).
+FORMAT_VERSION = 2
 META_DIR = "meta"
 DATA_FILE = "pool.data"
 # Space kept back so that removing trees works on a full disk: released when LMDB
@@ -179,7 +183,11 @@ class Env:
     """The open metadata environment and data pool of one store."""
 
     def __init__(self, path: str, *, create: bool = False, block_size: int | None = None,
-                 dedup: bool | None = None):
+                 dedup: bool | None = None, checksum: str | None = None):
+        """``block_size``, ``dedup`` and ``checksum`` (per-block checksum of pool.sums:
+        "xxh3-128", or "sha256"; default xxh3-128, sha256 with dedup, which
+        refuses xxh3-128) apply when the store is created and are ignored after:
+        they are fixed for its life (``self.block_size``/``dedup``/``checksum``)."""
         self.path = os.path.abspath(path)
         self.pid = os.getpid()
         self.lock = threading.RLock()
@@ -225,9 +233,15 @@ class Env:
                 if bs < MIN_BLOCK_SIZE or bs > MAX_BLOCK_SIZE or bs & (bs - 1):
                     raise InvalidInput(f"block size must be a power of two from "
                                        f"{MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}, not {bs}")
-                t.put(b"format", u64(FORMAT_VERSION), db=meta)
+                cs = default_algorithm(bool(dedup)) if checksum is None else checksum
+                if cs not in CHECKSUMS:
+                    raise InvalidInput(f"checksum must be one of {', '.join(CHECKSUMS)}, not {cs!r}")
+                if dedup and cs != "sha256":
+                    raise InvalidInput(f"dedup needs the sha256 checksum, not {cs}")
+                t.put(b"format", u64(1 if cs == "sha256" else FORMAT_VERSION), db=meta)
                 t.put(b"block_size", u64(bs), db=meta)
                 t.put(b"dedup", u64(1 if dedup else 0), db=meta)
+                t.put(b"checksum", cs.encode(), db=meta)
                 t.put(b"created_ns", u64(time.time_ns()), db=meta)
             elif from_u64(fmt) > FORMAT_VERSION:
                 raise FormatTooNew(f"store format {from_u64(fmt)} is newer than this "
@@ -235,6 +249,16 @@ class Env:
                                    path=self.path)
             self.block_size = from_u64(t.get(b"block_size", db=meta))
             self.dedup = bool(from_u64(t.get(b"dedup", db=meta)))
+            cs = t.get(b"checksum", db=meta)     # none: a store of format 1 from before the choice
+            if cs is None and from_u64(t.get(b"format", db=meta)) >= 2:
+                raise Corruption("store metadata has no checksum record", path=self.path)
+            self.checksum = "sha256" if cs is None else bytes(cs).decode("ascii", "replace")
+            if self.checksum not in CHECKSUMS:
+                raise FormatTooNew(f"store checksum {self.checksum!r} is unknown to this "
+                                   f"blockstore; upgrade blockstore", path=self.path)
+            if self.dedup and self.checksum != "sha256":
+                raise Corruption(f"store has dedup on with the {self.checksum} checksum "
+                                 f"(dedup needs sha256)", path=self.path)
         data_path = os.path.join(self.path, DATA_FILE)
         with self.env.begin() as t:
             need = self.pool_blocks_committed(pool_dbs, t)
@@ -242,7 +266,7 @@ class Env:
         # leaves no data file and nothing in the pool that needs one.
         data = DataFile(data_path, self.block_size,
                         create=need == 0 and not os.path.exists(data_path))
-        self.pool = Pool(pool_dbs, data, self.block_size, self.dedup)
+        self.pool = Pool(pool_dbs, data, self.block_size, self.dedup, checksum=self.checksum)
         if data.size_blocks() < need:
             raise Corruption(f"data file is truncated: {data.size_blocks()} blocks of "
                              f"{need} committed", path=data_path)

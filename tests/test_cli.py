@@ -76,11 +76,13 @@ def test_quick_start_sequence(bs, src, tmp_path):
 
 def test_init(bs):
     d = js(bs("init", "--block-size", "8K", "--dedup", "--json"), "init")
-    assert d["block_size"] == 8192 and d["dedup"] is True
+    assert d["block_size"] == 8192 and d["dedup"] is True and d["checksum"] == "sha256"
     bs("init", code=4)                              # already a store
     assert "already exists" in bs("init", code=4).stderr
-    assert "dedup on" in CliRunner().invoke(main, ["--store", bs.store + "2", "init",
-                                                   "--dedup"]).stdout
+    assert "dedup on, checksum sha256" in CliRunner().invoke(main, ["--store", bs.store + "2", "init",
+                                                                    "--dedup"]).stdout
+    d = json.loads(CliRunner().invoke(main, ["--store", bs.store + "3", "--json", "init"]).stdout)
+    assert d["dedup"] is False and d["checksum"] == "xxh3-128"
 
 
 def test_init_bad_block_size_is_usage_error(bs):
@@ -233,7 +235,8 @@ def test_du_df_gc(bs, src):
     assert str(by["w"]["exclusive"]) in bs("du", "w", "--bytes").stdout
     df = js(bs("df", "--json"), "df")
     assert df["trees"] == 2 and df["used_bytes"] >= by["w"]["exclusive"]
-    assert "used:" in bs("df").stdout
+    assert df["checksum"] == "xxh3-128"
+    assert "used:" in bs("df").stdout and "checksum:" in bs("df").stdout
     bs("rm", "w")
     g = js(bs("gc", "--json"), "gc")
     assert g["block_size"] == 4096

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from blockstore import Store
+from blockstore.engine import Engine
 from blockstore.errors import Corruption
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,9 +24,12 @@ import damage  # noqa: E402
 BS = 4096
 
 
-def _build(path, dedup=True):
+def _build(path, dedup=True, checksum=None):
     """A snapshot 'snap' and its clone 'c': files with several extents, a hole,
-    small inline files, directories, a hard link."""
+    small inline files, directories, a hard link.  ``checksum``: the store's
+    block checksum (None: the default, xxh3-128 unless dedup)."""
+    if checksum is not None:        # Store.open has no checksum option: create through the engine
+        Engine.open(str(path), dedup=dedup, checksum=checksum).close()
     with Store.open(path, dedup=dedup) as s:
         s.create("c")
         with s.fs("c") as fs:
@@ -84,15 +88,20 @@ def test_each_fault_is_found_by_its_check(tmp_path, fault):
                 f"{fault}: an unrepairable fault must stay reported as such:\n{fixed}"
 
 
-@pytest.mark.parametrize("dedup", [True, False])
-def test_scrub_finds_a_flipped_bit_in_a_data_block(tmp_path, dedup):
+@pytest.mark.parametrize("dedup,checksum", [(True, "sha256"), (False, "xxh3-128"), (False, "sha256")])
+def test_scrub_finds_a_flipped_bit_in_a_data_block(tmp_path, dedup, checksum):
     store = tmp_path / "s"
-    _build(store, dedup=dedup)
+    _build(store, dedup=dedup, checksum=checksum)
     what = damage.flip_data(store, seed=3)
+    block = int(what.rsplit(" ", 1)[1])
     with Store.open(store, create=False) as s:
+        assert s.engine.checksum == checksum
         rep = s.check(scrub=True)
         assert any(p.kind in ("block-checksum", "dedup-mismatch") for p in rep.problems), \
             f"scrub missed: {what}\n{rep}"
+        if not dedup:
+            assert [p.message for p in rep.problems if p.kind == "block-checksum"] == \
+                [f"block {block} does not match its {checksum} checksum"]
 
 
 @pytest.mark.parametrize("db", ["nodes", "noderc", "pool.free", "pool.shared"])

@@ -47,12 +47,14 @@ def df_cmd(ctx: Ctx):
     store = ctx.store()
     d = store.df().as_dict()
     d["path"] = store.path
+    d["checksum"] = store.env.checksum
     if ctx.json:
         F.emit_json(d)
         return
     sz = lambda n: F.size(n, ctx.bytes)  # noqa: E731
     lines = [("store", d["path"]), ("trees", str(d["trees"])),
              ("block size", sz(d["block_size"])), ("dedup", "on" if d["dedup"] else "off"),
+             ("checksum", d["checksum"]),
              ("pool size", sz(d["total_bytes"])), ("used", sz(d["used_bytes"])),
              ("free", sz(d["free_bytes"])), ("pending free", sz(d["pending_bytes"])),
              ("shared", sz(d["shared_bytes"])), ("saved by dedup", sz(d["dedup_saved_bytes"])),

@@ -41,12 +41,12 @@ def init_cmd(ctx: Ctx, block_size, dedup):
         raise AlreadyExists("a store already exists", path=ctx.store_path)
     with Store.open(ctx.store_path, create=True, block_size=bs, dedup=dedup) as s:
         doc = {"path": os.path.abspath(ctx.store_path), "block_size": s.block_size,
-               "dedup": bool(s.env.dedup)}
+               "dedup": bool(s.env.dedup), "checksum": s.env.checksum}
     if ctx.json:
         F.emit_json(doc)
     else:
         ctx.say(f"created store {doc['path']} (block size {F.size(doc['block_size'])}, "
-                f"dedup {'on' if doc['dedup'] else 'off'})")
+                f"dedup {'on' if doc['dedup'] else 'off'}, checksum {doc['checksum']})")
 
 
 def _host_source(src: str) -> str:

@@ -11,7 +11,8 @@ for its costs):
 
 Internals, one concept per module: runs.py (run maps and interval math),
 allocator.py (free extents, growth), pending.py (deferred frees),
-refcounts.py (shared run-length counts), dedup.py (SHA-256 index).
+refcounts.py (shared run-length counts), dedup.py (SHA-256 index),
+sums.py (per-block checksums: XXH3-128, or SHA-256 with dedup).
 """
 from .datafile import DataFile
 from .dbs import PoolDbs

@@ -14,7 +14,9 @@ returns one precise sentence per problem:
   the pool;
 * dedup and dedup_rev mirror each other and point at live blocks (and, with
   ``verify_data``, at blocks whose content has that SHA-256);
-* pool.sums entries are well formed, disjoint and inside the pool (entries
+* pool.sums entries are well formed (values a positive multiple of the
+  store's digest size: 32 for sha256, 16 for xxh3-128), disjoint and inside
+  the pool (entries
   of free or pending blocks are stale but harmless: not reported).
 
 ``rebuild(pool, t, refs)`` is the repair: ``refs`` is what a full scan of

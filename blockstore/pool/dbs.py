@@ -17,9 +17,10 @@ pool.pending_rev start u64                             n u64, txn id u64 (mirror
 pool.shared     start u64                              n u64, count u64 (>= 2)
 pool.dedup      sha256 (32 bytes)                      block u64
 pool.dedup_rev  block u64                              sha256 (mirror)
-pool.sums       start u64                              sha256 of each block of
-                                                       the run (32 bytes each;
-                                                       disjoint runs, sums.py)
+pool.sums       start u64                              checksum of each block of
+                                                       the run (xxh3-128: 16 bytes
+                                                       each, sha256: 32; disjoint
+                                                       runs, sums.py)
 =============== ====================================== ==========================
 
 Cost: one LMDB get/put per counter access.
@@ -57,7 +58,7 @@ class PoolDbs:
     dedup: object
     dedup_rev: object
     pending_rev: object  # block-indexed mirror of ``pending`` (liveness checks in O(log n))
-    sums: object         # per-block SHA-256 of written runs (sums.py)
+    sums: object         # per-block checksums of written runs (sums.py)
 
     @classmethod
     def open(cls, env: lmdb.Environment, txn: lmdb.Transaction | None = None) -> "PoolDbs":

@@ -18,19 +18,21 @@ Block states: free | pending-free | owned once (implicit) | shared (count).
 change the references of a run of live blocks; a block reaching 0 goes to
 pending under ``t.id()`` and loses its dedup entry in the same txn.
 
-Checksums (sums.py): every block ``write`` stores gets its SHA-256 in
-``pool.sums`` in the same txn; ``verify``/``block_digest`` read them back and
+Checksums (sums.py): every block ``write`` stores gets its digest in the
+store's checksum algorithm (``checksum``: XXH3-128, or SHA-256 with dedup
+and in stores created before the choice existed) in ``pool.sums`` in the same txn; ``verify``/``block_digest`` read them back and
 ``read(..., verify=t)`` (or the ``verifying(t)`` view the txn layer hands out
 when the store was opened with verified reads) raises errors.Corruption
 naming the first block whose content does not match.
 
-Costs: ``write`` of B blocks: one zero_flags and one sha256_many call over
+Costs: ``write`` of B blocks: one zero_flags and one checksum call over
 the whole buffer (dedup off and some zero blocks: one per run of non-zero
-blocks; native, GIL released, 2 threads from 1 MiB), O(B) small Python
-steps, one ``pool.sums`` put per allocated run (per 127 blocks), with dedup
+blocks; native, GIL released; SHA-256 on 2 threads from 1 MiB, XXH3 on the
+calling thread), O(B) small Python steps, one ``pool.sums`` put per
+allocated run (per 127 SHA-256 / 254 XXH3 digests), with dedup
 one LMDB get per non-zero block and two puts per new block, one
 ``allocate`` and one pwrite(v) per allocated run.  ``read`` is one pread;
-with ``verify`` add one sha256_many and O(log N + n/127) LMDB steps.  ``inc``/``dec``:
+with ``verify`` add one checksum call and O(log N + n/CHUNK) LMDB steps.  ``inc``/``dec``:
 O(log N + k) cursor operations per run (k = shared runs overlapped).
 """
 from __future__ import annotations
@@ -50,7 +52,7 @@ from .dbs import (BLOCK_SIZE, DEDUP_HITS, FREE_BLOCKS, PENDING_BLOCKS, SHARED_BL
 from .dedup import DIGEST_SIZE, DedupIndex
 from .pending import Pending
 from .refcounts import Refcounts
-from .sums import Sums
+from .sums import Sums, default_algorithm
 from .. import errors
 
 HOLE = -1  # run start meaning "zero blocks, not stored"
@@ -72,19 +74,25 @@ class PoolStats:
 
 class Pool:
     def __init__(self, dbs: PoolDbs, data: DataFile, block_size: int, dedup: bool, *,
-                 grow_min_bytes: int = GROW_MIN_BYTES):
+                 checksum: str | None = None, grow_min_bytes: int = GROW_MIN_BYTES):
+        """``checksum``: the algorithm of pool.sums (sums.ALGORITHMS); None = the
+        default of a new store (sums.default_algorithm).  Dedup needs "sha256"."""
         assert 4096 <= block_size <= 1 << 20 and block_size & (block_size - 1) == 0, block_size
         assert data.block_size == block_size, (data.block_size, block_size)
         self.dbs = dbs
         self.data = data
         self.block_size = block_size
         self.dedup = dedup
+        self.checksum = default_algorithm(dedup) if checksum is None else checksum
+        if dedup and self.checksum != "sha256":
+            raise errors.InvalidInput(f"dedup needs sha256 block checksums, not {self.checksum}")
         self.meta = Meta(dbs.meta)
         self.alloc = Allocator(dbs, self.meta, data, block_size, grow_min_bytes)
         self.pending = Pending(dbs, self.meta)
         self.refs = Refcounts(dbs, self.meta)
         self.index = DedupIndex(dbs)
-        self.sums = Sums(dbs)
+        self.sums = Sums(dbs, self.checksum)
+        self.digest_size = self.sums.digest_size      # of pool.sums; the dedup index's is DIGEST_SIZE
         self._dirty = False
         self._dirty_lock = threading.Lock()
 
@@ -121,15 +129,16 @@ class Pool:
         if nzero == 0 and not self.dedup:  # fast path: one run of new blocks per extent
             extents = self._allocate(t, nb)
             later = owned or isinstance(data, bytes)
+            ds = self.digest_size
             if later:
                 self.sums.put_later(t, mv, bs, extents)     # hashed while we pwrite
             else:
-                digests = sha256_many(mv, bs)
+                digests = self.sums.hash(mv, bs)
             pos = 0
             for s, k in extents:
                 self.data.pwrite(s, mv[pos * bs:(pos + k) * bs])
                 if not later:
-                    self.sums.put_run(t, s, digests[pos * DIGEST_SIZE:(pos + k) * DIGEST_SIZE])
+                    self.sums.put_run(t, s, digests[pos * ds:(pos + k) * ds])
                 pos += k
             return extents
 
@@ -138,6 +147,8 @@ class Pool:
         new_src: list[int] = []
         hits: dict[int, int] = {}
         nhits = 0
+        # digests: of pool.sums (with dedup the pool's checksum is SHA-256, so the
+        # same digests serve the dedup index)
         if self.dedup:
             digests = sha256_many(mv, bs)
             seen: dict[bytes, int] = {}
@@ -163,7 +174,7 @@ class Pool:
                 if not flags[i]:
                     targets[i] = -(len(new_src) + 2)
                     new_src.append(i)
-            digests = _nonzero_digests(mv, bs, flags)
+            digests = _nonzero_digests(mv, bs, flags, self.sums.hash, self.digest_size)
 
         # a dedup entry must point at a live block (checked before allocation could reuse it)
         for s, n, _ in _group(sorted((x, 0) for x in hits if x >= 0)):
@@ -187,6 +198,7 @@ class Pool:
                 add(t, digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE], slot_block[j])
 
         # data: one gather-write (and one pool.sums entry) per allocated run
+        ds = self.digest_size
         j = 0
         for s, k in extents:
             bufs = []
@@ -196,11 +208,11 @@ class Pool:
             for i in new_src[j + 1:j + k]:
                 if i != prev + 1:
                     bufs.append(mv[a * bs:(prev + 1) * bs])
-                    sums.append(digests[a * DIGEST_SIZE:(prev + 1) * DIGEST_SIZE])
+                    sums.append(digests[a * ds:(prev + 1) * ds])
                     a = i
                 prev = i
             bufs.append(mv[a * bs:(prev + 1) * bs])
-            sums.append(digests[a * DIGEST_SIZE:(prev + 1) * DIGEST_SIZE])
+            sums.append(digests[a * ds:(prev + 1) * ds])
             self.data.pwritev(s, bufs)
             self.sums.put_run(t, s, b"".join(sums))
             j += k
@@ -314,7 +326,7 @@ class Pool:
         bad = self.verify(t, start, n, data)
         if bad:
             more = f" (and {len(bad) - 1} more in this read)" if len(bad) > 1 else ""
-            raise errors.Corruption(f"block {bad[0]} does not match its SHA-256{more}",
+            raise errors.Corruption(f"block {bad[0]} does not match its {self.checksum} checksum{more}",
                                     path=self.data.path)
 
     def verifying(self, t) -> "VerifiedReads":
@@ -323,7 +335,7 @@ class Pool:
 
     # ================================================================ checksums
     def block_digest(self, t, block: int) -> bytes | None:
-        """The SHA-256 recorded when ``block`` was last written, or None (none kept)."""
+        """The digest (``checksum``) recorded when ``block`` was last written, or None (none kept)."""
         return self.sums.digests(t, block, 1)[0]
 
     def digests(self, t, start: int, n: int) -> list[bytes | None]:
@@ -332,13 +344,14 @@ class Pool:
 
     def verify(self, t, start: int, n: int, data) -> list[int]:
         """Blocks of [start, start+n) whose bytes in ``data`` do not match their
-        recorded digest (blocks without one are not reported).  One sha256_many."""
+        recorded digest (blocks without one are not reported).  One checksum call."""
         want = self.sums.digests(t, start, n)
         if not any(want):
             return []
-        got = sha256_many(data, self.block_size)
+        got = self.sums.hash(data, self.block_size)
+        ds = self.digest_size
         return [start + i for i, d in enumerate(want)
-                if d is not None and got[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] != d]
+                if d is not None and got[i * ds:(i + 1) * ds] != d]
 
     # ================================================================ introspection
     def refcount(self, t, block: int) -> int:
@@ -412,14 +425,14 @@ class VerifiedReads:
         return getattr(self._pool, name)
 
 
-def _nonzero_digests(mv, bs: int, flags) -> bytes:
-    """SHA-256 of every block of ``mv`` (32 zero bytes for zero blocks, which are not
-    hashed): one sha256_many per run of non-zero blocks."""
+def _nonzero_digests(mv, bs: int, flags, hash_many, ds: int) -> bytes:
+    """``hash_many`` digest (``ds`` bytes) of every block of ``mv`` (``ds`` zero bytes
+    for zero blocks, which are not hashed): one call per run of non-zero blocks."""
     nb = len(flags)
     if not flags.count(0):
-        return bytes(nb * DIGEST_SIZE)
+        return bytes(nb * ds)
     if not flags.count(1):
-        return sha256_many(mv, bs)
+        return hash_many(mv, bs)
     parts = []
     i = 0
     while i < nb:
@@ -427,7 +440,7 @@ def _nonzero_digests(mv, bs: int, flags) -> bytes:
         z = flags[i]
         while j < nb and flags[j] == z:
             j += 1
-        parts.append(bytes((j - i) * DIGEST_SIZE) if z else sha256_many(mv[i * bs:j * bs], bs))
+        parts.append(bytes((j - i) * ds) if z else hash_many(mv[i * bs:j * bs], bs))
         i = j
     return b"".join(parts)
 
