@@ -95,8 +95,12 @@ def _release_value(ns: NodeStore, value) -> None:
         ns.txn.pool.dec(ns.t, r[0], r[1])
 
 
-def insert(ns: NodeStore, root: int, key: bytes, value: bytes) -> int:
-    """Set key to value (the tree takes ownership of the value's blocks); returns the new root."""
+def insert(ns: NodeStore, root: int, key: bytes, value: bytes, release_old: bool = True) -> int:
+    """Set key to value (the tree takes ownership of the value's blocks); returns the new root.
+
+    A value the key had is released (its blocks lose one reference) unless
+    ``release_old`` is False: then the caller hands those references on to the
+    new value (an extent that grows over its old blocks keeps their counts)."""
     key, value = bytes(key), bytes(value)
     _check_entry(key, value)
     if not root:
@@ -118,7 +122,8 @@ def insert(ns: NodeStore, root: int, key: bytes, value: bytes) -> int:
         old = node.vals[i]
         node.vals[i] = value
         node.nbytes += len(value) - len(old)
-        _release_value(ns, old)
+        if release_old:
+            _release_value(ns, old)
     else:
         node.keys.insert(i, key)
         node.vals.insert(i, value)
