@@ -111,6 +111,7 @@ class TreeFS:
         self.readonly = not rec.writable
         self._root = None
         self._root_cache: tuple[int, int] | None = None     # (read txn id, root) last seen
+        self._wroot_cache: tuple[bytes, int] | None = None  # (catalog record bytes, root)
         if self.readonly:
             def pin(w):
                 rec = catalog.get(w, name)
@@ -159,7 +160,16 @@ class TreeFS:
         txn id, so the root is remembered per id: reads between two commits
         decode the catalog record once (a FUSE read is ~30 us; the decode ~8)."""
         if r.write:
-            return catalog.get(r, self.name).root
+            # Inside a batch the root changes with every write; a getattr/getxattr
+            # between two writes (the kernel asks for security.capability before
+            # each write) decodes the record only when its bytes changed.
+            raw = catalog.get_raw(r, self.name)
+            wc = self._wroot_cache
+            if wc is not None and wc[0] == raw:
+                return wc[1]
+            root = catalog.TreeRecord.decode(raw).root
+            self._wroot_cache = (raw, root)
+            return root
         cached = self._root_cache
         tid = r.id()
         if cached is not None and cached[0] == tid:
@@ -182,7 +192,7 @@ class TreeFS:
             result = fn(fst)
             if fst.root != rec.root:
                 rec.root = fst.root
-                catalog.put(w, rec)
+                self._wroot_cache = (catalog.put(w, rec), rec.root)
             return result
         return self.env.transact(work)
 
