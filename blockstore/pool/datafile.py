@@ -10,12 +10,21 @@ must not race with each other (the single LMDB writer serialises growth).
 
 Costs: one syscall per call (more only for partial transfers and for more
 than IOV_MAX buffers); ``grow`` is one posix_fallocate.
+
+Writeback hints: after a write of at least ``WRITEBACK_MIN`` bytes the pages
+are handed to the disk at once (sync_file_range WRITE), so that the commit's
+fdatasync waits for less.  Submitting them walks every page of the range
+(~50-100 us per MiB here), work the writer need not wait for: it runs on one
+background thread per process (a FUSE daemon's request thread is the
+bottleneck of its writes).  The hint promises nothing; ``close`` waits for the
+hints still queued, so none reaches a closed (or reused) descriptor.
 """
 from __future__ import annotations
 
 import errno
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from .. import errors
 from ..native import start_writeback
@@ -26,6 +35,21 @@ try:
     IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
 except (AttributeError, ValueError, OSError):
     IOV_MAX = 1024
+
+
+_wb_exec: ThreadPoolExecutor | None = None
+_wb_pid = 0
+_wb_lock = threading.Lock()
+
+
+def _writeback_executor() -> ThreadPoolExecutor:
+    """The process's writeback-hint thread (a new one in a forked child)."""
+    global _wb_exec, _wb_pid
+    with _wb_lock:
+        if _wb_exec is None or _wb_pid != os.getpid():
+            _wb_exec = ThreadPoolExecutor(1, thread_name_prefix="blockstore-writeback")
+            _wb_pid = os.getpid()
+        return _wb_exec
 
 
 class DataFile:
@@ -42,6 +66,7 @@ class DataFile:
             raise errors.NotFound("data file not found", path=self.path) from None
         self._grow_lock = threading.Lock()
         self._nowait_supported = True       # RWF_NOWAIT reads; False after EOPNOTSUPP
+        self._last_hint: Future | None = None   # the newest queued writeback hint
 
     # ------------------------------------------------------------------ size
     def size_blocks(self) -> int:
@@ -104,9 +129,7 @@ class DataFile:
                                      path=self.path) from e
             raise
         if off - first >= WRITEBACK_MIN:
-            # Let the disk start on it now: the commit's fdatasync then waits
-            # for less, and hashing/metadata work overlaps the I/O.
-            start_writeback(self.fd, first, off - first)
+            self._writeback_later(first, off - first)
         if failpoints.ACTIVE:
             failpoints.hit("pool.after_pwrite")
 
@@ -153,10 +176,18 @@ class DataFile:
             buf += more
         return bytes(buf)
 
+    def _writeback_later(self, off: int, length: int) -> None:
+        """Let the disk start on [off, off+length) now, from the background thread."""
+        self._last_hint = _writeback_executor().submit(start_writeback, self.fd, off, length)
+
     def fdatasync(self) -> None:
         os.fdatasync(self.fd)
 
     def close(self) -> None:
+        # One thread runs the hints in order: when the newest is done, all are.
+        last, self._last_hint = self._last_hint, None
+        if last is not None:
+            last.exception()            # waits; a failed hint is only a hint
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
