@@ -179,6 +179,20 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _creation_params(block_size, dedup, checksum) -> tuple[int, str]:
+    """The block size and checksum a new store gets; InvalidInput if they are not allowed."""
+    bs = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
+    if bs < MIN_BLOCK_SIZE or bs > MAX_BLOCK_SIZE or bs & (bs - 1):
+        raise InvalidInput(f"block size must be a power of two from "
+                           f"{MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}, not {bs}")
+    cs = default_algorithm(bool(dedup)) if checksum is None else checksum
+    if cs not in CHECKSUMS:
+        raise InvalidInput(f"checksum must be one of {', '.join(CHECKSUMS)}, not {cs!r}")
+    if dedup and cs != "sha256":
+        raise InvalidInput(f"dedup needs the sha256 checksum, not {cs}")
+    return bs, cs
+
+
 class Env:
     """The open metadata environment and data pool of one store."""
 
@@ -203,6 +217,7 @@ class Env:
         if not exists:
             if not create:
                 raise NotAStore(path=self.path)
+            _creation_params(block_size, dedup, checksum)    # refuse before making files
             # A directory holding only an empty meta/ is a creation that crashed early.
             if os.path.isdir(self.path) and set(os.listdir(self.path)) - {META_DIR}:
                 raise NotAStore("directory is not empty and holds no store; "
@@ -229,15 +244,7 @@ class Env:
                 # New store, or one whose creation crashed before this commit.
                 if not create:
                     raise NotAStore("store metadata has no format record", path=self.path)
-                bs = DEFAULT_BLOCK_SIZE if block_size is None else int(block_size)
-                if bs < MIN_BLOCK_SIZE or bs > MAX_BLOCK_SIZE or bs & (bs - 1):
-                    raise InvalidInput(f"block size must be a power of two from "
-                                       f"{MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE}, not {bs}")
-                cs = default_algorithm(bool(dedup)) if checksum is None else checksum
-                if cs not in CHECKSUMS:
-                    raise InvalidInput(f"checksum must be one of {', '.join(CHECKSUMS)}, not {cs!r}")
-                if dedup and cs != "sha256":
-                    raise InvalidInput(f"dedup needs the sha256 checksum, not {cs}")
+                bs, cs = _creation_params(block_size, dedup, checksum)
                 t.put(b"format", u64(1 if cs == "sha256" else FORMAT_VERSION), db=meta)
                 t.put(b"block_size", u64(bs), db=meta)
                 t.put(b"dedup", u64(1 if dedup else 0), db=meta)

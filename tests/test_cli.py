@@ -10,6 +10,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
+from blockstore import Store
 from blockstore.cli import main
 
 import cli_shapes
@@ -83,6 +84,17 @@ def test_init(bs):
                                                                     "--dedup"]).stdout
     d = json.loads(CliRunner().invoke(main, ["--store", bs.store + "3", "--json", "init"]).stdout)
     assert d["dedup"] is False and d["checksum"] == "xxh3-128"
+
+
+def test_init_checksum_choice(bs):
+    d = js(bs("init", "--checksum", "sha256", "--json"), "init")
+    assert d["dedup"] is False and d["checksum"] == "sha256"
+    with Store.open(bs.store) as s:                 # fixed at creation
+        assert s.env.checksum == "sha256"
+    r = CliRunner().invoke(main, ["--store", bs.store + "2", "init", "--dedup",
+                                  "--checksum", "xxh3-128"])
+    assert r.exit_code == 9 and "dedup needs the sha256 checksum" in r.output   # InvalidInput
+    assert not os.path.exists(bs.store + "2")        # refused before any file was made
 
 
 def test_init_bad_block_size_is_usage_error(bs):

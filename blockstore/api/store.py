@@ -71,18 +71,22 @@ class Store:
     @classmethod
     def open(cls, path: str | os.PathLike | None = None, create: bool = True, *,
              block_size: int | None = None, dedup: bool | None = None,
-             verify_reads: bool = False) -> "Store":
+             checksum: str | None = None, verify_reads: bool = False) -> "Store":
         """Open (and by default create) the store at path; use as a context manager.
 
-        ``verify_reads=True``: every data block read is checked against the SHA-256
+        ``block_size``, ``dedup`` and ``checksum`` apply to a new store and are
+        fixed for its life: the per-block checksum is "xxh3-128" (default without
+        dedup) or "sha256" (the only one with dedup; stores made before the
+        choice existed use it).
+        ``verify_reads=True``: every data block read is checked against the checksum
         recorded when it was written; a mismatch raises errors.Corruption naming the
-        block (costs one SHA-256 per block read, ~1.8 GB/s per core)."""
+        block (one XXH3-128 per block read at ~11 GB/s, or SHA-256 at ~1.7 GB/s per core)."""
         path = default_store_path() if path is None else os.fspath(path)
         if create:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         writers.flush_all(path)     # a batch holding the writer lock would block the open
         return cls(Engine.open(path, create=create, block_size=block_size, dedup=dedup,
-                               verify_reads=verify_reads))
+                               checksum=checksum, verify_reads=verify_reads))
 
     def close(self) -> None:
         if self.closed:

@@ -27,9 +27,11 @@ def change_json(c) -> dict:
 @click.command("init")
 @click.option("--block-size", metavar="N", help="Block size: 4K (default) to 1M, a power of two.")
 @click.option("--dedup/--no-dedup", default=None, help="Store identical blocks once (default off).")
+@click.option("--checksum", type=click.Choice(["xxh3-128", "sha256"]), default=None,
+              help="Per-block checksum for scrub (default xxh3-128; sha256 with --dedup).")
 @output_options()
 @pass_ctx
-def init_cmd(ctx: Ctx, block_size, dedup):
+def init_cmd(ctx: Ctx, block_size, dedup, checksum):
     """Create a store at --store (other commands also create it on first use)."""
     bs = F.parse_size(block_size) if block_size else None
     try:
@@ -39,7 +41,8 @@ def init_cmd(ctx: Ctx, block_size, dedup):
         pass
     else:
         raise AlreadyExists("a store already exists", path=ctx.store_path)
-    with Store.open(ctx.store_path, create=True, block_size=bs, dedup=dedup) as s:
+    with Store.open(ctx.store_path, create=True, block_size=bs, dedup=dedup,
+                    checksum=checksum) as s:
         doc = {"path": os.path.abspath(ctx.store_path), "block_size": s.block_size,
                "dedup": bool(s.env.dedup), "checksum": s.env.checksum}
     if ctx.json:
