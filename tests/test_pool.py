@@ -535,3 +535,27 @@ def test_self_check_detects(tmp_path, fault):
     expected = (expected,) if isinstance(expected, str) else expected
     assert any(all(e.lower() in p.lower() for e in expected) for p in problems), problems
     s.close()
+
+
+def test_writeback_hints_run_off_the_writers_thread_and_close_waits(tmp_path, monkeypatch):
+    import threading
+    import time as _time
+
+    from blockstore.pool import datafile
+
+    calls = []
+
+    def slow_hint(fd, off, length):
+        _time.sleep(0.2)
+        calls.append((threading.current_thread().name, fd, off, length))
+    monkeypatch.setattr(datafile, "start_writeback", slow_hint)
+    df = DataFile(str(tmp_path / "d"), BS, create=True)
+    df.grow(512)
+    fd = df.fd
+    t0 = _time.monotonic()
+    df.pwrite(0, blk(1) * 256)                        # 1 MiB: one hint
+    df.pwrite(256, blk(2) * 8)                        # 32 KiB: below WRITEBACK_MIN, none
+    assert _time.monotonic() - t0 < 0.15 and calls == []    # the writer did not wait
+    df.close()
+    assert [c[0].startswith("blockstore-writeback") for c in calls] == [True]
+    assert calls[0][1:] == (fd, 0, 256 * BS)          # ran before close returned

@@ -282,3 +282,24 @@ def test_read_later_keeps_its_blocks_from_reuse_until_it_finishes(store):
         assert bytes(finish()) == old
         fs.write_bytes("/h", os.urandom(len(old)))        # after finish: reusable again
     assert store.check().ok
+
+
+def test_two_handles_of_one_tree_see_each_others_writes_inside_a_batch(store):
+    """TreeFS remembers a batch's root by the catalog record's bytes: a change
+    made through another handle (or the engine) in the same batch must show."""
+    store.create("w")
+    a, b = store.fs("w"), store.fs("w")
+    with store.batch():
+        a.write_bytes("/f", b"one")
+        assert b.read_bytes("/f") == b"one"
+        ino = b.stat("/f").st_ino
+        b.write_at(ino, 3, b" two")
+        assert a.getattr(ino).st_size == 7 and a.read_bytes("/f") == b"one two"
+        a.unlink("/f")
+        assert not b.exists("/f")
+        store.commit("w", "w@1")           # a catalog change of another kind in the batch
+        a.write_bytes("/g", b"x")
+        assert b.read_bytes("/g") == b"x"
+    assert store.fs("w@1").listdir("/") == []
+    a.close()
+    b.close()
