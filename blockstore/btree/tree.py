@@ -158,8 +158,9 @@ def _split(ns: NodeStore, node: Node) -> Node:
     return right
 
 
-def delete(ns: NodeStore, root: int, key: bytes) -> tuple[int, bytes | None]:
-    """Remove key; returns (new root, old value or None).  The old value's blocks are released."""
+def delete(ns: NodeStore, root: int, key: bytes, release: bool = True) -> tuple[int, bytes | None]:
+    """Remove key; returns (new root, old value or None).  The old value's blocks are
+    released, unless ``release`` is False: then the caller takes over its references."""
     key = bytes(key)
     old = lookup(ns, root, key)
     if old is None:
@@ -177,7 +178,8 @@ def delete(ns: NodeStore, root: int, key: bytes) -> tuple[int, bytes | None]:
     del node.keys[i]
     del node.vals[i]
     node.recount()
-    _release_value(ns, old)
+    if release:
+        _release_value(ns, old)
     # Rebalance bottom-up: drop empty nodes, merge small ones with a sibling.
     while path:
         parent, i = path.pop()

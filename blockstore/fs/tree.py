@@ -90,8 +90,8 @@ class FsTree:
     def _put_raw(self, k: bytes, v: bytes, release_old: bool = True) -> None:
         self.root = bt.insert(self.ns, self.root, k, v, release_old)
 
-    def _del(self, k: bytes) -> None:
-        self.root, _ = bt.delete(self.ns, self.root, k)
+    def _del(self, k: bytes, release: bool = True) -> None:
+        self.root, _ = bt.delete(self.ns, self.root, k, release)
 
     def _range(self, lo: bytes, hi: bytes, reverse: bool = False):
         return bt.iterate(self.ns, self.root, lo, hi, reverse)
@@ -463,17 +463,16 @@ class FsTree:
             k = I.extent_key(ino, fb)
             left = fb_lo - fb if fb < fb_lo else 0
             right = (fb + n) - hi if fb + n > hi else 0
-            # Take the kept parts' references before the old extent drops all of its own,
-            # so no kept block passes through zero.
+            # The kept parts take over the old extent's references to their blocks
+            # (no count changes, whatever the extent's size); only the punched
+            # middle is released.
             if left:
-                self.pool.inc(self.ns.t, s, left)
-            if right:
-                self.pool.inc(self.ns.t, s + n - right, right)
-            self._del(k)
-            if left:
-                self._put_raw(k, values.blockref(s, left))
+                self._put_raw(k, values.blockref(s, left), release_old=False)
+            else:
+                self._del(k, release=False)
             if right:
                 self._put_raw(I.extent_key(ino, fb + n - right), values.blockref(s + n - right, right))
+            self.pool.dec(self.ns.t, s + left, n - left - right)
 
     def _map(self, ino: int, fb: int, runs: list[tuple[int, int]]) -> None:
         """Insert extents for freshly written runs at file block fb (HOLE runs stay holes),
