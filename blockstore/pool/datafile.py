@@ -24,32 +24,18 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from .. import errors
 from ..native import start_writeback
 from ..testing import failpoints
+from . import background
 
 WRITEBACK_MIN = 1024 * 1024       # smaller writes are left to the kernel
 try:
     IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
 except (AttributeError, ValueError, OSError):
     IOV_MAX = 1024
-
-
-_wb_exec: ThreadPoolExecutor | None = None
-_wb_pid = 0
-_wb_lock = threading.Lock()
-
-
-def _writeback_executor() -> ThreadPoolExecutor:
-    """The process's writeback-hint thread (a new one in a forked child)."""
-    global _wb_exec, _wb_pid
-    with _wb_lock:
-        if _wb_exec is None or _wb_pid != os.getpid():
-            _wb_exec = ThreadPoolExecutor(1, thread_name_prefix="blockstore-writeback")
-            _wb_pid = os.getpid()
-        return _wb_exec
 
 
 class DataFile:
@@ -178,7 +164,7 @@ class DataFile:
 
     def _writeback_later(self, off: int, length: int) -> None:
         """Let the disk start on [off, off+length) now, from the background thread."""
-        self._last_hint = _writeback_executor().submit(start_writeback, self.fd, off, length)
+        self._last_hint = background.executor("writeback").submit(start_writeback, self.fd, off, length)
 
     def fdatasync(self) -> None:
         os.fdatasync(self.fd)

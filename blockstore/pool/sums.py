@@ -52,13 +52,12 @@ commit waits for the hashes not done yet.
 """
 from __future__ import annotations
 
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from blockstore.native import sha256_many, xxh128_many
 
+from . import background
 from . import runs as R
 from .dbs import PoolDbs, pack_u64, unpack_u64
 
@@ -74,22 +73,8 @@ def default_algorithm(dedup: bool) -> str:
     """The checksum of a new store: SHA-256 with dedup (the index needs it), else XXH3-128."""
     return "sha256" if dedup else "xxh3-128"
 
+
 LATER_MAX_BYTES = 16 << 20      # data held for background hashing, at most (then put early)
-
-# One hashing thread per process, shared by every pool (a store opened and
-# closed many times must not leave a thread behind each time).
-_exec: ThreadPoolExecutor | None = None
-_exec_pid = 0
-_exec_lock = threading.Lock()
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _exec, _exec_pid
-    with _exec_lock:
-        if _exec is None or _exec_pid != os.getpid():       # none yet, or the parent's
-            _exec = ThreadPoolExecutor(1, thread_name_prefix="blockstore-sums")
-            _exec_pid = os.getpid()
-        return _exec
 
 
 class Sums:
@@ -108,7 +93,7 @@ class Sums:
     def put_later(self, t, data, block_size: int, runs) -> None:
         """Record the digests of ``data`` (never changed by the caller again), written
         to ``runs`` [(start, n)] in order, computed on the background thread."""
-        fut = _executor().submit(self.hash, data, block_size)
+        fut = background.executor("sums").submit(self.hash, data, block_size)
         n = memoryview(data).nbytes
         with self._later_lock:
             self._later.append((t, runs, fut, n))
