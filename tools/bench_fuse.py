@@ -20,6 +20,8 @@ Figures (one run, ratios against baselines measured in the same run):
   while the pool's data file keeps its cached pages and reuses them.
   Three rounds alternate which side goes first; each figure is the median
   of its rounds (``*_rounds`` list them all).
+* ``seq_write_fsync_ratio`` (no goal): the same overwrite rounds ending in
+  fsync (as ``dd conv=fsync``), so that both sides wait for the disk.
 * ``*_write_cpu_s_per_gib``: CPU seconds the daemon (all threads, user +
   system) spends per GiB of sequential writes: steadier than throughput on
   this VM, whose disk and memory speed move 2-4x between minutes.
@@ -74,15 +76,19 @@ def _same_read_ahead(ours: str, theirs: str) -> dict:
     return {"blockstore": read_ahead(ours), "passthrough": read_ahead(theirs)}
 
 
-def _seq_write(path: str, total: int, chunk: bytes, overwrite: bool = False) -> float:
+def _seq_write(path: str, total: int, chunk: bytes, overwrite: bool = False,
+               fsync: bool = False) -> float:
     """Write ``total`` bytes from the start; ``overwrite``: into the existing file
-    (as fio does after laying its file out), else into a new or truncated one."""
+    (as fio does after laying its file out), else into a new or truncated one;
+    ``fsync``: the time includes an fsync at the end (as ``dd conv=fsync``)."""
     t0 = time.perf_counter()
     flags = os.O_WRONLY if overwrite else os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     fd = os.open(path, flags, 0o644)
     try:
         for off in range(0, total, len(chunk)):
             os.write(fd, chunk)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     return total / (time.perf_counter() - t0)
@@ -208,6 +214,13 @@ def run(args):
                     res[label]["w"].append(_seq_write(f"{root}/big", big, chunk, overwrite=True))
                     res[label]["cpu"].append((_cpu_s(pid) - c0) * GiB / big)
                     res[label]["r"].append(_seq_read(f"{root}/big"))
+            # The same overwrite ending in fsync: both sides then wait for the disk.
+            for i in range(rounds):
+                order = list(sides) if i % 2 == 0 else list(reversed(sides))
+                for label in order:
+                    log(f"round {i + 1}/{rounds} {label}: overwrite + fsync")
+                    res[label].setdefault("ws", []).append(
+                        _seq_write(f"{sides[label][0]}/big", big, chunk, overwrite=True, fsync=True))
             for label, (root, _) in sides.items():
                 os.unlink(f"{root}/big")
                 log(f"{label}: {nfiles} small files")
@@ -231,6 +244,10 @@ def run(args):
             rep.extra["read_ratio_rounds"] = [round(b / p, 3) for b, p in zip(B["r"], P["r"])]
             rep.extra["write_gbps_rounds"] = {k: [round(x / bu.GB, 3) for x in v["w"]]
                                               for k, v in res.items()}
+            rep.add("seq_write_fsync_ratio", median(B["ws"]) / median(P["ws"]), "x",
+                    note="the same overwrite ending in fsync, both sides (no goal)")
+            rep.extra["write_fsync_gbps"] = {k: round(median(v["ws"]) / bu.GB, 3)
+                                             for k, v in res.items()}
             pf, bf = P["f"], B["f"]
             rep.add("passthrough_small_ops", pf, "files/s")
             rep.add("blockstore_small_ops", bf, "files/s")
