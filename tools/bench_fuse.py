@@ -101,22 +101,6 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _daemon_pid(mountpoint: str) -> int:
-    """The pid of the blockstore daemon serving ``mountpoint`` (its command line names it)."""
-    mp = os.path.abspath(mountpoint)
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"blockstore.fuse" in argv and os.fsencode(mp) in argv:
-            return int(d)
-    raise RuntimeError(f"no blockstore daemon found for {mp}")
-
-
 def _seq_read(path: str) -> float:
     """Read through the file system, not from the mount's page cache: its pages
     (kept across opens on blockstore trees) are dropped first, on both sides."""
@@ -192,13 +176,13 @@ def run(args):
         try:
             _wait_mounted(pt, proc)
             mounted.append(pt)
-            mount(sp, "c", bm)
+            daemon_pid = mount(sp, "c", bm)         # the daemon's pid, once it serves
             mounted.append(bm)
             # Same kernel readahead on both mounts (blockstore's daemon sets 1 MiB as
             # root), so the ratios compare the adapters, not the kernel settings.
             rep.extra["read_ahead_kb"] = _same_read_ahead(bm, pt)
             # -- sequential write / read --------------------------------------------------
-            sides = {"passthrough": (pt, proc.pid), "blockstore": (bm, _daemon_pid(bm))}
+            sides = {"passthrough": (pt, proc.pid), "blockstore": (bm, daemon_pid)}
             log(f"laying out a {big // MiB} MiB file on each side (unmeasured)")
             for root, _ in sides.values():
                 _seq_write(f"{root}/big", big, chunk)

@@ -67,14 +67,12 @@ ALGORITHMS = {
     "xxh3-128": (xxh128_many, 16),      # calling thread, >10 GB/s
 }
 ENTRY_BYTES = 4064     # an entry's value at most: one LMDB overflow page (4096 - header)
+LATER_MAX_BYTES = 16 << 20      # data held for background hashing, at most (then put early)
 
 
 def default_algorithm(dedup: bool) -> str:
     """The checksum of a new store: SHA-256 with dedup (the index needs it), else XXH3-128."""
     return "sha256" if dedup else "xxh3-128"
-
-
-LATER_MAX_BYTES = 16 << 20      # data held for background hashing, at most (then put early)
 
 
 class Sums:
