@@ -166,9 +166,7 @@ class Engine:
         def work(w):
             rec = catalog.get(w, name)
             catalog.delete(w, name)
-            ns = NodeStore.of(w)
-            bt.release(ns, rec.root)
-            ns.gc_step(REMOVE_GC_BUDGET)
+            NodeStore.of(w).gc_step(REMOVE_GC_BUDGET, drop=(rec.root,) if rec.root else ())
         self.env.transact(work)
 
     def rename(self, old: str, new: str) -> TreeRecord:

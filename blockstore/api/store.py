@@ -267,10 +267,7 @@ class Store:
                     m.get("type") == "volume" and m.get("source") == name)]
                 catalog.put(w, d)
             catalog.delete(w, name)
-            from ..btree import tree as bt
-            ns = NodeStore.of(w)
-            bt.release(ns, rec.root)
-            ns.gc_step(256)
+            NodeStore.of(w).gc_step(256, drop=(rec.root,) if rec.root else ())
         self.env.transact(work)
 
     def rename(self, old: str, new: str) -> TreeRecord:

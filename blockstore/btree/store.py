@@ -91,6 +91,7 @@ class NodeStore:
         self.persisted: set[int] = set()     # new nodes already written (bulk): never cached
         self.next_id = None
         self._rc_cur = None                  # write txns: cursor on noderc (_dec_ids)
+        self._freeing: list[int] | None = None   # inside gc_step: nodes freed next
         if txn.write:
             txn.before_commit.append(self._flush)
             txn.after_commit.append(self._publish)
@@ -167,6 +168,8 @@ class NodeStore:
             if nid in self.dirty:
                 # Never written: free it (and its references) right away.
                 self._free(self.dirty[nid])
+            elif self._freeing is not None:
+                self._freeing.append(nid)     # gc_step frees it in this step or queues it
             else:
                 self.t.put(u64(nid), b"", db=self.gcq_db)
 
@@ -176,20 +179,16 @@ class NodeStore:
                 self.inc(c)
         else:
             pool, t = self.txn.pool, self.t
-            for v in node.vals:
-                r = values.refs(v)
-                if r is not None:
-                    pool.inc(t, r[0], r[1])
+            for start, n in values.runs(node.vals):
+                pool.inc(t, start, n)
 
     def _dec_children(self, node: Node) -> None:
         if node.level:
             self._dec_ids(node.vals)
         else:
             pool, t = self.txn.pool, self.t
-            for v in node.vals:
-                r = values.refs(v)
-                if r is not None:
-                    pool.dec(t, r[0], r[1])
+            for start, n in values.runs(node.vals):
+                pool.dec(t, start, n)
 
     def _rc_cursor(self):
         cur = self._rc_cur
@@ -204,7 +203,7 @@ class NodeStore:
         nearly always shared (the count drops from n to n-1 >= 1), so this is
         the per-child cost of removing a clone.  A child whose count this
         transaction has not changed yet is updated in ``noderc`` directly, with
-        one cursor seek and an in-place delete or put (no overlay entry, no
+        one cursor seek and a delete or put (no overlay entry, no
         second lookup at flush); children are usually adjacent ids, so the
         seek mostly stays on the cursor's page.  A child already in the
         overlay, or reaching zero, takes the ``dec`` path.  Consistent with
@@ -254,16 +253,35 @@ class NodeStore:
             self._drop(nid)
         return new
 
-    def gc_step(self, budget: int) -> int:
-        """Free up to ``budget`` queued nodes; returns how many were freed."""
+    def gc_step(self, budget: int, drop: tuple[int, ...] = ()) -> int:
+        """Free up to ``budget`` queued nodes; returns how many were freed.
+
+        ``drop``: node ids (tree roots) to ``dec`` first, inside the step.
+        Nodes that reach zero during the step are freed next (depth first,
+        from memory) instead of going through ``gcq``; whatever the budget
+        leaves over is queued before returning, so a committed step never
+        loses a zero-count node.  Removing a clone that changed a few keys
+        thus never touches ``gcq``."""
         done = 0
         cur = self.t.cursor(db=self.gcq_db)
-        while done < budget and cur.first():
-            nid = from_u64(cur.key())
-            cur.delete()
-            node = self.get(nid)
-            self._free(node)
-            done += 1
+        stack = self._freeing = []
+        try:
+            for nid in drop:
+                self.dec(nid)
+            while done < budget:
+                if stack:
+                    nid = stack.pop()
+                elif cur.first():
+                    nid = from_u64(cur.key())
+                    cur.delete()
+                else:
+                    break
+                self._free(self.get(nid))
+                done += 1
+        finally:
+            self._freeing = None
+        for nid in stack:
+            self.t.put(u64(nid), b"", db=self.gcq_db)
         return done
 
     def gc_pending(self) -> int:
