@@ -538,6 +538,9 @@ def test_self_check_detects(tmp_path, fault):
 
 
 def test_writeback_hints_run_off_the_writers_thread_and_close_waits(tmp_path, monkeypatch):
+    """Contiguous writes are gathered into one hint of HINT_BYTES; a write elsewhere
+    sends what was gathered; hints run on the writeback thread; close waits for them;
+    fdatasync drops the gathered range (the sync writes it)."""
     import threading
     import time as _time
 
@@ -550,12 +553,21 @@ def test_writeback_hints_run_off_the_writers_thread_and_close_waits(tmp_path, mo
         calls.append((threading.current_thread().name, fd, off, length))
     monkeypatch.setattr(datafile, "start_writeback", slow_hint)
     df = DataFile(str(tmp_path / "d"), BS, create=True)
-    df.grow(512)
+    df.grow(8192)
     fd = df.fd
+    mib = 1 << 20
+    per_mib = mib // BS
     t0 = _time.monotonic()
-    df.pwrite(0, blk(1) * 256)                        # 1 MiB: one hint
-    df.pwrite(256, blk(2) * 8)                        # 32 KiB: below WRITEBACK_MIN, none
+    for i in range(datafile.HINT_BYTES // mib):       # contiguous: one hint when full
+        df.pwrite(i * per_mib, blk(1) * per_mib)
+    df.pwrite(4096, blk(2) * per_mib)                 # elsewhere: gathered
+    df.pwrite(4096 + per_mib, blk(2) * 8)             # 32 KiB: below WRITEBACK_MIN, none
+    df.pwrite(6000, blk(3) * per_mib)                 # elsewhere: sends the 1 MiB above
     assert _time.monotonic() - t0 < 0.15 and calls == []    # the writer did not wait
+    df.fdatasync()                                    # drops the range gathered at 6000
+    df.pwrite(6000 + per_mib, blk(3) * per_mib)       # contiguous with it, but a new range
+    df.pwrite(2000, blk(4) * per_mib)                 # sends (6000 + per_mib) only
     df.close()
-    assert [c[0].startswith("blockstore-writeback") for c in calls] == [True]
-    assert calls[0][1:] == (fd, 0, 256 * BS)          # ran before close returned
+    assert all(c[0].startswith("blockstore-writeback") for c in calls)
+    assert [c[1:] for c in calls] == [(fd, 0, datafile.HINT_BYTES), (fd, 4096 * BS, mib),
+                                      (fd, (6000 + per_mib) * BS, mib)]   # ran before close returned

@@ -517,6 +517,35 @@ def test_data_waiting_to_be_hashed_is_bounded(tmp_path, algo):
     p.close()
 
 
+def test_buffers_are_handed_to_the_hashing_thread_in_groups(tmp_path, algo, monkeypatch):
+    """One background job per GROUP_BYTES of buffers (not per write); a group still
+    open at the commit is hashed by the committing thread; digests are exact."""
+    from blockstore.pool import sums as sums_mod
+    jobs = []
+    real = sums_mod._Group.start
+
+    def counted(self, hash_fn):
+        jobs.append(len(self.buffers))
+        real(self, hash_fn)
+    monkeypatch.setattr(sums_mod._Group, "start", counted)
+    p = P(tmp_path, checksum=algo, grow_blocks=4096)
+    piece = 256 * 1024
+    per_group = sums_mod.GROUP_BYTES // piece
+    datas = [os.urandom(piece) for _ in range(2 * per_group + 3)]
+    written = [p.pool.write(p.t, d) for d in datas]
+    assert jobs == [per_group, per_group]              # the last 3 pieces: still open
+    p.commit()
+    assert jobs == [per_group, per_group]              # ...hashed by the commit itself
+    assert not p.pool.sums._later
+    bs = p.pool.block_size
+    for d, runs in zip(datas, written):
+        (s, n), = runs
+        assert [p.pool.block_digest(p.t, s + i) for i in range(n)] == [
+            p.digest(d[i * bs:(i + 1) * bs]) for i in range(n)]
+    assert p.pool.self_check(p.t, verify_data=True) == []
+    p.close()
+
+
 def test_opening_many_stores_leaves_one_hashing_thread(tmp_path):
     import threading
     for i in range(5):

@@ -32,6 +32,7 @@ from ..testing import failpoints
 from . import background
 
 WRITEBACK_MIN = 1024 * 1024       # smaller writes are left to the kernel
+HINT_BYTES = 8 * 1024 * 1024      # contiguous writes gathered into one hint
 try:
     IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
 except (AttributeError, ValueError, OSError):
@@ -53,6 +54,8 @@ class DataFile:
         self._grow_lock = threading.Lock()
         self._nowait_supported = True       # RWF_NOWAIT reads; False after EOPNOTSUPP
         self._last_hint: Future | None = None   # the newest queued writeback hint
+        self._hint_range: tuple[int, int] | None = None   # (offset, length) gathered, not sent
+        self._hint_lock = threading.Lock()
 
     # ------------------------------------------------------------------ size
     def size_blocks(self) -> int:
@@ -163,10 +166,29 @@ class DataFile:
         return bytes(buf)
 
     def _writeback_later(self, off: int, length: int) -> None:
-        """Let the disk start on [off, off+length) now, from the background thread."""
-        self._last_hint = background.executor("writeback").submit(start_writeback, self.fd, off, length)
+        """Let the disk start on [off, off+length) soon, from the background thread.
+        Contiguous writes are gathered into one hint of ``HINT_BYTES`` (one thread
+        wake-up per hint, not per write); a write elsewhere hands over the range
+        gathered so far.  What is still gathered at ``fdatasync`` needs no hint."""
+        send = []
+        with self._hint_lock:
+            p = self._hint_range
+            if p is not None and p[0] + p[1] == off:
+                p = (p[0], p[1] + length)
+            else:
+                if p is not None:
+                    send.append(p)
+                p = (off, length)
+            if p[1] >= HINT_BYTES:
+                send.append(p)
+                p = None
+            self._hint_range = p
+        for o, n in send:
+            self._last_hint = background.executor("writeback").submit(start_writeback, self.fd, o, n)
 
     def fdatasync(self) -> None:
+        with self._hint_lock:
+            self._hint_range = None         # the sync writes it anyway
         os.fdatasync(self.fd)
 
     def close(self) -> None:

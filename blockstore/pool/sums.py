@@ -68,6 +68,37 @@ ALGORITHMS = {
 }
 ENTRY_BYTES = 4064     # an entry's value at most: one LMDB overflow page (4096 - header)
 LATER_MAX_BYTES = 16 << 20      # data held for background hashing, at most (then put early)
+GROUP_BYTES = 4 << 20           # buffers handed to the hashing thread together
+
+
+class _Group:
+    """Buffers hashed by one background job, in order; ``result(i)``: digests of buffer i.
+    Not started: whoever needs a result first hashes the whole group itself."""
+
+    __slots__ = ("t", "block_size", "buffers", "nbytes", "fut", "digests", "lock")
+
+    def __init__(self, t, block_size: int):
+        self.t = t                          # the write txn of every buffer in it
+        self.block_size = block_size
+        self.buffers: list = []
+        self.nbytes = 0
+        self.fut = None
+        self.digests: list[bytes] | None = None
+        self.lock = threading.Lock()
+
+    def start(self, hash_fn) -> None:
+        bufs, bs = self.buffers, self.block_size
+        self.fut = background.executor("sums").submit(lambda: [hash_fn(b, bs) for b in bufs])
+
+    def result(self, hash_fn, i: int) -> bytes:
+        with self.lock:
+            if self.digests is None:
+                if self.fut is None:
+                    self.digests = [hash_fn(b, self.block_size) for b in self.buffers]
+                else:
+                    self.digests = self.fut.result()
+                self.buffers = []           # hashed: the data may go
+            return self.digests[i]
 
 
 def default_algorithm(dedup: bool) -> str:
@@ -83,20 +114,39 @@ class Sums:
         self.algorithm = algorithm
         self.hash, self.digest_size = ALGORITHMS[algorithm]
         self.chunk = ENTRY_BYTES // self.digest_size    # 127 or 254 blocks per entry at most
-        self._later: list = []          # [(t, runs, future of the digests of the runs' data, nbytes)]
+        # [(t, runs, group hashing the runs' data, index in the group, nbytes)]
+        self._later: list = []
+        self._open_group: _Group | None = None      # collecting buffers, not handed over yet
         self._later_bytes = 0
         self._later_lock = threading.Lock()
 
     # ------------------------------------------------------------------ writes
     def put_later(self, t, data, block_size: int, runs) -> None:
         """Record the digests of ``data`` (never changed by the caller again), written
-        to ``runs`` [(start, n)] in order, computed on the background thread."""
-        fut = background.executor("sums").submit(self.hash, data, block_size)
+        to ``runs`` [(start, n)] in order, computed on the background thread.
+
+        Buffers are handed over in groups of ``GROUP_BYTES``: one background job
+        (one thread wake-up, ~0.1 ms on this VM) per group rather than per
+        write.  A group still open when the digests are needed is hashed by the
+        caller of ``flush``/``_put_pending``."""
         n = memoryview(data).nbytes
+        start = []
         with self._later_lock:
-            self._later.append((t, runs, fut, n))
+            g = self._open_group
+            if g is None or g.t is not t or g.block_size != block_size:
+                if g is not None:
+                    start.append(g)
+                g = self._open_group = _Group(t, block_size)
+            self._later.append((t, runs, g, len(g.buffers), n))
+            g.buffers.append(data)
+            g.nbytes += n
             self._later_bytes += n
+            if g.nbytes >= GROUP_BYTES:
+                start.append(g)
+                self._open_group = None
             full = self._later_bytes > LATER_MAX_BYTES
+        for g in start:
+            g.start(self.hash)
         if full:
             self._put_pending(t, keep_last=True)
 
@@ -112,13 +162,18 @@ class Sums:
             mine = [e for e in self._later if e[0] is t]
             keep = [] if drop_others else [e for e in self._later if e[0] is not t]
             if keep_last and mine:
-                keep.append(mine.pop())         # the newest stays (still hashing)
+                # The newest group stays (still hashing, or not handed over yet).
+                last = mine[-1][2]
+                keep += [e for e in mine if e[2] is last]
+                mine = [e for e in mine if e[2] is not last]
             self._later = keep
-            self._later_bytes = sum(e[3] for e in keep)
-        for _, runs, fut, _ in mine:
-            digests = fut.result()
+            self._later_bytes = sum(e[4] for e in keep)
+            if any(e[2] is self._open_group for e in mine):
+                self._open_group = None     # hashed below: takes no more buffers
+        ds = self.digest_size
+        for _, runs, g, i, _ in mine:
+            digests = g.result(self.hash, i)
             pos = 0
-            ds = self.digest_size
             for s, k in runs:
                 self._put_run(t, s, digests[pos * ds:(pos + k) * ds])
                 pos += k
