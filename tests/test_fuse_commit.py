@@ -134,6 +134,64 @@ def test_a_write_becomes_visible_elsewhere_within_the_commit_interval(sp):
     check_ok(sp)
 
 
+def _held_write(m: Mounted, name: str, data: bytes) -> int:
+    """Create a file and write ``data`` with one write(2) that the mount answers before
+    storing it (write-behind: the create opened the batch, and no request follows the
+    write while the file stays open).  Returns the open fd."""
+    fd = os.open(m.p(name), os.O_WRONLY | os.O_CREAT, 0o644)
+    assert os.write(fd, data) == len(data)
+    return fd
+
+
+def test_the_age_bound_commits_a_write_held_back(sp):
+    """The write answered before it was stored is part of the commit made by age,
+    although the file stays open and no other request comes (Batcher.before_commit)."""
+    m = Mounted(sp, "c", commit_interval=0.2)
+    try:
+        with Store.open(sp, create=False) as s:      # opened before: asks for no commit
+            fs = s.fs("c")
+            fd = _held_write(m, "f", b"held" * 1000)
+            t0 = time.monotonic()
+            while not (fs.exists("/f") and fs.read_bytes("/f") == b"held" * 1000):
+                assert time.monotonic() - t0 < 5, "the held write was not committed by age"
+                time.sleep(0.01)
+            os.close(fd)
+            fs.close()
+    finally:
+        m.close()
+    check_ok(sp)
+
+
+def test_a_commit_requested_elsewhere_captures_a_write_held_back(sp):
+    m = Mounted(sp, "c", commit_interval=LONG)
+    try:
+        with Store.open(sp, create=False) as s:
+            fd = _held_write(m, "f", b"x" * 300000)
+            s.commit("c", "snap")                    # SIGUSR1: the reply to write(2) came first
+            fs = s.fs("snap")
+            assert fs.read_bytes("/f") == b"x" * 300000
+            fs.close()
+            os.close(fd)
+    finally:
+        m.close()
+    check_ok(sp)
+
+
+def test_write_behind_off_gives_the_same_results(sp):
+    m = Mounted(sp, "c", commit_interval=LONG, write_behind=False)
+    try:
+        with Store.open(sp, create=False) as s:
+            fd = _held_write(m, "f", b"y" * 5000)
+            s.commit("c", "snap")
+            fs = s.fs("snap")
+            assert fs.read_bytes("/f") == b"y" * 5000
+            fs.close()
+            os.close(fd)
+    finally:
+        m.close()
+    check_ok(sp)
+
+
 def test_dead_writer_registration_is_ignored(sp, tmp_path):
     """A writer file left by a SIGKILLed process does not make commits wait."""
     code = ("import sys, time\nfrom blockstore.api.writers import Registration\n"

@@ -30,7 +30,9 @@ def mount(store_path, name: str, mountpoint, foreground: bool = False, **opts) -
     debug (libfuse debug output), commit_interval (seconds a change may stay
     uncommitted, default 0.05; see ``committer.py``), read_ahead_kb (the
     mount's kernel readahead window, default 1024 = 1 MiB read requests; set
-    when root; None keeps the kernel's 128).
+    when root; None keeps the kernel's 128), write_behind (default True: a write
+    is answered before its store work, which overlaps the writer's next
+    request; see ``adapter.py`` "Write-behind").
 
     Durability: changes are grouped; fsync (or a ``Store.commit`` of the tree
     from any process) commits at once, otherwise within commit_interval.

@@ -19,6 +19,22 @@ the batch here and read there under a read transaction that keeps its
 blocks from reuse (``TreeFS.read_later``).  Host I/O of bind/tmpfs mounts runs in
 trio worker threads (metadata on the trio thread).
 
+Write-behind.  One FUSE write request at a time is in flight per writer,
+and before each one the kernel asks for the file's security.capability
+xattr (to drop privileges on write), so a writer's requests alternate
+getxattr, write, getxattr, write.  A write into an open batch is answered
+at once and held back (``_behind``, at most one); its store work runs right
+after the reply to the next getxattr, i.e. while the writer's kernel copies
+its next request into the page cache, instead of before the reply.  Every
+other request stores the held write first (``_translate``), and so does
+every commit (``Batcher.before_commit``: the age bound, fsync, a commit
+requested by another process, unmount), so nothing can observe the
+difference except error timing: a held write that fails (ENOSPC) fails the
+next write, flush (close) or fsync of its file handle, as a kernel page
+cache reports writeback errors.  Not held back: appends, writes while no
+batch is open (the first change of a batch, which arms the age bound) or
+while commits fail, host files.  ``write_behind=False`` turns it off.
+
 Commits (group commit, see ``committer.py``).  Changes join a batch that is
 committed at fsync/fsyncdir (the reply waits for it), 50 ms after its first
 change, at 32 MiB / 1024 changes, at unmount and when another process asks
@@ -55,7 +71,7 @@ import trio
 from .committer import Batcher
 from .errno import to_errno
 from .servers import HostServer, TreeServer
-from .watch import Watcher
+from .watch import Watcher, quietly
 
 log = logging.getLogger("blockstore.fuse")
 
@@ -64,11 +80,21 @@ LOCAL = (1 << SHIFT) - 1
 SNAPSHOT_TIMEOUT = 300.0
 
 
+# Requests that need not wait for the write held back (see "Write-behind"):
+# a write does not change extended attributes.
+_NO_DRAIN = frozenset({"getxattr"})
+
+
 def _translate(fn):
-    """Run an operation; any exception becomes a FUSEError with its errno."""
+    """Run an operation; any exception becomes a FUSEError with its errno.
+    First the write held back is stored, except for ``_NO_DRAIN`` requests."""
+    drains = fn.__name__ not in _NO_DRAIN
+
     @functools.wraps(fn)
     async def op(self, *args):
         try:
+            if drains and self._behind is not None:
+                self._drain()
             return await fn(self, *args)
         except pyfuse3.FUSEError:
             raise
@@ -99,12 +125,20 @@ class Adapter(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(self, store, tfs, *, readonly: bool = False, attr_timeout: float = 1.0,
-                 batcher: Batcher | None = None):
+                 batcher: Batcher | None = None, write_behind: bool = True):
         super().__init__()
         self.store = store
         # The group-commit batch; its run() task must be started with the server.
         self.batcher = batcher if batcher is not None else Batcher(
             store, save_state=self._save_open_state, restore_state=self._restore_open_state)
+        self.batcher.before_commit = self._drain
+        # Write-behind: (fh, handle, offset, data) answered but not stored yet; the
+        # errors of such writes by file handle; the nursery that runs a drain after a
+        # reply (set by the daemon: without it nothing is held back).
+        self.write_behind = write_behind
+        self._behind: tuple | None = None
+        self._failed: dict[int, BaseException] = {}
+        self.nursery = None
         self.tfs = tfs
         self.readonly = readonly or tfs.readonly
         self.timeout = SNAPSHOT_TIMEOUT if tfs.readonly else float(attr_timeout)
@@ -440,9 +474,41 @@ class Adapter(pyfuse3.Operations):
     @_translate
     async def write(self, fh, off, buf):
         h = self._handles[fh]
+        self._raise_failed(fh)
         if h.append:       # size and write in one step: no other change in between
             return await self._change(h.srv, "append", h.ino, h.srv_handle, buf, nbytes=len(buf))
+        if (self.write_behind and self.nursery is not None and isinstance(h.srv, TreeServer)
+                and not h.srv.readonly and not self.batcher.clean and not self.batcher.failing):
+            self._behind = (fh, h, off, buf)        # stored after the next getxattr's reply
+            return len(buf)
         return await self._change(h.srv, "write", h.ino, h.srv_handle, off, buf, nbytes=len(buf))
+
+    def _drain(self) -> None:
+        """Store the write held back, if any (into the open batch); its error is
+        kept for its file handle (``_raise_failed``).  Never raises."""
+        held, self._behind = self._behind, None
+        if held is None:
+            return
+        fh, h, off, buf = held
+        try:
+            self.batcher.write_now(h.srv.write, h.ino, h.srv_handle, off, buf, nbytes=len(buf))
+        except Exception as exc:                   # noqa: BLE001 -- answered later
+            log.warning("write of %d bytes at %d (answered already) failed: %s; "
+                        "reported to the file's next write, flush or fsync", len(buf), off, exc)
+            self._failed[fh] = exc
+            if self.nursery is not None:
+                # The kernel's page cache and size took the write: drop them.
+                self.nursery.start_soon(functools.partial(
+                    trio.to_thread.run_sync, quietly, pyfuse3.invalidate_inode,
+                    self._join(h.k, h.ino), False))
+
+    async def _drain_soon(self) -> None:
+        self._drain()
+
+    def _raise_failed(self, fh) -> None:
+        exc = self._failed.pop(fh, None)
+        if exc is not None:
+            raise exc
 
     @_translate
     async def lseek(self, fh, off, whence):
@@ -456,11 +522,14 @@ class Adapter(pyfuse3.Operations):
 
     @_translate
     async def flush(self, fh):
-        pass            # close does not commit: fsync does (or the 50 ms bound)
+        # close does not commit: fsync does (or the 50 ms bound); it reports the
+        # failure of a write answered before it was stored.
+        self._raise_failed(fh)
 
     @_translate
     async def fsync(self, fh, datasync):
         h = self._handles[fh]
+        self._raise_failed(fh)
         if isinstance(h.srv, HostServer):
             await _blocking(h.srv.fsync, h.srv_handle)
         else:
@@ -469,6 +538,9 @@ class Adapter(pyfuse3.Operations):
     @_translate
     async def release(self, fh):
         h = self._handles.pop(fh)
+        exc = self._failed.pop(fh, None)
+        if exc is not None:     # no flush came (the kernel skips it for some closes)
+            log.error("a write answered before it was stored failed and was never reported: %s", exc)
         if isinstance(h.srv, TreeServer):
             # May free an inode unlinked while open.
             self.batcher.mark(h.srv.release, h.ino, h.srv_handle)
@@ -479,6 +551,8 @@ class Adapter(pyfuse3.Operations):
     @_translate
     async def getxattr(self, inode, name, ctx):
         k, i, srv = self._split(inode)
+        if self._behind is not None:
+            self.nursery.start_soon(self._drain_soon)      # runs after this reply
         return await self._get(srv, "getxattr", i, name)
 
     @_translate

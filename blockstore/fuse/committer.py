@@ -97,6 +97,8 @@ class Batcher:
                  save_state=None, restore_state=None, on_commit=None):
         self.store = store
         self.on_commit = on_commit or (lambda txn_id: None)   # told each commit's LMDB txn id
+        # Called at the start of every commit (may call write_now; must not raise).
+        self.before_commit = lambda: None
         self.reg = registration
         self.save_state = save_state or (lambda: None)
         self.restore_state = restore_state or (lambda state: None)
@@ -113,6 +115,11 @@ class Batcher:
         self.commits = 0
 
     @property
+    def failing(self) -> bool:
+        """The last commit failed (changes are kept in memory until one succeeds)."""
+        return self._commit_error is not None
+
+    @property
     def clean(self) -> bool:
         """Nothing uncommitted: a fresh read transaction (any thread) sees all changes."""
         return self._cm is None
@@ -126,6 +133,11 @@ class Batcher:
             raise self._commit_error        # backpressure while commits fail
         while self._cm is None and time.monotonic() < self._hold_until:
             await trio.sleep(self._hold_until - time.monotonic())  # the requester writes first
+        return self.write_now(fn, *args, redo=redo, nbytes=nbytes, **kw)
+
+    def write_now(self, fn, *args, redo=None, nbytes: int = 0, **kw):
+        """``write`` without the hold after a requested commit: for a change that
+        was answered already (the adapter's write-behind), into the open batch."""
         call = lambda: fn(*args, **kw)                              # noqa: E731
         res = self._change(call, redo or call, nbytes)
         self._commit_if_full()
@@ -235,7 +247,9 @@ class Batcher:
         return res
 
     def _commit(self, why: str) -> BaseException | None:
-        """Commit the open batch (if any); None or the commit's error."""
+        """Commit the open batch (if any); None or the commit's error.
+        ``before_commit`` runs first: it adds changes already answered."""
+        self.before_commit()
         if self._cm is None:
             if self.reg is not None and why in ("request", "fsync"):
                 self.reg.committed()                # answer a flush request: nothing to commit

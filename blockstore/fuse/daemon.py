@@ -182,7 +182,7 @@ def set_read_ahead(mountpoint: str, kb: int) -> bool:
 def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: bool = False,
           attr_timeout: float = 1.0, allow_other: bool | None = None, max_tasks: int = 32,
           debug: bool = False, commit_interval: float | None = None,
-          read_ahead_kb: int | None = READ_AHEAD_KB) -> None:
+          read_ahead_kb: int | None = READ_AHEAD_KB, write_behind: bool = True) -> None:
     """Mount and serve in this process until unmounted or signalled.
 
     ``ready(error_or_None)`` is called once: after the mount is live, or with
@@ -208,7 +208,8 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
         store.info(name)                           # NotFound for a removed tree
         lock_fds.append(mountlock.claim(store.path, name, mp))
         tfs = store.fs(name)
-        ops = Adapter(store, tfs, readonly=readonly, attr_timeout=attr_timeout)
+        ops = Adapter(store, tfs, readonly=readonly, attr_timeout=attr_timeout,
+                      write_behind=write_behind)
         # Every tree served (volumes too) is in use: Store.remove/rename refuse it.
         lock_fds.extend(mountlock.use(store.path, t) for t in ops.served_trees())
         runner = ops.batcher
@@ -243,6 +244,8 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
 
     async def main():
         async with trio.open_nursery() as nursery:
+            ops.nursery = nursery                      # write-behind drains (adapter)
+
             async def on_signal():
                 with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
                     async for _ in sigs:
@@ -271,6 +274,7 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
             if ops.watcher is not None:
                 nursery.start_soon(ops.watcher.run)    # trees changed underneath
             await pyfuse3.main(max_tasks=max_tasks)
+            ops.nursery = None                         # a held write is stored by stop()
             nursery.cancel_scope.cancel()
 
     try:

@@ -60,14 +60,14 @@ class Watcher:
         for name, ch in changed.items():
             for k in self.trees[name]:
                 for ino in ch.data:
-                    _quiet(pyfuse3.invalidate_inode, self.join(k, ino), False)
+                    quietly(pyfuse3.invalidate_inode, self.join(k, ino), False)
                 for ino in ch.attrs - ch.data:
-                    _quiet(pyfuse3.invalidate_inode, self.join(k, ino), True)
+                    quietly(pyfuse3.invalidate_inode, self.join(k, ino), True)
                 for d, entry in ch.entries:
-                    _quiet(pyfuse3.invalidate_entry, self.join(k, d), entry)
+                    quietly(pyfuse3.invalidate_entry, self.join(k, d), entry)
 
 
-def _quiet(fn, *args) -> None:
+def quietly(fn, *args) -> None:
     try:
         fn(*args)
     except OSError as exc:
