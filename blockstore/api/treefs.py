@@ -18,6 +18,7 @@ tmpfs (see ``mounts.py``).
 """
 from __future__ import annotations
 
+import copy
 import os
 import stat as S
 import threading
@@ -111,7 +112,7 @@ class TreeFS:
         self.readonly = not rec.writable
         self._root = None
         self._root_cache: tuple[int, int] | None = None     # (read txn id, root) last seen
-        self._wroot_cache: tuple[bytes, int] | None = None  # (catalog record bytes, root)
+        self._wrec_cache: tuple[bytes, catalog.TreeRecord] | None = None   # (bytes, record)
         if self.readonly:
             def pin(w):
                 rec = catalog.get(w, name)
@@ -163,13 +164,7 @@ class TreeFS:
             # Inside a batch the root changes with every write; a getattr/getxattr
             # between two writes (the kernel asks for security.capability before
             # each write) decodes the record only when its bytes changed.
-            raw = catalog.get_raw(r, self.name)
-            wc = self._wroot_cache
-            if wc is not None and wc[0] == raw:
-                return wc[1]
-            root = catalog.TreeRecord.decode(raw).root
-            self._wroot_cache = (raw, root)
-            return root
+            return self._record_in(r).root
         cached = self._root_cache
         tid = r.id()
         if cached is not None and cached[0] == tid:
@@ -178,6 +173,18 @@ class TreeFS:
         self._root_cache = (tid, root)
         return root
 
+    def _record_in(self, w) -> catalog.TreeRecord:
+        """The tree's catalog record in write txn ``w``, decoded only when its bytes
+        changed since the last call (inside a batch every write changes the root,
+        and ``_change`` caches the record it stores).  Callers must not change it."""
+        raw = catalog.get_raw(w, self.name)
+        wc = self._wrec_cache
+        if wc is not None and wc[0] == raw:
+            return wc[1]
+        rec = catalog.TreeRecord.decode(raw)
+        self._wrec_cache = (raw, rec)
+        return rec
+
     def _change(self, fn):
         """Run fn(FsTree) in a write transaction and store the tree's new root."""
         if self.readonly:
@@ -185,14 +192,15 @@ class TreeFS:
                            path=self.name)
 
         def work(w):
-            rec = catalog.get(w, self.name)
+            rec = self._record_in(w)
             if not rec.writable:
                 raise ReadOnly(f"{self.name!r} is a snapshot and cannot be changed")
             fst = FsTree(NodeStore.of(w), rec.root, _now, self._is_open)
             result = fn(fst)
             if fst.root != rec.root:
-                rec.root = fst.root
-                self._wroot_cache = (catalog.put(w, rec), rec.root)
+                new = copy.copy(rec)        # the cached record stays as stored
+                new.root = fst.root
+                self._wrec_cache = (catalog.put(w, new), new)
             return result
         return self.env.transact(work)
 
