@@ -60,7 +60,7 @@ class Sizes:
 
 FULL = Sizes(keys=1_000_000, clone_reps=31, depth=1000, lookups=10_000, lookup_rounds=15,
              delete_reps=5, diff_reps=7, scan_reps=3, sha_bytes=256 * MiB,
-             pool_bytes=1024 * MiB, pool_reps=3, piece=64 * MiB, bs_bytes=256 * MiB,
+             pool_bytes=1024 * MiB, pool_reps=5, piece=64 * MiB, bs_bytes=256 * MiB,
              bs_file_blocks=64, overwrites=32, bs_reps=3)
 QUICK = Sizes(keys=200_000, clone_reps=21, depth=1000, lookups=5_000, lookup_rounds=9,
               delete_reps=5, diff_reps=5, scan_reps=2, sha_bytes=64 * MiB,
