@@ -80,6 +80,7 @@ def test_a_held_write_that_fails_fails_the_next_flush_once(adapter, monkeypatch)
 
     async def go():
         fi, entry = await ad.create(pyfuse3.ROOT_INODE, b"f", 0o644, os.O_WRONLY, CTX)
+        other = await ad.open(entry.st_ino, os.O_RDONLY, CTX)     # a second open file
         assert await ad.write(fi.fh, 0, b"k" * 4096) == 4096
         await ad.fsync(fi.fh, False)                               # stored and committed
         assert await ad.write(fi.fh, 4096, b"k" * 4096) == 4096    # opens a batch: stored
@@ -94,6 +95,10 @@ def test_a_held_write_that_fails_fails_the_next_flush_once(adapter, monkeypatch)
         assert ei.value.errno == errno.ENOSPC
         assert ad.nursery.started            # the kernel's cache of the file is dropped
         await ad.flush(fi.fh)                                      # reported once
+        with pytest.raises(pyfuse3.FUSEError) as ei:               # ...to each open file
+            await ad.fsync(other.fh, False)
+        assert ei.value.errno == errno.ENOSPC
+        await ad.release(other.fh)
         monkeypatch.undo()
         st = await ad.getattr(entry.st_ino, CTX)
         assert st.st_size == 8192                                  # the failed write is not there

@@ -30,8 +30,8 @@ other request stores the held write first (``_translate``), and so does
 every commit (``Batcher.before_commit``: the age bound, fsync, a commit
 requested by another process, unmount), so nothing can observe the
 difference except error timing: a held write that fails (ENOSPC) fails the
-next write, flush (close) or fsync of its file handle, as a kernel page
-cache reports writeback errors.  Not held back: appends, writes while no
+next write, flush (close) or fsync of every handle open on its file, as a
+kernel page cache reports writeback errors to each open file.  Not held back: appends, writes while no
 batch is open (the first change of a batch, which arms the age bound) or
 while commits fail, host files.  ``write_behind=False`` turns it off.
 
@@ -495,6 +495,11 @@ class Adapter(pyfuse3.Operations):
         except Exception as exc:                   # noqa: BLE001 -- answered later
             log.warning("write of %d bytes at %d (answered already) failed: %s; "
                         "reported to the file's next write, flush or fsync", len(buf), off, exc)
+            # Every open handle of the file learns it once (as Linux reports a
+            # writeback error to each open file description).
+            for other, oh in self._handles.items():
+                if oh.k == h.k and oh.ino == h.ino:
+                    self._failed[other] = exc
             self._failed[fh] = exc
             if self.nursery is not None:
                 # The kernel's page cache and size took the write: drop them.
