@@ -8,8 +8,10 @@ trio thread itself: a hand-off to another thread costs ~0.1 ms per request
 on this 2-core VM (a no-op round trip through a queue + trio token, or
 ``trio.to_thread``), more than a whole 128 KiB read.  Calls are synchronous, so each FUSE request
 runs to completion and sees every change answered before it
-(read-your-writes); the cost is that a request's store work stalls the
-others while it runs.  What may block for long does not run inline:
+(read-your-writes; the one write the adapter may hold back after answering
+it is stored before any other request runs, and by ``before_commit`` at the
+start of every commit: see "Write-behind" in ``adapter.py``); the cost is
+that a request's store work stalls the others while it runs.  What may block for long does not run inline:
 
 * data reads of a clean mount (no uncommitted batch) that miss the page
   cache go to a worker thread with their own read transaction (the adapter
