@@ -11,7 +11,8 @@ runs to completion and sees every change answered before it
 (read-your-writes; the one write the adapter may hold back after answering
 it is stored before any other request runs, and by ``before_commit`` at the
 start of every commit: see "Write-behind" in ``adapter.py``); the cost is
-that a request's store work stalls the others while it runs.  What may block for long does not run inline:
+that a request's store work stalls the others while it runs.  What may
+block for long does not run inline:
 
 * data reads of a clean mount (no uncommitted batch) that miss the page
   cache go to a worker thread with their own read transaction (the adapter

@@ -53,7 +53,7 @@ commit waits for the hashes not done yet.
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from blockstore.native import sha256_many, xxh128_many
 
@@ -101,6 +101,14 @@ class _Group:
             return self.digests[i]
 
 
+class _Later(NamedTuple):
+    """One buffer written to ``runs`` whose digests are still to be put."""
+    runs: list
+    group: _Group           # hashes it (its txn: group.t)
+    index: int              # its place in the group
+    nbytes: int
+
+
 def default_algorithm(dedup: bool) -> str:
     """The checksum of a new store: SHA-256 with dedup (the index needs it), else XXH3-128."""
     return "sha256" if dedup else "xxh3-128"
@@ -114,8 +122,7 @@ class Sums:
         self.algorithm = algorithm
         self.hash, self.digest_size = ALGORITHMS[algorithm]
         self.chunk = ENTRY_BYTES // self.digest_size    # 127 or 254 blocks per entry at most
-        # [(t, runs, group hashing the runs' data, index in the group, nbytes)]
-        self._later: list = []
+        self._later: list[_Later] = []   # written, digests not put yet (oldest first)
         self._open_group: _Group | None = None      # collecting buffers, not handed over yet
         self._later_bytes = 0
         self._later_lock = threading.Lock()
@@ -137,7 +144,7 @@ class Sums:
                 if g is not None:
                     start.append(g)
                 g = self._open_group = _Group(t, block_size)
-            self._later.append((t, runs, g, len(g.buffers), n))
+            self._later.append(_Later(runs, g, len(g.buffers), n))
             g.buffers.append(data)
             g.nbytes += n
             self._later_bytes += n
@@ -159,19 +166,19 @@ class Sums:
         if not self._later:
             return
         with self._later_lock:
-            mine = [e for e in self._later if e[0] is t]
-            keep = [] if drop_others else [e for e in self._later if e[0] is not t]
+            mine = [e for e in self._later if e.group.t is t]
+            keep = [] if drop_others else [e for e in self._later if e.group.t is not t]
             if keep_last and mine:
                 # The newest group stays (still hashing, or not handed over yet).
-                last = mine[-1][2]
-                keep += [e for e in mine if e[2] is last]
-                mine = [e for e in mine if e[2] is not last]
+                last = mine[-1].group
+                keep += [e for e in mine if e.group is last]
+                mine = [e for e in mine if e.group is not last]
             self._later = keep
-            self._later_bytes = sum(e[4] for e in keep)
-            if any(e[2] is self._open_group for e in mine):
+            self._later_bytes = sum(e.nbytes for e in keep)
+            if any(e.group is self._open_group for e in mine):
                 self._open_group = None     # hashed below: takes no more buffers
         ds = self.digest_size
-        for _, runs, g, i, _ in mine:
+        for runs, g, i, _ in mine:
             digests = g.result(self.hash, i)
             pos = 0
             for s, k in runs:
