@@ -27,7 +27,7 @@ def test_fuse_bench_tiny_json(tmp_path):
     out = json.loads(proc.stdout)
     keys = ["seq_write_ratio", "seq_read_ratio", "small_files_ratio", "clone_write_ms",
             "clone_write_bytes", "passthrough_write_gbps", "blockstore_read_gbps",
-            "seq_write_fsync_ratio"]
+            "seq_write_fsync_ratio", "store_write_ms_per_mib", "store_commit_ms_per_mib"]
     if "overlay_error" not in out:
         keys += ["overlay_write_ms", "overlay_write_bytes"]
         assert out["overlay_write_bytes"] > out["clone_write_bytes"]

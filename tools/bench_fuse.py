@@ -25,6 +25,11 @@ Figures (one run, ratios against baselines measured in the same run):
 * ``*_write_cpu_s_per_gib``: CPU seconds the daemon (all threads, user +
   system) spends per GiB of sequential writes: steadier than throughput on
   this VM, whose disk and memory speed move 2-4x between minutes.
+* ``store_write_ms_per_mib`` / ``store_commit_ms_per_mib`` (no goal): the
+  store's own share of a FUSE write, in-process and without FUSE: 1 MiB
+  overwrites of a 256 MiB file through ``TreeFS.write_at`` (what the daemon
+  calls per write request) in 32 MiB batches as the daemon commits them;
+  the time of the calls, and of the commits, per MiB (median of 3 rounds).
 * ``small_files_ratio``: create (100 B) + stat + unlink of 10k files (2k
   with --quick), blockstore ops/s ÷ passthrough ops/s (goal >= 0.5).
 * ``clone_write_ms`` / ``clone_write_bytes`` vs ``overlay_write_ms`` /
@@ -117,6 +122,39 @@ def _seq_read(path: str) -> float:
     finally:
         os.close(fd)
     return n / (time.perf_counter() - t0)
+
+
+def _store_write_cost(store_path: str, chunk: bytes, total: int) -> tuple[float, float]:
+    """(write, commit) seconds per MiB of 1 MiB overwrites through TreeFS.write_at
+    in batches of committer.MAX_BYTES, in this process (median of 3 rounds)."""
+    from blockstore import Store
+    from blockstore.fuse.committer import MAX_BYTES
+    per_batch = max(1, MAX_BYTES // len(chunk))
+    with Store.open(store_path) as s:
+        s.create("inproc")
+        with s.fs("inproc") as tfs:
+            with tfs.open("/big", "wb") as fh:
+                for _ in range(total // len(chunk)):
+                    fh.write(chunk)
+            ino = tfs.stat("/big").st_ino
+            rounds = []
+            for _ in range(3):
+                tw = tc = 0.0
+                off = 0
+                while off < total:
+                    with s.batch():
+                        t0 = time.perf_counter()
+                        for _ in range(per_batch):
+                            if off >= total:
+                                break
+                            tfs.write_at(ino, off, chunk)
+                            off += len(chunk)
+                        t1 = time.perf_counter()
+                    tc += time.perf_counter() - t1
+                    tw += t1 - t0
+                rounds.append((tw * MiB / total, tc * MiB / total))
+        s.remove("inproc")
+    return median([r[0] for r in rounds]), median([r[1] for r in rounds])
 
 
 def _small_files(d: str, n: int) -> float:
@@ -232,6 +270,11 @@ def run(args):
                     note="the same overwrite ending in fsync, both sides (no goal)")
             rep.extra["write_fsync_gbps"] = {k: round(median(v["ws"]) / bu.GB, 3)
                                              for k, v in res.items()}
+            sw, sc = _store_write_cost(os.path.join(d, "inproc-store"), chunk, min(big, 256 * MiB))
+            rep.add("store_write_ms_per_mib", sw * 1e3, "ms",
+                    note="TreeFS.write_at of 1 MiB in-process, no FUSE (the daemon's store call)")
+            rep.add("store_commit_ms_per_mib", sc * 1e3, "ms",
+                    note="the commits of those writes in 32 MiB batches, per MiB")
             pf, bf = P["f"], B["f"]
             rep.add("passthrough_small_ops", pf, "files/s")
             rep.add("blockstore_small_ops", bf, "files/s")
