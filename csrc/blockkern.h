@@ -79,4 +79,47 @@ int64_t bk_copy_range(int src_fd, int64_t src_off, int dst_fd,
  * the call does not exist). Never blocks on the I/O itself. */
 int bk_start_writeback(int fd, int64_t off, int64_t len);
 
+/*
+ * Background writer (bkwriter.c): pwrite jobs run in submission order on
+ * one POSIX thread of its own that never touches Python, so a Python
+ * caller hands a data write off without a GIL hand-over.
+ *
+ * bk_writer_new(fd, signal_bytes, hint_bytes): starts the thread; NULL on
+ * failure (errno set). An idle worker is woken once signal_bytes have been
+ * queued (one wake-up per group of writes) or when somebody waits.
+ * hint_bytes > 0: after writing, contiguous written ranges are gathered and
+ * handed to bk_start_writeback every hint_bytes; 0: no hints.
+ *
+ * bk_writer_submit: queue a write of buf[0..len) at off; returns its ticket
+ * (1, 2, ...), -ENOMEM, or -EINVAL (algo without block_size or out). With
+ * algo BK_HASH_XXH128 / BK_HASH_SHA256 the worker first puts the digests of
+ * buf's blocks into out (as bk_xxh128_many / bk_sha256_many on one thread).
+ * The caller keeps buf and out alive, and buf unchanged, until a wait for
+ * that ticket (or a later one) has returned; out is valid from then on,
+ * unless the job failed. The worker runs as SCHED_IDLE (only idle CPU time).
+ * bk_writer_done: the highest ticket up to which every job has finished.
+ * bk_writer_wait: returns once every job up to ticket has finished.
+ * bk_writer_error / bk_writer_take_error: the errno of the first failed job
+ * since the last take (0: none); take also clears it. A failed job's bytes
+ * may be partly written.
+ * bk_writer_free: finishes every queued job, stops the thread, frees.
+ *
+ * Thread safety: every call may come from any thread; fd must stay open
+ * until bk_writer_free returns.
+ */
+typedef struct bk_writer bk_writer;
+
+#define BK_HASH_NONE 0
+#define BK_HASH_XXH128 1
+#define BK_HASH_SHA256 2
+
+bk_writer *bk_writer_new(int fd, size_t signal_bytes, int64_t hint_bytes);
+int64_t bk_writer_submit(bk_writer *w, int64_t off, const uint8_t *buf, size_t len,
+                         int algo, size_t block_size, uint8_t *out);
+int64_t bk_writer_done(bk_writer *w);
+void bk_writer_wait(bk_writer *w, int64_t ticket);
+int bk_writer_error(bk_writer *w);
+int bk_writer_take_error(bk_writer *w);
+void bk_writer_free(bk_writer *w);
+
 #endif /* BLOCKKERN_H */

@@ -518,9 +518,11 @@ def test_data_waiting_to_be_hashed_is_bounded(tmp_path, algo):
 
 
 def test_buffers_are_handed_to_the_hashing_thread_in_groups(tmp_path, algo, monkeypatch):
-    """One background job per GROUP_BYTES of buffers (not per write); a group still
+    """Without the native background writer (pure build, forked child): one job of
+    the hashing thread per GROUP_BYTES of buffers (not per write); a group still
     open at the commit is hashed by the committing thread; digests are exact."""
     from blockstore.pool import sums as sums_mod
+    monkeypatch.setattr(DataFile, "writes_later", property(lambda self: False))
     jobs = []
     real = sums_mod._Group.start
 

@@ -74,3 +74,27 @@ def test_the_old_view_stays_readable_after_its_nodes_were_freed(store):
     finally:
         w.close()
     assert store.check().ok
+
+
+def test_after_own_commits_only_the_base_moves_at_once(store):
+    """A mount writing alone: its commit's view becomes the base without waiting
+    for a poll, so the watcher holds back no frees of the commits before it."""
+    store.create("c")
+    fs = store.fs("c")
+    w = TreeWatch(store, ["c"])
+    try:
+        w.poll()
+        for i in range(3):
+            tid = _own(store, lambda: fs.write_bytes("/f", bytes([i]) * 9000))
+            w.own_commit(tid)
+            assert store.env.oldest_reader() == tid     # not the previous poll's view
+        fs.write_bytes("/other", b"o")                  # someone else...
+        tid = _own(store, lambda: fs.write_bytes("/g", b"g"))
+        w.own_commit(tid)                                # ...so the base must wait for poll
+        assert store.env.oldest_reader() < tid
+        ch = w.poll()["c"]
+        assert (1, b"other") in ch.entries
+        fs.close()
+    finally:
+        w.close()
+    assert store.check().ok

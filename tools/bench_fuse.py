@@ -28,7 +28,8 @@ Figures (one run, ratios against baselines measured in the same run):
 * ``store_write_ms_per_mib`` / ``store_commit_ms_per_mib`` (no goal): the
   store's own share of a FUSE write, in-process and without FUSE: 1 MiB
   overwrites of a 256 MiB file through ``TreeFS.write_at`` (what the daemon
-  calls per write request) in 32 MiB batches as the daemon commits them;
+  calls per write request) in batches of ``committer.MAX_BYTES`` as the
+  daemon commits them;
   the time of the calls, and of the commits, per MiB (median of 3 rounds).
 * ``small_files_ratio``: create (100 B) + stat + unlink of 10k files (2k
   with --quick), blockstore ops/s ÷ passthrough ops/s (goal >= 0.5).
@@ -274,7 +275,7 @@ def run(args):
             rep.add("store_write_ms_per_mib", sw * 1e3, "ms",
                     note="TreeFS.write_at of 1 MiB in-process, no FUSE (the daemon's store call)")
             rep.add("store_commit_ms_per_mib", sc * 1e3, "ms",
-                    note="the commits of those writes in 32 MiB batches, per MiB")
+                    note="the commits of those writes in committer.MAX_BYTES batches, per MiB")
             pf, bf = P["f"], B["f"]
             rep.add("passthrough_small_ops", pf, "files/s")
             rep.add("blockstore_small_ops", bf, "files/s")
@@ -329,6 +330,6 @@ def run(args):
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    text = ("blockstore writes are group-committed (one store commit per 50 ms / 32 MiB, or at "
+    text = ("blockstore writes are group-committed (one store commit per 50 ms / 128 MiB, or at "
             "fsync); the passthrough's stay in the page cache.")
     return rep, text

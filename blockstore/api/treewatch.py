@@ -10,14 +10,18 @@ next poll, so its nodes stay readable even after a later commit freed them
 reused).  Costs: per poll one read transaction and one catalog lookup per
 tree; per change, O(difference x depth) like ``Store.diff``.  The open base
 delays the reuse of blocks freed meanwhile by one poll interval (DESIGN.md
-section 5).
+section 5), except after own commits (below).
 
 Own commits: changes this process made went through the cache, which
 already reflects them.  ``own_commit(txn_id)``, called right after such a
 commit, opens a view at once; if that view is exactly the commit (nobody
 else committed in between) it becomes the next base, so later changes by
 others are diffed against what the cache saw, and nothing is reported for
-the own commit itself.  Between two bases, a diff is skipped when every
+the own commit itself; when every commit since the base was an own commit
+(a mount writing alone), that view becomes the base at once (unless a poll
+is running), so the base does not hold back the reuse of what those commits
+freed: a FUSE mount overwriting a file needed ~2 batches of extra pool
+space before, ~1 now.  Between two bases, a diff is skipped when every
 commit in between was an own commit, and otherwise reported whole (own
 changes included: a spurious drop costs a re-read).  What can be missed:
 if another process commits in the microseconds between an own commit and
@@ -94,8 +98,9 @@ class TreeWatch:
     def __init__(self, store, names):
         self.env = store.env
         self.names = list(names)
-        self._base: _View | None = None         # used by poll only
-        self._lock = threading.Lock()           # guards _pending and _own
+        self._base: _View | None = None         # the state the cache is known to reflect
+        self._lock = threading.Lock()           # guards _base (swaps), _pending, _own, _polling
+        self._polling = False                   # poll() is running: it owns _base
         self._pending: _View | None = None      # view right after the last own commit
         self._own: set[int] = set()             # txn ids of own commits not yet passed
 
@@ -104,12 +109,26 @@ class TreeWatch:
         if txn_id is None:
             return
         view = _View(self.env, self.names)
+        done = []
         with self._lock:
             self._own.add(txn_id)
-            if view.id == txn_id:
-                view, self._pending = self._pending, view
-        if view is not None:
-            view.close()
+            base = self._base
+            if (view.id == txn_id and not self._polling and base is not None
+                    and all(i in self._own for i in range(base.id + 1, txn_id + 1))):
+                # Only own commits since the base: the cache reflects this view,
+                # which becomes the base now (not at the next poll), so what
+                # those commits freed is reusable from the next write on.
+                done += [base, self._pending]
+                self._base, self._pending = view, None
+                self._own = {i for i in self._own if i > txn_id}
+            elif view.id == txn_id:
+                done.append(self._pending)
+                self._pending = view
+            else:
+                done.append(view)
+        for v in done:
+            if v is not None:
+                v.close()
 
     def poll(self) -> dict[str, Changed]:
         """{tree name: Changed} for what others changed since the cache's last known state."""
@@ -117,8 +136,9 @@ class TreeWatch:
         with self._lock:
             pending, self._pending = self._pending, None
             own = set(self._own)
+            base = self._base
+            self._polling = True            # _base is poll's until it is done
         out: dict[str, Changed] = {}
-        base = self._base
         try:
             if pending is not None:
                 if base is not None and pending.id <= base.id:
@@ -133,7 +153,9 @@ class TreeWatch:
         finally:
             if base is not None:
                 base.close()
-            self._base = new
+            with self._lock:
+                self._base = new
+                self._polling = False
         with self._lock:
             self._own = {i for i in self._own if i > new.id}
         return out

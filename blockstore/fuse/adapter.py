@@ -40,7 +40,7 @@ GB/s (five interleaved pairs, README "Benchmarks").
 
 Commits (group commit, see ``committer.py``).  Changes join a batch that is
 committed at fsync/fsyncdir (the reply waits for it), 50 ms after its first
-change, at 32 MiB / 1024 changes, at unmount and when another process asks
+change, at 128 MiB / 1024 changes, at unmount and when another process asks
 (SIGUSR1 from ``Store.commit``/``snapshot``/``export_dir``/``diff`` via
 ``blockstore.api.writers``: such a commit captures every write that
 completed).  Other processes see changes once committed (within 50 ms).

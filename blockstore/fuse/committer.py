@@ -27,8 +27,13 @@ When the batch is committed (one fdatasync + one LMDB sync for all of it):
 * ``sync()``: fsync/fsyncdir (the reply waits for the commit: durability);
 * ``COMMIT_INTERVAL`` (50 ms) after the batch's first change (``run``, a
   trio task, sleeps until then);
-* when it holds ``MAX_BYTES`` (32 MiB) of written data or ``MAX_OPS`` (1024)
-  changes;
+* when it holds ``MAX_BYTES`` (128 MiB) of written data or ``MAX_OPS`` (1024)
+  changes (a commit costs ~2-4 ms whatever its size, mostly fixed: the wait
+  for the last checksums, the data fdatasync of what writeback has not
+  reached yet, ~25 LMDB page writes and two syncs; at ~2 GB/s the 50 ms
+  bound ends a batch near 100 MiB; 128 instead of 32 MiB: +5% sequential
+  FUSE write speed, 16 interleaved rounds; the redo log keeps up to that
+  much written data in memory);
 * ``request_commit()``: SIGUSR1 from another process's ``Store.open``,
   ``Store.commit`` etc. (``blockstore.api.writers``); the next batch then
   waits ``writers.GRACE`` (0.2 s) so that the requester gets the writer lock;
@@ -83,7 +88,7 @@ from ..api.writers import GRACE
 log = logging.getLogger("blockstore.fuse")
 
 COMMIT_INTERVAL = 0.05
-MAX_BYTES = 32 << 20
+MAX_BYTES = 128 << 20
 MAX_OPS = 1024
 
 

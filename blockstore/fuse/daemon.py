@@ -16,7 +16,7 @@ Lifecycle of ``mount(store, name, dir)``:
    (``STORE/writers/NAME.<pid>``, ``blockstore.api.writers``; SIGUSR1 =
    commit now), mounts with pyfuse3 and serves requests; store calls run
    inline on the trio thread, which groups changes into batches
-   (``committer.py``: committed at fsync, after 50 ms, at 32 MiB/1024
+   (``committer.py``: committed at fsync, after 50 ms, at 128 MiB/1024
    changes, on SIGUSR1);
 3. it stops when the file system is unmounted (``umount`` = ``fusermount3
    -u``) or on SIGTERM/SIGINT/SIGHUP (it unmounts itself), then commits the

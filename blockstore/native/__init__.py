@@ -1,4 +1,5 @@
-"""Native kernels: batch SHA-256 and XXH3-128, zero-block detection, range copy.
+"""Native kernels: batch SHA-256 and XXH3-128, zero-block detection, range copy,
+and a background data writer.
 
 The one module that loads the C extension ``blockstore.native._blockkern``
 (built by cffi from build.py and csrc/). Falls back to the pure-Python twin
@@ -12,14 +13,15 @@ that are not resized during the call. Per-call overhead is ~1 us.
 
 from __future__ import annotations
 
+import collections
 import os
 import types
 
 from . import pure
 
 __all__ = [
-    "IMPLEMENTATION", "NATIVE", "NATIVE_ERROR", "copy_range", "sha256_many", "start_writeback",
-    "xxh128_many", "zero_flags",
+    "IMPLEMENTATION", "NATIVE", "NATIVE_ERROR", "BackgroundWriter", "copy_range", "sha256_many",
+    "start_writeback", "xxh128_many", "zero_flags",
 ]
 
 DIGEST_SIZE = 32
@@ -96,6 +98,84 @@ def _native_start_writeback(fd: int, offset: int, length: int) -> None:
     _lib.bk_start_writeback(fd, offset, length)
 
 
+class _NativeBackgroundWriter:
+    """A native thread of its own that pwrites queued buffers to one fd, in order
+    (csrc/bkwriter.c), and may first hash them: handing a write over costs one
+    short call and no GIL hand-over, since the thread never runs Python; it
+    runs as SCHED_IDLE.  Not after fork (the thread is not in the child).
+
+    ``submit(offset, data, digest=None)``, ``digest`` = (algorithm, block_size)
+    with algorithm "xxh3-128" or "sha256", returns (ticket, keep, out):
+    ``keep`` must stay referenced, and ``data`` unchanged, until
+    ``wait(ticket)`` (or a later ticket) returned or ``done() >= ticket``;
+    ``out`` (a bytearray, None without ``digest``) then holds the digests of
+    ``data``'s blocks unless a write failed.  ``error``/``take_error``: errno
+    of the first failed job since the last take (0 if none).  ``close``
+    finishes every queued job and stops the thread."""
+
+    ALGORITHMS = {"xxh3-128": (1, XXH128_SIZE), "sha256": (2, DIGEST_SIZE)}
+
+    def __init__(self, fd: int, signal_bytes: int, hint_bytes: int):
+        self._w = _ffi.NULL
+        self._keep = collections.deque()    # (ticket, buffers) of queued jobs: alive until done
+        self._pid = os.getpid()
+        w = _lib.bk_writer_new(fd, signal_bytes, hint_bytes)
+        if w == _ffi.NULL:
+            e = _ffi.errno
+            raise OSError(e, os.strerror(e))
+        self._w = w
+
+    def _live(self):
+        if self._w == _ffi.NULL or self._pid != os.getpid():
+            raise ValueError("the background writer is closed (or its thread is in the parent)")
+        return self._w
+
+    def submit(self, offset: int, data, digest=None):
+        w = self._live()
+        src = _ffi.from_buffer("uint8_t[]", data)
+        if digest is None:
+            out, dst = None, _ffi.NULL
+            code = bs = 0
+        else:
+            code, size = self.ALGORITHMS[digest[0]]
+            bs = digest[1]
+            out = bytearray(-(-len(src) // bs) * size)
+            dst = _ffi.from_buffer("uint8_t[]", out)
+        t = _lib.bk_writer_submit(w, offset, src, len(src), code, bs, dst)
+        if t < 0:
+            raise OSError(-t, os.strerror(-t))
+        self._keep.append((t, (src, dst)))
+        return t, src, out
+
+    def done(self) -> int:
+        d = _lib.bk_writer_done(self._live())
+        keep = self._keep
+        while keep and keep[0][0] <= d:
+            keep.popleft()
+        return d
+
+    def wait(self, ticket: int) -> None:
+        _lib.bk_writer_wait(self._live(), ticket)
+        self.done()
+
+    def error(self) -> int:
+        return _lib.bk_writer_error(self._live())
+
+    def take_error(self) -> int:
+        return _lib.bk_writer_take_error(self._live())
+
+    def close(self) -> None:
+        """In a forked child: forgets the writer (its thread is the parent's) and
+        keeps the buffers it may be reading in the parent's copy of memory."""
+        w, self._w = self._w, _ffi.NULL
+        if w != _ffi.NULL and self._pid == os.getpid():
+            _lib.bk_writer_free(w)          # finishes the queue: the buffers are still kept
+            self._keep.clear()
+
+    def __del__(self):
+        self.close()
+
+
 # The native functions whatever IMPLEMENTATION is (tests compare them with
 # `pure`); None when the extension did not load (reason in NATIVE_ERROR).
 NATIVE = (
@@ -105,6 +185,7 @@ NATIVE = (
         zero_flags=_native_zero_flags,
         copy_range=_native_copy_range,
         start_writeback=_native_start_writeback,
+        BackgroundWriter=_NativeBackgroundWriter,
     )
     if _lib is not None
     else None
@@ -117,6 +198,7 @@ if _lib is not None and os.environ.get("BLOCKSTORE_PURE", "") != "1":
     zero_flags = _native_zero_flags
     copy_range = _native_copy_range
     start_writeback = _native_start_writeback
+    BackgroundWriter = _NativeBackgroundWriter
 else:
     IMPLEMENTATION = pure.IMPLEMENTATION
     sha256_many = pure.sha256_many
@@ -124,3 +206,4 @@ else:
     zero_flags = pure.zero_flags
     copy_range = pure.copy_range
     start_writeback = pure.start_writeback
+    BackgroundWriter = None      # writes stay on the caller's thread (pool/datafile.py)

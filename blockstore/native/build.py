@@ -33,12 +33,25 @@ ffibuilder.cdef(
     int64_t bk_copy_range(int src_fd, int64_t src_off, int dst_fd,
                           int64_t dst_off, int64_t len);
     int bk_start_writeback(int fd, int64_t off, int64_t len);
+
+    typedef struct bk_writer bk_writer;
+    bk_writer *bk_writer_new(int fd, size_t signal_bytes, int64_t hint_bytes);
+    #define BK_HASH_NONE 0
+    #define BK_HASH_XXH128 1
+    #define BK_HASH_SHA256 2
+    int64_t bk_writer_submit(bk_writer *w, int64_t off, const uint8_t *buf, size_t len,
+                             int algo, size_t block_size, uint8_t *out);
+    int64_t bk_writer_done(bk_writer *w);
+    void bk_writer_wait(bk_writer *w, int64_t ticket);
+    int bk_writer_error(bk_writer *w);
+    int bk_writer_take_error(bk_writer *w);
+    void bk_writer_free(bk_writer *w);
     """
 )
 ffibuilder.set_source(
     "blockstore.native._blockkern",
     '#include "blockkern.h"',
-    sources=[_rel(os.path.join(_CSRC, "blockkern.c"))],
+    sources=[_rel(os.path.join(_CSRC, "blockkern.c")), _rel(os.path.join(_CSRC, "bkwriter.c"))],
     include_dirs=[_rel(_CSRC)],
     libraries=["crypto", "xxhash", "pthread"],
     extra_compile_args=["-O3", "-Wall"],

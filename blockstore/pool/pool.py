@@ -31,7 +31,11 @@ blocks; native, GIL released; SHA-256 on 2 threads from 1 MiB, XXH3 on the
 calling thread), O(B) small Python steps, one ``pool.sums`` put per
 allocated run (per 127 SHA-256 / 254 XXH3 digests), with dedup
 one LMDB get per non-zero block and two puts per new block, one
-``allocate`` and one pwrite(v) per allocated run.  ``read`` is one pread;
+``allocate`` and one pwrite(v) per allocated run.  An owned buffer without
+zero blocks (dedup off) is only queued: the data file's background writer
+hashes and writes it (~2 us per run on the caller instead of ~0.1 ms per
+MiB of copying and ~0.09 ms of hashing), and its digests are put at the
+next ``flush_pending`` (or when more than 16 MiB wait).  ``read`` is one pread;
 with ``verify`` add one checksum call and O(log N + n/CHUNK) LMDB steps.  ``inc``/``dec``:
 O(log N + k) cursor operations per run (k = shared runs overlapped).
 """
@@ -110,8 +114,9 @@ class Pool:
 
         The caller owns exactly one reference to every returned block.
         ``owned``: the caller never changes ``data`` again (``bytes`` always
-        qualifies), so its digests may be computed in the background
-        (``Sums.put_later``) when no block is zero and dedup is off.
+        qualifies), so when no block is zero and dedup is off its digests are
+        computed in the background (``Sums.put_later``) and its bytes written
+        by the data file's background writer (``DataFile.pwrite_later``).
         """
         mv = memoryview(data)
         if mv.ndim != 1 or mv.itemsize != 1:
@@ -129,14 +134,23 @@ class Pool:
         if nzero == 0 and not self.dedup:  # fast path: one run of new blocks per extent
             extents = self._allocate(t, nb)
             later = owned or isinstance(data, bytes)
+            if later and self.data.writes_later:
+                # The data file's background writer hashes and writes each run.
+                how, pos = (self.checksum, bs), 0
+                for s, k in extents:
+                    digests = self.data.pwrite_later(s, mv[pos * bs:(pos + k) * bs], digest=how)
+                    self.sums.put_computed(t, [(s, k)], digests, k * bs)
+                    pos += k
+                return extents
             ds = self.digest_size
             if later:
                 self.sums.put_later(t, mv, bs, extents)     # hashed while we pwrite
             else:
                 digests = self.sums.hash(mv, bs)
             pos = 0
+            put = self.data.pwrite_later if later else self.data.pwrite
             for s, k in extents:
-                self.data.pwrite(s, mv[pos * bs:(pos + k) * bs])
+                put(s, mv[pos * bs:(pos + k) * bs])
                 if not later:
                     self.sums.put_run(t, s, digests[pos * ds:(pos + k) * ds])
                 pos += k

@@ -48,7 +48,9 @@ next ``flush`` of a write txn (one write txn at a time per process: Env.lock).
 The buffers waiting to be hashed are bounded: past ``LATER_MAX_BYTES`` the
 writer puts all but the newest at once (a long import is one txn).
 Cost: the write returns without the hash (~0.3-0.55 ms per MiB here); the
-commit waits for the hashes not done yet.
+commit waits for the hashes not done yet.  ``put_computed`` takes digests
+another thread computes (the data file's background writer hashes what it
+writes, see ``Pool.write``) under the same rules.
 """
 from __future__ import annotations
 
@@ -101,10 +103,24 @@ class _Group:
             return self.digests[i]
 
 
+class _Computed:
+    """Digests computed elsewhere (``DataFile.pwrite_later(digest=...)``): stands
+    where a _Group stands; ``result`` waits for them."""
+
+    __slots__ = ("t", "source")
+
+    def __init__(self, t, source):
+        self.t = t                          # the write txn they belong to
+        self.source = source                # .result() -> the digests
+
+    def result(self, hash_fn, i: int) -> bytes:
+        return self.source.result()
+
+
 class _Later(NamedTuple):
     """One buffer written to ``runs`` whose digests are still to be put."""
     runs: list
-    group: _Group           # hashes it (its txn: group.t)
+    group: "_Group | _Computed"     # hashes it (its txn: group.t)
     index: int              # its place in the group
     nbytes: int
 
@@ -154,6 +170,17 @@ class Sums:
             full = self._later_bytes > LATER_MAX_BYTES
         for g in start:
             g.start(self.hash)
+        if full:
+            self._put_pending(t, keep_last=True)
+
+    def put_computed(self, t, runs, source, nbytes: int) -> None:
+        """Record the digests of the blocks just written to ``runs``, which
+        ``source.result()`` gives once computed elsewhere (the data file's
+        background writer); put into ``t`` like those of ``put_later``."""
+        with self._later_lock:
+            self._later.append(_Later(runs, _Computed(t, source), 0, nbytes))
+            self._later_bytes += nbytes
+            full = self._later_bytes > LATER_MAX_BYTES
         if full:
             self._put_pending(t, keep_last=True)
 

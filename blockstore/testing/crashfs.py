@@ -23,6 +23,9 @@ Install it for every store opened afterwards in this process with
 ``install()`` (it replaces the DataFile class the txn layer uses); each
 instance registers itself in ``OPEN`` so a failpoint action can crash them.
 
+Writes queued for the background writer (``pwrite_later``) are recorded when
+queued and have all landed before ``crash()`` rewrites the file.
+
 Cost: one extra pread per pwrite and memory for the overwritten bytes until
 the next fdatasync -- test use only.
 """
@@ -54,12 +57,21 @@ class CrashDataFile(DataFile):
         OPEN.append(self)
 
     def pwritev(self, start_block: int, buffers) -> None:
-        off = start_block * self.block_size
-        new = b"".join(bytes(memoryview(b).cast("B")) for b in buffers)
+        self._record(start_block * self.block_size,
+                     b"".join(bytes(memoryview(b).cast("B")) for b in buffers))
+        super().pwritev(start_block, buffers)
+
+    def pwrite_later(self, start_block: int, data, digest=None):
+        self._record(start_block * self.block_size, bytes(memoryview(data).cast("B")))
+        return super().pwrite_later(start_block, data, digest)
+
+    def _record(self, off: int, new: bytes) -> None:
+        # Queued writes of the range land first, so `old` is what the file holds
+        # when this write lands (queued writes run in order).
+        self._settle(off, off + len(new))
         old = os.pread(self.fd, len(new), off)
         old += bytes(len(new) - len(old))          # beyond EOF reads as zeros after growth
         self.unsynced.append((off, old, new))
-        super().pwritev(start_block, buffers)
 
     def fdatasync(self) -> None:
         super().fdatasync()
@@ -71,6 +83,7 @@ class CrashDataFile(DataFile):
         if mode not in MODES:
             raise ValueError(f"crash mode must be one of {MODES}")
         rng = rng or random.Random()
+        self._settle_all()                          # queued writes reach the file first
         stats = {"writes": len(self.unsynced), "dropped": 0, "torn": 0, "kept": 0}
         # Undo newest first so that overlapping writes end with the oldest synced bytes.
         for off, old, new in reversed(self.unsynced):
