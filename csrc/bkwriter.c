@@ -219,21 +219,24 @@ void bk_writer_wait(bk_writer *w, int64_t ticket)
     pthread_mutex_unlock(&w->mu);
 }
 
-int bk_writer_error(bk_writer *w)
+static int read_error(bk_writer *w, int clear)
 {
     pthread_mutex_lock(&w->mu);
     int e = w->err;
+    if (clear)
+        w->err = 0;
     pthread_mutex_unlock(&w->mu);
     return e;
 }
 
+int bk_writer_error(bk_writer *w)
+{
+    return read_error(w, 0);
+}
+
 int bk_writer_take_error(bk_writer *w)
 {
-    pthread_mutex_lock(&w->mu);
-    int e = w->err;
-    w->err = 0;
-    pthread_mutex_unlock(&w->mu);
-    return e;
+    return read_error(w, 1);
 }
 
 void bk_writer_free(bk_writer *w)
