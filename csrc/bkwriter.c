@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 struct bk_job {
@@ -47,6 +48,8 @@ struct bk_writer {
     int waiters;
     int stop;
     int err;                    /* first errno since bk_writer_take_error */
+    int may_idle;               /* the worker may run as SCHED_IDLE (can_raise) */
+    int boosted;                /* raised by a waiter; 1 at start = "lower me" */
     pthread_t thread;
 
     /* worker-only: contiguous written range not yet hinted */
@@ -89,17 +92,49 @@ static void hint_after(struct bk_writer *w, int64_t off, int64_t len)
     }
 }
 
+/* Priority. The worker takes only CPU time nobody else wants (SCHED_IDLE):
+ * on a small machine the other cores run the processes whose writes these
+ * are, and a normal-priority worker measurably delayed them. But a thread
+ * that waits for the worker must not wait for idle time (on a loaded machine
+ * a SCHED_IDLE thread gets almost none: priority inversion), so a waiter
+ * raises the worker to SCHED_OTHER and the worker lowers itself again once
+ * its queue is empty. Raising needs CAP_SYS_NICE or an RLIMIT_NICE of 20;
+ * without them the worker never lowers itself. Linux applies the policy to
+ * one thread; a failed call leaves the worker at normal priority. */
+static int can_raise(void)
+{
+    struct rlimit rl;
+    if (geteuid() == 0)
+        return 1;
+    return getrlimit(RLIMIT_NICE, &rl) == 0 && (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= 20);
+}
+
+static void lower_priority(struct bk_writer *w)
+{
+    struct sched_param sp = {0};
+    if (w->may_idle)
+        (void)sched_setscheduler(0, SCHED_IDLE, &sp);
+}
+
+static void raise_priority(struct bk_writer *w)
+{
+    struct sched_param sp = {0};
+    if (w->may_idle && !w->boosted) {
+        (void)pthread_setschedparam(w->thread, SCHED_OTHER, &sp);
+        w->boosted = 1;
+    }
+}
+
 static void *worker(void *arg)
 {
     struct bk_writer *w = arg;
-    /* Only CPU time nobody else wants: on a small machine the other cores run
-     * the processes whose writes these are (a normal-priority worker measurably
-     * delays them). Linux applies it to this thread only; failure is harmless. */
-    struct sched_param sp = {0};
-    (void)sched_setscheduler(0, SCHED_IDLE, &sp);
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (w->head == NULL && !w->stop) {
+            if (w->boosted) {
+                lower_priority(w);
+                w->boosted = 0;
+            }
             w->idle = 1;
             w->unsignalled = 0;
             pthread_cond_wait(&w->work, &w->mu);
@@ -143,6 +178,8 @@ bk_writer *bk_writer_new(int fd, size_t signal_bytes, int64_t hint_bytes)
     w->fd = fd;
     w->signal_bytes = signal_bytes;
     w->hint_bytes = hint_bytes;
+    w->may_idle = can_raise();
+    w->boosted = 1;             /* the worker lowers itself before its first wait */
     if (pthread_mutex_init(&w->mu, NULL) != 0)
         goto fail_mu;
     if (pthread_cond_init(&w->work, NULL) != 0)
@@ -211,6 +248,7 @@ void bk_writer_wait(bk_writer *w, int64_t ticket)
             w->unsignalled = 0;
             pthread_cond_signal(&w->work);
         }
+        raise_priority(w);
         w->waiters++;
         while (w->done < ticket)
             pthread_cond_wait(&w->progress, &w->mu);

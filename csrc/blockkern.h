@@ -96,7 +96,9 @@ int bk_start_writeback(int fd, int64_t off, int64_t len);
  * buf's blocks into out (as bk_xxh128_many / bk_sha256_many on one thread).
  * The caller keeps buf and out alive, and buf unchanged, until a wait for
  * that ticket (or a later one) has returned; out is valid from then on,
- * unless the job failed. The worker runs as SCHED_IDLE (only idle CPU time).
+ * unless the job failed. The worker runs as SCHED_IDLE (only idle CPU time)
+ * while nobody waits for it; bk_writer_wait raises it to SCHED_OTHER until
+ * its queue is empty (see bkwriter.c, "Priority").
  * bk_writer_done: the highest ticket up to which every job has finished.
  * bk_writer_wait: returns once every job up to ticket has finished.
  * bk_writer_error / bk_writer_take_error: the errno of the first failed job

@@ -132,3 +132,4 @@ def test_without_the_native_writer_pwrite_later_writes_at_once(tmp_path, monkeyp
     with pytest.raises(ValueError):
         df.pwrite_later(0, _data(4, 6), digest=("xxh3-128", BS))
     df.close()
+
