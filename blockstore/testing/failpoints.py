@@ -26,7 +26,8 @@ commit.after_flush          B-tree nodes put into the LMDB txn, data not synced
 commit.after_datasync       pool data fdatasync'ed, LMDB not committed
 commit.after_lmdb           LMDB committed (durable), after-commit hooks not run
 commit.before_after_hooks   same instant, just before the after-commit hooks
-pool.after_pwrite           a pool data write reached the page cache, not synced
+pool.after_pwrite           a pool data write reached the page cache (or was queued
+                            for the background writer), not synced
 pool.before_pread           a pool data read that may wait for the disk (not
                             an RWF_NOWAIT one): a slow-disk stand-in
 ==========================  ===================================================
