@@ -2,10 +2,11 @@
 
 Used by setup.py (``cffi_modules``); run directly to build in place:
 ``python blockstore/native/build.py``. API mode calls release the GIL.
-The declarations below must match csrc/blockkern.h.
+The declarations are read from csrc/blockkern.h.
 """
 
 import os
+import re
 
 from cffi import FFI
 
@@ -21,33 +22,19 @@ def _rel(path: str) -> str:
         return path
 
 
-ffibuilder = FFI()
-ffibuilder.cdef(
-    """
-    int bk_sha256_many(const uint8_t *buf, size_t len, size_t block_size,
-                       uint8_t *out, int nthreads);
-    int bk_xxh128_many(const uint8_t *buf, size_t len, size_t block_size,
-                       uint8_t *out);
-    size_t bk_zero_flags(const uint8_t *buf, size_t len, size_t block_size,
-                         uint8_t *flags);
-    int64_t bk_copy_range(int src_fd, int64_t src_off, int dst_fd,
-                          int64_t dst_off, int64_t len);
-    int bk_start_writeback(int fd, int64_t off, int64_t len);
+def _declarations(header: str) -> str:
+    """The C declarations of ``header`` as cffi's cdef takes them: its
+    preprocessor lines dropped except integer ``#define``s (cdef strips the
+    comments itself), so the header is the one list of what the library exports."""
+    with open(header) as f:
+        lines = f.read().splitlines()
+    keep = [ln for ln in lines if not ln.lstrip().startswith("#")
+            or re.match(r"\s*#define\s+\w+\s+\d+\s*$", ln)]
+    return "\n".join(keep)
 
-    typedef struct bk_writer bk_writer;
-    bk_writer *bk_writer_new(int fd, size_t signal_bytes, int64_t hint_bytes);
-    #define BK_HASH_NONE 0
-    #define BK_HASH_XXH128 1
-    #define BK_HASH_SHA256 2
-    int64_t bk_writer_submit(bk_writer *w, int64_t off, const uint8_t *buf, size_t len,
-                             int algo, size_t block_size, uint8_t *out);
-    int64_t bk_writer_done(bk_writer *w);
-    void bk_writer_wait(bk_writer *w, int64_t ticket);
-    int bk_writer_error(bk_writer *w);
-    int bk_writer_take_error(bk_writer *w);
-    void bk_writer_free(bk_writer *w);
-    """
-)
+
+ffibuilder = FFI()
+ffibuilder.cdef(_declarations(os.path.join(_CSRC, "blockkern.h")))
 ffibuilder.set_source(
     "blockstore.native._blockkern",
     '#include "blockkern.h"',
