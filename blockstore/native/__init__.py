@@ -105,11 +105,12 @@ class _NativeBackgroundWriter:
     runs as SCHED_IDLE.  Not after fork (the thread is not in the child).
 
     ``submit(offset, data, digest=None)``, ``digest`` = (algorithm, block_size)
-    with algorithm "xxh3-128" or "sha256", returns (ticket, keep, out):
-    ``keep`` must stay referenced, and ``data`` unchanged, until
-    ``wait(ticket)`` (or a later ticket) returned or ``done() >= ticket``;
-    ``out`` (a bytearray, None without ``digest``) then holds the digests of
-    ``data``'s blocks unless a write failed.  ``error``/``take_error``: errno
+    with algorithm "xxh3-128" or "sha256", returns (ticket, out): the writer
+    keeps ``data`` referenced until its job is done (the caller must not change
+    it before ``wait(ticket)``, or a later ticket, returned or ``done() >=
+    ticket``); ``out`` (a bytearray, None without ``digest``) then holds the
+    digests of ``data``'s blocks unless a write failed.  ``wait`` returns
+    ``done()``.  ``error``/``take_error``: errno
     of the first failed job since the last take (0 if none).  ``close``
     finishes every queued job and stops the thread."""
 
@@ -145,7 +146,7 @@ class _NativeBackgroundWriter:
         if t < 0:
             raise OSError(-t, os.strerror(-t))
         self._keep.append((t, (src, dst)))
-        return t, src, out
+        return t, out
 
     def done(self) -> int:
         d = _lib.bk_writer_done(self._live())
@@ -154,9 +155,9 @@ class _NativeBackgroundWriter:
             keep.popleft()
         return d
 
-    def wait(self, ticket: int) -> None:
+    def wait(self, ticket: int) -> int:
         _lib.bk_writer_wait(self._live(), ticket)
-        self.done()
+        return self.done()
 
     def error(self) -> int:
         return _lib.bk_writer_error(self._live())

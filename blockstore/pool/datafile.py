@@ -82,7 +82,7 @@ class DataFile:
         self._hint_lock = threading.Lock()
         self._bg = None                     # BackgroundWriter, made at the first pwrite_later
         self._bg_pid = 0                    # the process it belongs to
-        self._later: collections.deque = collections.deque()  # (lo, hi, ticket, keep), oldest first
+        self._later: collections.deque = collections.deque()  # (lo, hi, ticket), oldest first
         self._later_bytes = 0
         self._later_lock = threading.Lock()
 
@@ -178,8 +178,8 @@ class DataFile:
         off = start_block * self.block_size
         n = memoryview(data).nbytes
         with self._later_lock:
-            ticket, keep, out = bg.submit(off, data, digest)
-            self._later.append((off, off + n, ticket, keep))
+            ticket, out = bg.submit(off, data, digest)      # the writer keeps `data` alive
+            self._later.append((off, off + n, ticket))
             self._later_bytes += n
             oldest = self._later[0][2] if self._later_bytes > LATER_MAX_BYTES else 0
         if oldest:
@@ -202,7 +202,7 @@ class DataFile:
         """Wait for the queued writes that overlap bytes [lo, hi)."""
         last = 0
         with self._later_lock:
-            for a, b, ticket, _ in self._later:
+            for a, b, ticket in self._later:
                 if a < hi and lo < b:
                     last = ticket           # FIFO: the newest one covers the others
         if last:
@@ -221,9 +221,8 @@ class DataFile:
     def _wait_for(self, ticket: int) -> None:
         if self._bg_pid != os.getpid():
             return
-        self._bg.wait(ticket)
+        done = self._bg.wait(ticket)
         with self._later_lock:
-            done = self._bg.done()
             while self._later and self._later[0][2] <= done:
                 self._later_bytes -= self._later[0][1] - self._later[0][0]
                 self._later.popleft()

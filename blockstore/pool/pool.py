@@ -114,9 +114,10 @@ class Pool:
 
         The caller owns exactly one reference to every returned block.
         ``owned``: the caller never changes ``data`` again (``bytes`` always
-        qualifies), so when no block is zero and dedup is off its digests are
-        computed in the background (``Sums.put_later``) and its bytes written
-        by the data file's background writer (``DataFile.pwrite_later``).
+        qualifies), so when no block is zero and dedup is off its blocks are
+        hashed and written by the data file's background writer
+        (``DataFile.pwrite_later``, native; ``Sums.put_computed``), or without
+        it hashed on the pool's hashing thread (``Sums.put_later``).
         """
         mv = memoryview(data)
         if mv.ndim != 1 or mv.itemsize != 1:
@@ -148,9 +149,8 @@ class Pool:
             else:
                 digests = self.sums.hash(mv, bs)
             pos = 0
-            put = self.data.pwrite_later if later else self.data.pwrite
             for s, k in extents:
-                put(s, mv[pos * bs:(pos + k) * bs])
+                self.data.pwrite(s, mv[pos * bs:(pos + k) * bs])
                 if not later:
                     self.sums.put_run(t, s, digests[pos * ds:(pos + k) * ds])
                 pos += k
