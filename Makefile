@@ -1,7 +1,8 @@
 # Developer entry points. `make setup` is idempotent: a second run is a no-op
 # unless pyproject.toml, setup.py, the cffi builder or csrc/ changed (editable
 # installs do not rebuild the C extension by themselves), or third_party/pyfuse3
-# changed (pyfuse3 3.5.0 patched with lseek for SEEK_DATA/SEEK_HOLE; its build
+# changed (pyfuse3 3.5.0 patched with lseek for SEEK_DATA/SEEK_HOLE and a switch
+# for the kernel's automatic page-cache invalidation; its build
 # script is idempotent by content: see third_party/pyfuse3/README.md).
 
 SHELL   := /bin/bash
@@ -12,8 +13,8 @@ STAMP   := $(VENV)/.installed
 APT_PKGS := fuse3 libfuse3-dev pkg-config fio libssl-dev libxxhash-dev gcc python3-dev python3-venv umoci skopeo mmdebstrap
 INSTALL_DEPS := pyproject.toml setup.py blockstore/native/build.py \
                 $(wildcard csrc/*.c csrc/*.h)
-PYFUSE3_STAMP := $(VENV)/.pyfuse3-lseek
-PYFUSE3_DEPS  := third_party/pyfuse3/build.sh third_party/pyfuse3/lseek.patch
+PYFUSE3_STAMP := $(VENV)/.pyfuse3-patched
+PYFUSE3_DEPS  := third_party/pyfuse3/build.sh third_party/pyfuse3/blockstore.patch
 
 .PHONY: setup apt test demo bench clean
 
@@ -37,15 +38,16 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # The patched pyfuse3 goes in first: pip install -e then finds `pyfuse3>=3.3`
-# satisfied (3.5.0+lseek.KEY) and keeps it; the check after it makes sure.
+# satisfied (3.5.0+bs.KEY) and keeps it; the check after it makes sure.
 $(PYFUSE3_STAMP): $(PY) $(PYFUSE3_DEPS)
 	bash third_party/pyfuse3/build.sh $(PY)
 	touch $@
 
 $(STAMP): $(PY) $(PYFUSE3_STAMP) $(INSTALL_DEPS)
 	$(PY) -m pip install -q -e '.[test]'
-	@$(PY) -c 'import pyfuse3, sys; sys.exit(0 if hasattr(pyfuse3.Operations, "lseek") else \
-	  "pyfuse3 without lseek installed (expected the build of third_party/pyfuse3)")'
+	@$(PY) -c 'import pyfuse3, sys; O = pyfuse3.Operations; \
+	  sys.exit(0 if hasattr(O, "lseek") and hasattr(O, "enable_auto_inval_data") else \
+	  "unpatched pyfuse3 installed (expected the build of third_party/pyfuse3)")'
 	touch $@
 
 test: setup

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Build pyfuse3 3.5.0 with third_party/pyfuse3/lseek.patch and install it into
+# Build pyfuse3 3.5.0 with third_party/pyfuse3/blockstore.patch and install it into
 # the venv whose python is $1 (called by `make setup`; see README.md here).
 #
-# Idempotent by content: the wheel's version is 3.5.0+lseek.<KEY>, KEY being a
+# Idempotent by content: the wheel's version is 3.5.0+bs.<KEY>, KEY being a
 # hash of the patch and the pins below.  If the venv already has that version,
 # nothing is done; if build/pyfuse3/ holds that wheel, it is only installed;
 # otherwise the sdist is downloaded (or taken from build/pyfuse3/), checked
@@ -21,9 +21,9 @@ SDIST_SHA256=88399a9494b88603230bba300f4ba9ad63fece5ed514ca3633d555a0c6a42b24
 # Build tools of the patched build (Cython: the version the sdist's C was made with).
 BUILD_REQS=("Cython==3.2.4" "setuptools>=78.1.1,<90" "setuptools_scm>=8,<11" "wheel")
 
-KEY=$( { cat "$HERE/lseek.patch"; echo "$VERSION $SDIST_SHA256 ${BUILD_REQS[*]}"; } \
+KEY=$( { cat "$HERE/blockstore.patch"; echo "$VERSION $SDIST_SHA256 ${BUILD_REQS[*]}"; } \
        | sha256sum | cut -c1-12)
-LOCAL_VERSION="$VERSION+lseek.$KEY"
+LOCAL_VERSION="$VERSION+bs.$KEY"
 
 have_version() {
     "$PY" - "$LOCAL_VERSION" <<'PYEOF'
@@ -32,7 +32,8 @@ from importlib.metadata import version, PackageNotFoundError
 try:
     ok = version("pyfuse3") == sys.argv[1]
     import pyfuse3
-    ok = ok and hasattr(pyfuse3.Operations, "lseek")
+    ok = ok and hasattr(pyfuse3.Operations, "lseek") \
+        and hasattr(pyfuse3.Operations, "enable_auto_inval_data")
 except (PackageNotFoundError, ImportError):
     ok = False
 sys.exit(0 if ok else 1)
@@ -62,11 +63,11 @@ if [ -z "$wheel" ]; then
         fi
     fi
 
-    work=$(mktemp -d /tmp/pyfuse3-lseek.XXXXXX)
+    work=$(mktemp -d /tmp/pyfuse3-bs.XXXXXX)
     trap 'rm -rf "$work"' EXIT
     tar -xzf "$CACHE/$SDIST" -C "$work"
     src="$work/pyfuse3-$VERSION"
-    patch -d "$src" -p1 --forward --quiet < "$HERE/lseek.patch"
+    patch -d "$src" -p1 --forward --quiet < "$HERE/blockstore.patch"
     # The sdist ships C generated from the unpatched .pyx; without it the build
     # has to run Cython (setuptools does when Cython is importable).
     rm -f "$src/src/pyfuse3/__init__.c"
@@ -94,4 +95,4 @@ if ! have_version; then
     echo "build.sh: pyfuse3 $LOCAL_VERSION is not what the venv imports after installing $wheel" >&2
     exit 1
 fi
-echo "pyfuse3 $LOCAL_VERSION installed (SEEK_DATA/SEEK_HOLE via Operations.lseek)"
+echo "pyfuse3 $LOCAL_VERSION installed (Operations.lseek, Operations.enable_auto_inval_data)"

@@ -1,0 +1,121 @@
+"""The kernel's page cache of a mount (blockstore/fuse/adapter.py, "Caches").
+
+Own writes keep the file's cached pages (write-through: they hold what was
+written), so an overwrite neither drops the file's cache nor allocates new
+pages for every request.  Files the watcher cannot follow (a host directory
+bound into the tree, a volume shown at two places of one mount) still lose
+their pages once their mtime or size is seen to change, as they did under
+the kernel's automatic invalidation."""
+from __future__ import annotations
+
+import os
+import time
+
+from blockstore import Store
+
+from _fuse_helpers import Mounted, cached_bytes, check_ok, needs_fuse
+
+pytestmark = needs_fuse
+
+MiB = 1 << 20
+ATTR = 0.2          # attribute timeout of these mounts: a stat after it asks the daemon
+# Of an 8 MiB file's pages, at least this many must stay cached.  Not all: this VM's
+# kernel runs DAMON proactive reclaim, which pages out a few pages of any file now and
+# then (perf: __remove_mapping <- damon_pa_apply_scheme).  Dropping them at every
+# write (the kernel's auto_inval_data) leaves at most the last 1 MiB write.
+KEPT = 6 * MiB
+
+
+def _put(path, data: bytes, *, offset: int | None = None) -> None:
+    """Write ``data`` (at ``offset`` into the existing file, else as a new file)."""
+    flags = os.O_WRONLY if offset is not None else os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, 0o644)
+    try:
+        os.pwrite(fd, data, offset or 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _until_reads(fd, path, want: bytes, limit: float = 5.0) -> None:
+    """stat (asks the daemon once the attributes timed out), then read through fd."""
+    deadline = time.monotonic() + limit
+    while True:
+        os.stat(path)
+        if os.pread(fd, len(want), 0) == want:
+            return
+        assert time.monotonic() < deadline, "the mount kept serving stale cached pages"
+        time.sleep(0.05)
+
+
+def test_own_overwrites_keep_the_files_pages(tmp_path):
+    sp = tmp_path / "store"
+    with Store.open(sp) as s:
+        s.create("c")
+    m = Mounted(sp, "c", attr_timeout=ATTR)
+    try:
+        f = m.p("big")
+        _put(f, b"a" * (8 * MiB))
+        assert cached_bytes(f) >= KEPT              # written pages stay, across close
+        fd = os.open(f, os.O_WRONLY)
+        try:
+            for i in range(4):                      # 1 MiB overwrites, attributes refetched
+                os.pwrite(fd, bytes([ord("b") + i]) * MiB, i * MiB)
+                time.sleep(ATTR)
+                os.stat(f)
+        finally:
+            os.close(fd)
+        assert cached_bytes(f) >= KEPT
+        with open(f, "rb") as r:
+            assert r.read() == b"".join(bytes([ord("b") + i]) * MiB for i in range(4)) \
+                + b"a" * (4 * MiB)
+        with Store.open(sp) as s:                   # and that is what the store holds
+            assert s.fs("c").read_bytes("/big")[:MiB] == b"b" * MiB
+    finally:
+        m.close()
+    check_ok(sp)
+
+
+def test_a_host_file_changed_underneath_loses_its_pages(tmp_path):
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "f").write_bytes(b"1" * 10000)
+    sp = tmp_path / "store"
+    with Store.open(sp) as s:
+        s.create("c", mounts=[{"type": "bind", "source": str(host), "target": "/h"}])
+    m = Mounted(sp, "c", attr_timeout=ATTR)
+    try:
+        fd = os.open(m.p("h", "f"), os.O_RDONLY)
+        try:
+            assert os.pread(fd, 10000, 0) == b"1" * 10000     # now cached
+            time.sleep(0.05)                                 # a later mtime
+            (host / "f").write_bytes(b"2" * 10000)           # same size, behind the mount
+            _until_reads(fd, m.p("h", "f"), b"2" * 10000)
+        finally:
+            os.close(fd)
+    finally:
+        m.close()
+    check_ok(sp)
+
+
+def test_a_volume_at_two_places_shows_writes_made_through_the_other(tmp_path):
+    sp = tmp_path / "store"
+    with Store.open(sp) as s:
+        s.volume_create("vol")
+        s.create("c", mounts=[{"type": "volume", "source": "vol", "target": "/a"},
+                              {"type": "volume", "source": "vol", "target": "/b"}])
+    m = Mounted(sp, "c", attr_timeout=ATTR)
+    try:
+        _put(m.p("a", "f"), b"1" * 10000)
+        time.sleep(ATTR)
+        fd = os.open(m.p("b", "f"), os.O_RDONLY)
+        try:
+            assert os.pread(fd, 10000, 0) == b"1" * 10000     # cached at /b
+            time.sleep(0.05)
+            _put(m.p("a", "f"), b"2" * 10000, offset=0)      # same size, through /a
+            _until_reads(fd, m.p("b", "f"), b"2" * 10000)
+        finally:
+            os.close(fd)
+    finally:
+        m.close()
+    check_ok(sp)
