@@ -67,6 +67,28 @@ class Mounted:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
+def until(cond, limit: float) -> float:
+    """Seconds until cond() held (polled every 10 ms); fails after ``limit``."""
+    import time
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < limit, "the mount kept showing stale state"
+        time.sleep(0.01)
+    return time.monotonic() - t0
+
+
+def write_synced(path, data: bytes, *, offset: int | None = None) -> None:
+    """Write ``data`` and fsync: as a new (or truncated) file, or at ``offset``
+    into the existing file."""
+    flags = os.O_WRONLY if offset is not None else os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, 0o644)
+    try:
+        os.pwrite(fd, data, offset or 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def check_ok(store_path) -> None:
     from blockstore import Store
     with Store.open(store_path, create=False) as s:

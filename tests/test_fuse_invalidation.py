@@ -5,31 +5,16 @@ invalidation can explain fresh answers."""
 from __future__ import annotations
 
 import os
-import time
 
 from blockstore import Store
 
 from _fuse_helpers import Mounted, check_ok, needs_fuse
+from _fuse_helpers import until as _until
+from _fuse_helpers import write_synced as _write
 
 pytestmark = needs_fuse
 
 TIMEOUT = 30.0
-
-
-def _until(cond, limit: float) -> float:
-    """Seconds until cond() held; fails after ``limit``."""
-    t0 = time.monotonic()
-    while not cond():
-        assert time.monotonic() - t0 < limit, "the mount kept showing stale state"
-        time.sleep(0.01)
-    return time.monotonic() - t0
-
-
-def _write(p, data: bytes) -> None:
-    with open(p, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def test_changes_made_through_the_library_reach_the_mount(tmp_path):

@@ -13,7 +13,7 @@ import time
 
 from blockstore import Store
 
-from _fuse_helpers import Mounted, cached_bytes, check_ok, needs_fuse
+from _fuse_helpers import Mounted, cached_bytes, check_ok, needs_fuse, until, write_synced
 
 pytestmark = needs_fuse
 
@@ -26,26 +26,13 @@ ATTR = 0.2          # attribute timeout of these mounts: a stat after it asks th
 KEPT = 6 * MiB
 
 
-def _put(path, data: bytes, *, offset: int | None = None) -> None:
-    """Write ``data`` (at ``offset`` into the existing file, else as a new file)."""
-    flags = os.O_WRONLY if offset is not None else os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(path, flags, 0o644)
-    try:
-        os.pwrite(fd, data, offset or 0)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _until_reads(fd, path, want: bytes, limit: float = 5.0) -> None:
-    """stat (asks the daemon once the attributes timed out), then read through fd."""
-    deadline = time.monotonic() + limit
-    while True:
+    """Until a read through fd gives ``want``; each try stats first (which asks
+    the daemon once the attributes timed out)."""
+    def fresh() -> bool:
         os.stat(path)
-        if os.pread(fd, len(want), 0) == want:
-            return
-        assert time.monotonic() < deadline, "the mount kept serving stale cached pages"
-        time.sleep(0.05)
+        return os.pread(fd, len(want), 0) == want
+    until(fresh, limit)
 
 
 def test_own_overwrites_keep_the_files_pages(tmp_path):
@@ -55,7 +42,7 @@ def test_own_overwrites_keep_the_files_pages(tmp_path):
     m = Mounted(sp, "c", attr_timeout=ATTR)
     try:
         f = m.p("big")
-        _put(f, b"a" * (8 * MiB))
+        write_synced(f, b"a" * (8 * MiB))
         assert cached_bytes(f) >= KEPT              # written pages stay, across close
         fd = os.open(f, os.O_WRONLY)
         try:
@@ -115,4 +102,5 @@ def test_a_volume_at_two_places_shows_writes_made_through_the_other(tmp_path):
         with s.fs("vol") as fs:
             fs.write_bytes("/f", b"1" * 10000)
     # written through /a, read through /b: the same volume at two places
-    _cached_file_sees(sp, ("b", "f"), lambda m: _put(m.p("a", "f"), b"2" * 10000, offset=0))
+    _cached_file_sees(sp, ("b", "f"),
+                      lambda m: write_synced(m.p("a", "f"), b"2" * 10000, offset=0))
