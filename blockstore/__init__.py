@@ -1,6 +1,6 @@
 """blockstore: a userspace copy-on-write snapshot store for file trees.
 
-See DESIGN.md for the layering: native -> pool -> txn -> btree -> fs ->
+See docs/ARCHITECTURE.md §2 for the layering: native -> pool -> txn -> btree -> fs ->
 catalog -> api -> interfaces. Public exports are added by the api layer.
 """
 

@@ -1,4 +1,4 @@
-"""check (fsck) and repair: every invariant of DESIGN.md §4 that the engine owns.
+"""check (fsck) and repair: every invariant of docs/ARCHITECTURE.md §4 that the engine owns.
 
 What is verified, in one read transaction (a consistent view; writers go on):
 

@@ -7,7 +7,7 @@ runs inside one ``WriteTxn`` = one LMDB write transaction:
 * commit order: upper layers' ``before_commit`` hooks (the B-tree flushes its
   dirty nodes), then ``fdatasync`` of the data file if blocks were written,
   then the LMDB commit (which fsyncs).  Data is durable before the metadata
-  that points at it (DESIGN.md §5).
+  that points at it (docs/ARCHITECTURE.md §5, §6).
 * group commit: inside ``env.batch()`` every ``env.write()`` joins one
   transaction, committed (one fdatasync + one LMDB sync) when the batch
   ends or at ``env.sync()``.  Outside a batch each ``write()`` is durable on

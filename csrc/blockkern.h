@@ -1,5 +1,5 @@
 /*
- * blockkern: the native kernels under blockstore (layer 1, see DESIGN.md).
+ * blockkern: the native kernels under blockstore (layer 1, see docs/ARCHITECTURE.md §2.1).
  *
  * C99, no Python.h. Loaded only by blockstore/native/__init__.py through cffi
  * in out-of-line API mode, which releases the GIL around every call: these

@@ -16,7 +16,7 @@ def tmp_store_dir(tmp_path: pathlib.Path) -> pathlib.Path:
 @pytest.fixture
 def store(tmp_store_dir):
     """An open Store on a fresh directory; the store's own check must pass
-    when the test ends (DESIGN.md: check after every test)."""
+    when the test ends (docs/ARCHITECTURE.md §4: check after every test)."""
     s = blockstore.Store.open(tmp_store_dir)
     yield s
     if not s.closed:

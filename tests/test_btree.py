@@ -96,7 +96,7 @@ def test_shared_tree_is_not_changed_by_writes_to_its_clone(env):
         a = 0
         for i in range(2000):
             a = bt.insert(ns, a, _key(i), values.plain(b"a"))
-        # Clone inside the same transaction: in-place writes must stop (DESIGN §5).
+        # Clone inside the same transaction: in-place writes must stop (docs/ARCHITECTURE.md §5).
         b = bt.share(ns, a)
         for i in range(0, 2000, 7):
             b = bt.insert(ns, b, _key(i), values.plain(b"b"))

@@ -1,5 +1,5 @@
 """Processes sharing one store: deferred block reuse under an old reader
-(DESIGN.md section 5), concurrent writers, a SIGKILLed reader, opening twice,
+(docs/ARCHITECTURE.md §5), concurrent writers, a SIGKILLed reader, opening twice,
 fork, and what opening a bad store raises."""
 from __future__ import annotations
 
@@ -296,7 +296,7 @@ def test_forked_child_cannot_reopen_the_store_and_says_busy(tmp_path):
 @pytest.mark.timeout(120)
 def test_forked_child_exiting_does_not_unpin_the_parents_reader(tmp_path):
     """A library user forks while holding a read view; the child exits normally.
-    The parent's view must still pin its blocks (DESIGN.md section 5)."""
+    The parent's view must still pin its blocks (docs/ARCHITECTURE.md §5)."""
     store = str(tmp_path / "store")
     seed, nb = 0xF0F0, 512
     e = Engine.open(store, block_size=BS, dedup=False)

@@ -1,6 +1,6 @@
 """Engine benchmark: clone/snapshot depth/delete/diff costs, SHA-256, pool writes, block sizes.
 
-Measures the costs DESIGN.md §3 promises, each as a ratio against a
+Measures the costs docs/ARCHITECTURE.md §3 promises, each as a ratio against a
 baseline taken in the same run (the VM's disk has regimes 40x apart):
 
   clone_ratio     durable clone of an N-key tree / of a 1-key tree   (<= 1.5)

@@ -1,6 +1,6 @@
 """Store check: the engine's invariants plus the filesystem's, per tree.
 
-Filesystem invariants (DESIGN.md §4), checked by one ordered scan of each
+Filesystem invariants (docs/ARCHITECTURE.md §4), checked by one ordered scan of each
 distinct root (trees sharing a root are checked once):
 
 * every directory entry names an existing inode of the type it records, and

@@ -337,7 +337,7 @@ class TreeFS:
         return ``finish()``, which reads the pool blocks on any thread and
         returns the bytes.  A read transaction taken now and closed by
         ``finish`` keeps every block of the plan from being reused meanwhile,
-        whatever the batch frees or commits (DESIGN.md section 5).  Call
+        whatever the batch frees or commits (docs/ARCHITECTURE.md §5).  Call
         ``finish`` exactly once.  Cost: the mapping here; the I/O in finish."""
         plan = self._view(lambda f: f.read_plan(f.inode(ino), offset, size))
         cm = self.env.snapshot()

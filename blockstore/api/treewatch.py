@@ -9,8 +9,8 @@ next poll, so its nodes stay readable even after a later commit freed them
 (the diff reads each side through its own transaction; node ids are never
 reused).  Costs: per poll one read transaction and one catalog lookup per
 tree; per change, O(difference x depth) like ``Store.diff``.  The open base
-delays the reuse of blocks freed meanwhile by one poll interval (DESIGN.md
-section 5), except after own commits (below).
+delays the reuse of blocks freed meanwhile by one poll interval
+(docs/ARCHITECTURE.md §5), except after own commits (below).
 
 Own commits: changes this process made went through the cache, which
 already reflects them.  ``own_commit(txn_id)``, called right after such a
@@ -20,8 +20,8 @@ others are diffed against what the cache saw, and nothing is reported for
 the own commit itself; when every commit since the base was an own commit
 (a mount writing alone), that view becomes the base at once (unless a poll
 is running), so the base does not hold back the reuse of what those commits
-freed: a FUSE mount overwriting a file needed ~2 batches of extra pool
-space before, ~1 now.  Between two bases, a diff is skipped when every
+freed: a FUSE mount overwriting a file alone needs about one batch of
+extra pool space, not two.  Between two bases, a diff is skipped when every
 commit in between was an own commit, and otherwise reported whole (own
 changes included: a spurious drop costs a re-read).  What can be missed:
 if another process commits in the microseconds between an own commit and

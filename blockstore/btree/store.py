@@ -6,7 +6,7 @@ id for the life of the process.  A node's refcount is the number of
 references to it: from a parent node, or from a catalog entry holding it as
 a root.  Counts are stored in ``noderc`` only where they differ from 1.
 
-Rules (each is one of DESIGN.md §5's hazards):
+Rules (each answers one of the hazards of docs/ARCHITECTURE.md §5):
 
 * ``writable(id)`` returns a node the caller may change.  It is the same node
   only if it was created by this transaction *and* is referenced once;

@@ -51,7 +51,7 @@ class ReadPlan(NamedTuple):
 def fill(pool, plan: ReadPlan, buf, nowait: bool = False) -> int:
     """Do a planned read into ``buf`` (at least ``plan.n`` bytes); returns ``plan.n``.
     The caller keeps the plan's blocks from being reused meanwhile: the txn
-    that planned it, or a read txn as old (DESIGN.md section 5)."""
+    that planned it, or a read txn as old (docs/ARCHITECTURE.md §5)."""
     mv = memoryview(buf).cast("B")
     n = plan.n
     if plan.inline is not None:

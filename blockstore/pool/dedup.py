@@ -1,8 +1,8 @@
 """Dedup index: ``pool.dedup`` (sha256 -> block) and its mirror ``pool.dedup_rev``.
 
 Contract: every entry points at a live block whose content has that SHA-256,
-and the two tables mirror each other exactly.  The hazard (DESIGN.md section
-5) is an entry outliving its block: new data would then be "deduplicated"
+and the two tables mirror each other exactly.  The hazard (docs/ARCHITECTURE.md
+§5) is an entry outliving its block: new data would then be "deduplicated"
 onto whatever reuses the block.  So ``remove_blocks`` is called in the same
 txn as a block's last reference dies (Pool.dec), before the block can reach
 the free map.

@@ -1,6 +1,6 @@
 """Deferred frees: blocks whose last reference died, not yet reusable.
 
-The hazard (DESIGN.md section 5): a block freed in write txn W is still
+The hazard (docs/ARCHITECTURE.md §5): a block freed in write txn W is still
 reachable by every LMDB reader whose snapshot predates W's commit; if the
 block were reused, such a reader would get someone else's bytes.  So a block
 whose refcount reaches 0 in txn W goes to ``pool.pending`` under key (W,

@@ -1,6 +1,6 @@
 """Run-length refcounts of shared blocks: ``pool.shared``.
 
-Block states (DESIGN.md section 4): every block below ``total_blocks`` is
+Block states (docs/ARCHITECTURE.md §4, docs/FORMAT.md §6.1): every block below ``total_blocks`` is
 exactly one of free (allocator.py), pending-free (pending.py), owned once
 (implicit: in no table) or shared with count >= 2, stored here as
 start -> (n, count).  Adjacent runs with equal counts are always merged, so
