@@ -11,8 +11,9 @@ plus its module.  Common options:
   --dir DIR put the scratch store under DIR (default: the temp dir if it is
             on the repository's disk, else the repository); removed at the end
 
-Ratios are always measured against a baseline taken in the same run: the
-shared VM's disk has regimes that differ by 40x (see /work/shared/NOTES.md).
+Ratios are always measured against a baseline taken in the same run: on a
+shared virtual machine disk and memory speed can change 2-40x between
+minutes (docs/BENCHMARKS.md has the figures and the machine).
 Exit status: 0 when the run completed (goals missed are reported, not
 raised), 2 on usage errors, 1 when the benchmark itself failed.
 """

@@ -1,7 +1,8 @@
 """Engine benchmark: clone/snapshot depth/delete/diff costs, SHA-256, pool writes, block sizes.
 
 Measures the costs docs/ARCHITECTURE.md §3 promises, each as a ratio against a
-baseline taken in the same run (the VM's disk has regimes 40x apart):
+baseline taken in the same run (a shared machine's disk speed can change
+40x between runs):
 
   clone_ratio     durable clone of an N-key tree / of a 1-key tree   (<= 1.5)
   clone_ms        median durable clone                                (<= 2 ms)
@@ -417,8 +418,9 @@ def bench_pool(rep: bu.Report, sz: Sizes, root_dir: str) -> None:
                                         DEFAULT_BLOCK_SIZE, True)}
     times: dict[str, list[int]] = {k: [] for k in runs}
     order = list(runs)
-    # Warm-up at full size: on this VM the first pass over fresh guest memory
-    # (page cache) is several times slower than later ones, whichever path runs it.
+    # Warm-up at full size: on a virtual machine the first pass over fresh guest
+    # memory (page cache) can be several times slower than later ones, whichever
+    # path runs it.
     runs["raw"]()
     runs["off"]()
     for i in range(sz.pool_reps):

@@ -2,7 +2,8 @@
 
 ``tools/bench.py fs [--quick] [--json]``.  Everything is measured in ONE run
 on ONE disk (the scratch directory), and every ratio is against a baseline
-taken in the same run (the VM's disk has regimes 40x apart):
+taken in the same run (a shared machine's disk speed can change 40x
+between runs):
 
 * ``cow_write_bytes`` -- pool bytes plus live LMDB page bytes added by one
   4 KiB write at a random offset into a big file of a clone, after commit
@@ -159,9 +160,9 @@ def bench_seq(store, scratch: str, size: int, rep) -> None:
     store.create("big")
     raw_ws, st_ws = [], []
     with store.fs("big") as fs:
-        # Warm-up at full size, both paths (as bench_engine does): on this VM the
-        # first pass over fresh guest memory is several times slower, whichever
-        # path runs it (a fresh store measured 0.3-0.65 GiB/s, then 0.8-0.9).
+        # Warm-up at full size, both paths (as bench_engine does): on a virtual
+        # machine the first pass over fresh guest memory can be several times
+        # slower, whichever path runs it.
         with open(raw, "wb") as f:
             for i in range(n):
                 f.write(chunk)

@@ -13,24 +13,23 @@ Figures (one run, ratios against baselines measured in the same run):
   same kernel readahead window (blockstore's daemon sets 1 MiB when root;
   the passthrough's is set to match), reported as ``read_ahead_kb``.
   Each side first lays out the file (unmeasured); the measured writes
-  overwrite it, as fio does.  Writing a new file instead would measure this
-  VM more than the adapters: it reports freed guest pages to the host, so
-  the passthrough's page cache, freed at each unlink, costs a hypervisor
-  fault per page when touched again (0.2-0.3 GB/s instead of ~1.0-1.3),
-  while the pool's data file keeps its cached pages and reuses them.
+  overwrite it, as fio does.  Writing a new file instead would measure the
+  machine more than the adapters: a guest kernel that reports freed pages
+  to its host makes the passthrough's page cache, freed at each unlink,
+  cost a hypervisor fault per page when touched again, while the pool's
+  data file keeps its cached pages and reuses them.
   Five rounds (``--rounds N``) alternate which side goes first; each
   figure is the median of its rounds (``*_rounds`` list them all).  Five,
-  not three: this VM reports freed memory to the host at once
-  (/sys/module/page_reporting: min_free_ms=0), so a round whose page-cache
-  pages come from memory just given back runs 2-4x slower, with 2-4x the
-  CPU, on either side at random (2026-12-06, 16 runs of three rounds: 8 of
-  48 read rounds were slow on our side, 10 on the passthrough's); with three
-  rounds, two such rounds of one side decided the median.
+  not three: where freed memory goes back to the host at once
+  (/sys/module/page_reporting), a round whose page-cache pages come from
+  memory just given back runs 2-4x slower on either side at random, and
+  with three rounds two such rounds of one side can decide the median
+  (docs/BENCHMARKS.md).
 * ``seq_write_fsync_ratio`` (no goal): the same overwrite rounds ending in
   fsync (as ``dd conv=fsync``), so that both sides wait for the disk.
 * ``*_write_cpu_s_per_gib``: CPU seconds the daemon (all threads, user +
   system) spends per GiB of sequential writes: steadier than throughput on
-  this VM, whose disk and memory speed move 2-4x between minutes.
+  a machine whose disk and memory speed move 2-4x between minutes.
 * ``store_write_ms_per_mib`` / ``store_commit_ms_per_mib`` (no goal): the
   store's own share of a FUSE write, in-process and without FUSE: 1 MiB
   overwrites of a 256 MiB file through ``TreeFS.write_at`` (what the daemon
@@ -235,7 +234,7 @@ def run(args):
                 _seq_write(f"{root}/big", big, chunk)
             res = {label: {"w": [], "r": [], "cpu": []} for label in sides}
             for i in range(rounds):
-                # Alternate who goes first: the VM's disk and memory change regime
+                # Alternate who goes first: a VM's disk and memory change regime
                 # within seconds; each side gets the same share of early and late slots.
                 order = list(sides) if i % 2 == 0 else list(reversed(sides))
                 for label in order:

@@ -11,7 +11,7 @@ tables is the whole translation; no storage logic lives here.
 Concurrency.  Requests run as trio tasks.  Calls into a blockstore tree run
 inline on the trio thread, which owns the mount's batch
 (``committer.Batcher``), so each sees the changes of the uncommitted batch
-and no request pays a thread hand-off (~0.1 ms here).  Exception: a data
+and no request pays a thread hand-off (see ``committer.py``).  Exception: a data
 read that would wait for the disk (``RWF_NOWAIT`` says so) runs its I/O in
 a worker thread, so a slow read does not stall other requests: the whole
 read in its own read transaction while the mount is clean, else mapped in
@@ -35,8 +35,9 @@ kernel page cache reports writeback errors to each open file, and the
 kernel's cache of the file is dropped.  Not held back: appends, writes
 while no batch is open (the first change of a batch, which arms the age
 bound) or while commits fail, host files.  ``write_behind=False`` turns it
-off.  Measured: a 1 GiB overwrite in 1 MiB writes 0.70-1.00 -> 0.88-1.69
-GB/s (five interleaved pairs, README "Benchmarks").
+off.  Why: a writer's requests are serial, so storing a write while the
+writer's kernel copies the next one overlaps the two instead of adding
+them (figures: docs/BENCHMARKS.md, "FUSE").
 
 Commits (group commit, see ``committer.py``).  Changes join a batch that is
 committed at fsync/fsyncdir (the reply waits for it), 50 ms after its first
@@ -60,14 +61,14 @@ The kernel's own guess (FUSE "auto_inval_data": drop a file's whole page
 cache whenever a size or mtime it fetches differs from the one it had) is
 turned off (``enable_auto_inval_data``, patched pyfuse3): in write-through
 mode every write makes the kernel refetch the attributes, which carry the
-write's new mtime, so each 1 MiB write dropped every cached page of the
-file and the next write had to allocate its pages again (measured: the
-writer's kernel time for a 1 GiB overwrite right after the file was
-written 1.14 s -> 0.2 s).  The watcher covers what it covered for trees;
-for the servers it cannot watch (host dirs, a tree at two places) the
-adapter does the kernel's comparison itself (``_note_content``): a regular
-file whose mtime or size differs from the last one answered has its pages
-dropped, as before.
+write's new mtime, so under that rule each write would drop every cached
+page of the file and the next write would allocate its pages again
+(several times the writer's kernel time for an overwrite;
+docs/BENCHMARKS.md).  The watcher covers what that rule covered
+for trees; for the servers it cannot watch (host dirs, a tree at two
+places) the adapter does the kernel's comparison itself
+(``_note_content``): a regular file whose mtime or size differs from the
+last one answered has its pages dropped, as the kernel's rule would.
 
 Errors are turned into errno in one place: ``errno.to_errno``.
 """

@@ -4,9 +4,9 @@ owns the mount's batch.
 Why inline: a store batch (``Store.batch()``) is one LMDB write transaction
 that only the thread that opened it sees, so every store call of the mount
 that must see uncommitted changes runs on one thread.  That thread is the
-trio thread itself: a hand-off to another thread costs ~0.1 ms per request
-on this 2-core VM (a no-op round trip through a queue + trio token, or
-``trio.to_thread``), more than a whole 128 KiB read.  Calls are synchronous, so each FUSE request
+trio thread itself: a hand-off to another thread (a round trip through a
+queue + trio token, or ``trio.to_thread``) costs about 0.1 ms per request,
+more than a whole 128 KiB read from the page cache.  Calls are synchronous, so each FUSE request
 runs to completion and sees every change answered before it
 (read-your-writes; the one write the adapter may hold back after answering
 it is stored before any other request runs, and by ``before_commit`` at the
@@ -28,12 +28,12 @@ When the batch is committed (one fdatasync + one LMDB sync for all of it):
 * ``COMMIT_INTERVAL`` (50 ms) after the batch's first change (``run``, a
   trio task, sleeps until then);
 * when it holds ``MAX_BYTES`` (128 MiB) of written data or ``MAX_OPS`` (1024)
-  changes (a commit costs ~2-4 ms whatever its size, mostly fixed: the wait
+  changes.  A commit's cost is mostly fixed, whatever its size (the wait
   for the last checksums, the data fdatasync of what writeback has not
-  reached yet, ~25 LMDB page writes and two syncs; at ~2 GB/s the 50 ms
-  bound ends a batch near 100 MiB; 128 instead of 32 MiB: +5% sequential
-  FUSE write speed, 16 interleaved rounds; the redo log keeps up to that
-  much written data in memory);
+  reached yet, ~25 LMDB page writes and two syncs), so the byte bound is
+  set above what the 50 ms bound lets a fast writer gather (100 MiB at
+  2 GB/s) and a streaming writer's batches end by age; the bound is also
+  the written data the redo log may hold in memory;
 * ``request_commit()``: SIGUSR1 from another process's ``Store.open``,
   ``Store.commit`` etc. (``blockstore.api.writers``); the next batch then
   waits ``writers.GRACE`` (0.2 s) so that the requester gets the writer lock;

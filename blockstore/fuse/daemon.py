@@ -118,8 +118,8 @@ def _keep_request_buffers_in_the_heap() -> None:
     """Every FUSE write arrives as a new bytes object of up to 1 MiB, kept until
     its batch commits (the redo log).  By default glibc serves such sizes with
     mmap/munmap, or trims the heap when they are freed, so every request pays
-    fresh page faults and zeroing: measured ~1 ms per MiB written here
-    (tools/bench.py fuse: seq writes 0.46 -> 0.7-0.8 GB/s with these settings).
+    fresh page faults and zeroing, about 1 ms per MiB written, as much as
+    the store's own work on it (docs/BENCHMARKS.md, "FUSE").
     Serve up to 4 MiB from the heap and keep up to 256 MiB of free heap.
     No-op where mallopt does not exist (not glibc)."""
     import ctypes

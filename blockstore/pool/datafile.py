@@ -27,15 +27,16 @@ queued; the caller then waits for the oldest.  Without the native
 extension, or in a forked child, ``pwrite_later`` is ``pwrite``.  The
 writer can also compute the blocks' checksums before writing them
 (``digest=``), so that hashing too leaves the caller's thread (the pool's
-fast path: ``Pool.write``).  The thread runs as SCHED_IDLE: on this 2-vCPU
-machine the other vCPU runs the process whose writes these are, and a
-normal-priority worker measurably delayed it.
+fast path: ``Pool.write``).  The thread runs as SCHED_IDLE (raised to
+normal priority while a thread waits for it): on a machine with few cores
+it must not take CPU from the process whose writes these are, which is
+usually busy producing the next ones.
 
 Writeback hints: after a write of at least ``WRITEBACK_MIN`` bytes the pages
 are handed to the disk at once (sync_file_range WRITE), so that the commit's
 fdatasync waits for less (the background writer below gives its own
 writes the same hints, from its thread).  Submitting them walks every page of the range
-(~50-100 us per MiB here), work the writer need not wait for: it runs on one
+(50-100 us per MiB), work the writer need not wait for: it runs on one
 background thread per process (a FUSE daemon's request thread is the
 bottleneck of its writes).  The hint promises nothing; ``close`` waits for the
 hints still queued, so none reaches a closed (or reused) descriptor.

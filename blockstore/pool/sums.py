@@ -47,8 +47,8 @@ difference.  Pending digests of a txn that was aborted are dropped at the
 next ``flush`` of a write txn (one write txn at a time per process: Env.lock).
 The buffers waiting to be hashed are bounded: past ``LATER_MAX_BYTES`` the
 writer puts all but the newest at once (a long import is one txn).
-Cost: the write returns without the hash (~0.3-0.55 ms per MiB here); the
-commit waits for the hashes not done yet.  ``put_computed`` takes digests
+Cost: the write returns without waiting for the hash (for SHA-256 about
+0.5 ms per MiB per core); the commit waits for the hashes not done yet.  ``put_computed`` takes digests
 another thread computes (the data file's background writer hashes what it
 writes, see ``Pool.write``) under the same rules.
 """
@@ -149,7 +149,7 @@ class Sums:
         to ``runs`` [(start, n)] in order, computed on the background thread.
 
         Buffers are handed over in groups of ``GROUP_BYTES``: one background job
-        (one thread wake-up, ~0.1 ms on this VM) per group rather than per
+        (one thread wake-up, about 0.1 ms) per group rather than per
         write.  A group still open when the digests are needed is hashed by the
         caller of ``flush``/``_put_pending``."""
         n = memoryview(data).nbytes
