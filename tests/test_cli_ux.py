@@ -78,7 +78,7 @@ def test_error_hints_fit_the_error(bs, src, tmp_path):
     assert line.endswith("see `blockstore export --help`"), line
     bs("clone", "base", "w")
     line = stderr_line(bs("rm", "base", code=5))
-    assert "--force" in line                    # rm does have --force
+    assert "force" in line                      # rm does have --force
 
 
 # -- --json everywhere ---------------------------------------------------------------------
@@ -266,10 +266,12 @@ def test_commit_prints_one_line(bs, src, tmp_path):
     out = bs("commit", "w", "v2").stdout
     assert out.count("\n") == 1, out
     assert out.startswith("v2 ") and "base" in out
-    assert "5 added" in out and "1 changed" in out
+    # as `diff` counts them: the root directory changed too
+    assert out == "v2 (parent base): 5 added, 2 changed, 0 deleted\n"
     doc = json.loads(bs("commit", "w", "v3", "--json").stdout)
     cli_shapes.check(doc, "commit")
-    assert doc["summary"] == {"added": 0, "changed": 0, "deleted": 0}
+    assert doc["parent"] == "base"              # a clone's commits all have its parent
+    assert doc["summary"] == {"added": 5, "changed": 2, "deleted": 0}
 
 
 # -- the API --------------------------------------------------------------------------------

@@ -48,6 +48,41 @@ def time_ns(ns: int | float | None) -> str | None:
     return _dt.datetime.fromtimestamp(ns / 1e9).astimezone().isoformat(timespec="seconds")
 
 
+def time_short(ns: int | float | None) -> str:
+    """Local time to the second without the offset, for narrow tables:
+    ``2026-11-30T14:03:07`` (``--json`` has the full form)."""
+    if ns is None:
+        return "-"
+    return _dt.datetime.fromtimestamp(ns / 1e9).isoformat(timespec="seconds")
+
+
+def short_layer(name: str) -> str:
+    """A chain-ID name as docker shows image IDs: ``sha256:`` and 12 hex digits
+    (keeps any tree-drawing prefix)."""
+    head, sep, hexpart = name.rpartition("sha256:")
+    return f"{head}sha256:{hexpart[:12]}" if sep else name
+
+
+def cut(text: str, width: int) -> str:
+    """text, or its first width-1 characters and ``…``."""
+    return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
+
+
+def fit(rows: list[list[str]], header: list[str], width: int, cols: tuple = (0,)) -> list:
+    """Cut the cells of the columns in ``cols`` (first listed is cut last) so that
+    ``table(rows, header)`` lines fit ``width`` columns."""
+    n = len(header)
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(n)]
+    over = sum(widths) + 2 * (n - 1) - width
+    for col in reversed(cols):
+        if over <= 0:
+            break
+        keep = max(len(header[col]), widths[col] - over, 8 if col != n - 1 else 1)
+        over -= widths[col] - keep
+        widths[col] = keep
+    return [[cut(c, widths[i]) if i in cols else c for i, c in enumerate(r)] for r in rows]
+
+
 def mode_string(mode: int) -> str:
     """``ls -l`` style: ``drwxr-xr-x``."""
     return S.filemode(mode)
