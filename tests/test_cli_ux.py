@@ -109,9 +109,24 @@ def test_json_is_honoured_or_refused_by_every_command(bs, src, tmp_path):
     doc = both("prune", "--dry-run")
     cli_shapes.check(doc, "prune")
     # commands whose output is not a document refuse --json with a usage error (2)
-    for args in (("cat", "base:/README"), ("completion", "bash"), ("bench", "--help")):
-        r = bs("--json", *args, code=2)
-        assert "--json" in r.stderr, (args, r.stderr)
+    refusing = {"cat": ("base:/README",), "completion": ("bash",), "bench": ("--help",),
+                "stress": ("--help",)}
+    for cmd, args in refusing.items():
+        r = bs("--json", cmd, *args, code=2)
+        assert "--json" in r.stderr, (cmd, r.stderr)
+    # and every other command has the flag (so it prints a document)
+    import click
+
+    from blockstore.cli.context import takes_json
+
+    def leaves(group, prefix=()):
+        for name, cmd in group.commands.items():
+            if isinstance(cmd, click.Group):
+                yield from leaves(cmd, prefix + (name,))
+            else:
+                yield " ".join(prefix + (name,)), cmd
+    for name, cmd in leaves(main):
+        assert takes_json(cmd) != (name in refusing), name
 
 
 # -- send | receive ------------------------------------------------------------------------
@@ -293,3 +308,11 @@ def test_diff_kinds_are_the_same_letters_in_api_and_cli(bs, src, tmp_path):
         api = s.diff("base", "v2")
     assert [(c["kind"], c["path"]) for c in cli] == [(c.kind, c.path) for c in api]
     assert {c.kind for c in api} == {"A", "C"}
+
+
+def test_layer_label_is_the_one_oci_sets():
+    oci_chain = pytest.importorskip("blockstore.oci.chain")
+    from blockstore.api import prune
+    assert prune.LAYER_LABEL == oci_chain.LABEL_CHAIN
+    assert all(l.startswith(prune.IMPORT_LABEL_PREFIX) for l in
+               (oci_chain.LABEL_CHAIN, oci_chain.LABEL_DIFF, oci_chain.LABEL_DIGEST))

@@ -68,19 +68,18 @@ def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
 
 
-def fit(rows: list[list[str]], header: list[str], width: int, cols: tuple = (0,)) -> list:
-    """Cut the cells of the columns in ``cols`` (first listed is cut last) so that
-    ``table(rows, header)`` lines fit ``width`` columns."""
+def fit(rows: list[list[str]], header: list[str], width: int, cuts) -> list:
+    """Cut cells so that ``table(rows, header)`` lines fit ``width`` columns.
+    ``cuts``: (column, narrowest) steps, tried in order until the lines fit;
+    each narrows its column down to at most ``narrowest`` characters."""
     n = len(header)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(n)]
-    over = sum(widths) + 2 * (n - 1) - width
-    for col in reversed(cols):
+    for col, floor in cuts:
+        over = sum(widths) + 2 * (n - 1) - width
         if over <= 0:
             break
-        keep = max(len(header[col]), widths[col] - over, 8 if col != n - 1 else 1)
-        over -= widths[col] - keep
-        widths[col] = keep
-    return [[cut(c, widths[i]) if i in cols else c for i, c in enumerate(r)] for r in rows]
+        widths[col] = max(min(floor, widths[col]), widths[col] - over, len(header[col]))
+    return [[cut(c, widths[i]) for i, c in enumerate(r)] for r in rows]
 
 
 def mode_string(mode: int) -> str:

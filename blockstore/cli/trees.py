@@ -19,6 +19,9 @@ from .progress import progress, spinner
 from .stdio import STDIO, stdin_spooled, stdout_binary
 
 LS_WIDTH = 100           # `ls` lines fit a terminal this wide
+# How `ls` makes a line fit: labels first, down to 24 characters, then names
+# down to 32, then labels down to their header, then names down to 12.
+_LS_CUTS = ((3, 24), (0, 32), (3, 0), (0, 12))
 
 
 def change_json(c) -> dict:
@@ -193,8 +196,8 @@ def ls_cmd(ctx: Ctx, kind, filters, show_all):
              F.time_short(r.created), F.labels_text(r.labels)]
             for label, r in F.lineage_rows(recs)]
     if rows:
-        ctx.say(F.table(F.fit(rows, ["NAME", "KIND", "CREATED", "LABELS"], LS_WIDTH,
-                              cols=(0, 3)), ["NAME", "KIND", "CREATED", "LABELS"]))
+        head = ["NAME", "KIND", "CREATED", "LABELS"]
+        ctx.say(F.table(F.fit(rows, head, LS_WIDTH, _LS_CUTS), head))
 
 
 @click.command("info")
