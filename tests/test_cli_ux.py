@@ -163,6 +163,14 @@ def test_export_to_stdout_import_from_stdin_between_two_stores(src, tmp_path):
         assert sb.info("v3").parent == "base"
         assert sb.check().ok
     assert "/etc/old.conf" not in want["v3"] and want["v3"]["/etc/app.conf"] == b"v=2\n"
+    # a broken send never becomes a snapshot: an empty or cut stream is refused
+    for cut in ("head -c 0", "head -c 20000"):
+        r = subprocess.run(["bash", "-c", f"{BIN} --store {a} export v2 - | {cut} | "
+                            f"{BIN} --store {b} import - broken"], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 9 and ("empty" in r.stderr or "end-of-archive" in r.stderr), r
+    with Store.open(b) as sb:
+        assert not sb.exists("broken")
     # `-` for a directory export is refused (a directory cannot go to stdout)
     r = subprocess.run([BIN, "--store", str(a), "export", "v2", "-", "--format", "dir"],
                        capture_output=True, text=True)

@@ -4,7 +4,8 @@ Each command parses its arguments, calls the Store API and formats the
 result; no storage logic lives here.  Modules: trees (init, import, clone,
 commit, ls, info, rm, diff, label, export), files (cp, cat, files), space
 (du, df, check, gc), prune (prune), volumes (volume ...), fusecmd (mount,
-umount), tools (bench, stress), complete (completion).  Errors become one stderr line and
+umount), tools (bench, stress), complete (completion); stdio holds the
+``-`` (stdin/stdout) operands of import and export.  Errors become one stderr line and
 an exit code in exactly one place: ``errors.py``; docs/CLI.md is the
 reference, docs/ERRORS.md the exit codes.
 """
