@@ -76,6 +76,8 @@ def test_error_hints_fit_the_error(bs, src, tmp_path):
     line = stderr_line(bs("export", "base", tmp_path / "x", "--from", "base",
                           "--format", "dir", code=9))
     assert line.endswith("see `blockstore export --help`"), line
+    line = stderr_line(bs("import", tmp_path / "no-such-dir", "x", code=3))
+    assert "blockstore ls" not in line and "`-` reads stdin" in line   # a host path
     bs("clone", "base", "w")
     line = stderr_line(bs("rm", "base", code=5))
     assert "force" in line                      # rm does have --force

@@ -110,6 +110,8 @@ def test_mount_json_and_second_mount_hint(image):
         assert "--force" not in r.stderr and "umount" in r.stderr, r.stderr
         r = bs(store, "mount", "img", m1, code=5)          # the mount point is taken
         assert "--force" not in r.stderr and "umount" in r.stderr, r.stderr
+        r = bs(store, "mount", "img", os.path.join(base, "missing"), code=3)
+        assert "blockstore ls" not in r.stderr and "mkdir" in r.stderr, r.stderr
     finally:
         doc = json.loads(bs(store, "umount", m1, "--json").stdout)
     assert doc == {"mountpoint": m1}

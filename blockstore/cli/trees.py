@@ -64,7 +64,8 @@ def _host_source(src: str) -> str:
     path, sep, _ = src.rpartition(":")
     if sep and os.path.lexists(path):
         return path
-    raise NotFound("import source does not exist", path=src)
+    raise NotFound("import source does not exist; give a directory, an image archive or a "
+                   "layer tar (`-` reads stdin)", path=src)
 
 
 @click.command("import")

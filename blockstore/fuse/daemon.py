@@ -94,7 +94,8 @@ def check_mountpoint(mountpoint: str) -> str:
     try:
         st = os.stat(mp)
     except FileNotFoundError:
-        raise E.NotFound("mount point does not exist", path=mp) from None
+        raise E.NotFound("mount point does not exist; create the directory first (mkdir)",
+                         path=mp) from None
     except OSError as exc:
         if exc.errno == _errno.ENOTCONN:
             raise E.Busy("a dead mount is left at the mount point (its daemon was killed); "
@@ -106,7 +107,8 @@ def check_mountpoint(mountpoint: str) -> str:
         raise E.Busy("something is already mounted there; unmount it (`blockstore umount`) "
                      "or choose another mount point", path=mp)
     if os.listdir(mp):
-        raise E.InvalidInput("mount point is not an empty directory", path=mp)
+        raise E.InvalidInput("mount point is not an empty directory; mount on an empty one",
+                             path=mp)
     return mp
 
 
