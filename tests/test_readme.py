@@ -50,7 +50,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 BIN = os.path.dirname(sys.executable)
-TIMEOUT = 300
+TIMEOUT = 240             # under pytest-timeout's 300 s, so the block's output is shown
 LANGS = ("python", "sh")
 
 _FENCE = re.compile(r"^```\s*(\S*)")
