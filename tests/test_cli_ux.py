@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -180,19 +181,18 @@ def test_export_to_stdout_import_from_stdin_between_two_stores(src, tmp_path):
 
 
 def _tree(store, name) -> dict:
+    """path -> file content (symlinks: their target) of every non-directory."""
     out = {}
     with store.fs(name) as fs:
         for root, dirs, files in fs.walk("/"):
             for f in files:
                 p = root.rstrip("/") + "/" + f
-                st = fs.lstat(p)
-                out[p] = fs.readlink(p).encode() if S_ISLNK(st.st_mode) else fs.open(p, "rb").read()
+                if stat.S_ISLNK(fs.lstat(p).st_mode):
+                    out[p] = fs.readlink(p).encode()
+                else:
+                    with fs.open(p, "rb") as fh:
+                        out[p] = fh.read()
     return out
-
-
-def S_ISLNK(mode):
-    import stat
-    return stat.S_ISLNK(mode)
 
 
 # -- rename, prune, ls, commit ------------------------------------------------------------
