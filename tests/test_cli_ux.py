@@ -84,6 +84,16 @@ def test_error_hints_fit_the_error(bs, src, tmp_path):
     assert "force" in line                      # rm does have --force
 
 
+def test_hint_of_the_error_follows_its_path_and_names_the_command():
+    from blockstore import errors as E
+    from blockstore.cli import errors as CE
+    assert CE.message(E.Busy("it is taken; unmount it", path="/m")) == \
+        "blockstore: it is taken: /m; unmount it"
+    assert CE.message(E.InvalidInput("bad"), "volume create") == \
+        "blockstore: bad; see `blockstore volume create --help`"
+    assert CE.message(E.NotFound("gone", path="/x")).startswith("blockstore: gone: /x; ")
+
+
 # -- --json everywhere ---------------------------------------------------------------------
 def test_json_is_honoured_or_refused_by_every_command(bs, src, tmp_path):
     bs("import", src, "base")

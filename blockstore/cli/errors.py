@@ -99,11 +99,13 @@ def message(exc: BaseException, command: str | None = None) -> str:
     (``see `blockstore clone --help```)."""
     cat = category(exc)
     hint = None
-    if isinstance(exc, E.BlockstoreError):
+    if isinstance(exc, E.BlockstoreError) and isinstance(getattr(exc, "message", None), str):
         problem, sep, hint = exc.message.partition("; ")
         hint = hint if sep else None
         if exc.filename is not None:
             problem += f": {exc.filename}"
+    elif isinstance(exc, E.BlockstoreError):
+        problem = str(exc)
     elif isinstance(exc, OSError):
         problem = exc.strerror or str(exc)
         if exc.filename is not None:
