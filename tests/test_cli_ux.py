@@ -168,11 +168,14 @@ def test_export_to_stdout_import_from_stdin_between_two_stores(src, tmp_path):
     assert r.stdout.decode() == "v3\n"
     # a whole tree as a tar through a pipe
     _sh(f"{BIN} --store {a} export v2 - | {BIN} --store {b} import - v2-full")
+    # an image archive (`docker save` form) through a pipe: a chain of layers there
+    _sh(f"{BIN} --store {a} export v2 --format docker - | {BIN} --store {b} import - v2-img")
     with Store.open(a) as sa:
         want = {n: _tree(sa, n) for n in ("v2", "v3")}
     with Store.open(b) as sb:
         assert _tree(sb, "v3") == want["v3"]
         assert _tree(sb, "v2-full") == want["v2"]
+        assert _tree(sb, "v2-img") == want["v2"] and sb.info("v2-img").parent is not None
         assert sb.info("v3").parent == "base"
         assert sb.check().ok
     assert "/etc/old.conf" not in want["v3"] and want["v3"]["/etc/app.conf"] == b"v=2\n"
