@@ -247,7 +247,7 @@ def _names(bs, *args):
     return sorted(d["name"] for d in json.loads(bs("ls", "--json", *args).stdout))
 
 
-def test_ls_hides_image_layers_and_fits_100_columns(bs, src, images):
+def test_ls_hides_image_layers_and_fits_100_columns(bs, src, images, tmp_path):
     pytest.importorskip("blockstore.oci")
     bs("import", images[0], "img1")
     bs("import", src, "a-directory-snapshot-with-a-rather-long-name-for-its-purpose")
@@ -265,6 +265,12 @@ def test_ls_hides_image_layers_and_fits_100_columns(bs, src, images):
             assert len(line) <= 100, (len(line), line)
     text = bs("ls").stdout
     assert "sha256:" not in text and "img1" in text and "container-1" in text
+    # an image of 40 layers: --all draws a deep chain, still in 100 columns
+    deep = [oci_ref.layer([(f"f{i}", "f", str(i))]) for i in range(40)]
+    bs("import", _docker_archive(tmp_path / "deep.tar", deep, "deep:1"), "deep")
+    out = bs("ls", "--all").stdout.splitlines()
+    assert len(out) == 1 + 5 + 41 and max(map(len, out)) <= 100, max(out, key=len)
+    assert any(l.startswith("…") and " deep " in l for l in out)
 
 
 def test_prune_removes_layers_nothing_keeps(bs, src, images):

@@ -63,9 +63,20 @@ def short_layer(name: str) -> str:
     return f"{head}sha256:{hexpart[:12]}" if sep else name
 
 
+_DRAWING = " │├└─"
+
+
 def cut(text: str, width: int) -> str:
-    """text, or its first width-1 characters and ``…``."""
-    return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
+    """text, or shortened to width with ``…``: a lineage cell (``│   └── name``)
+    loses the left of its drawing first, so the name stays whole while it can;
+    other text keeps its first width-1 characters."""
+    if len(text) <= width:
+        return text
+    name = text.lstrip(_DRAWING)
+    drawing = text[:len(text) - len(name)]
+    if drawing and len(name) < width - 1:
+        return "…" + drawing[len(drawing) - (width - 1 - len(name)):] + name
+    return name[:max(width - 1, 0)] + "…" if len(name) > width else name
 
 
 def fit(rows: list[list[str]], header: list[str], width: int, cuts) -> list:
