@@ -325,7 +325,7 @@ _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst")
               default="auto", show_default=True,
               help="dir: a host directory; tar: a tar (a layer with --from); oci: an OCI "
                    "image layout of NAME's lineage; docker: a `docker save` tarball. "
-                   "auto: tar when OUT ends in .tar, else dir.")
+                   "auto: tar when OUT ends in .tar or is -, else dir.")
 @click.option("--tag", metavar="TAG", help="Image tag for --format oci/docker.")
 @output_options()
 @pass_ctx
