@@ -41,7 +41,7 @@ def test_quick_start(store, tmp_path):
     bs(store, "clone", "app-v1", "work")
     bs(store, "cp", conf, "work:/etc/app.conf")
     r = bs(store, "commit", "work", "app-v2")
-    assert r.stdout.splitlines() == ["app-v2 (parent app-v1)", "C /etc/app.conf"]
+    assert r.stdout.splitlines() == ["app-v2 (parent app-v1): 0 added, 1 changed, 0 deleted"]
     assert r.stderr == ""                       # no progress when stderr is not a terminal
     layer = tmp_path / "layer.tar"
     try:

@@ -225,11 +225,11 @@ def test_diff_kinds_and_types(store, base):
     got = store.diff(base, "c1")
     assert got == sorted(got)
     assert set(got) == {
-        Change("/etc/motd", "M", "file"), Change("/new", "A", "dir"),
+        Change("/etc/motd", "C", "file"), Change("/new", "A", "dir"),
         Change("/new/f", "A", "file"), Change("/lnk", "A", "symlink"),
         Change("/bin/sh", "D", "file"), Change("/bin/bash", "A", "file"),
         Change("/etc/motd.hard", "A", "file"), Change("/fifo", "A", "fifo"),
-        Change("/bin", "M", "dir"), Change("/etc", "M", "dir"), Change("/", "M", "dir")}
+        Change("/bin", "C", "dir"), Change("/etc", "C", "dir"), Change("/", "C", "dir")}
     assert store.diff("c1", "c1") == [] and store.diff(base, base) == []
 
 
@@ -242,7 +242,7 @@ def test_diff_deleted_directory_lists_children_once(store, base):
     got = store.diff(base, "c")
     assert Change("/etc", "D", "dir") in got
     assert not any(c.path.startswith("/etc/") for c in got)
-    assert Change("/bin/sh", "M", "file") in got
+    assert Change("/bin/sh", "C", "file") in got
     back = store.diff("c", base)                             # the reverse adds them back
     assert Change("/etc", "A", "dir") in back and Change("/etc/motd", "A", "file") in back
 

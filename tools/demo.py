@@ -6,7 +6,7 @@
 On a fresh temporary store (or --store PATH), runs the installed
 `blockstore` console script and echoes every command: build a sample
 directory, import it, clone it, write a file into the clone from the host,
-commit (which prints the diff), diff, export the change as an OCI layer tar
+commit (which prints a one-line summary), diff, export the change as an OCI layer tar
 (or, when this installation has no layer export, the tree to a directory),
 then du, df and check.  Exits non-zero as soon as any command fails.
 The temporary store is removed at the end unless --keep.

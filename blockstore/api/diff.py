@@ -4,7 +4,8 @@ Built on the engine's tree diff, so the cost is proportional to the
 difference: subtrees the two trees share are skipped by node id.  Changed
 items map to changes: a directory entry that appears is ``A`` (added), one
 that disappears ``D`` (deleted; entries below a deleted directory are not
-listed again), an inode whose attributes (not atime or ctime), content or xattrs differ ``M``.
+listed again), an inode whose attributes (not atime or ctime), content or xattrs differ
+``C`` (changed).  The letters are docker diff's, and the CLI prints them as they are.
 A rename is a ``D`` of the old path and an ``A`` of the new one.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ _TYPES = {0o040000: "dir", 0o100000: "file", 0o120000: "symlink", 0o020000: "cha
 @dataclass(frozen=True, order=True)
 class Change:
     path: str
-    kind: str        # "A", "M" or "D"
+    kind: str        # "A" (added), "C" (changed) or "D" (deleted)
     type: str        # file, dir, symlink, char, block, fifo, socket
 
     def __str__(self) -> str:
@@ -90,7 +91,7 @@ def diff_trees(store, a: str, b: str) -> list[Change]:
         for parent, name, child in added:
             p = _join(fb, parent, name)
             if p is not None:
-                out[p] = Change(p, "A" if p not in out else "M", _type(fb, child))
+                out[p] = Change(p, "A" if p not in out else "C", _type(fb, child))
         for ino in modified:
             if not fa.has_inode(ino) or not fb.has_inode(ino):
                 continue                       # new or gone inodes show as A / D
@@ -99,6 +100,6 @@ def diff_trees(store, a: str, b: str) -> list[Change]:
                 continue
             p = os.fsdecode(p)
             if p not in out:
-                out[p] = Change(p, "M", _type(fb, ino))
+                out[p] = Change(p, "C", _type(fb, ino))
         return sorted(c for c in out.values()
                       if not (c.kind == "D" and any(c.path.startswith(g) for g in gone_dirs)))

@@ -42,7 +42,9 @@ def claim(store_path: str, name: str, where: str) -> int:
             text = _holder_text(fd)
         finally:
             os.close(fd)
-        raise Busy(f"tree {name!r} is mounted already ({text or 'by another process'})") from None
+        raise Busy(f"tree {name!r} is mounted already ({text or 'by another process'}); "
+                   f"unmount it there first (`blockstore umount`), or clone it and mount "
+                   f"the clone") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} at {where}\n".encode(), 0)
     return fd

@@ -7,7 +7,7 @@
             f.write("hello\\n")
         store.commit("web", "web-v1")                     # -> snapshot, O(1)
         for change in store.diff("base", "web-v1"):
-            print(change)                                 # Change('M', '/etc/motd', 'file')
+            print(change)                                 # C /etc/motd
 
 Kinds: a *snapshot* is read-only; a *clone* is writable and made from a
 snapshot (or empty); a *volume* is writable, has no image lineage, outlives
@@ -59,6 +59,20 @@ def default_store_path() -> str:
 
 
 class Store:
+    """One store: named trees (snapshots, clones, volumes) over one block pool.
+
+    Open it with ``Store.open(path)`` (a context manager; one open per store
+    per process).  Trees: ``import_dir``, ``clone``, ``commit``,
+    ``snapshot``, ``create``/``volume_create``, ``rename``, ``remove``,
+    ``prune``, ``label``, ``info``/``list``/``lineage``/``dependents``.
+    Files: ``fs(name)`` gives a ``TreeFS`` (os-like, ``with`` closes it);
+    ``export_dir`` writes a tree out.  Comparing and space: ``diff`` (``A``
+    added, ``C`` changed, ``D`` deleted, as the CLI prints them), ``usage``,
+    ``df``, ``check``, ``gc``.  Errors are ``blockstore.errors`` classes
+    (each also the matching OSError).  The module docstring has an example,
+    the removal rule and the durability rule.
+    """
+
     def __init__(self, engine: Engine):
         self.engine = engine
         self.env = engine.env
@@ -276,6 +290,24 @@ class Store:
         mountlock.refuse_if_mounted(self.path, old, "rename")
         return self.engine.rename(old, new)
 
+    def prune(self, dry_run: bool = False) -> list[str]:
+        """Remove the image layer snapshots nothing keeps (no dependents, no
+        user label; see ``api/prune.py``), like ``docker image prune``; returns
+        their names, each before its parent.  ``dry_run``: only the names.
+        A layer that gained a dependent or a mount meanwhile is kept."""
+        from .prune import unkept
+        names = unkept(self.engine.list())
+        if dry_run:
+            return names
+        done = []
+        for n in names:
+            try:
+                self.remove(n)         # Busy when it gained a dependent or is mounted
+            except (Busy, NotFound):
+                continue               # changed since the scan: kept
+            done.append(n)
+        return done
+
     def info(self, name: str) -> TreeRecord:
         return self.engine.info(name)
 
@@ -346,7 +378,7 @@ class Store:
 
     # -- comparing and accounting ---------------------------------------------------------
     def diff(self, a: str, b: str) -> list:
-        """Changes from a to b: Change(kind 'A'|'M'|'D', path, type), sorted by path.
+        """Changes from a to b: Change(path, kind 'A'|'C'|'D', type), sorted by path.
         Cost: proportional to the difference (shared subtrees are skipped)."""
         from .diff import diff_trees
         writers.flush(self.path, [a, b])

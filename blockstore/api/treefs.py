@@ -96,6 +96,17 @@ class DirEntry:
 
 
 class TreeFS:
+    """os-like access to one tree of a store: ``store.fs(name)``.
+
+    Path methods take absolute paths inside the tree and behave like the os
+    functions of the same name (``stat``, ``listdir``, ``mkdir``,
+    ``rename``, ``open`` giving real io file objects, ...), raising the same
+    OSError subclasses with the same errno.  Each change is one transaction,
+    durable on return unless inside ``store.batch()``.  A snapshot's TreeFS
+    is read-only (``ReadOnly``, EROFS) and keeps the snapshot's content
+    while open.  Close it, or use it as a context manager.
+    """
+
     def __init__(self, store, name: str):
         self.store = store
         self.env = store.env

@@ -3,8 +3,9 @@
 Each command parses its arguments, calls the Store API and formats the
 result; no storage logic lives here.  Modules: trees (init, import, clone,
 commit, ls, info, rm, diff, label, export), files (cp, cat, files), space
-(du, df, check, gc), volumes (volume ...), fusecmd (mount, umount), tools
-(bench, stress), complete (completion).  Errors become one stderr line and
+(du, df, check, gc), prune (prune), volumes (volume ...), fusecmd (mount,
+umount), tools (bench, stress), complete (completion); stdio holds the
+``-`` (stdin/stdout) operands of import and export.  Errors become one stderr line and
 an exit code in exactly one place: ``errors.py``; docs/CLI.md is the
 reference, docs/ERRORS.md the exit codes.
 """
@@ -27,7 +28,8 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except (BlockstoreError, OSError, KeyboardInterrupt, Exception) as exc:
-            code = cli_errors.report(exc)
+            obj = ctx.find_object(Ctx)
+            code = cli_errors.report(exc, obj.command if obj else None)
             ctx.exit(code)
 
     def list_commands(self, ctx):
@@ -39,7 +41,8 @@ class _Group(click.Group):
 @click.option("--store", metavar="PATH", envvar="BLOCKSTORE_STORE", show_envvar=True,
               help=f"The store (created on first use). Default: {default_store_path()}")
 @click.option("--json", "json_out", is_flag=True,
-              help="Commands that list or inspect print one JSON document.")
+              help="Print one JSON document (commands whose output is not a document, "
+                   "like cat, refuse it).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--bytes", "exact", is_flag=True, help="Sizes as plain byte counts.")
 @click.version_option(__version__, "--version", prog_name="blockstore")
@@ -54,8 +57,8 @@ def main(ctx, store, json_out, quiet, exact):
     ctx.obj = Ctx(store, json_out, quiet, exact)
 
 
-from . import complete, files, fusecmd, space, tools, trees, volumes  # noqa: E402
+from . import complete, files, fusecmd, prune, space, tools, trees, volumes  # noqa: E402
 
-for _mod in (trees, files, space, volumes, fusecmd, tools, complete):
+for _mod in (trees, files, space, prune, volumes, fusecmd, tools, complete):
     for _cmd in _mod.COMMANDS:
         main.add_command(_cmd)

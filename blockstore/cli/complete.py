@@ -50,9 +50,13 @@ def tree_paths(ctx, param, incomplete: str):
 import click  # noqa: E402
 
 
+from .context import pass_ctx  # noqa: E402
+
+
 @click.command("completion")
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
-def completion_cmd(shell):
+@pass_ctx
+def completion_cmd(ctx_obj, shell):
     """Print the shell completion script: eval "$(blockstore completion bash)"."""
     from click.shell_completion import get_completion_class
     ctx = click.get_current_context()

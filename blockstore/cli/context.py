@@ -4,6 +4,7 @@ command ends -- LMDB refuses a second open of one store in one process, so
 every command must go through ``Ctx.store()``)."""
 from __future__ import annotations
 
+import functools
 import sys
 
 import click
@@ -17,6 +18,7 @@ class Ctx:
         self.json = json_out
         self.quiet = quiet
         self.bytes = exact
+        self.command = "COMMAND"       # the running command's path, e.g. "volume create"
         self._store: Store | None = None
 
     def store(self, create: bool = True) -> Store:
@@ -47,7 +49,33 @@ class Ctx:
         return not self.quiet and sys.stderr.isatty()
 
 
-pass_ctx = click.make_pass_decorator(Ctx)
+def command_path(cctx: click.Context) -> str:
+    """``volume create`` for ``blockstore volume create ...`` (the root's name left out)."""
+    names = []
+    while cctx.parent is not None:
+        names.append(cctx.info_name)
+        cctx = cctx.parent
+    return " ".join(reversed(names))
+
+
+def takes_json(command: click.Command) -> bool:
+    return any(p.name == "json_out" for p in command.params)
+
+
+def pass_ctx(f):
+    """Pass the Ctx as first argument; records the command's path (for error
+    hints) and refuses the global ``--json`` (usage error, exit 2) for a
+    command that prints no JSON document, so it is never silently ignored."""
+    @functools.wraps(f)
+    def run(*args, **kwargs):
+        cctx = click.get_current_context()
+        obj = cctx.find_object(Ctx)
+        obj.command = command_path(cctx)
+        if obj.json and not takes_json(cctx.command):
+            raise click.UsageError(f"--json does not apply to `blockstore {obj.command}` "
+                                   f"(its output is not a document)", cctx)
+        return f(obj, *args, **kwargs)
+    return run
 
 
 def _set(attr):

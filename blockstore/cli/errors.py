@@ -26,7 +26,7 @@ HINTS: dict[type, str] = {
     E.BlockstoreError: "see docs/ERRORS.md; rerun with BLOCKSTORE_DEBUG=1 for details",
     E.NotFound: "check the name with `blockstore ls` or the path with `blockstore files NAME:/dir`",
     E.AlreadyExists: "choose another name, or remove the existing one with `blockstore rm`",
-    E.Busy: "remove its dependents first or use --force, or retry when the other user is done",
+    E.Busy: "retry when the other user is done, or see `blockstore COMMAND --help`",
     E.ReadOnly: "snapshots never change: `blockstore clone` it and change the clone",
     E.NoSpace: "free space with `blockstore rm` and `blockstore gc`, or make room on the disk",
     E.Corruption: "run `blockstore check`, then `blockstore check --repair`",
@@ -90,10 +90,21 @@ def exit_code(exc: BaseException) -> int:
     return category(exc).exit_code
 
 
-def message(exc: BaseException) -> str:
-    """The one stderr line (without the trailing newline)."""
+def message(exc: BaseException, command: str | None = None) -> str:
+    """The one stderr line (without the trailing newline).
+
+    An error whose message says what to do (``problem; what to do``) keeps
+    its own hint, with the path it names after the problem; others get their
+    category's hint.  ``COMMAND`` in a hint becomes the failing command
+    (``see `blockstore clone --help```)."""
     cat = category(exc)
-    if isinstance(exc, E.BlockstoreError):
+    hint = None
+    if isinstance(exc, E.BlockstoreError) and isinstance(getattr(exc, "message", None), str):
+        problem, sep, hint = exc.message.partition("; ")
+        hint = hint if sep else None
+        if exc.filename is not None:
+            problem += f": {exc.filename}"
+    elif isinstance(exc, E.BlockstoreError):
         problem = str(exc)
     elif isinstance(exc, OSError):
         problem = exc.strerror or str(exc)
@@ -107,17 +118,22 @@ def message(exc: BaseException) -> str:
         return "blockstore: interrupted; the store is unchanged by the unfinished command"
     else:
         problem = f"internal error: {type(exc).__name__}: {exc}"
-    problem = " ".join(problem.split())          # one line, always
-    if ";" in problem:                          # the message already says what to do
-        return f"blockstore: {problem}"
-    return f"blockstore: {problem}; {HINTS[cat]}"
+    if hint is None and ";" in problem:         # the message already says what to do
+        hint, problem = "", problem
+    elif hint is None:
+        hint = HINTS[cat]
+    if command:
+        hint = hint.replace("`blockstore COMMAND ", f"`blockstore {command} ")
+    line = f"{problem}; {hint}" if hint else problem
+    return "blockstore: " + " ".join(line.split())          # one line, always
 
 
-def report(exc: BaseException) -> int:
-    """Print the line on stderr (plus a traceback with BLOCKSTORE_DEBUG=1); return the code."""
+def report(exc: BaseException, command: str | None = None) -> int:
+    """Print the line on stderr (plus a traceback with BLOCKSTORE_DEBUG=1); return the code.
+    ``command``: the failing command's path (``volume create``), for the hint."""
     if os.environ.get("BLOCKSTORE_DEBUG"):
         traceback.print_exception(exc, file=sys.stderr)
-    print(message(exc), file=sys.stderr)
+    print(message(exc, command), file=sys.stderr)
     if isinstance(exc, KeyboardInterrupt):
         return 130
     return exit_code(exc)
@@ -133,7 +149,9 @@ def errors_markdown() -> str:
         "fails when this file and the code disagree.",
         "",
         "Every failure prints one line on stderr, `blockstore: <problem>; <what to do>`,",
-        "and exits with the code of its category. Set `BLOCKSTORE_DEBUG=1` to also get",
+        "and exits with the code of its category. An error that knows better than its",
+        "category says what to do itself (e.g. a second mount of a tree); in the hints",
+        "below, `COMMAND` is the command that failed. Set `BLOCKSTORE_DEBUG=1` to also get",
         "the Python traceback. Library users catch the same classes: each is also the",
         "matching `OSError` subclass and carries the errno the FUSE adapter returns.",
         "",

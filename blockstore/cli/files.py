@@ -50,7 +50,7 @@ def _side(store, loc):
 @click.argument("src", shell_complete=tree_paths)
 @click.argument("dst", shell_complete=tree_paths)
 @click.option("-a", "--archive", is_flag=True, help="Keep owners and times (like cp -a).")
-@output_options(json_=False)
+@output_options()
 @pass_ctx
 def cp_cmd(ctx: Ctx, src, dst, archive):
     """Copy files or directories; SRC and DST are host paths or NAME:/path.
@@ -66,7 +66,10 @@ def cp_cmd(ctx: Ctx, src, dst, archive):
         target = copying.target_path(sside, spath, dside, dpath)
         batch = store.batch() if d_loc[0] is not None else contextlib.nullcontext()
         with progress(ctx, f"copying {src}") as cb, batch:
-            copying.copy(sside, spath, dside, target, archive=archive, progress=cb)
+            n = copying.copy(sside, spath, dside, target, archive=archive, progress=cb)
+    if ctx.json:
+        F.emit_json({"source": src, "bytes": n,
+                     "target": f"{d_loc[0]}:{target}" if d_loc[0] is not None else target})
 
 
 @click.command("cat")

@@ -48,6 +48,51 @@ def time_ns(ns: int | float | None) -> str | None:
     return _dt.datetime.fromtimestamp(ns / 1e9).astimezone().isoformat(timespec="seconds")
 
 
+def time_short(ns: int | float | None) -> str:
+    """Local time to the second without the offset, for narrow tables:
+    ``2026-11-30T14:03:07`` (``--json`` has the full form)."""
+    if ns is None:
+        return "-"
+    return _dt.datetime.fromtimestamp(ns / 1e9).isoformat(timespec="seconds")
+
+
+def short_layer(name: str) -> str:
+    """A chain-ID name as docker shows image IDs: ``sha256:`` and 12 hex digits
+    (keeps any tree-drawing prefix)."""
+    head, sep, hexpart = name.rpartition("sha256:")
+    return f"{head}sha256:{hexpart[:12]}" if sep else name
+
+
+_DRAWING = " │├└─"
+
+
+def cut(text: str, width: int) -> str:
+    """text, or shortened to width with ``…``: a lineage cell (``│   └── name``)
+    loses the left of its drawing first, so the name stays whole while it can;
+    other text keeps its first width-1 characters."""
+    if len(text) <= width:
+        return text
+    name = text.lstrip(_DRAWING)
+    drawing = text[:len(text) - len(name)]
+    if drawing and len(name) < width - 1:
+        return "…" + drawing[len(drawing) - (width - 1 - len(name)):] + name
+    return name[:max(width - 1, 0)] + "…" if len(name) > width else name
+
+
+def fit(rows: list[list[str]], header: list[str], width: int, cuts) -> list:
+    """Cut cells so that ``table(rows, header)`` lines fit ``width`` columns.
+    ``cuts``: (column, narrowest) steps, tried in order until the lines fit;
+    each narrows its column down to at most ``narrowest`` characters."""
+    n = len(header)
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(n)]
+    for col, floor in cuts:
+        over = sum(widths) + 2 * (n - 1) - width
+        if over <= 0:
+            break
+        widths[col] = max(min(floor, widths[col]), widths[col] - over, len(header[col]))
+    return [[cut(c, widths[i]) for i, c in enumerate(r)] for r in rows]
+
+
 def mode_string(mode: int) -> str:
     """``ls -l`` style: ``drwxr-xr-x``."""
     return S.filemode(mode)

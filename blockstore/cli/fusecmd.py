@@ -6,6 +6,7 @@ import os
 
 import click
 
+from . import format as F
 from .complete import tree_names
 from .context import Ctx, hook, output_options, pass_ctx
 
@@ -15,19 +16,27 @@ from .context import Ctx, hook, output_options, pass_ctx
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 @click.option("--foreground", is_flag=True, help="Stay in the foreground until unmounted.")
 @click.option("-o", "options", multiple=True, metavar="KEY[=VALUE]",
-              help="Mount option passed to the FUSE adapter (repeatable).")
-@output_options(json_=False)
+              help="Mount option passed to the FUSE adapter (repeatable); `-o dev,suid` "
+                   "(root only) lets device nodes and set-id files work, e.g. for chroot.")
+@output_options()
 @pass_ctx
 def mount_cmd(ctx: Ctx, name, mountpoint, foreground, options):
-    """Mount NAME at MOUNTPOINT (a snapshot read-only, a clone read-write)."""
+    """Mount NAME at MOUNTPOINT (a snapshot read-only, a clone read-write).
+
+    Like mount(8), the mount is nodev,nosuid unless `-o dev` / `-o suid`
+    (root only): then device nodes and set-uid/set-gid files of the tree
+    work, so `chroot MOUNTPOINT` needs no bind of /dev.
+    """
     mount = hook("blockstore.fuse", "mount", "mounting")
     opts = {}
-    for o in options:
+    for o in (part for arg in options for part in arg.split(",") if part):
         k, eq, v = o.partition("=")
         opts[k] = _value(v) if eq else True
     mount(os.path.abspath(ctx.store_path), name, os.path.abspath(mountpoint),
                foreground=foreground, **opts)
-    if not foreground:
+    if ctx.json:
+        F.emit_json({"name": name, "mountpoint": os.path.abspath(mountpoint)})
+    elif not foreground:
         ctx.note(f"mounted {name} at {mountpoint}; `blockstore umount {mountpoint}` to stop")
 
 
@@ -46,12 +55,14 @@ def _value(v: str):
 @click.command("umount")
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 @click.option("--lazy", is_flag=True, help="Detach now even if files are open (umount -l).")
-@output_options(json_=False)
+@output_options()
 @pass_ctx
 def umount_cmd(ctx: Ctx, mountpoint, lazy):
     """Unmount a tree mounted with `blockstore mount` (also cleans up after a killed mount)."""
     umount = hook("blockstore.fuse", "umount", "unmounting")
     umount(os.path.abspath(mountpoint), **({"lazy": True} if lazy else {}))
+    if ctx.json:
+        F.emit_json({"mountpoint": os.path.abspath(mountpoint)})
 
 
 COMMANDS = [mount_cmd, umount_cmd]

@@ -11,6 +11,7 @@ import sys
 import click
 
 from ..errors import Unsupported
+from .context import pass_ctx
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,14 +31,16 @@ _PASS = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_
 
 @click.command("bench", context_settings=_PASS)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench_cmd(args):
+@pass_ctx
+def bench_cmd(ctx, args):
     """Run benchmarks: tools/bench.py ARGS (try `blockstore bench --help`)."""
     _run("bench.py", args)
 
 
 @click.command("stress", context_settings=_PASS)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def stress_cmd(args):
+@pass_ctx
+def stress_cmd(ctx, args):
     """Run the stress tool: tools/stress.py ARGS (try `blockstore stress --help`)."""
     _run("stress.py", args)
 

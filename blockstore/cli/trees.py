@@ -1,4 +1,4 @@
-"""Tree commands: init, import, clone, commit, ls, info, rm, diff, label, export.
+"""Tree commands: init, import, clone, commit, ls, info, rm, rename, diff, label, export.
 
 Each one call (or a few) into the Store API; output per docs/CLI.md.
 """
@@ -10,18 +10,22 @@ import click
 
 from .. import Store
 from ..api import mounts as M
+from ..api.prune import is_layer
 from ..errors import AlreadyExists, InvalidInput, NotAStore, NotFound
 from . import format as F
 from .complete import snapshot_names, tree_names
 from .context import Ctx, hook, output_options, pass_ctx, split_kv
 from .progress import progress, spinner
+from .stdio import STDIO, stdin_spooled, stdout_binary
 
-# docker diff says C(hanged) where the API says M(odified).
-DIFF_KIND = {"A": "A", "M": "C", "D": "D"}
+LS_WIDTH = 100           # `ls` lines fit a terminal this wide
+# How `ls` makes a line fit: labels first, down to 24 characters, then names
+# down to 32, then labels down to their header, then names down to 12.
+_LS_CUTS = ((3, 24), (0, 32), (3, 0), (0, 12))
 
 
 def change_json(c) -> dict:
-    return {"kind": DIFF_KIND[c.kind], "path": c.path, "type": c.type}
+    return {"kind": c.kind, "path": c.path, "type": c.type}
 
 
 @click.command("init")
@@ -40,7 +44,8 @@ def init_cmd(ctx: Ctx, block_size, dedup, checksum):
     except NotAStore:
         pass
     else:
-        raise AlreadyExists("a store already exists", path=ctx.store_path)
+        raise AlreadyExists("a store already exists; use it as it is (`blockstore df` shows "
+                            "it), or give another --store path", path=ctx.store_path)
     with Store.open(ctx.store_path, create=True, block_size=bs, dedup=dedup,
                     checksum=checksum) as s:
         doc = {"path": os.path.abspath(ctx.store_path), "block_size": s.block_size,
@@ -59,7 +64,8 @@ def _host_source(src: str) -> str:
     path, sep, _ = src.rpartition(":")
     if sep and os.path.lexists(path):
         return path
-    raise NotFound("import source does not exist", path=src)
+    raise NotFound("import source does not exist; give a directory, an image archive or a "
+                   "layer tar (`-` reads stdin)", path=src)
 
 
 @click.command("import")
@@ -76,10 +82,21 @@ def import_cmd(ctx: Ctx, src, name, parent, labels):
     SRC is a directory, an OCI image layout (a directory with index.json or
     a tar of one), a `docker save` tarball (either as PATH:TAG to pick one
     image), or a layer tar (plain, gzip or zstd) applied onto --parent.
-    An image becomes a chain of snapshots, the top one named NAME.
+    SRC `-` reads a tar or an image archive from stdin (what `export ... -`
+    writes).  An image becomes a chain of snapshots, the top one named NAME.
     """
     store = ctx.store()
     labels = split_kv(labels)
+    if src == STDIO:
+        with stdin_spooled(store.path) as path, spinner(ctx, "importing from stdin"):
+            hook("blockstore.oci", "import_image", "importing tars from stdin")(
+                store, path, name, parent=parent)
+        rec = store.label(name, **labels) if labels else store.info(name)
+        if ctx.json:
+            F.emit_json(F.record(rec))
+        else:
+            ctx.say(rec.name)
+        return
     host = _host_source(src)
     plain_dir = os.path.isdir(host) and host == src and not any(
         os.path.exists(os.path.join(host, f)) for f in ("index.json", "oci-layout"))
@@ -130,42 +147,58 @@ def clone_cmd(ctx: Ctx, snapshot, name, volumes, binds, tmpfs, labels):
 def commit_cmd(ctx: Ctx, clone, name, labels):
     """Freeze CLONE's current state as snapshot NAME (O(1); the clone stays usable).
 
-    Prints NAME and, like `git commit`, what it changed since its parent
-    snapshot as `A`/`C`/`D` lines (as `blockstore diff PARENT NAME` would).
+    Prints one line: NAME, its parent and how many entries were added,
+    changed and deleted since that parent (`blockstore diff PARENT NAME`
+    lists them).
     """
     store = ctx.store()
     rec = store.commit(clone, name, labels=split_kv(labels) or None)
-    changes = store.diff(rec.parent, rec.name) if rec.parent and store.exists(rec.parent) else None
+    summary = None
+    if rec.parent and store.exists(rec.parent):
+        kinds = [c.kind for c in store.diff(rec.parent, rec.name)]
+        summary = {"added": kinds.count("A"), "changed": kinds.count("C"),
+                   "deleted": kinds.count("D")}
     if ctx.json:
-        doc = F.record(rec)
-        doc["changes"] = [change_json(c) for c in changes] if changes is not None else None
-        F.emit_json(doc)
+        F.emit_json(dict(F.record(rec), summary=summary))
         return
-    ctx.say(rec.name + (f" (parent {rec.parent})" if rec.parent else ""))
-    for c in changes or []:
-        ctx.say(f"{DIFF_KIND[c.kind]} {c.path}")
+    if summary is None:
+        ctx.say(rec.name)
+    else:
+        ctx.say(f"{rec.name} (parent {rec.parent}): {summary['added']} added, "
+                f"{summary['changed']} changed, {summary['deleted']} deleted")
 
 
 @click.command("ls")
 @click.option("--kind", type=click.Choice(["snapshot", "clone", "volume"]), help="Only this kind.")
 @click.option("--filter", "filters", multiple=True, metavar="label=KEY=VALUE",
               help="Only trees with this label (repeatable; 'label=' is optional).")
+@click.option("-a", "--all", "show_all", is_flag=True,
+              help="Also the layer snapshots of images (named by chain ID, hidden by default).")
 @output_options()
 @pass_ctx
-def ls_cmd(ctx: Ctx, kind, filters):
-    """List trees as a lineage tree: parents above their children."""
+def ls_cmd(ctx: Ctx, kind, filters, show_all):
+    """List trees as a lineage tree: parents above their children.
+
+    Image layers (snapshots named sha256:... by `import`) are hidden unless
+    --all; there they show as short IDs (--json has the full names).  Lines
+    fit 100 columns: long names and labels are cut with `…`.
+    """
     want = {}
     for f in filters:
         f = f[len("label="):] if f.startswith("label=") and "=" in f[len("label="):] else f
         want.update(split_kv([f], "label=KEY=VALUE"))
     recs = ctx.store().list(kind=kind, label=want or None)
+    if not show_all:
+        recs = [r for r in recs if not is_layer(r)]
     if ctx.json:
         F.emit_json([F.record(r) for r in sorted(recs, key=lambda r: r.name)])
         return
-    rows = [[label, r.kind, F.time_ns(r.created), F.labels_text(r.labels)]
+    rows = [[F.short_layer(label) if is_layer(r) else label, r.kind,
+             F.time_short(r.created), F.labels_text(r.labels)]
             for label, r in F.lineage_rows(recs)]
     if rows:
-        ctx.say(F.table(rows, ["NAME", "KIND", "CREATED", "LABELS"]))
+        head = ["NAME", "KIND", "CREATED", "LABELS"]
+        ctx.say(F.table(F.fit(rows, head, LS_WIDTH, _LS_CUTS), head))
 
 
 @click.command("info")
@@ -204,7 +237,7 @@ def info_cmd(ctx: Ctx, name):
 @click.argument("names", nargs=-1, required=True, shell_complete=tree_names)
 @click.option("-f", "--force", is_flag=True,
               help="Remove snapshots with dependents (they keep their data) and mounted volumes.")
-@output_options(json_=False)
+@output_options()
 @pass_ctx
 def rm_cmd(ctx: Ctx, names, force):
     """Remove trees (space returns to the pool; see `gc`).
@@ -213,16 +246,37 @@ def rm_cmd(ctx: Ctx, names, force):
     """
     from . import errors as cli_errors
     store = ctx.store()
-    first = None
+    first, removed = None, []
     for n in names:
         try:
             store.remove(n, force=force)
-            ctx.say(n)
+            removed.append(n)
+            if not ctx.json:
+                ctx.say(n)
         except Exception as exc:        # report each one, keep going like rm(1)
-            code = cli_errors.report(exc)
+            code = cli_errors.report(exc, ctx.command)
             first = first or code
+    if ctx.json:
+        F.emit_json({"removed": removed})
     if first:
         raise click.exceptions.Exit(first)
+
+
+@click.command("rename")
+@click.argument("old", shell_complete=tree_names)
+@click.argument("new")
+@output_options()
+@pass_ctx
+def rename_cmd(ctx: Ctx, old, new):
+    """Rename tree OLD to NEW; trees built on it or mounting it follow.
+
+    A tree a live mount serves cannot be renamed (exit 5): unmount it first.
+    """
+    rec = ctx.store().rename(old, new)
+    if ctx.json:
+        F.emit_json(F.record(rec))
+    else:
+        ctx.say(rec.name)
 
 
 @click.command("diff")
@@ -240,7 +294,7 @@ def diff_cmd(ctx: Ctx, a, b):
         F.emit_json([change_json(c) for c in changes])
         return
     for c in changes:
-        ctx.say(f"{DIFF_KIND[c.kind]} {c.path}")
+        ctx.say(f"{c.kind} {c.path}")
 
 
 @click.command("label")
@@ -271,18 +325,37 @@ _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst")
               default="auto", show_default=True,
               help="dir: a host directory; tar: a tar (a layer with --from); oci: an OCI "
                    "image layout of NAME's lineage; docker: a `docker save` tarball. "
-                   "auto: tar when OUT ends in .tar, else dir.")
+                   "auto: tar when OUT ends in .tar or is -, else dir.")
 @click.option("--tag", metavar="TAG", help="Image tag for --format oci/docker.")
-@output_options(json_=False)
+@output_options()
 @pass_ctx
 def export_cmd(ctx: Ctx, name, out, parent, fmt, tag):
     """Write NAME out: to directory OUT, to a tar, or (with --from PARENT)
-    the change from PARENT to NAME as an OCI layer tar."""
+    the change from PARENT to NAME as an OCI layer tar.
+
+    OUT `-` writes the tar (or with --format docker the image archive) to
+    stdout: `blockstore export B --from A - | blockstore import - B --parent A`
+    sends the change to another store.
+    """
     store = ctx.store()
     if fmt == "auto":
-        fmt = "tar" if out.endswith(_TAR_SUFFIXES) or parent else "dir"
+        fmt = "tar" if out.endswith(_TAR_SUFFIXES) or parent or out == STDIO else "dir"
     if parent and fmt != "tar":
-        raise InvalidInput("--from writes a layer tar: give OUT ending in .tar")
+        raise InvalidInput("--from writes a layer tar: give OUT ending in .tar (or -)")
+    if out == STDIO:
+        if fmt not in ("tar", "docker"):
+            raise InvalidInput(f"--format {fmt} writes a directory, which cannot go to "
+                               f"stdout; give a directory as OUT")
+        if ctx.json:
+            raise click.UsageError("--json and OUT `-` would both write to stdout", 
+                                   click.get_current_context())
+        with stdout_binary() as f, spinner(ctx, f"exporting {name}"):
+            if fmt == "tar":
+                hook("blockstore.oci", "export_tar", "exporting tars and layers")(
+                    store, name, f, parent=parent)
+            else:
+                _docker_to(store, name, tag, f)
+        return
     if fmt == "dir":
         with progress(ctx, f"exporting {name}") as cb:
             store.export_dir(name, out, progress=cb)
@@ -294,8 +367,27 @@ def export_cmd(ctx: Ctx, name, out, parent, fmt, tag):
         fn = hook("blockstore.oci", "export_image", "exporting images")
         with spinner(ctx, f"exporting {name}"):
             fn(store, name, out, format=fmt, tag=tag)
-    ctx.say(out)
+    if ctx.json:
+        F.emit_json({"name": name, "out": out, "format": fmt, "parent": parent})
+    else:
+        ctx.say(out)
 
 
-COMMANDS = [init_cmd, import_cmd, clone_cmd, commit_cmd, ls_cmd, info_cmd, rm_cmd, diff_cmd,
-            label_cmd, export_cmd]
+def _docker_to(store, name: str, tag, f) -> None:
+    """A `docker save` archive of NAME onto the binary stream f, made in a
+    private (0700) directory of the store's and copied from there."""
+    import shutil
+    import tempfile
+    fn = hook("blockstore.oci", "export_image", "exporting images")
+    tmp = tempfile.mkdtemp(dir=store.path, prefix=".export-")
+    try:
+        path = os.path.join(tmp, "image.tar")
+        fn(store, name, path, format="docker", tag=tag)
+        with open(path, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 20)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+COMMANDS = [init_cmd, import_cmd, clone_cmd, commit_cmd, ls_cmd, info_cmd, rm_cmd, rename_cmd,
+            diff_cmd, label_cmd, export_cmd]

@@ -55,19 +55,23 @@ def ls_cmd(ctx: Ctx):
 @volume_grp.command("rm")
 @click.argument("names", nargs=-1, required=True, shell_complete=volume_names)
 @click.option("-f", "--force", is_flag=True, help="Also when clones mount it (they lose the mount).")
-@output_options(json_=False)
+@output_options()
 @pass_ctx
 def rm_cmd(ctx: Ctx, names, force):
     """Remove volumes; every NAME is tried, the exit code is the first failure's."""
     store = ctx.store()
-    first = None
+    first, removed = None, []
     for n in names:
         try:
             store.volume_remove(n, force=force)
-            ctx.say(n)
+            removed.append(n)
+            if not ctx.json:
+                ctx.say(n)
         except Exception as exc:
-            code = cli_errors.report(exc)
+            code = cli_errors.report(exc, ctx.command)
             first = first or code
+    if ctx.json:
+        F.emit_json({"removed": removed})
     if first:
         raise click.exceptions.Exit(first)
 

@@ -32,7 +32,10 @@ def mount(store_path, name: str, mountpoint, foreground: bool = False, **opts) -
     mount's kernel readahead window, default 1024 = 1 MiB read requests; set
     when root; None keeps the kernel's 128), write_behind (default True: a write
     is answered before its store work, which overlaps the writer's next
-    request; see ``adapter.py`` "Write-behind").
+    request; see ``adapter.py`` "Write-behind"), dev and suid (root only;
+    default off: the mount is nodev,nosuid, as mount(8) makes user mounts;
+    on, device nodes and set-uid/set-gid files of the tree work, e.g. for a
+    chroot into a mounted image).
 
     Durability: changes are grouped; fsync (or a ``Store.commit`` of the tree
     from any process) commits at once, otherwise within commit_interval.

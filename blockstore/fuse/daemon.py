@@ -94,7 +94,8 @@ def check_mountpoint(mountpoint: str) -> str:
     try:
         st = os.stat(mp)
     except FileNotFoundError:
-        raise E.NotFound("mount point does not exist", path=mp) from None
+        raise E.NotFound("mount point does not exist; create the directory first (mkdir)",
+                         path=mp) from None
     except OSError as exc:
         if exc.errno == _errno.ENOTCONN:
             raise E.Busy("a dead mount is left at the mount point (its daemon was killed); "
@@ -103,9 +104,11 @@ def check_mountpoint(mountpoint: str) -> str:
     if not os.path.isdir(mp) or not (st.st_mode & 0o170000 == 0o040000):
         raise E.NotADirectory("mount point is not a directory", path=mp)
     if os.path.ismount(mp):
-        raise E.Busy("something is already mounted there", path=mp)
+        raise E.Busy("something is already mounted there; unmount it (`blockstore umount`) "
+                     "or choose another mount point", path=mp)
     if os.listdir(mp):
-        raise E.InvalidInput("mount point is not an empty directory", path=mp)
+        raise E.InvalidInput("mount point is not an empty directory; mount on an empty one",
+                             path=mp)
     return mp
 
 
@@ -182,9 +185,12 @@ def set_read_ahead(mountpoint: str, kb: int) -> bool:
 def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: bool = False,
           attr_timeout: float = 1.0, allow_other: bool | None = None, max_tasks: int = 32,
           debug: bool = False, commit_interval: float | None = None,
-          read_ahead_kb: int | None = READ_AHEAD_KB, write_behind: bool = True) -> None:
+          read_ahead_kb: int | None = READ_AHEAD_KB, write_behind: bool = True,
+          dev: bool = False, suid: bool = False) -> None:
     """Mount and serve in this process until unmounted or signalled.
 
+    ``dev``/``suid`` (root only, PermissionDenied otherwise): device nodes and
+    set-id bits of the tree work (the mount is nodev,nosuid without them).
     ``ready(error_or_None)`` is called once: after the mount is live, or with
     the exception that prevented it (which is then also raised)."""
     import pyfuse3
@@ -203,6 +209,11 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
     # Until trio's receiver takes over (and after it): a flush request must not kill us.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
+        for opt, on in (("dev", dev), ("suid", suid)):
+            if on and os.geteuid() != 0:
+                raise E.PermissionDenied(f"-o {opt} needs root (the kernel honours device "
+                                         f"nodes and set-id bits only in a mount root makes); "
+                                         f"mount without it, or as root")
         mp = check_mountpoint(mountpoint)
         store = Store.open(store_path, create=False)
         store.info(name)                           # NotFound for a removed tree
@@ -225,6 +236,10 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
             options.add("allow_other")
         if debug:
             options.add("debug")
+        if dev:
+            options.add("dev")
+        if suid:
+            options.add("suid")
         pyfuse3.init(ops, mp, options)
         mounted = True
         with open(reg + ".tmp", "w") as f:

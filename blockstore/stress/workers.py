@@ -233,10 +233,10 @@ class Writer(_Worker):
                 p = p.rsplit("/", 1)[0]
             return got.get(p)
         for p in set(ma) | set(mb):
-            want = "A" if p not in ma else "D" if p not in mb else "M" if ma[p] != mb[p] else None
+            want = "A" if p not in ma else "D" if p not in mb else "C" if ma[p] != mb[p] else None
             if want is not None:
                 _expect(reported(p) == want, f"diff {a} {b}: {p} reported {reported(p)}, model {want}")
-            elif p in got and got[p] != "M":
+            elif p in got and got[p] != "C":
                 raise Divergence(f"diff {a} {b}: unchanged {p} reported {got[p]}")
 
 
