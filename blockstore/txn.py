@@ -487,6 +487,8 @@ class Env:
 
     def _end_batch(self, commit: bool) -> None:
         w, self._batch, self._batch_owner = self._batch, None, None
+        if w is None:
+            return      # sync() committed and was interrupted before the next txn began
         if commit:
             try:
                 w._commit()

@@ -22,6 +22,7 @@ class _Group(click.Group):
     """Runs a command and turns any failure into errors.report(): one line, one code."""
 
     def invoke(self, ctx):
+        old = cli_errors.catch_signals()        # SIGTERM/SIGHUP roll back like Ctrl-C
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -29,6 +30,8 @@ class _Group(click.Group):
         except (BlockstoreError, OSError, KeyboardInterrupt, Exception) as exc:
             code = cli_errors.report(exc)
             ctx.exit(code)
+        finally:
+            cli_errors.restore_signals(old)
 
     def list_commands(self, ctx):
         return sorted(self.commands)

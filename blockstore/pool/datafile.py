@@ -5,11 +5,14 @@ be longer than the pool's committed size (growth done by a transaction that
 later aborted is harmless: the next one reuses it).
 
 Thread safety: ``pread`` / ``pwrite`` / ``pwritev`` are positional syscalls
-and may be called from any number of threads at once; ``grow`` and ``close``
-must not race with each other (the single LMDB writer serialises growth).
+and may be called from any number of threads at once; ``grow``, ``punch``,
+``reserve`` and ``close`` must not race with each other (the single LMDB
+writer serialises them).
 
 Costs: one syscall per call (more only for partial transfers and for more
-than IOV_MAX buffers); ``grow`` is one posix_fallocate.
+than IOV_MAX buffers); ``grow`` is one posix_fallocate; ``punch`` (free
+blocks' space back to the file system) and ``reserve`` (space for punched
+blocks again) one fallocate each.
 
 Writing later (``pwrite_later``): a buffer its caller never changes again
 is written by the background writer, a native thread of the file's own
@@ -43,6 +46,7 @@ hints still queued, so none reaches a closed (or reused) descriptor.
 from __future__ import annotations
 
 import collections
+import ctypes
 import errno
 import os
 import threading
@@ -61,6 +65,28 @@ try:
     IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
 except (AttributeError, ValueError, OSError):
     IOV_MAX = 1024
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+try:
+    _fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    _fallocate.restype = ctypes.c_int
+except (AttributeError, OSError):
+    _fallocate = None
+_UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> bool:
+    """fallocate(2); False when the file system (or libc) does not support ``mode``."""
+    if _fallocate is None:
+        return False
+    if _fallocate(fd, mode, offset, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _UNSUPPORTED:
+        return False
+    raise OSError(err, os.strerror(err))
 
 
 class DataFile:
@@ -114,6 +140,29 @@ class DataFile:
                         f"no space to grow the data file to {to_blocks} blocks "
                         f"({new} bytes): {os.strerror(e.errno)}", path=self.path) from e
                 raise
+
+    def punch(self, start_block: int, nblocks: int) -> bool:
+        """Give the blocks' disk space back to the file system (a hole: reads as
+        zeros, the file size stays).  Queued writes to the range land first.
+        False when the file system cannot punch holes.  The caller guarantees the
+        blocks are free and unreachable by any reader (Pool.trim)."""
+        off, n = start_block * self.block_size, nblocks * self.block_size
+        if self._later:
+            self._settle(off, off + n)
+        return fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, n)
+
+    def reserve(self, start_block: int, nblocks: int) -> None:
+        """Allocate disk space for blocks inside the file again (after ``punch``),
+        so writing them cannot fail for lack of space; errors.NoSpace when the
+        disk is full.  A no-op where fallocate is not supported."""
+        off, n = start_block * self.block_size, nblocks * self.block_size
+        try:
+            fallocate(self.fd, FALLOC_FL_KEEP_SIZE, off, n)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise errors.NoSpace(f"no space to reserve {nblocks} blocks of the data file "
+                                     f"again: {os.strerror(e.errno)}", path=self.path) from e
+            raise
 
     # ------------------------------------------------------------------ I/O
     def pwrite(self, start_block: int, data) -> None:
