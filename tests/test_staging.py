@@ -157,3 +157,53 @@ def test_failed_import_gives_its_space_back(tmp_path, monkeypatch):
         assert [r.name for r in s.list() if "@importing-" in r.name] == []
         assert s.df().used_bytes == baseline
         assert s.check().ok
+
+
+@pytest.mark.timeout(300)
+def test_gc_leaves_a_running_import_alone(tmp_path):
+    """The owner of a staging clone is alive: gc, check and another writer leave it."""
+    store = tmp_path / "store"
+    p, _ = _start_import(tmp_path, store, "dir")
+    r = _cli(store, "check")
+    assert r.stdout.startswith("ok") and "finding" not in r.stdout, r.stdout
+    _cli(store, "gc")
+    (tmp_path / "other").mkdir()
+    _cli(store, "import", tmp_path / "other", "other", "--parent", "base")
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err
+    with blockstore.Store.open(store) as s:
+        assert s.info("big").parent == "base"
+        assert [r.name for r in s.list() if "@importing-" in r.name] == []
+        with s.fs("big") as fs:
+            assert fs.open("/d029/f02999", "rb").read() == (2999).to_bytes(4, "big") * 1500
+        assert s.check().ok
+
+
+def test_owner_identity_survives_pid_reuse():
+    from blockstore.api import owner as O
+    me = O.current()
+    assert O.state(me) == "alive"
+    assert O.state(dict(me, start=me["start"] + 1)) == "gone"       # same pid, another process
+    assert O.state(dict(me, boot="another-boot")) == "gone"         # rebooted since
+    assert O.state(dict(me, host=me["host"] + "-elsewhere")) == "unknown"
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert O.state(dict(me, pid=child.pid, start=me["start"])) == "gone"
+    assert O.state(None) == "unknown"
+
+
+def test_staging_clone_of_an_older_blockstore_is_reported_and_removed_by_gc(store, tmp_path):
+    """Clones made by an older blockstore have no owner record: only gc (or
+    check --repair) removes them, the writers' sweep does not guess."""
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "x").write_bytes(b"x" * 10000)
+    store.import_dir(tmp_path / "base", "base")
+    store.clone("base", "big@importing-0123abcd", labels={"blockstore.importing": "1"})
+    rep = store.check()
+    assert rep.ok
+    assert [(f.kind, f.tree) for f in rep.findings] == [("staging-left", "big@importing-0123abcd")]
+    store.clone("base", "c")                                         # a writer: not removed
+    assert store.exists("big@importing-0123abcd")
+    assert store.gc()["staging_removed"] == ["big@importing-0123abcd"]
+    store.remove("base", force=True)
+    assert store.check().findings == []
