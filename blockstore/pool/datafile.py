@@ -160,8 +160,10 @@ class DataFile:
             fallocate(self.fd, FALLOC_FL_KEEP_SIZE, off, n)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise errors.NoSpace(f"no space to reserve {nblocks} blocks of the data file "
-                                     f"again: {os.strerror(e.errno)}", path=self.path) from e
+                err = errors.NoSpace(f"no space to reserve {nblocks} free blocks of the data "
+                                     f"file again: {os.strerror(e.errno)}", path=self.path)
+                err.disk_full = True        # not the metadata map: Env.transact must not retry
+                raise err from e
             raise
 
     # ------------------------------------------------------------------ I/O
