@@ -111,3 +111,20 @@ def test_df_and_du_do_not_share_a_word_for_different_things(tmp_path):
     df_text = run("df")
     assert "shared" not in " ".join(df).lower() and "shared" not in df_text.lower(), (
         f"df says 'shared' for something else than du's SHARED ({du['c']['shared']}):\n{df_text}")
+
+
+def test_check_finds_a_trimmed_record_over_a_used_block_and_repair_fixes_it(store, tmp_path):
+    from blockstore.pool.dbs import TRIMMED_BLOCKS, pack_u64
+    keep = _tree(tmp_path, "keep", 2, 1 * MiB)
+    store.import_dir(tmp_path / "keep", "keep")
+    store.gc()
+    with store.env.write() as w:                 # damage: record a used block as trimmed
+        pool = store.env.pool
+        used = next(b for b in range(pool.total_blocks(w.t)) if pool.refcount(w.t, b))
+        w.t.put(pack_u64(used), pack_u64(1), db=pool.dbs.trimmed)
+        pool.meta.add(w.t, TRIMMED_BLOCKS, 1)
+    rep = store.check()
+    assert not rep.ok and any("trimmed" in p.message for p in rep.problems), rep
+    store.check(repair=True)
+    assert store.check(scrub=True).ok
+    _same(store, "keep", keep)

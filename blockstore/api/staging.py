@@ -109,8 +109,9 @@ class Staging:
         env = self.store.env
         with env.read() as r:
             there = catalog.exists(r, self.work)
-        if there:
-            env.transact(lambda w: _remove(w, self.work))
+        if not there:
+            return
+        env.transact(lambda w: _remove(w, self.work))
         if env.batch_txn_id() is None:           # inside a caller's batch: it decides
             from ..gc import collect
             collect(env)
@@ -120,8 +121,8 @@ class Staging:
 def staging(store, name: str, parent: str | None = None):
     """See the module docstring."""
     st = Staging(store, name, parent)
-    st._create()
     try:
+        st._create()
         with store.batch():
             yield st
     except BaseException:

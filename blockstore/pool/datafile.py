@@ -102,6 +102,7 @@ class DataFile:
         except FileNotFoundError:
             raise errors.NotFound("data file not found", path=self.path) from None
         self._grow_lock = threading.Lock()
+        self.can_punch = _fallocate is not None     # False once punch() found no support
         self._nowait_supported = True       # RWF_NOWAIT reads; False after EOPNOTSUPP
         self._last_hint: Future | None = None   # the newest queued writeback hint
         self._hint_range: tuple[int, int] | None = None   # (offset, length) gathered, not sent
@@ -149,7 +150,9 @@ class DataFile:
         off, n = start_block * self.block_size, nblocks * self.block_size
         if self._later:
             self._settle(off, off + n)
-        return fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, n)
+        if not fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, n):
+            self.can_punch = False
+        return self.can_punch
 
     def reserve(self, start_block: int, nblocks: int) -> None:
         """Allocate disk space for blocks inside the file again (after ``punch``),
