@@ -193,4 +193,9 @@ def import_chain(store, img: Image, name: str, progress=None, limits=None):
                 store.remove(cid, force=True)
             except Exception:
                 pass
+        if created:
+            try:
+                store.gc(trim=False)        # their space back now, not at the next gc
+            except Exception:
+                pass
         raise
