@@ -135,6 +135,7 @@ def staging(store, name: str, parent: str | None = None):
 def _remove(w, name: str) -> bool:
     """Drop a staging clone in write txn w (its first nodes freed now, the rest by gc)."""
     if not catalog.exists(w, name):
+        catalog.remove_staging(w, name)          # a stale entry (the tree went another way)
         return False
     rec = catalog.get(w, name)
     catalog.delete(w, name)

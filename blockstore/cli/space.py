@@ -18,7 +18,8 @@ _DU_KEYS = ("logical", "referenced", "exclusive", "shared", "files")
 @pass_ctx
 def du_cmd(ctx: Ctx, name):
     """Space of one tree, or of every tree: logical (file sizes), referenced
-    (pool bytes it reaches), exclusive (what removing it frees), shared.
+    (pool bytes it reaches), exclusive (what removing it frees), shared (also
+    reached from another tree; counted for each tree that reaches it).
 
     Cost: one walk of each tree listed; other trees are not scanned.
     """
