@@ -29,7 +29,11 @@ def collect(env: Env, budget: int = 2000, trim: bool = False) -> dict:
     with env.read() as r:
         queued = NodeStore.of(r).gc_pending()
         pending = r.pool.pending_blocks(r.t)
-        untrimmed = r.pool.untrimmed_free_blocks(r.t) if trim and env.pool.data.can_punch else 0
+        untrimmed = 0
+        if trim:        # free blocks still on disk, and growth no commit adopted
+            untrimmed = max(0, env.pool.data.size_blocks() - r.pool.total_blocks(r.t))
+            if env.pool.data.can_punch:
+                untrimmed += r.pool.untrimmed_free_blocks(r.t)
     if not queued and not pending and not untrimmed:
         return {"nodes_freed": 0, "blocks_released": 0, "pending_blocks": 0,
                 "trimmed_blocks": 0}                  # idle: one read

@@ -154,6 +154,19 @@ class DataFile:
             self.can_punch = False
         return self.can_punch
 
+    def cut(self, to_blocks: int) -> int:
+        """Shorten the file to ``to_blocks`` blocks when it is longer (growth by a
+        transaction that never committed); returns the blocks cut.  Queued writes
+        land first.  The caller holds the writer lock and guarantees nothing beyond
+        ``to_blocks`` is referenced (Pool.trim: the pool's committed size)."""
+        have = self.size_blocks()
+        if have <= to_blocks:
+            return 0
+        self._settle_all()
+        with self._grow_lock:
+            os.ftruncate(self.fd, to_blocks * self.block_size)
+        return have - to_blocks
+
     def reserve(self, start_block: int, nblocks: int) -> None:
         """Allocate disk space for blocks inside the file again (after ``punch``),
         so writing them cannot fail for lack of space; errors.NoSpace when the

@@ -288,9 +288,11 @@ class Pool:
 
     def trim(self, t) -> int:
         """Give the disk space of every free block back to the file system (punch
-        holes; see trimmed.py for why this is safe for readers); returns the blocks
-        newly trimmed.  Write txn ``t``; run after release_pending."""
-        return self.trimmed.trim(t, self.alloc.runs(t))
+        holes; see trimmed.py for why this is safe for readers), and cut the data
+        file back to the pool's size where a transaction that never committed grew
+        it; returns the blocks given back.  Write txn ``t``; run after release_pending."""
+        cut = self.data.cut(self.meta.get(t, TOTAL_BLOCKS))
+        return cut + self.trimmed.trim(t, self.alloc.runs(t))
 
     def untrimmed_free_blocks(self, t) -> int:
         """Free blocks still allocated on disk (two counter reads)."""
