@@ -136,6 +136,7 @@ def test_sigterm_and_sighup_roll_the_import_back(tmp_path, sig, kind):
     names, used = _state(store)
     assert names == [], f"the process left its staging clone: {names}"
     assert used == baseline, f"rollback left {used - baseline} bytes used"
+    assert os.stat(store / "pool.data").st_blocks * 512 < (1 << 20)     # and gave it back
     r = _cli(store, "check")
     assert r.stdout.startswith("ok") and "importing" not in r.stdout, r.stdout
     _cli(store, "rm", "base")

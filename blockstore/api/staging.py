@@ -18,8 +18,9 @@ both write through this context:
   snapshot's parent is ``parent``).
 * On any error or interrupt (SIGINT, and SIGTERM/SIGHUP in the CLI), or a body
   that ends without ``commit``: the batch is aborted, the working clone
-  removed and gc run, so the blocks its committed chunks took are back in the
-  pool when the call returns.  No snapshot appears.
+  removed and gc run (with trim), so the blocks its committed chunks took are
+  back in the pool, and their disk space in the file system, when the call
+  returns.  No snapshot appears.
 * A process killed before its rollback (SIGKILL, power loss) leaves the clone.
   ``check`` reports it (a finding, not corruption); the store's next writer
   (``Store`` methods that change trees) removes the clones whose owner process
@@ -114,7 +115,7 @@ class Staging:
         env.transact(lambda w: _remove(w, self.work))
         if env.batch_txn_id() is None:           # inside a caller's batch: it decides
             from ..gc import collect
-            collect(env)
+            collect(env, trim=True)
 
 
 @contextlib.contextmanager
