@@ -86,10 +86,11 @@ class Staging:
         """Make the working clone the snapshot ``name`` (one transaction, O(1))."""
         def work(w):
             cur = catalog.get(w, self.work)
-            catalog.delete(w, self.work)          # and its registry entry
             rec = TreeRecord(name=self.name, kind="snapshot", root=cur.root,
                              parent=self.parent, labels=dict(labels or {}))
-            return catalog.add(w, rec)            # takes over the clone's root reference
+            catalog.add(w, rec)                   # refuses a taken name before any change
+            catalog.delete(w, self.work)          # and its registry entry: rec has its root
+            return rec
         self.record = self.store.env.transact(work)
         return self.record
 
