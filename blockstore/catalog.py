@@ -101,6 +101,7 @@ def add(txn, rec: TreeRecord) -> TreeRecord:
 
 def delete(txn, name: str) -> None:
     txn.t.delete(name.encode(), db=txn.db(CATALOG))
+    txn.t.delete(name.encode(), db=txn.db(STAGING))     # no-op unless a staging clone
 
 
 def rename(txn, old: str, new: str) -> TreeRecord:
@@ -110,9 +111,12 @@ def rename(txn, old: str, new: str) -> TreeRecord:
     check_name(new)
     if exists(txn, new):
         raise AlreadyExists(f"a tree named {new!r} already exists")
+    owner = staging_owner(txn, old)
     delete(txn, old)
     rec.name = new
     put(txn, rec)
+    if owner is not None:
+        add_staging(txn, new, owner)
     for r in list(records(txn)):
         changed = False
         if r.parent == old:
@@ -180,3 +184,40 @@ def _alive(pid: int) -> bool:
 
 def dead_pins(txn) -> list[tuple[bytes, int]]:
     return [(k, root) for k, pid, root in pins(txn) if pid != _os.getpid() and not _alive(pid)]
+
+
+# -- staging: working clones of imports in progress ---------------------------
+#
+# An import writes into a working clone and freezes it as a snapshot at the
+# end (api/staging.py).  Each such clone has an entry here, key: its name,
+# value: JSON of its owner process (api/owner.py), written in the
+# transaction that creates the clone and deleted with its record (``delete``),
+# so a clone whose owner was killed can be found in O(entries) and removed.
+STAGING = txnmod.register_db("staging")
+
+
+def add_staging(txn, name: str, owner: dict) -> None:
+    txn.put(STAGING, name.encode(), json.dumps(owner, sort_keys=True).encode())
+
+
+def staging_owner(txn, name: str) -> dict | None:
+    raw = txn.t.get(name.encode(), db=txn.db(STAGING))
+    return None if raw is None else _owner(raw)
+
+
+def staging_entries(txn) -> list[tuple[str, dict | None]]:
+    """(clone name, owner or None when unreadable) of every entry."""
+    return [(bytes(k).decode(errors="replace"), _owner(v))
+            for k, v in txn.t.cursor(db=txn.db(STAGING))]
+
+
+def remove_staging(txn, name: str) -> None:
+    txn.t.delete(name.encode(), db=txn.db(STAGING))
+
+
+def _owner(raw) -> dict | None:
+    try:
+        v = json.loads(bytes(raw))
+    except ValueError:
+        return None
+    return v if isinstance(v, dict) else None

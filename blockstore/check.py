@@ -64,6 +64,9 @@ class CheckReport:
     problems: list[Problem] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    # Worth knowing but not damage (``ok`` ignores them): e.g. the staging clone of
+    # an import whose process was killed (api/staging.py).
+    findings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +74,10 @@ class CheckReport:
 
     def add(self, kind, message, tree=None, repairable=True, block=None):
         self.problems.append(Problem(kind, message, tree, repairable, block))
+
+    def note(self, kind, message, tree=None, repairable=True):
+        """A finding: reported, but the store is still ok."""
+        self.findings.append(Problem(kind, message, tree, repairable))
 
     def __str__(self) -> str:
         if self.ok:

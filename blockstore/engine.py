@@ -297,9 +297,9 @@ class Engine:
             return [(bytes(k), None if x is None else pl(x), None if y is None else pl(y))
                     for k, x, y in tree_diff(ns, ra, rb)]
 
-    def gc(self, budget: int = 2000) -> dict:
+    def gc(self, budget: int = 2000, trim: bool = False) -> dict:
         from .gc import collect
-        return collect(self.env, budget)
+        return collect(self.env, budget, trim)
 
     def check(self, repair: bool = False, scrub: bool = False):
         from .check import check

@@ -7,7 +7,13 @@ is in LMDB) and writers are never blocked for long.  Blocks freed here go
 to pending-free and become reusable once no reader older than the free is
 alive (``Env`` releases them at the start of a later write transaction).
 
-Cost: proportional to the nodes and blocks the removed trees owned alone.
+With ``trim`` the free blocks' disk space goes back to the file system
+(holes punched in the data file, pool/trimmed.py): blocks still pending
+(an older reader may reach them) are not trimmed until a later gc.
+
+Cost: proportional to the nodes and blocks the removed trees owned alone,
+plus (trim) one pass over the free map and one fallocate per free run not
+trimmed before.
 """
 from __future__ import annotations
 
@@ -15,26 +21,39 @@ from .btree.store import NodeStore
 from .txn import Env
 
 
-def collect(env: Env, budget: int = 2000) -> dict:
+def collect(env: Env, budget: int = 2000, trim: bool = False) -> dict:
+    """``trim``: also give the disk space of the free blocks back to the file
+    system (Pool.trim, in the last write transaction, after the pending frees
+    every reader has let go were released)."""
     freed = 0
     with env.read() as r:
         queued = NodeStore.of(r).gc_pending()
         pending = r.pool.pending_blocks(r.t)
-    if not queued and not pending:
-        return {"nodes_freed": 0, "blocks_released": 0, "pending_blocks": 0}   # idle: one read
+        untrimmed = 0
+        if trim:        # free blocks still on disk, and growth no commit adopted
+            untrimmed = max(0, env.pool.data.size_blocks() - r.pool.total_blocks(r.t))
+            if env.pool.data.can_punch:
+                untrimmed += r.pool.untrimmed_free_blocks(r.t)
+    if not queued and not pending and not untrimmed:
+        return {"nodes_freed": 0, "blocks_released": 0, "pending_blocks": 0,
+                "trimmed_blocks": 0}                  # idle: one read
     before = _pool_free(env)
     while _queued(env):
         n = env.transact(lambda w: NodeStore.of(w).gc_step(budget))
         freed += n
         if n < budget:
             break
-    # One more write transaction releases what every reader has let go
-    # (skipped when nothing is pending: an idle gc costs no commit).
-    if _pool_pending(env):
+    # One more write transaction releases what every reader has let go (it does
+    # so when it begins) and trims; skipped when there is nothing to do: an idle
+    # gc costs no commit.
+    trimmed = 0
+    if trim:
+        trimmed = env.transact(lambda w: env.pool.trim(w.t))
+    elif _pool_pending(env):
         env.transact(lambda w: None)
     after = _pool_free(env)
     return {"nodes_freed": freed, "blocks_released": max(0, after - before),
-            "pending_blocks": _pool_pending(env)}
+            "pending_blocks": _pool_pending(env), "trimmed_blocks": trimmed}
 
 
 def _pool_free(env: Env) -> int:

@@ -458,10 +458,12 @@ class Env:
             if self._batch is not None:
                 yield
                 return
-            self._batch = self._new_write()
-            self._batch_owner = threading.get_ident()
             ok = False
             try:
+                # inside the try: an interrupt (SIGINT, the CLI's SIGTERM/SIGHUP) right
+                # after the txn began must still abort it, or the writer lock stays held
+                self._batch = self._new_write()
+                self._batch_owner = threading.get_ident()
                 yield
                 ok = True
             finally:
@@ -487,6 +489,8 @@ class Env:
 
     def _end_batch(self, commit: bool) -> None:
         w, self._batch, self._batch_owner = self._batch, None, None
+        if w is None:
+            return      # sync() committed and was interrupted before the next txn began
         if commit:
             try:
                 w._commit()

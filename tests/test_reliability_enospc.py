@@ -55,3 +55,34 @@ def test_full_disk_fails_cleanly_removal_works_and_writing_resumes(small_fs):
                 fs.write_bytes(f"/again{i}", os.urandom(256 * 1024))
             assert fs.read_bytes("/k") == b"precious" * 1000
         assert s.check(scrub=True).ok
+
+
+def test_trimmed_blocks_are_reserved_again_before_use(tmpfs):
+    """gc gave the free blocks' space back; when another file then takes the disk,
+    reusing those blocks fails with NoSpace before anything changes (their space
+    is reserved again first), and works once there is room."""
+    d = tmpfs("32m")
+    with Store.open(d / "s") as s:
+        s.create("c")
+        with s.fs("c") as fs:
+            for i in range(12):
+                fs.write_bytes(f"/f{i}", os.urandom(1 << 20))
+        s.remove("c")
+        assert s.gc()["trimmed_blocks"] * s.block_size >= 12 << 20
+        filler = d / "filler"
+        with open(filler, "wb") as f, pytest.raises(OSError) as ei:
+            while True:
+                f.write(os.urandom(1 << 20))
+                f.flush()
+        assert ei.value.errno == errno.ENOSPC
+        s.create("d")
+        with s.fs("d") as fs, pytest.raises(NoSpace, match="reserve"):
+            for i in range(8):
+                fs.write_bytes(f"/g{i}", os.urandom(1 << 20))
+        assert s.check().ok
+        os.unlink(filler)
+        with s.fs("d") as fs:
+            for i in range(8):
+                fs.write_bytes(f"/g{i}", b"%d" % i * (1 << 19))
+            assert fs.read_bytes("/g7") == b"7" * (1 << 19)
+        assert s.check(scrub=True).ok

@@ -11,6 +11,10 @@ distinct root (trees sharing a root are checked once):
   only present for a file of at most INLINE_MAX bytes without extents;
 * the inode counter is above every inode number in use.
 
+Working clones of imports whose process is gone are reported as findings
+(``report.findings``, not problems: the store is sound, they only hold space
+and keep their parent from being removed; see staging.py).
+
 Problems name the tree and, where it can be found, the path.
 """
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..check import CheckReport, check as engine_check
 from ..fs import items as I
 from ..fs.items import Inode
 from ..fs.tree import INLINE_MAX, FsTree
+from .staging import leftovers
 
 
 def check_store(store, repair: bool = False, scrub: bool = False) -> CheckReport:
@@ -44,6 +49,11 @@ def check_store(store, repair: bool = False, scrub: bool = False) -> CheckReport
             except Exception as exc:        # a damaged tree must not stop the check
                 report.add("fs", f"cannot scan the tree: {exc}", rec.name, repairable=False)
         _name_damaged_files(r, ns, report)
+        for name, why, removable in leftovers(r):
+            report.note("staging-left", f"working clone of an unfinished import: {why}; "
+                        + ("`blockstore gc` removes it" if removable
+                           else "remove it with `blockstore rm` once that import is over"),
+                        name, repairable=removable)
     return report
 
 

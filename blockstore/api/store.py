@@ -79,6 +79,7 @@ class Store:
         self.closed = False
         self._fs_lock = threading.Lock()
         self._fs: list[TreeFS] = []
+        self._swept = False
         self._drop_dead_pins()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -146,9 +147,30 @@ class Store:
                 return
         self.env.transact(work)
 
+    def _writer(self) -> None:
+        """Called by the methods that change trees: the first one of this handle
+        removes staging clones of imports whose process is gone (api/staging.py).
+        Cost: one read of the staging registry per handle."""
+        if self._swept:
+            return
+        self._swept = True
+        from .staging import sweep
+        sweep(self)
+
+    def staging(self, name: str, parent: str | None = None):
+        """Context for writing a new snapshot ``name`` through a working clone of
+        ``parent`` (or an empty tree): ``with store.staging(n, p) as st: ...;
+        st.commit(labels)``.  Rolled back (clone removed, space given back) on
+        any error or interrupt; see ``blockstore.api.staging``."""
+        from .staging import staging
+        self._writer()
+        return staging(self, name, parent)
+
     # -- trees -----------------------------------------------------------------------
     def _new_fs_tree(self, name: str, kind: str, labels=None, mounts=None,
                      parent: str | None = None) -> TreeRecord:
+        self._writer()
+
         def work(w):
             rec = catalog.add(w, TreeRecord(name=name, kind=kind, labels=dict(labels or {}),
                                             mounts=list(mounts or []), parent=parent))
@@ -206,6 +228,7 @@ class Store:
               labels: dict | None = None) -> TreeRecord:
         """A writable clone of a snapshot (or of a volume): O(1).  Mount points
         that do not exist in the tree are created as directories."""
+        self._writer()
         mounts = self._check_mounts(mounts)
         rec = self._drop_orphans(self.engine.clone(snapshot, name, labels=labels))
         if mounts:
@@ -223,6 +246,7 @@ class Store:
     def commit(self, clone: str, name: str, labels: dict | None = None) -> TreeRecord:
         """Freeze the clone's current state as a new snapshot; the clone stays usable.
         A process writing the clone in batches (a FUSE mount) commits first (writers.flush)."""
+        self._writer()
         writers.flush(self.path, [clone])
         rec = self.info(clone)
         if rec.kind == "snapshot":
@@ -231,6 +255,7 @@ class Store:
 
     def snapshot(self, tree: str, name: str, labels: dict | None = None) -> TreeRecord:
         """A read-only snapshot of any tree (a volume backup, say): O(1)."""
+        self._writer()
         writers.flush(self.path, [tree])
         return self._drop_orphans(self.engine.snapshot(tree, name, labels=labels))
 
@@ -265,6 +290,7 @@ class Store:
         """Remove a tree; see the module docstring for the rule on dependents.
         A tree a live mount serves is Busy whatever ``force`` says."""
         mountlock.refuse_if_mounted(self.path, name, "remove")
+        self._writer()
 
         def work(w):
             rec = catalog.get(w, name)
@@ -288,6 +314,7 @@ class Store:
         """Rename a tree; trees naming it as parent or mounting it follow.
         A tree a live mount serves is Busy (the mount knows it by name)."""
         mountlock.refuse_if_mounted(self.path, old, "rename")
+        self._writer()
         return self.engine.rename(old, new)
 
     def prune(self, dry_run: bool = False) -> list[str]:
@@ -335,6 +362,7 @@ class Store:
 
     def label(self, name: str, **labels) -> TreeRecord:
         """Set labels (a value of None removes the label)."""
+        self._writer()
         return self.engine.set_labels(name, labels)
 
     def lineage(self, name: str) -> list[str]:
@@ -368,6 +396,7 @@ class Store:
         """Import a host directory as snapshot ``name`` (on top of ``parent``:
         only what differs from it is written)."""
         from .transfer import import_dir
+        self._writer()
         return import_dir(self, os.fspath(src), name, parent, labels, progress)
 
     def export_dir(self, name: str, dst, progress=None) -> None:
@@ -395,10 +424,25 @@ class Store:
         return pool_usage(self)
 
     def check(self, repair: bool = False, scrub: bool = False):
-        """Verify every invariant (engine and filesystem); a report with ``.ok``."""
+        """Verify every invariant (engine and filesystem); a report with ``.ok``.
+        Staging clones of killed imports are ``findings`` (not problems);
+        ``repair`` removes them first."""
         from .fscheck import check_store
-        return check_store(self, repair=repair, scrub=scrub)
+        from .staging import sweep
+        removed = sweep(self, legacy=True) if repair else []
+        rep = check_store(self, repair=repair, scrub=scrub)
+        rep.repaired[:0] = [f"removed {n}, the staging clone of an import whose process is gone"
+                            for n in removed]
+        return rep
 
-    def gc(self) -> dict:
-        """Finish pending removals and return their space to the pool."""
-        return self.engine.gc()
+    def gc(self, trim: bool = True) -> dict:
+        """Remove staging clones of imports whose process is gone (and those an
+        older blockstore left), finish pending removals, return their space to the
+        pool and, with ``trim``, the pool's free blocks to the file system
+        (``blockstore.gc.collect``)."""
+        from .staging import sweep
+        self._swept = True
+        removed = sweep(self, legacy=True)
+        out = self.engine.gc(trim=trim)
+        out["staging_removed"] = removed
+        return out

@@ -1,11 +1,13 @@
 """Import a host directory into a snapshot; export a tree to a host directory.
 
-Import writes into a hidden working clone (of ``parent`` when given, so
-unchanged files are not written again: a file whose type, size, mtime, mode
-and owner match is kept, as rsync's quick check does), committing every
-``COMMIT_BYTES`` of data or ``COMMIT_ITEMS`` entries so memory stays
-bounded, then freezes it as the snapshot and drops the working clone.  On
-any error the working clone is removed: no snapshot appears, nothing leaks.
+Import onto ``parent`` writes into a working clone of it (``Store.staging``,
+staging.py: so unchanged files are not written again: a file whose type,
+size, mtime, mode and owner match is kept, as rsync's quick check does),
+committing every ``COMMIT_BYTES`` of data or ``COMMIT_ITEMS`` entries so
+memory stays bounded, then turns it into the snapshot.  On any error or
+interrupt the working clone is removed and its space given back: no snapshot
+appears, nothing leaks.  Without a parent the tree is bulk-built in one
+transaction (bulkimport.py).
 
 Preserved both ways: content (holes stay holes: SEEK_DATA/SEEK_HOLE on
 input, zero blocks are never stored), type, mode, owner, atime/mtime in ns,
@@ -19,7 +21,6 @@ import errno
 import os
 import stat as S
 import time
-import uuid
 
 from .. import catalog
 from ..btree.store import NodeStore
@@ -280,32 +281,10 @@ def import_dir(store, src: str, name: str, parent: str | None, labels, progress)
         # A fresh tree: bulk-built in one transaction (see bulkimport.py).
         from .bulkimport import bulk_import
         return bulk_import(store, src, name, labels, progress)
-    work = f"{name}@importing-{uuid.uuid4().hex[:8]}"
-    if parent is not None:
-        store.engine.clone(parent, work, labels={"blockstore.importing": "1"})
-    else:
-        store.create(work, kind="clone", labels={"blockstore.importing": "1"})
-    try:
-        with store.batch():
-            _Importer(store, work, progress, parent is not None).import_tree(src)
-        store.engine.snapshot(work, name, labels=labels)
-        _set_parent(store, name, parent)
-        store.remove(work)
-        return store.info(name)
-    except BaseException:
-        try:
-            store.remove(work)
-        except Exception:
-            pass
-        raise
-
-
-def _set_parent(store, name: str, parent: str) -> None:
-    def work(w):
-        rec = catalog.get(w, name)
-        rec.parent = parent
-        catalog.put(w, rec)
-    store.env.transact(work)
+    with store.staging(name, parent) as st:
+        _Importer(store, st.work, progress, True).import_tree(src)
+        st.commit(labels)
+    return store.info(name)
 
 
 def export_dir(store, name: str, dst: str, progress=None) -> None:

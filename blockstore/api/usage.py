@@ -15,6 +15,14 @@ leaves.  Cost: one walk of this tree's nodes and one pool lookup per run of
 blocks; other trees are never scanned.
 
 For the pool (``pool_usage``): sizes from the pool's counters, O(1).
+``multi_ref_bytes`` is the bytes of blocks with two or more pool references
+(leaf entries that point at them: copies made by ``cp`` or a rewrite of one
+of two trees' shared B-tree leaves, dedup hits).  It is NOT the sum of the
+trees' ``shared``: trees that share a B-tree node (a snapshot and its
+unchanged clone) reference its blocks once, so a fresh clone makes all of
+its snapshot's bytes ``shared`` (per tree) and adds nothing to
+``multi_ref_bytes``.  ``data_file_bytes`` is the data file's allocated size
+on disk (st_blocks x 512): below ``total_bytes`` by what gc trimmed.
 """
 from __future__ import annotations
 
@@ -50,7 +58,7 @@ class PoolUsage:
     used_bytes: int
     free_bytes: int
     pending_bytes: int
-    shared_bytes: int
+    multi_ref_bytes: int
     dedup: bool
     dedup_saved_bytes: int
     zero_saved_bytes: int
@@ -153,7 +161,7 @@ def pool_usage(store) -> PoolUsage:
     return PoolUsage(
         block_size=bs, total_bytes=st.total_blocks * bs, used_bytes=st.used_blocks * bs,
         free_bytes=st.free_blocks * bs, pending_bytes=st.pending_blocks * bs,
-        shared_bytes=st.shared_blocks * bs, dedup=store.env.dedup,
+        multi_ref_bytes=st.shared_blocks * bs, dedup=store.env.dedup,
         dedup_saved_bytes=st.dedup_hits * bs, zero_saved_bytes=st.zero_blocks * bs,
         data_file_bytes=os.stat(data).st_blocks * 512 if os.path.exists(data) else 0,
         metadata_bytes=os.stat(meta).st_blocks * 512 if os.path.exists(meta) else 0,

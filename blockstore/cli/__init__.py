@@ -23,6 +23,7 @@ class _Group(click.Group):
     """Runs a command and turns any failure into errors.report(): one line, one code."""
 
     def invoke(self, ctx):
+        old = cli_errors.catch_signals()        # SIGTERM/SIGHUP roll back like Ctrl-C
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -31,6 +32,8 @@ class _Group(click.Group):
             obj = ctx.find_object(Ctx)
             code = cli_errors.report(exc, obj.command if obj else None)
             ctx.exit(code)
+        finally:
+            cli_errors.restore_signals(old)
 
     def list_commands(self, ctx):
         return sorted(self.commands)

@@ -14,12 +14,43 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from .. import errors as E
 
 USAGE_EXIT = 2      # click's own code for usage errors
+ROLLBACK_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread as Ctrl-C raises
+    KeyboardInterrupt, so that the unfinished command rolls back the same way
+    (an import removes its working clone and gives its space back); the exit
+    code is 128 + the signal number, as for a shell's killed command."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_signalled(signum, frame):
+    raise Signalled(signum)
+
+
+def catch_signals() -> dict:
+    """Turn SIGTERM and SIGHUP into ``Signalled`` for the running command (main
+    thread only); returns the previous handlers for ``restore_signals``."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _raise_signalled) for s in ROLLBACK_SIGNALS}
+
+
+def restore_signals(old: dict) -> None:
+    for s, h in old.items():
+        signal.signal(s, h)
 
 # What to do, per category (the "; <what to do>" half of the line).
 HINTS: dict[type, str] = {
@@ -115,7 +146,8 @@ def message(exc: BaseException, command: str | None = None) -> str:
     elif isinstance(exc, ImportError):
         problem = f"not supported by this installation ({exc})"
     elif isinstance(exc, KeyboardInterrupt):
-        return "blockstore: interrupted; the store is unchanged by the unfinished command"
+        how = f" by {exc}" if isinstance(exc, Signalled) else ""
+        return f"blockstore: interrupted{how}; the store is unchanged by the unfinished command"
     else:
         problem = f"internal error: {type(exc).__name__}: {exc}"
     if hint is None and ";" in problem:         # the message already says what to do
@@ -134,6 +166,8 @@ def report(exc: BaseException, command: str | None = None) -> int:
     if os.environ.get("BLOCKSTORE_DEBUG"):
         traceback.print_exception(exc, file=sys.stderr)
     print(message(exc, command), file=sys.stderr)
+    if isinstance(exc, Signalled):
+        return 128 + exc.signum
     if isinstance(exc, KeyboardInterrupt):
         return 130
     return exit_code(exc)
@@ -171,6 +205,8 @@ def errors_markdown() -> str:
     lines += [
         "| 130 | interrupted | — | Ctrl-C | rerun the command; a command is atomic "
         "unless documented otherwise |",
+        "| 129, 143 | interrupted | — | SIGHUP, SIGTERM: rolled back as Ctrl-C | "
+        "as for 130 |",
         "",
         "Precise POSIX conditions share their category's exit code:",
         "",

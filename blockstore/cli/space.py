@@ -18,7 +18,8 @@ _DU_KEYS = ("logical", "referenced", "exclusive", "shared", "files")
 @pass_ctx
 def du_cmd(ctx: Ctx, name):
     """Space of one tree, or of every tree: logical (file sizes), referenced
-    (pool bytes it reaches), exclusive (what removing it frees), shared.
+    (pool bytes it reaches), exclusive (what removing it frees), shared (also
+    reached from another tree; counted for each tree that reaches it).
 
     Cost: one walk of each tree listed; other trees are not scanned.
     """
@@ -43,7 +44,11 @@ def du_cmd(ctx: Ctx, name):
 @output_options(exact=True)
 @pass_ctx
 def df_cmd(ctx: Ctx):
-    """Pool totals: used, free, shared, saved by dedup and by zero blocks. O(1)."""
+    """Pool totals: used, free, blocks referenced 2+ times, saved by dedup and by
+    zero blocks, the data file's size on disk. O(1).
+
+    "referenced 2+ times" is not du's SHARED: see docs/CLI.md.
+    """
     store = ctx.store()
     d = store.df().as_dict()
     d["path"] = store.path
@@ -57,7 +62,8 @@ def df_cmd(ctx: Ctx):
              ("checksum", d["checksum"]),
              ("pool size", sz(d["total_bytes"])), ("used", sz(d["used_bytes"])),
              ("free", sz(d["free_bytes"])), ("pending free", sz(d["pending_bytes"])),
-             ("shared", sz(d["shared_bytes"])), ("saved by dedup", sz(d["dedup_saved_bytes"])),
+             ("referenced 2+ times", sz(d["multi_ref_bytes"])),
+             ("saved by dedup", sz(d["dedup_saved_bytes"])),
              ("saved (zero blocks)", sz(d["zero_saved_bytes"])),
              ("data file on disk", sz(d["data_file_bytes"])),
              ("metadata on disk", sz(d["metadata_bytes"]))]
@@ -69,7 +75,9 @@ def report_json(rep) -> dict:
     return {"ok": rep.ok,
             "problems": [{"kind": p.kind, "message": p.message, "tree": p.tree,
                           "repairable": p.repairable} for p in rep.problems],
-            "repaired": list(rep.repaired), "stats": dict(rep.stats)}
+            "repaired": list(rep.repaired), "stats": dict(rep.stats),
+            "findings": [{"kind": p.kind, "message": p.message, "tree": p.tree,
+                          "repairable": p.repairable} for p in rep.findings]}
 
 
 @click.command("check")
@@ -80,7 +88,9 @@ def report_json(rep) -> dict:
 def check_cmd(ctx: Ctx, repair, scrub):
     """Verify every invariant of the store (fsck).  Exit code 8 when not ok.
 
-    With --repair the result is the check run after the repair.
+    With --repair the result is the check run after the repair.  Findings
+    (e.g. the working clone of an import whose process was killed) are
+    reported but leave the store ok; gc or --repair removes them.
     """
     store = ctx.store()
     with spinner(ctx, "checking the store"):
@@ -98,6 +108,8 @@ def check_cmd(ctx: Ctx, repair, scrub):
             ctx.say(f"repaired: {r}")
         for p in rep.problems:
             ctx.say(f"problem: {p}")
+        for p in rep.findings:
+            ctx.say(f"finding: {p}")
         stats = ", ".join(f"{k} {v}" for k, v in sorted(doc["stats"].items()))
         ctx.say(("ok" if rep.ok else f"NOT OK: {len(rep.problems)} problems") +
                 (f" ({stats})" if stats else ""))
@@ -107,20 +119,27 @@ def check_cmd(ctx: Ctx, repair, scrub):
 
 
 @click.command("gc")
+@click.option("--no-trim", is_flag=True,
+              help="Keep the free blocks allocated in the data file (no hole punching).")
 @output_options(exact=True)
 @pass_ctx
-def gc_cmd(ctx: Ctx):
-    """Finish pending removals and return their space to the pool."""
+def gc_cmd(ctx: Ctx, no_trim):
+    """Remove the working clones of killed imports, finish pending removals,
+    return their space to the pool and the pool's free space to the file system."""
     store = ctx.store()
     with spinner(ctx, "collecting garbage"):
-        d = store.gc()
+        d = store.gc(trim=not no_trim)
     d = dict(d, block_size=store.block_size)
     if ctx.json:
         F.emit_json(d)
         return
+    bs = store.block_size
+    for n in d["staging_removed"]:
+        ctx.say(f"removed {n} (an unfinished import whose process is gone)")
     ctx.say(f"freed {d['nodes_freed']} nodes, released "
-            f"{F.size(d['blocks_released'] * store.block_size, ctx.bytes)}"
-            f"{', pending ' + F.size(d['pending_blocks'] * store.block_size, ctx.bytes) if d['pending_blocks'] else ''}")
+            f"{F.size(d['blocks_released'] * bs, ctx.bytes)}"
+            f"{', pending ' + F.size(d['pending_blocks'] * bs, ctx.bytes) if d['pending_blocks'] else ''}"
+            f"{', gave ' + F.size(d['trimmed_blocks'] * bs, ctx.bytes) + ' back to the file system' if d['trimmed_blocks'] else ''}")
 
 
 COMMANDS = [du_cmd, df_cmd, check_cmd, gc_cmd]

@@ -1,16 +1,16 @@
-"""One layer -> one snapshot: clone the parent, apply, verify, commit, drop the clone.
+"""One layer -> one snapshot: apply it in a working clone of the parent, verify, commit.
 
-``import_layer`` is atomic from the caller's view: on any error (hostile
-entry, damaged stream, digest mismatch, interrupt) the working clone is
-removed and no snapshot appears; nothing leaks (the batch that wrote the
-layer is aborted, and the clone's own blocks go with it).  Cost: the
+``import_layer`` is atomic from the caller's view: it writes through
+``Store.staging`` (api/staging.py), so on any error (hostile entry, damaged
+stream, digest mismatch, interrupt) the working clone is removed with its
+space and no snapshot appears; a killed import's clone is found and removed
+by the store's next writer.  Cost: the
 layer's size (each byte is read, hashed and written once) plus O(1) for
 the clone and the snapshot.
 """
 from __future__ import annotations
 
 import hashlib
-import uuid
 
 from ..errors import InvalidInput
 from . import safety
@@ -62,35 +62,19 @@ def import_layer(store, raw, name: str, parent: str | None, *, limits: safety.Li
     (of the bytes as stored) and ``diff_id`` (of the uncompressed tar) are
     verified when given."""
     limits = limits or safety.Limits()
-    work = f"{name}@importing-{uuid.uuid4().hex[:8]}"
-    tag = {"blockstore.importing": "1"}
-    if parent is not None:
-        store.engine.clone(parent, work, labels=tag)
-    else:
-        store.create(work, kind="clone", labels=tag)
-    try:
-        with store.batch():
-            hraw = Hashing(raw)
-            stream, _ = open_stream(hraw)
-            hdec = Hashing(stream)
-            apply_stream(store, work, hdec, limits, progress, what)
-            hdec.drain()
-            hraw.drain()
-            if digest is not None and hraw.digest() != digest:
-                raise InvalidInput(f"{what}: digest mismatch: expected {digest}, "
-                                   f"got {hraw.digest()}")
-            if diff_id is not None and hdec.digest() != diff_id:
-                raise InvalidInput(f"{what}: diff_id mismatch: expected {diff_id}, "
-                                   f"got {hdec.digest()}")
+    with store.staging(name, parent) as st:
+        hraw = Hashing(raw)
+        stream, _ = open_stream(hraw)
+        hdec = Hashing(stream)
+        apply_stream(store, st.work, hdec, limits, progress, what)
+        hdec.drain()
+        hraw.drain()
+        if digest is not None and hraw.digest() != digest:
+            raise InvalidInput(f"{what}: digest mismatch: expected {digest}, "
+                               f"got {hraw.digest()}")
+        if diff_id is not None and hdec.digest() != diff_id:
+            raise InvalidInput(f"{what}: diff_id mismatch: expected {diff_id}, "
+                               f"got {hdec.digest()}")
         lab = dict(labels or {})
         lab.setdefault(LABEL_DIFF, hdec.digest())
-        rec = store.engine.snapshot(work, name, labels=lab)
-        store.remove(work)
-        return rec
-    except BaseException:
-        try:
-            if store.exists(work):
-                store.remove(work)
-        except Exception:
-            pass
-        raise
+        return st.commit(lab)

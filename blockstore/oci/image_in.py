@@ -184,18 +184,18 @@ def import_chain(store, img: Image, name: str, progress=None, limits=None):
         if len(cfg) <= CONFIG_LABEL_MAX:
             labels[LABEL_CONFIG] = cfg
         if prev_name is None:
-            work = f"{name}@importing-empty"
-            store.create(work, kind="clone")
-            try:
-                rec = store.engine.snapshot(work, name, labels=labels)
-            finally:
-                store.remove(work)
-            return rec
+            with store.staging(name) as st:
+                return st.commit(labels)
         return store.engine.snapshot(prev_name, name, labels=labels)
     except BaseException:
         for cid in reversed(created):
             try:
                 store.remove(cid, force=True)
+            except Exception:
+                pass
+        if created:
+            try:
+                store.gc(trim=False)        # their space back now, not at the next gc
             except Exception:
                 pass
         raise

@@ -13,7 +13,9 @@ Contract:
   when even that fails.  Growth happens before any table is changed, so a
   NoSpace leaves the metadata untouched.  Growth that is never committed is
   harmless: the file may be longer than ``meta.total_blocks`` and a later
-  growth adopts the extra space without calling fallocate.
+  growth adopts the extra space without calling fallocate.  Picked blocks
+  that were trimmed (their space punched out of the file, trimmed.py) get
+  it reserved again before any table changes (NoSpace when the disk is full).
 * ``free(t, start, n)`` inserts a run, coalescing with its neighbours; an
   overlap with a free run raises errors.Corruption (double free).  Only
   ``release_pending`` and ``rebuild`` free blocks: see pending.py for why
@@ -34,10 +36,11 @@ GROW_MIN_BYTES = 16 << 20
 
 class Allocator:
     def __init__(self, dbs: PoolDbs, meta: Meta, data: DataFile, block_size: int,
-                 grow_min_bytes: int = GROW_MIN_BYTES):
+                 grow_min_bytes: int = GROW_MIN_BYTES, trimmed=None):
         self.db = dbs.free
         self.meta = meta
         self.data = data
+        self.trimmed = trimmed      # trimmed.Trimmed: picked blocks get their disk space back
         self.grow_min_blocks = max(1, grow_min_bytes // block_size)
 
     # ------------------------------------------------------------------ queries
@@ -92,6 +95,8 @@ class Allocator:
             raise errors.Corruption(
                 f"pool.free holds fewer blocks than meta.free_blocks says "
                 f"(found {got} of {m} wanted, counter {self.meta.get(t, FREE_BLOCKS)})")
+        if self.trimmed is not None:
+            self.trimmed.take(t, [(a, k) for _, _, a, k in picks])   # may raise NoSpace
         # Apply: each touched extent loses the picked pieces (an extent may be
         # picked twice: once from the hint, once after wrapping).
         by_extent: dict[int, tuple[int, list[tuple[int, int]]]] = {}

@@ -14,6 +14,7 @@ returns one precise sentence per problem:
   the pool;
 * dedup and dedup_rev mirror each other and point at live blocks (and, with
   ``verify_data``, at blocks whose content has that SHA-256);
+* pool.trimmed lies within the free map and matches its counter;
 * pool.sums entries are well formed (values a positive multiple of the
   store's digest size: 32 for sha256, 16 for xxh3-128), disjoint and inside
   the pool (entries
@@ -149,6 +150,14 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
         if t.get(h, db=pool.index.db) != pack_u64(b):
             out.append(f"pool.dedup_rev entry block {b} -> {h.hex()[:16]}... has no matching pool.dedup entry.")
     out += _capped([msg for _, _, msg in pool.sums.problems(t, total)], "pool.sums problems")
+    trimmed = list(pool.trimmed.runs(t))
+    for s, n in R.subtract(trimmed, R.normalize(free)):
+        out.append(f"{R.fmt_run(s, n).capitalize()} {_v(n, 'is', 'are')} recorded as trimmed "
+                   f"but {_v(n, 'is', 'are')} not free.")
+    got = pool.trimmed.count(t)
+    if got != sum(n for _, n in trimmed):
+        out.append(f"pool.meta trimmed_blocks is {got} but pool.trimmed holds "
+                   f"{sum(n for _, n in trimmed)}.")
     return out
 
 
@@ -257,6 +266,11 @@ def rebuild(pool, t, refs) -> list[str]:
         t.put(pack_u64(s), pack_u64(n), db=pool.dbs.free)
     for s, n, c in new_shared:
         t.put(pack_u64(s), pack_u64x2(n, c), db=pool.dbs.shared)
+    old_trimmed = list(pool.trimmed.runs(t))
+    keep = R.subtract(old_trimmed, R.complement(new_free, total))
+    if keep != old_trimmed or pool.trimmed.count(t) != sum(n for _, n in keep):
+        pool.trimmed.replace(t, keep)
+        changes.append("pool.trimmed cut down to blocks that are free.")
     merged_pending: list[list[int]] = []
     for w, s, n in sorted(new_pending):
         if merged_pending and merged_pending[-1][0] == w and sum(merged_pending[-1][1:]) == s:

@@ -5,11 +5,14 @@ be longer than the pool's committed size (growth done by a transaction that
 later aborted is harmless: the next one reuses it).
 
 Thread safety: ``pread`` / ``pwrite`` / ``pwritev`` are positional syscalls
-and may be called from any number of threads at once; ``grow`` and ``close``
-must not race with each other (the single LMDB writer serialises growth).
+and may be called from any number of threads at once; ``grow``, ``punch``,
+``reserve`` and ``close`` must not race with each other (the single LMDB
+writer serialises them).
 
 Costs: one syscall per call (more only for partial transfers and for more
-than IOV_MAX buffers); ``grow`` is one posix_fallocate.
+than IOV_MAX buffers); ``grow`` is one posix_fallocate; ``punch`` (free
+blocks' space back to the file system) and ``reserve`` (space for punched
+blocks again) one fallocate each.
 
 Writing later (``pwrite_later``): a buffer its caller never changes again
 is written by the background writer, a native thread of the file's own
@@ -44,6 +47,7 @@ hints still queued, so none reaches a closed (or reused) descriptor.
 from __future__ import annotations
 
 import collections
+import ctypes
 import errno
 import os
 import threading
@@ -63,6 +67,28 @@ try:
 except (AttributeError, ValueError, OSError):
     IOV_MAX = 1024
 
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+try:
+    _fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    _fallocate.restype = ctypes.c_int
+except (AttributeError, OSError):
+    _fallocate = None
+_UNSUPPORTED = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> bool:
+    """fallocate(2); False when the file system (or libc) does not support ``mode``."""
+    if _fallocate is None:
+        return False
+    if _fallocate(fd, mode, offset, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _UNSUPPORTED:
+        return False
+    raise OSError(err, os.strerror(err))
+
 
 class DataFile:
     """One data file of fixed-size blocks. pread/pwrite are thread-safe."""
@@ -77,6 +103,7 @@ class DataFile:
         except FileNotFoundError:
             raise errors.NotFound("data file not found", path=self.path) from None
         self._grow_lock = threading.Lock()
+        self.can_punch = _fallocate is not None     # False once punch() found no support
         self._nowait_supported = True       # RWF_NOWAIT reads; False after EOPNOTSUPP
         self._last_hint: Future | None = None   # the newest queued writeback hint
         self._hint_range: tuple[int, int] | None = None   # (offset, length) gathered, not sent
@@ -115,6 +142,46 @@ class DataFile:
                         f"no space to grow the data file to {to_blocks} blocks "
                         f"({new} bytes): {os.strerror(e.errno)}", path=self.path) from e
                 raise
+
+    def punch(self, start_block: int, nblocks: int) -> bool:
+        """Give the blocks' disk space back to the file system (a hole: reads as
+        zeros, the file size stays).  Queued writes to the range land first.
+        False when the file system cannot punch holes.  The caller guarantees the
+        blocks are free and unreachable by any reader (Pool.trim)."""
+        off, n = start_block * self.block_size, nblocks * self.block_size
+        if self._later:
+            self._settle(off, off + n)
+        if not fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, n):
+            self.can_punch = False
+        return self.can_punch
+
+    def cut(self, to_blocks: int) -> int:
+        """Shorten the file to ``to_blocks`` blocks when it is longer (growth by a
+        transaction that never committed); returns the blocks cut.  Queued writes
+        land first.  The caller holds the writer lock and guarantees nothing beyond
+        ``to_blocks`` is referenced (Pool.trim: the pool's committed size)."""
+        have = self.size_blocks()
+        if have <= to_blocks:
+            return 0
+        self._settle_all()
+        with self._grow_lock:
+            os.ftruncate(self.fd, to_blocks * self.block_size)
+        return have - to_blocks
+
+    def reserve(self, start_block: int, nblocks: int) -> None:
+        """Allocate disk space for blocks inside the file again (after ``punch``),
+        so writing them cannot fail for lack of space; errors.NoSpace when the
+        disk is full.  A no-op where fallocate is not supported."""
+        off, n = start_block * self.block_size, nblocks * self.block_size
+        try:
+            fallocate(self.fd, FALLOC_FL_KEEP_SIZE, off, n)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                err = errors.NoSpace(f"no space to reserve {nblocks} free blocks of the data "
+                                     f"file again: {os.strerror(e.errno)}", path=self.path)
+                err.disk_full = True        # not the metadata map: Env.transact must not retry
+                raise err from e
+            raise
 
     # ------------------------------------------------------------------ I/O
     def pwrite(self, start_block: int, data) -> None:

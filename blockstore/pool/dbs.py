@@ -21,6 +21,9 @@ pool.sums       start u64                              checksum of each block of
                                                        the run (xxh3-128: 16 bytes
                                                        each, sha256: 32; disjoint
                                                        runs, sums.py)
+pool.trimmed    start u64                              n u64  (free blocks whose
+                                                       disk space was given back:
+                                                       trimmed.py)
 =============== ====================================== ==========================
 
 Cost: one LMDB get/put per counter access.
@@ -59,6 +62,7 @@ class PoolDbs:
     dedup_rev: object
     pending_rev: object  # block-indexed mirror of ``pending`` (liveness checks in O(log n))
     sums: object         # per-block checksums of written runs (sums.py)
+    trimmed: object      # free runs punched out of the data file (trimmed.py)
 
     @classmethod
     def open(cls, env: lmdb.Environment, txn: lmdb.Transaction | None = None) -> "PoolDbs":
@@ -86,6 +90,7 @@ DEDUP_HITS = b"dedup_hits"            # cumulative blocks not written thanks to 
 ZERO_BLOCKS = b"zero_blocks"          # cumulative zero blocks not stored
 HINT = b"alloc_hint"                  # next-fit allocation cursor
 BLOCK_SIZE = b"block_size"            # fixed at the first write
+TRIMMED_BLOCKS = b"trimmed_blocks"    # sum of n over pool.trimmed
 
 COUNTERS = (TOTAL_BLOCKS, FREE_BLOCKS, PENDING_BLOCKS, SHARED_BLOCKS,
             SHARED_EXTRA, DEDUP_HITS, ZERO_BLOCKS, HINT)

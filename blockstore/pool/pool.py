@@ -57,6 +57,7 @@ from .dedup import DIGEST_SIZE, DedupIndex
 from .pending import Pending
 from .refcounts import Refcounts
 from .sums import Sums, default_algorithm
+from .trimmed import Trimmed
 from .. import errors
 
 HOLE = -1  # run start meaning "zero blocks, not stored"
@@ -74,6 +75,7 @@ class PoolStats:
     dedup_entries: int
     dedup_hits: int           # cumulative blocks not written thanks to dedup
     zero_blocks: int          # cumulative zero blocks not stored
+    trimmed_blocks: int = 0   # free blocks whose disk space was given back (trim)
 
 
 class Pool:
@@ -91,7 +93,8 @@ class Pool:
         if dedup and self.checksum != "sha256":
             raise errors.InvalidInput(f"dedup needs sha256 block checksums, not {self.checksum}")
         self.meta = Meta(dbs.meta)
-        self.alloc = Allocator(dbs, self.meta, data, block_size, grow_min_bytes)
+        self.trimmed = Trimmed(dbs, self.meta, data)
+        self.alloc = Allocator(dbs, self.meta, data, block_size, grow_min_bytes, self.trimmed)
         self.pending = Pending(dbs, self.meta)
         self.refs = Refcounts(dbs, self.meta)
         self.index = DedupIndex(dbs)
@@ -283,6 +286,21 @@ class Pool:
             self.index.remove_blocks(t, s, k)
             self.pending.add(t, txnid, s, k)
 
+    def trim(self, t) -> int:
+        """Give the disk space of every free block back to the file system (punch
+        holes; see trimmed.py for why this is safe for readers), and cut the data
+        file back to the pool's size where a transaction that never committed grew
+        it; returns the blocks given back.  Write txn ``t``; run after release_pending."""
+        cut = self.data.cut(self.meta.get(t, TOTAL_BLOCKS))
+        return cut + self.trimmed.trim(t, self.alloc.runs(t))
+
+    def untrimmed_free_blocks(self, t) -> int:
+        """Free blocks still allocated on disk (two counter reads)."""
+        return self.meta.get(t, FREE_BLOCKS) - self.trimmed.count(t)
+
+    def trimmed_runs(self, t) -> Iterator[tuple[int, int]]:
+        return self.trimmed.runs(t)
+
     def release_pending(self, t, limit_txnid: int) -> int:
         """Free the blocks freed in txns W <= limit_txnid (never the current one)."""
         return self.pending.release(t, limit_txnid, self.alloc.free)
@@ -403,7 +421,8 @@ class Pool:
             block_size=self.block_size, total_blocks=total, free_blocks=free,
             pending_blocks=pending, used_blocks=total - free - pending,
             shared_blocks=g(SHARED_BLOCKS), shared_extra_refs=g(SHARED_EXTRA),
-            dedup_entries=self.index.count(t), dedup_hits=g(DEDUP_HITS), zero_blocks=g(ZERO_BLOCKS))
+            dedup_entries=self.index.count(t), dedup_hits=g(DEDUP_HITS), zero_blocks=g(ZERO_BLOCKS),
+            trimmed_blocks=self.trimmed.count(t))
 
     def self_check(self, t, *, verify_data: bool = False) -> list[str]:
         """The pool's metadata invariants; one sentence per problem ([] when sound).
