@@ -55,7 +55,7 @@ def _ns(member: tarfile.TarInfo, key: str) -> int | None:
         try:
             return int(Decimal(v) * 1_000_000_000)
         except Exception:
-            raise safety.refuse(member.name, f"bad PAX {key} {v!r}") from None
+            raise safety.refuse(member.name, f"bad PAX {key} {safety.show(v)}") from None
     return None
 
 
@@ -101,9 +101,9 @@ class Applier:
             child, dtype = found
             if dtype == DT_LNK:
                 raise safety.refuse(self.entry, f"path goes through symlink "
-                                    f"{os.fsdecode(b'/'.join(parts[:i + 1]))!r}")
+                                    f"{safety.show(b'/'.join(parts[:i + 1]))}")
             if dtype != DT_DIR:
-                raise safety.refuse(self.entry, f"{os.fsdecode(b'/'.join(parts[:i + 1]))!r} "
+                raise safety.refuse(self.entry, f"{safety.show(b'/'.join(parts[:i + 1]))} "
                                     "is not a directory")
             ino = child
         return ino
@@ -213,9 +213,11 @@ class Applier:
         tdir = self._dir(tparts[:-1], create=False)
         target = f.lookup(tdir, tparts[-1]) if tdir is not None else None
         if target is None:
-            raise safety.refuse(m.name, f"hard link target {m.linkname!r} is not in the tree")
+            raise safety.refuse(m.name, f"hard link target {safety.show(m.linkname)} "
+                                "is not in the tree")
         if target[1] == DT_DIR:
-            raise safety.refuse(m.name, f"hard link target {m.linkname!r} is a directory")
+            raise safety.refuse(m.name, f"hard link target {safety.show(m.linkname)} "
+                                "is a directory")
         f.link(target[0], parent, base)
         self.added.add(parts)
 
@@ -312,8 +314,8 @@ def apply_stream(store, work: str, stream, limits: safety.Limits, progress=None,
                 except BlockstoreError as exc:
                     if isinstance(exc, InvalidInput) and "layer entry" in str(exc):
                         raise
-                    raise type(exc)(f"layer entry {m.name!r}: {exc.message}",
-                                    path=m.name) from None
+                    raise type(exc)(f"layer entry {safety.show(m.name)}: {exc.message}",
+                                    path=safety.show(m.name)) from None
                 if progress:
                     progress(m.name, m.size if m.isreg() else 0)
             if ap.fst.root != rec.root:
