@@ -136,7 +136,7 @@ def _oci_layout(tmp_path, layers, *, bad_digest=False, bad_diff=False, tag="t"):
         d = put(data)
         ids.append(d if not bad_diff else "sha256:" + "0" * 64)
         if bad_digest:
-            (blobs / d[7:]).write_bytes(data + b"\0" * 512)
+            (blobs / d[7:]).write_bytes(data[:-1] + b"\1")     # same size, other bytes
         descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d,
                       "size": len(data)})
     cfg = put(json.dumps({"rootfs": {"type": "layers", "diff_ids": ids}}).encode())

@@ -75,11 +75,11 @@ def check_member(m: tarfile.TarInfo, kind: str = "layer entry") -> None:
         if len(m.sparse) > safety.SPARSE_MAX:
             raise no(f"sparse map of more than {safety.SPARSE_MAX} regions")
         end = 0
-        for off, n in m.sparse:
-            if off < end or n < 0 or off + n > m.size:
+        for off, n in m.sparse:             # empty regions (GNU tar writes some) are ignored
+            if off < 0 or n < 0 or off + n > m.size or (n and off < end):
                 raise no(f"sparse region ({off}, {n}) is not inside the file's "
                          f"{m.size} bytes after the region before it")
-            end = off + n
+            end = max(end, off + n)
 
 
 class Info(tarfile.TarInfo):
