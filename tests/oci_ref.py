@@ -55,6 +55,45 @@ def layer(entries, fmt=tarfile.PAX_FORMAT) -> bytes:
     return b.getvalue()
 
 
+# -- hand-made headers, for what tarfile will not write -------------------------
+END = b"\0" * 1024                      # end-of-archive blocks
+
+
+def _pad(b: bytes) -> bytes:
+    return b + b"\0" * (-len(b) % 512)
+
+
+def pax_records(records: dict) -> bytes:
+    """PAX records ("LEN key=value\n") for arbitrary values (str or bytes)."""
+    out = b""
+    for k, v in records.items():
+        kv = f" {k}=".encode() + (v if isinstance(v, bytes) else str(v).encode()) + b"\n"
+        n = len(kv) + 1
+        while len(str(n)) + len(kv) != n:
+            n = len(str(n)) + len(kv)
+        out += str(n).encode() + kv
+    return out
+
+
+def pax_entry(name: str, records: dict, body: bytes = b"", typ: bytes = tarfile.REGTYPE,
+              xtype: bytes = tarfile.XHDTYPE) -> bytes:
+    """An extended header with these records, then a ustar member ``name``."""
+    rec = pax_records(records)
+    x = tarfile.TarInfo("PaxHeaders/x")
+    x.type, x.size = xtype, len(rec)
+    t = tarfile.TarInfo(name)
+    t.type, t.size = typ, len(body)
+    return (x.tobuf(tarfile.USTAR_FORMAT) + _pad(rec) + t.tobuf(tarfile.USTAR_FORMAT)
+            + _pad(body))
+
+
+def gnu_long_header(size: int, typ: bytes = tarfile.GNUTYPE_LONGNAME) -> bytes:
+    """The header of a GNU long name (or link) record claiming ``size`` bytes."""
+    L = tarfile.TarInfo("././@LongLink")
+    L.type, L.size = typ, size
+    return L.tobuf(tarfile.GNU_FORMAT)
+
+
 # -- reference applier ------------------------------------------------------------------
 def _parts(name):
     return tuple(p for p in name.split("/") if p not in ("", "."))
@@ -108,6 +147,8 @@ def apply_layer(root: str, data: bytes) -> None:
             parent = os.path.dirname(path) if parts else None
             if parts and parts[-1] == ".wh..wh..opq":
                 d = os.path.dirname(path)
+                if os.path.lexists(d) and (os.path.islink(d) or not os.path.isdir(d)):
+                    continue                   # not a directory any more: nothing below
                 restore = _keep_mtime(d)
                 prune(d, parts[:-1])
                 restore()

@@ -3,6 +3,9 @@
 * ``DIR/.wh.NAME`` deletes NAME (recursively) as it was in the lower layers;
   a NAME that this layer itself wrote stays (whiteouts only hide lower
   content), except that the lower children of such a directory go.
+* Whiteouts below a path that this layer made a non-directory (a directory
+  replaced by a file, in either order) remove nothing: there is no lower
+  content below it any more.
 * ``DIR/.wh..wh..opq`` hides every lower child of DIR; it acts as if it
   came before the layer's other entries wherever it appears: whatever this
   layer already wrote below DIR stays (``added`` remembers those paths).
@@ -221,18 +224,40 @@ class Applier:
         f.link(target[0], parent, base)
         self.added.add(parts)
 
+    def _wh_dir(self, dparts, create: bool) -> int | None:
+        """The directory a whiteout applies in, or None when there is nothing
+        below to hide: a missing path, or one this layer made a non-directory
+        (whiteouts hide lower content only, and a path that is no longer a
+        directory holds none; umoci writes the replacing file before the
+        whiteouts of the old directory's children).  A symlink or file from a
+        lower layer in the path is refused as for any entry."""
+        f = self.fst
+        ino = I.ROOT_INO
+        for i, p in enumerate(dparts):
+            found = f.lookup(ino, p)
+            if found is None:
+                return self._dir(dparts, create=True) if create else None
+            if found[1] != DT_DIR:
+                if tuple(dparts[:i + 1]) in self.added:
+                    return None
+                return self._dir(dparts, create=False)      # refuses, naming the path
+            ino = found[0]
+        return ino
+
     def _whiteout(self, parts) -> None:
         base = parts[-1]
         dparts = parts[:-1]
         if base == OPQ:
-            d = self._dir(dparts, create=True)
+            d = self._wh_dir(dparts, create=True)
+            if d is None:
+                return
             with self._keep_times(d):
                 self._prune(d, dparts)
             return
         name = base[len(WH):]
         if not name or name in (b".", b"..") or name.startswith(WH):
             raise safety.refuse(self.entry, "malformed whiteout name")
-        d = self._dir(dparts, create=False)
+        d = self._wh_dir(dparts, create=False)
         if d is None:
             return                          # nothing below to hide
         target = dparts + (name,)

@@ -153,21 +153,22 @@ class Info(tarfile.TarInfo):
         return self
 
     def _proc_gnusparse_01(self, next, pax_headers):
+        name = pax_headers.get("GNU.sparse.name", next.name)
         raw = pax_headers["GNU.sparse.map"].split(",")
         if len(raw) > 2 * safety.SPARSE_MAX:
-            raise safety.refuse(next.name, f"sparse map of more than {safety.SPARSE_MAX} regions")
+            raise safety.refuse(name, f"sparse map of more than {safety.SPARSE_MAX} regions")
         nums = []
         for x in raw:
             if not re.fullmatch(r"[0-9]{1,20}", x):
-                raise safety.refuse(next.name, f"bad number {safety.show(x[:40])} in the "
-                                    "sparse map")
+                raise safety.refuse(name, f"bad number {safety.show(x[:40])} in the sparse map")
             nums.append(int(x))
         next.sparse = list(zip(nums[::2], nums[1::2]))
 
     def _proc_gnusparse_10(self, next, pax_headers, tf):
         """GNU sparse 1.0: the map is at the start of the data, one number a line."""
         def no(why):
-            return safety.refuse(next.name, why, getattr(tf, "_bs_kind", "layer entry"))
+            return safety.refuse(pax_headers.get("GNU.sparse.name", next.name), why,
+                                 getattr(tf, "_bs_kind", "layer entry"))
         buf = tf.fileobj.read(tarfile.BLOCKSIZE)
         if b"\n" not in buf:
             raise no("malformed sparse map")
