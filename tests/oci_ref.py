@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat as S
@@ -92,6 +93,68 @@ def gnu_long_header(size: int, typ: bytes = tarfile.GNUTYPE_LONGNAME) -> bytes:
     L = tarfile.TarInfo("././@LongLink")
     L.type, L.size = typ, size
     return L.tobuf(tarfile.GNU_FORMAT)
+
+
+# -- whole images ---------------------------------------------------------------------
+def _add(tf, name: str, data: bytes | None, typ=tarfile.REGTYPE) -> None:
+    ti = tarfile.TarInfo(name)
+    ti.type = typ
+    ti.size = len(data) if data is not None else 0
+    ti.mode = 0o755 if typ == tarfile.DIRTYPE else 0o644
+    tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def docker_archive(layers: list[bytes], tag: str = "img:1", extra=()) -> bytes:
+    """A ``docker save`` tarball (the classic layout: ``<hex>/layer.tar``,
+    ``<hex>.json`` config, ``manifest.json``, ``repositories``); extra:
+    (name, bytes) members written first."""
+    cfg = json.dumps({"rootfs": {"type": "layers",
+                                 "diff_ids": ["sha256:" + _sha(x) for x in layers]}}).encode()
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in extra:
+            _add(tf, name, data)
+        rels = []
+        for x in layers:
+            d = _sha(x)
+            _add(tf, d, None, tarfile.DIRTYPE)
+            _add(tf, f"{d}/VERSION", b"1.0")
+            _add(tf, f"{d}/layer.tar", x)
+            rels.append(f"{d}/layer.tar")
+        _add(tf, _sha(cfg) + ".json", cfg)
+        _add(tf, "manifest.json", json.dumps([{"Config": _sha(cfg) + ".json",
+                                               "RepoTags": [tag], "Layers": rels}]).encode())
+        _add(tf, "repositories", b"{}")
+    return b.getvalue()
+
+
+def oci_layout_tar(layers: list[bytes], tag: str = "t") -> bytes:
+    """An OCI image layout as a tar (``./oci-layout``, ``./index.json``, ``./blobs/...``)."""
+    blobs = {}
+
+    def put(x: bytes) -> dict:
+        blobs[_sha(x)] = x
+        return {"digest": "sha256:" + _sha(x), "size": len(x)}
+    descs = [dict(put(x), mediaType="application/vnd.oci.image.layer.v1.tar") for x in layers]
+    cfg = put(json.dumps({"rootfs": {"type": "layers", "diff_ids": [
+        "sha256:" + _sha(x) for x in layers]}}).encode())
+    man = put(json.dumps({"schemaVersion": 2, "config": cfg, "layers": descs}).encode())
+    index = {"schemaVersion": 2, "manifests": [
+        dict(man, annotations={"org.opencontainers.image.ref.name": tag})]}
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        _add(tf, "./", None, tarfile.DIRTYPE)
+        _add(tf, "./blobs/", None, tarfile.DIRTYPE)
+        _add(tf, "./blobs/sha256/", None, tarfile.DIRTYPE)
+        for h, x in sorted(blobs.items()):
+            _add(tf, f"./blobs/sha256/{h}", x)
+        _add(tf, "./index.json", json.dumps(index).encode())
+        _add(tf, "./oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+    return b.getvalue()
 
 
 # -- reference applier ------------------------------------------------------------------

@@ -214,8 +214,9 @@ def cli_store(tmp_path):
     return path
 
 
-def _gz_with_zeros(path, head: bytes, n: int, tail: bytes) -> None:
-    """gzip of head + n bytes of b"a" + padding + tail, written in pieces."""
+def _gz_bomb(path, head: bytes, n: int, mid: bytes, tail: bytes) -> None:
+    """gzip of: head, n bytes of b"a", mid, zeros to a 512-byte boundary, tail
+    (written in pieces: the test itself stays small)."""
     with gzip.open(path, "wb", compresslevel=1) as f:
         f.write(head)
         chunk = b"a" * (1 << 20)
@@ -223,15 +224,14 @@ def _gz_with_zeros(path, head: bytes, n: int, tail: bytes) -> None:
         while left:
             f.write(chunk[:min(left, len(chunk))])
             left -= min(left, len(chunk))
-        f.write(b"\0" * (-n % 512) + tail)
+        f.write(mid + b"\0" * (-(len(head) + n + len(mid)) % 512) + tail)
 
 
 @pytest.mark.parametrize("typ", [tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK])
 def test_gnu_long_name_bomb(cli_store, tmp_path, typ):
     p = tmp_path / "bomb.tar.gz"
     t = tarfile.TarInfo("short")
-    _gz_with_zeros(p, R.gnu_long_header(BIG + 1, typ), BIG + 1,
-                   t.tobuf(tarfile.GNU_FORMAT) + R.END)
+    _gz_bomb(p, R.gnu_long_header(BIG + 1, typ), BIG, b"\0", t.tobuf(tarfile.GNU_FORMAT) + R.END)
     assert os.path.getsize(p) < 2 << 20
     H.refused(cli_store, [p, "new", "--parent", "base"], r"GNU long (name|link target) of "
               r"268435457 bytes \(limit 4096\)")
@@ -239,13 +239,13 @@ def test_gnu_long_name_bomb(cli_store, tmp_path, typ):
 
 def test_pax_record_bomb(cli_store, tmp_path):
     p = tmp_path / "pax.tar.gz"
-    rec_head = f"{BIG + 20} comment=".encode()
-    body_len = BIG + 20 - len(rec_head) - 1
+    size = BIG + 20
+    rec_head = f"{size} comment=".encode()
     x = tarfile.TarInfo("PaxHeaders/x")
-    x.type, x.size = tarfile.XHDTYPE, BIG + 20
+    x.type, x.size = tarfile.XHDTYPE, size
     t = tarfile.TarInfo("f")
-    _gz_with_zeros(p, x.tobuf(tarfile.USTAR_FORMAT) + rec_head, body_len,
-                   b"\n" + t.tobuf(tarfile.USTAR_FORMAT) + R.END)
+    _gz_bomb(p, x.tobuf(tarfile.USTAR_FORMAT) + rec_head, size - len(rec_head) - 1, b"\n",
+             t.tobuf(tarfile.USTAR_FORMAT) + R.END)
     H.refused(cli_store, [p, "new", "--parent", "base"], r"PAX header of \d+ bytes")
 
 

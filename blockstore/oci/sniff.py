@@ -34,6 +34,7 @@ import tempfile
 
 from ..errors import InvalidInput
 from .compress import detect, open_stream
+from .safety import show
 from .tarread import Info
 
 _IMAGE_DIR = re.compile(r"^(blobs|[0-9a-f]{64})$")
@@ -61,7 +62,7 @@ class Classifier:
         if not image_like:
             if self.first:
                 return "layer"
-            self.other = self.other or name
+            self.other = self.other or (name.rstrip("/") + "/" if isdir else name)
         elif len(parts) == 1:
             self.markers.add(top)
         self.first = False
@@ -83,7 +84,7 @@ class Classifier:
             return kind
         marker = "manifest.json" if kind == "docker" else "index.json and oci-layout"
         raise Ambiguous(f"it holds {marker} like an image archive, and also "
-                        f"{self.other[:200]!r} like a layer")
+                        f"{show(self.other)} like a layer")
 
 
 def _names_seekable(f):
