@@ -19,11 +19,13 @@ decompression (gzip, zstd), by these rules:
   or ``"image"``), never imported silently as one layer; a caller that
   gave a parent means a layer.
 
-A compressed archive that is not decided at its first member is
-decompressed once into an unnamed temporary file in the store directory
-(``O_TMPFILE``; gone when closed, even after a crash), which image import
-then reads at random, and which a late-decided layer is applied from.
-Cost: the uncompressed size, temporarily, on the store's disk.
+A compressed archive not decided at its first member is decompressed once
+to read its names (nothing is kept).  A compressed image is then
+decompressed again into an unnamed temporary file in the store directory
+(``O_TMPFILE``; gone when closed, even after a crash; runs of zeros are
+holes), which image import reads at random.  Cost: for an image, two
+decompressions and its uncompressed size, temporarily, on the store's disk;
+for a layer decided late, one more decompression and no disk.
 """
 from __future__ import annotations
 
@@ -139,14 +141,23 @@ def temp_file(directory: str):
     return os.fdopen(fd, "w+b")
 
 
-class _Tee:
-    def __init__(self, inner, out):
-        self.inner, self.out = inner, out
-
-    def read(self, n: int = -1) -> bytes:
-        b = self.inner.read(n)
-        self.out.write(b)
-        return b
+def decompress_to(raw, out) -> None:
+    """The decompressed bytes of raw into file out; runs of zeros become holes
+    (a compressed run of zeros costs no disk)."""
+    stream, _ = open_stream(raw)
+    end = 0
+    while True:
+        b = stream.read(1 << 20)
+        if not b:
+            break
+        if b.count(0) == len(b):
+            out.seek(len(b), os.SEEK_CUR)
+        else:
+            out.write(b)
+        end += len(b)
+    out.truncate(end)
+    out.flush()
+    out.seek(0)
 
 
 def _decide(c: Classifier, fmt: str, what: str, ambiguous_is_layer: bool) -> str:
@@ -167,8 +178,8 @@ def _decide(c: Classifier, fmt: str, what: str, ambiguous_is_layer: bool) -> str
 
 def examine(path: str, fmt: str, tmp_dir: str, ambiguous_is_layer: bool = False):
     """(kind, reader or None) of the archive at path.  kind: 'docker', 'oci'
-    or 'layer'; the reader (positioned at 0) is the decompressed archive when
-    it had to be decompressed to decide, else None (read ``path``).
+    or 'layer'; the reader (positioned at 0) is the decompressed archive for
+    a compressed image, else None (read ``path``).
     fmt: 'auto', 'image' or 'layer' (the caller's word; 'layer' is not sniffed);
     ambiguous_is_layer: the caller has reason to expect a layer (a parent)."""
     what = os.path.basename(path)
@@ -180,23 +191,20 @@ def examine(path: str, fmt: str, tmp_dir: str, ambiguous_is_layer: bool = False)
         c = Classifier()
         if not compressed:
             early = _classify(_names_seekable(f), c)
-            return ("layer" if early and fmt == "auto" else _decide(c, fmt, what, ambiguous_is_layer)), None
-        stream, _ = open_stream(f)
+            if early and fmt == "auto":
+                return "layer", None
+            return _decide(c, fmt, what, ambiguous_is_layer), None
+        early = _classify(_names_stream(open_stream(f)[0]), c)
+        if early and fmt == "auto":
+            return "layer", None
+        kind = _decide(c, fmt, what, ambiguous_is_layer)
+        if kind == "layer":
+            return kind, None                     # applied from path (decompressed again)
+        f.seek(0)
         tmp = temp_file(tmp_dir)
         try:
-            early = _classify(_names_stream(_Tee(stream, tmp)), c)
-            if early and fmt == "auto":
-                tmp.close()
-                return "layer", None
-            kind = _decide(c, fmt, what, ambiguous_is_layer)
-            while True:                                # the rest (padding, end blocks)
-                b = stream.read(1 << 20)
-                if not b:
-                    break
-                tmp.write(b)
-            tmp.flush()
-            tmp.seek(0)
-            return kind, tmp
+            decompress_to(f, tmp)
         except BaseException:
             tmp.close()
             raise
+        return kind, tmp
