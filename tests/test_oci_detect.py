@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -113,3 +115,26 @@ def test_compressed_layers_stay_layers(store, tmp_path, entries):
             if e[1] == "f":
                 assert fs.read_bytes("/" + e[0]) == e[2].encode()
     assert store.info("l").labels["oci.diff_id"].startswith("sha256:")
+
+
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("umoci", "skopeo"))
+                    or os.geteuid() != 0, reason="needs root, umoci and skopeo (`make setup`)")
+@pytest.mark.parametrize("how", ["gzip", "zstd"])
+def test_compressed_skopeo_docker_archive(cli_store, tmp_path, how):
+    """A docker archive as skopeo writes it (layer tars reached through symlinks)."""
+    L, B, D = tmp_path / "layout", tmp_path / "bundle", tmp_path / "d.tar"
+    for cmd in (["umoci", "init", "--layout", L], ["umoci", "new", "--image", f"{L}:t"],
+                ["umoci", "unpack", "--image", f"{L}:t", B]):
+        subprocess.run(cmd, check=True, capture_output=True)
+    (B / "rootfs" / "etc").mkdir()
+    (B / "rootfs" / "etc" / "x").write_text("hi\n")
+    for cmd in (["umoci", "repack", "--image", f"{L}:t", B],
+                ["skopeo", "copy", "-q", f"oci:{L}:t", f"docker-archive:{D}:x/y:1"]):
+        subprocess.run(cmd, check=True, capture_output=True)
+    p = tmp_path / f"d.tar.{how}"
+    p.write_bytes(_compress(D.read_bytes(), how))
+    r = H.run(cli_store, "import", f"{p}:1", "img")
+    assert r.returncode == 0, r.stderr
+    with Store.open(cli_store) as s, s.fs("img") as fs:
+        assert fs.read_bytes("/etc/x") == b"hi\n"
+        assert sorted(fs.listdir("/")) == ["etc"]
