@@ -340,7 +340,7 @@ def apply_stream(store, work: str, stream, limits: safety.Limits, progress=None,
                     if isinstance(exc, InvalidInput) and "layer entry" in str(exc):
                         raise
                     raise type(exc)(f"layer entry {safety.show(m.name)}: {exc.message}",
-                                    path=safety.show(m.name)) from None
+                                    path=safety.cut(m.name)) from None
                 if progress:
                     progress(m.name, m.size if m.isreg() else 0)
             if ap.fst.root != rec.root:

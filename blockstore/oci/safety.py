@@ -55,6 +55,18 @@ class Limits:
         self.max_file_size = max_file_size
 
 
+def cut(name) -> str:
+    """An entry name cut to SHOW_MAX characters (the cut said, with the full
+    length), for the path an error carries."""
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    if name is None:
+        return "?"
+    if len(name) <= SHOW_MAX:
+        return name
+    return f"{name[:SHOW_MAX]}... ({len(os.fsencode(name))} bytes)"
+
+
 def show(name) -> str:
     """An entry name for messages: quoted, cut to SHOW_MAX characters (the
     cut is said, with the full length), whatever its length."""
@@ -69,8 +81,7 @@ def show(name) -> str:
 
 def refuse(entry, why: str, kind: str = "layer entry") -> InvalidInput:
     """The refusal of one archive entry (its name shown through ``show``)."""
-    shown = show(entry)
-    return InvalidInput(f"refused {kind} {shown}: {why}", path=shown)
+    return InvalidInput(f"refused {kind} {show(entry)}: {why}", path=cut(entry))
 
 
 def split_path(name: str, entry: str | None = None) -> tuple[bytes, ...]:

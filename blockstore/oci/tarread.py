@@ -236,8 +236,8 @@ class Members:
             raise InvalidInput(f"{self.what}: not a tar archive or damaged first header "
                                f"({exc})") from None
 
-    def _shown(self) -> str | None:
-        return safety.show(self.last) if self.last else None
+    def _cut(self) -> str | None:
+        return safety.cut(self.last) if self.last else None
 
     def _where(self) -> str:
         return f"after entry {safety.show(self.last)}" if self.last else "at the first entry"
@@ -254,7 +254,7 @@ class Members:
                 if str(exc) == "unexpected end of data" and tf.fileobj.pos >= data_end:
                     return      # all data there, only the padding and end blocks missing
                 raise InvalidInput(f"{self.what}: damaged or truncated archive {self._where()}: "
-                                   f"{exc}", path=self._shown()) from None
+                                   f"{exc}", path=self._cut()) from None
             tf.members.clear()
             if m is None:
                 self._check_end(tf)
@@ -276,5 +276,5 @@ class Members:
             return
         if isinstance(r, tarfile.TruncatedHeaderError):
             raise InvalidInput(f"{self.what}: truncated archive {self._where()}",
-                               path=self._shown())
-        raise InvalidInput(f"{self.what}: bad tar header {self._where()} ({r})", path=self._shown())
+                               path=self._cut())
+        raise InvalidInput(f"{self.what}: bad tar header {self._where()} ({r})", path=self._cut())
