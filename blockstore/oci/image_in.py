@@ -6,9 +6,10 @@ The top snapshot is then snapshotted again (O(1)) under the user's name.
 
 Verified: every blob's sha256 against its descriptor digest (OCI) or file
 name (docker), its length against the descriptor's ``size`` when given (a
-layer blob is read no further than that), every uncompressed layer against the config's ``diff_ids``,
-manifest and config documents against their digests.  On any error every
-snapshot this import created is removed again: the store is unchanged.
+layer blob is read no further than that), every uncompressed layer against
+the config's ``diff_ids``, manifest and config documents against their
+digests.  On any error every snapshot this import created is removed
+again: the store is unchanged.
 
 Choosing an image: ``PATH:TAG`` picks the manifest whose
 ``org.opencontainers.image.ref.name`` is TAG (OCI), or whose ``RepoTags``

@@ -5,8 +5,9 @@ header after the first member as the end of the archive and stops
 silently.  ``Members`` records why the archive ended and refuses every end
 but two: an end-of-archive block of zeros, or a clean end of input after
 a member's complete data (layers written by older umoci have no
-end-of-archive blocks, and not even the padding of the last member).  Memory: one member header at a time (tarfile's member list is
-cleared as we go).  Errors are ``InvalidInput`` naming the last entry.
+end-of-archive blocks, and not even the padding of the last member).
+Memory: one member header at a time (tarfile's member list is cleared as
+we go).  Errors are ``InvalidInput`` naming the last entry.
 
 ``Info`` is the TarInfo class every archive reader of this package uses
 (layers, image archives, the format sniffer): it applies the header limits
@@ -277,4 +278,5 @@ class Members:
         if isinstance(r, tarfile.TruncatedHeaderError):
             raise InvalidInput(f"{self.what}: truncated archive {self._where()}",
                                path=self._cut())
-        raise InvalidInput(f"{self.what}: bad tar header {self._where()} ({r})", path=self._cut())
+        raise InvalidInput(f"{self.what}: bad tar header {self._where()} ({r})",
+                           path=self._cut())
