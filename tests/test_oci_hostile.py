@@ -282,6 +282,13 @@ def test_pax_numbers_out_of_range(cli_store, tmp_path, key, value):
     H.refused(cli_store, [p, "new", "--parent", "base"], rf"refused layer entry 'f': .*{key}")
 
 
+def test_bad_base64_xattr(cli_store, tmp_path):
+    p = tmp_path / "x.tar"
+    p.write_bytes(R.pax_entry("f", {"LIBARCHIVE.xattr.user.x": "a"}, b"x") + R.END)
+    H.refused(cli_store, [p, "new", "--parent", "base"],
+              r"refused layer entry 'f': bad base64 in PAX 'LIBARCHIVE\.xattr\.user\.x'")
+
+
 def test_pax_negative_mtime_is_a_time(cli_store, tmp_path):
     """Before 1970 is a time: accepted (the range check is not a sign check)."""
     p = tmp_path / "n.tar"

@@ -69,7 +69,11 @@ def _xattrs(member: tarfile.TarInfo) -> dict[bytes, bytes]:
             out[k[13:].encode("utf-8", "surrogateescape")] = v.encode("utf-8", "surrogateescape")
         elif k.startswith("LIBARCHIVE.xattr."):
             from urllib.parse import unquote_to_bytes
-            out[unquote_to_bytes(k[17:])] = base64.b64decode(v + "=" * (-len(v) % 4))
+            try:
+                out[unquote_to_bytes(k[17:])] = base64.b64decode(v + "=" * (-len(v) % 4))
+            except ValueError as exc:                       # binascii.Error
+                raise safety.refuse(member.name, f"bad base64 in PAX {safety.show(k)} "
+                                    f"({exc})") from None
     return out
 
 
