@@ -153,10 +153,11 @@ class TarSource:
         """The regular member rel names, following symlinks and hard links
         between members (at most LINK_HOPS)."""
         key = safety.split_path(rel, rel)
-        for _ in range(LINK_HOPS):
+        for hop in range(LINK_HOPS):
             m = self.index.get(b"/".join(key))
             if m is None:
-                raise NotFound(f"image file {rel!r} is missing from the archive",
+                via = f" (a link to {safety.show(b'/'.join(key))})" if hop else ""
+                raise NotFound(f"image file {rel!r}{via} is missing from the archive",
                                path=self.label)
             if m.isreg():
                 return m
