@@ -214,6 +214,16 @@ def cli_store(tmp_path):
     return path
 
 
+def test_the_memory_limit_holds(tmp_path):
+    """The limit the hostile imports run under stops a process at 1 GiB
+    (RLIMIT_DATA is enforced for mmap'd memory since Linux 4.7)."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", "b = bytearray(2 << 30); print(len(b))"],
+                       capture_output=True, timeout=H.TIMEOUT, preexec_fn=H._limit)
+    assert r.returncode != 0 and b"MemoryError" in r.stderr
+
+
 def _gz_bomb(path, head: bytes, n: int, mid: bytes, tail: bytes) -> None:
     """gzip of: head, n bytes of b"a", mid, zeros to a 512-byte boundary, tail
     (written in pieces: the test itself stays small)."""
