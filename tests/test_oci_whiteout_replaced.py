@@ -70,10 +70,13 @@ def _sh(*cmd):
     assert r.returncode == 0, f"{cmd}: {r.stderr[-2000:]}"
 
 
-@pytest.mark.skipif(shutil.which("umoci") is None or os.geteuid() != 0,
-                    reason="needs root and umoci (`make setup` installs it)")
-def test_umoci_layer_replacing_a_directory_by_a_file(store, tmp_path):
-    L, B = str(tmp_path / "layout"), str(tmp_path / "bundle")
+@pytest.fixture(scope="module")
+def umoci_image(tmp_path_factory):
+    """An image whose second layer umoci wrote after a directory became a file."""
+    if shutil.which("umoci") is None or os.geteuid() != 0:
+        pytest.skip("needs root and umoci (`make setup` installs it)")
+    t = tmp_path_factory.mktemp("umoci")
+    L, B = str(t / "layout"), str(t / "bundle")
     _sh("umoci", "init", "--layout", L)
     _sh("umoci", "new", "--image", f"{L}:img")
     _sh("umoci", "unpack", "--image", f"{L}:img", B)
@@ -87,8 +90,21 @@ def test_umoci_layer_replacing_a_directory_by_a_file(store, tmp_path):
     with open(d, "w") as f:
         f.write("now a file\n")
     _sh("umoci", "repack", "--image", f"{L}:img", B)
-    # the layer umoci wrote: the file first, then the whiteouts of its old children
+    U = str(t / "unpacked")
+    _sh("umoci", "unpack", "--image", f"{L}:img", U)
+    srcs = {"layout": f"{L}:img"}
+    srcs["layout-tar"] = str(t / "layout.tar")
+    _sh("tar", "-C", L, "-cf", srcs["layout-tar"], ".")
+    if shutil.which("skopeo"):
+        srcs["docker"] = str(t / "docker.tar")
+        _sh("skopeo", "copy", "-q", f"oci:{L}:img", f"docker-archive:{srcs['docker']}:x/img:1")
+    return {"layout": L, "srcs": srcs, "want": R.describe(os.path.join(U, "rootfs"),
+                                                           with_root=False)}
+
+
+def test_umoci_writes_the_file_before_the_whiteouts(umoci_image):
     import json
+    L = umoci_image["layout"]
     with open(os.path.join(L, "index.json")) as f:
         man_digest = json.load(f)["manifests"][0]["digest"]
     with open(os.path.join(L, "blobs/sha256", man_digest[7:])) as f:
@@ -96,12 +112,16 @@ def test_umoci_layer_replacing_a_directory_by_a_file(store, tmp_path):
     with tarfile.open(os.path.join(L, "blobs/sha256", top[7:])) as tf:
         names = [m.name.lstrip("./") for m in tf]
     assert names.index("etc/cron.daily") < names.index("etc/cron.daily/.wh.apt-compat")
-    rec = import_image(store, f"{L}:img", "img")
-    with store.fs(rec.name) as fs:
+
+
+@pytest.mark.parametrize("kind", ["layout", "layout-tar", "docker"])
+def test_umoci_layer_replacing_a_directory_by_a_file(store, tmp_path, umoci_image, kind):
+    src = umoci_image["srcs"].get(kind)
+    if src is None:
+        pytest.skip("needs skopeo")
+    import_image(store, src, "img")
+    with store.fs("img") as fs:
         assert fs.read_bytes("/etc/cron.daily") == b"now a file\n"
-    U = str(tmp_path / "unpacked")
-    _sh("umoci", "unpack", "--image", f"{L}:img", U)
     out = tmp_path / "out"
     store.export_dir("img", str(out))
-    assert R.diff_desc(R.describe(str(out), with_root=False),
-                       R.describe(os.path.join(U, "rootfs"), with_root=False)) == []
+    assert R.diff_desc(R.describe(str(out), with_root=False), umoci_image["want"]) == []
