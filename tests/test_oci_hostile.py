@@ -2,9 +2,13 @@
 and the store is left unchanged (no snapshot, no working clone, check ok)."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -13,6 +17,7 @@ from blockstore import Store
 from blockstore.errors import BlockstoreError
 from blockstore.oci import import_image
 
+import _hostile as H
 import oci_ref as R
 
 
@@ -198,11 +203,6 @@ def test_malformed_manifest_json(store, tmp_path, doc):
 
 # -- memory bombs and crashes, run as the CLI under a memory limit and a timeout ---------
 # (issue 15 items 6 and 7; see _hostile.py for the limits)
-import gzip  # noqa: E402
-import os  # noqa: E402
-
-import _hostile as H  # noqa: E402
-
 BIG = 256 << 20
 
 
@@ -217,8 +217,6 @@ def cli_store(tmp_path):
 def test_the_memory_limit_holds(tmp_path):
     """The limit the hostile imports run under stops a process at 1 GiB
     (RLIMIT_DATA is enforced for mmap'd memory since Linux 4.7)."""
-    import subprocess
-    import sys
     r = subprocess.run([sys.executable, "-c", "b = bytearray(2 << 30); print(len(b))"],
                        capture_output=True, timeout=H.TIMEOUT, preexec_fn=H._limit)
     assert r.returncode != 0 and b"MemoryError" in r.stderr
