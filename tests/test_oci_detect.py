@@ -138,3 +138,14 @@ def test_compressed_skopeo_docker_archive(cli_store, tmp_path, how):
     with Store.open(cli_store) as s, s.fs("img") as fs:
         assert fs.read_bytes("/etc/x") == b"hi\n"
         assert sorted(fs.listdir("/")) == ["etc"]
+
+
+def test_layer_of_top_level_files_with_a_manifest_gets_a_hint(cli_store, tmp_path):
+    """Only top-level files, one named manifest.json: read as a docker archive;
+    when that fails the message says how to import it as a layer."""
+    p = tmp_path / "files.tar"
+    p.write_bytes(R.layer([("manifest.json", "f", '{"app": 1}'), ("app", "f", "x")]))
+    H.refused(cli_store, [p, "new"], r"malformed manifest.json.*if files.tar is a layer tar, "
+              r"import it with --format layer")
+    r = H.run(cli_store, "import", "--format", "layer", p, "new")
+    assert r.returncode == 0, r.stderr

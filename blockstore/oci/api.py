@@ -74,7 +74,14 @@ def import_image(store, src, name: str, parent: str | None = None, progress=None
         else:
             source = TarSource(path, fileobj=decompressed, label=path)
         try:
-            img = read_docker(source, tag) if kind == "docker" else read_oci(source, tag)
+            try:
+                img = read_docker(source, tag) if kind == "docker" else read_oci(source, tag)
+            except InvalidInput as exc:
+                if format != "auto" or tag is not None or os.path.isdir(path):
+                    raise
+                raise InvalidInput(f"{exc.message} (read as an image archive; if "
+                                   f"{os.path.basename(path)} is a layer tar, import it "
+                                   "with --format layer)", path=exc.filename) from None
             return import_chain(store, img, name, progress, limits)
         finally:
             source.close()
