@@ -90,9 +90,9 @@ class Classifier:
 
 
 def _names_seekable(f):
-    """Member names of an uncompressed archive (random access: data is seeked over)."""
+    """Member names of an uncompressed archive (random access: data is seeked over).
+    A header the limits refuse is refused here, as the layer reader would."""
     with tarfile.open(fileobj=f, mode="r:", tarinfo=Info) as tf:
-        tf._bs_kind = "archive member"
         while True:
             m = tf.next()
             if m is None:
@@ -104,7 +104,6 @@ def _names_seekable(f):
 
 def _names_stream(f):
     with tarfile.open(fileobj=f, mode="r|", tarinfo=Info) as tf:
-        tf._bs_kind = "archive member"
         while True:
             m = tf.next()
             if m is None:
