@@ -396,3 +396,12 @@ def test_layout_blob_longer_than_its_descriptor(store, tmp_path):
     blob = root / "blobs" / "sha256" / hashlib.sha256(layer).hexdigest()
     blob.write_bytes(layer + b"\0" * 512)
     _refused_image(store, str(root), r"longer than its descriptor's size 10240")
+
+
+def test_image_archive_member_past_the_end(cli_store, tmp_path):
+    """An image archive member claiming more data than the archive holds."""
+    p = tmp_path / "img.tar"
+    p.write_bytes(R.pax_entry("manifest.json", {"size": 2 ** 60}, b"[]") + R.END)
+    H.refused(cli_store, [p, "img", "--format", "image"],
+              r"refused archive member 'manifest.json': claims 1152921504606846976 bytes, past "
+              r"the archive's end")
