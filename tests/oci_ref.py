@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat as S
@@ -52,6 +53,107 @@ def layer(entries, fmt=tarfile.PAX_FORMAT) -> bytes:
             ti.type = tarfile.FIFOTYPE
         t.addfile(ti, io.BytesIO(data) if data is not None else None)
     t.close()
+    return b.getvalue()
+
+
+# -- hand-made headers, for what tarfile will not write -------------------------
+END = b"\0" * 1024                      # end-of-archive blocks
+
+
+def _pad(b: bytes) -> bytes:
+    return b + b"\0" * (-len(b) % 512)
+
+
+def pax_records(records: dict) -> bytes:
+    """PAX records ("LEN key=value\n") for arbitrary values (str or bytes)."""
+    out = b""
+    for k, v in records.items():
+        kv = f" {k}=".encode() + (v if isinstance(v, bytes) else str(v).encode()) + b"\n"
+        n = len(kv) + 1
+        while len(str(n)) + len(kv) != n:
+            n = len(str(n)) + len(kv)
+        out += str(n).encode() + kv
+    return out
+
+
+def pax_entry(name: str, records: dict, body: bytes = b"", typ: bytes = tarfile.REGTYPE,
+              xtype: bytes = tarfile.XHDTYPE) -> bytes:
+    """An extended header with these records, then a ustar member ``name``."""
+    rec = pax_records(records)
+    x = tarfile.TarInfo("PaxHeaders/x")
+    x.type, x.size = xtype, len(rec)
+    t = tarfile.TarInfo(name)
+    t.type, t.size = typ, len(body)
+    return (x.tobuf(tarfile.USTAR_FORMAT) + _pad(rec) + t.tobuf(tarfile.USTAR_FORMAT)
+            + _pad(body))
+
+
+def gnu_long_header(size: int, typ: bytes = tarfile.GNUTYPE_LONGNAME) -> bytes:
+    """The header of a GNU long name (or link) record claiming ``size`` bytes."""
+    L = tarfile.TarInfo("././@LongLink")
+    L.type, L.size = typ, size
+    return L.tobuf(tarfile.GNU_FORMAT)
+
+
+# -- whole images ---------------------------------------------------------------------
+def _add(tf, name: str, data: bytes | None, typ=tarfile.REGTYPE) -> None:
+    ti = tarfile.TarInfo(name)
+    ti.type = typ
+    ti.size = len(data) if data is not None else 0
+    ti.mode = 0o755 if typ == tarfile.DIRTYPE else 0o644
+    tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def docker_archive(layers: list[bytes], tag: str = "img:1", extra=()) -> bytes:
+    """A ``docker save`` tarball (the classic layout: ``<hex>/layer.tar``,
+    ``<hex>.json`` config, ``manifest.json``, ``repositories``); extra:
+    (name, bytes) members written first."""
+    cfg = json.dumps({"rootfs": {"type": "layers",
+                                 "diff_ids": ["sha256:" + _sha(x) for x in layers]}}).encode()
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in extra:
+            _add(tf, name, data)
+        rels = []
+        for x in layers:
+            d = _sha(x)
+            _add(tf, d, None, tarfile.DIRTYPE)
+            _add(tf, f"{d}/VERSION", b"1.0")
+            _add(tf, f"{d}/layer.tar", x)
+            rels.append(f"{d}/layer.tar")
+        _add(tf, _sha(cfg) + ".json", cfg)
+        _add(tf, "manifest.json", json.dumps([{"Config": _sha(cfg) + ".json",
+                                               "RepoTags": [tag], "Layers": rels}]).encode())
+        _add(tf, "repositories", b"{}")
+    return b.getvalue()
+
+
+def oci_layout_tar(layers: list[bytes], tag: str = "t") -> bytes:
+    """An OCI image layout as a tar (``./oci-layout``, ``./index.json``, ``./blobs/...``)."""
+    blobs = {}
+
+    def put(x: bytes) -> dict:
+        blobs[_sha(x)] = x
+        return {"digest": "sha256:" + _sha(x), "size": len(x)}
+    descs = [dict(put(x), mediaType="application/vnd.oci.image.layer.v1.tar") for x in layers]
+    cfg = put(json.dumps({"rootfs": {"type": "layers", "diff_ids": [
+        "sha256:" + _sha(x) for x in layers]}}).encode())
+    man = put(json.dumps({"schemaVersion": 2, "config": cfg, "layers": descs}).encode())
+    index = {"schemaVersion": 2, "manifests": [
+        dict(man, annotations={"org.opencontainers.image.ref.name": tag})]}
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        _add(tf, "./", None, tarfile.DIRTYPE)
+        _add(tf, "./blobs/", None, tarfile.DIRTYPE)
+        _add(tf, "./blobs/sha256/", None, tarfile.DIRTYPE)
+        for h, x in sorted(blobs.items()):
+            _add(tf, f"./blobs/sha256/{h}", x)
+        _add(tf, "./index.json", json.dumps(index).encode())
+        _add(tf, "./oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
     return b.getvalue()
 
 
@@ -108,6 +210,8 @@ def apply_layer(root: str, data: bytes) -> None:
             parent = os.path.dirname(path) if parts else None
             if parts and parts[-1] == ".wh..wh..opq":
                 d = os.path.dirname(path)
+                if os.path.lexists(d) and (os.path.islink(d) or not os.path.isdir(d)):
+                    continue                   # not a directory any more: nothing below
                 restore = _keep_mtime(d)
                 prune(d, parts[:-1])
                 restore()

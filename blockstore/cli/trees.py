@@ -73,17 +73,22 @@ def _host_source(src: str) -> str:
 @click.argument("name")
 @click.option("--parent", metavar="SNAPSHOT", shell_complete=snapshot_names,
               help="Import on top of this snapshot (a layer tar applies onto it).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "image", "layer"]),
+              default="auto", show_default=True,
+              help="What an archive SRC is. auto: an image archive or a layer tar, told by "
+                   "its member names (one that could be either is refused).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Label (repeatable).")
 @output_options()
 @pass_ctx
-def import_cmd(ctx: Ctx, src, name, parent, labels):
+def import_cmd(ctx: Ctx, src, name, parent, fmt, labels):
     """Import SRC as snapshot NAME.
 
     SRC is a directory, an OCI image layout (a directory with index.json or
     a tar of one), a `docker save` tarball (either as PATH:TAG to pick one
-    image), or a layer tar (plain, gzip or zstd) applied onto --parent.
-    SRC `-` reads a tar or an image archive from stdin (what `export ... -`
-    writes).  An image becomes a chain of snapshots, the top one named NAME.
+    image; archives may be gzip or zstd compressed), or a layer tar (plain,
+    gzip or zstd) applied onto --parent. SRC `-` reads a tar or an image
+    archive from stdin (what `export ... -` writes). An image becomes a chain
+    of snapshots, the top one named NAME.
     """
     store = ctx.store()
     labels = split_kv(labels)
@@ -102,12 +107,15 @@ def import_cmd(ctx: Ctx, src, name, parent, labels):
         os.path.exists(os.path.join(host, f)) for f in ("index.json", "oci-layout"))
     with progress(ctx, f"importing {src}") as cb:
         if plain_dir:
+            if fmt != "auto":
+                raise InvalidInput("--format applies to archives and image layouts, "
+                                   "not to a plain directory")
             store.import_dir(src, name, parent=parent, labels=labels, progress=cb)
             labels = {}
         else:
             what = "importing image archives and layer tars"
             hook("blockstore.oci", "import_image", what)(store, src, name, parent=parent,
-                                                         progress=cb)
+                                                         progress=cb, format=fmt)
     rec = store.label(name, **labels) if labels else store.info(name)
     if ctx.json:
         F.emit_json(F.record(rec))

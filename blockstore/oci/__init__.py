@@ -2,11 +2,13 @@
 
 Public entry points (the CLI calls these):
 
-* ``import_image(store, src, name, parent=None, progress=None, allow_devices=True)``
-  -- ``src`` is an OCI layout directory, a tar of one, a ``docker save``
-  tarball (any of them as ``PATH:TAG`` to pick one image), or a single
-  layer tar (plain, gzip or zstd; a path or a binary reader) applied onto
-  snapshot ``parent``.  Returns the record of snapshot ``name``.
+* ``import_image(store, src, name, parent=None, progress=None, allow_devices=True,
+  format="auto")`` -- ``src`` is an OCI layout directory, a tar of one, a
+  ``docker save`` tarball (any of them as ``PATH:TAG`` to pick one image;
+  archives plain, gzip or zstd), or a single layer tar (a path or a binary
+  reader) applied onto snapshot ``parent``; ``format`` "image" or "layer"
+  settles an archive that could be either (``sniff``).  Returns the record
+  of snapshot ``name``.
 * ``export_tar(store, name, out, parent=None)`` -- the whole tree as a
   reproducible tar, or (``parent`` given) the OCI layer that turns
   ``parent`` into ``name``, with whiteouts and opaque markers.
@@ -15,7 +17,8 @@ Public entry points (the CLI calls these):
   ``docker save`` tarball, one layer per snapshot.
 
 Module map: safety (hostile-input rules), compress (magic detection),
-tarread (strict streaming tar reader), layer_in (apply one layer), chain
+tarread (strict streaming tar reader, header limits), sniff (image
+archive or layer), layer_in (apply one layer), chain
 (one layer -> one snapshot, atomic), sources + image_in (image formats),
 layer_out (full and diff tars), image_out (layout / docker archive).
 """

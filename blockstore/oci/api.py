@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import os
-import tarfile
 
 from ..errors import InvalidInput, NotFound
 from . import safety
 from .chain import import_layer
-from .compress import detect
 from .image_in import import_chain, read_docker, read_oci
+from .sniff import examine
 from .sources import DirSource, TarSource
 
-SNIFF_MEMBERS = 4096
+FORMATS = ("auto", "image", "layer")
 
 
 def _split_tag(src: str) -> tuple[str, str | None]:
@@ -23,75 +22,80 @@ def _split_tag(src: str) -> tuple[str, str | None]:
     return path, tag
 
 
-def _sniff_tar(path: str) -> str:
-    """'docker', 'oci' or 'layer': looks for the top-level files of an image
-    archive among the first SNIFF_MEMBERS headers (data is skipped, not read)."""
-    names = set()
-    try:
-        with tarfile.open(path, "r:") as tf:
-            for _ in range(SNIFF_MEMBERS):
-                m = tf.next()
-                if m is None:
-                    break
-                tf.members.clear()
-                names.add(m.name.lstrip("./") if m.name.startswith("./") else m.name)
-    except tarfile.TarError:
-        return "layer"                  # the strict layer reader reports the damage
-    if "manifest.json" in names:
-        return "docker"
-    if "index.json" in names and "oci-layout" in names:
-        return "oci"
-    return "layer"
+def import_image(store, src, name: str, parent: str | None = None, progress=None,
+                 allow_devices: bool = True, max_file_size: int = safety.DEFAULT_MAX_FILE_SIZE,
+                 format: str = "auto"):
+    """Import an image (chain of snapshots) or a single layer; returns ``name``'s record.
 
-
-def kind_of(src) -> tuple[str, str | None, str | None]:
-    """(kind, path, tag) with kind in oci-dir, oci-tar, docker, layer."""
+    ``format``: "auto" tells an image archive from a layer by its member
+    names (``sniff``; an archive that could be either is refused), "image"
+    or "layer" say which it is.  With ``parent`` given, an archive that
+    could be either is a layer."""
+    if format not in FORMATS:
+        raise InvalidInput(f"unknown import format {format!r} (one of {', '.join(FORMATS)})")
+    limits = safety.Limits(allow_devices, max_file_size)
     if hasattr(src, "read"):
-        return "layer", None, None
+        if format == "image":
+            raise InvalidInput("an image is read from a path (a directory or an archive), "
+                               "not from a stream")
+        _new_name(store, name)
+        return import_layer(store, src, name, parent, limits=limits, progress=progress)
     path, tag = _split_tag(os.fspath(src))
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "index.json")):
             raise InvalidInput("directory is not an OCI image layout (no index.json)", path=path)
-        return "oci-dir", path, tag
-    if not os.path.isfile(path):
+        if format == "layer":
+            raise InvalidInput("a directory is not a layer tar", path=path)
+        kind, decompressed = "oci", None
+    elif not os.path.isfile(path):
         raise NotFound("import source does not exist", path=path)
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if detect(head) != "none":
-        return "layer", path, tag
-    k = _sniff_tar(path)
-    return {"docker": "docker", "oci": "oci-tar", "layer": "layer"}[k], path, tag
-
-
-def import_image(store, src, name: str, parent: str | None = None, progress=None,
-                 allow_devices: bool = True, max_file_size: int = safety.DEFAULT_MAX_FILE_SIZE):
-    """Import an image (chain of snapshots) or a single layer; returns ``name``'s record."""
-    limits = safety.Limits(allow_devices, max_file_size)
-    kind, path, tag = kind_of(src)
-    if kind == "layer":
-        if tag is not None:
-            raise InvalidInput("a single layer has no tags", path=path)
-        if store.exists(name):
-            from ..errors import AlreadyExists
-            raise AlreadyExists(f"a tree named {name!r} already exists")
+    else:
+        kind, decompressed = examine(path, format, store.path,
+                                     ambiguous_is_layer=parent is not None)
+    try:
+        if kind == "layer":
+            if tag is not None:
+                raise InvalidInput("a single layer has no tags", path=path)
+            _new_name(store, name)
+            what = f"layer {os.path.basename(path)}"
+            if decompressed is not None:
+                return import_layer(store, decompressed, name, parent, limits=limits,
+                                    progress=progress, what=what)
+            with open(path, "rb") as f:
+                return import_layer(store, f, name, parent, limits=limits, progress=progress,
+                                    what=what)
+        if parent is not None:
+            raise InvalidInput("parent applies to single layer imports; an image brings its own "
+                               "base layers")
         from .. import catalog
         catalog.check_name(name)
-        if path is None:
-            return import_layer(store, src, name, parent, limits=limits, progress=progress)
-        with open(path, "rb") as f:
-            return import_layer(store, f, name, parent, limits=limits, progress=progress,
-                                what=f"layer {os.path.basename(path)}")
-    if parent is not None:
-        raise InvalidInput("parent applies to single layer imports; an image brings its own "
-                           "base layers")
+        if os.path.isdir(path):
+            source = DirSource(path)
+        else:
+            source = TarSource(path, fileobj=decompressed, label=path)
+        try:
+            try:
+                img = read_docker(source, tag) if kind == "docker" else read_oci(source, tag)
+            except InvalidInput as exc:
+                if format != "auto" or tag is not None or os.path.isdir(path):
+                    raise
+                raise InvalidInput(f"{exc.message} (read as an image archive; if "
+                                   f"{os.path.basename(path)} is a layer tar, import it "
+                                   "with --format layer)", path=exc.filename) from None
+            return import_chain(store, img, name, progress, limits)
+        finally:
+            source.close()
+    finally:
+        if decompressed is not None:
+            decompressed.close()
+
+
+def _new_name(store, name: str) -> None:
+    if store.exists(name):
+        from ..errors import AlreadyExists
+        raise AlreadyExists(f"a tree named {name!r} already exists")
     from .. import catalog
     catalog.check_name(name)
-    source = DirSource(path) if kind == "oci-dir" else TarSource(path)
-    try:
-        img = read_docker(source, tag) if kind == "docker" else read_oci(source, tag)
-        return import_chain(store, img, name, progress, limits)
-    finally:
-        source.close()
 
 
 def export_tar(store, name: str, out, parent: str | None = None) -> str:

@@ -5,9 +5,11 @@ read again (a second image sharing base layers costs nothing for them).
 The top snapshot is then snapshotted again (O(1)) under the user's name.
 
 Verified: every blob's sha256 against its descriptor digest (OCI) or file
-name (docker), every uncompressed layer against the config's ``diff_ids``,
-manifest and config documents against their digests.  On any error every
-snapshot this import created is removed again: the store is unchanged.
+name (docker), its length against the descriptor's ``size`` when given (a
+layer blob is read no further than that), every uncompressed layer against
+the config's ``diff_ids``, manifest and config documents against their
+digests.  On any error every snapshot this import created is removed
+again: the store is unchanged.
 
 Choosing an image: ``PATH:TAG`` picks the manifest whose
 ``org.opencontainers.image.ref.name`` is TAG (OCI), or whose ``RepoTags``
@@ -40,6 +42,38 @@ class LayerRef:
     digest: str | None
     open: Callable
     what: str
+    size: int | None = None
+
+
+class Sized:
+    """A reader that refuses to give more than ``size`` bytes, or to end before
+    (a blob must be exactly as long as its descriptor says)."""
+
+    def __init__(self, inner, size: int, what: str):
+        self.inner, self.left, self.what, self.size = inner, size, what, size
+
+    def read(self, n: int = -1) -> bytes:
+        want = self.left + 1 if n is None or n < 0 else min(n, self.left + 1)
+        b = self.inner.read(want)
+        self.left -= len(b)
+        if self.left < 0:
+            raise InvalidInput(f"{self.what}: longer than its descriptor's size {self.size}")
+        if not b and self.left > 0 and want > 0:
+            raise InvalidInput(f"{self.what}: {self.size - self.left} bytes, shorter than its "
+                               f"descriptor's size {self.size}")
+        return b
+
+    def readable(self) -> bool:
+        return True
+
+
+def _size(desc, where: str) -> int | None:
+    v = desc.get("size") if isinstance(desc, dict) else None
+    if v is None:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise InvalidInput(f"malformed {where}: size {v!r} is not a byte count")
+    return v
 
 
 @dataclass
@@ -63,6 +97,9 @@ def _blob_json(src, desc, where: str):
     digest = field(desc, "digest", str, where)
     rel = blob_path(digest, where)
     doc, raw = read_json(src, rel)
+    size = _size(desc, where)
+    if size is not None and len(raw) != size:
+        raise InvalidInput(f"{where} {digest}: {len(raw)} bytes, but its descriptor says {size}")
     _verify(raw, digest, f"{where} {digest}")
     return doc
 
@@ -113,7 +150,7 @@ def read_oci(src, tag: str | None) -> Image:
         digest = field(d, "digest", str, f"manifest layer {i}")
         rel = blob_path(digest, f"manifest layer {i}")
         layers.append(LayerRef(diff_id, digest, lambda rel=rel: src.open(rel),
-                               f"layer {i} ({digest[:19]})"))
+                               f"layer {i} ({digest[:19]})", _size(d, f"manifest layer {i}")))
     return Image(layers, config)
 
 
@@ -173,7 +210,8 @@ def import_chain(store, img: Image, name: str, progress=None, limits=None):
                 labels = {LABEL_CHAIN: cid, LABEL_DIFF: ref.diff_id}
                 if ref.digest:
                     labels[LABEL_DIGEST] = ref.digest
-                with ref.open() as raw:
+                with ref.open() as f:
+                    raw = f if ref.size is None else Sized(f, ref.size, ref.what)
                     import_layer(store, raw, cid, prev_name, limits=limits, digest=ref.digest,
                                  diff_id=ref.diff_id, labels=labels, progress=progress,
                                  what=ref.what)

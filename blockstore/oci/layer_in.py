@@ -3,6 +3,9 @@
 * ``DIR/.wh.NAME`` deletes NAME (recursively) as it was in the lower layers;
   a NAME that this layer itself wrote stays (whiteouts only hide lower
   content), except that the lower children of such a directory go.
+* Whiteouts below a path that this layer made a non-directory (a directory
+  replaced by a file, in either order) remove nothing: there is no lower
+  content below it any more.
 * ``DIR/.wh..wh..opq`` hides every lower child of DIR; it acts as if it
   came before the layer's other entries wherever it appears: whatever this
   layer already wrote below DIR stays (``added`` remembers those paths).
@@ -55,7 +58,7 @@ def _ns(member: tarfile.TarInfo, key: str) -> int | None:
         try:
             return int(Decimal(v) * 1_000_000_000)
         except Exception:
-            raise safety.refuse(member.name, f"bad PAX {key} {v!r}") from None
+            raise safety.refuse(member.name, f"bad PAX {key} {safety.show(v)}") from None
     return None
 
 
@@ -66,7 +69,11 @@ def _xattrs(member: tarfile.TarInfo) -> dict[bytes, bytes]:
             out[k[13:].encode("utf-8", "surrogateescape")] = v.encode("utf-8", "surrogateescape")
         elif k.startswith("LIBARCHIVE.xattr."):
             from urllib.parse import unquote_to_bytes
-            out[unquote_to_bytes(k[17:])] = base64.b64decode(v + "=" * (-len(v) % 4))
+            try:
+                out[unquote_to_bytes(k[17:])] = base64.b64decode(v + "=" * (-len(v) % 4))
+            except ValueError as exc:                       # binascii.Error
+                raise safety.refuse(member.name, f"bad base64 in PAX {safety.show(k)} "
+                                    f"({exc})") from None
     return out
 
 
@@ -101,9 +108,9 @@ class Applier:
             child, dtype = found
             if dtype == DT_LNK:
                 raise safety.refuse(self.entry, f"path goes through symlink "
-                                    f"{os.fsdecode(b'/'.join(parts[:i + 1]))!r}")
+                                    f"{safety.show(b'/'.join(parts[:i + 1]))}")
             if dtype != DT_DIR:
-                raise safety.refuse(self.entry, f"{os.fsdecode(b'/'.join(parts[:i + 1]))!r} "
+                raise safety.refuse(self.entry, f"{safety.show(b'/'.join(parts[:i + 1]))} "
                                     "is not a directory")
             ino = child
         return ino
@@ -213,24 +220,48 @@ class Applier:
         tdir = self._dir(tparts[:-1], create=False)
         target = f.lookup(tdir, tparts[-1]) if tdir is not None else None
         if target is None:
-            raise safety.refuse(m.name, f"hard link target {m.linkname!r} is not in the tree")
+            raise safety.refuse(m.name, f"hard link target {safety.show(m.linkname)} "
+                                "is not in the tree")
         if target[1] == DT_DIR:
-            raise safety.refuse(m.name, f"hard link target {m.linkname!r} is a directory")
+            raise safety.refuse(m.name, f"hard link target {safety.show(m.linkname)} "
+                                "is a directory")
         f.link(target[0], parent, base)
         self.added.add(parts)
+
+    def _wh_dir(self, dparts, create: bool) -> int | None:
+        """The directory a whiteout applies in, or None when there is nothing
+        below to hide: a missing path, or one this layer made a non-directory
+        (whiteouts hide lower content only, and a path that is no longer a
+        directory holds none; umoci writes the replacing file before the
+        whiteouts of the old directory's children).  A symlink or file from a
+        lower layer in the path is refused as for any entry."""
+        f = self.fst
+        ino = I.ROOT_INO
+        for i, p in enumerate(dparts):
+            found = f.lookup(ino, p)
+            if found is None:
+                return self._dir(dparts, create=True) if create else None
+            if found[1] != DT_DIR:
+                if tuple(dparts[:i + 1]) in self.added:
+                    return None
+                return self._dir(dparts, create=False)      # refuses, naming the path
+            ino = found[0]
+        return ino
 
     def _whiteout(self, parts) -> None:
         base = parts[-1]
         dparts = parts[:-1]
         if base == OPQ:
-            d = self._dir(dparts, create=True)
+            d = self._wh_dir(dparts, create=True)
+            if d is None:
+                return
             with self._keep_times(d):
                 self._prune(d, dparts)
             return
         name = base[len(WH):]
         if not name or name in (b".", b"..") or name.startswith(WH):
             raise safety.refuse(self.entry, "malformed whiteout name")
-        d = self._dir(dparts, create=False)
+        d = self._wh_dir(dparts, create=False)
         if d is None:
             return                          # nothing below to hide
         target = dparts + (name,)
@@ -312,8 +343,8 @@ def apply_stream(store, work: str, stream, limits: safety.Limits, progress=None,
                 except BlockstoreError as exc:
                     if isinstance(exc, InvalidInput) and "layer entry" in str(exc):
                         raise
-                    raise type(exc)(f"layer entry {m.name!r}: {exc.message}",
-                                    path=m.name) from None
+                    raise type(exc)(f"layer entry {safety.show(m.name)}: {exc.message}",
+                                    path=safety.cut(m.name)) from None
                 if progress:
                     progress(m.name, m.size if m.isreg() else 0)
             if ap.fst.root != rec.root:

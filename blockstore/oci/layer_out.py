@@ -21,6 +21,12 @@ new directory must be spelled out in full in a tar layer).  Rules:
 * a hard-linked file in the layer is written at all its paths, so the link
   group survives the applier's replacement of the changed path.
 
+Names that are OCI markers: a tree entry whose name starts with ``.wh.``
+cannot be written into a tar (an importer would take it for a whiteout and
+delete instead of create); the export is refused, naming the path, before
+anything is written (``check_names``: one pass over the names it would
+write).
+
 Everything is read in one read transaction (a consistent view; the blocks
 it reaches are not reused while the export runs).
 """
@@ -34,6 +40,7 @@ import time
 
 from .. import catalog
 from ..btree import values
+from ..errors import InvalidInput
 from ..btree.diff import diff as tree_diff
 from ..btree.store import NodeStore
 from ..fs import items as I
@@ -158,8 +165,20 @@ def _walk(fst: FsTree, ino: int, parts: tuple, emit) -> None:
             _walk(fst, child, p, emit)
 
 
+def check_name(tree: str, parts: tuple) -> None:
+    """Refuse an entry whose name is an OCI marker (``.wh.`` prefix)."""
+    if parts and parts[-1].startswith(WH):
+        from .safety import show
+        raise InvalidInput(f"cannot export {tree!r} as a tar: {show(b'/' + b'/'.join(parts))} "
+                           "has a name starting with '.wh.', which OCI layers reserve for "
+                           "whiteouts (an import would delete it); rename it first")
+
+
 def write_full(store, name: str, out) -> str:
     """The whole tree as a reproducible tar; returns its sha256 digest."""
+    with store.env.read() as r:                     # refuse before creating out
+        fst = FsTree(NodeStore.of(r), catalog.get(r, name).root, time.time_ns)
+        _walk(fst, I.ROOT_INO, (), lambda p, ino: check_name(name, p))
     f, own = _open_out(out)
     try:
         with store.env.read() as r:
@@ -256,13 +275,16 @@ def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
 
 def write_diff(store, parent: str, name: str, out) -> str:
     """The OCI layer that turns ``parent`` into ``name``; returns its sha256 digest."""
-    f, own = _open_out(out)
-    try:
-        with store.env.read() as r:
-            ns = NodeStore.of(r)
-            ra, rb = catalog.get(r, parent).root, catalog.get(r, name).root
-            fa, fb = FsTree(ns, ra, time.time_ns), FsTree(ns, rb, time.time_ns)
-            plan = plan_diff(fa, fb, ns, ra, rb)
+    with store.env.read() as r:
+        ns = NodeStore.of(r)
+        ra, rb = catalog.get(r, parent).root, catalog.get(r, name).root
+        fa, fb = FsTree(ns, ra, time.time_ns), FsTree(ns, rb, time.time_ns)
+        plan = plan_diff(fa, fb, ns, ra, rb)
+        for path, (kind, _) in plan.items():        # refuse before creating out
+            if kind == ENTRY:
+                check_name(name, path)
+        f, own = _open_out(out)
+        try:
             w = _Writer(fb, f)
             for path in sorted(plan):
                 kind, ino = plan[path]
@@ -271,6 +293,6 @@ def write_diff(store, parent: str, name: str, out) -> str:
                 else:
                     w.marker(path)
             return w.close()
-    finally:
-        if own:
-            f.close()
+        finally:
+            if own:
+                f.close()
