@@ -16,8 +16,10 @@ new directory must be spelled out in full in a tar layer).  Rules:
   itself disappeared or moved: that one's whiteout covers it);
 * a name that now refers to a different directory than before -> the new
   directory plus ``DIR/NAME/.wh..wh..opq`` (its old children are hidden);
-* an inode whose attributes, content or xattrs changed -> an entry for it
-  at every path it has (directories: the header only, which merges);
+* an inode whose attributes, content or xattrs changed as a user sees them
+  (``fs.diff.visible``: not ctimes, not block pointers of equal bytes) -> an
+  entry for it at every path it has (directories: the header only, which
+  merges);
 * a hard-linked file in the layer is written at all its paths, so the link
   group survives the applier's replacement of the changed path.
 
@@ -33,9 +35,8 @@ import tarfile
 import time
 
 from .. import catalog
-from ..btree import values
-from ..btree.diff import diff as tree_diff
 from ..btree.store import NodeStore
+from ..fs import diff as fsdiff
 from ..fs import items as I
 from ..fs.tree import FsTree
 
@@ -195,22 +196,9 @@ class _Paths:
 
 def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
     """{path: (kind, ino)} of the layer from tree a to tree b."""
-    deleted, added, modified = [], [], set()
-    for k, va, vb in tree_diff(ns, ra, rb):
-        ino, typ, rest = I.split(k)
-        if ino == 0:
-            continue
-        if typ == I.DIRENT:
-            ca = I.parse_dirent(values.payload(va))[:2] if va is not None else None
-            cb = I.parse_dirent(values.payload(vb))[:2] if vb is not None else None
-            if ca is not None and cb is not None and ca[0] == cb[0]:
-                continue
-            if cb is None:
-                deleted.append((ino, rest))
-            else:
-                added.append((ino, rest, cb, ca))
-        elif typ in (I.INODE, I.EXTENT, I.INLINE, I.XATTR):
-            modified.add(ino)
+    entries, modified = fsdiff.visible(fa, fb, fsdiff.delta(ns, ra, rb))
+    deleted = [(ino, name) for ino, name, ca, cb in entries if cb is None]
+    added = [(ino, name, cb, ca) for ino, name, ca, cb in entries if cb is not None]
     pa, pb = _Paths(fa), _Paths(fb)
     plan: dict[tuple, tuple[int, int]] = {}
     dirt = S.S_IFDIR >> 12

@@ -1,0 +1,161 @@
+"""What differs between two trees, item by item, and which of it a user can see.
+
+One pass over the engine's tree diff (``btree.diff``: subtrees both trees
+share are skipped by node id, so the cost is O(difference x depth)) sorts
+the differing items of the file system layout (``items``) into a ``Delta``:
+directory entries that appear, disappear or point elsewhere; inodes whose
+record, content (EXTENT / INLINE) or xattrs differ.  That raw delta is what
+a cache must drop (``api.treewatch``); what a user sees as a change
+(``api.diff``, exported diff layers) is narrower, decided by ``visible``:
+
+* attributes: type and mode, owner, link count, size, mtime, device
+  number -- not atime or ctime (copies and tar do not carry them), not the
+  directory's next index, not the inode generation;
+* content: equal when the file blocks map to the same pool blocks, else
+  when every block's checksum (``pool.sums``, recorded at write time) is
+  equal, else (a block without a recorded checksum, an inline item) by the
+  bytes.  Two trees written separately with equal bytes are equal;
+* xattrs: the same names with the same values (values stored in blocks are
+  read and compared).
+
+Checksum equality is taken as content equality.  With the ``sha256``
+checksum that is collision-resistant; with ``xxh3-128`` (the default
+without dedup) a collision would need content crafted for it.
+Cost of ``visible``: per inode in the delta, O(its extents / CHUNK) checksum
+lookups; bytes are read only for blocks without a checksum and inline data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..btree import values
+from ..btree.diff import diff as tree_diff
+from ..btree.store import NodeStore
+from . import items as I
+from .tree import FsTree
+
+COMPARE_CHUNK = 1024                # blocks per checksum lookup / read when comparing
+
+
+@dataclass
+class Delta:
+    """Raw differences: every item that is not identical in both trees."""
+    entries: list = field(default_factory=list)   # (dir, name, (ino, dtype) | None in a, in b)
+    attrs: set[int] = field(default_factory=set)  # INODE record differs, appears or goes
+    data: set[int] = field(default_factory=set)   # EXTENT / INLINE items differ
+    xattrs: set[int] = field(default_factory=set)  # XATTR items differ
+
+    def inodes(self) -> set[int]:
+        return self.attrs | self.data | self.xattrs
+
+
+def delta(ns_a: NodeStore, root_a: int, root_b: int, ns_b: NodeStore | None = None) -> Delta:
+    """Classify every differing item of trees a and b (``ns_b`` as in btree.diff)."""
+    out = Delta()
+    for k, va, vb in tree_diff(ns_a, root_a, root_b, ns_b):
+        ino, typ, rest = I.split(k)
+        if ino == 0:
+            continue                               # tree counters and orphan list
+        if typ == I.DIRENT:
+            ca = I.parse_dirent(values.payload(va))[:2] if va is not None else None
+            cb = I.parse_dirent(values.payload(vb))[:2] if vb is not None else None
+            if ca != cb:
+                out.entries.append((ino, bytes(rest), ca, cb))
+        elif typ == I.INODE:
+            out.attrs.add(ino)
+        elif typ in (I.EXTENT, I.INLINE):
+            out.data.add(ino)
+        elif typ == I.XATTR:
+            out.xattrs.add(ino)
+    return out
+
+
+def visible_attrs(node: I.Inode) -> tuple:
+    """The attributes whose change a user sees (see the module docstring)."""
+    return (node.mode, node.uid, node.gid, node.nlink, node.size, node.mtime, node.rdev)
+
+
+def _blocks(fst: FsTree, ino: int, size: int) -> list:
+    """Per file block: the pool block or None (a hole), for blocks below size."""
+    nb = -(-size // fst.bs)
+    out = [None] * nb
+    for fb, s, n in fst.extents(ino):
+        for i in range(n):
+            if fb + i < nb:
+                out[fb + i] = s + i
+    return out
+
+
+def same_content(fa: FsTree, ia: int, fb: FsTree, ib: int) -> bool:
+    """Do inodes ia (in fa) and ib (in fb) hold the same bytes?  Both trees are
+    read in one store (one pool, one checksum algorithm)."""
+    na, nb = fa.inode(ia), fb.inode(ib)
+    if na.size != nb.size:
+        return False
+    inl_a, inl_b = fa._inline(ia), fb._inline(ib)
+    if inl_a is not None or inl_b is not None:
+        return fa.read(na, 0, na.size) == fb.read(nb, 0, nb.size)
+    ba, bb = _blocks(fa, ia, na.size), _blocks(fb, ib, nb.size)
+    pool, ta, tb = fa.pool, fa.ns.t, fb.ns.t
+    bs = fa.bs
+    for lo in range(0, len(ba), COMPARE_CHUNK):
+        xa, xb = ba[lo:lo + COMPARE_CHUNK], bb[lo:lo + COMPARE_CHUNK]
+        if xa == xb:
+            continue                              # same pool blocks (or both holes)
+        for i, (pa, pb) in enumerate(zip(xa, xb)):
+            if pa == pb:
+                continue
+            if pa is None or pb is None:
+                return False                      # a hole against a stored (non-zero) block
+            da, db = pool.block_digest(ta, pa), pool.block_digest(tb, pb)
+            if da is not None and db is not None:
+                if da != db:
+                    return False
+                continue
+            off = (lo + i) * bs
+            if fa.read(na, off, bs) != fb.read(nb, off, bs):
+                return False
+    return True
+
+
+def same_xattrs(fa: FsTree, ia: int, fb: FsTree, ib: int) -> bool:
+    names = fa.listxattr(ia)
+    if names != fb.listxattr(ib):
+        return False
+    return all(fa.getxattr(ia, k) == fb.getxattr(ib, k) for k in names)
+
+
+def same_inode(fa: FsTree, ia: int, fb: FsTree, ib: int, d: Delta | None = None) -> bool:
+    """Is inode ia of fa, as a user sees it (not its entries), equal to ib of fb?
+    With ``d`` (and ia == ib) only the kinds of items the delta names are compared."""
+    known = d is not None and ia == ib
+    if not known or ia in d.attrs:
+        if visible_attrs(fa.inode(ia)) != visible_attrs(fb.inode(ib)):
+            return False
+    if (not known or ia in d.data) and not fa.inode(ia).is_dir:
+        if not same_content(fa, ia, fb, ib):
+            return False
+    if not known or ia in d.xattrs:
+        if not same_xattrs(fa, ia, fb, ib):
+            return False
+    return True
+
+
+def visible(fa: FsTree, fb: FsTree, d: Delta) -> tuple[list, set[int]]:
+    """(entries, inodes) of ``d`` a user sees change: entries as in Delta.entries
+    minus those whose old and new targets are equal non-directories; inodes
+    present in both trees whose attributes, content or xattrs differ."""
+    dirt = I.dtype_of(0o040000)
+    entries = []
+    for e in d.entries:
+        _, _, ca, cb = e
+        if (ca is not None and cb is not None and ca[1] == cb[1] != dirt
+                and fa.has_inode(ca[0]) and fb.has_inode(cb[0])
+                and same_inode(fa, ca[0], fb, cb[0])):
+            continue
+        entries.append(e)
+    inodes = set()
+    for ino in d.inodes():
+        if fa.has_inode(ino) and fb.has_inode(ino) and not same_inode(fa, ino, fb, ino, d):
+            inodes.add(ino)
+    return entries, inodes
