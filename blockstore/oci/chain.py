@@ -13,7 +13,7 @@ import hashlib
 import uuid
 
 from ..errors import InvalidInput
-from . import safety
+from . import blobs, safety
 from .compress import open_stream
 from .layer_in import apply_stream
 
@@ -56,11 +56,13 @@ def chain_id(prev: str | None, diff_id: str) -> str:
 
 def import_layer(store, raw, name: str, parent: str | None, *, limits: safety.Limits | None = None,
                  digest: str | None = None, diff_id: str | None = None,
-                 labels: dict | None = None, progress=None, what: str = "layer"):
+                 labels: dict | None = None, progress=None, what: str = "layer",
+                 reopen=None):
     """Apply the layer read from binary reader ``raw`` onto ``parent`` (or an empty
     tree) and commit it as snapshot ``name``; returns its record.  ``digest``
     (of the bytes as stored) and ``diff_id`` (of the uncompressed tar) are
-    verified when given."""
+    verified when given.  ``reopen``: a function opening the blob again; the
+    snapshot then keeps the blob (``blobs.keep``) and records its digest."""
     limits = limits or safety.Limits()
     work = f"{name}@importing-{uuid.uuid4().hex[:8]}"
     tag = {"blockstore.importing": "1"}
@@ -70,6 +72,8 @@ def import_layer(store, raw, name: str, parent: str | None, *, limits: safety.Li
         store.create(work, kind="clone", labels=tag)
     try:
         with store.batch():
+            if parent is not None:
+                blobs.drop(store, work)           # the layer below's blob is not ours
             hraw = Hashing(raw)
             stream, _ = open_stream(hraw)
             hdec = Hashing(stream)
@@ -82,8 +86,13 @@ def import_layer(store, raw, name: str, parent: str | None, *, limits: safety.Li
             if diff_id is not None and hdec.digest() != diff_id:
                 raise InvalidInput(f"{what}: diff_id mismatch: expected {diff_id}, "
                                    f"got {hdec.digest()}")
+            if reopen is not None:
+                with reopen() as again:
+                    blobs.keep(store, work, again, hraw.digest())
         lab = dict(labels or {})
         lab.setdefault(LABEL_DIFF, hdec.digest())
+        if reopen is not None:
+            lab.setdefault(LABEL_DIGEST, hraw.digest())
         rec = store.engine.snapshot(work, name, labels=lab)
         store.remove(work)
         return rec

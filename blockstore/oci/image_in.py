@@ -30,8 +30,10 @@ from .sources import blob_path, field, read_json
 REF_NAME = "org.opencontainers.image.ref.name"
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
-LABEL_CONFIG = "oci.config"
-CONFIG_LABEL_MAX = 16 * 1024
+LABEL_CONFIG = "image.config"          # the image config document as imported (carried)
+LABEL_CONFIG_OLD = "oci.config"        # stores made before: the "config" section only
+LABEL_MANIFEST = "oci.manifest"        # the manifest as imported (this image only)
+CONFIG_LABEL_MAX = 64 * 1024
 
 
 @dataclass
@@ -46,6 +48,8 @@ class LayerRef:
 class Image:
     layers: list
     config: dict
+    raw_config: bytes = b""
+    raw_manifest: bytes = b""
 
 
 def _verify(raw: bytes, digest: str, what: str) -> None:
@@ -59,12 +63,12 @@ def _arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
 
 
-def _blob_json(src, desc, where: str):
+def _blob_json(src, desc, where: str, with_raw: bool = False):
     digest = field(desc, "digest", str, where)
     rel = blob_path(digest, where)
     doc, raw = read_json(src, rel)
     _verify(raw, digest, f"{where} {digest}")
-    return doc
+    return (doc, raw) if with_raw else doc
 
 
 def _diff_ids(config, where: str) -> list[str]:
@@ -91,7 +95,7 @@ def read_oci(src, tag: str | None) -> Image:
         raise InvalidInput(f"the layout holds {len(mans)} images: choose one with PATH:TAG",
                            path=src.label)
     desc = mans[0]
-    doc = _blob_json(src, desc, "index.json manifest")
+    doc, raw_man = _blob_json(src, desc, "index.json manifest", with_raw=True)
     for _ in range(4):                          # nested indexes: choose this platform
         if doc.get("mediaType") not in INDEX_TYPES and "manifests" not in doc:
             break
@@ -102,8 +106,9 @@ def read_oci(src, tag: str | None) -> Image:
             pick = subs
         if not pick:
             raise NotFound(f"no image for linux/{_arch()} in the image index", path=src.label)
-        doc = _blob_json(src, pick[0], "image index manifest")
-    config = _blob_json(src, field(doc, "config", dict, "manifest"), "manifest config")
+        doc, raw_man = _blob_json(src, pick[0], "image index manifest", with_raw=True)
+    config, raw_cfg = _blob_json(src, field(doc, "config", dict, "manifest"), "manifest config",
+                                 with_raw=True)
     ids = _diff_ids(config, "image config")
     descs = field(doc, "layers", list, "manifest")
     if len(descs) != len(ids):
@@ -114,7 +119,7 @@ def read_oci(src, tag: str | None) -> Image:
         rel = blob_path(digest, f"manifest layer {i}")
         layers.append(LayerRef(diff_id, digest, lambda rel=rel: src.open(rel),
                                f"layer {i} ({digest[:19]})"))
-    return Image(layers, config)
+    return Image(layers, config, raw_cfg, raw_man)
 
 
 def read_docker(src, tag: str | None) -> Image:
@@ -152,7 +157,29 @@ def read_docker(src, tag: str | None) -> Image:
             blob_path(digest, f"manifest.json layer {i}")
         layers.append(LayerRef(diff_id, digest, lambda rel=rel: src.open(rel),
                                f"layer {i} ({rel})"))
-    return Image(layers, config)
+    return Image(layers, config, raw)
+
+
+def image_labels(img: Image) -> dict:
+    """The image's config (carried into clones and commits) and manifest, as
+    imported (exact bytes: exported again unchanged while the layers are).
+    A config above CONFIG_LABEL_MAX keeps only its run-time settings."""
+    labels = {}
+    try:
+        raw_cfg = img.raw_config.decode()
+    except UnicodeDecodeError:
+        raw_cfg = ""
+    if not raw_cfg or len(raw_cfg) > CONFIG_LABEL_MAX:
+        short = {k: img.config[k] for k in ("architecture", "os", "variant", "config")
+                 if k in img.config}
+        raw_cfg = json.dumps(short, sort_keys=True, separators=(",", ":"))
+    labels[LABEL_CONFIG] = raw_cfg
+    if img.raw_manifest and len(img.raw_manifest) <= CONFIG_LABEL_MAX:
+        try:
+            labels[LABEL_MANIFEST] = img.raw_manifest.decode()
+        except UnicodeDecodeError:
+            pass
+    return labels
 
 
 def import_chain(store, img: Image, name: str, progress=None, limits=None):
@@ -176,13 +203,10 @@ def import_chain(store, img: Image, name: str, progress=None, limits=None):
                 with ref.open() as raw:
                     import_layer(store, raw, cid, prev_name, limits=limits, digest=ref.digest,
                                  diff_id=ref.diff_id, labels=labels, progress=progress,
-                                 what=ref.what)
+                                 what=ref.what, reopen=ref.open)
                 created.append(cid)
             prev_chain, prev_name = cid, cid
-        labels = {}
-        cfg = json.dumps(img.config.get("config") or {}, sort_keys=True, separators=(",", ":"))
-        if len(cfg) <= CONFIG_LABEL_MAX:
-            labels[LABEL_CONFIG] = cfg
+        labels = image_labels(img)
         if prev_name is None:
             work = f"{name}@importing-empty"
             store.create(work, kind="clone")
