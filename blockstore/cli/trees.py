@@ -273,9 +273,13 @@ _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst")
                    "image layout of NAME's lineage; docker: a `docker save` tarball. "
                    "auto: tar when OUT ends in .tar, else dir.")
 @click.option("--tag", metavar="TAG", help="Image tag for --format oci/docker.")
+@click.option("--compression", type=click.Choice(["gzip", "zstd", "none"]), default="gzip",
+              show_default=True,
+              help="For --format oci/docker: how layers made in the store are compressed "
+                   "(imported layers are written as they were imported).")
 @output_options(json_=False)
 @pass_ctx
-def export_cmd(ctx: Ctx, name, out, parent, fmt, tag):
+def export_cmd(ctx: Ctx, name, out, parent, fmt, tag, compression):
     """Write NAME out: to directory OUT, to a tar, or (with --from PARENT)
     the change from PARENT to NAME as an OCI layer tar."""
     store = ctx.store()
@@ -293,7 +297,7 @@ def export_cmd(ctx: Ctx, name, out, parent, fmt, tag):
     else:
         fn = hook("blockstore.oci", "export_image", "exporting images")
         with spinner(ctx, f"exporting {name}"):
-            fn(store, name, out, format=fmt, tag=tag)
+            fn(store, name, out, format=fmt, tag=tag, compression=compression)
     ctx.say(out)
 
 
