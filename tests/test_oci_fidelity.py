@@ -202,3 +202,31 @@ def _chain3(cfg):
     for d in ids[1:]:
         c = "sha256:" + hashlib.sha256(f"{c} {d}".encode()).hexdigest()
     return c
+
+
+def test_clones_do_not_keep_layer_blobs(store, tmp_path):
+    """A clone is not the layer it came from: it does not hold the layer's blob, so
+    removing the image frees the blob even while a container of it lives on; an
+    unchanged clone committed adds no layer."""
+    root = tmp_path / "src"
+    facts = make_layout(root, [R.layer([("etc", "d"), ("etc/a", "f", "a")]),
+                               R.layer([("etc/new", "f", b"n" * 50_000),
+                                        ("big", "f", os.urandom(400_000))])])
+    import_image(store, str(root), "img")
+    blob_bytes = os.path.getsize(root / "blobs" / "sha256" / facts["layers"][1][7:])
+    store.clone("img", "c")
+    store.commit("c", "same")
+    out = tmp_path / "out"
+    export_image(store, "same", out)
+    _, man, cfg, _ = read_layout(out)
+    assert [d["digest"] for d in man["layers"]] == facts["layers"]
+    assert cfg["rootfs"]["diff_ids"] == facts["diff_ids"]
+    store.remove("same")
+    used = store.df().used_bytes
+    for name in store.lineage("img"):
+        store.remove(name, force=True)
+    store.gc()
+    freed = used - store.df().used_bytes
+    assert freed >= blob_bytes * 0.9, (freed, blob_bytes)
+    with store.fs("c") as fs:
+        assert fs.read_bytes("/etc/new") == b"n" * 50_000

@@ -70,6 +70,14 @@ def delta(ns_a: NodeStore, root_a: int, root_b: int, ns_b: NodeStore | None = No
     return out
 
 
+def differs(ns: NodeStore, root_a: int, root_b: int) -> bool:
+    """Do the trees differ in anything but inode 0 (counters, orphans, source blob)?
+    Stops at the first such item."""
+    if root_a == root_b:
+        return False
+    return any(I.split(k)[0] != 0 for k, _, _ in tree_diff(ns, root_a, root_b))
+
+
 def visible_attrs(node: I.Inode) -> tuple:
     """The attributes whose change a user sees (see the module docstring)."""
     return (node.mode, node.uid, node.gid, node.nlink, node.size, node.mtime, node.rdev)
@@ -96,26 +104,42 @@ def same_content(fa: FsTree, ia: int, fb: FsTree, ib: int) -> bool:
     if inl_a is not None or inl_b is not None:
         return fa.read(na, 0, na.size) == fb.read(nb, 0, nb.size)
     ba, bb = _blocks(fa, ia, na.size), _blocks(fb, ib, nb.size)
-    pool, ta, tb = fa.pool, fa.ns.t, fb.ns.t
     bs = fa.bs
     for lo in range(0, len(ba), COMPARE_CHUNK):
         xa, xb = ba[lo:lo + COMPARE_CHUNK], bb[lo:lo + COMPARE_CHUNK]
         if xa == xb:
             continue                              # same pool blocks (or both holes)
+        if any((pa is None) != (pb is None) for pa, pb in zip(xa, xb)):
+            return False                          # a hole against a stored (non-zero) block
+        da, db = _digests(fa, xa), _digests(fb, xb)
         for i, (pa, pb) in enumerate(zip(xa, xb)):
             if pa == pb:
                 continue
-            if pa is None or pb is None:
-                return False                      # a hole against a stored (non-zero) block
-            da, db = pool.block_digest(ta, pa), pool.block_digest(tb, pb)
-            if da is not None and db is not None:
-                if da != db:
+            if da[i] is not None and db[i] is not None:
+                if da[i] != db[i]:
                     return False
                 continue
-            off = (lo + i) * bs
+            off = (lo + i) * bs                   # no checksum kept: compare the bytes
             if fa.read(na, off, bs) != fb.read(nb, off, bs):
                 return False
     return True
+
+
+def _digests(fst: FsTree, blocks: list) -> list:
+    """Checksum of each pool block in ``blocks`` (None for holes and blocks without
+    one), one range lookup per run of consecutive blocks."""
+    out = [None] * len(blocks)
+    i = 0
+    while i < len(blocks):
+        if blocks[i] is None:
+            i += 1
+            continue
+        j = i + 1
+        while j < len(blocks) and blocks[j] is not None and blocks[j] == blocks[j - 1] + 1:
+            j += 1
+        out[i:j] = fst.pool.digests(fst.ns.t, blocks[i], j - i)
+        i = j
+    return out
 
 
 def same_xattrs(fa: FsTree, ia: int, fb: FsTree, ib: int) -> bool:

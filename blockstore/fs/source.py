@@ -11,8 +11,9 @@ under inode 0, invisible to paths, diffs and layers:
 The last block is zero-padded (the meta records the length); zero blocks
 are holes, as in files.  Blocks are owned like file extents: a snapshot
 shares them with its copies and they are freed with the last tree holding
-them.  A copy of the tree (a clone being made into the next layer) carries
-the blob until ``drop`` removes it.  Costs: ``write`` as a file write of the
+them.  A copy of the tree carries the blob until ``drop`` removes it (the
+API drops it from every clone: a container is not the layer it started
+from, and must not keep the blob once the image is removed).  Costs: ``write`` as a file write of the
 same bytes; ``read`` one range scan plus the pool reads; ``drop`` one
 delete per run.
 """

@@ -2,7 +2,7 @@
 ``docker save`` tarball, one layer per snapshot of its lineage.
 
 The lineage (``store.lineage(name)``, base first) gives the layers; a
-snapshot whose root equals its parent's (the user-named top of an import,
+snapshot whose files equal its parent's (the user-named top of an import,
 a commit of an unchanged clone) adds no layer.  Each layer is either
 
 * the blob it was imported from (``blobs``), byte for byte: same digest,
@@ -41,6 +41,7 @@ import time
 from .. import catalog
 from ..btree.store import NodeStore
 from ..errors import InvalidInput
+from ..fs import diff as fsdiff
 from ..fs.tree import FsTree
 from . import blobs
 from .chain import LABEL_CHAIN, LABEL_DIFF, chain_id
@@ -62,13 +63,17 @@ def _dump(doc) -> bytes:
 
 
 def _chain(store, name: str) -> list[str]:
+    """The snapshots of name's lineage that add a layer: not one whose files equal
+    its parent's (the named top of an import, a commit of an unchanged clone)."""
     trees = list(reversed(store.lineage(name)))
     out, prev_root = [], None
-    for t in trees:
-        root = store.info(t).root
-        if root != prev_root:
-            out.append(t)
-        prev_root = root
+    with store.env.read() as r:
+        ns = NodeStore.of(r)
+        for t in trees:
+            root = catalog.get(r, t).root
+            if prev_root is None or fsdiff.differs(ns, prev_root, root):
+                out.append(t)
+            prev_root = root
     return out
 
 
