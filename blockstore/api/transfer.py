@@ -282,7 +282,9 @@ def import_dir(store, src: str, name: str, parent: str | None, labels, progress)
         return bulk_import(store, src, name, labels, progress)
     work = f"{name}@importing-{uuid.uuid4().hex[:8]}"
     if parent is not None:
-        store.engine.clone(parent, work, labels={"blockstore.importing": "1"})
+        # as Store.clone: the parent's layer blob (fs.source) is not this tree's
+        store._drop_orphans(store.engine.clone(parent, work, labels={"blockstore.importing": "1"}),
+                            clone=True)
     else:
         store.create(work, kind="clone", labels={"blockstore.importing": "1"})
     try:

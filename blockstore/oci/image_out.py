@@ -156,7 +156,8 @@ def _config(labels: dict, diff_ids: list, made: list) -> bytes:
     cfg.setdefault("os", "linux")
     cfg.setdefault("config", {})
     cfg["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
-    history = [h for h in base.get("history") or [] if isinstance(h, dict)]
+    history = base.get("history") if isinstance(base.get("history"), list) else []
+    history = [h for h in history if isinstance(h, dict)]
     layered = [h for h in history if not h.get("empty_layer")]
     k = len(base_ids)
     if not (diff_ids[:k] == base_ids and len(layered) == k):
