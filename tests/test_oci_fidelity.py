@@ -230,3 +230,33 @@ def test_clones_do_not_keep_layer_blobs(store, tmp_path):
     assert freed >= blob_bytes * 0.9, (freed, blob_bytes)
     with store.fs("c") as fs:
         assert fs.read_bytes("/etc/new") == b"n" * 50_000
+
+
+def test_cli_clone_commit_export_keeps_config_and_compresses(tmp_path):
+    """The issue's workflow through the CLI: import, clone, change, commit, export."""
+    from click.testing import CliRunner
+
+    from blockstore.cli import main
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+
+    def run(*args):
+        r = runner.invoke(main, ["--store", store, *map(str, args)], catch_exceptions=False)
+        assert r.exit_code == 0, (args, r.stdout, r.stderr)
+        return r
+    root = tmp_path / "src"
+    facts = make_layout(root, LAYERS)
+    run("import", str(root), "img")
+    run("clone", "img", "c1")
+    host = tmp_path / "main"
+    host.write_text("main\n")
+    run("cp", str(host), "c1:/main")
+    run("commit", "c1", "app-v1")
+    out = tmp_path / "out"
+    run("export", "app-v1", str(out), "--format", "oci", "--compression", "zstd")
+    _, man, cfg, blob = read_layout(out)
+    assert cfg["config"] == CONFIG
+    assert [d["digest"] for d in man["layers"][:2]] == facts["layers"]
+    assert man["layers"][2]["mediaType"].endswith("+zstd")
+    assert blob(man["layers"][2]["digest"]).startswith(b"\x28\xb5\x2f\xfd")
+    assert "image.config=" in run("ls").stdout
