@@ -260,3 +260,28 @@ def test_cli_clone_commit_export_keeps_config_and_compresses(tmp_path):
     assert man["layers"][2]["mediaType"].endswith("+zstd")
     assert blob(man["layers"][2]["digest"]).startswith(b"\x28\xb5\x2f\xfd")
     assert "image.config=" in run("ls").stdout
+
+
+def test_kept_blob_with_zero_blocks_round_trips(store, tmp_path):
+    """A blob may hold whole zero blocks (gzip level 0 stores data as it is): they
+    are holes in the pool and read back as zeros."""
+    root = tmp_path / "src"
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    tar = R.layer([("zeros", "f", bytes(200_000)), ("r", "f", os.urandom(5000))])
+    blob = gzip.compress(tar, compresslevel=0, mtime=0)
+    assert bytes(8192) in blob
+    d = _sha(blob)
+    (blobs / d[7:]).write_bytes(blob)
+    cfg = json.dumps({"rootfs": {"type": "layers", "diff_ids": [_sha(tar)]}}).encode()
+    (blobs / _sha(cfg)[7:]).write_bytes(cfg)
+    man = json.dumps({"schemaVersion": 2, "config": {"digest": _sha(cfg), "size": len(cfg)},
+                      "layers": [{"digest": d, "size": len(blob)}]}).encode()
+    (blobs / _sha(man)[7:]).write_bytes(man)
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2,
+                                                 "manifests": [{"digest": _sha(man)}]}))
+    import_image(store, str(root), "img")
+    out = tmp_path / "out"
+    export_image(store, "img", out)
+    mdig, man_doc, _, rd = read_layout(out)
+    assert mdig == _sha(man) and rd(d) == blob
