@@ -55,7 +55,7 @@ def delta(ns_a: NodeStore, root_a: int, root_b: int, ns_b: NodeStore | None = No
     for k, va, vb in tree_diff(ns_a, root_a, root_b, ns_b):
         ino, typ, rest = I.split(k)
         if ino == 0:
-            continue                               # tree counters and orphan list
+            continue                               # counters, orphan list, source blob
         if typ == I.DIRENT:
             ca = I.parse_dirent(values.payload(va))[:2] if va is not None else None
             cb = I.parse_dirent(values.payload(vb))[:2] if vb is not None else None

@@ -1,7 +1,9 @@
 """Image import: a docker-save tarball or an OCI image layout (directory or tar)
 as a chain of snapshots, one per layer, each named by its OCI ChainID
 (``sha256:<hex>``).  A layer whose ChainID snapshot exists is reused, not
-read again (a second image sharing base layers costs nothing for them).
+read again (a second image sharing base layers costs nothing for them); so
+is a snapshot labelled with that ChainID (a layer made in the store and
+exported: image_out labels it).
 The top snapshot is then snapshotted again (O(1)) under the user's name.
 
 Verified: every blob's sha256 against its descriptor digest (OCI) or file
@@ -196,6 +198,9 @@ def import_chain(store, img: Image, name: str, progress=None, limits=None):
                 rec = store.info(cid)
                 if rec.kind != "snapshot" or rec.labels.get(LABEL_CHAIN) != cid:
                     raise AlreadyExists(f"tree {cid!r} exists but is not that image layer")
+            elif (same := store.list(kind="snapshot", label={LABEL_CHAIN: cid})):
+                prev_chain, prev_name = cid, same[0].name   # a layer exported from the store
+                continue
             else:
                 labels = {LABEL_CHAIN: cid, LABEL_DIFF: ref.diff_id}
                 if ref.digest:

@@ -13,7 +13,10 @@ a commit of an unchanged clone) adds no layer.  Each layer is either
   snapshots as the diff from their parent, cost proportional to each
   difference) and compressed: ``compression`` "gzip" (default, level 6,
   no name or time in the header: the same tree gives the same blob),
-  "zstd" (level 3) or "none".
+  "zstd" (level 3) or "none".  A snapshot exported so gets the labels
+  ``oci.chain_id`` and ``oci.diff_id`` of that layer (its files are what the
+  chain ID names, whatever its parents become), so importing the export
+  again reuses it instead of making a copy.
 
 The config is the image's as imported (label ``image.config``, carried into
 clones and commits): unchanged when the layers are the imported ones,
@@ -215,6 +218,9 @@ def _write_layout(store, name: str, root: str, ref: str, compression: str) -> di
         layers.append({"mediaType": media, "digest": digest, "size": hw.n})
         diff_ids.append(diff_id)
         prev, prev_chain = t, chain_id(prev_chain, diff_id)
+        if meta is None and rec.kind == "snapshot" and LABEL_CHAIN not in rec.labels:
+            # the layer's identity, so that importing this export reuses t (image_in)
+            store.label(t, **{LABEL_CHAIN: prev_chain, LABEL_DIFF: diff_id})
     labels = store.info(name).labels
     cfg_bytes = _config(labels, diff_ids, made)
     cdesc = put(cfg_bytes, CONFIG_TYPE)
