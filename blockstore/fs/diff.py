@@ -13,8 +13,8 @@ a cache must drop (``api.treewatch``); what a user sees as a change
   directory's next index, not the inode generation;
 * content: equal when the file blocks map to the same pool blocks, else
   when every block's checksum (``pool.sums``, recorded at write time) is
-  equal, else (a block without a recorded checksum, an inline item) by the
-  bytes.  Two trees written separately with equal bytes are equal;
+  equal, else (a block without a recorded checksum, a hole against a
+  block, an inline item) by the bytes.  Two trees written separately with equal bytes are equal;
 * xattrs: the same names with the same values (values stored in blocks are
   read and compared).
 
@@ -83,14 +83,12 @@ def visible_attrs(node: I.Inode) -> tuple:
     return (node.mode, node.uid, node.gid, node.nlink, node.size, node.mtime, node.rdev)
 
 
-def _blocks(fst: FsTree, ino: int, size: int) -> list:
-    """Per file block: the pool block or None (a hole), for blocks below size."""
-    nb = -(-size // fst.bs)
-    out = [None] * nb
-    for fb, s, n in fst.extents(ino):
-        for i in range(n):
-            if fb + i < nb:
-                out[fb + i] = s + i
+def _blocks(fst: FsTree, ino: int, lo: int, hi: int) -> list:
+    """Per file block of [lo, hi): the pool block, or None for a hole."""
+    out = [None] * (hi - lo)
+    for fb, s, n in fst._extents(ino, lo, hi):
+        for b in range(max(fb, lo), min(fb + n, hi)):
+            out[b - lo] = s + (b - fb)
     return out
 
 
@@ -103,23 +101,24 @@ def same_content(fa: FsTree, ia: int, fb: FsTree, ib: int) -> bool:
     inl_a, inl_b = fa._inline(ia), fb._inline(ib)
     if inl_a is not None or inl_b is not None:
         return fa.read(na, 0, na.size) == fb.read(nb, 0, nb.size)
-    ba, bb = _blocks(fa, ia, na.size), _blocks(fb, ib, nb.size)
     bs = fa.bs
-    for lo in range(0, len(ba), COMPARE_CHUNK):
-        xa, xb = ba[lo:lo + COMPARE_CHUNK], bb[lo:lo + COMPARE_CHUNK]
+    nblocks = -(-na.size // bs)
+    for lo in range(0, nblocks, COMPARE_CHUNK):
+        hi = min(nblocks, lo + COMPARE_CHUNK)
+        xa, xb = _blocks(fa, ia, lo, hi), _blocks(fb, ib, lo, hi)
         if xa == xb:
             continue                              # same pool blocks (or both holes)
-        if any((pa is None) != (pb is None) for pa, pb in zip(xa, xb)):
-            return False                          # a hole against a stored (non-zero) block
         da, db = _digests(fa, xa), _digests(fb, xb)
         for i, (pa, pb) in enumerate(zip(xa, xb)):
             if pa == pb:
                 continue
-            if da[i] is not None and db[i] is not None:
+            if pa is not None and pb is not None and da[i] is not None and db[i] is not None:
                 if da[i] != db[i]:
                     return False
                 continue
-            off = (lo + i) * bs                   # no checksum kept: compare the bytes
+            # a hole against a block (zero blocks are not stored, so they differ unless
+            # written by a path that keeps them) or no checksum kept: the bytes decide
+            off = (lo + i) * bs
             if fa.read(na, off, bs) != fb.read(nb, off, bs):
                 return False
     return True
