@@ -10,11 +10,11 @@ gives, and what containerd's content store does.
 
 Stored form: a compressed blob (gzip, zstd) as it is; an uncompressed tar
 compressed with zstd (level ``ZSTD_LEVEL``), decompressed again on export.
-Cost: about the compressed size of each imported layer in pool space (an
-image whose files take 209 MB with 78 MB of gzip layers keeps ~78 MB
-more), one more read of each layer blob at import (from the page cache,
-as the layer was just read), and at export a copy instead of a tar
-regeneration.  Layers made in the store (commits) have no blob: they are
+Cost: the compressed size of each imported layer in pool space, on top of
+its files (gzip layers are typically a third to a half of the files they
+hold), one more read of each layer blob at import (from the page cache, as
+the layer was just read; plus zstd compression for an uncompressed tar),
+and at export a copy instead of a tar regeneration.  Layers made in the store (commits) have no blob: they are
 written from the tree diff (``layer_out``) and compressed.
 
 Meta (SOURCE_META, JSON): digest and size of the blob, its compression
