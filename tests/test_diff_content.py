@@ -5,6 +5,7 @@ byte at an equal size is still a change."""
 from __future__ import annotations
 
 import io
+import pytest
 import os
 import tarfile
 
@@ -78,3 +79,138 @@ def test_same_layer_imported_twice_onto_one_parent(store, tmp_path):
     assert store.diff("l1", "l2") == []
     assert _layer_members(store, "l1", "l2") == []
     assert {c.path for c in store.diff("base", "l2")} == {"/etc/new", "/bin/other", "/etc/motd"}
+
+
+def test_equal_trees_numbered_differently_do_not_differ(store, tmp_path):
+    """The same files written by two importers get other inode numbers (a directory
+    import numbers files before subdirectories, a layer in archive order): equal
+    still, and a real change inside a renumbered directory is still found."""
+    src = tmp_path / "src"
+    _tree(src)
+    (src / "bin" / "sub").mkdir()
+    (src / "bin" / "sub" / "deep").write_text("deep\n")
+    os.utime(src / "bin" / "sub" / "deep", ns=(1_600_000_000_000_000_000,) * 2)
+    os.utime(src / "bin" / "sub", ns=(1_600_000_000_000_000_000,) * 2)
+    os.utime(src / "bin", ns=(1_600_000_000_000_000_000,) * 2)
+    store.import_dir(src, "a")
+    buf = io.BytesIO()
+    export_tar(store, "a", buf)
+    import_image(store, io.BytesIO(buf.getvalue()), "b")
+    with store.fs("a") as fa, store.fs("b") as fb:
+        assert fa.stat("/bin/sub").st_ino != fb.stat("/bin/sub").st_ino
+    assert store.diff("a", "b") == []
+    assert _layer_members(store, "a", "b") == []
+    store.clone("b", "c")
+    with store.fs("c") as fs:
+        st = fs.stat("/bin/sub/deep")
+        fs.write_bytes("/bin/sub/deep", b"DEEP\n")
+        fs.utime("/bin/sub/deep", ns=(st.st_atime_ns, st.st_mtime_ns))
+        et = fs.stat("/etc")
+        fs.unlink("/etc/motd")
+        fs.utime("/etc", ns=(et.st_atime_ns, et.st_mtime_ns))
+    store.commit("c", "c1")
+    assert [(c.kind, c.path) for c in store.diff("a", "c1")] == [
+        ("M", "/bin/sub/deep"), ("D", "/etc/motd")]
+    assert _layer_members(store, "a", "c1") == ["bin/sub/deep", "etc/.wh.motd"]
+
+
+def _random_edits(fs, rnd, n):
+    """n random visible edits (files, dirs, symlinks, modes, xattrs, hard links)."""
+    for _ in range(n):
+        files = [os.path.join(d, f) for d, _, fl in fs.walk("/") for f in fl]
+        dirs = [d for d, _, _ in fs.walk("/")]
+        op = rnd.choice(["write", "same", "new", "mkdir", "rm", "rmtree", "chmod", "xattr",
+                         "link", "replace_dir"])
+        d = rnd.choice(dirs)
+        if op == "write" and files:
+            p = rnd.choice(files)
+            if not fs.islink(p):
+                fs.write_bytes(p, os.urandom(rnd.choice([10, 5000, 40000])))
+        elif op == "same" and files:
+            p = rnd.choice(files)
+            if not fs.islink(p):
+                fs.write_bytes(p, fs.read_bytes(p))       # same bytes, new blocks, new times
+        elif op == "new":
+            fs.write_bytes(d.rstrip("/") + f"/n{rnd.randrange(10**6)}", os.urandom(3000))
+        elif op == "mkdir":
+            fs.makedirs(d.rstrip("/") + f"/d{rnd.randrange(10**6)}/x", exist_ok=True)
+        elif op == "rm" and files:
+            fs.unlink(rnd.choice(files))
+        elif op == "rmtree" and d != "/":
+            for sub, _, fl in list(fs.walk(d, topdown=False)):
+                for f in fl:
+                    fs.unlink(sub.rstrip("/") + "/" + f)
+                fs.rmdir(sub)
+        elif op == "chmod" and files:
+            p = rnd.choice(files)
+            if not fs.islink(p):
+                fs.chmod(p, rnd.choice([0o600, 0o755, 0o640]))
+        elif op == "xattr" and files:
+            p = rnd.choice(files)
+            if not fs.islink(p):
+                fs.setxattr(p, "user.r", os.urandom(8))
+        elif op == "link" and files:
+            p = rnd.choice(files)
+            if not fs.islink(p):
+                fs.link(p, d.rstrip("/") + f"/h{rnd.randrange(10**6)}")
+        elif op == "replace_dir" and d != "/":
+            # the same name, a new directory inode with part of the old content
+            keep = {f: fs.read_bytes(d.rstrip("/") + "/" + f) for f in fs.listdir(d)
+                    if fs.isfile(d.rstrip("/") + "/" + f) and not fs.islink(d + "/" + f)}
+            for sub, _, fl in list(fs.walk(d, topdown=False)):
+                for f in fl:
+                    fs.unlink(sub.rstrip("/") + "/" + f)
+                fs.rmdir(sub)
+            fs.mkdir(d)
+            for f, data in list(keep.items())[::2]:
+                fs.write_bytes(d + "/" + f, data)
+
+
+def _describe_tree(store, name, dst):
+    """R.describe plus the link count (a hard link added or removed is a visible change)."""
+    store.export_dir(name, dst)
+    d = R.describe(str(dst))
+    return {p: v if p == "__links__" else v + (os.lstat(str(dst) + p).st_nlink,)
+            for p, v in d.items()}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_diff_and_layer_match_the_trees_across_numberings(store, tmp_path, seed):
+    """Seeded random edits on a tree renumbered by a round trip through a tar: the
+    diff names exactly the paths whose described state differs, and the exported
+    layer applied by the reference applier turns a into the result."""
+    import random
+    rnd = random.Random(seed)
+    src = tmp_path / "src"
+    _tree(src)
+    for i in range(4):
+        (src / f"dir{i}" / "sub").mkdir(parents=True)
+        for j in range(3):
+            (src / f"dir{i}" / f"f{j}").write_bytes(os.urandom(rnd.choice([100, 9000])))
+            (src / f"dir{i}" / "sub" / f"g{j}").write_bytes(os.urandom(200))
+    store.import_dir(src, "a")
+    buf = io.BytesIO()
+    export_tar(store, "a", buf)
+    base = "a"
+    if seed % 2:
+        import_image(store, io.BytesIO(buf.getvalue()), "b")   # other inode numbers
+        base = "b"
+    store.clone(base, "c")
+    with store.fs("c") as fs:
+        _random_edits(fs, rnd, 15)
+    store.commit("c", "c1")
+    da = _describe_tree(store, "a", tmp_path / "xa")
+    dc = _describe_tree(store, "c1", tmp_path / "xc")
+    differ = {p for p in set(da) | set(dc) if p != "__links__" and da.get(p) != dc.get(p)}
+
+    def under_deleted(p):
+        parts = p.split("/")
+        return any("/".join(parts[:i]) in da and "/".join(parts[:i]) not in dc
+                   for i in range(2, len(parts)))
+    want = {p for p in differ if not (p not in dc and under_deleted(p))}
+    got = {c.path for c in store.diff("a", "c1")}
+    assert got == want, [(p, da.get(p)[5:], dc.get(p)[5:]) for p in got ^ want]
+    layer = io.BytesIO()
+    export_tar(store, "c1", layer, parent="a")
+    R.apply_layer(str(tmp_path / "xa"), layer.getvalue())
+    assert R.diff_desc(R.describe(str(tmp_path / "xa")), R.describe(str(tmp_path / "xc"))) == []

@@ -55,11 +55,11 @@ def diff_trees(store, a: str, b: str) -> list[Change]:
         fa, fb = FsTree(ns, ra, time.time_ns), FsTree(ns, rb, time.time_ns)
         entries, modified = fsdiff.visible(fa, fb, fsdiff.delta(ns, ra, rb))
         added, deleted = [], []
-        for parent, name, ca, cb in entries:
+        for dir_a, dir_b, name, ca, cb in entries:
             if ca is not None:
-                deleted.append((parent, name, ca[0]))
+                deleted.append((dir_a, name, ca[0]))
             if cb is not None:
-                added.append((parent, name, cb[0]))
+                added.append((dir_b, name, cb[0]))
         out: dict[str, Change] = {}
         gone_dirs = []
         for parent, name, child in deleted:
@@ -73,14 +73,14 @@ def diff_trees(store, a: str, b: str) -> list[Change]:
             p = _join(fb, parent, name)
             if p is not None:
                 out[p] = Change(p, "A" if p not in out else "M", _type(fb, child))
-        for ino in modified:
-            if not fa.has_inode(ino) or not fb.has_inode(ino):
-                continue                       # new or gone inodes show as A / D
-            p = fb.path_of(ino)
-            if p is None:
-                continue
-            p = os.fsdecode(p)
-            if p not in out:
-                out[p] = Change(p, "M", _type(fb, ino))
+        for ino in modified:                   # inodes of b (fs.diff.visible)
+            if ino == 1:
+                links = [(0, None)]
+            else:
+                links = fb.parents(ino)            # a changed file changed at every path
+            for parent, name in links:
+                p = "/" if name is None else _join(fb, parent, name)
+                if p is not None and p not in out:
+                    out[p] = Change(p, "M", _type(fb, ino))
         return sorted(c for c in out.values()
                       if not (c.kind == "D" and any(c.path.startswith(g) for g in gone_dirs)))

@@ -164,21 +164,110 @@ def same_inode(fa: FsTree, ia: int, fb: FsTree, ib: int, d: Delta | None = None)
     return True
 
 
+DT_DIR = I.dtype_of(0o040000)
+
+
+class _Walk:
+    """Path-by-path comparison of directories that have other inode numbers on the
+    two sides (the same path, written by different importers, or a directory
+    replaced by a new one).  Inode-keyed items cannot be matched there, so both
+    directories are read and their children paired by name.  ``seen_a`` /
+    ``seen_b``: the inodes of the directories walked, on each side, whose items
+    in the delta are then ignored.  Cost: O(entries below the pair)."""
+
+    def __init__(self, fa: FsTree, fb: FsTree, entries: list, modified: set):
+        self.fa, self.fb = fa, fb
+        self.entries, self.modified = entries, modified
+        self.seen_a: set[int] = set()
+        self.seen_b: set[int] = set()
+
+    def _mark(self, f: FsTree, ino: int, seen: set) -> None:
+        stack = [ino]
+        while stack:
+            d = stack.pop()
+            seen.add(d)
+            stack.extend(c for _, _, c, t in f.readdir(d) if t == DT_DIR)
+
+    def added_tree(self, dir_b: int) -> None:
+        """Every entry below a directory only b has, as added entries."""
+        stack = [dir_b]
+        while stack:
+            d = stack.pop()
+            self.seen_b.add(d)
+            for _, name, c, t in self.fb.readdir(d):
+                self.entries.append((None, d, name, None, (c, t)))
+                if t == DT_DIR:
+                    stack.append(c)
+
+    def pair(self, ia: int, ib: int) -> None:
+        fa, fb = self.fa, self.fb
+        stack = [(ia, ib)]
+        while stack:
+            da, db = stack.pop()
+            self.seen_a.add(da)
+            self.seen_b.add(db)
+            if not same_inode(fa, da, fb, db):
+                self.modified.add(db)
+            ka = {n: (c, t) for _, n, c, t in fa.readdir(da)}
+            kb = {n: (c, t) for _, n, c, t in fb.readdir(db)}
+            for name in sorted(ka.keys() | kb.keys()):
+                ca, cb = ka.get(name), kb.get(name)
+                if ca is not None and cb is not None:
+                    if ca[1] == cb[1] == DT_DIR:
+                        stack.append((ca[0], cb[0]))
+                        continue
+                    if ca[1] == cb[1] and same_inode(fa, ca[0], fb, cb[0]):
+                        continue
+                self.entries.append((da, db, name, ca, cb))
+                if ca is not None and ca[1] == DT_DIR:
+                    self._mark(fa, ca[0], self.seen_a)
+                if cb is not None and cb[1] == DT_DIR:
+                    self.added_tree(cb[0])
+
+
 def visible(fa: FsTree, fb: FsTree, d: Delta) -> tuple[list, set[int]]:
-    """(entries, inodes) of ``d`` a user sees change: entries as in Delta.entries
-    minus those whose old and new targets are equal non-directories; inodes
-    present in both trees whose attributes, content or xattrs differ."""
-    dirt = I.dtype_of(0o040000)
-    entries = []
-    for e in d.entries:
-        _, _, ca, cb = e
-        if (ca is not None and cb is not None and ca[1] == cb[1] != dirt
-                and fa.has_inode(ca[0]) and fb.has_inode(cb[0])
-                and same_inode(fa, ca[0], fb, cb[0])):
+    """(entries, inodes) of ``d`` that a user sees change.
+
+    entries: (dir in a, dir in b, name, (ino, dtype) | None in a, in b) -- one
+    directory inode for both sides, except below directories that have other
+    inode numbers on the two sides (compared path by path, see ``_Walk``; an
+    entry only one side has then names None for the other side's directory).
+    An entry whose old and new targets are equal non-directories is left out.
+    inodes: inodes of b whose attributes, content or xattrs differ from the
+    same file in a -- the same inode number with a link (parent, name) on both
+    sides, or the same path below a renumbered directory."""
+    entries: list = []
+    inodes: set[int] = set()
+    walk = _Walk(fa, fb, entries, inodes)
+    renumbered = [(ca[0], cb[0]) for _, _, ca, cb in d.entries
+                  if ca is not None and cb is not None and ca[0] != cb[0]
+                  and ca[1] == cb[1] == DT_DIR]
+    # outer directories first, so a walk covers the renumbered directories below it
+    depth = {ib: (fb.path_of(ib) or b"").count(b"/") for _, ib in renumbered}
+    for ia, ib in sorted(renumbered, key=lambda p: depth[p[1]]):
+        if ia not in walk.seen_a and ib not in walk.seen_b:
+            walk.pair(ia, ib)
+    for dir_, name, ca, cb in d.entries:
+        if dir_ in walk.seen_a or dir_ in walk.seen_b:
             continue
-        entries.append(e)
-    inodes = set()
+        if ca is not None and cb is not None and ca[1] == cb[1]:
+            if ca[1] == DT_DIR and ca[0] != cb[0]:
+                continue                               # walked
+            if (ca[1] != DT_DIR and fa.has_inode(ca[0]) and fb.has_inode(cb[0])
+                    and same_inode(fa, ca[0], fb, cb[0])):
+                continue
+        entries.append((dir_, dir_, name, ca, cb))
     for ino in d.inodes():
-        if fa.has_inode(ino) and fb.has_inode(ino) and not same_inode(fa, ino, fb, ino, d):
+        if ino in walk.seen_a or ino in walk.seen_b or ino in inodes:
+            continue
+        if not (fa.has_inode(ino) and fb.has_inode(ino)):
+            continue
+        if ino != I.ROOT_INO:
+            # the same file on both sides: a link (directory, name) both have, outside
+            # the renumbered directories (those compare by path); else its entries tell
+            common = set(fa.parents(ino)) & set(fb.parents(ino))
+            if not any(p not in walk.seen_a and p not in walk.seen_b for p, _ in common):
+                continue
+        if not same_inode(fa, ino, fb, ino, d):
             inodes.add(ino)
     return entries, inodes

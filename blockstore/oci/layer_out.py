@@ -197,8 +197,8 @@ class _Paths:
 def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
     """{path: (kind, ino)} of the layer from tree a to tree b."""
     entries, modified = fsdiff.visible(fa, fb, fsdiff.delta(ns, ra, rb))
-    deleted = [(ino, name) for ino, name, ca, cb in entries if cb is None]
-    added = [(ino, name, cb, ca) for ino, name, ca, cb in entries if cb is not None]
+    deleted = [(da, db, name) for da, db, name, ca, cb in entries if cb is None]
+    added = [(db, name, cb, ca) for da, db, name, ca, cb in entries if cb is not None]
     pa, pb = _Paths(fa), _Paths(fb)
     plan: dict[tuple, tuple[int, int]] = {}
     dirt = S.S_IFDIR >> 12
@@ -213,17 +213,17 @@ def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
         if base is None:
             continue
         path = base + (name,)
+        if plan.get(path, (None, None))[1] == cb[0]:
+            continue                         # written with a directory above it
         put_tree(path, cb[0], cb[1])
         if ca is not None and ca[1] == dirt and cb[1] == dirt:
             plan[path + (OPQ,)] = (OPAQUE, 0)
-    for parent, name in deleted:
-        base = pb.of(parent)
-        if base is None or base != pa.of(parent):
+    for dir_a, dir_b, name in deleted:
+        base = pb.of(dir_b) if dir_b is not None else None
+        if base is None or base != pa.of(dir_a):
             continue                         # parent gone or moved: covered there
         plan.setdefault(base + (WH + name,), (WHITEOUT, 0))
-    for ino in modified:
-        if not fa.has_inode(ino) or not fb.has_inode(ino):
-            continue
+    for ino in modified:                     # inodes of b (fs.diff.visible)
         for parent, name in fb.parents(ino) if ino != I.ROOT_INO else [(0, b"")]:
             path = () if ino == I.ROOT_INO else pb.of(parent)
             if path is None:
