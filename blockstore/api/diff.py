@@ -6,7 +6,7 @@ what counts as a change is decided there: content and metadata a user can
 see, not ctimes or block pointers).  Changed items map to changes: a
 directory entry that appears is ``A`` (added), one that disappears ``D``
 (deleted; entries below a deleted directory are not listed again), an inode
-whose attributes, content or xattrs differ ``M``.
+whose attributes, content or xattrs differ ``M`` (at each of its paths).
 A rename is a ``D`` of the old path and an ``A`` of the new one.
 """
 from __future__ import annotations

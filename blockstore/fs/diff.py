@@ -16,7 +16,13 @@ a cache must drop (``api.treewatch``); what a user sees as a change
   equal, else (a block without a recorded checksum, a hole against a
   block, an inline item) by the bytes.  Two trees written separately with equal bytes are equal;
 * xattrs: the same names with the same values (values stored in blocks are
-  read and compared).
+  read and compared);
+* identity: items are keyed by inode number, which only names the same file
+  on both sides where the numbering agrees.  A directory that has other
+  inode numbers at one path (the trees were written by different importers,
+  or it was replaced by a new one) is compared path by path below it
+  (``_Walk``, O(its entries)); elsewhere an inode counts as the same file
+  when both sides link it at the same (directory, name).
 
 Checksum equality is taken as content equality.  With the ``sha256``
 checksum that is collision-resistant; with ``xxh3-128`` (the default
