@@ -14,8 +14,10 @@ new directory must be spelled out in full in a tar layer).  Rules:
 
 * an entry that disappears -> ``DIR/.wh.NAME`` (not below a directory that
   itself disappeared or moved: that one's whiteout covers it);
-* a name that now refers to a different directory than before -> the new
-  directory plus ``DIR/NAME/.wh..wh..opq`` (its old children are hidden);
+* a name that now refers to a different directory than before (a new
+  inode) -> compared path by path with the old one (``fs.diff``), so only
+  what differs is written, as for the same directory (the applier merges a
+  directory over a directory); no opaque marker is needed;
 * an inode whose attributes, content or xattrs changed as a user sees them
   (``fs.diff.visible``: not ctimes, not block pointers of equal bytes) -> an
   entry for it at every path it has (directories: the header only, which
@@ -41,8 +43,8 @@ from ..fs import items as I
 from ..fs.tree import FsTree
 
 CHUNK = 1 << 20
-ENTRY, WHITEOUT, OPAQUE = 0, 1, 2
-WH, OPQ = b".wh.", b".wh..wh..opq"
+ENTRY, WHITEOUT = 0, 1
+WH = b".wh."
 
 
 class _HashWriter:
@@ -216,8 +218,6 @@ def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
         if plan.get(path, (None, None))[1] == cb[0]:
             continue                         # written with a directory above it
         put_tree(path, cb[0], cb[1])
-        if ca is not None and ca[1] == dirt and cb[1] == dirt:
-            plan[path + (OPQ,)] = (OPAQUE, 0)
     for dir_a, dir_b, name in deleted:
         base = pb.of(dir_b) if dir_b is not None else None
         if base is None or base != pa.of(dir_a):
