@@ -8,6 +8,7 @@ Every tree is one record in LMDB database ``catalog`` keyed by its name:
              one reference to it
     parent   name of the snapshot it was cloned or committed from, or None
     created  ns since the epoch; labels {str: str}; uuid; mounts (clones)
+             (labels under ``image.`` are inherited by copies: carried_labels)
 
 Contract: a record is changed only inside a write transaction, and a root
 is replaced only together with the B-tree mutation that produced it, so a
@@ -26,6 +27,12 @@ from . import txn as txnmod
 from .errors import AlreadyExists, InvalidInput, NotFound
 
 CATALOG = txnmod.register_db("catalog")
+# Labels that describe a tree's content as an image (its config: command,
+# environment, history...) travel with the content: a clone or snapshot of a
+# tree starts with the source's labels under this prefix (labels given to the
+# copy win).  Other labels (names, layer identities) belong to one record.
+CARRIED_PREFIX = "image."
+CARRIED_LEGACY = ("oci.config",)      # what stores made before the prefix used
 KINDS = ("snapshot", "clone", "volume")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@+:/-]{0,254}")
 
@@ -53,6 +60,12 @@ class TreeRecord:
     @classmethod
     def decode(cls, raw) -> "TreeRecord":
         return cls(**json.loads(bytes(raw)))
+
+
+def carried_labels(labels: dict) -> dict:
+    """The labels a copy of a tree inherits (see CARRIED_PREFIX)."""
+    return {k: v for k, v in labels.items()
+            if k.startswith(CARRIED_PREFIX) or k in CARRIED_LEGACY}
 
 
 def check_name(name: str) -> str:

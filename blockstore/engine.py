@@ -137,7 +137,8 @@ class Engine:
     def _copy(self, src: str, name: str, kind: str, labels, parent_of) -> TreeRecord:
         def work(w):
             s = catalog.get(w, src)
-            rec = TreeRecord(name=name, kind=kind, labels=dict(labels or {}),
+            lab = {**catalog.carried_labels(s.labels), **(labels or {})}
+            rec = TreeRecord(name=name, kind=kind, labels=lab,
                              parent=parent_of(s), root=s.root)
             catalog.add(w, rec)
             bt.share(NodeStore.of(w), s.root)
@@ -145,7 +146,8 @@ class Engine:
         return self.env.transact(work)
 
     def snapshot(self, src: str, name: str, labels: dict | None = None) -> TreeRecord:
-        """Freeze ``src`` (any kind) as a read-only snapshot: O(1).  The
+        """Freeze ``src`` (any kind) as a read-only snapshot: O(1).  Like clone(),
+        it inherits src's image labels (``catalog.carried_labels``).  The
         snapshot's parent is src's parent if src is a clone made from a
         snapshot (the lineage of images), else src itself when it is a snapshot."""
         return self._copy(src, name, "snapshot", labels,

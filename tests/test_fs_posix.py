@@ -18,15 +18,16 @@ def fs(store):
 
 
 def test_mkdir_ignores_setuid_setgid_bits(fs, tmp_path):
-    """mkdir(2) uses mode & 01777: setuid/setgid in the mode are dropped (sticky kept)."""
+    """mkdir(2) uses mode & 01777 & ~umask: setuid/setgid in the mode are dropped
+    (sticky kept)."""
     old = os.umask(0)
     try:
         os.mkdir(tmp_path / "h", 0o6755)
         os.mkdir(tmp_path / "k", 0o1777)
+        fs.mkdir("/h", 0o6755)
+        fs.mkdir("/k", 0o1777)
     finally:
         os.umask(old)
-    fs.mkdir("/h", 0o6755)
-    fs.mkdir("/k", 0o1777)
     assert S.S_IMODE(fs.stat("/h").st_mode) == S.S_IMODE(os.stat(tmp_path / "h").st_mode) == 0o755
     assert S.S_IMODE(fs.stat("/k").st_mode) == 0o1777
 

@@ -146,3 +146,41 @@ def test_real_image_round_trips(image, tmp_store_dir, tmp_path):
                 assert R.diff_desc(R.describe(str(d)), R.describe(str(c))) == [], n
             prev = n
         assert s.check().ok
+
+
+def _layout_facts(layout, tag):
+    import json
+    index = json.load(open(os.path.join(layout, "index.json")))
+    mdesc = [m for m in index["manifests"]
+             if (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") == tag][0]
+    blob = lambda d: open(os.path.join(layout, "blobs", "sha256", d[7:]), "rb").read()  # noqa: E731
+    man = json.loads(blob(mdesc["digest"]))
+    cfg = json.loads(blob(man["config"]["digest"]))
+    return {"manifest": mdesc["digest"], "config": man["config"]["digest"],
+            "layers": [d["digest"] for d in man["layers"]],
+            "sizes": [d["size"] for d in man["layers"]], "diff_ids": cfg["rootfs"]["diff_ids"]}
+
+
+def test_real_image_export_is_digest_identical_and_reimport_is_free(image, tmp_store_dir,
+                                                                    tmp_path):
+    """umoci's image (gzip layers) -> import -> export: the same blobs, diff IDs and
+    manifest; skopeo copies the export unchanged; importing either again adds no
+    layer snapshot and no data (issue 16, item 5)."""
+    src = _layout_facts(image["layout"], "img")
+    with Store.open(tmp_store_dir) as s:
+        import_image(s, f"{image['layout']}:img", "deb")
+        out = str(tmp_path / "exported")
+        export_image(s, "deb", out, tag="rt")
+        got = _layout_facts(out, "rt")
+        assert got == src
+        copy = str(tmp_path / "copied")
+        sh("skopeo", "copy", "-q", f"oci:{out}:rt", f"oci:{copy}:rt")
+        assert _layout_facts(copy, "rt") == src
+        names = {r.name for r in s.list()}
+        used = s.df().used_bytes
+        import_image(s, f"{out}:rt", "deb-again")
+        import_image(s, f"{copy}:rt", "deb-copied")
+        assert {r.name for r in s.list()} - names == {"deb-again", "deb-copied"}
+        assert s.df().used_bytes - used <= 256 * 1024
+        assert s.info("deb-again").root == s.info("deb-copied").root == s.info("deb").root
+        assert s.check().ok

@@ -1,11 +1,13 @@
 """What changed between two trees, as paths (like ``docker diff``).
 
-Built on the engine's tree diff, so the cost is proportional to the
-difference: subtrees the two trees share are skipped by node id.  Changed
-items map to changes: a directory entry that appears is ``A`` (added), one
-that disappears ``D`` (deleted; entries below a deleted directory are not
-listed again), an inode whose attributes (not atime or ctime), content or xattrs differ
-``C`` (changed).  The letters are docker diff's, and the CLI prints them as they are.
+Built on ``fs.diff`` (the engine's tree diff, so the cost is proportional
+to the difference: subtrees the two trees share are skipped by node id;
+what counts as a change is decided there: content and metadata a user can
+see, not ctimes or block pointers).  Changed items map to changes: a
+directory entry that appears is ``A`` (added), one that disappears ``D``
+(deleted; entries below a deleted directory are not listed again), an inode
+whose attributes, content or xattrs differ ``C`` (changed, at each of its
+paths).  The letters are docker diff's, and the CLI prints them as they are.
 A rename is a ``D`` of the old path and an ``A`` of the new one.
 """
 from __future__ import annotations
@@ -15,10 +17,8 @@ import time
 from dataclasses import dataclass
 
 from .. import catalog
-from ..btree import values
-from ..btree.diff import diff as tree_diff
 from ..btree.store import NodeStore
-from ..fs import items as I
+from ..fs import diff as fsdiff
 from ..fs.tree import FsTree
 
 _TYPES = {0o040000: "dir", 0o100000: "file", 0o120000: "symlink", 0o020000: "char",
@@ -49,36 +49,18 @@ def _join(fst: FsTree, parent: int, name: bytes) -> str | None:
     return os.fsdecode(base.rstrip(b"/") + b"/" + name)
 
 
-def _attrs(v) -> tuple:
-    """What makes an inode change visible: not atime, not ctime (tar and other
-    copies do not carry them), not the directory's next index."""
-    n = I.Inode.unpack(0, values.payload(v))
-    return (n.mode, n.uid, n.gid, n.nlink, n.size, n.mtime, n.rdev)
-
-
 def diff_trees(store, a: str, b: str) -> list[Change]:
     with store.env.read() as r:
         ns = NodeStore.of(r)
         ra, rb = catalog.get(r, a).root, catalog.get(r, b).root
         fa, fb = FsTree(ns, ra, time.time_ns), FsTree(ns, rb, time.time_ns)
-        added, deleted, modified = [], [], set()
-        for k, va, vb in tree_diff(ns, ra, rb):
-            ino, typ, rest = I.split(k)
-            if ino == 0:
-                continue
-            if typ == I.DIRENT:
-                ca = I.parse_dirent(values.payload(va))[0] if va is not None else None
-                cb = I.parse_dirent(values.payload(vb))[0] if vb is not None else None
-                if ca != cb:
-                    if ca is not None:
-                        deleted.append((ino, rest, ca))
-                    if cb is not None:
-                        added.append((ino, rest, cb))
-            elif typ == I.INODE:
-                if va is None or vb is None or _attrs(va) != _attrs(vb):
-                    modified.add(ino)
-            elif typ in (I.EXTENT, I.INLINE, I.XATTR):
-                modified.add(ino)
+        entries, modified = fsdiff.visible(fa, fb, fsdiff.delta(ns, ra, rb))
+        added, deleted = [], []
+        for dir_a, dir_b, name, ca, cb in entries:
+            if ca is not None:
+                deleted.append((dir_a, name, ca[0]))
+            if cb is not None:
+                added.append((dir_b, name, cb[0]))
         out: dict[str, Change] = {}
         gone_dirs = []
         for parent, name, child in deleted:
@@ -92,14 +74,14 @@ def diff_trees(store, a: str, b: str) -> list[Change]:
             p = _join(fb, parent, name)
             if p is not None:
                 out[p] = Change(p, "A" if p not in out else "C", _type(fb, child))
-        for ino in modified:
-            if not fa.has_inode(ino) or not fb.has_inode(ino):
-                continue                       # new or gone inodes show as A / D
-            p = fb.path_of(ino)
-            if p is None:
-                continue
-            p = os.fsdecode(p)
-            if p not in out:
-                out[p] = Change(p, "C", _type(fb, ino))
+        for ino in modified:                   # inodes of b (fs.diff.visible)
+            if ino == 1:
+                links = [(0, None)]
+            else:
+                links = fb.parents(ino)            # a changed file changed at every path
+            for parent, name in links:
+                p = "/" if name is None else _join(fb, parent, name)
+                if p is not None and p not in out:
+                    out[p] = Change(p, "C", _type(fb, ino))
         return sorted(c for c in out.values()
                       if not (c.kind == "D" and any(c.path.startswith(g) for g in gone_dirs)))

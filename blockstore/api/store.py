@@ -36,6 +36,7 @@ from ..btree.store import NodeStore
 from ..catalog import TreeRecord
 from ..engine import Engine
 from ..errors import Busy, InvalidInput, NotFound
+from ..fs import source
 from ..fs.tree import FsTree
 from . import mounts as M
 from . import mountlock, writers
@@ -230,7 +231,7 @@ class Store:
         that do not exist in the tree are created as directories."""
         self._writer()
         mounts = self._check_mounts(mounts)
-        rec = self._drop_orphans(self.engine.clone(snapshot, name, labels=labels))
+        rec = self._drop_orphans(self.engine.clone(snapshot, name, labels=labels), clone=True)
         if mounts:
             def work(w):
                 r = catalog.get(w, name)
@@ -259,19 +260,21 @@ class Store:
         writers.flush(self.path, [tree])
         return self._drop_orphans(self.engine.snapshot(tree, name, labels=labels))
 
-    def _drop_orphans(self, rec: TreeRecord) -> TreeRecord:
+    def _drop_orphans(self, rec: TreeRecord, clone: bool = False) -> TreeRecord:
         """A new tree has no open handles: free the inodes that only a handle on the
         source kept alive (unlinked while open), else the copy would hold them forever.
-        Cost: one lookup when there are none (the usual case)."""
+        A new clone also drops the source blob of an image layer (``fs.source``): it
+        is not that layer, and would keep the blob after the image is removed.
+        Cost: one or two lookups when there is nothing to drop (the usual case)."""
         with self.env.read() as r:
-            if not FsTree(NodeStore.of(r), catalog.get(r, rec.name).root, time.time_ns).orphans():
+            fst = FsTree(NodeStore.of(r), catalog.get(r, rec.name).root, time.time_ns)
+            if not (fst.orphans() or (clone and source.meta(fst) is not None)):
                 return rec
 
         def work(w):
             cur = catalog.get(w, rec.name)
             fst = FsTree(NodeStore.of(w), cur.root, time.time_ns)
-            for ino in fst.orphans():
-                fst.release_orphan(ino)
+            source.detach_copy(fst, clone)
             cur.root = fst.root
             catalog.put(w, cur)
             return cur

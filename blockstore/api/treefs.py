@@ -3,7 +3,9 @@
 Path methods mirror the os module (stat, listdir, scandir, walk, mkdir,
 makedirs, rmdir, unlink/remove, rename/replace, symlink, readlink, link,
 chmod, chown, utime, truncate, xattrs, open) and raise the same OSError
-subclasses with the same errno.  Inode methods (``*_at`` / ``*_ino``) are
+subclasses with the same errno.  Creation modes follow os too: the mode
+given to ``open`` (``perm``, default 0o666), ``mkdir``/``makedirs`` (0o777)
+and ``mknod`` is masked by the process umask.  Inode methods (``*_at`` / ``*_ino``) are
 what the FUSE adapter uses.
 
 Every change is one transaction on the tree: resolve, change, store the new
@@ -32,7 +34,7 @@ from ..errors import (AlreadyExists, CrossDevice, InvalidInput, IsADirectory, No
 from ..fs import items as I
 from ..fs import paths as P
 from ..fs.tree import INLINE_MAX, FsTree, fill
-from . import fileio
+from . import fileio, umask
 
 ROOT_INO = I.ROOT_INO
 
@@ -481,10 +483,12 @@ class TreeFS:
             return tfs.mkdir(sub, mode)
         uid = os.getuid() if uid is None else uid
         gid = os.getgid() if gid is None else gid
+        perm = umask.apply(mode)
 
         def fn(f):
             d, name = P.resolve_parent(f, sub)
-            f.create(d, name, S.S_IFDIR | (mode & 0o1777), uid, gid)   # mkdir(2) drops S_ISUID/S_ISGID
+            # mkdir(2): the umask applies, S_ISUID/S_ISGID are dropped
+            f.create(d, name, S.S_IFDIR | (perm & 0o1777), uid, gid)
         self._change(fn)
 
     def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
@@ -573,6 +577,8 @@ class TreeFS:
         if tfs is not self:
             return tfs.mknod(sub, mode, device)
 
+        mode = S.S_IFMT(mode) | umask.apply(mode)          # mknod(2): the umask applies
+
         def fn(f):
             d, name = P.resolve_parent(f, sub)
             f.create(d, name, mode, os.getuid(), os.getgid(), device)
@@ -644,6 +650,7 @@ class TreeFS:
             raise ReadOnly(f"{self.name!r} is a snapshot and cannot be changed; clone it first",
                            path=os.fsdecode(P.to_bytes(path)))
         uid, gid = os.getuid(), os.getgid()
+        perm = umask.apply(perm) if create else perm       # open(2): O_CREAT modes see the umask
 
         def fn(f):
             if excl:
@@ -671,7 +678,7 @@ class TreeFS:
                     if not target.startswith(b"/"):
                         target = f.path_of(d).rstrip(b"/") + b"/" + target
                     d, name = P.resolve_parent(f, target)
-                ino = f.create(d, name, S.S_IFREG | (perm & 0o7777), uid, gid).ino
+                ino = f.create(d, name, S.S_IFREG | perm, uid, gid).ino
                 return ino
             node = f.inode(ino)
             fileio.check_not_dir(node.is_dir, os.fsdecode(P.to_bytes(path)))

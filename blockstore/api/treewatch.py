@@ -37,10 +37,9 @@ import threading
 from dataclasses import dataclass, field
 
 from .. import catalog
-from ..btree.diff import diff
 from ..btree.store import NodeStore
 from ..errors import NotFound
-from ..fs import items as I
+from ..fs import diff as fsdiff
 
 
 @dataclass
@@ -55,16 +54,10 @@ class Changed:
 
 
 def _changed(ns_old: NodeStore, old: int, new: int, ns_new: NodeStore) -> Changed:
-    out = Changed()
-    for k, _, _ in diff(ns_old, old, new, ns_new):
-        ino, typ, rest = I.split(k)
-        if typ == I.INODE:
-            out.attrs.add(ino)
-        elif typ in (I.EXTENT, I.INLINE):
-            out.data.add(ino)
-        elif typ == I.DIRENT:
-            out.entries.add((ino, bytes(rest)))
-    return out
+    """Every differing item counts (fs.diff.delta, not .visible): a cache holds
+    ctimes and must drop what it holds even when a user would see no change."""
+    d = fsdiff.delta(ns_old, old, new, ns_new)
+    return Changed(set(d.attrs), set(d.data), {(ino, name) for ino, name, _, _ in d.entries})
 
 
 class _View:

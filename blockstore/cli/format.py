@@ -130,8 +130,15 @@ def mount(m: dict) -> dict:
             "readonly": bool(m.get("readonly"))}
 
 
+LABEL_TEXT_MAX = 40
+
+
 def labels_text(labels: dict) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    """KEY=VALUE,... with values over LABEL_TEXT_MAX characters cut (an image's
+    config is kilobytes of JSON); `blockstore label NAME` and --json show them whole."""
+    def cut(v: str) -> str:
+        return v if len(v) <= LABEL_TEXT_MAX else v[:LABEL_TEXT_MAX - 3] + "..."
+    return ",".join(f"{k}={cut(v)}" for k, v in sorted(labels.items()))
 
 
 def lineage_rows(records: list) -> list[tuple[str, object]]:

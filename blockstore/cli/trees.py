@@ -335,9 +335,13 @@ _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst")
                    "image layout of NAME's lineage; docker: a `docker save` tarball. "
                    "auto: tar when OUT ends in .tar or is -, else dir.")
 @click.option("--tag", metavar="TAG", help="Image tag for --format oci/docker.")
+@click.option("--compression", type=click.Choice(["gzip", "zstd", "none"]), default="gzip",
+              show_default=True,
+              help="For --format oci/docker: how layers made in the store are compressed "
+                   "(imported layers are written as they were imported).")
 @output_options()
 @pass_ctx
-def export_cmd(ctx: Ctx, name, out, parent, fmt, tag):
+def export_cmd(ctx: Ctx, name, out, parent, fmt, tag, compression):
     """Write NAME out: to directory OUT, to a tar, or (with --from PARENT)
     the change from PARENT to NAME as an OCI layer tar.
 
@@ -362,7 +366,7 @@ def export_cmd(ctx: Ctx, name, out, parent, fmt, tag):
                 hook("blockstore.oci", "export_tar", "exporting tars and layers")(
                     store, name, f, parent=parent)
             else:
-                _docker_to(store, name, tag, f)
+                _docker_to(store, name, tag, compression, f)
         return
     if fmt == "dir":
         with progress(ctx, f"exporting {name}") as cb:
@@ -374,14 +378,14 @@ def export_cmd(ctx: Ctx, name, out, parent, fmt, tag):
     else:
         fn = hook("blockstore.oci", "export_image", "exporting images")
         with spinner(ctx, f"exporting {name}"):
-            fn(store, name, out, format=fmt, tag=tag)
+            fn(store, name, out, format=fmt, tag=tag, compression=compression)
     if ctx.json:
         F.emit_json({"name": name, "out": out, "format": fmt, "parent": parent})
     else:
         ctx.say(out)
 
 
-def _docker_to(store, name: str, tag, f) -> None:
+def _docker_to(store, name: str, tag, compression: str, f) -> None:
     """A `docker save` archive of NAME onto the binary stream f, made in a
     private (0700) directory of the store's and copied from there."""
     import shutil
@@ -390,7 +394,7 @@ def _docker_to(store, name: str, tag, f) -> None:
     tmp = tempfile.mkdtemp(dir=store.path, prefix=".export-")
     try:
         path = os.path.join(tmp, "image.tar")
-        fn(store, name, path, format="docker", tag=tag)
+        fn(store, name, path, format="docker", tag=tag, compression=compression)
         with open(path, "rb") as src:
             shutil.copyfileobj(src, f, 1 << 20)
     finally:

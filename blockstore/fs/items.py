@@ -11,8 +11,9 @@ are adjacent and a directory's entries are one key range:
     EXTENT     (ino, 6, file block)      -> blockref(start, n, b"")   file blocks [fb, fb+n)
     INLINE     (ino, 7)                  -> the whole content of a small file or symlink
 
-Inode 0 holds the tree's own counters (SUPER) and its orphan list (inodes
-unlinked while open).  The root directory is inode 1.  Holes are the
+Inode 0 holds the tree's own counters (SUPER), its orphan list (inodes
+unlinked while open) and the tree's source blob, if it keeps one
+(SOURCE_META, SOURCE_DATA: see ``source.py``).  The root directory is inode 1.  Holes are the
 absence of EXTENT items; zero blocks are never stored.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ import struct
 from dataclasses import dataclass
 
 INODE, INODE_REF, DIRENT, DIR_INDEX, XATTR, EXTENT, INLINE = 1, 2, 3, 4, 5, 6, 7
-SUPER, ORPHAN = 0x10, 0x11
+SUPER, ORPHAN, SOURCE_META, SOURCE_DATA = 0x10, 0x11, 0x12, 0x13
 ROOT_INO = 1
 
 _HEAD = struct.Struct(">QB")

@@ -12,9 +12,11 @@ Public entry points (the CLI calls these):
 * ``export_tar(store, name, out, parent=None)`` -- the whole tree as a
   reproducible tar, or (``parent`` given) the OCI layer that turns
   ``parent`` into ``name``, with whiteouts and opaque markers.
-* ``export_image(store, name, out, format="oci"|"docker", tag=None)`` --
-  the chain of ``name`` (its lineage) as an OCI image layout directory or a
-  ``docker save`` tarball, one layer per snapshot.
+* ``export_image(store, name, out, format="oci"|"docker", tag=None,
+  compression="gzip"|"zstd"|"none")`` -- the chain of ``name`` (its lineage)
+  as an OCI image layout directory or a ``docker save`` tarball, one layer
+  per snapshot: imported layers as the blobs they came from, layers made in
+  the store compressed.
 
 Module map: safety (hostile-input rules), compress (magic detection),
 tarread (strict streaming tar reader, header limits), sniff (image

@@ -107,6 +107,7 @@ def export_tar(store, name: str, out, parent: str | None = None) -> str:
     return write_diff(store, parent, name, out)
 
 
-def export_image(store, name: str, out, format: str = "oci", tag: str | None = None) -> dict:
+def export_image(store, name: str, out, format: str = "oci", tag: str | None = None,
+                 compression: str = "gzip") -> dict:
     from .image_out import export_image as _export
-    return _export(store, name, out, format=format, tag=tag)
+    return _export(store, name, out, format=format, tag=tag, compression=compression)

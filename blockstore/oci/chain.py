@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 
 from ..errors import InvalidInput
-from . import safety
+from . import blobs, safety
 from .compress import open_stream
 from .layer_in import apply_stream
 
@@ -56,11 +56,13 @@ def chain_id(prev: str | None, diff_id: str) -> str:
 
 def import_layer(store, raw, name: str, parent: str | None, *, limits: safety.Limits | None = None,
                  digest: str | None = None, diff_id: str | None = None,
-                 labels: dict | None = None, progress=None, what: str = "layer"):
+                 labels: dict | None = None, progress=None, what: str = "layer",
+                 reopen=None):
     """Apply the layer read from binary reader ``raw`` onto ``parent`` (or an empty
     tree) and commit it as snapshot ``name``; returns its record.  ``digest``
     (of the bytes as stored) and ``diff_id`` (of the uncompressed tar) are
-    verified when given."""
+    verified when given.  ``reopen``: a function opening the blob again; the
+    snapshot then keeps the blob (``blobs.keep``) and records its digest."""
     limits = limits or safety.Limits()
     with store.staging(name, parent) as st:
         hraw = Hashing(raw)
@@ -75,6 +77,11 @@ def import_layer(store, raw, name: str, parent: str | None, *, limits: safety.Li
         if diff_id is not None and hdec.digest() != diff_id:
             raise InvalidInput(f"{what}: diff_id mismatch: expected {diff_id}, "
                                f"got {hdec.digest()}")
+        if reopen is not None:
+            with reopen() as again:
+                blobs.keep(store, st.work, again, hraw.digest())
         lab = dict(labels or {})
         lab.setdefault(LABEL_DIFF, hdec.digest())
+        if reopen is not None:
+            lab.setdefault(LABEL_DIGEST, hraw.digest())
         return st.commit(lab)

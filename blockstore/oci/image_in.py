@@ -1,7 +1,9 @@
 """Image import: a docker-save tarball or an OCI image layout (directory or tar)
 as a chain of snapshots, one per layer, each named by its OCI ChainID
 (``sha256:<hex>``).  A layer whose ChainID snapshot exists is reused, not
-read again (a second image sharing base layers costs nothing for them).
+read again (a second image sharing base layers costs nothing for them); so
+is a snapshot labelled with that ChainID (a layer made in the store and
+exported: image_out labels it).
 The top snapshot is then snapshotted again (O(1)) under the user's name.
 
 Verified: every blob's sha256 against its descriptor digest (OCI) or file
@@ -32,8 +34,10 @@ from .sources import blob_path, field, read_json
 REF_NAME = "org.opencontainers.image.ref.name"
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
-LABEL_CONFIG = "oci.config"
-CONFIG_LABEL_MAX = 16 * 1024
+LABEL_CONFIG = "image.config"          # the image config document as imported (carried)
+LABEL_CONFIG_OLD = "oci.config"        # stores made before: the "config" section only
+LABEL_MANIFEST = "oci.manifest"        # the manifest as imported (this image only)
+CONFIG_LABEL_MAX = 64 * 1024
 
 
 @dataclass
@@ -80,6 +84,8 @@ def _size(desc, where: str) -> int | None:
 class Image:
     layers: list
     config: dict
+    raw_config: bytes = b""
+    raw_manifest: bytes = b""
 
 
 def _verify(raw: bytes, digest: str, what: str) -> None:
@@ -93,7 +99,7 @@ def _arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
 
 
-def _blob_json(src, desc, where: str):
+def _blob_json(src, desc, where: str, with_raw: bool = False):
     digest = field(desc, "digest", str, where)
     rel = blob_path(digest, where)
     doc, raw = read_json(src, rel)
@@ -101,7 +107,7 @@ def _blob_json(src, desc, where: str):
     if size is not None and len(raw) != size:
         raise InvalidInput(f"{where} {digest}: {len(raw)} bytes, but its descriptor says {size}")
     _verify(raw, digest, f"{where} {digest}")
-    return doc
+    return (doc, raw) if with_raw else doc
 
 
 def _diff_ids(config, where: str) -> list[str]:
@@ -128,7 +134,7 @@ def read_oci(src, tag: str | None) -> Image:
         raise InvalidInput(f"the layout holds {len(mans)} images: choose one with PATH:TAG",
                            path=src.label)
     desc = mans[0]
-    doc = _blob_json(src, desc, "index.json manifest")
+    doc, raw_man = _blob_json(src, desc, "index.json manifest", with_raw=True)
     for _ in range(4):                          # nested indexes: choose this platform
         if doc.get("mediaType") not in INDEX_TYPES and "manifests" not in doc:
             break
@@ -139,8 +145,9 @@ def read_oci(src, tag: str | None) -> Image:
             pick = subs
         if not pick:
             raise NotFound(f"no image for linux/{_arch()} in the image index", path=src.label)
-        doc = _blob_json(src, pick[0], "image index manifest")
-    config = _blob_json(src, field(doc, "config", dict, "manifest"), "manifest config")
+        doc, raw_man = _blob_json(src, pick[0], "image index manifest", with_raw=True)
+    config, raw_cfg = _blob_json(src, field(doc, "config", dict, "manifest"), "manifest config",
+                                 with_raw=True)
     ids = _diff_ids(config, "image config")
     descs = field(doc, "layers", list, "manifest")
     if len(descs) != len(ids):
@@ -151,7 +158,7 @@ def read_oci(src, tag: str | None) -> Image:
         rel = blob_path(digest, f"manifest layer {i}")
         layers.append(LayerRef(diff_id, digest, lambda rel=rel: src.open(rel),
                                f"layer {i} ({digest[:19]})", _size(d, f"manifest layer {i}")))
-    return Image(layers, config)
+    return Image(layers, config, raw_cfg, raw_man)
 
 
 def read_docker(src, tag: str | None) -> Image:
@@ -189,7 +196,29 @@ def read_docker(src, tag: str | None) -> Image:
             blob_path(digest, f"manifest.json layer {i}")
         layers.append(LayerRef(diff_id, digest, lambda rel=rel: src.open(rel),
                                f"layer {i} ({rel})"))
-    return Image(layers, config)
+    return Image(layers, config, raw)
+
+
+def image_labels(img: Image) -> dict:
+    """The image's config (carried into clones and commits) and manifest, as
+    imported (exact bytes: exported again unchanged while the layers are).
+    A config above CONFIG_LABEL_MAX keeps only its run-time settings."""
+    labels = {}
+    try:
+        raw_cfg = img.raw_config.decode()
+    except UnicodeDecodeError:
+        raw_cfg = ""
+    if not raw_cfg or len(raw_cfg) > CONFIG_LABEL_MAX:
+        short = {k: img.config[k] for k in ("architecture", "os", "variant", "config")
+                 if k in img.config}
+        raw_cfg = json.dumps(short, sort_keys=True, separators=(",", ":"))
+    labels[LABEL_CONFIG] = raw_cfg
+    if img.raw_manifest and len(img.raw_manifest) <= CONFIG_LABEL_MAX:
+        try:
+            labels[LABEL_MANIFEST] = img.raw_manifest.decode()
+        except UnicodeDecodeError:
+            pass
+    return labels
 
 
 def import_chain(store, img: Image, name: str, progress=None, limits=None):
@@ -206,6 +235,9 @@ def import_chain(store, img: Image, name: str, progress=None, limits=None):
                 rec = store.info(cid)
                 if rec.kind != "snapshot" or rec.labels.get(LABEL_CHAIN) != cid:
                     raise AlreadyExists(f"tree {cid!r} exists but is not that image layer")
+            elif (same := store.list(kind="snapshot", label={LABEL_CHAIN: cid})):
+                prev_chain, prev_name = cid, same[0].name   # a layer exported from the store
+                continue
             else:
                 labels = {LABEL_CHAIN: cid, LABEL_DIFF: ref.diff_id}
                 if ref.digest:
@@ -214,13 +246,10 @@ def import_chain(store, img: Image, name: str, progress=None, limits=None):
                     raw = f if ref.size is None else Sized(f, ref.size, ref.what)
                     import_layer(store, raw, cid, prev_name, limits=limits, digest=ref.digest,
                                  diff_id=ref.diff_id, labels=labels, progress=progress,
-                                 what=ref.what)
+                                 what=ref.what, reopen=ref.open)
                 created.append(cid)
             prev_chain, prev_name = cid, cid
-        labels = {}
-        cfg = json.dumps(img.config.get("config") or {}, sort_keys=True, separators=(",", ":"))
-        if len(cfg) <= CONFIG_LABEL_MAX:
-            labels[LABEL_CONFIG] = cfg
+        labels = image_labels(img)
         if prev_name is None:
             with store.staging(name) as st:
                 return st.commit(labels)

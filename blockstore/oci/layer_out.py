@@ -14,10 +14,14 @@ new directory must be spelled out in full in a tar layer).  Rules:
 
 * an entry that disappears -> ``DIR/.wh.NAME`` (not below a directory that
   itself disappeared or moved: that one's whiteout covers it);
-* a name that now refers to a different directory than before -> the new
-  directory plus ``DIR/NAME/.wh..wh..opq`` (its old children are hidden);
-* an inode whose attributes, content or xattrs changed -> an entry for it
-  at every path it has (directories: the header only, which merges);
+* a name that now refers to a different directory than before (a new
+  inode) -> compared path by path with the old one (``fs.diff``), so only
+  what differs is written, as for the same directory (the applier merges a
+  directory over a directory); no opaque marker is needed;
+* an inode whose attributes, content or xattrs changed as a user sees them
+  (``fs.diff.visible``: not ctimes, not block pointers of equal bytes) -> an
+  entry for it at every path it has (directories: the header only, which
+  merges);
 * a hard-linked file in the layer is written at all its paths, so the link
   group survives the applier's replacement of the changed path.
 
@@ -39,16 +43,15 @@ import tarfile
 import time
 
 from .. import catalog
-from ..btree import values
 from ..errors import InvalidInput
-from ..btree.diff import diff as tree_diff
 from ..btree.store import NodeStore
+from ..fs import diff as fsdiff
 from ..fs import items as I
 from ..fs.tree import FsTree
 
 CHUNK = 1 << 20
-ENTRY, WHITEOUT, OPAQUE = 0, 1, 2
-WH, OPQ = b".wh.", b".wh..wh..opq"
+ENTRY, WHITEOUT = 0, 1
+WH = b".wh."
 
 
 class _HashWriter:
@@ -214,22 +217,9 @@ class _Paths:
 
 def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
     """{path: (kind, ino)} of the layer from tree a to tree b."""
-    deleted, added, modified = [], [], set()
-    for k, va, vb in tree_diff(ns, ra, rb):
-        ino, typ, rest = I.split(k)
-        if ino == 0:
-            continue
-        if typ == I.DIRENT:
-            ca = I.parse_dirent(values.payload(va))[:2] if va is not None else None
-            cb = I.parse_dirent(values.payload(vb))[:2] if vb is not None else None
-            if ca is not None and cb is not None and ca[0] == cb[0]:
-                continue
-            if cb is None:
-                deleted.append((ino, rest))
-            else:
-                added.append((ino, rest, cb, ca))
-        elif typ in (I.INODE, I.EXTENT, I.INLINE, I.XATTR):
-            modified.add(ino)
+    entries, modified = fsdiff.visible(fa, fb, fsdiff.delta(ns, ra, rb))
+    deleted = [(da, db, name) for da, db, name, ca, cb in entries if cb is None]
+    added = [(db, name, cb, ca) for da, db, name, ca, cb in entries if cb is not None]
     pa, pb = _Paths(fa), _Paths(fb)
     plan: dict[tuple, tuple[int, int]] = {}
     dirt = S.S_IFDIR >> 12
@@ -244,17 +234,15 @@ def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
         if base is None:
             continue
         path = base + (name,)
+        if plan.get(path, (None, None))[1] == cb[0]:
+            continue                         # written with a directory above it
         put_tree(path, cb[0], cb[1])
-        if ca is not None and ca[1] == dirt and cb[1] == dirt:
-            plan[path + (OPQ,)] = (OPAQUE, 0)
-    for parent, name in deleted:
-        base = pb.of(parent)
-        if base is None or base != pa.of(parent):
+    for dir_a, dir_b, name in deleted:
+        base = pb.of(dir_b) if dir_b is not None else None
+        if base is None or base != pa.of(dir_a):
             continue                         # parent gone or moved: covered there
         plan.setdefault(base + (WH + name,), (WHITEOUT, 0))
-    for ino in modified:
-        if not fa.has_inode(ino) or not fb.has_inode(ino):
-            continue
+    for ino in modified:                     # inodes of b (fs.diff.visible)
         for parent, name in fb.parents(ino) if ino != I.ROOT_INO else [(0, b"")]:
             path = () if ino == I.ROOT_INO else pb.of(parent)
             if path is None:
