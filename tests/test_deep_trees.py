@@ -1,0 +1,185 @@
+"""Trees deeper than Python's recursion limit (1,100 levels, 2,200-byte
+paths): every way out of the store (directory export, full tar, layer tar,
+``cp`` out), whiteouts into them, ``--parent`` directory import and the
+API walk complete; the code walks trees with explicit stacks, never by
+recursion over depth.  Also ``cp`` of a tree into itself is refused as GNU
+cp refuses it."""
+from __future__ import annotations
+
+import io
+import os
+import stat as S
+import sys
+import tarfile
+
+from click.testing import CliRunner
+
+from blockstore.cli import main
+from blockstore.fs import items as I
+from blockstore.oci import export_tar, import_image
+
+DEPTH = 1100                     # > sys.getrecursionlimit() (1000)
+LEAF = "/".join(["d"] * DEPTH)   # 2,199 bytes
+
+
+def _deep(store, name: str = "deep", extra: bool = True) -> None:
+    """Snapshot ``name``: d/d/.../d (DEPTH levels) with file f at the bottom
+    (and a sibling file at the top), built by inode so it costs O(DEPTH)."""
+    assert DEPTH > sys.getrecursionlimit()
+    store.create(name + "-w")
+    with store.batch(), store.fs(name + "-w") as t:
+        ino = I.ROOT_INO
+        for _ in range(DEPTH):
+            ino = t.create_at(ino, b"d", S.S_IFDIR | 0o755).st_ino
+        f = t.create_at(ino, b"f", S.S_IFREG | 0o644).st_ino
+        t.write_at(f, 0, b"bottom")
+        if extra:
+            top = t.create_at(I.ROOT_INO, b"top", S.S_IFREG | 0o644).st_ino
+            t.write_at(top, 0, b"top")
+    store.snapshot(name + "-w", name)
+    store.remove(name + "-w")
+
+
+def _host_leaf(root: str) -> str:
+    return os.path.join(root, *(["d"] * DEPTH), "f")
+
+
+def _read_host(path: str) -> bytes:
+    """Read a file whose path may be longer than is comfortable: by dir fds."""
+    parts = os.path.relpath(path, "/").split("/")
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for p in parts[:-1]:
+            nfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        ffd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+        try:
+            return os.read(ffd, 100)
+        finally:
+            os.close(ffd)
+    finally:
+        os.close(fd)
+
+
+def test_export_dir_deep(store, tmp_path):
+    _deep(store)
+    out = str(tmp_path / "out")
+    store.export_dir("deep", out)
+    assert _read_host(_host_leaf(out)) == b"bottom"
+    assert _read_host(os.path.join(out, "top")) == b"top"
+
+
+def test_export_tar_deep(store, tmp_path):
+    _deep(store)
+    out = str(tmp_path / "deep.tar")
+    export_tar(store, "deep", out)
+    with tarfile.open(out) as tf:
+        names = tf.getnames()
+    assert LEAF + "/f" in names and len(names) == DEPTH + 3   # ./, d..., f, top
+
+
+def test_export_layer_deep(store):
+    """--from layer of a deep change (a file added at the bottom, one removed),
+    re-applied on the parent; a deep subtree deleted and added."""
+    _deep(store, "base")
+    store.clone("base", "c")
+    with store.fs("c") as t:
+        t.unlink("/" + LEAF + "/f")
+        t.write_bytes("/" + LEAF + "/g", b"new")
+        t.rename("/d", "/e")
+    store.commit("c", "child")
+    buf = io.BytesIO()
+    export_tar(store, "child", buf, parent="base")
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tf:
+        names = set(tf.getnames())
+    e_leaf = LEAF.replace("d", "e", 1)
+    assert {".wh.d", e_leaf + "/g"} <= names and e_leaf + "/f" not in names
+    buf.seek(0)
+    import_image(store, buf, "child2", parent="base")
+    assert store.diff("child", "child2") == []
+
+
+def _layer(*members) -> io.BytesIO:
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, typ in members:
+            ti = tarfile.TarInfo(name)
+            ti.type = typ
+            tf.addfile(ti)
+    b.seek(0)
+    return b
+
+
+def test_whiteouts_into_deep_tree(store):
+    """A whiteout at the bottom, a whiteout of the top directory (removes the
+    whole deep subtree) and an opaque marker on it (prunes it)."""
+    _deep(store, "base")
+    import_image(store, _layer((LEAF + "/.wh.f", tarfile.REGTYPE)), "bottom", parent="base")
+    with store.fs("bottom") as t:
+        assert t.listdir("/" + LEAF) == []
+    import_image(store, _layer((".wh.d", tarfile.REGTYPE)), "gone", parent="base")
+    with store.fs("gone") as t:
+        assert t.listdir("/") == ["top"]
+    import_image(store, _layer(("d", tarfile.DIRTYPE), ("d/.wh..wh..opq", tarfile.REGTYPE)),
+                 "opaque", parent="base")
+    with store.fs("opaque") as t:
+        assert t.listdir("/d") == []
+
+
+def test_import_with_parent_deep(store, tmp_path):
+    """--parent dir import over a deep parent: the unchanged deep part is kept,
+    a deep part gone from the host is removed, a new deep host tree is read."""
+    _deep(store, "base")
+    src = tmp_path / "src"
+    os.makedirs(os.path.join(src, *(["e"] + ["d"] * (DEPTH - 1))))   # d/... gone, e/... new
+    with open(os.path.join(src, *(["e"] + ["d"] * (DEPTH - 1)), "f"), "wb") as f:
+        f.write(b"bottom")
+    (src / "top").write_bytes(b"top")
+    store.import_dir(str(src), "next", parent="base")
+    with store.fs("next") as t:
+        assert sorted(t.listdir("/")) == ["e", "top"]
+        assert t.read_bytes("/" + LEAF.replace("d", "e", 1) + "/f") == b"bottom"
+    store.import_dir(str(src), "again", parent="next")   # all unchanged
+    assert store.diff("next", "again") == []
+
+
+def test_walk_deep(store):
+    _deep(store, extra=False)
+    with store.fs("deep") as t:
+        tops = [top for top, _dirs, _files in t.walk("/")]
+        assert len(tops) == DEPTH + 1 and tops[-1] == "/" + LEAF
+        assert len(list(t.walk("/", topdown=False))) == DEPTH + 1
+
+
+def _cli(store, *args):
+    return CliRunner().invoke(main, ["--store", store.path, *args])
+
+
+def test_cp_out_deep(store, tmp_path):
+    _deep(store)
+    path = store.path
+    store.close()
+    r = CliRunner().invoke(main, ["--store", path, "cp", "deep:/d", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert _read_host(_host_leaf(str(tmp_path))) == b"bottom"
+    store.__class__.open(path).close()
+
+
+def test_cp_tree_into_itself_refused(store):
+    store.create("c")
+    with store.fs("c") as t:
+        t.makedirs("/sub/x")
+        t.write_bytes("/sub/x/f", b"f")
+    path = store.path
+    store.close()
+    for src, dst in (("c:/", "c:/sub"), ("c:/sub", "c:/sub/x"), ("c:/sub", "c:/sub")):
+        r = CliRunner().invoke(main, ["--store", path, "cp", src, dst])
+        assert r.exit_code == 9, (src, dst, r.output)
+        assert "cannot copy a directory" in r.output and "into itself" in r.output
+    reopened = store.__class__.open(path)
+    try:
+        with reopened.fs("c") as t:
+            assert [top for top, _, _ in t.walk("/")] == ["/", "/sub", "/sub/x"]
+    finally:
+        reopened.close()
