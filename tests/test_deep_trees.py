@@ -12,14 +12,28 @@ import stat as S
 import sys
 import tarfile
 
+import pytest
 from click.testing import CliRunner
 
+from blockstore.api import hostout
 from blockstore.cli import main
 from blockstore.fs import items as I
 from blockstore.oci import export_tar, import_image
 
 DEPTH = 1100                     # > sys.getrecursionlimit() (1000)
 LEAF = "/".join(["d"] * DEPTH)   # 2,199 bytes
+
+
+@pytest.fixture(autouse=True)
+def _empty_tmp_path(tmp_path):
+    """Deep host trees are removed here: pytest's own clean-up (shutil.rmtree)
+    recurses over depth."""
+    yield
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        hostout.remove_contents(fd)
+    finally:
+        os.close(fd)
 
 
 def _deep(store, name: str = "deep", extra: bool = True) -> None:
@@ -132,9 +146,17 @@ def test_import_with_parent_deep(store, tmp_path):
     a deep part gone from the host is removed, a new deep host tree is read."""
     _deep(store, "base")
     src = tmp_path / "src"
-    os.makedirs(os.path.join(src, *(["e"] + ["d"] * (DEPTH - 1))))   # d/... gone, e/... new
-    with open(os.path.join(src, *(["e"] + ["d"] * (DEPTH - 1)), "f"), "wb") as f:
-        f.write(b"bottom")
+    src.mkdir()
+    fd = os.open(src, os.O_RDONLY)                       # d/... gone, e/... new
+    for name in ["e"] + ["d"] * (DEPTH - 1):
+        os.mkdir(name, dir_fd=fd)
+        nfd = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    f = os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(f, b"bottom")
+    os.close(f)
+    os.close(fd)
     (src / "top").write_bytes(b"top")
     store.import_dir(str(src), "next", parent="base")
     with store.fs("next") as t:

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from blockstore import Store
 from blockstore.cli import main
+from blockstore.errors import InvalidInput
 from blockstore.oci import export_image, export_tar
 
 BIN = os.path.join(os.path.dirname(sys.executable), "blockstore")
@@ -122,8 +123,9 @@ def test_export_onto_symlink_replaces_the_link(store, tmp_path, how):
 
 def test_export_dir_symlink_swapped_in_during_export(store, tmp_path):
     """An attacker who can write to the destination replaces a directory the
-    export just made by a symlink: the rest of the export still lands in the
-    directory it made (dir fds, O_NOFOLLOW), never in the symlink's target."""
+    export just made by a symlink: the export keeps writing into the directory
+    it made (dir fds, O_NOFOLLOW), never into the symlink's target, and stops
+    with an error when it finds its directory moved."""
     _tree(store)
     victim = _victim(tmp_path)
     out = tmp_path / "out"
@@ -135,11 +137,13 @@ def test_export_dir_symlink_swapped_in_during_export(store, tmp_path):
         if path.endswith("/etc/passwd") and not moved.exists():
             os.rename(out / "etc", moved)
             os.symlink(victim, out / "etc")
-    store.export_dir("t", str(out), progress=progress)
+    with pytest.raises(InvalidInput, match="moved"):
+        store.export_dir("t", str(out), progress=progress)
     assert sorted(os.listdir(victim)) == ["passwd"]
     assert (victim / "passwd").read_bytes() == b"victim\n"
     assert (moved / "passwd").read_bytes() == b"tree passwd\n"
     assert (moved / "sub" / "conf").read_bytes() == b"tree conf\n"
+    assert os.listdir(out) == []           # what the failed export made in out is gone
 
 
 def _limited_cli(store_path, *args, fsize=1 << 20):
