@@ -111,7 +111,12 @@ def test_export_layer_deep(store):
     assert {".wh.d", e_leaf + "/g"} <= names and e_leaf + "/f" not in names
     buf.seek(0)
     import_image(store, buf, "child2", parent="base")
-    assert store.diff("child", "child2") == []
+    listing = []
+    for name in ("child", "child2"):
+        with store.fs(name) as t:
+            listing.append(list(t.walk("/")))
+            assert t.read_bytes("/" + e_leaf + "/g") == b"new"
+    assert listing[0] == listing[1] and len(listing[0]) == DEPTH + 1
 
 
 def _layer(*members) -> io.BytesIO:

@@ -449,18 +449,24 @@ class TreeFS:
             yield DirEntry(self, path, name, ino, dtype, as_bytes)
 
     def walk(self, top="/", topdown: bool = True):
-        """Like os.walk (symlinks to directories are not followed)."""
-        dirs, files = [], []
-        for e in self.scandir(top):
-            (dirs if e.is_dir(follow_symlinks=False) else files).append(e.name)
-        if topdown:
-            yield top, dirs, files
+        """Like os.walk (symlinks to directories are not followed).  An explicit
+        stack, not recursion: trees of any depth."""
         sep = b"/" if isinstance(top, bytes) else "/"
-        for d in dirs:
-            sub = (top.rstrip(sep) or sep[:0]) + sep + d if top not in ("/", b"/") else sep + d
-            yield from self.walk(sub, topdown)
-        if not topdown:
-            yield top, dirs, files
+        stack = [(top, None)]                  # (dir, None) to list, (dir, (dirs, files)) to yield
+        while stack:
+            d, listed = stack.pop()
+            if listed is not None:
+                yield d, listed[0], listed[1]
+                continue
+            dirs, files = [], []
+            for e in self.scandir(d):
+                (dirs if e.is_dir(follow_symlinks=False) else files).append(e.name)
+            if topdown:
+                yield d, dirs, files             # the caller may prune dirs in place
+            else:
+                stack.append((d, (dirs, files)))
+            base = d.rstrip(sep) if d not in ("/", b"/") else sep[:0]
+            stack.extend((base + sep + n, None) for n in reversed(dirs))
 
     def mkdir(self, path, mode: int = 0o777, *, uid: int | None = None, gid: int | None = None) -> None:
         tfs, sub = self._route(path)

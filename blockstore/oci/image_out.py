@@ -21,6 +21,7 @@ import shutil
 import tarfile
 import tempfile
 
+from ..api.hostout import replace_file
 from ..errors import InvalidInput
 from .image_in import LABEL_CONFIG, REF_NAME, _arch
 from .layer_out import write_diff, write_full
@@ -113,7 +114,8 @@ def export_image(store, name: str, out, format: str = "oci", tag: str | None = N
         manifest = [{"Config": f"{cfg_hex}.json", "RepoTags": [repo_tag],
                      "Layers": [f"{d[7:]}.tar" for d in res["layers"]]}]
         blobs = os.path.join(tmp, "blobs", "sha256")
-        with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
+        with replace_file(out) as fo, \
+                tarfile.open(fileobj=fo, mode="w", format=tarfile.PAX_FORMAT) as tf:
             def add(arc: str, path: str) -> None:
                 ti = tf.gettarinfo(path, arc)
                 ti.uid = ti.gid = 0

@@ -26,6 +26,7 @@ it reaches are not reused while the export runs).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat as S
@@ -35,13 +36,16 @@ import time
 from .. import catalog
 from ..btree import values
 from ..btree.diff import diff as tree_diff
+from ..api.hostout import replace_file
 from ..btree.store import NodeStore
+from ..errors import InvalidInput
 from ..fs import items as I
 from ..fs.tree import FsTree
 
 CHUNK = 1 << 20
 ENTRY, WHITEOUT, OPAQUE = 0, 1, 2
 WH, OPQ = b".wh.", b".wh..wh..opq"
+_MAX_DEPTH = 1 << 20              # a parent chain longer than this is a loop
 
 
 class _HashWriter:
@@ -144,33 +148,43 @@ class _Writer:
 
 
 def _open_out(out):
+    """A context manager giving the binary file to write: ``out`` itself when it
+    is a file object, else a temporary file renamed to the path on success
+    (a symlink there is replaced, not followed; nothing is left on failure)."""
     if hasattr(out, "write"):
-        return out, False
-    return open(out, "wb"), True
+        return contextlib.nullcontext(out)
+    return replace_file(out)
 
 
 def _walk(fst: FsTree, ino: int, parts: tuple, emit) -> None:
-    """Every entry below directory ino, sorted by name, parents first."""
-    for name, child, dtype in sorted((n, c, d) for _, n, c, d in fst.readdir(ino)):
-        p = parts + (name,)
+    """Every entry below directory ino, sorted by name, parents first (an explicit
+    stack of sorted listings: any depth)."""
+    stack = [(parts, _sorted_children(fst, ino))]
+    while stack:
+        base, children = stack[-1]
+        if not children:
+            stack.pop()
+            continue
+        name, child, dtype = children.pop()
+        p = base + (name,)
         emit(p, child)
         if dtype == S.S_IFDIR >> 12:
-            _walk(fst, child, p, emit)
+            stack.append((p, _sorted_children(fst, child)))
+
+
+def _sorted_children(fst: FsTree, ino: int) -> list:
+    """(name, ino, dtype) of a directory, sorted by name descending (pop() gives the first)."""
+    return sorted(((n, c, d) for _, n, c, d in fst.readdir(ino)), reverse=True)
 
 
 def write_full(store, name: str, out) -> str:
     """The whole tree as a reproducible tar; returns its sha256 digest."""
-    f, own = _open_out(out)
-    try:
-        with store.env.read() as r:
-            fst = FsTree(NodeStore.of(r), catalog.get(r, name).root, time.time_ns)
-            w = _Writer(fst, f)
-            w.entry((), I.ROOT_INO)
-            _walk(fst, I.ROOT_INO, (), w.entry)
-            return w.close()
-    finally:
-        if own:
-            f.close()
+    with _open_out(out) as f, store.env.read() as r:
+        fst = FsTree(NodeStore.of(r), catalog.get(r, name).root, time.time_ns)
+        w = _Writer(fst, f)
+        w.entry((), I.ROOT_INO)
+        _walk(fst, I.ROOT_INO, (), w.entry)
+        return w.close()
 
 
 class _Paths:
@@ -180,17 +194,23 @@ class _Paths:
         self.fst, self.cache = fst, {I.ROOT_INO: ()}
 
     def of(self, ino: int):
-        if ino in self.cache:
-            return self.cache[ino]
-        refs = self.fst.parents(ino) if self.fst.has_inode(ino) else []
-        if not refs:
-            self.cache[ino] = None
-            return None
-        p, n = refs[0]
-        base = self.of(p)
-        out = None if base is None else base + (n,)
-        self.cache[ino] = out
-        return out
+        """The path of ino (None when it has none), by following first parent
+        references up to a cached directory (a loop, not recursion: any depth)."""
+        chain = []
+        while ino not in self.cache:
+            refs = self.fst.parents(ino) if self.fst.has_inode(ino) else []
+            if not refs:
+                self.cache[ino] = None
+                break
+            chain.append((ino, refs[0][1]))
+            ino = refs[0][0]
+            if len(chain) > _MAX_DEPTH:
+                raise InvalidInput("directory ancestry is cyclic")
+        base = self.cache[ino]
+        for child, name in reversed(chain):
+            base = None if base is None else base + (name,)
+            self.cache[child] = base
+        return base
 
 
 def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
@@ -256,21 +276,16 @@ def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
 
 def write_diff(store, parent: str, name: str, out) -> str:
     """The OCI layer that turns ``parent`` into ``name``; returns its sha256 digest."""
-    f, own = _open_out(out)
-    try:
-        with store.env.read() as r:
-            ns = NodeStore.of(r)
-            ra, rb = catalog.get(r, parent).root, catalog.get(r, name).root
-            fa, fb = FsTree(ns, ra, time.time_ns), FsTree(ns, rb, time.time_ns)
-            plan = plan_diff(fa, fb, ns, ra, rb)
-            w = _Writer(fb, f)
-            for path in sorted(plan):
-                kind, ino = plan[path]
-                if kind == ENTRY:
-                    w.entry(path, ino)
-                else:
-                    w.marker(path)
-            return w.close()
-    finally:
-        if own:
-            f.close()
+    with _open_out(out) as f, store.env.read() as r:
+        ns = NodeStore.of(r)
+        ra, rb = catalog.get(r, parent).root, catalog.get(r, name).root
+        fa, fb = FsTree(ns, ra, time.time_ns), FsTree(ns, rb, time.time_ns)
+        plan = plan_diff(fa, fb, ns, ra, rb)
+        w = _Writer(fb, f)
+        for path in sorted(plan):
+            kind, ino = plan[path]
+            if kind == ENTRY:
+                w.entry(path, ino)
+            else:
+                w.marker(path)
+        return w.close()
