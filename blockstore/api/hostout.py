@@ -133,13 +133,19 @@ def set_meta_at(dfd: int, name, uid: int, gid: int, mode: int, xattrs, atime: in
     for k, v in xattrs:
         _setxattr(via_dir, k, v, False)
     if not is_link:
-        pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-        try:
-            if not S.S_ISLNK(os.fstat(pfd).st_mode):
-                os.chmod(f"/proc/self/fd/{pfd}", S.S_IMODE(mode))
-        finally:
-            os.close(pfd)
+        chmod_nofollow(name, mode, dir_fd=dfd)
     os.utime(name, ns=(atime, mtime), dir_fd=dfd, follow_symlinks=False)
+
+
+def chmod_nofollow(path, mode: int, dir_fd: int | None = None) -> None:
+    """chmod of path itself; a symlink there is left alone (symlinks have no
+    mode of their own), its target never changed.  Through an O_PATH fd."""
+    pfd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        if not S.S_ISLNK(os.fstat(pfd).st_mode):
+            os.chmod(f"/proc/self/fd/{pfd}", S.S_IMODE(mode))
+    finally:
+        os.close(pfd)
 
 
 def _setxattr(target, k, v, follow: bool) -> None:
