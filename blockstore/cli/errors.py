@@ -4,7 +4,9 @@ Contract: every failure prints exactly one line on stderr,
 ``blockstore: <problem>; <what to do>``, and exits with the code of its
 category: ``blockstore.errors.CATEGORIES[i].exit_code`` (the class attribute
 is the single source; nothing here repeats a number), 2 for usage errors
-(click), 1 for anything unexpected.  Host-side OSErrors (a missing source
+(click), 1 for anything unexpected.  A closed stdout pipe (``| head``) is no
+failure: no message, exit status 141 (128 + SIGPIPE, what a shell reports
+for a Unix tool ended by SIGPIPE).  Host-side OSErrors (a missing source
 directory, a full disk) are mapped to the category with the same meaning.
 
 docs/ERRORS.md is generated from this module (``python -m
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import signal
 import sys
 import traceback
 
 from .. import errors as E
 
 USAGE_EXIT = 2      # click's own code for usage errors
+BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE    # 141, as a shell reports a tool SIGPIPE ended
 
 # What to do, per category (the "; <what to do>" half of the line).
 HINTS: dict[type, str] = {
@@ -113,8 +117,29 @@ def message(exc: BaseException) -> str:
     return f"blockstore: {problem}; {HINTS[cat]}"
 
 
+def is_broken_pipe(exc: BaseException) -> bool:
+    """The reader of our stdout went away (``blockstore cat ... | head -c 10``)."""
+    return isinstance(exc, OSError) and exc.errno == _errno.EPIPE
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush of what is still
+    buffered cannot fail (and print "Exception ignored ...") again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return                                  # not a real file (tests' CliRunner)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+
+
 def report(exc: BaseException) -> int:
-    """Print the line on stderr (plus a traceback with BLOCKSTORE_DEBUG=1); return the code."""
+    """Print the line on stderr (plus a traceback with BLOCKSTORE_DEBUG=1); return the
+    code.  A broken stdout pipe prints nothing and returns BROKEN_PIPE_EXIT."""
+    if is_broken_pipe(exc):
+        _drop_stdout()
+        return BROKEN_PIPE_EXIT
     if os.environ.get("BLOCKSTORE_DEBUG"):
         traceback.print_exception(exc, file=sys.stderr)
     print(message(exc), file=sys.stderr)
@@ -153,6 +178,9 @@ def errors_markdown() -> str:
     lines += [
         "| 130 | interrupted | — | Ctrl-C | rerun the command; a command is atomic "
         "unless documented otherwise |",
+        f"| {BROKEN_PIPE_EXIT} | broken pipe | EPIPE | the reader of stdout went away "
+        "(`blockstore cat T:/f \\| head -c 10`); nothing is printed, as other Unix tools "
+        "ended by SIGPIPE | — |",
         "",
         "Precise POSIX conditions share their category's exit code:",
         "",
