@@ -210,3 +210,17 @@ def test_cp_tree_into_itself_refused(store):
             assert [top for top, _, _ in t.walk("/")] == ["/", "/sub", "/sub/x"]
     finally:
         reopened.close()
+
+
+def test_lineage_rows_long_chain():
+    """`ls --tree` of a chain of 1,100 snapshots (each the parent of the next),
+    plus a parent cycle: every tree once, parents above children."""
+    from blockstore.catalog import TreeRecord
+    from blockstore.cli.format import lineage_rows
+    recs = [TreeRecord(f"s{i:04d}", "snapshot", parent=f"s{i - 1:04d}" if i else None,
+                       created=i) for i in range(DEPTH)]
+    recs += [TreeRecord("x", "snapshot", parent="y"), TreeRecord("y", "snapshot", parent="x")]
+    rows = lineage_rows(recs)
+    assert [r.name for _, r in rows][:DEPTH] == [r.name for r in recs[:DEPTH]]
+    assert sorted(r.name for _, r in rows) == sorted(r.name for r in recs)
+    assert rows[2][0].endswith("└── s0002") and rows[0][0] == "s0000"
