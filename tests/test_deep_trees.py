@@ -224,3 +224,20 @@ def test_lineage_rows_long_chain():
     assert [r.name for _, r in rows][:DEPTH] == [r.name for r in recs[:DEPTH]]
     assert sorted(r.name for _, r in rows) == sorted(r.name for r in recs)
     assert rows[2][0].endswith("└── s0002") and rows[0][0] == "s0000"
+
+
+def test_fsspec_find_and_walk_deep(store):
+    """fsspec's find and walk (fsspec's own walk recurses once per level; find,
+    du, get and a recursive rm all use it)."""
+    pytest.importorskip("fsspec")
+    from blockstore.interfaces.fsspec_fs import BlockstoreFileSystem
+    _deep(store, extra=False)
+    store.clone("deep", "c")
+    fs = BlockstoreFileSystem(store, skip_instance_cache=True)
+    try:
+        assert fs.find("c:/") == ["c:/" + LEAF + "/f"]
+        assert [d for d, _, _ in fs.walk("c:/" + LEAF[:-12], topdown=False)] == \
+            ["c:/" + "/".join(["d"] * n) for n in range(DEPTH, DEPTH - 7, -1)]
+        assert len(list(fs.walk("c:/", maxdepth=5))) == 5
+    finally:
+        fs.close()
