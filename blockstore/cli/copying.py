@@ -193,8 +193,8 @@ def _copy_leaf(src, spath: str, st, dst, dpath: str, archive: bool, progress) ->
     old = _lstat(dst, dpath)
     if old is not None and S.S_ISDIR(old.st_mode):
         raise InvalidInput("cannot overwrite a directory with a non-directory", path=dpath)
-    if old is not None and (S.S_ISLNK(old.st_mode) or not S.S_ISREG(m)):
-        dst.unlink(dpath)
+    if old is not None and not (S.S_ISREG(m) and S.S_ISREG(old.st_mode)):
+        dst.unlink(dpath)                 # a symlink, fifo or node: replaced, never opened
     total = 0
     if S.S_ISREG(m):
         with src.open(spath, "rb") as fi, dst.create(dpath) as fo:
