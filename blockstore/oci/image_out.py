@@ -52,7 +52,7 @@ def _write_layout(store, name: str, root: str, ref: str) -> dict:
 
     def put(data: bytes, media: str) -> dict:
         h = hashlib.sha256(data).hexdigest()
-        with open(os.path.join(blobs, h), "wb") as f:
+        with replace_file(os.path.join(blobs, h)) as f:
             f.write(data)
         return {"mediaType": media, "digest": "sha256:" + h, "size": len(data)}
     layers, diff_ids, history = [], [], []
@@ -85,9 +85,9 @@ def _write_layout(store, name: str, root: str, ref: str) -> dict:
     mdesc = put(_dump(manifest), MANIFEST_TYPE)
     mdesc["annotations"] = {REF_NAME: ref}
     index = {"schemaVersion": 2, "manifests": [mdesc]}
-    with open(os.path.join(root, "index.json"), "wb") as f:
+    with replace_file(os.path.join(root, "index.json")) as f:
         f.write(_dump(index))
-    with open(os.path.join(root, "oci-layout"), "wb") as f:
+    with replace_file(os.path.join(root, "oci-layout")) as f:
         f.write(_dump({"imageLayoutVersion": "1.0.0"}))
     return {"manifest": mdesc["digest"], "config": cdesc["digest"], "layers": diff_ids,
             "config_doc": config}
