@@ -155,16 +155,16 @@ def _limited_cli(store_path, *args, fsize=1 << 20):
                           capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("fmt", ["tar", "dir"])
+@pytest.mark.parametrize("fmt", ["tar", "docker", "dir", "oci"])
 def test_failed_export_removes_what_it_wrote(store, tmp_path, fmt):
     _tree(store)
     path = store.path
     store.close()
-    out = tmp_path / ("out.tar" if fmt == "tar" else "out")
+    out = tmp_path / ("out.tar" if fmt in ("tar", "docker") else "out")
     r = _limited_cli(path, "export", "t", str(out), "--format", fmt)
     assert r.returncode != 0 and "File too large" in r.stderr, r.stderr
     assert sorted(os.listdir(tmp_path)) == ["store"], os.listdir(tmp_path)
-    if fmt == "dir":                       # an existing empty destination stays, empty
+    if fmt in ("dir", "oci"):              # an existing empty destination stays, empty
         out.mkdir()
         r = _limited_cli(path, "export", "t", str(out), "--format", fmt)
         assert r.returncode != 0 and "File too large" in r.stderr, r.stderr

@@ -21,7 +21,7 @@ import shutil
 import tarfile
 import tempfile
 
-from ..api.hostout import replace_file
+from ..api.hostout import remove_contents, replace_file
 from ..errors import InvalidInput
 from .image_in import LABEL_CONFIG, REF_NAME, _arch
 from .layer_out import write_diff, write_full
@@ -93,13 +93,34 @@ def _write_layout(store, name: str, root: str, ref: str) -> dict:
             "config_doc": config}
 
 
+def _remove_written(out: str, made: bool) -> None:
+    """A failed layout export removes what it wrote (``out`` too if it made it)."""
+    try:
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        remove_contents(fd)
+        if made:
+            os.rmdir(out)
+    except OSError:
+        pass                               # the original error is the one to report
+    finally:
+        os.close(fd)
+
+
 def export_image(store, name: str, out, format: str = "oci", tag: str | None = None) -> dict:
     """Write the image; returns {"manifest", "config", "layers": [digests]}."""
     out = os.fspath(out)
     if format == "oci":
         if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
             raise InvalidInput("OCI layout destination must not exist or be empty", path=out)
-        res = _write_layout(store, name, out, tag or "latest")
+        made = not os.path.exists(out)
+        try:
+            res = _write_layout(store, name, out, tag or "latest")
+        except BaseException:
+            _remove_written(out, made)
+            raise
         res.pop("config_doc")
         return res
     if format != "docker":
