@@ -117,6 +117,13 @@ def test_export_layer_deep(store):
             listing.append(list(t.walk("/")))
             assert t.read_bytes("/" + e_leaf + "/g") == b"new"
     assert listing[0] == listing[1] and len(listing[0]) == DEPTH + 1
+    store.create("empty")                                 # a whole deep tree added: each
+    store.snapshot("empty", "e")                          # level is walked once, not per
+    buf = io.BytesIO()                                    # new ancestor (O(depth^2))
+    export_tar(store, "base", buf, parent="e")
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tf:
+        names = tf.getnames()
+    assert len(names) == len(set(names)) == DEPTH + 3 and LEAF + "/f" in names
 
 
 def _layer(*members) -> io.BytesIO:

@@ -240,12 +240,17 @@ def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
         if dtype == dirt:
             _walk(fb, ino, path, lambda p, c: plan.__setitem__(p, (ENTRY, c)))
 
+    # Shallowest first, and a subtree an ancestor's walk already spelled out is
+    # not walked again: a new chain of N directories costs O(N), not O(N^2).
+    paths = []
     for parent, name, cb, ca in added:
         base = pb.of(parent)
-        if base is None:
-            continue
-        path = base + (name,)
-        put_tree(path, cb[0], cb[1])
+        if base is not None:
+            paths.append((len(base), base + (name,), cb, ca))
+    paths.sort(key=lambda t: t[0])
+    for _, path, cb, ca in paths:
+        if plan.get(path) != (ENTRY, cb[0]):
+            put_tree(path, cb[0], cb[1])
         if ca is not None and ca[1] == dirt and cb[1] == dirt:
             plan[path + (OPQ,)] = (OPAQUE, 0)
     for parent, name in deleted:
