@@ -248,3 +248,19 @@ def test_fsspec_find_and_walk_deep(store):
         assert len(list(fs.walk("c:/", maxdepth=5))) == 5
     finally:
         fs.close()
+
+
+def test_tmpfs_mount_with_deep_tree_is_removed(store):
+    """A tmpfs mount spec is a temporary host directory removed when the tree's
+    handle closes; a deep tree written into it goes too (no RecursionError)."""
+    store.create("c", mounts=[{"type": "tmpfs", "target": "/scratch"}])
+    t = store.fs("c")
+    path = "/scratch"
+    for _ in range(DEPTH):
+        path += "/d"
+        t.mkdir(path)
+    t.write_bytes(path + "/f", b"x")
+    host = t._route("/scratch/d")[0].root
+    assert os.path.isdir(host)
+    t.close()
+    assert not os.path.exists(host)

@@ -15,12 +15,12 @@ Renames and hard links across mounts raise CrossDevice (EXDEV), as on Linux.
 from __future__ import annotations
 
 import os
-import shutil
 import stat as S
 import tempfile
 
 from ..errors import InvalidInput, NotFound, ReadOnly
 from ..fs import paths as P
+from . import hostout
 
 
 def normalize_target(target: str) -> str:
@@ -135,7 +135,7 @@ class HostDir:
 
     def close(self) -> None:
         if self.remove_on_close:
-            shutil.rmtree(self.root, ignore_errors=True)
+            _remove_tree(self.root)
 
     def stat(self, path, *, follow_symlinks=True):
         return os.stat(self._p(path), follow_symlinks=follow_symlinks)
@@ -255,3 +255,20 @@ class HostDir:
     def write_bytes(self, path, data):
         with open(self._w(path), "wb") as fh:
             fh.write(data)
+
+
+def _remove_tree(root: str) -> None:
+    """Remove a temporary directory this process made, whatever its depth
+    (shutil.rmtree recurses once per level); errors are ignored, as a
+    best-effort clean-up."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        hostout.remove_contents(fd)
+        os.rmdir(root)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
