@@ -264,3 +264,21 @@ def test_tmpfs_mount_with_deep_tree_is_removed(store):
     assert os.path.isdir(host)
     t.close()
     assert not os.path.exists(host)
+
+
+def test_bind_mount_deep_makedirs_and_walk(store, tmp_path):
+    """A bind-mounted host directory: makedirs of a deep path and the host
+    side's walk (os.makedirs and os.walk recurse once per level)."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / ".hidden").mkdir()
+    store.create("c", mounts=[{"type": "bind", "source": str(host), "target": "/b"}])
+    with store.fs("c") as t:
+        t.makedirs("/b/" + LEAF)
+        t.write_bytes("/b/" + LEAF + "/f", b"x")
+        hd = t._route("/b/d")[0]
+        tops = [top for top, _, _ in hd.walk("/")]
+        assert tops[:2] == ["/", "/.hidden"] and tops[-1] == "/" + LEAF
+        assert len(tops) == DEPTH + 2
+        assert [top for top, _, _ in hd.walk("/", topdown=False)][-1] == "/"
+    assert _read_host(_host_leaf(str(host))) == b"x"

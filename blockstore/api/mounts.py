@@ -162,14 +162,55 @@ class HostDir:
         yield from os.scandir(self._p(path))
 
     def walk(self, top="/", topdown=True):
-        for d, ds, fs in os.walk(self._p(top), topdown=topdown):
-            yield "/" + os.path.relpath(d, self.root).lstrip("."), ds, fs
+        """os.walk's results with paths inside the bound directory; an explicit
+        stack (os.walk recurses once per level).  As os.walk: a symlink to a
+        directory is listed in dirs, not descended into."""
+        base = "/" + "/".join(os.fsdecode(p) for p in P.components(top))
+        stack = [(self._p(top), base, None)]
+        while stack:
+            host, path, listed = stack.pop()
+            if listed is not None:
+                yield path, listed[0], listed[1]
+                continue
+            try:
+                with os.scandir(host) as it:
+                    ents = list(it)
+            except OSError:
+                continue                         # as os.walk without onerror
+            dirs, files, real = [], [], set()
+            for e in ents:
+                try:
+                    is_dir = e.is_dir()
+                except OSError:
+                    is_dir = False
+                (dirs if is_dir else files).append(e.name)
+                if is_dir and not e.is_symlink():
+                    real.add(e.name)
+            if topdown:
+                yield path, dirs, files
+            else:
+                stack.append((host, path, (dirs, files)))
+            pre = path.rstrip("/")
+            stack.extend((os.path.join(host, d), pre + "/" + d, None)
+                         for d in reversed(dirs) if d in real)
 
     def mkdir(self, path, mode=0o777, **_):
         os.mkdir(self._w(path), mode)
 
     def makedirs(self, path, mode=0o777, exist_ok=False):
-        os.makedirs(self._w(path), mode, exist_ok)
+        """os.makedirs, one level after the other (os.makedirs recurses per level)."""
+        parts = [os.fsdecode(p) for p in P.components(path)]
+        target = self._w(path)
+        cur = self.root
+        for i, p in enumerate(parts):
+            cur = os.path.join(cur, p)
+            try:
+                os.mkdir(cur, mode)
+            except FileExistsError:
+                if (i == len(parts) - 1 and not exist_ok) or not os.path.isdir(cur):
+                    raise
+        if not parts and not exist_ok:
+            raise FileExistsError(17, "File exists", target)
 
     def rmdir(self, path):
         os.rmdir(self._w(path))
