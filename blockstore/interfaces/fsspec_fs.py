@@ -169,16 +169,18 @@ class BlockstoreFileSystem(AbstractFileSystem):
         if not path:
             infos = [self._tree_info(r) for r in self.store.list()]
             return infos if detail else [i["name"] for i in infos]
-        info = self.info(path)
-        if info["type"] != "directory":
-            return [info] if detail else [info["name"]]
         tfs, inner, tree = self._resolve(path)
+        try:
+            entries = list(tfs.scandir(inner))
+        except NotADirectoryError:                  # a file (or a link to one) lists itself
+            info = self.info(path)
+            return [info] if detail else [info["name"]]
         base = path if path.endswith("/") else path + "/"
-        ibase = inner if inner.endswith("/") else inner + "/"
         if not detail:
-            return [base + n for n in tfs.listdir(inner)]
+            return [base + e.name for e in entries]
+        ibase = inner if inner.endswith("/") else inner + "/"
         return [self._info(tfs, ibase + e.name, base + e.name, e.stat(follow_symlinks=False))
-                for e in tfs.scandir(inner)]
+                for e in entries]
 
     def walk(self, path, maxdepth=None, topdown=True, on_error="omit", **kwargs):
         """fsspec's ``walk`` (same arguments and results; ``find``, ``du``, ``rm
