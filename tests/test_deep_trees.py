@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from blockstore.api import hostout
 from blockstore.cli import main
 from blockstore.fs import items as I
-from blockstore.oci import export_tar, import_image
+from blockstore.oci import export_image, export_tar, import_image
 
 DEPTH = 1100                     # > sys.getrecursionlimit() (1000)
 LEAF = "/".join(["d"] * DEPTH)   # 2,199 bytes
@@ -91,6 +91,17 @@ def test_export_tar_deep(store, tmp_path):
     with tarfile.open(out) as tf:
         names = tf.getnames()
     assert LEAF + "/f" in names and len(names) == DEPTH + 3   # ./, d..., f, top
+
+
+@pytest.mark.parametrize("fmt", ["oci", "docker"])
+def test_export_image_deep(store, tmp_path, fmt):
+    """An image export of a deep snapshot, re-imported: the bottom file is there."""
+    _deep(store)
+    out = str(tmp_path / ("img" if fmt == "oci" else "img.tar"))
+    export_image(store, "deep", out, format=fmt)
+    import_image(store, out, "back")
+    with store.fs("back") as t:
+        assert t.read_bytes("/" + LEAF + "/f") == b"bottom"
 
 
 def test_export_layer_deep(store):
