@@ -15,12 +15,12 @@ Renames and hard links across mounts raise CrossDevice (EXDEV), as on Linux.
 from __future__ import annotations
 
 import os
-import shutil
 import stat as S
 import tempfile
 
 from ..errors import InvalidInput, NotFound, ReadOnly
 from ..fs import paths as P
+from . import hostout
 
 
 def normalize_target(target: str) -> str:
@@ -135,7 +135,7 @@ class HostDir:
 
     def close(self) -> None:
         if self.remove_on_close:
-            shutil.rmtree(self.root, ignore_errors=True)
+            _remove_tree(self.root)
 
     def stat(self, path, *, follow_symlinks=True):
         return os.stat(self._p(path), follow_symlinks=follow_symlinks)
@@ -162,14 +162,55 @@ class HostDir:
         yield from os.scandir(self._p(path))
 
     def walk(self, top="/", topdown=True):
-        for d, ds, fs in os.walk(self._p(top), topdown=topdown):
-            yield "/" + os.path.relpath(d, self.root).lstrip("."), ds, fs
+        """os.walk's results with paths inside the bound directory; an explicit
+        stack (os.walk recurses once per level).  As os.walk: a symlink to a
+        directory is listed in dirs, not descended into."""
+        base = "/" + "/".join(os.fsdecode(p) for p in P.components(top))
+        stack = [(self._p(top), base, None)]
+        while stack:
+            host, path, listed = stack.pop()
+            if listed is not None:
+                yield path, listed[0], listed[1]
+                continue
+            try:
+                with os.scandir(host) as it:
+                    ents = list(it)
+            except OSError:
+                continue                         # as os.walk without onerror
+            dirs, files, real = [], [], set()
+            for e in ents:
+                try:
+                    is_dir = e.is_dir()
+                except OSError:
+                    is_dir = False
+                (dirs if is_dir else files).append(e.name)
+                if is_dir and not e.is_symlink():
+                    real.add(e.name)
+            if topdown:
+                yield path, dirs, files
+            else:
+                stack.append((host, path, (dirs, files)))
+            pre = path.rstrip("/")
+            stack.extend((os.path.join(host, d), pre + "/" + d, None)
+                         for d in reversed(dirs) if d in real)
 
     def mkdir(self, path, mode=0o777, **_):
         os.mkdir(self._w(path), mode)
 
     def makedirs(self, path, mode=0o777, exist_ok=False):
-        os.makedirs(self._w(path), mode, exist_ok)
+        """os.makedirs, one level after the other (os.makedirs recurses per level)."""
+        parts = [os.fsdecode(p) for p in P.components(path)]
+        target = self._w(path)
+        cur = self.root
+        for i, p in enumerate(parts):
+            cur = os.path.join(cur, p)
+            try:
+                os.mkdir(cur, mode)
+            except FileExistsError:
+                if (i == len(parts) - 1 and not exist_ok) or not os.path.isdir(cur):
+                    raise
+        if not parts and not exist_ok:
+            raise FileExistsError(17, "File exists", target)
 
     def rmdir(self, path):
         os.rmdir(self._w(path))
@@ -255,3 +296,20 @@ class HostDir:
     def write_bytes(self, path, data):
         with open(self._w(path), "wb") as fh:
             fh.write(data)
+
+
+def _remove_tree(root: str) -> None:
+    """Remove a temporary directory this process made, whatever its depth
+    (shutil.rmtree recurses once per level); errors are ignored, as a
+    best-effort clean-up."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        hostout.remove_contents(fd)
+        os.rmdir(root)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

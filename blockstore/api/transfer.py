@@ -27,6 +27,7 @@ from ..btree.store import NodeStore
 from ..errors import InvalidInput, NotFound
 from ..fs import items as I
 from ..fs.tree import FsTree
+from . import hostout
 
 COMMIT_BYTES = 256 * 1024 * 1024
 COMMIT_ITEMS = 20000
@@ -143,6 +144,22 @@ class _Importer:
         self.flush()
 
     def _dir(self, hostdir: str, dir_ino: int) -> None:
+        """Import the contents of hostdir into dir_ino, then every subdirectory's
+        (an explicit stack, not recursion: trees of any depth); a directory's
+        metadata is set after its contents."""
+        todo = [(hostdir, dir_ino, None, False)]    # (host path, ino, lstat, contents done)
+        while todo:
+            path, ino, st, done = todo.pop()
+            if done:
+                xa = _xattrs(path)
+                self._apply(lambda f, c=ino, s=st, x=xa: self._set_meta(f, c, s, x))
+                continue
+            if st is not None:                     # the root's metadata: import_tree
+                todo.append((path, ino, st, True))
+            todo.extend((p, c, s, False) for p, c, s in reversed(self._contents(path, ino)))
+
+    def _contents(self, hostdir: str, dir_ino: int) -> list:
+        """Entries of one host directory; returns its subdirectories [(path, ino, st)]."""
         try:
             names = sorted(os.listdir(hostdir))
         except OSError as exc:
@@ -165,10 +182,7 @@ class _Importer:
                 subdirs.append((p, child, st))
             if self.progress:
                 self.progress(p, st.st_size if S.S_ISREG(st.st_mode) else 0)
-        for p, child, st in subdirs:
-            self._dir(p, child)
-            xa = _xattrs(p)
-            self._apply(lambda f, c=child, s=st, x=xa: self._set_meta(f, c, s, x))
+        return subdirs
 
     def _entry(self, dir_ino: int, name: bytes, path: str, st) -> int:
         self.since_items += 1
@@ -258,16 +272,34 @@ class _Importer:
 
 
 def _remove_recursive(f: FsTree, dir_ino: int, name: bytes) -> None:
+    """Remove name from dir_ino, a directory with everything below it
+    (an explicit stack: any depth)."""
     found = f.lookup(dir_ino, name)
     if found is None:
         return
-    node = f.inode(found[0])
-    if node.is_dir:
-        for _, n, _, _ in list(f.readdir(node.ino)):
-            _remove_recursive(f, node.ino, n)
-        f.rmdir(dir_ino, name)
-    else:
+    if not f.inode(found[0]).is_dir:
         f.unlink(dir_ino, name)
+        return
+    stack = [(dir_ino, name, found[0], _clear_files(f, found[0]))]
+    while stack:
+        parent, n, ino, subdirs = stack[-1]
+        if subdirs:
+            cn, cino = subdirs.pop()
+            stack.append((ino, cn, cino, _clear_files(f, cino)))
+            continue
+        f.rmdir(parent, n)
+        stack.pop()
+
+
+def _clear_files(f: FsTree, ino: int) -> list[tuple[bytes, int]]:
+    """Unlink the non-directories of directory ino; returns its subdirectories."""
+    dirs = []
+    for _, n, cino, dtype in list(f.readdir(ino)):
+        if dtype == S.S_IFDIR >> 12:
+            dirs.append((n, cino))
+        else:
+            f.unlink(ino, n)
+    return dirs
 
 
 def import_dir(store, src: str, name: str, parent: str | None, labels, progress):
@@ -288,76 +320,148 @@ def import_dir(store, src: str, name: str, parent: str | None, labels, progress)
 
 
 def export_dir(store, name: str, dst: str, progress=None) -> None:
-    if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)):
-        raise InvalidInput("export destination must not exist or be an empty directory", path=dst)
-    os.makedirs(dst, exist_ok=True)
-    with store.env.read() as r:
-        rec = catalog.get(r, name)
-        fst = FsTree(NodeStore.of(r), rec.root, time.time_ns)
-        links: dict[int, str] = {}
-        dirs: list[tuple[str, object]] = []
-        _export_dir(fst, I.ROOT_INO, dst, links, dirs, progress)
-        for path, node in reversed(dirs):
-            _apply_meta(fst, node, path, is_root=path == dst)
-
-
-def _export_dir(fst: FsTree, dir_ino: int, hostdir: str, links, dirs, progress) -> None:
-    dirs.append((hostdir, fst.inode(dir_ino)))
-    for _, name, ino, _ in fst.readdir(dir_ino):
-        p = os.path.join(hostdir, os.fsdecode(name))
-        node = fst.inode(ino)
-        if progress:
-            progress(p, node.size if node.is_reg else 0)
-        if not node.is_dir and node.nlink > 1 and ino in links:
-            os.link(links[ino], p)
-            continue
-        if node.is_dir:
-            os.mkdir(p, 0o700)
-            _export_dir(fst, ino, p, links, dirs, progress)
-            continue
-        if node.is_lnk:
-            os.symlink(fst.readlink(ino), p)
-        elif node.is_reg:
-            _export_file(fst, node, p)
-        else:
-            os.mknod(p, node.mode, node.rdev)
-        if node.nlink > 1:
-            links[ino] = p
-        _apply_meta(fst, node, p)
-
-
-def _export_file(fst: FsTree, node, path: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    """Write tree ``name`` into host directory ``dst`` (absent or empty).  Written
+    through directory fds (hostout.py): planted symlinks are never followed.
+    On any error what this export created is removed (``dst`` too if it made it)."""
+    made = False
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     try:
-        inline = fst._inline(node.ino)
-        if inline is not None:
-            os.write(fd, inline[:node.size])
-        else:
-            bs = fst.bs
-            for fb, start, n in fst.extents(node.ino):
-                off = fb * bs
-                for i in range(0, n, CHUNK // bs):
-                    k = min(CHUNK // bs, n - i)
-                    data = fst.pool.read(start + i, k)
-                    end = min(off + (i + k) * bs, node.size)
-                    if end > off + i * bs:
-                        os.pwrite(fd, data[:end - off - i * bs], off + i * bs)
-        os.ftruncate(fd, node.size)
-    finally:
-        os.close(fd)
-
-
-def _apply_meta(fst: FsTree, node, path: str, is_root: bool = False) -> None:
-    for k in fst.listxattr(node.ino):
-        try:
-            os.setxattr(path, k, fst.getxattr(node.ino, k), follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTSUP, errno.EPERM):
-                raise
-    try:
-        os.chown(path, node.uid, node.gid, follow_symlinks=False)
-    except PermissionError:
+        os.mkdir(dst, 0o700)
+        made = True
+    except FileExistsError:
         pass
-    if not node.is_lnk:
-        os.chmod(path, S.S_IMODE(node.mode))
-    os.utime(path, ns=(node.atime, node.mtime), follow_symlinks=False)
+    try:
+        rootfd = os.open(dst, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except NotADirectoryError:
+        raise InvalidInput("export destination must not exist or be an empty directory",
+                           path=dst) from None
+    try:
+        if not made and os.listdir(rootfd):
+            raise InvalidInput("export destination must not exist or be an empty directory",
+                               path=dst)
+        try:
+            with store.env.read() as r:
+                rec = catalog.get(r, name)
+                fst = FsTree(NodeStore.of(r), rec.root, time.time_ns)
+                _DirExport(fst, rootfd, dst, progress).run()
+        except BaseException:
+            try:
+                hostout.remove_contents(rootfd)
+                if made:
+                    os.rmdir(dst)
+            except OSError:
+                pass                       # the original error is the one to report
+            raise
+    finally:
+        os.close(rootfd)
+
+
+class _Frame:
+    """One directory on the export's explicit stack (no recursion over depth)."""
+    __slots__ = ("node", "fd", "ident", "children", "parts", "path")
+
+    def __init__(self, node, fd, children, parts, path):
+        self.node, self.fd, self.children = node, fd, children
+        self.ident = hostout.identity(fd)
+        self.parts, self.path = parts, path
+
+
+class _DirExport:
+    """Depth-first, one directory fd open at a time; a directory's metadata is
+    set when its contents are done (creating entries touches its times)."""
+
+    def __init__(self, fst: FsTree, rootfd: int, dst: str, progress):
+        self.fst, self.rootfd, self.dst, self.progress = fst, rootfd, dst, progress
+        self.links: dict[int, tuple[tuple, bytes]] = {}   # ino -> (dir parts, name)
+
+    def _frame(self, ino: int, fd: int, parts: tuple, path: str) -> _Frame:
+        node = self.fst.inode(ino)
+        children = list(self.fst.readdir(ino))
+        children.reverse()                                # pop() in directory order
+        return _Frame(node, fd, children, parts, path)
+
+    def run(self) -> None:
+        stack = [self._frame(I.ROOT_INO, os.dup(self.rootfd), (), self.dst)]
+        try:
+            while stack:
+                top = stack[-1]
+                if top.children:
+                    child = self._entry(top, *top.children.pop()[1:3])
+                    if child is not None:
+                        os.close(top.fd)
+                        top.fd = None
+                        stack.append(child)
+                    continue
+                stack.pop()
+                fd = top.fd
+                if stack:
+                    stack[-1].fd = hostout.up(fd, stack[-1].ident)
+                self._meta_fd(fd, top.node)
+                os.close(fd)
+                top.fd = None
+        finally:
+            for fr in stack:
+                if fr.fd is not None:
+                    os.close(fr.fd)
+
+    def _xattrs(self, ino: int):
+        return [(k, self.fst.getxattr(ino, k)) for k in self.fst.listxattr(ino)]
+
+    def _meta_fd(self, fd: int, node) -> None:
+        hostout.set_meta_fd(fd, node.uid, node.gid, node.mode, self._xattrs(node.ino),
+                            node.atime, node.mtime)
+
+    def _entry(self, top: _Frame, name: bytes, ino: int):
+        """Write one entry into top's directory; a directory's frame is returned."""
+        fst, dfd = self.fst, top.fd
+        node = fst.inode(ino)
+        path = os.path.join(top.path, os.fsdecode(name)) if self.progress else None
+        if self.progress:
+            self.progress(path, node.size if node.is_reg else 0)
+        if not node.is_dir and node.nlink > 1 and ino in self.links:
+            parts, first = self.links[ino]
+            sfd = dfd if parts == top.parts else hostout.open_parts(self.rootfd, parts)
+            try:
+                os.link(first, name, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+            finally:
+                if sfd != dfd:
+                    os.close(sfd)
+            return None
+        if node.is_dir:
+            os.mkdir(name, 0o700, dir_fd=dfd)
+            cfd = hostout.open_dir_at(dfd, name)
+            return self._frame(ino, cfd, top.parts + (name,), path)
+        if node.is_reg:
+            fd = os.open(name, hostout.O_NEW, 0o600, dir_fd=dfd)
+            try:
+                _export_file(fst, node, fd)
+                self._meta_fd(fd, node)
+            finally:
+                os.close(fd)
+        else:
+            if node.is_lnk:
+                os.symlink(fst.readlink(ino), name, dir_fd=dfd)
+            else:
+                os.mknod(name, node.mode, node.rdev, dir_fd=dfd)
+            hostout.set_meta_at(dfd, name, node.uid, node.gid, node.mode, self._xattrs(ino),
+                                node.atime, node.mtime, node.is_lnk)
+        if node.nlink > 1:
+            self.links[ino] = (top.parts, name)
+        return None
+
+
+def _export_file(fst: FsTree, node, fd: int) -> None:
+    inline = fst._inline(node.ino)
+    if inline is not None:
+        os.write(fd, inline[:node.size])
+    else:
+        bs = fst.bs
+        for fb, start, n in fst.extents(node.ino):
+            off = fb * bs
+            for i in range(0, n, CHUNK // bs):
+                k = min(CHUNK // bs, n - i)
+                data = fst.pool.read(start + i, k)
+                end = min(off + (i + k) * bs, node.size)
+                if end > off + i * bs:
+                    os.pwrite(fd, data[:end - off - i * bs], off + i * bs)
+    os.ftruncate(fd, node.size)

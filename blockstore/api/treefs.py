@@ -88,6 +88,11 @@ class DirEntry:
         return self._dtype == S.S_IFLNK >> 12
 
     def stat(self, follow_symlinks: bool = True) -> os.stat_result:
+        """By inode (no path lookup) unless a symlink is followed or the entry is
+        a mount point (its stat is the mounted tree's root)."""
+        if (not follow_symlinks or self._dtype != S.S_IFLNK >> 12) \
+                and self._tfs._route(self.path)[0] is self._tfs:
+            return self._tfs.getattr(self.inode_no)
         return self._tfs.stat(self.path, follow_symlinks=follow_symlinks)
 
     def __fspath__(self):
@@ -444,6 +449,32 @@ class TreeFS:
         except OSError:
             return False
 
+    def is_within(self, path, top) -> bool:
+        """True when ``path`` is directory ``top`` or lies below it (``path`` need
+        not exist: its nearest existing ancestor counts; symlinks on the way are
+        followed as a lookup follows them).  Cost: O(depth)."""
+        tfs, tsub = self._route(top)
+        pfs, psub = self._route(path)
+        if tfs is not self or pfs is not self:
+            return False
+
+        def fn(f):
+            try:
+                anc = P.resolve(f, tsub, follow=False)
+            except (NotFound, InvalidInput):
+                return False
+            parts = P.components(psub)
+            while True:
+                try:
+                    ino = P.resolve(f, b"/" + b"/".join(parts))
+                    break
+                except (NotFound, InvalidInput, OSError):
+                    if not parts:
+                        return False
+                    parts.pop()
+            return f._is_ancestor(anc, ino)
+        return self._view(fn)
+
     def listdir(self, path="/") -> list:
         return [e.name for e in self.scandir(path)]
 
@@ -462,18 +493,34 @@ class TreeFS:
             yield DirEntry(self, path, name, ino, dtype, as_bytes)
 
     def walk(self, top="/", topdown: bool = True):
-        """Like os.walk (symlinks to directories are not followed)."""
-        dirs, files = [], []
-        for e in self.scandir(top):
-            (dirs if e.is_dir(follow_symlinks=False) else files).append(e.name)
-        if topdown:
-            yield top, dirs, files
+        """Like os.walk (symlinks to directories are not followed).  An explicit
+        stack, not recursion: trees of any depth.  Directories below ``top``
+        are listed by inode (no path lookup) unless a mount spec serves them."""
         sep = b"/" if isinstance(top, bytes) else "/"
-        for d in dirs:
-            sub = (top.rstrip(sep) or sep[:0]) + sep + d if top not in ("/", b"/") else sep + d
-            yield from self.walk(sub, topdown)
-        if not topdown:
-            yield top, dirs, files
+        stack = [(top, None, None)]            # (dir, ino or None, None | (dirs, files) to yield)
+        while stack:
+            d, ino, listed = stack.pop()
+            if listed is not None:
+                yield d, listed[0], listed[1]
+                continue
+            if ino is not None and self._route(d)[0] is self:
+                ents = [DirEntry(self, d, n, c, t, isinstance(d, bytes))
+                        for _, n, c, t in self.readdir(ino)]
+            else:
+                ents = list(self.scandir(d))
+            dirs, files, inos = [], [], {}
+            for e in ents:
+                if e.is_dir(follow_symlinks=False):
+                    dirs.append(e.name)
+                    inos[e.name] = e.inode()
+                else:
+                    files.append(e.name)
+            if topdown:
+                yield d, dirs, files             # the caller may prune dirs in place
+            else:
+                stack.append((d, None, (dirs, files)))
+            base = d.rstrip(sep) if d not in ("/", b"/") else sep[:0]
+            stack.extend((base + sep + n, inos.get(n), None) for n in reversed(dirs))
 
     def mkdir(self, path, mode: int = 0o777, *, uid: int | None = None, gid: int | None = None) -> None:
         tfs, sub = self._route(path)

@@ -11,6 +11,8 @@ reference, docs/ERRORS.md the exit codes.
 """
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .. import __version__, default_store_path
@@ -25,7 +27,9 @@ class _Group(click.Group):
     def invoke(self, ctx):
         old = cli_errors.catch_signals()        # SIGTERM/SIGHUP roll back like Ctrl-C
         try:
-            return super().invoke(ctx)
+            rv = super().invoke(ctx)
+            sys.stdout.flush()          # a closed pipe shows here, not at interpreter exit
+            return rv
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except (BlockstoreError, OSError, KeyboardInterrupt, Exception) as exc:

@@ -8,6 +8,14 @@ are not stored by the pool), symlinks, fifos and device nodes; with
 ``archive`` it also keeps owners, permissions and times (like ``cp -a``;
 on the host, owners only when running as root).  Hard links in the source
 are copied as separate files.  Sockets are skipped.
+
+Destinations as cp/tar treat them: a symlink at a file's destination is
+replaced (never written through: the host side opens with O_NOFOLLOW); a
+directory never replaces a non-directory (a symlink included: "cannot
+overwrite non-directory"); a directory is never copied into itself.  The
+walk is an explicit stack (trees of any depth).  The host side checks each
+destination component with lstat; a race with a writer of the destination
+directory is out of scope (``export`` writes through directory fds).
 Cost: one read and one write of every byte copied.
 """
 from __future__ import annotations
@@ -17,6 +25,7 @@ import os
 import posixpath
 import stat as S
 
+from ..api import hostout
 from ..errors import InvalidInput, NotADirectory
 
 CHUNK = 1 << 20
@@ -33,12 +42,25 @@ class HostSide:
     readlink = staticmethod(os.readlink)
     symlink = staticmethod(os.symlink)
     mkdir = staticmethod(os.mkdir)
-    chmod = staticmethod(os.chmod)
     utime = staticmethod(os.utime)
     open = staticmethod(open)
+    unlink = staticmethod(os.unlink)
+
+    def chmod(self, p, mode):
+        hostout.chmod_nofollow(p, mode)
+
+    def create(self, p):
+        """A file object writing p: created or truncated, never through a symlink."""
+        return os.fdopen(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                                 | os.O_CLOEXEC, 0o666), "wb")
 
     def listdir(self, p):
         return sorted(os.listdir(p))
+
+    def entries(self, p, st=None):
+        """[(name, lstat)] of directory p, sorted by name."""
+        with os.scandir(p) as it:
+            return sorted((e.name, e.stat(follow_symlinks=False)) for e in it)
 
     def mknod(self, p, mode, dev):
         os.mknod(p, mode, dev)
@@ -73,8 +95,21 @@ class TreeSide:
     def listdir(self, p):
         return sorted(self.t.listdir(p))
 
+    def entries(self, p, st=None):
+        """[(name, lstat)] of directory p, sorted by name.  With p's lstat ``st``
+        (and p not a mount point) by inode: no path lookup, so a walk costs
+        O(entries), not O(entries x depth)."""
+        t = self.t
+        if st is not None and st.st_dev == t.dev and t._route(p)[0] is t:
+            return sorted((os.fsdecode(name), t.getattr(ino))
+                          for _, name, ino, _ in t.readdir(st.st_ino))
+        return sorted((e.name, e.stat(follow_symlinks=False)) for e in t.scandir(p))
+
     def mknod(self, p, mode, dev):
         self.t.mknod(p, mode, dev)
+
+    def create(self, p):
+        return self.t.open(p, "wb")
 
     def chown(self, p, uid, gid, follow_symlinks=True):
         self.t.chown(p, uid, gid, follow_symlinks=follow_symlinks)
@@ -97,29 +132,72 @@ def target_path(src, spath: str, dst, dpath: str) -> str:
     return dpath
 
 
+def _lstat(side, p):
+    """lstat of p, or None when nothing is there."""
+    try:
+        return side.lstat(p)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+
+
+def _make_dir(dst, p: str) -> None:
+    st = _lstat(dst, p)
+    if st is None:
+        dst.mkdir(p, 0o700)
+    elif not S.S_ISDIR(st.st_mode):
+        raise NotADirectory("cannot overwrite non-directory with directory", path=p)
+
+
+def _not_into_itself(src, spath: str, dst, dpath: str) -> None:
+    """cp's refusal: a directory copied to itself or below itself never ends."""
+    if isinstance(src, TreeSide) and isinstance(dst, TreeSide) and src.t.name == dst.t.name \
+            and dst.t.is_within(dpath, spath):
+        raise InvalidInput(f"cannot copy a directory, {src.t.name}:{spath}, into itself, "
+                           f"{dst.t.name}:{dpath}")
+
+
 def copy(src, spath: str, dst, dpath: str, archive: bool = False, progress=None) -> int:
     """Copy spath (any type) to dpath; returns bytes of file content copied."""
     st = src.lstat(spath)
-    m = st.st_mode
-    if S.S_ISDIR(m):
-        if dst.exists(dpath):
-            if not dst.isdir(dpath):
-                raise NotADirectory("cannot copy a directory onto a non-directory", path=dpath)
+    if not S.S_ISDIR(st.st_mode):
+        return _copy_leaf(src, spath, st, dst, dpath, archive, progress)
+    _not_into_itself(src, spath, dst, dpath)
+    _make_dir(dst, dpath)
+    total = 0
+    stack = [(spath, dpath, st, src.entries(spath, st)[::-1])]
+    while stack:
+        sp, dp, sst, names = stack[-1]
+        if not names:                      # contents done: the directory's own metadata
+            stack.pop()
+            _meta(dst, dp, sst, archive, is_link=False)
+            if progress:
+                progress(dp, 0)
+            continue
+        n, cst = names.pop()
+        csp, cdp = src.join(sp, n), dst.join(dp, n)
+        if S.S_ISDIR(cst.st_mode):
+            _make_dir(dst, cdp)
+            stack.append((csp, cdp, cst, src.entries(csp, cst)[::-1]))
         else:
-            dst.mkdir(dpath, 0o700)
-        total = 0
-        for name in src.listdir(spath):
-            total += copy(src, src.join(spath, name), dst, dst.join(dpath, name), archive,
-                          progress)
-        _meta(dst, dpath, st, archive, is_link=False)
-        if progress:
-            progress(dpath, 0)
-        return total
-    if dst.exists(dpath) and dst.isdir(dpath) and not S.S_ISLNK(dst.lstat(dpath).st_mode):
+            total += _copy_leaf(src, csp, cst, dst, cdp, archive, progress)
+    return total
+
+
+def _copy_leaf(src, spath: str, st, dst, dpath: str, archive: bool, progress) -> int:
+    """Copy one non-directory; a symlink at dpath is replaced, never followed."""
+    m = st.st_mode
+    if S.S_ISSOCK(m):
+        return 0                          # sockets: nothing to copy
+    old = _lstat(dst, dpath)
+    if old is not None and S.S_ISDIR(old.st_mode):
         raise InvalidInput("cannot overwrite a directory with a non-directory", path=dpath)
+    if old is not None and not (S.S_ISREG(m) and S.S_ISREG(old.st_mode)):
+        dst.unlink(dpath)                 # a symlink, fifo or node: replaced, never opened
     total = 0
     if S.S_ISREG(m):
-        with src.open(spath, "rb") as fi, dst.open(dpath, "wb") as fo:
+        with src.open(spath, "rb") as fi, dst.create(dpath) as fo:
             while True:
                 buf = fi.read(CHUNK)
                 if not buf:
@@ -127,33 +205,23 @@ def copy(src, spath: str, dst, dpath: str, archive: bool = False, progress=None)
                 fo.write(buf)
                 total += len(buf)
     elif S.S_ISLNK(m):
-        if dst.exists(dpath):
-            _unlink(dst, dpath)
         dst.symlink(src.readlink(spath), dpath)
-    elif S.S_ISFIFO(m) or S.S_ISCHR(m) or S.S_ISBLK(m):
-        if dst.exists(dpath):
-            _unlink(dst, dpath)
-        dst.mknod(dpath, m, st.st_rdev)
     else:
-        return 0                          # sockets: nothing to copy
+        dst.mknod(dpath, m, st.st_rdev)
     _meta(dst, dpath, st, archive, is_link=S.S_ISLNK(m))
     if progress:
         progress(dpath, total)
     return total
 
 
-def _unlink(side, p):
-    (side.t.unlink if isinstance(side, TreeSide) else os.unlink)(p)
-
-
 def _meta(dst, p, st, archive: bool, is_link: bool) -> None:
     if archive:
-        dst.chown(p, st.st_uid, st.st_gid, follow_symlinks=not is_link)
+        dst.chown(p, st.st_uid, st.st_gid, follow_symlinks=False)
     if not is_link:
         dst.chmod(p, S.S_IMODE(st.st_mode))
     if archive:
         try:
-            dst.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=not is_link)
+            dst.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
         except NotImplementedError:
             pass                          # os.utime: follow_symlinks=False unsupported here
         except OSError as exc:            # hosts without lutimes

@@ -4,7 +4,9 @@ Contract: every failure prints exactly one line on stderr,
 ``blockstore: <problem>; <what to do>``, and exits with the code of its
 category: ``blockstore.errors.CATEGORIES[i].exit_code`` (the class attribute
 is the single source; nothing here repeats a number), 2 for usage errors
-(click), 1 for anything unexpected.  Host-side OSErrors (a missing source
+(click), 1 for anything unexpected.  A closed stdout pipe (``| head``) is no
+failure: no message, exit status 141 (128 + SIGPIPE, what a shell reports
+for a Unix tool ended by SIGPIPE).  Host-side OSErrors (a missing source
 directory, a full disk) are mapped to the category with the same meaning.
 
 docs/ERRORS.md is generated from this module (``python -m
@@ -51,6 +53,8 @@ def catch_signals() -> dict:
 def restore_signals(old: dict) -> None:
     for s, h in old.items():
         signal.signal(s, h)
+
+BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE    # 141, as a shell reports a tool SIGPIPE ended
 
 # What to do, per category (the "; <what to do>" half of the line).
 HINTS: dict[type, str] = {
@@ -160,9 +164,30 @@ def message(exc: BaseException, command: str | None = None) -> str:
     return "blockstore: " + " ".join(line.split())          # one line, always
 
 
+def is_broken_pipe(exc: BaseException) -> bool:
+    """The reader of our stdout went away (``blockstore cat ... | head -c 10``)."""
+    return isinstance(exc, OSError) and exc.errno == _errno.EPIPE
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush of what is still
+    buffered cannot fail (and print "Exception ignored ...") again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return                                  # not a real file (tests' CliRunner)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+
+
 def report(exc: BaseException, command: str | None = None) -> int:
-    """Print the line on stderr (plus a traceback with BLOCKSTORE_DEBUG=1); return the code.
-    ``command``: the failing command's path (``volume create``), for the hint."""
+    """Print the line on stderr (plus a traceback with BLOCKSTORE_DEBUG=1); return the
+    code.  ``command``: the failing command's path (``volume create``), for the hint.
+    A broken stdout pipe prints nothing and returns BROKEN_PIPE_EXIT."""
+    if is_broken_pipe(exc):
+        _drop_stdout()
+        return BROKEN_PIPE_EXIT
     if os.environ.get("BLOCKSTORE_DEBUG"):
         traceback.print_exception(exc, file=sys.stderr)
     print(message(exc, command), file=sys.stderr)
@@ -207,6 +232,9 @@ def errors_markdown() -> str:
         "unless documented otherwise |",
         "| 129, 143 | interrupted | — | SIGHUP, SIGTERM: rolled back as Ctrl-C | "
         "as for 130 |",
+        f"| {BROKEN_PIPE_EXIT} | broken pipe | EPIPE | the reader of stdout went away "
+        "(`blockstore cat T:/f \\| head -c 10`); nothing is printed, as other Unix tools "
+        "ended by SIGPIPE | — |",
         "",
         "Precise POSIX conditions share their category's exit code:",
         "",

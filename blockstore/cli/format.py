@@ -156,18 +156,25 @@ def lineage_rows(records: list) -> list[tuple[str, object]]:
 
     seen: set[str] = set()
 
-    def walk(rec, prefix: str, last: bool, top: bool):
-        seen.add(rec.name)
-        label = rec.name if top else prefix + ("└── " if last else "├── ") + rec.name
-        out.append((label, rec))
-        kids = children.get(rec.name, [])
-        sub = "" if top else prefix + ("    " if last else "│   ")
-        for i, k in enumerate(kids):
-            walk(k, sub, i == len(kids) - 1, False)
+    def walk(rec) -> None:
+        """rec and its descendants, parents first (an explicit stack: lineages
+        of any length)."""
+        stack = [(rec, "", True, True)]
+        while stack:
+            r, prefix, last, top = stack.pop()
+            if r.name in seen:
+                continue                   # parent cycles: each tree once
+            seen.add(r.name)
+            label = r.name if top else prefix + ("└── " if last else "├── ") + r.name
+            out.append((label, r))
+            kids = children.get(r.name, [])
+            sub = "" if top else prefix + ("    " if last else "│   ")
+            for i in range(len(kids) - 1, -1, -1):
+                stack.append((kids[i], sub, i == len(kids) - 1, False))
 
     for r in children.get(None, []):
-        walk(r, "", True, True)
+        walk(r)
     for r in sorted(records, key=lambda r: r.name):   # parent cycles: never lose a tree
         if r.name not in seen:
-            walk(r, "", True, True)
+            walk(r)
     return out

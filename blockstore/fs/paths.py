@@ -20,6 +20,7 @@ from .tree import FsTree
 NAME_MAX = 255
 PATH_MAX = 4096
 SYMLOOP_MAX = 40
+_DT_DIR, _DT_LNK = 0o040000 >> 12, 0o120000 >> 12
 
 
 def to_bytes(path) -> bytes:
@@ -65,28 +66,32 @@ def check_name(name: bytes) -> bytes:
 
 
 def _walk(fst: FsTree, parts: list[bytes], follow_last: bool, shown) -> int:
+    """Cost: one dirent lookup per component (the entry's recorded type says
+    whether it is a directory; an inode is read only for symlinks)."""
     ino = I.ROOT_INO
+    is_dir = True                              # the root; then what the last entry recorded
     todo = list(reversed(parts))
     links = 0
     while todo:
         name = todo.pop()
         if name == b".":
-            if not fst.inode(ino).is_dir:
+            if not is_dir:
                 raise NotADirectory("a path component is not a directory", path=shown)
             continue
         if name == b"..":
+            if not is_dir:
+                raise NotADirectory("a path component is not a directory", path=shown)
             if ino == I.ROOT_INO:
                 raise InvalidInput("path escapes the tree with '..'", path=shown)
             ino = fst.parents(ino)[0][0]
             continue
-        d = fst.inode(ino)
-        if not d.is_dir:
+        if not is_dir:
             raise NotADirectory("a path component is not a directory", path=shown)
         found = fst.lookup(ino, name)
         if found is None:
             raise NotFound("no such file or directory", path=shown)
         child, dtype = found
-        if dtype == (0o120000 >> 12) and (todo or follow_last):
+        if dtype == _DT_LNK and (todo or follow_last):
             links += 1
             if links > SYMLOOP_MAX:
                 raise TooManyLinks("too many levels of symbolic links", path=shown)
@@ -94,8 +99,8 @@ def _walk(fst: FsTree, parts: list[bytes], follow_last: bool, shown) -> int:
             todo.extend(reversed(_walk_parts(target, True)))
             if target.startswith(b"/"):
                 ino = I.ROOT_INO
-            continue
-        ino = child
+            continue                           # ino: the link's directory (or the root)
+        ino, is_dir = child, dtype == _DT_DIR
     return ino
 
 

@@ -144,8 +144,10 @@ class BlockstoreFileSystem(AbstractFileSystem):
         if not self._strip_protocol(path):
             return {"name": "", "size": 0, "type": "directory"}
         tfs, inner, tree = self._resolve(path)
-        st = tfs.lstat(inner)
-        name = f"{tree}:{inner}"
+        return self._info(tfs, inner, f"{tree}:{inner}", tfs.lstat(inner))
+
+    def _info(self, tfs, inner: str, name: str, st) -> dict:
+        """The info dict of ``inner`` whose lstat is ``st``."""
         out = {"name": name, "islink": S.S_ISLNK(st.st_mode)}
         if out["islink"]:
             out["destination"] = tfs.readlink(inner)
@@ -161,19 +163,70 @@ class BlockstoreFileSystem(AbstractFileSystem):
         return out
 
     def ls(self, path, detail=True, **kwargs):
+        """A directory's entries; their attributes come from the listing by inode
+        (one path lookup per call, not one per entry)."""
         path = self._strip_protocol(path)
         if not path:
             infos = [self._tree_info(r) for r in self.store.list()]
             return infos if detail else [i["name"] for i in infos]
-        info = self.info(path)
-        if info["type"] != "directory":
-            return [info] if detail else [info["name"]]
         tfs, inner, tree = self._resolve(path)
+        try:
+            entries = list(tfs.scandir(inner))
+        except NotADirectoryError:                  # a file (or a link to one) lists itself
+            info = self.info(path)
+            return [info] if detail else [info["name"]]
         base = path if path.endswith("/") else path + "/"
-        names = [base + n for n in tfs.listdir(inner)]
         if not detail:
-            return names
-        return [self.info(n) for n in names]
+            return [base + e.name for e in entries]
+        ibase = inner if inner.endswith("/") else inner + "/"
+        return [self._info(tfs, ibase + e.name, base + e.name, e.stat(follow_symlinks=False))
+                for e in entries]
+
+    def walk(self, path, maxdepth=None, topdown=True, on_error="omit", **kwargs):
+        """fsspec's ``walk`` (same arguments and results; ``find``, ``du``, ``rm
+        recursive`` and ``get`` use it) with an explicit stack: fsspec's own
+        recurses once per level, so deep trees ended in RecursionError."""
+        if maxdepth is not None and maxdepth < 1:
+            raise ValueError("maxdepth must be at least 1")
+        detail = kwargs.pop("detail", False)
+        stack = [(self._strip_protocol(path), maxdepth, None)]
+        while stack:
+            top, depth, ready = stack.pop()
+            if ready is not None:               # bottom-up: its subdirectories are done
+                yield ready
+                continue
+            try:
+                listing = self.ls(top, detail=True, **kwargs)
+            except (FileNotFoundError, OSError) as e:
+                if on_error == "raise":
+                    raise
+                if callable(on_error):
+                    on_error(e)
+                continue
+            full_dirs, dirs, files = {}, {}, {}
+            for info in listing:
+                pathname = info["name"].rstrip("/")
+                name = pathname.rsplit("/", 1)[-1]
+                if info["type"] == "directory" and pathname != top:
+                    full_dirs[name] = pathname
+                    dirs[name] = info
+                elif pathname == top:
+                    files[""] = info
+                else:
+                    files[name] = info
+            if not detail:
+                dirs, files = list(dirs), list(files)
+            if topdown:
+                yield top, dirs, files              # the caller may prune dirs in place
+            if depth is not None:
+                depth -= 1
+                if depth < 1:
+                    if not topdown:
+                        yield top, dirs, files
+                    continue
+            if not topdown:
+                stack.append((top, None, (top, dirs, files)))
+            stack.extend((full_dirs[d], depth, None) for d in reversed(list(dirs)))
 
     def modified(self, path):
         return datetime.datetime.fromtimestamp(self.info(path)["mtime"], datetime.timezone.utc)

@@ -43,6 +43,7 @@ import time
 
 from .. import catalog
 from ..btree.store import NodeStore
+from ..api.hostout import remove_contents, replace_file
 from ..errors import InvalidInput
 from ..fs import diff as fsdiff
 from ..fs.tree import FsTree
@@ -187,7 +188,7 @@ def _write_layout(store, name: str, root: str, ref: str, compression: str) -> di
 
     def put(data: bytes, media: str) -> dict:
         h = hashlib.sha256(data).hexdigest()
-        with open(os.path.join(blobs_dir, h), "wb") as f:
+        with replace_file(os.path.join(blobs_dir, h)) as f:
             f.write(data)
         return {"mediaType": media, "digest": "sha256:" + h, "size": len(data)}
     layers, diff_ids, made = [], [], []
@@ -234,12 +235,28 @@ def _write_layout(store, name: str, root: str, ref: str, compression: str) -> di
     mdesc = put(manifest_raw, mtype)
     mdesc["annotations"] = {REF_NAME: ref}
     index = {"schemaVersion": 2, "manifests": [mdesc]}
-    with open(os.path.join(root, "index.json"), "wb") as f:
+    with replace_file(os.path.join(root, "index.json")) as f:
         f.write(_dump(index))
-    with open(os.path.join(root, "oci-layout"), "wb") as f:
+    with replace_file(os.path.join(root, "oci-layout")) as f:
         f.write(_dump({"imageLayoutVersion": "1.0.0"}))
     return {"manifest": mdesc["digest"], "config": cdesc["digest"],
             "layers": [d["digest"] for d in layers], "diff_ids": diff_ids}
+
+
+def _remove_written(out: str, made: bool) -> None:
+    """A failed layout export removes what it wrote (``out`` too if it made it)."""
+    try:
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        remove_contents(fd)
+        if made:
+            os.rmdir(out)
+    except OSError:
+        pass                               # the original error is the one to report
+    finally:
+        os.close(fd)
 
 
 def _kept_manifest(labels: dict, cdesc: dict, layers: list) -> bytes | None:
@@ -265,7 +282,13 @@ def export_image(store, name: str, out, format: str = "oci", tag: str | None = N
     if format == "oci":
         if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
             raise InvalidInput("OCI layout destination must not exist or be empty", path=out)
-        return _write_layout(store, name, out, tag or "latest", compression)
+        made = not os.path.exists(out)
+        try:
+            res = _write_layout(store, name, out, tag or "latest", compression)
+        except BaseException:
+            _remove_written(out, made)
+            raise
+        return res
     if format != "docker":
         raise InvalidInput(f"unknown image format {format!r} (oci or docker)")
     repo_tag = tag or "blockstore/image:latest"
@@ -278,7 +301,8 @@ def export_image(store, name: str, out, format: str = "oci", tag: str | None = N
         manifest = [{"Config": f"{cfg_hex}.json", "RepoTags": [repo_tag],
                      "Layers": [f"{d[7:]}.tar" for d in res["layers"]]}]
         blobs_dir = os.path.join(tmp, "blobs", "sha256")
-        with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
+        with replace_file(out) as fo, \
+                tarfile.open(fileobj=fo, mode="w", format=tarfile.PAX_FORMAT) as tf:
             def add(arc: str, path: str) -> None:
                 ti = tf.gettarinfo(path, arc)
                 ti.uid = ti.gid = 0

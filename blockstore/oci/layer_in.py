@@ -136,27 +136,55 @@ class Applier:
         return self._Times(self.fst, dir_ino)
 
     def _remove(self, dir_ino: int, name: bytes) -> None:
+        """Remove name, a directory with everything below it (explicit stack: any depth)."""
         f = self.fst
         found = f.lookup(dir_ino, name)
         if found is None:
             return
-        if found[1] == DT_DIR:
-            for _, n, _, _ in list(f.readdir(found[0])):
-                self._remove(found[0], n)
-            f.rmdir(dir_ino, name)
-        else:
+        if found[1] != DT_DIR:
             f.unlink(dir_ino, name)
+            return
+        stack = [(dir_ino, name, found[0], self._clear_files(found[0]))]
+        while stack:
+            parent, n, ino, subdirs = stack[-1]
+            if subdirs:
+                cn, cino = subdirs.pop()
+                stack.append((ino, cn, cino, self._clear_files(cino)))
+                continue
+            f.rmdir(parent, n)
+            stack.pop()
+
+    def _clear_files(self, dir_ino: int) -> list:
+        """Unlink the non-directories of dir_ino; returns its subdirectories [(name, ino)]."""
+        f = self.fst
+        dirs = []
+        for _, n, child, dtype in list(f.readdir(dir_ino)):
+            if dtype == DT_DIR:
+                dirs.append((n, child))
+            else:
+                f.unlink(dir_ino, n)
+        return dirs
 
     def _prune(self, dir_ino: int, parts: tuple) -> None:
-        """Remove every child of dir that this layer did not write (opaque)."""
+        """Remove every child of dir that this layer did not write (opaque); an
+        explicit stack, each directory's times kept as they were."""
         f = self.fst
-        for _, n, child, dtype in list(f.readdir(dir_ino)):
-            p = parts + (n,)
+        stack = [(dir_ino, parts, list(f.readdir(dir_ino))[::-1], None)]
+        while stack:
+            ino, base, children, times = stack[-1]
+            if not children:
+                stack.pop()
+                if times is not None:
+                    times.__exit__(None, None, None)
+                continue
+            _, n, child, dtype = children.pop()
+            p = base + (n,)
             if p not in self.added:
-                self._remove(dir_ino, n)
+                self._remove(ino, n)
             elif dtype == DT_DIR:
-                with self._keep_times(child):
-                    self._prune(child, p)
+                t = self._keep_times(child)
+                t.__enter__()
+                stack.append((child, p, list(f.readdir(child))[::-1], t))
 
     # -- one member ---------------------------------------------------------------------
     def apply(self, m: tarfile.TarInfo, data) -> None:

@@ -36,6 +36,7 @@ it reaches are not reused while the export runs).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat as S
@@ -43,6 +44,7 @@ import tarfile
 import time
 
 from .. import catalog
+from ..api.hostout import replace_file
 from ..errors import InvalidInput
 from ..btree.store import NodeStore
 from ..fs import diff as fsdiff
@@ -52,6 +54,7 @@ from ..fs.tree import FsTree
 CHUNK = 1 << 20
 ENTRY, WHITEOUT = 0, 1
 WH = b".wh."
+_MAX_DEPTH = 1 << 20              # a parent chain longer than this is a loop
 
 
 class _HashWriter:
@@ -154,18 +157,33 @@ class _Writer:
 
 
 def _open_out(out):
+    """A context manager giving the binary file to write: ``out`` itself when it
+    is a file object, else a temporary file renamed to the path on success
+    (a symlink there is replaced, not followed; nothing is left on failure)."""
     if hasattr(out, "write"):
-        return out, False
-    return open(out, "wb"), True
+        return contextlib.nullcontext(out)
+    return replace_file(out)
 
 
 def _walk(fst: FsTree, ino: int, parts: tuple, emit) -> None:
-    """Every entry below directory ino, sorted by name, parents first."""
-    for name, child, dtype in sorted((n, c, d) for _, n, c, d in fst.readdir(ino)):
-        p = parts + (name,)
+    """Every entry below directory ino, sorted by name, parents first (an explicit
+    stack of sorted listings: any depth)."""
+    stack = [(parts, _sorted_children(fst, ino))]
+    while stack:
+        base, children = stack[-1]
+        if not children:
+            stack.pop()
+            continue
+        name, child, dtype = children.pop()
+        p = base + (name,)
         emit(p, child)
         if dtype == S.S_IFDIR >> 12:
-            _walk(fst, child, p, emit)
+            stack.append((p, _sorted_children(fst, child)))
+
+
+def _sorted_children(fst: FsTree, ino: int) -> list:
+    """(name, ino, dtype) of a directory, sorted by name descending (pop() gives the first)."""
+    return sorted(((n, c, d) for _, n, c, d in fst.readdir(ino)), reverse=True)
 
 
 def check_name(tree: str, parts: tuple) -> None:
@@ -182,17 +200,12 @@ def write_full(store, name: str, out) -> str:
     with store.env.read() as r:                     # refuse before creating out
         fst = FsTree(NodeStore.of(r), catalog.get(r, name).root, time.time_ns)
         _walk(fst, I.ROOT_INO, (), lambda p, ino: check_name(name, p))
-    f, own = _open_out(out)
-    try:
-        with store.env.read() as r:
-            fst = FsTree(NodeStore.of(r), catalog.get(r, name).root, time.time_ns)
-            w = _Writer(fst, f)
-            w.entry((), I.ROOT_INO)
-            _walk(fst, I.ROOT_INO, (), w.entry)
-            return w.close()
-    finally:
-        if own:
-            f.close()
+    with _open_out(out) as f, store.env.read() as r:
+        fst = FsTree(NodeStore.of(r), catalog.get(r, name).root, time.time_ns)
+        w = _Writer(fst, f)
+        w.entry((), I.ROOT_INO)
+        _walk(fst, I.ROOT_INO, (), w.entry)
+        return w.close()
 
 
 class _Paths:
@@ -202,17 +215,23 @@ class _Paths:
         self.fst, self.cache = fst, {I.ROOT_INO: ()}
 
     def of(self, ino: int):
-        if ino in self.cache:
-            return self.cache[ino]
-        refs = self.fst.parents(ino) if self.fst.has_inode(ino) else []
-        if not refs:
-            self.cache[ino] = None
-            return None
-        p, n = refs[0]
-        base = self.of(p)
-        out = None if base is None else base + (n,)
-        self.cache[ino] = out
-        return out
+        """The path of ino (None when it has none), by following first parent
+        references up to a cached directory (a loop, not recursion: any depth)."""
+        chain = []
+        while ino not in self.cache:
+            refs = self.fst.parents(ino) if self.fst.has_inode(ino) else []
+            if not refs:
+                self.cache[ino] = None
+                break
+            chain.append((ino, refs[0][1]))
+            ino = refs[0][0]
+            if len(chain) > _MAX_DEPTH:
+                raise InvalidInput("directory ancestry is cyclic")
+        base = self.cache[ino]
+        for child, name in reversed(chain):
+            base = None if base is None else base + (name,)
+            self.cache[child] = base
+        return base
 
 
 def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
@@ -229,14 +248,17 @@ def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
         if dtype == dirt:
             _walk(fb, ino, path, lambda p, c: plan.__setitem__(p, (ENTRY, c)))
 
+    # Shallowest first, and a subtree an ancestor's walk already spelled out is
+    # not walked again: a new chain of N directories costs O(N), not O(N^2).
+    paths = []
     for parent, name, cb, ca in added:
         base = pb.of(parent)
-        if base is None:
-            continue
-        path = base + (name,)
-        if plan.get(path, (None, None))[1] == cb[0]:
-            continue                         # written with a directory above it
-        put_tree(path, cb[0], cb[1])
+        if base is not None:
+            paths.append((len(base), base + (name,), cb))
+    paths.sort(key=lambda t: t[0])
+    for _, path, cb in paths:
+        if plan.get(path) != (ENTRY, cb[0]):
+            put_tree(path, cb[0], cb[1])
     for dir_a, dir_b, name in deleted:
         base = pb.of(dir_b) if dir_b is not None else None
         if base is None or base != pa.of(dir_a):
@@ -271,8 +293,7 @@ def write_diff(store, parent: str, name: str, out) -> str:
         for path, (kind, _) in plan.items():        # refuse before creating out
             if kind == ENTRY:
                 check_name(name, path)
-        f, own = _open_out(out)
-        try:
+        with _open_out(out) as f:
             w = _Writer(fb, f)
             for path in sorted(plan):
                 kind, ino = plan[path]
@@ -281,6 +302,3 @@ def write_diff(store, parent: str, name: str, out) -> str:
                 else:
                     w.marker(path)
             return w.close()
-        finally:
-            if own:
-                f.close()
