@@ -21,26 +21,16 @@ from .context import Ctx, hook, output_options, pass_ctx
 def mount_cmd(ctx: Ctx, name, mountpoint, foreground, options):
     """Mount NAME at MOUNTPOINT (a snapshot read-only, a clone read-write)."""
     mount = hook("blockstore.fuse", "mount", "mounting")
-    opts = {}
+    parse_options = hook("blockstore.fuse", "parse_options", "mounting")
+    raw = {}
     for o in options:
         k, eq, v = o.partition("=")
-        opts[k] = _value(v) if eq else True
+        raw[k] = v if eq else True
+    opts = parse_options(raw)      # typed and checked (exit 9 naming a bad option)
     mount(os.path.abspath(ctx.store_path), name, os.path.abspath(mountpoint),
                foreground=foreground, **opts)
     if not foreground:
         ctx.note(f"mounted {name} at {mountpoint}; `blockstore umount {mountpoint}` to stop")
-
-
-def _value(v: str):
-    """-o values: true/false -> bool, numbers -> int/float, else the string."""
-    if v.lower() in ("true", "yes", "on", "false", "no", "off"):
-        return v.lower() in ("true", "yes", "on")
-    for t in (int, float):
-        try:
-            return t(v)
-        except ValueError:
-            pass
-    return v
 
 
 @click.command("umount")

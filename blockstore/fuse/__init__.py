@@ -13,8 +13,9 @@ the process lifecycle and kill-safety.  Needs /dev/fuse and fusermount3.
 from __future__ import annotations
 
 from .daemon import check_mountpoint, registered, serve, spawn, unmount
+from .options import parse as parse_options
 
-__all__ = ["mount", "umount", "registered", "check_mountpoint"]
+__all__ = ["mount", "umount", "registered", "check_mountpoint", "parse_options"]
 
 
 def mount(store_path, name: str, mountpoint, foreground: bool = False, **opts) -> int | None:
@@ -39,6 +40,8 @@ def mount(store_path, name: str, mountpoint, foreground: bool = False, **opts) -
     Other processes see a change once it is committed.
     """
     import os
+
+    opts = parse_options(opts)   # InvalidInput naming a bad option, before anything starts
     if foreground:
         serve(os.fspath(store_path), name, os.fspath(mountpoint), **opts)
         return None
