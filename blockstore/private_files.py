@@ -192,8 +192,13 @@ def open_append(path: str, mode: int = 0o600) -> int:
     """An fd appending to the regular file ``path`` (created with ``mode`` if absent),
     opened without following a symlink at its last component; refuses a file
     with other hard links (one planted to a victim file)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                 | os.O_NONBLOCK, mode)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                     | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PermissionDenied("refusing to append to a symbolic link", path=path) from None
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:

@@ -42,7 +42,10 @@ def mnt():
     yield d
     if os.path.ismount(d):
         from blockstore.fuse import umount
-        umount(d)
+        try:
+            umount(d)
+        except E.Busy:
+            umount(d, lazy=True)        # something scanning /tmp had it open
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -200,3 +200,37 @@ def test_other_user_without_xdg_gets_a_per_uid_dir_in_tmp():
     finally:
         if not existed:
             shutil.rmtree(d, ignore_errors=True)
+
+
+@needs_fuse
+def test_mounts_are_nosuid_nodev_default_permissions(sp):
+    """The security model's mount rules, as the kernel reports them."""
+    from _fuse_helpers import Mounted
+    m = Mounted(sp, "c")
+    try:
+        with open("/proc/self/mounts") as f:
+            opts = [line.split()[3].split(",") for line in f if line.split()[1] == m.mnt]
+        assert opts, "not in /proc/self/mounts"
+        assert {"nosuid", "nodev", "default_permissions"} <= set(opts[-1]), opts[-1]
+    finally:
+        m.close()
+
+
+@needs_fuse
+def test_daemon_log_is_not_written_through_a_planted_symlink(sp, tmp_path):
+    """STORE/fuse/KEY.log planted as a symlink to a victim: the mount is refused
+    and the victim keeps its content."""
+    from blockstore.api.treekeys import tree_key
+    victim = _victim(tmp_path)
+    os.makedirs(sp / "fuse", exist_ok=True)
+    for leaf in ("c.log", tree_key("c") + ".log"):     # the name used before, and now
+        os.symlink(victim, sp / "fuse" / leaf)
+    pub = public_dir()
+    try:
+        mnt = os.path.join(pub, "mnt")
+        os.mkdir(mnt)
+        err = _mount_refused_or_safe(sp, mnt)
+        assert victim.read_bytes() == SECRET
+        assert err is not None
+    finally:
+        shutil.rmtree(pub, ignore_errors=True)
