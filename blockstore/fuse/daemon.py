@@ -9,13 +9,15 @@ Lifecycle of ``mount(store, name, dir)``:
    "mounted" or the error that stopped it (re-raised in the caller with its
    class, so exit codes and errno survive);
 2. the child opens the store, takes the tree's mount lock
-   (``STORE/fuse/NAME.lock``, an flock held for the life of the mount: a
+   (``STORE/fuse/KEY.lock``, KEY a fixed-length hash of the tree name
+   (``api/treekeys.py``), an flock held for the life of the mount: a
    second mount of the same tree fails with Busy; a SIGKILLed daemon's lock
    goes with it), records itself in the runtime registry (by mount point:
-   ``RUNTIME/fuse/KEY.json``, RUNTIME as in ``blockstore.private_files``: a
+   ``RUNTIME/fuse/H.json``, H a hash of the mount point's real path; RUNTIME
+   as in ``blockstore.private_files``: a
    directory of ours, mode 0700, written without following planted paths),
    registers as the writer of the trees it may change
-   (``STORE/writers/NAME.<pid>``, ``blockstore.api.writers``; SIGUSR1 =
+   (``STORE/writers/KEY.<pid>``, ``blockstore.api.writers``; SIGUSR1 =
    commit now), mounts with pyfuse3 and serves requests; store calls run
    inline on the trio thread, which groups changes into batches
    (``committer.py``: committed at fsync, after 50 ms, at 128 MiB/1024
@@ -363,6 +365,10 @@ def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfd, stderr=logfd,
                                 pass_fds=(w,), start_new_session=True, close_fds=True)
+    except BaseException:
+        os.close(r)
+        os.close(w)
+        raise
     finally:
         os.close(logfd)
     os.close(w)
@@ -443,6 +449,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
     ready = _report_to(a.ready_fd) if a.ready_fd is not None else None
+    log.info("mounting tree %r of %s at %s", a.name, a.store, a.mountpoint)  # logs are by key
     try:
         serve(a.store, a.name, a.mountpoint, ready=ready, **json.loads(a.opts))
     except E.BlockstoreError as exc:
