@@ -8,8 +8,6 @@ import hashlib
 import os
 import shutil
 import stat
-import subprocess
-import sys
 
 import pytest
 

@@ -200,8 +200,8 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
 
     ``ready(error_or_None)`` is called once: after the mount is live, or with
     the exception that prevented it (which is then also raised)."""
-    try:
-        opts = mount_options.parse(dict(
+    try:                                   # direct callers too: never serve unchecked options
+        o = mount_options.parse(dict(
             readonly=readonly, attr_timeout=attr_timeout, allow_other=allow_other,
             max_tasks=max_tasks, debug=debug, commit_interval=commit_interval,
             read_ahead_kb=read_ahead_kb, write_behind=write_behind))
@@ -209,9 +209,9 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
         if ready:
             ready(exc)
         raise
-    readonly, attr_timeout, allow_other = opts["readonly"], opts["attr_timeout"], opts["allow_other"]
-    max_tasks, debug, commit_interval = opts["max_tasks"], opts["debug"], opts["commit_interval"]
-    read_ahead_kb, write_behind = opts["read_ahead_kb"], opts["write_behind"]
+    (readonly, attr_timeout, allow_other, max_tasks, debug, commit_interval, read_ahead_kb,
+     write_behind) = (o[k] for k in ("readonly", "attr_timeout", "allow_other", "max_tasks",
+                                     "debug", "commit_interval", "read_ahead_kb", "write_behind"))
     import pyfuse3
     import trio
 
