@@ -40,7 +40,7 @@ def _seconds(lo_open: bool):
         if not math.isfinite(f) or f < 0 or (lo_open and f == 0) or f > MAX_SECONDS:
             lo = "> 0" if lo_open else ">= 0"
             raise InvalidInput(f"mount option {key}: must be a finite number of seconds "
-                               f"{lo} and <= {MAX_SECONDS:g}, not {v!r}")
+                               f"{lo} and at most {MAX_SECONDS:.0f} (a year), not {v!r}")
         return f
     return conv
 
