@@ -1,9 +1,12 @@
 """Which trees a live mount serves: lock files under ``STORE/fuse/``.
 
-* ``NAME.lock``: flock(LOCK_EX) held by the one process that mounts NAME as
+Files are named by the tree's fixed-length key (``treekeys.tree_key``), shown
+as KEY below; NAME is the tree name.
+
+* ``KEY.lock``: flock(LOCK_EX) held by the one process that mounts NAME as
   its tree (a second mount of NAME fails with Busy); its content is
   ``pid P at MOUNTPOINT`` for the error message.
-* ``NAME.use``: flock(LOCK_SH) held by every process that serves NAME,
+* ``KEY.use``: flock(LOCK_SH) held by every process that serves NAME,
   as its tree or as a volume inside another tree's mount.  ``Store.remove``
   and ``Store.rename`` refuse a tree whose ``.use`` lock someone holds.
 
@@ -16,15 +19,18 @@ import fcntl
 import os
 
 from ..errors import Busy
+from .treekeys import tree_key
 
 LOCK_DIR = "fuse"
+_RW_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC    # never through a symlink
+_RO_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _path(store_path: str, name: str, ext: str, make: bool = True) -> str:
     d = os.path.join(store_path, LOCK_DIR)
     if make:
         os.makedirs(d, exist_ok=True)
-    return os.path.join(d, name.replace("%", "%25").replace("/", "%2F") + ext)
+    return os.path.join(d, tree_key(name) + ext)
 
 
 def _holder_text(fd: int) -> str:
@@ -34,7 +40,7 @@ def _holder_text(fd: int) -> str:
 def claim(store_path: str, name: str, where: str) -> int:
     """Take NAME's exclusive mount lock for this process (Busy if another mount
     holds it); returns the fd that holds it (close it to release)."""
-    fd = os.open(_path(store_path, name, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(_path(store_path, name, ".lock"), _RW_FLAGS, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -52,7 +58,7 @@ def claim(store_path: str, name: str, where: str) -> int:
 
 def use(store_path: str, name: str) -> int:
     """Mark NAME as served by this process (shared); returns the fd holding it."""
-    fd = os.open(_path(store_path, name, ".use"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(_path(store_path, name, ".use"), _RW_FLAGS, 0o644)
     fcntl.flock(fd, fcntl.LOCK_SH)
     return fd
 
@@ -60,7 +66,7 @@ def use(store_path: str, name: str) -> int:
 def in_use(store_path: str, name: str) -> bool:
     """True while some live process serves NAME (holds its ``.use`` lock)."""
     try:
-        fd = os.open(_path(store_path, name, ".use", make=False), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(_path(store_path, name, ".use", make=False), _RO_FLAGS)
     except FileNotFoundError:
         return False
     try:

@@ -10,14 +10,16 @@ done to its own clients.
 
 Protocol (files only, no import of any interface layer):
 
-* ``STORE/writers/<NAME with / as %2F>.<pid>``: one file per writer process
-  and tree, created under a temporary name, ``flock``-ed exclusively by the
-  writer for its whole life, then renamed into place.  A file whose lock can
+* ``STORE/writers/<KEY>.<pid>``: one file per writer process and tree
+  (KEY: the tree name's fixed-length key, ``treekeys.tree_key``), created
+  under a new temporary name (``O_EXCL|O_NOFOLLOW``), ``flock``-ed
+  exclusively by the writer for its whole life, then renamed into place.  A file whose lock can
   be taken belongs to a dead writer (SIGKILL) and is removed by whoever sees
   it (no pid-reuse hazard: liveness is the lock, not the pid).
-* content: one line ``<seq> <state> <seq>`` (seq zero-padded, state
-  ``open`` = uncommitted changes exist, ``clean`` = none); the seq is written
-  twice so that a torn read is detected and re-read.  The writer bumps seq
+* content: one fixed-length line ``<seq> <state> <seq>`` (seq zero-padded,
+  state ``open`` = uncommitted changes exist, ``clean`` = none; the seq is
+  written twice so that a torn read is detected and re-read), then the tree
+  name (for messages; written once).  The writer bumps seq
   after every commit (and when asked to flush while clean).
 * ``flush``: for every live writer in state ``open``: remember seq, send
   ``SIGUSR1``, wait until seq changes.  A writer must handle SIGUSR1 (commit
@@ -46,6 +48,7 @@ import signal
 import time
 
 from ..errors import Busy
+from .treekeys import tree_key
 
 WRITERS_DIR = "writers"
 FLUSH_TIMEOUT = 5.0
@@ -53,12 +56,11 @@ GRACE = 0.2         # seconds a writer waits after a requested commit before its
 _POLL = 0.002
 
 
-def _fname(name: str) -> str:
-    return name.replace("%", "%25").replace("/", "%2F")
-
-
 def _line(seq: int, state: str) -> bytes:
     return f"{seq:020d} {state:<5} {seq:020d}\n".encode()
+
+
+_LINE_LEN = len(_line(0, "clean"))
 
 
 class Registration:
@@ -76,11 +78,12 @@ class Registration:
         self._files: list[tuple[str, int]] = []
         try:
             for name in dict.fromkeys(names):
-                path = os.path.join(self.dir, f"{_fname(name)}.{os.getpid()}")
-                tmp = path + ".new"
-                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                path = os.path.join(self.dir, f"{tree_key(name)}.{os.getpid()}")
+                tmp = f"{path}.new-{os.urandom(4).hex()}"
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o644)
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                os.pwrite(fd, _line(0, "clean"), 0)
+                os.pwrite(fd, _line(0, "clean") + name.encode("utf-8", "surrogateescape"), 0)
                 os.rename(tmp, path)       # same inode: the lock comes along
                 self._files.append((path, fd))
         except BaseException:
@@ -114,10 +117,11 @@ class Registration:
             os.close(fd)
 
 
-def _read(path: str) -> tuple[int, str] | None:
-    """(seq, state) of a writer file, or None if it is gone or its writer is dead."""
+def _read(path: str, want_name: bool = False) -> tuple[int, str] | tuple[int, str, str] | None:
+    """(seq, state) of a writer file (and the tree name if ``want_name``), or None
+    if it is gone or its writer is dead."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
@@ -133,8 +137,11 @@ def _read(path: str) -> tuple[int, str] | None:
                 pass
             return None
         for _ in range(100):
-            raw = os.pread(fd, 128, 0).decode(errors="replace").split()
+            raw = os.pread(fd, _LINE_LEN, 0).decode(errors="replace").split()
             if len(raw) == 3 and raw[0] == raw[2] and raw[0].isdigit():
+                if want_name:
+                    name = os.pread(fd, 1024, _LINE_LEN).decode("utf-8", "surrogateescape")
+                    return int(raw[0]), raw[1], name
                 return int(raw[0]), raw[1]
             time.sleep(0.0005)              # torn or half-written line: read again
         return None
@@ -144,12 +151,16 @@ def _read(path: str) -> tuple[int, str] | None:
 
 def live_writers(store_path: str, name: str) -> list[tuple[int, str]]:
     """[(pid, path)] of the live writer processes of tree ``name`` (dead ones are removed)."""
+    return _live_writers(store_path, tree_key(name))
+
+
+def _live_writers(store_path: str, key: str) -> list[tuple[int, str]]:
     d = os.path.join(os.path.abspath(store_path), WRITERS_DIR)
     try:
         entries = os.listdir(d)
     except FileNotFoundError:
         return []
-    prefix = _fname(name) + "."
+    prefix = key + "."
     out = []
     for e in entries:
         if not e.startswith(prefix) or not e[len(prefix):].isdigit():
@@ -163,19 +174,23 @@ def live_writers(store_path: str, name: str) -> list[tuple[int, str]]:
 def flush(store_path: str, names, timeout: float = FLUSH_TIMEOUT) -> None:
     """Make every live writer of the trees ``names`` commit what it holds; return
     once each has (or has none to commit).  Busy after ``timeout`` seconds."""
+    _flush(store_path, [tree_key(n) for n in dict.fromkeys(names)], timeout)
+
+
+def _flush(store_path: str, keys, timeout: float) -> None:
     waits = []
-    for name in dict.fromkeys(names):
-        for pid, path in live_writers(store_path, name):
+    for key in keys:
+        for pid, path in _live_writers(store_path, key):
             if pid == os.getpid():
                 continue                    # our own batch: the caller's business
-            st = _read(path)
+            st = _read(path, want_name=True)
             if st is None or st[1] != "open":
                 continue
             try:
                 os.kill(pid, signal.SIGUSR1)
             except ProcessLookupError:
                 continue
-            waits.append((name, pid, path, st[0]))
+            waits.append((st[2], pid, path, st[0]))
     deadline = time.monotonic() + timeout
     for name, pid, path, seq in waits:
         while True:
@@ -195,6 +210,6 @@ def flush_all(store_path: str, timeout: float = FLUSH_TIMEOUT) -> None:
         entries = os.listdir(d)
     except (FileNotFoundError, NotADirectoryError):
         return
-    names = {e.rsplit(".", 1)[0] for e in entries if e.rsplit(".", 1)[-1].isdigit()}
-    if names:
-        flush(store_path, [n.replace("%2F", "/").replace("%25", "%") for n in names], timeout)
+    keys = {e.rsplit(".", 1)[0] for e in entries if e.rsplit(".", 1)[-1].isdigit()}
+    if keys:
+        _flush(store_path, sorted(keys), timeout)

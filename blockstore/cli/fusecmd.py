@@ -28,28 +28,18 @@ def mount_cmd(ctx: Ctx, name, mountpoint, foreground, options):
     work, so `chroot MOUNTPOINT` needs no bind of /dev.
     """
     mount = hook("blockstore.fuse", "mount", "mounting")
-    opts = {}
+    parse_options = hook("blockstore.fuse", "parse_options", "mounting")
+    raw = {}
     for o in (part for arg in options for part in arg.split(",") if part):
         k, eq, v = o.partition("=")
-        opts[k] = _value(v) if eq else True
+        raw[k] = v if eq else True
+    opts = parse_options(raw)      # typed and checked (exit 9 naming a bad option)
     mount(os.path.abspath(ctx.store_path), name, os.path.abspath(mountpoint),
                foreground=foreground, **opts)
     if ctx.json:
         F.emit_json({"name": name, "mountpoint": os.path.abspath(mountpoint)})
     elif not foreground:
         ctx.note(f"mounted {name} at {mountpoint}; `blockstore umount {mountpoint}` to stop")
-
-
-def _value(v: str):
-    """-o values: true/false -> bool, numbers -> int/float, else the string."""
-    if v.lower() in ("true", "yes", "on", "false", "no", "off"):
-        return v.lower() in ("true", "yes", "on")
-    for t in (int, float):
-        try:
-            return t(v)
-        except ValueError:
-            pass
-    return v
 
 
 @click.command("umount")

@@ -13,8 +13,9 @@ the process lifecycle and kill-safety.  Needs /dev/fuse and fusermount3.
 from __future__ import annotations
 
 from .daemon import check_mountpoint, registered, serve, spawn, unmount
+from .options import parse as parse_options
 
-__all__ = ["mount", "umount", "registered", "check_mountpoint"]
+__all__ = ["mount", "umount", "registered", "check_mountpoint", "parse_options"]
 
 
 def mount(store_path, name: str, mountpoint, foreground: bool = False, **opts) -> int | None:
@@ -35,13 +36,17 @@ def mount(store_path, name: str, mountpoint, foreground: bool = False, **opts) -
     request; see ``adapter.py`` "Write-behind"), dev and suid (root only;
     default off: the mount is nodev,nosuid, as mount(8) makes user mounts;
     on, device nodes and set-uid/set-gid files of the tree work, e.g. for a
-    chroot into a mounted image).
+    chroot into a mounted image).  Options are checked first
+    (``options.py``): an unknown one, a wrong type, NaN/infinite or out of
+    range raises InvalidInput naming it, before any daemon starts.
 
     Durability: changes are grouped; fsync (or a ``Store.commit`` of the tree
     from any process) commits at once, otherwise within commit_interval.
     Other processes see a change once it is committed.
     """
     import os
+
+    opts = parse_options(opts)   # InvalidInput naming a bad option, before anything starts
     if foreground:
         serve(os.fspath(store_path), name, os.fspath(mountpoint), **opts)
         return None

@@ -9,11 +9,15 @@ Lifecycle of ``mount(store, name, dir)``:
    "mounted" or the error that stopped it (re-raised in the caller with its
    class, so exit codes and errno survive);
 2. the child opens the store, takes the tree's mount lock
-   (``STORE/fuse/NAME.lock``, an flock held for the life of the mount: a
+   (``STORE/fuse/KEY.lock``, KEY a fixed-length hash of the tree name
+   (``api/treekeys.py``), an flock held for the life of the mount: a
    second mount of the same tree fails with Busy; a SIGKILLed daemon's lock
-   goes with it), records itself in the runtime registry (by mount point),
+   goes with it), records itself in the runtime registry (by mount point:
+   ``RUNTIME/fuse/H.json``, H a hash of the mount point's real path; RUNTIME
+   as in ``blockstore.private_files``: a
+   directory of ours, mode 0700, written without following planted paths),
    registers as the writer of the trees it may change
-   (``STORE/writers/NAME.<pid>``, ``blockstore.api.writers``; SIGUSR1 =
+   (``STORE/writers/KEY.<pid>``, ``blockstore.api.writers``; SIGUSR1 =
    commit now), mounts with pyfuse3 and serves requests; store calls run
    inline on the trio thread, which groups changes into batches
    (``committer.py``: committed at fsync, after 50 ms, at 128 MiB/1024
@@ -44,6 +48,9 @@ import sys
 import time
 
 from .. import errors as E
+from .. import private_files
+from ..api.treekeys import tree_key
+from . import options as mount_options
 
 log = logging.getLogger("blockstore.fuse")
 
@@ -51,25 +58,31 @@ READY_TIMEOUT = 60.0
 
 
 # -- the runtime registry: mount point -> daemon ------------------------------------------
-def _runtime_dir() -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    d = os.path.join(base, f"blockstore-fuse-{os.getuid()}")
-    os.makedirs(d, mode=0o700, exist_ok=True)
-    return d
+def _registry_dir() -> private_files.PrivateDir:
+    """RUNTIME/fuse, checked (PermissionDenied when someone else controls it)."""
+    return private_files.runtime_dir("fuse")
 
 
-def _registry_path(mountpoint: str) -> str:
-    key = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:24]
-    return os.path.join(_runtime_dir(), key + ".json")
+def _registry_name(mountpoint: str) -> str:
+    return hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:24] + ".json"
 
 
 def registered(mountpoint: str) -> dict | None:
-    """{pid, store, name, mountpoint} of the daemon last serving mountpoint, or None."""
+    """{pid, store, name, mountpoint} of the daemon last serving mountpoint, or None
+    (also when the runtime directory is not safe to read)."""
     try:
-        with open(_registry_path(mountpoint)) as f:
-            return json.load(f)
+        with _registry_dir() as d:
+            return json.loads(d.read(_registry_name(mountpoint)))
     except (OSError, ValueError):
         return None
+
+
+def _unregister(mountpoint: str) -> None:
+    try:
+        with _registry_dir() as d:
+            d.unlink(_registry_name(mountpoint))
+    except OSError:
+        pass
 
 
 def _alive(pid: int) -> bool:
@@ -193,6 +206,18 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
     set-id bits of the tree work (the mount is nodev,nosuid without them).
     ``ready(error_or_None)`` is called once: after the mount is live, or with
     the exception that prevented it (which is then also raised)."""
+    try:                                   # direct callers too: never serve unchecked options
+        o = mount_options.parse(dict(
+            readonly=readonly, attr_timeout=attr_timeout, allow_other=allow_other,
+            max_tasks=max_tasks, debug=debug, commit_interval=commit_interval,
+            read_ahead_kb=read_ahead_kb, write_behind=write_behind))
+    except E.InvalidInput as exc:
+        if ready:
+            ready(exc)
+        raise
+    (readonly, attr_timeout, allow_other, max_tasks, debug, commit_interval, read_ahead_kb,
+     write_behind) = (o[k] for k in ("readonly", "attr_timeout", "allow_other", "max_tasks",
+                                     "debug", "commit_interval", "read_ahead_kb", "write_behind"))
     import pyfuse3
     import trio
 
@@ -202,10 +227,10 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
     from .adapter import Adapter
 
     _keep_request_buffers_in_the_heap()
-    store = tfs = writer = runner = None
+    store = tfs = writer = runner = rundir = None
     lock_fds: list[int] = []
     mounted = False
-    reg = _registry_path(mountpoint)
+    reg = _registry_name(mountpoint)
     # Until trio's receiver takes over (and after it): a flush request must not kill us.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
@@ -215,6 +240,7 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
                                          f"nodes and set-id bits only in a mount root makes); "
                                          f"mount without it, or as root")
         mp = check_mountpoint(mountpoint)
+        rundir = _registry_dir()                   # refused before anything is mounted
         store = Store.open(store_path, create=False)
         store.info(name)                           # NotFound for a removed tree
         lock_fds.append(mountlock.claim(store.path, name, mp))
@@ -229,28 +255,26 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
         if ops.writable_trees():
             writer = runner.reg = Registration(store.path, ops.writable_trees())
         options = set(pyfuse3.default_options)
-        options |= {f"fsname=blockstore:{name}", "subtype=blockstore", "noatime"}
+        # nosuid/nodev unless root asked for dev/suid: set-uid files and device
+        # nodes of a tree grant nothing on the host
+        options |= {f"fsname=blockstore:{name}", "subtype=blockstore", "noatime",
+                    "suid" if suid else "nosuid", "dev" if dev else "nodev"}
         if ops.readonly:
             options.add("ro")
         if allow_other if allow_other is not None else os.getuid() == 0:
             options.add("allow_other")
         if debug:
             options.add("debug")
-        if dev:
-            options.add("dev")
-        if suid:
-            options.add("suid")
         pyfuse3.init(ops, mp, options)
         mounted = True
-        with open(reg + ".tmp", "w") as f:
-            json.dump({"pid": os.getpid(), "store": store.path, "name": name, "mountpoint": mp}, f)
-        os.replace(reg + ".tmp", reg)
+        rundir.write_atomic(reg, json.dumps(
+            {"pid": os.getpid(), "store": store.path, "name": name, "mountpoint": mp}).encode())
     except BaseException as exc:
         if mounted:
             pyfuse3.close(unmount=True)
         if runner is not None:
             runner.stop()           # nothing to commit yet; ends a half-opened batch
-        _cleanup(tfs, store, lock_fds, None, writer)
+        _cleanup(tfs, store, lock_fds, rundir, None, writer)
         if ready:
             ready(exc)
         raise
@@ -302,10 +326,10 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
         except Exception:                          # noqa: BLE001
             subprocess.run(["fusermount3", "-u", "-z", mp], capture_output=True)
         runner.stop()                              # commits the last batch
-        _cleanup(tfs, store, lock_fds, reg, writer)
+        _cleanup(tfs, store, lock_fds, rundir, reg, writer)
 
 
-def _cleanup(tfs, store, lock_fds, reg, writer=None) -> None:
+def _cleanup(tfs, store, lock_fds, rundir, reg, writer=None) -> None:
     if writer is not None:
         writer.close()
     for closer in (tfs, store):
@@ -314,11 +338,13 @@ def _cleanup(tfs, store, lock_fds, reg, writer=None) -> None:
                 closer.close()
             except Exception:                      # noqa: BLE001
                 log.exception("closing %r", closer)
-    if reg:
+    if rundir is not None:
         try:
-            os.unlink(reg)
+            if reg:
+                rundir.unlink(reg)
         except OSError:
             pass
+        rundir.close()
     for fd in lock_fds:         # the mount lock first: its text is cleared before release
         try:
             os.ftruncate(fd, 0)
@@ -329,18 +355,34 @@ def _cleanup(tfs, store, lock_fds, reg, writer=None) -> None:
 # -- starting it in the background ------------------------------------------------------------
 def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
     """Start the daemon in a new session; return its pid once the mount is live.
-    Errors that stop the mount are re-raised here with their class."""
+    Errors that stop the mount are re-raised here with their class; bad options
+    and an unsafe runtime directory before a daemon is started."""
+    opts = mount_options.parse(opts)
     mp = check_mountpoint(mountpoint)
+    _registry_dir().close()
     logdir = os.path.join(os.path.abspath(store_path), "fuse")
     if not os.path.isdir(os.path.abspath(store_path)):
         raise E.NotAStore(path=os.path.abspath(store_path))
     os.makedirs(logdir, exist_ok=True)
+    logpath = os.path.join(logdir, tree_key(name) + ".log")
     r, w = os.pipe()
     argv = [sys.executable, "-m", "blockstore.fuse", "--ready-fd", str(w),
             "--opts", json.dumps(opts), os.path.abspath(store_path), name, mp]
-    with open(os.path.join(logdir, name.replace("/", "%2F") + ".log"), "ab") as logf:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+    try:
+        logfd = private_files.open_append(logpath)
+    except BaseException:
+        os.close(r)
+        os.close(w)
+        raise
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfd, stderr=logfd,
                                 pass_fds=(w,), start_new_session=True, close_fds=True)
+    except BaseException:
+        os.close(r)
+        os.close(w)
+        raise
+    finally:
+        os.close(logfd)
     os.close(w)
     deadline = time.monotonic() + READY_TIMEOUT
     buf = b""
@@ -363,7 +405,7 @@ def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
             raise cls(info["msg"], path=info.get("path"))
         raise E.BlockstoreError(f"{info['cls']}: {info['msg']}")
     raise E.BlockstoreError(f"mount daemon exited with status {proc.returncode} "
-                            f"without mounting; see {logdir}")
+                            f"without mounting; see {logpath}")
 
 
 def _report_to(fd: int):
@@ -406,10 +448,7 @@ def unmount(mountpoint: str, lazy: bool = False, timeout: float = 30.0) -> None:
         while _alive(reg["pid"]) and time.monotonic() < deadline:
             time.sleep(0.02)
     if reg and not (reg.get("pid") and _alive(reg["pid"])):
-        try:
-            os.unlink(_registry_path(mp))
-        except OSError:
-            pass
+        _unregister(mp)
 
 
 def main(argv=None) -> int:
@@ -422,6 +461,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
     ready = _report_to(a.ready_fd) if a.ready_fd is not None else None
+    log.info("mounting tree %r of %s at %s", a.name, a.store, a.mountpoint)  # logs are by key
     try:
         serve(a.store, a.name, a.mountpoint, ready=ready, **json.loads(a.opts))
     except E.BlockstoreError as exc:
