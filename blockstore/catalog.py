@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from . import txn as txnmod
-from .errors import AlreadyExists, InvalidInput, NotFound
+from .errors import AlreadyExists, Corruption, InvalidInput, NotFound
 
 CATALOG = txnmod.register_db("catalog")
 KINDS = ("snapshot", "clone", "volume")
@@ -52,7 +52,12 @@ class TreeRecord:
 
     @classmethod
     def decode(cls, raw) -> "TreeRecord":
-        return cls(**json.loads(bytes(raw)))
+        """The record; Corruption when the stored bytes are not one."""
+        try:
+            return cls(**json.loads(bytes(raw)))
+        except (ValueError, TypeError) as exc:     # JSON/UTF-8 errors, missing or extra fields
+            raise Corruption(f"a catalog record is damaged ({exc}): "
+                             f"{bytes(raw)[:80]!r}") from None
 
 
 def check_name(name: str) -> str:

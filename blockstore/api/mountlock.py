@@ -23,7 +23,7 @@ LOCK_DIR = "fuse"
 def _path(store_path: str, name: str, ext: str, make: bool = True) -> str:
     d = os.path.join(store_path, LOCK_DIR)
     if make:
-        os.makedirs(d, exist_ok=True)
+        os.makedirs(d, mode=0o700, exist_ok=True)
     return os.path.join(d, name.replace("%", "%25").replace("/", "%2F") + ext)
 
 
@@ -34,7 +34,7 @@ def _holder_text(fd: int) -> str:
 def claim(store_path: str, name: str, where: str) -> int:
     """Take NAME's exclusive mount lock for this process (Busy if another mount
     holds it); returns the fd that holds it (close it to release)."""
-    fd = os.open(_path(store_path, name, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(_path(store_path, name, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -50,7 +50,7 @@ def claim(store_path: str, name: str, where: str) -> int:
 
 def use(store_path: str, name: str) -> int:
     """Mark NAME as served by this process (shared); returns the fd holding it."""
-    fd = os.open(_path(store_path, name, ".use"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(_path(store_path, name, ".use"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_SH)
     return fd
 

@@ -70,7 +70,7 @@ class Registration:
 
     def __init__(self, store_path: str, names):
         self.dir = os.path.join(os.path.abspath(store_path), WRITERS_DIR)
-        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.seq = 0
         self.state = "clean"
         self._files: list[tuple[str, int]] = []
@@ -78,7 +78,7 @@ class Registration:
             for name in dict.fromkeys(names):
                 path = os.path.join(self.dir, f"{_fname(name)}.{os.getpid()}")
                 tmp = path + ".new"
-                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 os.pwrite(fd, _line(0, "clean"), 0)
                 os.rename(tmp, path)       # same inode: the lock comes along
@@ -193,8 +193,8 @@ def flush_all(store_path: str, timeout: float = FLUSH_TIMEOUT) -> None:
     d = os.path.join(os.path.abspath(store_path), WRITERS_DIR)
     try:
         entries = os.listdir(d)
-    except (FileNotFoundError, NotADirectoryError):
-        return
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return          # no writers, or a store we may not use: opening it says so
     names = {e.rsplit(".", 1)[0] for e in entries if e.rsplit(".", 1)[-1].isdigit()}
     if names:
         flush(store_path, [n.replace("%2F", "/").replace("%25", "%") for n in names], timeout)

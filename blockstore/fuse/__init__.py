@@ -32,7 +32,9 @@ def mount(store_path, name: str, mountpoint, foreground: bool = False, **opts) -
     mount's kernel readahead window, default 1024 = 1 MiB read requests; set
     when root; None keeps the kernel's 128), write_behind (default True: a write
     is answered before its store work, which overlaps the writer's next
-    request; see ``adapter.py`` "Write-behind").
+    request; see ``adapter.py`` "Write-behind"), verify_reads (default False:
+    the store's setting; True: every data block read is checked against its
+    checksum and a mismatch answers EIO, as ``Store.open(verify_reads=True)``).
 
     Durability: changes are grouped; fsync (or a ``Store.commit`` of the tree
     from any process) commits at once, otherwise within commit_interval.

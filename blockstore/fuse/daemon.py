@@ -182,7 +182,8 @@ def set_read_ahead(mountpoint: str, kb: int) -> bool:
 def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: bool = False,
           attr_timeout: float = 1.0, allow_other: bool | None = None, max_tasks: int = 32,
           debug: bool = False, commit_interval: float | None = None,
-          read_ahead_kb: int | None = READ_AHEAD_KB, write_behind: bool = True) -> None:
+          read_ahead_kb: int | None = READ_AHEAD_KB, write_behind: bool = True,
+          verify_reads: bool = False) -> None:
     """Mount and serve in this process until unmounted or signalled.
 
     ``ready(error_or_None)`` is called once: after the mount is live, or with
@@ -204,7 +205,7 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
         mp = check_mountpoint(mountpoint)
-        store = Store.open(store_path, create=False)
+        store = Store.open(store_path, create=False, verify_reads=verify_reads)
         store.info(name)                           # NotFound for a removed tree
         lock_fds.append(mountlock.claim(store.path, name, mp))
         tfs = store.fs(name)
