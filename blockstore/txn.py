@@ -245,7 +245,7 @@ def _metadata_lost(path: str, what: str) -> Corruption:
 
 # LMDB's answers to pages that do not hold what they should.
 LMDB_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
-               lmdb.VersionMismatchError, lmdb.BadTxnError)
+               lmdb.VersionMismatchError, lmdb.BadTxnError, lmdb.IncompatibleError)
 
 
 @contextlib.contextmanager
