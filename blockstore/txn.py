@@ -322,7 +322,8 @@ class Env:
                 raise _metadata_lost(self.path, lost)
             if not os.path.exists(self.path):
                 if not create:
-                    raise NotFound(f"no store at {self.path}")
+                    raise NotFound(f"no store at {self.path}; create one with `blockstore "
+                                   f"init`, or point --store/BLOCKSTORE_STORE at a store")
             elif set(os.listdir(self.path)) - {META_DIR}:
                 raise NotAStore("directory is not empty and holds no store; "
                                 "refusing to create one in it", path=self.path)
