@@ -88,17 +88,22 @@ _LAST_TXN = struct.Struct("<QQ")
 _OFF_FLAGS, _OFF_MAGIC, _OFF_PSIZE, _OFF_LAST = 10, 16, 40, 136
 
 
+MISSING = "is missing"
+EMPTY = "is empty (0 bytes)"
+NO_METADATA = (MISSING, EMPTY)     # what a store that is yet to be created has
+
+
 def metadata_problem(path: str) -> str | None:
     """What is wrong with the LMDB data file ``path`` (missing, empty, not LMDB,
     shorter than its header's last page), or None when its header is sound."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return "is missing"
+        return MISSING
     try:
         size = os.fstat(fd).st_size
         if size == 0:
-            return "is empty (0 bytes)"
+            return EMPTY
         head = os.pread(fd, 4096, 0)
         if len(head) < _OFF_LAST + _LAST_TXN.size:
             return f"is truncated to {size} bytes, shorter than LMDB's header"

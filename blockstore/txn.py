@@ -313,13 +313,17 @@ class Env:
         if os.path.lexists(self.path) and not os.path.isdir(self.path):
             raise NotAStore("not a directory", path=self.path)
         _refuse_unreadable(self.path)
-        lost = storefiles.metadata_problem(os.path.join(meta_dir, META_FILE))
-        new = lost in ("is missing", "is empty (0 bytes)")
-        if new:
+        mdb = os.path.join(meta_dir, META_FILE)
+        lost = storefiles.metadata_problem(mdb)
+        if lost in storefiles.NO_METADATA and os.path.lexists(data_path):
+            # Either another process created the store meanwhile (the pool file is
+            # made after the metadata's first commit) or its metadata is lost.
+            lost = storefiles.metadata_problem(mdb)
+            if lost in storefiles.NO_METADATA:
+                raise _metadata_lost(self.path, lost)
+        if lost in storefiles.NO_METADATA:
             # A store is created only in an absent or empty directory; one holding
             # only meta/ is a creation that crashed before its first commit.
-            if os.path.lexists(data_path):
-                raise _metadata_lost(self.path, lost)
             if not os.path.exists(self.path):
                 if not create:
                     raise NotFound(f"no store at {self.path}; create one with `blockstore "
@@ -333,7 +337,7 @@ class Env:
             storefiles.make_private_dir(self.path)
             storefiles.make_private_dir(meta_dir)
         elif lost is not None:
-            raise Corruption(f"store metadata {os.path.join(meta_dir, META_FILE)} {lost}; "
+            raise Corruption(f"store metadata {mdb} {lost}; "
                              f"restore meta/ from a backup (check --repair cannot rebuild it)")
         try:
             self.env = lmdb.open(meta_dir, map_size=INITIAL_MAP_SIZE, max_dbs=MAX_DBS,
