@@ -208,18 +208,19 @@ def _read_settings(t, meta_db) -> dict:
 
 def _refuse_unreadable(path: str) -> None:
     """PermissionDenied when this process cannot use the store at ``path`` (LMDB
-    needs to read and write meta/ even to read; readers take a lock slot)."""
-    checks = ((path, os.R_OK | os.X_OK),
-              (os.path.join(path, META_DIR), os.R_OK | os.W_OK | os.X_OK),
-              (os.path.join(path, META_DIR, META_FILE), os.R_OK | os.W_OK),
-              (os.path.join(path, DATA_FILE), os.R_OK | os.W_OK))
+    needs to read and write meta/ even to read; readers take a lock slot), or
+    cannot reach where it would be."""
+    eff = os.access in os.supports_effective_ids
+    anc = path
+    while not os.path.lexists(anc) and os.path.dirname(anc) != anc:
+        anc = os.path.dirname(anc)          # also when a parent may not be searched
+    checks = [(anc, os.X_OK)] if anc != path else []
+    checks += [(path, os.R_OK | os.X_OK),
+               (os.path.join(path, META_DIR), os.R_OK | os.W_OK | os.X_OK),
+               (os.path.join(path, META_DIR, META_FILE), os.R_OK | os.W_OK),
+               (os.path.join(path, DATA_FILE), os.R_OK | os.W_OK)]
     for p, mode in checks:
-        if not os.path.lexists(p):
-            if os.path.lexists(os.path.dirname(p)) and not os.access(os.path.dirname(p), os.X_OK):
-                p = os.path.dirname(p)
-            else:
-                continue
-        elif os.access(p, mode, effective_ids=os.access in os.supports_effective_ids):
+        if not os.path.lexists(p) or os.access(p, mode, effective_ids=eff):
             continue
         try:
             st = os.stat(p)
@@ -334,8 +335,13 @@ class Env:
             elif not create:
                 raise NotAStore(path=self.path)
             _creation_params(block_size, dedup, checksum)    # refuse before making files
-            storefiles.make_private_dir(self.path)
-            storefiles.make_private_dir(meta_dir)
+            try:
+                storefiles.make_private_dir(self.path)
+                storefiles.make_private_dir(meta_dir)
+            except PermissionError as exc:
+                raise PermissionDenied(f"cannot create the store: {exc.strerror}: "
+                                       f"{exc.filename}; create it where you may write, or "
+                                       f"as the owner of that directory") from None
         elif lost is not None:
             raise Corruption(f"store metadata {mdb} {lost}; "
                              f"restore meta/ from a backup (check --repair cannot rebuild it)")

@@ -35,7 +35,7 @@ from .. import catalog
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
 from ..engine import Engine
-from ..errors import Busy, InvalidInput, NotFound
+from ..errors import Busy, InvalidInput, NotFound, PermissionDenied
 from ..fs.tree import FsTree
 from . import mounts as M
 from . import mountlock, writers
@@ -91,7 +91,12 @@ class Store:
         The store's ``verify_reads`` setting (``configure``) turns it on for every handle."""
         path = default_store_path() if path is None else os.fspath(path)
         if create:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            except PermissionError as exc:
+                raise PermissionDenied(f"cannot create the store: {exc.strerror}: "
+                                       f"{exc.filename}; create it where you may write, or "
+                                       f"as the owner of that directory") from None
         writers.flush_all(path)     # a batch holding the writer lock would block the open
         return cls(Engine.open(path, create=create, block_size=block_size, dedup=dedup,
                                checksum=checksum, verify_reads=verify_reads))
