@@ -18,6 +18,12 @@ runs inside one ``WriteTxn`` = one LMDB write transaction:
   cleared first (``reader_check``).
 * the map is sized far beyond need (address space only); if LMDB still
   reports MapFullError, ``transact`` grows the map and reruns the work.
+* opening: a store is created only in an absent or empty directory; a pool
+  without valid metadata, or a data.mdb shorter than its own header says
+  (which LMDB would map past its end: SIGBUS), is Corruption before LMDB
+  maps anything (``storefiles``).  Inside every transaction, LMDB's
+  corruption errors and unpacking a stored value of the wrong size are
+  raised as Corruption (``damage_is_corruption``).
 
 Locking: one writer per store at a time.  Threads of a process serialize on
 ``Env.lock``; processes serialize on LMDB's writer mutex (a second writer
