@@ -25,6 +25,8 @@ def mount_cmd(ctx: Ctx, name, mountpoint, foreground, options):
     for o in options:
         k, eq, v = o.partition("=")
         opts[k] = _value(v) if eq else True
+    if ctx.verify_reads:                        # the global --verify-reads
+        opts.setdefault("verify_reads", True)
     mount(os.path.abspath(ctx.store_path), name, os.path.abspath(mountpoint),
                foreground=foreground, **opts)
     if not foreground:
