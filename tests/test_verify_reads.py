@@ -132,3 +132,26 @@ def test_fuse_read_of_a_damaged_block_is_eio(tmp_path, how):
         finally:
             mt.close()
     _scrub_finds_it(path)
+
+
+@pytest.mark.skipif(not HAVE_FUSE, reason="needs /dev/fuse and fusermount3")
+@needs_root
+def test_cli_mount_with_the_global_flag_answers_eio(tmp_path):
+    import shutil
+
+    from _fuse_helpers import public_dir
+    path = tmp_path / "s"
+    _damaged(path)
+    base = public_dir()
+    mnt = os.path.join(base, "mnt")
+    os.mkdir(mnt)
+    try:
+        r = cli(path, "--verify-reads", "mount", "t", mnt)
+        assert r.returncode == 0, r.stderr
+        try:
+            assert _read_errno(os.path.join(mnt, "f")) == errno.EIO
+        finally:
+            assert cli(path, "umount", mnt).returncode == 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    _scrub_finds_it(path)
