@@ -102,6 +102,9 @@ class Store:
                                checksum=checksum, verify_reads=verify_reads))
 
     def close(self) -> None:
+        """Close the store and its open TreeFS handles; idempotent.  Every method
+        called afterwards (here, on those handles or on ``engine``) raises
+        InvalidInput ("the store is closed")."""
         if self.closed:
             return
         for tfs in list(self._fs):
