@@ -61,6 +61,15 @@ def _stderr(r) -> str:
     return r.stderr.decode(errors="replace")
 
 
+def _restore_meta_and_check(pristine, store) -> None:
+    """Put the undamaged metadata back: the store must then pass check --scrub
+    (nothing was written over its pool while the metadata was damaged)."""
+    shutil.rmtree(store / "meta")
+    shutil.copytree(pristine[0] / "meta", store / "meta")
+    r = cli(store, "check", "--scrub")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+
+
 # -- item 3: a store with a pool but no metadata is damaged, never new ---------------
 
 @pytest.mark.parametrize("how", ["empty", "missing"])
@@ -81,6 +90,7 @@ def test_lost_metadata_is_refused_not_recreated(pristine, tmp_path, how):
         assert "data.mdb" in _stderr(r) and "pool" in _stderr(r), (args, _stderr(r))
     assert _digest(store / "pool.data") == pool_before      # nothing written over the pool
     assert (how == "empty") == mdb.exists() and (not mdb.exists() or mdb.stat().st_size == 0)
+    _restore_meta_and_check(pristine, store)
 
 
 def test_check_names_the_damage(pristine, tmp_path):
@@ -89,6 +99,7 @@ def test_check_names_the_damage(pristine, tmp_path):
     r = cli(store, "check")
     assert r.returncode == CORRUPTION
     assert "problem:" in r.stdout.decode() and "data.mdb" in r.stdout.decode(), r.stdout
+    _restore_meta_and_check(pristine, store)
 
 
 def test_creation_only_in_an_empty_or_absent_directory(tmp_path):
@@ -96,6 +107,8 @@ def test_creation_only_in_an_empty_or_absent_directory(tmp_path):
     empty.mkdir()
     assert cli(empty, "init").returncode == 0
     assert cli(tmp_path / "absent" / "deeper", "init").returncode == 0
+    for made in (empty, tmp_path / "absent" / "deeper"):
+        assert cli(made, "check").returncode == 0
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "pool.data").write_bytes(b"\1" * 8192)
@@ -116,6 +129,7 @@ def test_truncated_metadata_is_corruption_not_sigbus(pristine, tmp_path):
             r = cli(store, *args)
             assert not clean_end(r, (CORRUPTION,)), (keep, args, clean_end(r, (CORRUPTION,)))
             assert "data.mdb" in _stderr(r), _stderr(r)
+    _restore_meta_and_check(pristine, store)
 
 
 def _used_bytes(mdb) -> int:
@@ -172,6 +186,7 @@ def test_writing_commands_still_create_a_store(tmp_path):
     assert cli(store, "import", src, "base").returncode == 0
     r = cli(store, "cat", "base:/f")
     assert r.returncode == 0 and r.stdout == b"hello"
+    assert cli(store, "check").returncode == 0
     assert cli(tmp_path / "vol", "volume", "create", "v").returncode == 0
     assert cli(tmp_path / "vol", "check").returncode == 0
 
@@ -187,6 +202,7 @@ def test_closed_store_raises_blockstore_error(tmp_path):
         assert "closed" in str(ei.value)
     with Store.open(tmp_path / "s", create=False) as again:
         assert [r.name for r in again.list()] == ["c"]
+        assert again.check().ok
 
 
 def test_closed_store_while_another_handle_is_open(tmp_path):

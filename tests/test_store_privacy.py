@@ -48,6 +48,8 @@ def test_api_creates_a_private_store(tmp_path, umask022):
             fs.write_bytes("/secret", b"root only")
             fs.write_bytes("/big", os.urandom(100_000))
     _assert_private(path)
+    with Store.open(path, create=False) as s:
+        assert s.check().ok
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o000])
@@ -62,6 +64,7 @@ def test_cli_creates_a_private_store(tmp_path, umask):
     finally:
         os.umask(old)
     _assert_private(path)
+    assert cli(path, "check").returncode == 0
 
 
 def test_check_reports_and_repair_fixes_loose_modes(tmp_path):

@@ -41,7 +41,9 @@ def _damaged(path, setting: bool | None = None) -> bytes:
 
 
 def _scrub_finds_it(path) -> None:
+    """The store is sound but for the flipped data byte, which scrub finds."""
     with Store.open(path, create=False) as s:
+        assert s.check().ok, str(s.check())
         rep = s.check(scrub=True)
         assert not rep.ok and any(p.kind == "block-checksum" for p in rep.problems), str(rep)
 
@@ -70,6 +72,7 @@ def test_open_option_verifies_reads(tmp_path):
         assert s.settings["verify_reads"] is False        # the handle's choice, not the store's
         with s.fs("t") as fs, pytest.raises(E.Corruption):
             fs.read_bytes("/f")
+    _scrub_finds_it(path)
 
 
 def test_cli_flag_and_setting(tmp_path):
