@@ -204,6 +204,14 @@ SETTINGS: dict[str, type] = {"verify_reads": bool}
 _SETTING_PREFIX = b"setting."
 
 
+def _required(t, meta_db, key: bytes, path: str):
+    """A record every store has in its meta table; Corruption when it is missing."""
+    v = t.get(key, db=meta_db)
+    if v is None:
+        raise Corruption(f"store metadata has no {key.decode()} record", path=path)
+    return v
+
+
 def _read_settings(t, meta_db) -> dict:
     out = {}
     for name, kind in SETTINGS.items():
@@ -384,8 +392,8 @@ class Env:
                 raise FormatTooNew(f"store format {from_u64(fmt)} is newer than this "
                                    f"blockstore's {FORMAT_VERSION}; upgrade blockstore",
                                    path=self.path)
-            self.block_size = from_u64(t.get(b"block_size", db=meta))
-            self.dedup = bool(from_u64(t.get(b"dedup", db=meta)))
+            self.block_size = from_u64(_required(t, meta, b"block_size", self.path))
+            self.dedup = bool(from_u64(_required(t, meta, b"dedup", self.path)))
             cs = t.get(b"checksum", db=meta)     # none: a store of format 1 from before the choice
             if cs is None and from_u64(t.get(b"format", db=meta)) >= 2:
                 raise Corruption("store metadata has no checksum record", path=self.path)

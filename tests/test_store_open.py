@@ -132,6 +132,22 @@ def test_truncated_metadata_is_corruption_not_sigbus(pristine, tmp_path):
     _restore_meta_and_check(pristine, store)
 
 
+def test_missing_meta_record_is_corruption(pristine, tmp_path):
+    """A record every store has (here the block size), gone from the meta table
+    (a flipped key byte does that): Corruption naming it, not a TypeError."""
+    import lmdb
+    store = _copy(pristine, tmp_path)
+    env = lmdb.open(str(store / "meta"), max_dbs=32)
+    with env.begin(write=True) as t:
+        assert t.delete(b"block_size", db=env.open_db(b"meta", txn=t))
+    env.close()
+    for args in (["ls"], ["check"]):
+        r = cli(store, *args)
+        assert not clean_end(r, (CORRUPTION,)), (args, clean_end(r, (CORRUPTION,)))
+        assert "block_size" in _stderr(r), _stderr(r)
+    _restore_meta_and_check(pristine, store)
+
+
 def _used_bytes(mdb) -> int:
     """Bytes of data.mdb that LMDB uses (pages up to the newest meta's last page)."""
     raw = open(mdb, "rb").read(2 * 4096 + 4096)
