@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from . import txn as txnmod
-from .errors import AlreadyExists, InvalidInput, NotFound
+from .errors import AlreadyExists, Corruption, InvalidInput, NotFound
 
 CATALOG = txnmod.register_db("catalog")
 # Labels that describe a tree's content as an image (its config: command,
@@ -59,7 +59,12 @@ class TreeRecord:
 
     @classmethod
     def decode(cls, raw) -> "TreeRecord":
-        return cls(**json.loads(bytes(raw)))
+        """The record; Corruption when the stored bytes are not one."""
+        try:
+            return cls(**json.loads(bytes(raw)))
+        except (ValueError, TypeError) as exc:     # JSON/UTF-8 errors, missing or extra fields
+            raise Corruption(f"a catalog record is damaged ({exc}): "
+                             f"{bytes(raw)[:80]!r}") from None
 
 
 def carried_labels(labels: dict) -> dict:

@@ -36,7 +36,7 @@ import bisect
 import hashlib
 from dataclasses import dataclass, field
 
-from . import catalog
+from . import catalog, storefiles
 from .btree import values
 from .btree.node import node_limit
 from .btree.store import NODERC, NODES, NodeStore
@@ -216,18 +216,30 @@ def check(env: Env, repair: bool = False, scrub: bool = False) -> CheckReport:
     report = CheckReport()
     with env.read() as r:
         _check_view(r, report, scrub)
+    _check_modes(env.path, report)
     if repair and report.problems:
         if any(not p.repairable for p in report.problems):
             report.repaired.append("some problems cannot be repaired (see the report); "
                                    "repairing the rest")
+        if any(p.kind == "permissions" for p in report.problems):
+            report.repaired.extend(storefiles.tighten(env.path))
         env.transact(lambda w: _repair(w, report))
         after = CheckReport()
         with env.read() as r:
             _check_view(r, after, scrub)
+        _check_modes(env.path, after)
         after.repaired = report.repaired
         after.stats["problems_before_repair"] = len(report.problems)
         return after
     return report
+
+
+def _check_modes(path: str, report: CheckReport) -> None:
+    """Store files and directories that others may read (small files live inline
+    in the metadata): one repairable problem each."""
+    for rel, mode, want in storefiles.loose_modes(path):
+        report.add("permissions", f"{rel} has mode {mode:04o}, readable or writable by other "
+                   f"users (a store is {want:04o}; repair sets it)")
 
 
 def _check_view(r, report: CheckReport, scrub: bool) -> _Walk:

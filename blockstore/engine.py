@@ -68,7 +68,7 @@ def _release_env(env: Env) -> None:
 
 class Engine:
     def __init__(self, env: Env, verify_reads: bool = False):
-        self.env = env
+        self._env = env
         self._closed = False
         self._verify_reads = bool(verify_reads)
         if verify_reads:
@@ -88,12 +88,19 @@ class Engine:
                            checksum=checksum)
         return cls(env, verify_reads)
 
+    @property
+    def env(self) -> Env:
+        """The store's environment; InvalidInput once this handle is closed."""
+        if self._closed:
+            raise InvalidInput("the store is closed", path=self._env.path)
+        return self._env
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             if self._verify_reads:
-                self.env.verify_reads -= 1
-            _release_env(self.env)
+                self._env.verify_reads -= 1
+            _release_env(self._env)
 
     def __enter__(self):
         return self

@@ -18,6 +18,12 @@ runs inside one ``WriteTxn`` = one LMDB write transaction:
   cleared first (``reader_check``).
 * the map is sized far beyond need (address space only); if LMDB still
   reports MapFullError, ``transact`` grows the map and reruns the work.
+* opening: a store is created only in an absent or empty directory; a pool
+  without valid metadata, or a data.mdb shorter than its own header says
+  (which LMDB would map past its end: SIGBUS), is Corruption before LMDB
+  maps anything (``storefiles``).  Inside every transaction, LMDB's
+  corruption errors and unpacking a stored value of the wrong size are
+  raised as Corruption (``damage_is_corruption``).
 
 Locking: one writer per store at a time.  Threads of a process serialize on
 ``Env.lock``; processes serialize on LMDB's writer mutex (a second writer
@@ -32,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import stat
 import struct
 import threading
 import time
@@ -40,21 +47,19 @@ from typing import Callable, Iterator, TypeVar
 
 import lmdb
 
-from .errors import Busy, Corruption, FormatTooNew, InvalidInput, NoSpace, NotAStore
+from . import storefiles
+from .errors import (BlockstoreError, Busy, Corruption, FormatTooNew, InvalidInput, NoSpace,
+                     NotAStore, NotFound, PermissionDenied)
 from .pool import DataFile, Pool, PoolDbs
 from .pool.dbs import TOTAL_BLOCKS, Meta
 from .pool.sums import ALGORITHMS as CHECKSUMS, default_algorithm
+from .storefiles import DATA_FILE, META_DIR, META_FILE, RESERVE_FILE
 from .testing import failpoints
 
 # Format 2 = pool.sums may hold XXH3-128 digests (meta b"checksum"); a store
 # with SHA-256 digests (dedup, or chosen) is still written as format 1, which
 # the previous blockstore reads correctly (no b"checksum" key means sha256).
 FORMAT_VERSION = 2
-META_DIR = "meta"
-DATA_FILE = "pool.data"
-# Space kept back so that removing trees works on a full disk: released when LMDB
-# cannot write (ENOSPC) and re-created after a later commit once space allows.
-RESERVE_FILE = "reserve"
 RESERVE_BYTES = 4 * 1024 * 1024
 DEFAULT_BLOCK_SIZE = 4 * 1024
 MIN_BLOCK_SIZE = 4 * 1024
@@ -193,6 +198,100 @@ def _creation_params(block_size, dedup, checksum) -> tuple[int, str]:
     return bs, cs
 
 
+# Store settings: persisted in the meta table as SETTING_PREFIX + name -> u64.
+#   verify_reads  every data block read is checked against its recorded checksum
+SETTINGS: dict[str, type] = {"verify_reads": bool}
+_SETTING_PREFIX = b"setting."
+
+
+def _required(t, meta_db, key: bytes, path: str):
+    """A record every store has in its meta table; Corruption when it is missing."""
+    v = t.get(key, db=meta_db)
+    if v is None:
+        raise Corruption(f"store metadata has no {key.decode()} record", path=path)
+    return v
+
+
+def _read_settings(t, meta_db) -> dict:
+    out = {}
+    for name, kind in SETTINGS.items():
+        v = t.get(_SETTING_PREFIX + name.encode(), db=meta_db)
+        out[name] = kind(from_u64(v)) if v is not None else kind()
+    return out
+
+
+def _refuse_unreadable(path: str) -> None:
+    """PermissionDenied when this process cannot use the store at ``path`` (LMDB
+    needs to read and write meta/ even to read; readers take a lock slot), or
+    cannot reach where it would be."""
+    eff = os.access in os.supports_effective_ids
+    anc = path
+    while not os.path.lexists(anc) and os.path.dirname(anc) != anc:
+        anc = os.path.dirname(anc)          # also when a parent may not be searched
+    checks = [(anc, os.X_OK)] if anc != path else []
+    checks += [(path, os.R_OK | os.X_OK),
+               (os.path.join(path, META_DIR), os.R_OK | os.W_OK | os.X_OK),
+               (os.path.join(path, META_DIR, META_FILE), os.R_OK | os.W_OK),
+               (os.path.join(path, DATA_FILE), os.R_OK | os.W_OK)]
+    for p, mode in checks:
+        if not os.path.lexists(p) or os.access(p, mode, effective_ids=eff):
+            continue
+        try:
+            st = os.stat(p)
+            who = f"owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}"
+        except OSError:
+            who = "not accessible"
+        raise PermissionDenied(f"permission denied: {p} ({who}); run as the store's "
+                               f"owner, or have it grant you access")
+
+
+def _metadata_lost(path: str, what: str) -> Corruption:
+    meta = os.path.join(path, META_DIR, META_FILE)
+    data = os.path.join(path, DATA_FILE)
+    try:
+        held = f"{os.path.getsize(data)} bytes"
+    except OSError:
+        held = "present"
+    return Corruption(f"store metadata {meta} {what}, but the store's pool {data} is there "
+                      f"({held}): the metadata of its trees is lost; refusing to open it as a "
+                      f"new store (that would overwrite the pool); restore meta/ from a backup "
+                      f"or move the directory away")
+
+
+# LMDB's answers to pages that do not hold what they should.
+LMDB_DAMAGE = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
+               lmdb.VersionMismatchError, lmdb.BadTxnError, lmdb.IncompatibleError)
+
+
+@contextlib.contextmanager
+def damage_is_corruption(path: str):
+    """Raise Corruption (with a message) for what damaged metadata makes a read
+    fail with: LMDB's corruption errors, and ``struct.error`` from unpacking a
+    stored value of the wrong size (decoding by upper layers runs inside
+    the transaction).  Packing errors (a value out of range) are not damage
+    and pass unchanged."""
+    try:
+        yield
+    except LMDB_DAMAGE as exc:
+        raise Corruption(f"store metadata is damaged: {exc}", path=path) from exc
+    except struct.error as exc:
+        if "unpack" not in str(exc):
+            raise
+        raise Corruption(f"store metadata is damaged: a stored value has the wrong size "
+                         f"({exc})", path=path) from exc
+
+
+def _lmdb_error(exc: lmdb.Error, path: str) -> BlockstoreError:
+    """The blockstore error for an LMDB failure at open."""
+    text = str(exc)
+    if isinstance(exc, LMDB_DAMAGE):
+        return Corruption(f"store metadata is damaged: {text}", path=path)
+    if "Permission denied" in text or "Read-only file system" in text:
+        return PermissionDenied(f"cannot open store metadata: {text}; run as the store's "
+                                f"owner, or have it grant you access")
+    return NotAStore(f"cannot open store metadata: {text}", path=path)
+
+
 class Env:
     """The open metadata environment and data pool of one store."""
 
@@ -210,29 +309,66 @@ class Env:
         self._live_reads: set = set()
         self.caches: dict = {}      # process-wide caches of upper layers, keyed by their name
         self.verify_reads = 0       # open handles that asked for verified reads (Engine.open)
+        self.env = None
+        self.pool = None
+        self.closed = False
+        try:
+            with damage_is_corruption(self.path):
+                self._open(create, block_size, dedup, checksum)
+        except lmdb.Error as exc:
+            self._close_quietly()
+            raise _lmdb_error(exc, self.path) from None
+        except BaseException:
+            self._close_quietly()
+            raise
+
+    def _open(self, create, block_size, dedup, checksum) -> None:
         meta_dir = os.path.join(self.path, META_DIR)
-        if os.path.exists(self.path) and not os.path.isdir(self.path):
+        data_path = os.path.join(self.path, DATA_FILE)
+        if os.path.lexists(self.path) and not os.path.isdir(self.path):
             raise NotAStore("not a directory", path=self.path)
-        exists = os.path.exists(os.path.join(meta_dir, "data.mdb"))
-        if not exists:
-            if not create:
-                raise NotAStore(path=self.path)
-            _creation_params(block_size, dedup, checksum)    # refuse before making files
-            # A directory holding only an empty meta/ is a creation that crashed early.
-            if os.path.isdir(self.path) and set(os.listdir(self.path)) - {META_DIR}:
+        _refuse_unreadable(self.path)
+        mdb = os.path.join(meta_dir, META_FILE)
+        lost = storefiles.metadata_problem(mdb)
+        if lost in storefiles.NO_METADATA and os.path.lexists(data_path):
+            # Either another process created the store meanwhile (the pool file is
+            # made after the metadata's first commit) or its metadata is lost.
+            lost = storefiles.metadata_problem(mdb)
+            if lost in storefiles.NO_METADATA:
+                raise _metadata_lost(self.path, lost)
+        if lost in storefiles.NO_METADATA:
+            # A store is created only in an absent or empty directory; one holding
+            # only meta/ is a creation that crashed before its first commit.
+            if not os.path.exists(self.path):
+                if not create:
+                    raise NotFound(f"no store at {self.path}; create one with `blockstore "
+                                   f"init`, or point --store/BLOCKSTORE_STORE at a store")
+            elif set(os.listdir(self.path)) - {META_DIR}:
                 raise NotAStore("directory is not empty and holds no store; "
                                 "refusing to create one in it", path=self.path)
-            os.makedirs(meta_dir, exist_ok=True)
+            elif not create:
+                raise NotAStore(path=self.path)
+            _creation_params(block_size, dedup, checksum)    # refuse before making files
+            try:
+                storefiles.make_private_dir(self.path)
+                storefiles.make_private_dir(meta_dir)
+            except PermissionError as exc:
+                raise PermissionDenied(f"cannot create the store: {exc.strerror}: "
+                                       f"{exc.filename}; create it where you may write, or "
+                                       f"as the owner of that directory") from None
+        elif lost is not None:
+            raise Corruption(f"store metadata {mdb} {lost}; "
+                             f"restore meta/ from a backup (check --repair cannot rebuild it)")
         try:
             self.env = lmdb.open(meta_dir, map_size=INITIAL_MAP_SIZE, max_dbs=MAX_DBS,
                                  subdir=True, sync=True, metasync=True, lock=True,
-                                 readahead=False, max_readers=256)
+                                 readahead=False, max_readers=256, mode=storefiles.FILE_MODE)
         except lmdb.Error as exc:
             if "already open in this process" in str(exc):
                 raise Busy("the store is already open in this process (a forked child "
                            "cannot open a store its parent has open: start the child "
                            "with the 'spawn' method or as a subprocess)", path=self.path) from None
-            raise NotAStore(f"cannot open store metadata: {exc}", path=self.path) from None
+            raise
         _ENVS.add(self)
         self.env.reader_check()
         self.dbs = {name: self.env.open_db(name.encode()) for name in _DB_NAMES}
@@ -242,6 +378,8 @@ class Env:
             fmt = t.get(b"format", db=meta)
             if fmt is None:
                 # New store, or one whose creation crashed before this commit.
+                if os.path.lexists(data_path):
+                    raise _metadata_lost(self.path, "has no format record")
                 if not create:
                     raise NotAStore("store metadata has no format record", path=self.path)
                 bs, cs = _creation_params(block_size, dedup, checksum)
@@ -254,8 +392,8 @@ class Env:
                 raise FormatTooNew(f"store format {from_u64(fmt)} is newer than this "
                                    f"blockstore's {FORMAT_VERSION}; upgrade blockstore",
                                    path=self.path)
-            self.block_size = from_u64(t.get(b"block_size", db=meta))
-            self.dedup = bool(from_u64(t.get(b"dedup", db=meta)))
+            self.block_size = from_u64(_required(t, meta, b"block_size", self.path))
+            self.dedup = bool(from_u64(_required(t, meta, b"dedup", self.path)))
             cs = t.get(b"checksum", db=meta)     # none: a store of format 1 from before the choice
             if cs is None and from_u64(t.get(b"format", db=meta)) >= 2:
                 raise Corruption("store metadata has no checksum record", path=self.path)
@@ -266,7 +404,13 @@ class Env:
             if self.dedup and self.checksum != "sha256":
                 raise Corruption(f"store has dedup on with the {self.checksum} checksum "
                                  f"(dedup needs sha256)", path=self.path)
-        data_path = os.path.join(self.path, DATA_FILE)
+            if not (MIN_BLOCK_SIZE <= self.block_size <= MAX_BLOCK_SIZE) \
+                    or self.block_size & (self.block_size - 1):
+                raise Corruption(f"store metadata has a bad block size {self.block_size}",
+                                 path=self.path)
+            self.settings = _read_settings(t, meta)
+            if self.settings["verify_reads"]:
+                self.verify_reads += 1
         with self.env.begin() as t:
             need = self.pool_blocks_committed(pool_dbs, t)
         # The data file is created after the format record; a crash in between
@@ -279,6 +423,34 @@ class Env:
                              f"{need} committed", path=data_path)
         self._reserve_path = os.path.join(self.path, RESERVE_FILE)
         self._ensure_reserve()
+
+    def _close_quietly(self) -> None:
+        """Undo a failed open: the data file and the LMDB environment, if opened."""
+        _ENVS.discard(self)
+        for obj in (self.pool.data if self.pool is not None else None, self.env):
+            if obj is not None:
+                with contextlib.suppress(Exception):
+                    obj.close()
+        self.closed = True
+
+    # -- settings --------------------------------------------------------------
+    def set_setting(self, name: str, value) -> dict:
+        """Persist one store setting (``SETTINGS``); returns all of them.  In this
+        process it applies at once; other processes see it when they next open
+        the store."""
+        if name not in SETTINGS:
+            raise InvalidInput(f"no store setting named {name!r} (settings: "
+                               f"{', '.join(sorted(SETTINGS))})")
+        kind = SETTINGS[name]
+        if not isinstance(value, kind):
+            raise InvalidInput(f"store setting {name!r} takes a {kind.__name__}, not {value!r}")
+        with self.write() as w:
+            w.meta_put(_SETTING_PREFIX + name.encode(), u64(int(value)))
+        old = self.settings[name]
+        self.settings = dict(self.settings, **{name: value})
+        if name == "verify_reads" and old != value:
+            self.verify_reads += 1 if value else -1
+        return dict(self.settings)
 
     # -- full disk -------------------------------------------------------------
     def _ensure_reserve(self) -> bool:
@@ -315,10 +487,11 @@ class Env:
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
-        if self._forked():
+        if self._forked() or self.closed:
             return          # a forked child must leave the parent's environment alone
         if self._batch is not None:
             self._end_batch(commit=True)
+        self.closed = True
         self.pool.data.close()
         self.env.close()
 
@@ -326,6 +499,8 @@ class Env:
         return os.getpid() != self.pid
 
     def _check_pid(self) -> None:
+        if self.closed:
+            raise InvalidInput("the store is closed", path=self.path)
         if os.getpid() != self.pid:
             raise Busy("store handle used after fork; open the store again in the child process")
 
@@ -335,7 +510,8 @@ class Env:
         """A snapshot view; blocks it can reach are not reused while it lives."""
         self._check_pid()
         if self._batch is not None and self._batch_owner == threading.get_ident():
-            yield self._batch        # read your own uncommitted batch
+            with damage_is_corruption(self.path):
+                yield self._batch        # read your own uncommitted batch
             return
         with self.snapshot() as rt:
             yield rt
@@ -351,7 +527,8 @@ class Env:
         self._live_reads.add(t)
         rt = ReadTxn(self, t)
         try:
-            yield rt
+            with damage_is_corruption(self.path):
+                yield rt
         finally:
             # Upper layers keep objects in rt.local that point back at rt (a cycle):
             # break it so that the LMDB txn and its reader slot go now, not at the
@@ -399,7 +576,7 @@ class Env:
     def write(self) -> Iterator[WriteTxn]:
         """One atomic change; durable on return unless inside ``batch()``."""
         self._check_pid()
-        with self.lock:
+        with self.lock, damage_is_corruption(self.path):
             if self._batch is not None and self._batch_owner == threading.get_ident():
                 yield self._batch
                 return
@@ -414,7 +591,9 @@ class Env:
             except lmdb.MapFullError:
                 w.t.abort()
                 self._grow_map()
-                raise NoSpace("metadata map was full; it has been grown, retry") from None
+                err = NoSpace("metadata map was full; it has been grown, retry")
+                err.map_full = True
+                raise err from None
             except lmdb.Error as exc:
                 if self._forked():
                     raise
@@ -443,7 +622,9 @@ class Env:
                 with self.write() as w:
                     return fn(w)
             except NoSpace as exc:
-                if self._batch is not None or getattr(exc, "disk_full", False):
+                # Only a full map is worth a rerun (it was grown); a full pool or
+                # disk stays full.
+                if self._batch is not None or not getattr(exc, "map_full", False):
                     raise
         raise NoSpace("metadata map keeps filling up")
 

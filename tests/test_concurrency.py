@@ -16,7 +16,7 @@ import pytest
 
 import _workers as W
 from blockstore.engine import Engine
-from blockstore.errors import Busy, Corruption, FormatTooNew, NotAStore
+from blockstore.errors import Busy, Corruption, FormatTooNew, NotAStore, NotFound
 
 BS = W.BS
 
@@ -377,8 +377,9 @@ def test_non_empty_directory_is_not_a_store(tmp_path):
     with pytest.raises(NotAStore):
         Engine.open(str(d), create=False)
     assert sorted(os.listdir(d)) == ["somefile"]     # nothing created in it
-    with pytest.raises(NotAStore):
+    with pytest.raises(NotFound, match="no store at"):       # absent: not found (issue 16)
         Engine.open(str(tmp_path / "missing"), create=False)
+    assert not (tmp_path / "missing").exists()
 
 
 def test_regular_file_is_not_a_store(tmp_path):

@@ -29,7 +29,7 @@ _RO_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 def _path(store_path: str, name: str, ext: str, make: bool = True) -> str:
     d = os.path.join(store_path, LOCK_DIR)
     if make:
-        os.makedirs(d, exist_ok=True)
+        os.makedirs(d, mode=0o700, exist_ok=True)
     return os.path.join(d, tree_key(name) + ext)
 
 
@@ -40,7 +40,7 @@ def _holder_text(fd: int) -> str:
 def claim(store_path: str, name: str, where: str) -> int:
     """Take NAME's exclusive mount lock for this process (Busy if another mount
     holds it); returns the fd that holds it (close it to release)."""
-    fd = os.open(_path(store_path, name, ".lock"), _RW_FLAGS, 0o644)
+    fd = os.open(_path(store_path, name, ".lock"), _RW_FLAGS, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -58,7 +58,7 @@ def claim(store_path: str, name: str, where: str) -> int:
 
 def use(store_path: str, name: str) -> int:
     """Mark NAME as served by this process (shared); returns the fd holding it."""
-    fd = os.open(_path(store_path, name, ".use"), _RW_FLAGS, 0o644)
+    fd = os.open(_path(store_path, name, ".use"), _RW_FLAGS, 0o600)
     fcntl.flock(fd, fcntl.LOCK_SH)
     return fd
 

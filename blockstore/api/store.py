@@ -35,7 +35,7 @@ from .. import catalog
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
 from ..engine import Engine
-from ..errors import Busy, InvalidInput, NotFound
+from ..errors import Busy, InvalidInput, NotFound, PermissionDenied
 from ..fs import source
 from ..fs.tree import FsTree
 from . import mounts as M
@@ -75,8 +75,7 @@ class Store:
     """
 
     def __init__(self, engine: Engine):
-        self.engine = engine
-        self.env = engine.env
+        self._engine = engine
         self.closed = False
         self._fs_lock = threading.Lock()
         self._fs: list[TreeFS] = []
@@ -90,27 +89,56 @@ class Store:
              checksum: str | None = None, verify_reads: bool = False) -> "Store":
         """Open (and by default create) the store at path; use as a context manager.
 
+        A store is created only in an absent or empty directory.  Without
+        ``create``: NotFound ("no store at PATH") when path does not exist,
+        NotAStore when it holds no store.  A directory whose pool is there but
+        whose metadata is missing, empty or damaged raises Corruption (never
+        a new store over the pool); a store this process may not use raises
+        PermissionDenied.  A new store is private: directories 0700, files
+        0600, whatever the umask.
+
         ``block_size``, ``dedup`` and ``checksum`` apply to a new store and are
         fixed for its life: the per-block checksum is "xxh3-128" (default without
         dedup) or "sha256" (the only one with dedup; stores made before the
         choice existed use it).
         ``verify_reads=True``: every data block read is checked against the checksum
         recorded when it was written; a mismatch raises errors.Corruption naming the
-        block (one XXH3-128 per block read at ~11 GB/s, or SHA-256 at ~1.7 GB/s per core)."""
+        block (one XXH3-128 per block read at ~11 GB/s, or SHA-256 at ~1.7 GB/s per core).
+        The store's ``verify_reads`` setting (``configure``) turns it on for every handle."""
         path = default_store_path() if path is None else os.fspath(path)
         if create:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            except PermissionError as exc:
+                raise PermissionDenied(f"cannot create the store: {exc.strerror}: "
+                                       f"{exc.filename}; create it where you may write, or "
+                                       f"as the owner of that directory") from None
         writers.flush_all(path)     # a batch holding the writer lock would block the open
         return cls(Engine.open(path, create=create, block_size=block_size, dedup=dedup,
                                checksum=checksum, verify_reads=verify_reads))
 
     def close(self) -> None:
+        """Close the store and its open TreeFS handles; idempotent.  Every method
+        called afterwards (here, on those handles or on ``engine``) raises
+        InvalidInput ("the store is closed")."""
         if self.closed:
             return
         for tfs in list(self._fs):
             tfs.close()
         self.closed = True
-        self.engine.close()
+        self._engine.close()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine under this store; InvalidInput (``the store is closed``)
+        once the store is closed, so every method refuses then."""
+        if self.closed:
+            raise InvalidInput("the store is closed", path=self._engine._env.path)
+        return self._engine
+
+    @property
+    def env(self):
+        return self.engine.env
 
     def __enter__(self):
         return self
@@ -120,11 +148,29 @@ class Store:
 
     @property
     def path(self) -> str:
-        return self.env.path
+        return self._engine._env.path
 
     @property
     def block_size(self) -> int:
         return self.env.block_size
+
+    @property
+    def settings(self) -> dict:
+        """The store's persisted settings (``configure``): {"verify_reads": bool}."""
+        return dict(self.env.settings)
+
+    def configure(self, **settings) -> dict:
+        """Change persisted store settings; returns them all.  InvalidInput for an
+        unknown name or a value of the wrong type.
+
+        ``verify_reads`` (bool): every data block read through the store is checked
+        against the checksum recorded when it was written, as with
+        ``open(verify_reads=True)``, for every process that opens the store from
+        now on (and at once in this one).  Cost: docs/RELIABILITY.md."""
+        out = self.settings
+        for name, value in settings.items():
+            out = self.env.set_setting(name, value)
+        return out
 
     def batch(self):
         """Group commit: everything inside is one durable transaction."""

@@ -72,7 +72,7 @@ class Registration:
 
     def __init__(self, store_path: str, names):
         self.dir = os.path.join(os.path.abspath(store_path), WRITERS_DIR)
-        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.seq = 0
         self.state = "clean"
         self._files: list[tuple[str, int]] = []
@@ -81,7 +81,7 @@ class Registration:
                 path = os.path.join(self.dir, f"{tree_key(name)}.{os.getpid()}")
                 tmp = f"{path}.new-{os.urandom(4).hex()}"
                 fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o644)
+                             | os.O_CLOEXEC, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 os.pwrite(fd, _line(0, "clean") + name.encode("utf-8", "surrogateescape"), 0)
                 os.rename(tmp, path)       # same inode: the lock comes along
@@ -208,8 +208,8 @@ def flush_all(store_path: str, timeout: float = FLUSH_TIMEOUT) -> None:
     d = os.path.join(os.path.abspath(store_path), WRITERS_DIR)
     try:
         entries = os.listdir(d)
-    except (FileNotFoundError, NotADirectoryError):
-        return
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return          # no writers, or a store we may not use: opening it says so
     keys = {e.rsplit(".", 1)[0] for e in entries if e.rsplit(".", 1)[-1].isdigit()}
     if keys:
         _flush(store_path, sorted(keys), timeout)

@@ -46,26 +46,31 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
                                            "max_content_width": 100})
 @click.option("--store", metavar="PATH", envvar="BLOCKSTORE_STORE", show_envvar=True,
-              help=f"The store (created on first use). Default: {default_store_path()}")
+              help="The store (created by `init` and by commands that write, on first use). "
+                   f"Default: {default_store_path()}")
 @click.option("--json", "json_out", is_flag=True,
               help="Print one JSON document (commands whose output is not a document, "
                    "like cat, refuse it).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--bytes", "exact", is_flag=True, help="Sizes as plain byte counts.")
+@click.option("--verify-reads", is_flag=True,
+              help="Check every data block read against its checksum (exit code 8 on a "
+                   "mismatch); the store setting `blockstore config verify_reads=on` "
+                   "does it always.")
 @click.version_option(__version__, "--version", prog_name="blockstore")
 @click.pass_context
-def main(ctx, store, json_out, quiet, exact):
+def main(ctx, store, json_out, quiet, exact, verify_reads):
     """A copy-on-write snapshot store for file trees.
 
     Import a directory as a snapshot, clone it, change the clone, commit it
     as a new snapshot; diff, export, account space, check.  Quick start and
     every command: docs/CLI.md.  Exit codes: docs/ERRORS.md.
     """
-    ctx.obj = Ctx(store, json_out, quiet, exact)
+    ctx.obj = Ctx(store, json_out, quiet, exact, verify_reads)
 
 
-from . import complete, files, fusecmd, prune, space, tools, trees, volumes  # noqa: E402
+from . import complete, files, fusecmd, prune, settings, space, tools, trees, volumes  # noqa: E402
 
-for _mod in (trees, files, space, prune, volumes, fusecmd, tools, complete):
+for _mod in (trees, files, space, prune, settings, volumes, fusecmd, tools, complete):
     for _cmd in _mod.COMMANDS:
         main.add_command(_cmd)

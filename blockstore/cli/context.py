@@ -13,18 +13,23 @@ from .. import Store, default_store_path
 
 
 class Ctx:
-    def __init__(self, store_path: str | None, json_out: bool, quiet: bool, exact: bool):
+    def __init__(self, store_path: str | None, json_out: bool, quiet: bool, exact: bool,
+                 verify_reads: bool = False):
         self.store_path = store_path or default_store_path()
+        self.verify_reads = verify_reads
         self.json = json_out
         self.quiet = quiet
         self.bytes = exact
         self.command = "COMMAND"       # the running command's path, e.g. "volume create"
         self._store: Store | None = None
 
-    def store(self, create: bool = True) -> Store:
-        """The store at --store, created on first use unless create=False."""
+    def store(self, create: bool = False) -> Store:
+        """The store at --store.  Only commands that write pass create=True (a new
+        store is made on their first use); for the others a missing store is
+        NotFound ("no store at PATH"), never created."""
         if self._store is None:
-            self._store = Store.open(self.store_path, create=create)
+            self._store = Store.open(self.store_path, create=create,
+                                     verify_reads=self.verify_reads)
             click.get_current_context().call_on_close(self.close)
         return self._store
 

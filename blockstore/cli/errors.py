@@ -74,7 +74,7 @@ HINTS: dict[type, str] = {
 # What each category means, for docs/ERRORS.md.
 MEANING: dict[type, str] = {
     E.BlockstoreError: "any other failure (an I/O error, an unexpected bug)",
-    E.NotFound: "no such tree, volume, file or host path",
+    E.NotFound: "no store at the --store path; no such tree, volume, file or host path",
     E.AlreadyExists: "a tree (or file) with that name already exists",
     E.Busy: "still in use: a snapshot with dependents, a mounted volume, "
             "a non-empty directory, another process holding the store",

@@ -34,6 +34,8 @@ def mount_cmd(ctx: Ctx, name, mountpoint, foreground, options):
         k, eq, v = o.partition("=")
         raw[k] = v if eq else True
     opts = parse_options(raw)      # typed and checked (exit 9 naming a bad option)
+    if ctx.verify_reads:                        # the global --verify-reads
+        raw.setdefault("verify_reads", True)
     mount(os.path.abspath(ctx.store_path), name, os.path.abspath(mountpoint),
                foreground=foreground, **opts)
     if ctx.json:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..check import CheckReport
 from ..errors import Corruption
 from . import format as F
 from .complete import tree_names
@@ -92,15 +93,24 @@ def check_cmd(ctx: Ctx, repair, scrub):
     (e.g. the working clone of an import whose process was killed) are
     reported but leave the store ok; gc or --repair removes them.
     """
-    store = ctx.store()
-    with spinner(ctx, "checking the store"):
-        rep = store.check(repair=repair, scrub=scrub)
+    fatal = None
+    try:
+        store = ctx.store()
+        with spinner(ctx, "checking the store"):
+            rep = store.check(repair=repair, scrub=scrub)
+            doc = report_json(rep)
+            if repair and rep.repaired:
+                again = store.check(scrub=scrub)
+                doc = report_json(again)
+                doc["repaired"] = list(rep.repaired)
+                rep = again
+    except Corruption as exc:
+        # Damage that stops the store from opening or the check from reading it:
+        # one problem, named, that no repair can fix.
+        fatal = exc
+        rep = CheckReport()
+        rep.add("metadata-damaged", str(exc), repairable=False)
         doc = report_json(rep)
-        if repair and rep.repaired:
-            again = store.check(scrub=scrub)
-            doc = report_json(again)
-            doc["repaired"] = list(rep.repaired)
-            rep = again
     if ctx.json:
         F.emit_json(doc)
     else:
@@ -113,6 +123,8 @@ def check_cmd(ctx: Ctx, repair, scrub):
         stats = ", ".join(f"{k} {v}" for k, v in sorted(doc["stats"].items()))
         ctx.say(("ok" if rep.ok else f"NOT OK: {len(rep.problems)} problems") +
                 (f" ({stats})" if stats else ""))
+    if fatal is not None:
+        raise fatal
     if not rep.ok:
         raise Corruption(f"check found {len(rep.problems)} problems"
                          + ("" if repair else "; run `blockstore check --repair`"))

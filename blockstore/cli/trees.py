@@ -33,23 +33,29 @@ def change_json(c) -> dict:
 @click.option("--dedup/--no-dedup", default=None, help="Store identical blocks once (default off).")
 @click.option("--checksum", type=click.Choice(["xxh3-128", "sha256"]), default=None,
               help="Per-block checksum for scrub (default xxh3-128; sha256 with --dedup).")
+@click.option("--verify-reads", "verify", is_flag=True,
+              help="Set the store's verify_reads setting (see `blockstore config`).")
 @output_options()
 @pass_ctx
-def init_cmd(ctx: Ctx, block_size, dedup, checksum):
-    """Create a store at --store (other commands also create it on first use)."""
+def init_cmd(ctx: Ctx, block_size, dedup, checksum, verify):
+    """Create a store at --store, in an absent or empty directory (`import` and
+    `volume create` also create it on first use)."""
     bs = F.parse_size(block_size) if block_size else None
     try:
         with Store.open(ctx.store_path, create=False):
             pass
-    except NotAStore:
+    except (NotAStore, NotFound):
         pass
     else:
         raise AlreadyExists("a store already exists; use it as it is (`blockstore df` shows "
                             "it), or give another --store path", path=ctx.store_path)
     with Store.open(ctx.store_path, create=True, block_size=bs, dedup=dedup,
                     checksum=checksum) as s:
+        if verify:
+            s.configure(verify_reads=True)
         doc = {"path": os.path.abspath(ctx.store_path), "block_size": s.block_size,
-               "dedup": bool(s.env.dedup), "checksum": s.env.checksum}
+               "dedup": bool(s.env.dedup), "checksum": s.env.checksum,
+               "verify_reads": s.settings["verify_reads"]}
     if ctx.json:
         F.emit_json(doc)
     else:
@@ -90,7 +96,7 @@ def import_cmd(ctx: Ctx, src, name, parent, fmt, labels):
     archive from stdin (what `export ... -` writes). An image becomes a chain
     of snapshots, the top one named NAME.
     """
-    store = ctx.store()
+    store = ctx.store(create=True)
     labels = split_kv(labels)
     if src == STDIO:
         with stdin_spooled(store.path) as path, spinner(ctx, "importing from stdin"):

@@ -22,7 +22,7 @@ def volume_grp():
 @pass_ctx
 def create_cmd(ctx: Ctx, name, labels):
     """Create an empty volume NAME."""
-    rec = ctx.store().volume_create(name, labels=split_kv(labels) or None)
+    rec = ctx.store(create=True).volume_create(name, labels=split_kv(labels) or None)
     if ctx.json:
         F.emit_json(F.record(rec))
     else:

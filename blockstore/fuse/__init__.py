@@ -36,7 +36,9 @@ def mount(store_path, name: str, mountpoint, foreground: bool = False, **opts) -
     request; see ``adapter.py`` "Write-behind"), dev and suid (root only;
     default off: the mount is nodev,nosuid, as mount(8) makes user mounts;
     on, device nodes and set-uid/set-gid files of the tree work, e.g. for a
-    chroot into a mounted image).  Options are checked first
+    chroot into a mounted image), verify_reads (default False:
+    the store's setting; True: every data block read is checked against its
+    checksum and a mismatch answers EIO, as ``Store.open(verify_reads=True)``).  Options are checked first
     (``options.py``): an unknown one, a wrong type, NaN/infinite or out of
     range raises InvalidInput naming it, before any daemon starts.
 

@@ -199,7 +199,7 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
           attr_timeout: float = 1.0, allow_other: bool | None = None, max_tasks: int = 32,
           debug: bool = False, commit_interval: float | None = None,
           read_ahead_kb: int | None = READ_AHEAD_KB, write_behind: bool = True,
-          dev: bool = False, suid: bool = False) -> None:
+          dev: bool = False, suid: bool = False, verify_reads: bool = False) -> None:
     """Mount and serve in this process until unmounted or signalled.
 
     ``dev``/``suid`` (root only, PermissionDenied otherwise): device nodes and
@@ -210,14 +210,17 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
         o = mount_options.parse(dict(
             readonly=readonly, attr_timeout=attr_timeout, allow_other=allow_other,
             max_tasks=max_tasks, debug=debug, commit_interval=commit_interval,
-            read_ahead_kb=read_ahead_kb, write_behind=write_behind))
+            read_ahead_kb=read_ahead_kb, write_behind=write_behind, dev=dev, suid=suid,
+            verify_reads=verify_reads))
     except E.InvalidInput as exc:
         if ready:
             ready(exc)
         raise
     (readonly, attr_timeout, allow_other, max_tasks, debug, commit_interval, read_ahead_kb,
-     write_behind) = (o[k] for k in ("readonly", "attr_timeout", "allow_other", "max_tasks",
-                                     "debug", "commit_interval", "read_ahead_kb", "write_behind"))
+     write_behind, dev, suid, verify_reads) = (
+        o[k] for k in ("readonly", "attr_timeout", "allow_other", "max_tasks", "debug",
+                       "commit_interval", "read_ahead_kb", "write_behind", "dev", "suid",
+                       "verify_reads"))
     import pyfuse3
     import trio
 
@@ -241,7 +244,7 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
                                          f"mount without it, or as root")
         mp = check_mountpoint(mountpoint)
         rundir = _registry_dir()                   # refused before anything is mounted
-        store = Store.open(store_path, create=False)
+        store = Store.open(store_path, create=False, verify_reads=verify_reads)
         store.info(name)                           # NotFound for a removed tree
         lock_fds.append(mountlock.claim(store.path, name, mp))
         tfs = store.fs(name)

@@ -75,6 +75,7 @@ OPTIONS = {
     "write_behind": _bool,
     "dev": _bool,                              # root only (checked by the daemon)
     "suid": _bool,
+    "verify_reads": _bool,                     # as Store.open(verify_reads=True)
     "attr_timeout": _seconds(lo_open=False),
     "commit_interval": _optional(_seconds(lo_open=True)),
     "max_tasks": _int(1, MAX_TASKS, "a number of concurrent requests"),

@@ -350,9 +350,15 @@ class Pool:
             return
         mv = memoryview(buf).cast("B")
         bs = self.block_size
+        if offset % bs == 0 and mv.nbytes % bs == 0:
+            # Whole blocks: read into buf and verify there (no copy; on Corruption
+            # buf holds the damaged bytes, which the caller must not use).
+            self.data.preadinto(start * bs + offset, mv)
+            self._raise_bad(verify, start + offset // bs, mv.nbytes // bs, mv)
+            return
         first, last = offset // bs, (offset + mv.nbytes + bs - 1) // bs
         data = self.read(start + first, last - first, verify)
-        mv[:] = data[offset - first * bs:offset - first * bs + mv.nbytes]
+        mv[:] = memoryview(data)[offset - first * bs:offset - first * bs + mv.nbytes]
 
     def _raise_bad(self, t, start: int, n: int, data) -> None:
         bad = self.verify(t, start, n, data)
@@ -377,10 +383,17 @@ class Pool:
     def verify(self, t, start: int, n: int, data) -> list[int]:
         """Blocks of [start, start+n) whose bytes in ``data`` do not match their
         recorded digest (blocks without one are not reported).  One checksum call."""
+        got = None
+        whole = self.sums.span(t, start, n)
+        if whole is not None:               # every block has a digest: one comparison
+            got = self.sums.hash(data, self.block_size)
+            if got == whole:
+                return []
         want = self.sums.digests(t, start, n)
         if not any(want):
             return []
-        got = self.sums.hash(data, self.block_size)
+        if got is None:
+            got = self.sums.hash(data, self.block_size)
         ds = self.digest_size
         return [start + i for i, d in enumerate(want)
                 if d is not None and got[i * ds:(i + 1) * ds] != d]

@@ -271,6 +271,22 @@ class Sums:
                 out[b - start] = v[i:i + ds]
         return out
 
+    def span(self, t, start: int, n: int) -> bytes | None:
+        """The digests of [start, start+n) concatenated, or None when a block has
+        none.  One slice per entry (``digests`` makes one per block): the
+        verified-read path compares a whole run with one bytes comparison."""
+        self._put_pending(t)
+        ds = self.digest_size
+        parts, at = [], start
+        for s, v in self._overlapping(t, start, start + n):
+            if s > at:
+                return None
+            e = min(s + len(v) // ds, start + n)
+            if e > at:
+                parts.append(v[(at - s) * ds:(e - s) * ds])
+                at = e
+        return b"".join(parts) if at == start + n else None
+
     def entries(self, t) -> Iterator[tuple[int, bytes]]:
         """Every entry in block order as (start, digests)."""
         self._put_pending(t)
