@@ -33,9 +33,9 @@ def mount_cmd(ctx: Ctx, name, mountpoint, foreground, options):
     for o in (part for arg in options for part in arg.split(",") if part):
         k, eq, v = o.partition("=")
         raw[k] = v if eq else True
-    opts = parse_options(raw)      # typed and checked (exit 9 naming a bad option)
     if ctx.verify_reads:                        # the global --verify-reads
         raw.setdefault("verify_reads", True)
+    opts = parse_options(raw)      # typed and checked (exit 9 naming a bad option)
     mount(os.path.abspath(ctx.store_path), name, os.path.abspath(mountpoint),
                foreground=foreground, **opts)
     if ctx.json:
