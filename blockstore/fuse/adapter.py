@@ -94,7 +94,15 @@ log = logging.getLogger("blockstore.fuse")
 
 SHIFT = 48
 LOCAL = (1 << SHIFT) - 1
-SNAPSHOT_TIMEOUT = 300.0
+# Entry/attribute timeouts (seconds).  A snapshot never changes: the kernel
+# keeps what it learnt for as long as it likes (about 136 years).  A tree that can
+# change is invalidated on every path that changes it behind the kernel (own
+# requests by the kernel itself, other writers by the watcher), so the
+# timeout only bounds what the watcher's documented race can leave stale.
+# Host directories change without notice: the kernel asks again after 1 s.
+SNAPSHOT_TIMEOUT = float(1 << 32)
+TREE_TIMEOUT = 3600.0
+HOST_TIMEOUT = 1.0
 
 
 # Requests that need not wait for the write held back (see "Write-behind"):
@@ -142,7 +150,8 @@ class Adapter(pyfuse3.Operations):
     enable_acl = False
     enable_auto_inval_data = False          # see "Caches"
 
-    def __init__(self, store, tfs, *, readonly: bool = False, attr_timeout: float = 1.0,
+    def __init__(self, store, tfs, *, readonly: bool = False,
+                 attr_timeout: float | None = None,
                  batcher: Batcher | None = None, write_behind: bool = True):
         super().__init__()
         self.store = store
@@ -159,7 +168,7 @@ class Adapter(pyfuse3.Operations):
         self.nursery = None
         self.tfs = tfs
         self.readonly = readonly or tfs.readonly
-        self.timeout = SNAPSHOT_TIMEOUT if tfs.readonly else float(attr_timeout)
+        tree_timeout = TREE_TIMEOUT if attr_timeout is None else float(attr_timeout)
         self.servers: list = [TreeServer(tfs, self.readonly)]
         self._redirect: dict[tuple[int, int], int] = {}
         self._fh = itertools.count(1)
@@ -173,12 +182,19 @@ class Adapter(pyfuse3.Operations):
             if isinstance(s, TreeServer) and not s.tfs.readonly:
                 watched.setdefault(s.tfs.name, []).append(k)
         self.watcher = Watcher(store, watched, self._join) if watched else None
-        # Servers whose pages the kernel may keep across opens (see "Caches").
-        self._keep_cache = {k for k, s in enumerate(self.servers) if isinstance(s, TreeServer)
-                            and len(watched.get(s.tfs.name, [k])) == 1}
+        # Servers whose pages, listings, entries and attributes the kernel keeps
+        # (see "Caches"): every blockstore tree.  Host directories keep the
+        # kernel's rule (short timeouts, pages dropped at open).
+        self._keep_cache = {k for k, s in enumerate(self.servers) if isinstance(s, TreeServer)}
+        self.timeouts = [(SNAPSHOT_TIMEOUT if s.tfs.readonly else tree_timeout)
+                         if isinstance(s, TreeServer) else min(HOST_TIMEOUT, tree_timeout)
+                         for s in self.servers]
         # (mtime_ns, size) last answered for regular files of the other servers.
         self._content: dict[int, tuple[int, int]] = {}
-        if self.watcher is not None:
+        if self.watcher is not None and all(len(ks) == 1 for ks in watched.values()):
+            # Own commits need no invalidation: the kernel saw each change.  A
+            # tree shown at two places is the exception: a change made through
+            # one place is news at the other, so the watcher diffs own commits too.
             self.batcher.on_commit = self.watcher.own_commit
 
     # -- translation tables ------------------------------------------------------------
@@ -262,8 +278,7 @@ class Adapter(pyfuse3.Operations):
         e = pyfuse3.EntryAttributes()
         e.st_ino = self._join(k, ino)
         e.generation = 0
-        e.entry_timeout = self.timeout
-        e.attr_timeout = self.timeout
+        e.entry_timeout = e.attr_timeout = self.timeouts[k]
         e.st_mode = st.st_mode
         e.st_nlink = st.st_nlink
         e.st_uid = st.st_uid
@@ -349,10 +364,13 @@ class Adapter(pyfuse3.Operations):
 
     @_translate
     async def opendir(self, inode, ctx):
-        self._split(inode)
+        k, _, _ = self._split(inode)
         fh = next(self._fh)
         self._dirs[fh] = [inode, None]
-        return fh
+        # Trees: the kernel keeps the listing (FOPEN_CACHE_DIR) across opens until
+        # it changes (its own changes, or the watcher's invalidate_inode).
+        cache = k in self._keep_cache
+        return pyfuse3.FileInfo(fh=fh, keep_cache=cache, cache_readdir=cache)
 
     @_translate
     async def readdir(self, fh, start_id, token):
@@ -464,7 +482,10 @@ class Adapter(pyfuse3.Operations):
         return k, Handle(k, i, srv, acc != os.O_RDONLY, bool(flags & os.O_APPEND))
 
     def _file_info(self, fh: int) -> pyfuse3.FileInfo:
-        return pyfuse3.FileInfo(fh=fh, keep_cache=self._handles[fh].k in self._keep_cache)
+        """Pages kept across opens for trees; no FLUSH at the close of a handle
+        that cannot write (flush only reports write errors)."""
+        h = self._handles[fh]
+        return pyfuse3.FileInfo(fh=fh, keep_cache=h.k in self._keep_cache, noflush=not h.write)
 
     @_translate
     async def open(self, inode, flags, ctx):

@@ -183,7 +183,7 @@ def set_read_ahead(mountpoint: str, kb: int) -> bool:
 
 
 def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: bool = False,
-          attr_timeout: float = 1.0, allow_other: bool | None = None, max_tasks: int = 32,
+          attr_timeout: float | None = None, allow_other: bool | None = None, max_tasks: int = 32,
           debug: bool = False, commit_interval: float | None = None,
           read_ahead_kb: int | None = READ_AHEAD_KB, write_behind: bool = True,
           dev: bool = False, suid: bool = False) -> None:

@@ -65,6 +65,10 @@ class Watcher:
                     quietly(pyfuse3.invalidate_inode, self.join(k, ino), True)
                 for d, entry in ch.entries:
                     quietly(pyfuse3.invalidate_entry, self.join(k, d), entry)
+                # The directory's listing, which the kernel keeps (FOPEN_CACHE_DIR),
+                # lives in its page cache: a full invalidation drops it.
+                for d in {d for d, _ in ch.entries} - ch.data:
+                    quietly(pyfuse3.invalidate_inode, self.join(k, d), False)
 
 
 def quietly(fn, *args) -> None:
