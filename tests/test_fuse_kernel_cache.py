@@ -56,6 +56,22 @@ def test_a_name_added_from_the_library_shows_in_the_cached_listing(tmp_path):
     check_ok(sp)
 
 
+def test_a_name_looked_up_in_vain_then_added_from_the_library_shows(tmp_path):
+    sp = tmp_path / "store"
+    _clone_with(sp, {"/d/a": b"a"})
+    m = Mounted(sp, "c")
+    try:
+        for _ in range(2):                              # a negative entry, kept
+            assert not os.path.exists(m.p("d", "late"))
+        with Store.open(sp) as s:
+            with s.fs("c") as fs:
+                fs.write_bytes("/d/late", b"l")
+        until(lambda: os.path.exists(m.p("d", "late")), FRESH)
+    finally:
+        m.close()
+    check_ok(sp)
+
+
 def test_a_commit_from_the_library_drops_cached_entries_attributes_and_pages(tmp_path):
     sp = tmp_path / "store"
     _clone_with(sp, {"/d/old": b"o", "/d/f": b"1" * 5000, "/d/g": b"g"})
@@ -111,8 +127,9 @@ def test_a_volume_at_two_places_of_one_mount_drops_the_other_places_listing(tmp_
     try:
         for _ in range(2):
             assert _listing(m.p("b")) == set()
+            assert not os.path.exists(m.p("b", "f"))    # a negative entry at /b
         write_synced(m.p("a", "f"), b"x" * 100)         # through /a only
-        until(lambda: _listing(m.p("b")) == {"f"}, FRESH)
+        until(lambda: _listing(m.p("b")) == {"f"} and os.path.exists(m.p("b", "f")), FRESH)
         assert os.stat(m.p("b", "f")).st_size == 100
         write_synced(m.p("a", "f"), b"y" * 300)
         until(lambda: os.stat(m.p("b", "f")).st_size == 300, FRESH)

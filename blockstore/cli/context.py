@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from .. import Store, default_store_path
+from ..api.location import default_store_path
 
 
 class Ctx:
@@ -19,11 +19,12 @@ class Ctx:
         self.quiet = quiet
         self.bytes = exact
         self.command = "COMMAND"       # the running command's path, e.g. "volume create"
-        self._store: Store | None = None
+        self._store = None
 
-    def store(self, create: bool = True) -> Store:
+    def store(self, create: bool = True):
         """The store at --store, created on first use unless create=False."""
         if self._store is None:
+            from ..api.store import Store       # the storage layers load here, not at start
             self._store = Store.open(self.store_path, create=create)
             click.get_current_context().call_on_close(self.close)
         return self._store
