@@ -51,16 +51,38 @@ READY_TIMEOUT = 60.0
 
 
 # -- the runtime registry: mount point -> daemon ------------------------------------------
-def _runtime_dir() -> str:
+def runtime_dir() -> str:
+    """The user's private directory for the mounts' runtime files (the
+    registry, the mount server's socket): ``$XDG_RUNTIME_DIR`` or /tmp, then
+    ``blockstore-fuse-UID``, created 0700; refused (PermissionDenied) when
+    what is there is a symlink, or not a directory owned by this user and
+    closed to others (someone else planted it).  Every runtime file of the
+    fuse layer lives here: this is the one place that decides where."""
     base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
     d = os.path.join(base, f"blockstore-fuse-{os.getuid()}")
-    os.makedirs(d, mode=0o700, exist_ok=True)
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise E.PermissionDenied(f"the runtime directory is not a plain directory ({exc.strerror}); "
+                                 f"remove it", path=d) from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise E.PermissionDenied(f"the runtime directory belongs to uid {st.st_uid} with mode "
+                                 f"{st.st_mode & 0o777:o} (expected this user's, 0700); remove it",
+                                 path=d)
     return d
 
 
 def _registry_path(mountpoint: str) -> str:
     key = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:24]
-    return os.path.join(_runtime_dir(), key + ".json")
+    return os.path.join(runtime_dir(), key + ".json")
 
 
 def registered(mountpoint: str) -> dict | None:
@@ -329,19 +351,52 @@ def _cleanup(tfs, store, lock_fds, reg, writer=None) -> None:
 # -- starting it in the background ------------------------------------------------------------
 def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
     """Start the daemon in a new session; return its pid once the mount is live.
-    Errors that stop the mount are re-raised here with their class."""
+    Errors that stop the mount are re-raised here with their class.
+
+    The daemon comes from the user's mount server (``mountserver.py``: a
+    fork of a pre-imported process, no interpreter start) when one runs;
+    otherwise from ``python -m blockstore.fuse``, and a server is started
+    for the next mounts."""
+    from . import mountserver
     mp = check_mountpoint(mountpoint)
     logdir = os.path.join(os.path.abspath(store_path), "fuse")
     if not os.path.isdir(os.path.abspath(store_path)):
         raise E.NotAStore(path=os.path.abspath(store_path))
     os.makedirs(logdir, exist_ok=True)
+    args = ["--opts", json.dumps(opts), os.path.abspath(store_path), name, mp]
+    logpath = os.path.join(logdir, name.replace("/", "%2F") + ".log")
+    if mountserver.enabled():
+        r, w = os.pipe()
+        try:
+            with open(logpath, "ab") as logf:
+                mountserver.request(["--ready-fd", str(w)] + args, w, logf.fileno())
+            sent = True
+        except mountserver.Unavailable:
+            sent = False
+        finally:
+            os.close(w)
+        if not sent:
+            os.close(r)
+            mountserver.start_in_background()
+        else:
+            # Nothing on the pipe: the server went away before it forked the daemon.
+            msg = _ready_message(r)
+            if msg:
+                _raise_unless_ok(msg, None, logdir)
+                reg = registered(mp)
+                return reg["pid"] if reg else 0
     r, w = os.pipe()
-    argv = [sys.executable, "-m", "blockstore.fuse", "--ready-fd", str(w),
-            "--opts", json.dumps(opts), os.path.abspath(store_path), name, mp]
-    with open(os.path.join(logdir, name.replace("/", "%2F") + ".log"), "ab") as logf:
+    argv = [sys.executable, "-m", "blockstore.fuse", "--ready-fd", str(w)] + args
+    with open(logpath, "ab") as logf:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                 pass_fds=(w,), start_new_session=True, close_fds=True)
     os.close(w)
+    _raise_unless_ok(_ready_message(r), proc, logdir)
+    return proc.pid
+
+
+def _ready_message(r: int) -> str:
+    """What the daemon reported on the ready pipe (read end ``r``, closed here)."""
     deadline = time.monotonic() + READY_TIMEOUT
     buf = b""
     try:
@@ -352,18 +407,24 @@ def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
             buf += chunk
     finally:
         os.close(r)
-    msg = buf.decode(errors="replace").strip()
+    return buf.decode(errors="replace").strip()
+
+
+def _raise_unless_ok(msg: str, proc, logdir: str) -> None:
+    """Nothing for "ok"; else the daemon's error with its class (``proc``: our
+    child to reap, None for a daemon of the mount server)."""
     if msg == "ok":
-        return proc.pid
-    proc.wait(timeout=10)
+        return
+    if proc is not None:
+        proc.wait(timeout=10)
     if msg.startswith("error "):
         info = json.loads(msg[6:])
         cls = getattr(E, info["cls"], None)
         if isinstance(cls, type) and issubclass(cls, E.BlockstoreError):
             raise cls(info["msg"], path=info.get("path"))
         raise E.BlockstoreError(f"{info['cls']}: {info['msg']}")
-    raise E.BlockstoreError(f"mount daemon exited with status {proc.returncode} "
-                            f"without mounting; see {logdir}")
+    status = f" with status {proc.returncode}" if proc is not None else ""
+    raise E.BlockstoreError(f"mount daemon exited{status} without mounting; see {logdir}")
 
 
 def _report_to(fd: int):
@@ -422,6 +483,13 @@ def unmount(mountpoint: str, lazy: bool = False, timeout: float = 30.0) -> None:
     mp = os.path.abspath(mountpoint)
     reg = registered(mp)
     err = _umount2(mp, lazy)
+    # EBUSY can be an access in flight (the daemon's own stat that follows the
+    # mount, a walk finishing): try again for a moment before calling it busy.
+    for _ in range(20):
+        if not err or "busy" not in err.lower():
+            break
+        time.sleep(0.005)
+        err = _umount2(mp, lazy)
     if err == "":
         cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [mp]
         res = subprocess.run(cmd, capture_output=True, text=True)
