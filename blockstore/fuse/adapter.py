@@ -680,6 +680,10 @@ class Adapter(pyfuse3.Operations):
     @_translate
     async def removexattr(self, inode, name, ctx):
         k, i, srv = self._split(inode)
+        # A change that fails aborts the batch and replays it (committer.py), a cost
+        # of the batch's length: the common failure, no such attribute (cp -a removes
+        # every directory's default ACL), is answered by a read first.
+        await self._get(srv, "getxattr", i, name)
         await self._change(srv, "removexattr", i, name)
 
     async def forget(self, inode_list):

@@ -379,12 +379,14 @@ def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
             os.close(r)
             mountserver.start_in_background()
         else:
-            # Nothing on the pipe: the server went away before it forked the daemon.
+            # Nothing on the pipe: the server went away before it forked the daemon
+            # (idle, or its code changed): mount the old way, start a new one.
             msg = _ready_message(r)
             if msg:
                 _raise_unless_ok(msg, None, logdir)
                 reg = registered(mp)
                 return reg["pid"] if reg else 0
+            mountserver.start_in_background()
     r, w = os.pipe()
     argv = [sys.executable, "-m", "blockstore.fuse", "--ready-fd", str(w)] + args
     with open(logpath, "ab") as logf:

@@ -46,6 +46,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 
 IDLE = 600.0
 _MAX_REQUEST = 1 << 20
@@ -146,17 +147,46 @@ def _daemon(req: dict, ready_fd: int, log_fd: int, own: list[int]) -> None:
         os._exit(code)
 
 
+def _sources() -> dict[str, int]:
+    """mtime of every imported blockstore and pyfuse3 module file: a server whose
+    code changed on disk (an upgrade, a developer's edit) must not fork it."""
+    out = {}
+    for name, mod in list(sys.modules.items()):
+        if name.split(".")[0] in ("blockstore", "pyfuse3"):
+            f = getattr(mod, "__file__", None)
+            if f:
+                try:
+                    out[f] = os.stat(f).st_mtime_ns
+                except OSError:
+                    out[f] = -1
+    return out
+
+
+def _stale(loaded: dict[str, int]) -> bool:
+    for f, mtime in loaded.items():
+        try:
+            if os.stat(f).st_mtime_ns != mtime:
+                return True
+        except OSError:
+            return True
+    return False
+
+
 def _peer_uid(conn: socket.socket) -> int:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", creds)[1]
 
 
-def _serve_one(conn: socket.socket, own: list[int]) -> None:
+def _serve_one(conn: socket.socket, own: list[int], loaded: dict[str, int]) -> bool:
+    """Serve one request; False when this server must go (its code changed):
+    the request is then left unanswered (the caller mounts the old way)."""
     fds: list[int] = []
     try:
         msg, fds, _flags, _addr = socket.recv_fds(conn, _MAX_REQUEST, 2)
         if _peer_uid(conn) != os.getuid() or len(fds) != 2 or not msg:
-            return
+            return True
+        if _stale(loaded):
+            return False
         req = json.loads(msg)
         pid = os.fork()
         if pid == 0:
@@ -169,6 +199,7 @@ def _serve_one(conn: socket.socket, own: list[int]) -> None:
         for f in fds:
             os.close(f)
         conn.close()
+    return True
 
 
 def main() -> int:
@@ -176,9 +207,13 @@ def main() -> int:
     path = socket_path()
     # One server per identity: the lock is held for the server's life.
     lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    for _ in range(40):                         # a stale server may be on its way out
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(0.05)
+    else:
         return 0                                # another server serves already
     os.ftruncate(lock, 0)
     os.write(lock, b"%d\n" % os.getpid())     # who serves (for an operator's kill)
@@ -188,6 +223,7 @@ def main() -> int:
     import gc
     gc.collect()
     gc.freeze()
+    loaded = _sources()
     try:
         os.unlink(path)                         # a dead server's socket
     except FileNotFoundError:
@@ -205,7 +241,8 @@ def main() -> int:
             except socket.timeout:
                 return 0                        # idle: the next mount starts a new one
             conn.settimeout(10)
-            _serve_one(conn, [lock, srv.fileno()])
+            if not _serve_one(conn, [lock, srv.fileno()], loaded):
+                return 0                        # code changed: the next mount starts anew
     finally:
         try:
             if os.stat(path).st_ino == mine:
