@@ -3,9 +3,11 @@
 Lifecycle of ``mount(store, name, dir)``:
 
 1. the caller checks the mount point (exists, a directory, empty, not a
-   mount) and starts ``python -m blockstore.fuse`` in a new session
-   (not a fork: the caller may hold the store open, and an LMDB environment
-   must not cross a fork), then waits on a pipe until the child reports
+   mount) and asks the user's mount server (``mountserver.py``, pre-imported)
+   to fork a daemon in a new session; without a server it starts
+   ``python -m blockstore.fuse`` and a server for the next mounts (never a
+   fork of the caller: it may hold the store open, and an LMDB environment
+   must not cross a fork); then it waits on a pipe until the daemon reports
    "mounted" or the error that stopped it (re-raised in the caller with its
    class, so exit codes and errno survive);
 2. the child opens the store, takes the tree's mount lock
@@ -18,10 +20,11 @@ Lifecycle of ``mount(store, name, dir)``:
    inline on the trio thread, which groups changes into batches
    (``committer.py``: committed at fsync, after 50 ms, at 128 MiB/1024
    changes, on SIGUSR1);
-3. it stops when the file system is unmounted (``umount`` = ``fusermount3
-   -u``) or on SIGTERM/SIGINT/SIGHUP (it unmounts itself), then commits the
-   last batch, closes the tree and the store and removes its lock, writer
-   and registry files.
+3. it stops when the file system is unmounted (``umount``: umount2(2) as
+   root, else ``fusermount3 -u``; it returns once the daemon has exited) or
+   on SIGTERM/SIGINT/SIGHUP (it unmounts itself), then commits the last
+   batch, closes the tree and the store and removes its lock, writer and
+   registry files.
 
 After SIGKILL the kernel keeps a dead mount ("Transport endpoint is not
 connected"): ``umount`` detaches it (``fusermount3 -u``, else ``umount
