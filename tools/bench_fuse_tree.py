@@ -15,6 +15,8 @@ noted), medians of rounds that alternate which side goes first:
 * ``tar_warm_ratio`` / ``tar_cold_ratio``: ``tar -cf - . | cat``, reading
   every file's data (GNU tar skips data when the archive is /dev/null), warm,
   and after ``drop_caches`` (root; which also drops the store's own pages);
+* ``snapshot_walk_warm_ratio`` / ``snapshot_tar_warm_ratio`` (no goal): the
+  same two through a read-only mount of the snapshot (no open requests);
 * ``chroot_python_ratio``: 20 × ``chroot ROOT python3 -c 'import json,
   sqlite3, email, http.client, asyncio'``;
 * ``small_files_write_ratio``: ``cp -a`` of the stdlib from the host copy
@@ -178,6 +180,24 @@ def run(rep, d: str, sp: str, args) -> list[str]:
         _sh(tar, mp)
     _ratio(rep, "tar_warm_ratio", _interleaved(rounds, sides, lambda mp: _sh(tar, mp)),
            1.5, f"tar of {info['bytes'] >> 20} MiB with data, warm")
+    loads.append(_load())
+
+    log("the same warm walk and tar through a mount of the snapshot (read-only)")
+    bs = os.path.join(d, "bs")
+    os.mkdir(bs)
+    mount(sp, "rootfs", bs)
+    mounted.append(bs)
+    snap = {"blockstore": bs, "overlay": ov}
+    for mp in snap.values():
+        _sh(walk, mp)
+        _sh(tar, mp)
+    for key, cmd in (("snapshot_walk_warm_ratio", walk), ("snapshot_tar_warm_ratio", tar)):
+        res = _interleaved(rounds, snap, lambda mp: _sh(cmd, mp))
+        b, o = median(res["blockstore"]), median(res["overlay"])
+        rep.add(key, b / o, "x", note=f"a snapshot mount: {b:.3f} s vs overlayfs {o:.3f} s")
+        rep.extra[key + "_rounds"] = {k: [round(x, 4) for x in v] for k, v in res.items()}
+    umount(bs)
+    mounted.remove(bs)
     loads.append(_load())
 
     if os.geteuid() == 0:
