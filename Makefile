@@ -1,8 +1,9 @@
 # Developer entry points. `make setup` is idempotent: a second run is a no-op
 # unless pyproject.toml, setup.py, the cffi builder or csrc/ changed (editable
 # installs do not rebuild the C extension by themselves), or third_party/pyfuse3
-# changed (pyfuse3 3.5.0 patched with lseek for SEEK_DATA/SEEK_HOLE and a switch
-# for the kernel's automatic page-cache invalidation; its build
+# changed (pyfuse3 3.5.0 patched with lseek for SEEK_DATA/SEEK_HOLE, a switch
+# for the kernel's automatic page-cache invalidation and the open flags
+# cache_readdir/noflush; its build
 # script is idempotent by content: see third_party/pyfuse3/README.md).
 
 SHELL   := /bin/bash
@@ -46,7 +47,8 @@ $(PYFUSE3_STAMP): $(PY) $(PYFUSE3_DEPS)
 $(STAMP): $(PY) $(PYFUSE3_STAMP) $(INSTALL_DEPS)
 	$(PY) -m pip install -q -e '.[test]'
 	@$(PY) -c 'import pyfuse3, sys; O = pyfuse3.Operations; \
-	  sys.exit(0 if hasattr(O, "lseek") and hasattr(O, "enable_auto_inval_data") else \
+	  sys.exit(0 if hasattr(O, "lseek") and hasattr(O, "enable_auto_inval_data") \
+	  and hasattr(pyfuse3.FileInfo(), "cache_readdir") else \
 	  "unpatched pyfuse3 installed (expected the build of third_party/pyfuse3)")'
 	touch $@
 

@@ -6,7 +6,16 @@ catalog -> api -> interfaces. Public exports are added by the api layer.
 
 __version__ = "0.1.0"
 
-from .api import Store, default_store_path  # noqa: E402
 from . import errors  # noqa: E402
+from .api.location import default_store_path  # noqa: E402
+
+
+def __getattr__(name: str):
+    # ``Store`` on first use: importing the package (the CLI's start) does
+    # not load the storage layers.
+    if name == "Store":
+        from .api.store import Store
+        return Store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["Store", "default_store_path", "errors", "__version__"]

@@ -36,5 +36,14 @@ def test_fuse_bench_tiny_json(tmp_path):
     for k in ("blockstore_write_cpu_s_per_gib", "passthrough_write_cpu_s_per_gib"):
         # 16 MiB may take less than one clock tick of the passthrough's CPU: >= 0
         assert isinstance(out[k], (int, float)) and math.isfinite(out[k]) and out[k] >= 0, k
-    assert set(out["goals"]) == {"seq_write_ratio", "seq_read_ratio", "small_files_ratio"}
+    tree = {"walk_warm_ratio", "tar_warm_ratio", "tar_cold_ratio", "chroot_python_ratio",
+            "small_files_write_ratio", "mount_ms", "umount_ms"}
+    goals = {"seq_write_ratio", "seq_read_ratio", "small_files_ratio"}
+    if out["passthrough_write_cpu_s_per_gib"] > 0:
+        goals.add("cpu_per_gib_ratio")
+    if "tree_overlay_error" not in out:
+        goals |= tree
+        for k in tree:
+            assert isinstance(out[k], (int, float)) and math.isfinite(out[k]) and out[k] > 0, k
+    assert set(out["goals"]) == goals
     assert os.listdir(tmp_path) == []

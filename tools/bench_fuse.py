@@ -38,6 +38,12 @@ Figures (one run, ratios against baselines measured in the same run):
   the time of the calls, and of the commits, per MiB (median of 3 rounds).
 * ``small_files_ratio``: create (100 B) + stat + unlink of 10k files (2k
   with --quick), blockstore ops/s ÷ passthrough ops/s (goal >= 0.5).
+* ``cpu_per_gib_ratio``: the daemon CPU per GiB written, blockstore ÷
+  passthrough (goal <= 1.5).
+* a container root file system through the mount vs kernel overlayfs:
+  ``walk_warm_ratio``, ``tar_warm_ratio``, ``tar_cold_ratio``,
+  ``chroot_python_ratio``, ``small_files_write_ratio``, ``mount_ms``,
+  ``umount_ms`` (``bench_fuse_tree.py`` says what each measures).
 * ``clone_write_ms`` / ``clone_write_bytes`` vs ``overlay_write_ms`` /
   ``overlay_write_bytes``: one 4 KiB write (+fsync) into a 1 GiB file of a
   mounted clone, vs the same through kernel overlayfs (copy-up of the
@@ -51,6 +57,7 @@ import sys
 import time
 
 import _benchutil as bu
+import bench_fuse_tree
 from _benchutil import MiB, log, median
 
 GiB = 1024 * MiB
@@ -270,6 +277,9 @@ def run(args):
                     note="daemon CPU (all threads, user+sys) per GiB written")
             rep.add("blockstore_write_cpu_s_per_gib", median(B["cpu"]), "s",
                     note="same, hashing and commits included")
+            if median(P["cpu"]) > 0:
+                rep.add("cpu_per_gib_ratio", median(B["cpu"]) / median(P["cpu"]), "x", 1.5, "<=",
+                        note="daemon CPU per GiB written, blockstore / passthrough")
             rep.extra["write_ratio_rounds"] = [round(b / p, 3) for b, p in zip(B["w"], P["w"])]
             rep.extra["read_ratio_rounds"] = [round(b / p, 3) for b, p in zip(B["r"], P["r"])]
             rep.extra["write_gbps_rounds"] = {k: [round(x / bu.GB, 3) for x in v["w"]]
@@ -289,6 +299,9 @@ def run(args):
             rep.add("small_files_ratio", bf / pf, "x", 0.5, ">=")
             umount(bm)
             mounted.remove(bm)
+            # -- a container root file system: the mount vs overlayfs ----------------------
+            left = bench_fuse_tree.run(rep, d, sp, args)
+            mounted.extend(left)
             # -- one 4 KiB write into a big file: clone vs overlayfs copy-up ------------------
             log(f"preparing a {big // MiB} MiB file in a snapshot and in an overlay lower dir")
             with Store.open(sp) as s:
@@ -329,7 +342,7 @@ def run(args):
                 rep.add("clone_vs_overlay_time", oms / cms, "x")
         finally:
             for mp in reversed(mounted):
-                subprocess.run(["umount", "-l", mp] if mp.endswith("/ov") else
+                subprocess.run(["umount", "-l", mp] if mp.endswith(("/ov", "/ovm")) else
                                ["fusermount3", "-u", "-z", mp], capture_output=True)
             if proc.poll() is None:
                 subprocess.run(["fusermount3", "-u", "-z", pt], capture_output=True)

@@ -29,8 +29,6 @@ import os
 import threading
 import time
 
-import platformdirs
-
 from .. import catalog
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
@@ -53,10 +51,7 @@ def _make_mount_points(fst: FsTree, mounts) -> None:
             cur = found[0] if found else fst.create(cur, part, 0o40755).ino
 
 
-def default_store_path() -> str:
-    """$BLOCKSTORE_STORE, else a per-user data directory."""
-    return os.environ.get("BLOCKSTORE_STORE") or os.path.join(
-        platformdirs.user_data_dir("blockstore"), "store")
+from .location import default_store_path  # noqa: E402,F401 (part of this module's API)
 
 
 class Store:

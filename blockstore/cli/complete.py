@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from click.shell_completion import CompletionItem
 
-from .. import Store, default_store_path
+from ..api.location import default_store_path
 
 
 def _names(ctx, kind: str | None = None) -> list:
     root = ctx.find_root()
     path = root.params.get("store") or default_store_path()
     try:
+        from ..api.store import Store
         with Store.open(path, create=False) as s:
             return [(r.name, r.kind) for r in s.list(kind=kind)]
     except Exception:

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from .. import Store, default_store_path
+from ..api.location import default_store_path
 
 
 class Ctx:
@@ -21,13 +21,14 @@ class Ctx:
         self.quiet = quiet
         self.bytes = exact
         self.command = "COMMAND"       # the running command's path, e.g. "volume create"
-        self._store: Store | None = None
+        self._store = None
 
-    def store(self, create: bool = False) -> Store:
+    def store(self, create: bool = False):
         """The store at --store.  Only commands that write pass create=True (a new
         store is made on their first use); for the others a missing store is
         NotFound ("no store at PATH"), never created."""
         if self._store is None:
+            from ..api.store import Store       # the storage layers load here, not at start
             self._store = Store.open(self.store_path, create=create,
                                      verify_reads=self.verify_reads)
             click.get_current_context().call_on_close(self.close)

@@ -8,8 +8,6 @@ import os
 
 import click
 
-from .. import Store
-from ..api import mounts as M
 from ..api.prune import is_layer
 from ..errors import AlreadyExists, InvalidInput, NotAStore, NotFound
 from . import format as F
@@ -41,6 +39,7 @@ def init_cmd(ctx: Ctx, block_size, dedup, checksum, verify):
     """Create a store at --store, in an absent or empty directory (`import` and
     `volume create` also create it on first use)."""
     bs = F.parse_size(block_size) if block_size else None
+    from ..api.store import Store
     try:
         with Store.open(ctx.store_path, create=False):
             pass
@@ -143,6 +142,7 @@ def import_cmd(ctx: Ctx, src, name, parent, fmt, labels):
 @pass_ctx
 def clone_cmd(ctx: Ctx, snapshot, name, volumes, binds, tmpfs, labels):
     """Make NAME, a writable clone of SNAPSHOT (O(1), whatever its size)."""
+    from ..api import mounts as M
     specs = ([M.parse_spec("volume", v) for v in volumes] + [M.parse_spec("bind", b) for b in binds]
              + [M.parse_spec("tmpfs", t) for t in tmpfs])
     rec = ctx.store().clone(snapshot, name, mounts=specs, labels=split_kv(labels) or None)

@@ -26,7 +26,9 @@ def mount(store_path, name: str, mountpoint, foreground: bool = False, **opts) -
     empty directory, ...) are raised here.  ``foreground=True``: serve in this
     process until unmounted or SIGTERM/SIGINT, then return None.
 
-    opts: readonly (bool), attr_timeout (seconds, writable trees; default 1),
+    opts: readonly (bool), attr_timeout (seconds the kernel keeps entries and
+    attributes of writable trees; default 3600: the watcher invalidates what
+    changes; host directories keep 1 s),
     allow_other (default: when root), max_tasks (concurrent requests, 32),
     debug (libfuse debug output), commit_interval (seconds a change may stay
     uncommitted, default 0.05; see ``committer.py``), read_ahead_kb (the

@@ -46,16 +46,25 @@ change, at 128 MiB / 1024 changes, at unmount and when another process asks
 ``blockstore.api.writers``: such a commit captures every write that
 completed).  Other processes see changes once committed (within 50 ms).
 
-Caches.  Snapshots never change: long attribute/entry timeouts.  Writable
-trees can change underneath (another process writing the clone, a volume
-shared between mounts): the watcher (``watch.py``) drops the kernel's
-attributes, entries and pages of what changed within ~0.1 s of the commit,
-and attributes and entries time out after ``attr_timeout`` seconds (default
-1) anyway.  So the page cache is kept across opens (``keep_cache``) for
-every blockstore tree, except a tree shown at two places of one mount (the
-same volume mounted twice: own writes through one place are not
-invalidated at the other) and host directories (bind, tmpfs), which change
-without notice: their pages are dropped at every open.
+Caches.  The kernel answers what it already knows.  Snapshots never
+change: entries and attributes have no practical timeout
+(``SNAPSHOT_TIMEOUT``).  A writable tree changes only through this mount,
+which the kernel sees (it drops what its own requests change), or behind
+it: another process writing the clone, another mount sharing a volume,
+the same volume shown at two places of this mount.  The watcher
+(``watch.py``) drops the kernel's attributes, entries, pages and
+directory listings of what changed within ~0.1 s of the commit (own
+commits included when a tree is shown at two places), so trees get long
+timeouts (``TREE_TIMEOUT``; ``attr_timeout`` overrides it).  Directory
+listings are kept across opens (FOPEN_CACHE_DIR) and file pages too
+(``keep_cache``).  When every server is a tree, ``opendir`` answers
+ENOSYS, after which the kernel sends no opendir/releasedir at all and
+keeps every listing (and ``readdir`` gets the directory's inode as its
+handle); a mount that cannot write does the same with ``open`` (no
+open/flush/release: a warm read of a snapshot costs no request).  A
+handle that cannot write asks for no FLUSH at close (``noflush``).  Host
+directories (bind, tmpfs) change without notice: 1 s timeouts, listings
+read at every open, pages dropped at every open.
 
 The kernel's own guess (FUSE "auto_inval_data": drop a file's whole page
 cache whenever a size or mtime it fetches differs from the one it had) is
@@ -65,8 +74,8 @@ write's new mtime, so under that rule each write would drop every cached
 page of the file and the next write would allocate its pages again
 (several times the writer's kernel time for an overwrite;
 docs/BENCHMARKS.md).  The watcher covers what that rule covered
-for trees; for the servers it cannot watch (host dirs, a tree at two
-places) the adapter does the kernel's comparison itself
+for trees; for the servers it cannot watch (host dirs) the adapter does
+the kernel's comparison itself
 (``_note_content``): a regular file whose mtime or size differs from the
 last one answered has its pages dropped, as the kernel's rule would.
 
@@ -94,7 +103,15 @@ log = logging.getLogger("blockstore.fuse")
 
 SHIFT = 48
 LOCAL = (1 << SHIFT) - 1
-SNAPSHOT_TIMEOUT = 300.0
+# Entry/attribute timeouts (seconds).  A snapshot never changes: the kernel
+# keeps what it learnt for as long as it likes (about 136 years).  A tree that can
+# change is invalidated on every path that changes it behind the kernel (own
+# requests by the kernel itself, other writers by the watcher), so the
+# timeout only bounds what the watcher's documented race can leave stale.
+# Host directories change without notice: the kernel asks again after 1 s.
+SNAPSHOT_TIMEOUT = float(1 << 32)
+TREE_TIMEOUT = 3600.0
+HOST_TIMEOUT = 1.0
 
 
 # Requests that need not wait for the write held back (see "Write-behind"):
@@ -142,7 +159,8 @@ class Adapter(pyfuse3.Operations):
     enable_acl = False
     enable_auto_inval_data = False          # see "Caches"
 
-    def __init__(self, store, tfs, *, readonly: bool = False, attr_timeout: float = 1.0,
+    def __init__(self, store, tfs, *, readonly: bool = False,
+                 attr_timeout: float | None = None,
                  batcher: Batcher | None = None, write_behind: bool = True):
         super().__init__()
         self.store = store
@@ -159,7 +177,7 @@ class Adapter(pyfuse3.Operations):
         self.nursery = None
         self.tfs = tfs
         self.readonly = readonly or tfs.readonly
-        self.timeout = SNAPSHOT_TIMEOUT if tfs.readonly else float(attr_timeout)
+        tree_timeout = TREE_TIMEOUT if attr_timeout is None else float(attr_timeout)
         self.servers: list = [TreeServer(tfs, self.readonly)]
         self._redirect: dict[tuple[int, int], int] = {}
         self._fh = itertools.count(1)
@@ -173,12 +191,29 @@ class Adapter(pyfuse3.Operations):
             if isinstance(s, TreeServer) and not s.tfs.readonly:
                 watched.setdefault(s.tfs.name, []).append(k)
         self.watcher = Watcher(store, watched, self._join) if watched else None
-        # Servers whose pages the kernel may keep across opens (see "Caches").
-        self._keep_cache = {k for k, s in enumerate(self.servers) if isinstance(s, TreeServer)
-                            and len(watched.get(s.tfs.name, [k])) == 1}
+        # Servers whose pages, listings, entries and attributes the kernel keeps
+        # (see "Caches"): every blockstore tree.  Host directories keep the
+        # kernel's rule (short timeouts, pages dropped at open).
+        self._keep_cache = {k for k, s in enumerate(self.servers) if isinstance(s, TreeServer)}
+        self.timeouts = [(SNAPSHOT_TIMEOUT if s.tfs.readonly else tree_timeout)
+                         if isinstance(s, TreeServer) else min(HOST_TIMEOUT, tree_timeout)
+                         for s in self.servers]
         # (mtime_ns, size) last answered for regular files of the other servers.
         self._content: dict[int, tuple[int, int]] = {}
-        if self.watcher is not None:
+        # No opendir (see "Caches"): when every server is a tree, opendir answers
+        # ENOSYS and the kernel keeps every listing without asking; readdir then
+        # gets the directory's inode as its handle.  No open as well when the
+        # mount cannot write: reads get the file's inode.
+        self.no_opendir = all(isinstance(s, TreeServer) for s in self.servers)
+        self.no_open = self.no_opendir and all(s.readonly for s in self.servers)
+        self._listings: dict[int, list] = {}        # no-opendir: dir inode -> listing
+        # Symlink targets in the kernel's page cache: a tree's symlink never
+        # changes its target (host paths can: only without host servers).
+        self.enable_cache_symlinks = self.no_opendir
+        if self.watcher is not None and all(len(ks) == 1 for ks in watched.values()):
+            # Own commits need no invalidation: the kernel saw each change.  A
+            # tree shown at two places is the exception: a change made through
+            # one place is news at the other, so the watcher diffs own commits too.
             self.batcher.on_commit = self.watcher.own_commit
 
     # -- translation tables ------------------------------------------------------------
@@ -262,8 +297,7 @@ class Adapter(pyfuse3.Operations):
         e = pyfuse3.EntryAttributes()
         e.st_ino = self._join(k, ino)
         e.generation = 0
-        e.entry_timeout = self.timeout
-        e.attr_timeout = self.timeout
+        e.entry_timeout = e.attr_timeout = self.timeouts[k]
         e.st_mode = st.st_mode
         e.st_nlink = st.st_nlink
         e.st_uid = st.st_uid
@@ -316,7 +350,19 @@ class Adapter(pyfuse3.Operations):
     @_translate
     async def lookup(self, parent_inode, name, ctx=None):
         k, d, srv = self._split(parent_inode)
-        return await self._entry_of(k, await self._get(srv, "lookup", d, name))
+        try:
+            st = await self._get(srv, "lookup", d, name)
+        except FileNotFoundError:
+            if k not in self._keep_cache:
+                raise
+            # A negative entry the kernel keeps (inode 0 with a timeout): a
+            # program probing for absent files asks once; a name created behind
+            # the kernel is dropped by the watcher (invalidate_entry).
+            e = pyfuse3.EntryAttributes()
+            e.st_ino = 0
+            e.entry_timeout = self.timeouts[k]
+            return e
+        return await self._entry_of(k, st)
 
     @_translate
     async def getattr(self, inode, ctx=None):
@@ -349,21 +395,32 @@ class Adapter(pyfuse3.Operations):
 
     @_translate
     async def opendir(self, inode, ctx):
-        self._split(inode)
+        if self.no_opendir:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
+        k, _, _ = self._split(inode)
         fh = next(self._fh)
         self._dirs[fh] = [inode, None]
-        return fh
+        # Trees: the kernel keeps the listing (FOPEN_CACHE_DIR) across opens until
+        # it changes (its own changes, or the watcher's invalidate_inode).
+        cache = k in self._keep_cache
+        return pyfuse3.FileInfo(fh=fh, keep_cache=cache, cache_readdir=cache)
 
     @_translate
     async def readdir(self, fh, start_id, token):
         """Entries after offset start_id.  The listing is read once per open
         directory (at offset 0) and served from memory afterwards, so a large
         directory costs O(entries) per opendir, not per reply buffer."""
-        inode, listing = self._dirs[fh]
+        if self.no_opendir:                 # fh is the directory's inode
+            if len(self._listings) > 1024:      # listings abandoned part-way
+                self._listings.clear()
+            state = self._listings.setdefault(fh, [fh, None])
+        else:
+            state = self._dirs[fh]
+        inode, listing = state
         k, d, srv = self._split(inode)
         if listing is None or start_id == 0:
             listing = await self._read(srv, "readdir", d, 0)
-            self._dirs[fh][1] = listing
+            state[1] = listing
         pos = bisect_right(listing, start_id, key=lambda e: e[0])
         rest = listing[pos:]
         # The stats of up to a reply's worth of entries per call.
@@ -375,6 +432,8 @@ class Adapter(pyfuse3.Operations):
                     continue                # removed since the listing was read
                 if not pyfuse3.readdir_reply(token, name, await self._entry_of(k, st), idx):
                     return
+        if self.no_opendir:
+            self._listings.pop(fh, None)    # the end was reached
 
     @_translate
     async def releasedir(self, fh):
@@ -382,7 +441,7 @@ class Adapter(pyfuse3.Operations):
 
     @_translate
     async def fsyncdir(self, fh, datasync):
-        inode = self._dirs[fh][0]
+        inode = fh if self.no_opendir else self._dirs[fh][0]
         if isinstance(self._split(inode)[2], TreeServer):
             self.batcher.sync()
 
@@ -464,10 +523,22 @@ class Adapter(pyfuse3.Operations):
         return k, Handle(k, i, srv, acc != os.O_RDONLY, bool(flags & os.O_APPEND))
 
     def _file_info(self, fh: int) -> pyfuse3.FileInfo:
-        return pyfuse3.FileInfo(fh=fh, keep_cache=self._handles[fh].k in self._keep_cache)
+        """Pages kept across opens for trees; no FLUSH at the close of a handle
+        that cannot write (flush only reports write errors)."""
+        h = self._handles[fh]
+        return pyfuse3.FileInfo(fh=fh, keep_cache=h.k in self._keep_cache, noflush=not h.write)
+
+    def _handle(self, fh) -> Handle:
+        """The open file ``fh``; in no-open mode ``fh`` is the file's inode."""
+        if self.no_open:
+            k, i, srv = self._split(fh)
+            return Handle(k, i, srv, False, False)
+        return self._handles[fh]
 
     @_translate
     async def open(self, inode, flags, ctx):
+        if self.no_open:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         k, h = self._new_handle(inode, flags)
         if h.write and self.servers[k].readonly:
             raise pyfuse3.FUSEError(errno.EROFS)
@@ -496,7 +567,7 @@ class Adapter(pyfuse3.Operations):
 
     @_translate
     async def read(self, fh, off, size):
-        h = self._handles[fh]
+        h = self._handle(fh)
         if not isinstance(h.srv, TreeServer):
             return await _blocking(h.srv.read, h.ino, h.srv_handle, off, size)
         try:
@@ -556,7 +627,7 @@ class Adapter(pyfuse3.Operations):
         """SEEK_DATA / SEEK_HOLE (the kernel handles the other whences itself).
         Served only with the patched pyfuse3 (third_party/pyfuse3); without it
         the kernel answers "all data" for every file."""
-        h = self._handles[fh]
+        h = self._handle(fh)
         if isinstance(h.srv, TreeServer):
             return h.srv.seek(h.ino, h.srv_handle, off, whence)
         return await _blocking(h.srv.seek, h.ino, h.srv_handle, off, whence)
@@ -609,6 +680,10 @@ class Adapter(pyfuse3.Operations):
     @_translate
     async def removexattr(self, inode, name, ctx):
         k, i, srv = self._split(inode)
+        # A change that fails aborts the batch and replays it (committer.py), a cost
+        # of the batch's length: the common failure, no such attribute (cp -a removes
+        # every directory's default ACL), is answered by a read first.
+        await self._get(srv, "getxattr", i, name)
         await self._change(srv, "removexattr", i, name)
 
     async def forget(self, inode_list):

@@ -3,9 +3,11 @@
 Lifecycle of ``mount(store, name, dir)``:
 
 1. the caller checks the mount point (exists, a directory, empty, not a
-   mount) and starts ``python -m blockstore.fuse`` in a new session
-   (not a fork: the caller may hold the store open, and an LMDB environment
-   must not cross a fork), then waits on a pipe until the child reports
+   mount) and asks the user's mount server (``mountserver.py``, pre-imported)
+   to fork a daemon in a new session; without a server it starts
+   ``python -m blockstore.fuse`` and a server for the next mounts (never a
+   fork of the caller: it may hold the store open, and an LMDB environment
+   must not cross a fork); then it waits on a pipe until the daemon reports
    "mounted" or the error that stopped it (re-raised in the caller with its
    class, so exit codes and errno survive);
 2. the child opens the store, takes the tree's mount lock
@@ -22,10 +24,11 @@ Lifecycle of ``mount(store, name, dir)``:
    inline on the trio thread, which groups changes into batches
    (``committer.py``: committed at fsync, after 50 ms, at 128 MiB/1024
    changes, on SIGUSR1);
-3. it stops when the file system is unmounted (``umount`` = ``fusermount3
-   -u``) or on SIGTERM/SIGINT/SIGHUP (it unmounts itself), then commits the
-   last batch, closes the tree and the store and removes its lock, writer
-   and registry files.
+3. it stops when the file system is unmounted (``umount``: umount2(2) as
+   root, else ``fusermount3 -u``; it returns once the daemon has exited) or
+   on SIGTERM/SIGINT/SIGHUP (it unmounts itself), then commits the last
+   batch, closes the tree and the store and removes its lock, writer and
+   registry files.
 
 After SIGKILL the kernel keeps a dead mount ("Transport endpoint is not
 connected"): ``umount`` detaches it (``fusermount3 -u``, else ``umount
@@ -65,6 +68,17 @@ def _registry_dir() -> private_files.PrivateDir:
 
 def _registry_name(mountpoint: str) -> str:
     return hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:24] + ".json"
+
+
+def runtime_dir() -> str:
+    """The path of RUNTIME/fuse (checked as ``_registry_dir``): the mount
+    server's socket lives there.  Once checked, the directory is this user's
+    and closed to others, so nobody else can plant a name in it."""
+    d = _registry_dir()
+    try:
+        return d.path
+    finally:
+        d.close()
 
 
 def registered(mountpoint: str) -> dict | None:
@@ -196,7 +210,7 @@ def set_read_ahead(mountpoint: str, kb: int) -> bool:
 
 
 def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: bool = False,
-          attr_timeout: float = 1.0, allow_other: bool | None = None, max_tasks: int = 32,
+          attr_timeout: float | None = None, allow_other: bool | None = None, max_tasks: int = 32,
           debug: bool = False, commit_interval: float | None = None,
           read_ahead_kb: int | None = READ_AHEAD_KB, write_behind: bool = True,
           dev: bool = False, suid: bool = False, verify_reads: bool = False) -> None:
@@ -359,7 +373,13 @@ def _cleanup(tfs, store, lock_fds, rundir, reg, writer=None) -> None:
 def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
     """Start the daemon in a new session; return its pid once the mount is live.
     Errors that stop the mount are re-raised here with their class; bad options
-    and an unsafe runtime directory before a daemon is started."""
+    and an unsafe runtime directory before a daemon is started.
+
+    The daemon comes from the user's mount server (``mountserver.py``: a
+    fork of a pre-imported process, no interpreter start) when one runs;
+    otherwise from ``python -m blockstore.fuse``, and a server is started
+    for the next mounts."""
+    from . import mountserver
     opts = mount_options.parse(opts)
     mp = check_mountpoint(mountpoint)
     _registry_dir().close()
@@ -367,10 +387,35 @@ def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
     if not os.path.isdir(os.path.abspath(store_path)):
         raise E.NotAStore(path=os.path.abspath(store_path))
     os.makedirs(logdir, exist_ok=True)
+    args = ["--opts", json.dumps(opts), os.path.abspath(store_path), name, mp]
     logpath = os.path.join(logdir, tree_key(name) + ".log")
+    if mountserver.enabled():
+        r, w = os.pipe()
+        try:
+            logfd = private_files.open_append(logpath)
+            try:
+                mountserver.request(["--ready-fd", str(w)] + args, w, logfd)
+            finally:
+                os.close(logfd)
+            sent = True
+        except mountserver.Unavailable:
+            sent = False
+        finally:
+            os.close(w)
+        if not sent:
+            os.close(r)
+            mountserver.start_in_background()
+        else:
+            # Nothing on the pipe: the server went away before it forked the daemon
+            # (idle, or its code changed): mount the old way, start a new one.
+            msg = _ready_message(r)
+            if msg:
+                _raise_unless_ok(msg, None, logdir)
+                reg = registered(mp)
+                return reg["pid"] if reg else 0
+            mountserver.start_in_background()
     r, w = os.pipe()
-    argv = [sys.executable, "-m", "blockstore.fuse", "--ready-fd", str(w),
-            "--opts", json.dumps(opts), os.path.abspath(store_path), name, mp]
+    argv = [sys.executable, "-m", "blockstore.fuse", "--ready-fd", str(w)] + args
     try:
         logfd = private_files.open_append(logpath)
     except BaseException:
@@ -387,6 +432,12 @@ def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
     finally:
         os.close(logfd)
     os.close(w)
+    _raise_unless_ok(_ready_message(r), proc, logdir)
+    return proc.pid
+
+
+def _ready_message(r: int) -> str:
+    """What the daemon reported on the ready pipe (read end ``r``, closed here)."""
     deadline = time.monotonic() + READY_TIMEOUT
     buf = b""
     try:
@@ -397,18 +448,24 @@ def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
             buf += chunk
     finally:
         os.close(r)
-    msg = buf.decode(errors="replace").strip()
+    return buf.decode(errors="replace").strip()
+
+
+def _raise_unless_ok(msg: str, proc, logdir: str) -> None:
+    """Nothing for "ok"; else the daemon's error with its class (``proc``: our
+    child to reap, None for a daemon of the mount server)."""
     if msg == "ok":
-        return proc.pid
-    proc.wait(timeout=10)
+        return
+    if proc is not None:
+        proc.wait(timeout=10)
     if msg.startswith("error "):
         info = json.loads(msg[6:])
         cls = getattr(E, info["cls"], None)
         if isinstance(cls, type) and issubclass(cls, E.BlockstoreError):
             raise cls(info["msg"], path=info.get("path"))
         raise E.BlockstoreError(f"{info['cls']}: {info['msg']}")
-    raise E.BlockstoreError(f"mount daemon exited with status {proc.returncode} "
-                            f"without mounting; see {logpath}")
+    status = f" with status {proc.returncode}" if proc is not None else ""
+    raise E.BlockstoreError(f"mount daemon exited{status} without mounting; see {logdir}")
 
 
 def _report_to(fd: int):
@@ -427,16 +484,58 @@ def _report_to(fd: int):
     return ready
 
 
+_MNT_DETACH = 2
+
+
+def _umount2(mp: str, lazy: bool) -> str | None:
+    """umount2(2) directly (root: no fusermount3 to start); None when done, else
+    the error text (EBUSY's says "busy"), or "" when not permitted here."""
+    if os.geteuid() != 0:
+        return ""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(os.fsencode(mp), _MNT_DETACH if lazy else 0) == 0:
+        return None
+    err = ctypes.get_errno()
+    return f"{mp}: {os.strerror(err)}" if err != _errno.EPERM else ""
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Until process ``pid`` has exited (a pidfd wakes us at once; polling
+    where pidfds do not exist)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return
+    try:
+        import select
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+
+
 def unmount(mountpoint: str, lazy: bool = False, timeout: float = 30.0) -> None:
     """Unmount (EBUSY -> Busy while files are open, unless lazy) and wait for
     the daemon to finish closing the store (not when lazy: it keeps serving
     the files still open and exits after the last one closes)."""
     mp = os.path.abspath(mountpoint)
     reg = registered(mp)
-    cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [mp]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        err = res.stderr.strip()
+    err = _umount2(mp, lazy)
+    # EBUSY can be an access in flight (the daemon's own stat that follows the
+    # mount, a walk finishing): try again for a moment before calling it busy.
+    for _ in range(20):
+        if not err or "busy" not in err.lower():
+            break
+        time.sleep(0.005)
+        err = _umount2(mp, lazy)
+    if err == "":
+        cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [mp]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        err = None if res.returncode == 0 else res.stderr.strip()
+    if err is not None:
         if "busy" in err.lower():
             raise E.Busy(f"files are open under the mount point ({err}); close them or "
                          f"unmount lazily", path=mp)
@@ -447,9 +546,7 @@ def unmount(mountpoint: str, lazy: bool = False, timeout: float = 30.0) -> None:
                 raise E.InvalidInput("nothing is mounted there", path=mp)
             raise E.BlockstoreError(f"cannot unmount: {err}; {res2.stderr.strip()}", path=mp)
     if reg and reg.get("pid") and not lazy:     # lazy: the daemon lives until files close
-        deadline = time.monotonic() + timeout
-        while _alive(reg["pid"]) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_gone(reg["pid"], timeout)
     if reg and not (reg.get("pid") and _alive(reg["pid"])):
         _unregister(mp)
 

@@ -76,7 +76,7 @@ OPTIONS = {
     "dev": _bool,                              # root only (checked by the daemon)
     "suid": _bool,
     "verify_reads": _bool,                     # as Store.open(verify_reads=True)
-    "attr_timeout": _seconds(lo_open=False),
+    "attr_timeout": _optional(_seconds(lo_open=False)),   # None: per tree kind (adapter)
     "commit_interval": _optional(_seconds(lo_open=True)),
     "max_tasks": _int(1, MAX_TASKS, "a number of concurrent requests"),
     "read_ahead_kb": _optional(_int(0, MAX_READ_AHEAD_KB, "KiB")),   # 0/None: kernel's

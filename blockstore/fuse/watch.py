@@ -5,8 +5,9 @@ another process writes the clone through the library or the CLI, another
 mount shares a volume.  ``Watcher.run`` (a trio task) polls
 ``api.treewatch.TreeWatch`` every ``POLL`` seconds in a worker thread and
 tells the kernel to drop what changed: attributes (``invalidate_inode``
-attr_only), page cache of files whose content changed (``invalidate_inode``)
-and directory entries added, removed or moved (``invalidate_entry``).  Own
+attr_only), page cache of files whose content changed and the cached
+listing of directories whose entries changed (``invalidate_inode``), and
+directory entries added, removed or moved (``invalidate_entry``).  Own
 commits are reported to the TreeWatch by the batcher and cost nothing.
 
 So a change made elsewhere is seen through the mount within its commit
@@ -58,10 +59,14 @@ class Watcher:
 
     def _invalidate(self, changed) -> None:
         for name, ch in changed.items():
+            # A directory whose entries changed is invalidated whole: its listing,
+            # which the kernel keeps (FOPEN_CACHE_DIR), lives in its page cache,
+            # and an added name the kernel never looked up has no entry to drop.
+            full = ch.data | {d for d, _ in ch.entries}
             for k in self.trees[name]:
-                for ino in ch.data:
+                for ino in full:
                     quietly(pyfuse3.invalidate_inode, self.join(k, ino), False)
-                for ino in ch.attrs - ch.data:
+                for ino in ch.attrs - full:
                     quietly(pyfuse3.invalidate_inode, self.join(k, ino), True)
                 for d, entry in ch.entries:
                     quietly(pyfuse3.invalidate_entry, self.join(k, d), entry)

@@ -33,7 +33,9 @@ try:
     ok = version("pyfuse3") == sys.argv[1]
     import pyfuse3
     ok = ok and hasattr(pyfuse3.Operations, "lseek") \
-        and hasattr(pyfuse3.Operations, "enable_auto_inval_data")
+        and hasattr(pyfuse3.Operations, "enable_auto_inval_data") \
+        and hasattr(pyfuse3.FileInfo(), "cache_readdir") \
+        and hasattr(pyfuse3.Operations, "enable_cache_symlinks")
 except (PackageNotFoundError, ImportError):
     ok = False
 sys.exit(0 if ok else 1)
@@ -79,7 +81,8 @@ if [ -z "$wheel" ]; then
         --no-build-isolation --no-deps -w "$work/dist" "$src"
 
     # The C must have been regenerated from the patched sources.
-    if ! grep -q fuse_reply_lseek "$src/src/pyfuse3/__init__.c"; then
+    if ! grep -q fuse_reply_lseek "$src/src/pyfuse3/__init__.c" \
+            || ! grep -q cache_readdir "$src/src/pyfuse3/__init__.c"; then
         echo "build.sh: the build did not regenerate pyfuse3's C with Cython" >&2
         exit 1
     fi
@@ -95,4 +98,4 @@ if ! have_version; then
     echo "build.sh: pyfuse3 $LOCAL_VERSION is not what the venv imports after installing $wheel" >&2
     exit 1
 fi
-echo "pyfuse3 $LOCAL_VERSION installed (Operations.lseek, Operations.enable_auto_inval_data)"
+echo "pyfuse3 $LOCAL_VERSION installed (Operations.lseek, Operations.enable_auto_inval_data, FileInfo.cache_readdir/noflush)"

@@ -1,0 +1,277 @@
+"""A container root file system through the mount vs kernel overlayfs (part of
+``bench.py fuse``).
+
+The tree: the host's python3 with the libraries it and its stdlib
+extensions link (ldd), its stdlib (/usr/lib/python3.X) and, unless
+--tiny, /usr/lib/python3 and /usr/share/doc, copied into one directory
+of the scratch disk.  It is imported as a snapshot and cloned; the clone
+is mounted (``blockstore.fuse.mount``, defaults) and the copy is the
+lower directory of an overlayfs mount (empty upper) on the same disk.
+Every figure is blockstore ÷ overlayfs (lower is better except where
+noted), medians of rounds that alternate which side goes first:
+
+* ``walk_warm_ratio``: ``find ROOT -printf '%s %T@ %m\\n'`` (an lstat per
+  entry) with everything in the caches;
+* ``tar_warm_ratio`` / ``tar_cold_ratio``: ``tar -cf - . | cat``, reading
+  every file's data (GNU tar skips data when the archive is /dev/null), warm,
+  and after ``drop_caches`` (root; which also drops the store's own pages);
+* ``snapshot_walk_warm_ratio`` / ``snapshot_tar_warm_ratio`` (no goal): the
+  same two through a read-only mount of the snapshot (no open requests);
+* ``chroot_python_ratio``: 20 × ``chroot ROOT python3 -c 'import json,
+  sqlite3, email, http.client, asyncio'``;
+* ``small_files_write_ratio``: ``cp -a`` of the stdlib from the host copy
+  into a new directory of the tree, then ``sync`` (and ``rm -rf`` of it,
+  unmeasured, between rounds);
+* ``mount_ms`` / ``umount_ms``: ``blockstore.fuse.mount`` of the clone
+  until it returns, and ``blockstore.fuse.umount`` (medians; the first
+  listing of the root in between is unmeasured); ``overlay_mount_ms`` the
+  same for overlayfs.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from _benchutil import log, median
+
+IMPORTS = "import json, sqlite3, email, http.client, asyncio"
+
+
+def _libs(paths) -> set[str]:
+    out = set()
+    for p in paths:
+        r = subprocess.run(["ldd", p], capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            parts = line.split()
+            for tok in parts:
+                if tok.startswith("/"):
+                    out.add(tok)
+    return out
+
+
+def _copy_file(src: str, root: str) -> None:
+    dst = root + src
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.copy2(src, dst)
+
+
+def build_tree(root: str, tiny: bool) -> dict:
+    """The python3 root file system under ``root``; {entries, bytes, stdlib}."""
+    py = os.path.realpath(sys.executable if not os.path.exists("/usr/bin/python3")
+                          else "/usr/bin/python3")
+    ver = subprocess.run([py, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    stdlib = f"/usr/lib/python{ver}"
+    os.makedirs(root + "/usr/bin")
+    shutil.copy2(py, root + "/usr/bin/python3")
+    for sub in ("lib", "lib64", "bin"):
+        if os.path.islink("/" + sub):             # merged /usr: lib -> usr/lib
+            target = os.readlink("/" + sub)
+            os.makedirs(os.path.join(root, sub if target.startswith("/") else "",
+                                     target.lstrip("/")), exist_ok=True)
+            os.symlink(target, os.path.join(root, sub))
+    for lib in _libs([py] + glob.glob(f"{stdlib}/lib-dynload/*.so")):
+        _copy_file(os.path.realpath(lib), root)
+        if os.path.realpath(lib) != lib:          # the soname link too
+            dst = root + lib
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if not os.path.lexists(dst):
+                os.symlink(os.path.realpath(lib), dst)
+    dirs = [stdlib] + ([] if tiny else ["/usr/lib/python3", "/usr/share/doc"])
+    for d in dirs:
+        if os.path.isdir(d):
+            os.makedirs(os.path.dirname(root + d), exist_ok=True)
+            subprocess.run(["cp", "-a", d, root + d], check=True)
+    os.makedirs(root + "/dev", exist_ok=True)
+    os.makedirs(root + "/tmp", mode=0o1777, exist_ok=True)
+    n = size = 0
+    for dp, dn, fn in os.walk(root):
+        n += len(dn) + len(fn)
+        for f in fn:
+            size += os.lstat(os.path.join(dp, f)).st_size
+    return {"entries": n, "bytes": size, "stdlib": stdlib}
+
+
+def _sh(cmd: str, cwd: str | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, shell=True, check=True, cwd=cwd, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def _drop_caches() -> bool:
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3")
+        return True
+    except OSError:
+        return False
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def _interleaved(rounds: int, sides: dict, fn) -> dict:
+    """{label: [fn(root) per round]}, alternating which side goes first."""
+    out = {k: [] for k in sides}
+    for i in range(rounds):
+        order = list(sides) if i % 2 == 0 else list(reversed(sides))
+        for label in order:
+            out[label].append(fn(sides[label]))
+    return out
+
+
+def _ratio(rep, key, res, goal, note) -> None:
+    b, o = median(res["blockstore"]), median(res["overlay"])
+    rep.add(key, b / o, "x", goal, "<=",
+            note=f"{note}: blockstore {b:.3f} s vs overlayfs {o:.3f} s (medians)")
+    rep.extra[key + "_rounds"] = {k: [round(x, 4) for x in v] for k, v in res.items()}
+
+
+def run(rep, d: str, sp: str, args) -> list[str]:
+    """Adds the keys above to ``rep``; returns the mount points left mounted on error
+    (the caller detaches them)."""
+    from blockstore import Store
+    from blockstore.fuse import mount, umount
+
+    tiny = bool(args.tiny)
+    rounds = 1 if tiny else 3 if args.quick else 5
+    runs = 2 if tiny else 20                    # chroot python starts per round
+    root = os.path.join(d, "tree")
+    log("building the python3 root file system")
+    info = build_tree(root, tiny)
+    rep.extra["tree"] = {k: v for k, v in info.items()}
+    with Store.open(sp) as s:
+        s.import_dir(root, "rootfs")
+        s.clone("rootfs", "ct")
+    bt, ov, upper, work = (os.path.join(d, n) for n in ("bt", "ovm", "ovu", "ovw"))
+    for p in (bt, ov, upper, work):
+        os.mkdir(p)
+    mounted: list[str] = []
+    r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        f"lowerdir={root},upperdir={upper},workdir={work}", ov],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        rep.extra["tree_overlay_error"] = r.stderr.strip()
+        log("overlayfs mount failed:", r.stderr.strip())
+        return mounted
+    mounted.append(ov)
+    mount(sp, "ct", bt)
+    mounted.append(bt)
+    sides = {"blockstore": bt, "overlay": ov}
+    loads = [_load()]
+
+    log("warm walk (find + lstat of every entry)")
+    walk = "find . -printf '%s %T@ %m\\n' > /dev/null"
+    for mp in sides.values():
+        _sh(walk, mp)
+    _ratio(rep, "walk_warm_ratio", _interleaved(rounds, sides, lambda mp: _sh(walk, mp)),
+           1.5, f"find + lstat of {info['entries']} entries, warm")
+    loads.append(_load())
+
+    log("warm tar with data")
+    tar = "tar -cf - . | cat > /dev/null"
+    for mp in sides.values():
+        _sh(tar, mp)
+    _ratio(rep, "tar_warm_ratio", _interleaved(rounds, sides, lambda mp: _sh(tar, mp)),
+           1.5, f"tar of {info['bytes'] >> 20} MiB with data, warm")
+    loads.append(_load())
+
+    log("the same warm walk and tar through a mount of the snapshot (read-only)")
+    bs = os.path.join(d, "bs")
+    os.mkdir(bs)
+    mount(sp, "rootfs", bs)
+    mounted.append(bs)
+    snap = {"blockstore": bs, "overlay": ov}
+    for mp in snap.values():
+        _sh(walk, mp)
+        _sh(tar, mp)
+    for key, cmd in (("snapshot_walk_warm_ratio", walk), ("snapshot_tar_warm_ratio", tar)):
+        res = _interleaved(rounds, snap, lambda mp: _sh(cmd, mp))
+        b, o = median(res["blockstore"]), median(res["overlay"])
+        rep.add(key, b / o, "x", note=f"a snapshot mount: {b:.3f} s vs overlayfs {o:.3f} s")
+        rep.extra[key + "_rounds"] = {k: [round(x, 4) for x in v] for k, v in res.items()}
+    umount(bs)
+    mounted.remove(bs)
+    loads.append(_load())
+
+    if os.geteuid() == 0:
+        log("cold tar with data (drop_caches before each)")
+
+        def cold(mp):
+            _drop_caches()
+            return _sh(tar, mp)
+        _ratio(rep, "tar_cold_ratio", _interleaved(rounds, sides, cold), 2.0,
+               "tar with data after drop_caches")
+        loads.append(_load())
+
+        log(f"chroot python3 imports x{runs}")
+        chroot = f"for i in $(seq {runs}); do chroot . /usr/bin/python3 -c '{IMPORTS}'; done"
+        for mp in sides.values():
+            _sh(chroot.replace("seq 20", "seq 1"), mp)
+        _ratio(rep, "chroot_python_ratio",
+               _interleaved(rounds, sides, lambda mp: _sh(chroot, mp)), 1.3,
+               f"{runs} x chroot python3 -c '{IMPORTS}'")
+        loads.append(_load())
+
+    log("small files: cp -a of the stdlib + sync")
+    src = root + info["stdlib"]
+    nfiles = sum(len(fn) for _, _, fn in os.walk(src))
+    seq = iter(range(1000))
+
+    def cp(mp):
+        dst = os.path.join(mp, f"cp{next(seq)}")
+        t = _sh(f"cp -a {src} {dst} && sync -f {dst}")
+        shutil.rmtree(dst)
+        _sh(f"sync -f {mp}")
+        return t
+    _ratio(rep, "small_files_write_ratio", _interleaved(rounds, sides, cp), 3.0,
+           f"cp -a of {nfiles} files ({sum(os.lstat(os.path.join(p, f)).st_size for p, _, fs in os.walk(src) for f in fs) >> 20} MiB) + sync")
+    loads.append(_load())
+
+    log("mount / umount")
+    umount(bt)
+    mounted.remove(bt)
+    mts, uts, omts = [], [], []
+    mount(sp, "ct", bt)                         # the first may start the mount server
+    umount(bt)
+    from blockstore.fuse import mountserver
+    deadline = time.monotonic() + 30
+    while (mountserver.enabled() and not os.path.exists(mountserver.socket_path())
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    for _ in range(rounds * 4):
+        t0 = time.perf_counter()
+        mount(sp, "ct", bt)
+        t1 = time.perf_counter()
+        mounted.append(bt)
+        os.listdir(bt)
+        t2 = time.perf_counter()
+        umount(bt)
+        t3 = time.perf_counter()
+        mounted.remove(bt)
+        mts.append((t1 - t0) * 1e3)
+        uts.append((t3 - t2) * 1e3)
+    subprocess.run(["umount", ov], check=True)
+    mounted.remove(ov)
+    for _ in range(rounds * 4):
+        t0 = time.perf_counter()
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        f"lowerdir={root},upperdir={upper},workdir={work}", ov], check=True)
+        omts.append((time.perf_counter() - t0) * 1e3)
+        subprocess.run(["umount", ov], check=True)
+    rep.add("mount_ms", median(mts), "ms", 50, "<=",
+            note="blockstore.fuse.mount() of the clone until it returns (median)")
+    rep.add("umount_ms", median(uts), "ms", 50, "<=",
+            note="blockstore.fuse.umount() until the daemon is gone (median)")
+    rep.add("overlay_mount_ms", median(omts), "ms", note="mount(8) of the overlay, for scale")
+    rep.extra["mount_ms_rounds"] = [round(x, 1) for x in mts]
+    rep.extra["umount_ms_rounds"] = [round(x, 1) for x in uts]
+    loads.append(_load())
+    rep.extra["tree_loadavg_1min"] = [round(x, 2) for x in loads]
+    return mounted
