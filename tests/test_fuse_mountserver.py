@@ -77,20 +77,22 @@ def test_without_the_server_a_mount_starts_its_own_interpreter(tmp_path, monkeyp
 
 
 def test_a_planted_runtime_directory_is_refused(tmp_path, monkeypatch):
+    """The server's socket lives in the fuse runtime directory (private_files):
+    a planted symlink or a directory others may write is refused."""
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    d = tmp_path / f"blockstore-fuse-{os.getuid()}"
+    d = tmp_path / "blockstore"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
     d.symlink_to(elsewhere)                             # a symlink to a fine-looking dir
     with pytest.raises(E.PermissionDenied):
         daemon.runtime_dir()
     d.unlink()
-    d.mkdir(mode=0o755)
-    os.chmod(d, 0o755)                                  # open to others
+    d.mkdir(mode=0o700)
+    os.chmod(d, 0o777)                                  # writable by others
     with pytest.raises(E.PermissionDenied):
         daemon.runtime_dir()
     os.chmod(d, 0o700)
-    assert daemon.runtime_dir() == str(d)
-    d.rmdir()
-    assert daemon.runtime_dir() == str(d)               # created 0700
-    assert os.stat(d).st_mode & 0o777 == 0o700
+    assert daemon.runtime_dir() == str(d / "fuse")
+    (d / "fuse").rmdir()
+    assert daemon.runtime_dir() == str(d / "fuse")      # created 0700
+    assert (d / "fuse").stat().st_mode & 0o777 == 0o700
