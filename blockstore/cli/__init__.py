@@ -54,8 +54,8 @@ def main(ctx, store, json_out, quiet, exact):
     ctx.obj = Ctx(store, json_out, quiet, exact)
 
 
-from . import complete, files, fusecmd, space, tools, trees, volumes  # noqa: E402
+from . import complete, files, fusecmd, snapshottercmd, space, tools, trees, volumes  # noqa: E402,E501
 
-for _mod in (trees, files, space, volumes, fusecmd, tools, complete):
+for _mod in (trees, files, space, volumes, fusecmd, snapshottercmd, tools, complete):
     for _cmd in _mod.COMMANDS:
         main.add_command(_cmd)
