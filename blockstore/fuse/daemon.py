@@ -312,21 +312,39 @@ def _cleanup(tfs, store, lock_fds, reg, writer=None) -> None:
 
 
 # -- starting it in the background ------------------------------------------------------------
+def log_dir(store_path: str) -> str:
+    """STORE/fuse, where each mount daemon appends its log (NotAStore if no store)."""
+    if not os.path.isdir(os.path.abspath(store_path)):
+        raise E.NotAStore(path=os.path.abspath(store_path))
+    logdir = os.path.join(os.path.abspath(store_path), "fuse")
+    os.makedirs(logdir, exist_ok=True)
+    return logdir
+
+
+def log_path(logdir: str, name: str) -> str:
+    return os.path.join(logdir, name.replace("/", "%2F") + ".log")
+
+
 def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
     """Start the daemon in a new session; return its pid once the mount is live.
     Errors that stop the mount are re-raised here with their class."""
     mp = check_mountpoint(mountpoint)
-    logdir = os.path.join(os.path.abspath(store_path), "fuse")
-    if not os.path.isdir(os.path.abspath(store_path)):
-        raise E.NotAStore(path=os.path.abspath(store_path))
-    os.makedirs(logdir, exist_ok=True)
+    logdir = log_dir(store_path)
     r, w = os.pipe()
     argv = [sys.executable, "-m", "blockstore.fuse", "--ready-fd", str(w),
             "--opts", json.dumps(opts), os.path.abspath(store_path), name, mp]
-    with open(os.path.join(logdir, name.replace("/", "%2F") + ".log"), "ab") as logf:
+    with open(log_path(logdir, name), "ab") as logf:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                 pass_fds=(w,), start_new_session=True, close_fds=True)
     os.close(w)
+    await_ready(r, proc.wait, logdir)
+    return proc.pid
+
+
+def await_ready(r: int, wait, logdir: str) -> str:
+    """Read the daemon's report from pipe ``r`` (closed here): "ok", or raise
+    the error that stopped the mount with its class.  ``wait(timeout=)``
+    reaps the daemon (or its starter) after a failure."""
     deadline = time.monotonic() + READY_TIMEOUT
     buf = b""
     try:
@@ -339,15 +357,15 @@ def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
         os.close(r)
     msg = buf.decode(errors="replace").strip()
     if msg == "ok":
-        return proc.pid
-    proc.wait(timeout=10)
+        return msg
+    rc = wait(timeout=10)
     if msg.startswith("error "):
         info = json.loads(msg[6:])
         cls = getattr(E, info["cls"], None)
         if isinstance(cls, type) and issubclass(cls, E.BlockstoreError):
             raise cls(info["msg"], path=info.get("path"))
         raise E.BlockstoreError(f"{info['cls']}: {info['msg']}")
-    raise E.BlockstoreError(f"mount daemon exited with status {proc.returncode} "
+    raise E.BlockstoreError(f"mount daemon exited with status {rc} "
                             f"without mounting; see {logdir}")
 
 
@@ -405,10 +423,16 @@ def main(argv=None) -> int:
     p.add_argument("name")
     p.add_argument("mountpoint")
     a = p.parse_args(argv)
+    return run(a.store, a.name, a.mountpoint, a.ready_fd, json.loads(a.opts))
+
+
+def run(store_path: str, name: str, mountpoint: str, ready_fd: int | None, opts: dict) -> int:
+    """The daemon's body (``python -m blockstore.fuse`` and the fork server's
+    children): serve, report readiness on ``ready_fd``; the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
-    ready = _report_to(a.ready_fd) if a.ready_fd is not None else None
+    ready = _report_to(ready_fd) if ready_fd is not None else None
     try:
-        serve(a.store, a.name, a.mountpoint, ready=ready, **json.loads(a.opts))
+        serve(store_path, name, mountpoint, ready=ready, **opts)
     except E.BlockstoreError as exc:
         log.error("%s", exc)
         return exc.exit_code
