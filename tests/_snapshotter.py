@@ -199,3 +199,84 @@ def build_image(workdir: str, rootfs_tar: str) -> tuple[str, str]:
     tar = os.path.join(workdir, "img.tar")
     sh("tar", "-C", L, "-cf", tar, ".")
     return tar, L
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Registry:
+    """A private OCI registry on 127.0.0.1 (Debian's docker-registry), so that
+    images reach containerd by `ctr image pull`: the unpacker path that labels
+    each layer's Prepare with its chain ID (containerd.io/snapshot.ref)."""
+
+    def __init__(self, base: str):
+        self.base = os.path.join(base, "registry")
+        os.makedirs(self.base, mode=0o700, exist_ok=True)
+        self.port = free_port()
+        self.config = os.path.join(self.base, "config.yml")
+        with open(self.config, "w") as f:
+            f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+                    f"    rootdirectory: {self.base}/data\nhttp:\n  addr: 127.0.0.1:{self.port}\n")
+        self.proc = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "Registry":
+        import socket
+        logf = open(os.path.join(self.base, "registry.log"), "ab")
+        self.proc = subprocess.Popen(["docker-registry", "serve", self.config], stdout=logf,
+                                     stderr=logf, stdin=subprocess.DEVNULL)
+        logf.close()
+
+        def up():
+            if self.proc.poll() is not None:
+                return True
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 30, "the registry")
+        assert self.proc.poll() is None
+        return self
+
+    def push(self, layout: str, tag: str, ref: str) -> None:
+        r = subprocess.run(["skopeo", "copy", "-q", "--format", "oci", "--dest-tls-verify=false",
+                            f"oci:{layout}:{tag}", f"docker://{self.host}/{ref}"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
+GOCODE = "/usr/share/gocode"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def go_build(src: str, gopath: str, pkg: str, test: bool = False) -> str:
+    """Build the Go file ``src`` (under tests/containerd) as package ``pkg``
+    offline in GOPATH mode against Debian's Go sources; the binary's path."""
+    if not os.path.isdir(os.path.join(GOCODE, "src/github.com/containerd/containerd")):
+        pytest.fail("the containerd Go sources are missing: make setup installs "
+                    "golang-github-containerd-containerd-dev")
+    d = os.path.join(gopath, "src", pkg)
+    os.makedirs(d, exist_ok=True)
+    shutil.copy(os.path.join(HERE, "containerd", src), d)
+    out = os.path.join(gopath, pkg + (".test" if test else ""))
+    env = dict(os.environ, GO111MODULE="off", GOPATH=f"{gopath}:{GOCODE}", GOPROXY="off",
+               GOFLAGS="")
+    env.setdefault("GOCACHE", os.path.join(os.path.expanduser("~"), ".cache", "go-build"))
+    cmd = ["go", "test", "-c", "-o", out, "."] if test else ["go", "build", "-o", out, "."]
+    res = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return out

@@ -13,41 +13,14 @@ import subprocess
 
 import pytest
 
-from _snapshotter import Server, check_store, needs_fuse_root, private_base
-
-GOCODE = "/usr/share/gocode"
-SUITE = os.path.join(GOCODE, "src/github.com/containerd/containerd/snapshots/testsuite")
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-pytestmark = [
-    needs_fuse_root,
-    pytest.mark.skipif(shutil.which("go") is None, reason="needs go (make setup installs golang-go)"),
-    pytest.mark.timeout(1200),
-]
-
-
-def _build(gopath: str) -> str:
-    """The test binary, built offline (GOPATH mode, no module proxy)."""
-    if not os.path.isdir(SUITE):
-        pytest.fail(f"{SUITE} is missing: make setup installs golang-github-containerd-containerd-dev")
-    pkg = os.path.join(gopath, "src", "blockstoreconformance")
-    os.makedirs(pkg)
-    shutil.copy(os.path.join(HERE, "containerd", "conformance_test.go"), pkg)
-    out = os.path.join(gopath, "conformance.test")
-    env = dict(os.environ, GO111MODULE="off", GOPATH=f"{gopath}:{GOCODE}", GOPROXY="off",
-               GOFLAGS="", CGO_ENABLED="1")
-    env.setdefault("GOCACHE", os.path.join(os.path.expanduser("~"), ".cache", "go-build"))
-    res = subprocess.run(["go", "test", "-c", "-o", out, "."], cwd=pkg, env=env,
-                         capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stdout + res.stderr
-    return out
-
+from _snapshotter import Server, check_store, go_build, needs_fuse_root, private_base
 
 def test_snapshotter_suite(tmp_store_dir):
     base = private_base("bs-ctrd-suite-")
     server = Server(tmp_store_dir, base)
     try:
-        binary = _build(os.path.join(base, "gopath"))
+        binary = go_build("conformance_test.go", os.path.join(base, "gopath"),
+                          "blockstoreconformance", test=True)
         server.start()
         env = dict(os.environ, BLOCKSTORE_SNAPSHOTTER_SOCK=server.sock)
         res = subprocess.run([binary, "-test.v", "-test.timeout", "900s"], env=env,

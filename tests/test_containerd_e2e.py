@@ -11,20 +11,26 @@ blockstore` and `ctr run --rm --snapshotter blockstore`.
 * after a restart of both the snapshotter and containerd, containers run
   again;
 * the fast path: layers imported with `blockstore import` first are not
-  unpacked again by `ctr image import` (no Prepare that writes data: no
-  Commit, no pool growth)."""
+  unpacked again when containerd's unpacker pulls the image (no Prepare
+  that writes data: no Commit, no pool growth).  containerd 1.6's `ctr
+  image import` and `ctr image pull` unpack through Image.Unpack, which
+  sends no containerd.io/snapshot.ref label, so no proxy snapshotter can
+  skip their layers; the test pulls with containerd's unpacker
+  (tests/containerd/pull/main.go, the CRI path) from a private registry on
+  127.0.0.1."""
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import subprocess
 import time
 
 import pytest
 
 import blockstore
-from _snapshotter import (Containerd, Server, build_image, check_store, cli, needs_containerd,
-                          needs_fuse_root, private_base)
+from _snapshotter import (Containerd, Registry, Server, build_image, check_store, cli, go_build,
+                          needs_containerd, needs_fuse_root, private_base)
 
 pytestmark = [needs_fuse_root, needs_containerd, pytest.mark.timeout(900),
               pytest.mark.skipif(shutil.which("umoci") is None, reason="needs umoci")]
@@ -143,26 +149,79 @@ def test_containers_run_change_and_stay_apart(env, image_tar):
     assert "Traceback" not in env.server.log()
 
 
-def test_fast_path_skips_unpacking_imported_layers(env, image_tar):
+def _unpack_calls(log: str) -> tuple[list, list]:
+    """Outcomes of the unpack Prepares ("extract-" keys) and the Commits in a log."""
+    prepares = re.findall(r"Prepare ns='[^']*' key='[^']*extract-[^']*'.* -> (\w+)", log)
+    commits = re.findall(r"Commit ns='[^']*' key='[^']*extract-", log)
+    return prepares, commits
+
+
+needs_registry_and_go = pytest.mark.skipif(
+    shutil.which("docker-registry") is None or shutil.which("go") is None,
+    reason="needs docker-registry and go (make setup installs them)")
+
+
+@pytest.fixture(scope="module")
+def puller(tmp_path_factory):
+    """containerd's unpacker as CRI uses it (tests/containerd/pull/main.go)."""
+    return go_build("pull/main.go", str(tmp_path_factory.mktemp("gopath")), "blockstorepull")
+
+
+def _pull(env, puller, ref):
+    res = subprocess.run([puller, env.containerd.sock, "blockstore", ref], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+
+
+@needs_registry_and_go
+def test_fast_path_skips_unpacking_imported_layers(env, image_tar, puller):
+    """`blockstore import` of the image first; then containerd's unpacker
+    (client.Pull with WithPullUnpack, as CRI uses it) finds every layer present:
+    each unpack Prepare answers ALREADY_EXISTS, nothing is written or
+    committed, the pool does not grow, and containers run from it."""
     tar, layout = image_tar
-    cli("import", f"{layout}:img", "debian-test", store=env.store)
-    with blockstore.Store.open(str(env.store), create=False) as store:
-        used_before = store.df().used_bytes
-        layers = [r.name for r in store.list() if r.labels.get("oci.chain_id") == r.name]
-    assert len(layers) == 2
-    log_before = env.server.log()
-    t0 = time.perf_counter()
-    env.ctr("image", "import", "--snapshotter", "blockstore", "--base-name", "local/bs", tar)
-    took = time.perf_counter() - t0
-    log = env.server.log()[len(log_before):]
-    print(log[-3000:])
-    prepares = re.findall(r"Prepare ns='default' .* -> (\w+)", log)
-    commits = re.findall(r"Commit ns='default'", log)
-    print(f"ctr image import with the fast path: {took:.2f} s, Prepare outcomes {prepares}, "
-          f"{len(commits)} commits")
-    assert prepares and all(p == "ALREADY_EXISTS" for p in prepares), prepares
-    assert len(commits) == 0, "a layer was unpacked (written and committed)"
-    with blockstore.Store.open(str(env.store), create=False) as store:
-        assert store.df().used_bytes == used_before
-    out = env.run("f1", "cat /data/lower.txt; busybox true && echo program-ran")
-    assert "from the image" in out and "program-ran" in out
+    reg = Registry(env.base).start()
+    try:
+        reg.push(layout, "img", "bs:img")
+        cli("import", f"{layout}:img", "debian-test", store=env.store)
+        with blockstore.Store.open(str(env.store), create=False) as store:
+            used_before = store.df().used_bytes
+            layers = [r.name for r in store.list() if r.labels.get("oci.chain_id") == r.name]
+        assert len(layers) == 2
+        log_before = env.server.log()
+        ref = f"{reg.host}/bs:img"
+        t0 = time.perf_counter()
+        _pull(env, puller, ref)
+        took = time.perf_counter() - t0
+        new_log = env.server.log()[len(log_before):]
+        print(new_log[-3000:])
+        prepares, commits = _unpack_calls(new_log)
+        print(f"ctr image pull with the fast path: {took:.2f} s; unpack Prepares {prepares}, "
+              f"{len(commits)} commits")
+        assert prepares == ["ALREADY_EXISTS"] * len(prepares) and prepares, prepares
+        assert commits == [], "a layer was unpacked (written and committed)"
+        with blockstore.Store.open(str(env.store), create=False) as store:
+            assert store.df().used_bytes == used_before
+        out = env.ctr("run", "--rm", "--snapshotter", "blockstore", ref, "f1", "sh", "-c",
+                      "cat /data/lower.txt; busybox true && echo program-ran", timeout=120).stdout
+        assert "from the image" in out and "program-ran" in out
+    finally:
+        reg.stop()
+
+
+@needs_registry_and_go
+def test_pull_without_fast_path_unpacks(env, image_tar, puller):
+    """The control: without `blockstore import` first, the same pull unpacks
+    every layer (a Prepare that answers ok and a Commit per layer)."""
+    tar, layout = image_tar
+    reg = Registry(env.base).start()
+    try:
+        reg.push(layout, "img", "bs:img")
+        t0 = time.perf_counter()
+        _pull(env, puller, f"{reg.host}/bs:img")
+        took = time.perf_counter() - t0
+        prepares, commits = _unpack_calls(env.server.log())
+        print(f"ctr image pull without the fast path: {took:.2f} s; {len(commits)} commits")
+        assert prepares == ["ok", "ok"] and len(commits) == 2
+    finally:
+        reg.stop()

@@ -147,8 +147,11 @@ class Snapshotter:
         try:
             src = self.store.info(target)
         except (E.NotFound, E.InvalidInput):
+            log.info("layer %s is not in the store: containerd unpacks it", target)
             return
         if src.kind != "snapshot" or src.labels.get(LABEL_OCI_CHAIN) != target:
+            log.info("tree %s is not an imported layer snapshot (kind %s, %s=%r): not used",
+                     target, src.kind, LABEL_OCI_CHAIN, src.labels.get(LABEL_OCI_CHAIN))
             return
         name = R.tree_name(ns, target)
         lab = {**labels, **R.own_labels(ns, target, "committed", parent)}
