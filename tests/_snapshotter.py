@@ -54,14 +54,15 @@ class Server:
 
     def start(self) -> "Server":
         env = dict(os.environ, BLOCKSTORE_STORE=self.store)
+        seen = len(self.log())
         logf = open(self.logpath, "ab")
         exe = os.path.join(os.path.dirname(sys.executable), "blockstore")
         self.proc = subprocess.Popen([exe, "snapshotter", "serve", "--address", self.sock,
                                       "--root", self.root], env=env, stdout=logf, stderr=logf,
                                      stdin=subprocess.DEVNULL)
         logf.close()
-        wait_for(lambda: self.proc.poll() is not None or "serving containerd" in self.log(),
-                 60, "the snapshotter to listen")
+        wait_for(lambda: self.proc.poll() is not None or
+                 "serving containerd" in self.log()[seen:], 60, "the snapshotter to listen")
         assert self.proc.poll() is None, self.log()
         return self
 

@@ -36,6 +36,7 @@ import threading
 import time
 
 from .. import errors as E
+from ..api import writers
 from . import records as R
 from .fusemounts import FuseMounts
 
@@ -232,6 +233,7 @@ class Snapshotter:
         frees; for an active snapshot, its changes) and its number of files."""
         with self.lock:
             rec = self._get(ns, key)
+        writers.flush(self.store.path, [rec.name])      # writes a mount holds in its batch
         u = self.store.usage(rec.name)
         return u.exclusive, u.files
 
