@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 
@@ -68,6 +69,19 @@ class Env:
 
     def ctr(self, *args, **kw):
         return self.containerd.ctr(*args, **kw)
+
+    def wait_connected(self, timeout: float = 30.0) -> None:
+        """containerd redials a restarted proxy after a back-off (up to ~10 s
+        after a failed dial): wait until it answers."""
+        from _snapshotter import wait_for
+
+        def probe():          # a call that reaches the proxy (ls answers from containerd's db)
+            ok = self.ctr("snapshots", "--snapshotter", "blockstore", "prepare", "probe",
+                          check=False).returncode == 0
+            if ok:
+                self.ctr("snapshots", "--snapshotter", "blockstore", "rm", "probe")
+            return ok
+        wait_for(probe, timeout, "containerd to redial the snapshotter")
 
     def run(self, cid: str, script: str, rm: bool = True) -> str:
         args = ["run"] + (["--rm"] if rm else []) + ["--snapshotter", "blockstore", IMAGE, cid,
@@ -144,6 +158,7 @@ def test_containers_run_change_and_stay_apart(env, image_tar):
     # Restart both; containers run again from the same image and snapshots.
     env.stop()
     env.start()
+    env.wait_connected()
     out3 = env.run("c4", SCRIPT)
     assert "program-ran" in out3 and "from the image" in out3
     assert "Traceback" not in env.server.log()
@@ -225,3 +240,27 @@ def test_pull_without_fast_path_unpacks(env, image_tar, puller):
         assert prepares == ["ok", "ok"] and len(commits) == 2
     finally:
         reg.stop()
+
+
+def test_snapshotter_killed_during_unpack(env, image_tar):
+    """SIGKILL of the snapshotter while containerd unpacks: the import fails,
+    the store checks clean, and after a restart the next import unpacks and
+    runs.  No traceback reaches the log."""
+    tar, _layout = image_tar
+    proc = subprocess.Popen(["ctr", "-a", env.containerd.sock, "-n", "default", "image", "import",
+                             "--snapshotter", "blockstore", "--base-name", "local/bs", tar],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while "extract-" not in env.server.log() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)                                   # the unpack is writing through the mount
+    env.server.stop(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0, out
+    check_store(env.store)
+    env.server.start()
+    env.wait_connected()
+    env.ctr("image", "import", "--snapshotter", "blockstore", "--base-name", "local/bs", tar)
+    out = env.run("k1", "cat /data/lower.txt; busybox true && echo program-ran")
+    assert "from the image" in out and "program-ran" in out
+    assert "Traceback" not in env.server.log()
