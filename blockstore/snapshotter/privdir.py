@@ -9,8 +9,9 @@ of leading elsewhere.  The last component must be a directory owned by
 this user with no access for group or others: a pre-existing one with a
 wider mode is tightened when ``tighten`` (a directory the product owns
 outright, like the snapshotter's root) and refused otherwise (the
-directory of a socket path the user chose: we never chmod ``/tmp``).  Components above the last may
-be shared (``/run``, ``/tmp``) but must not be symlinks.
+directory of a socket path the user chose: ``/tmp`` is never chmod-ed).
+Components above the last may be shared (``/run``, ``/tmp``) but must not
+be symlinks.  Missing components are created 0700.
 """
 from __future__ import annotations
 
