@@ -77,6 +77,13 @@ class FuseMounts:
     def is_mounted(self, name: str) -> bool:
         return self._state(self.path(name)) != "none"
 
+    def forget(self, name: str) -> None:
+        """Drop what the mounts of a removed tree left: its daemon's log."""
+        try:
+            os.unlink(fused.log_path(fused.log_dir(self.store_path), name))
+        except OSError:
+            pass
+
     def release(self, name: str) -> bool:
         """Unmount ``name``; True when nothing serves it any more (the tree can
         be removed), False when its daemon lives on (bound elsewhere)."""

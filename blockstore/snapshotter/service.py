@@ -96,6 +96,7 @@ class Snapshotter:
             try:
                 self.store.remove(name, force=True)
                 self.retired.discard(name)
+                self.mounts.forget(name)
                 return
             except E.Busy:
                 pass                                  # still served: retire
@@ -142,7 +143,9 @@ class Snapshotter:
         """Raise AlreadyExists when layer ``target`` (a chain ID) is here already."""
         name = self.index.get((ns, target))
         if name is not None:
-            if self.store.info(name).labels[R.L_KIND] == "committed":
+            lab = self.store.info(name).labels
+            # containerd then looks the layer up by ref label *and* parent
+            if lab[R.L_KIND] == "committed" and lab.get(R.L_PARENT, "") == parent:
                 raise E.AlreadyExists(f"target snapshot {target!r} already exists")
             return
         try:
@@ -245,6 +248,7 @@ class Snapshotter:
                     try:
                         self.store.remove(name, force=True)
                         self.retired.discard(name)
+                        self.mounts.forget(name)
                     except E.NotFound:
                         self.retired.discard(name)
                     except E.Busy:
