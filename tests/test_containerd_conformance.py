@@ -15,6 +15,13 @@ import pytest
 
 from _snapshotter import Server, check_store, go_build, needs_fuse_root, private_base
 
+pytestmark = [
+    needs_fuse_root,
+    pytest.mark.skipif(shutil.which("go") is None, reason="needs go (make setup installs golang-go)"),
+    pytest.mark.timeout(1200),
+]
+
+
 def test_snapshotter_suite(tmp_store_dir):
     base = private_base("bs-ctrd-suite-")
     server = Server(tmp_store_dir, base)

@@ -1,4 +1,4 @@
-"""containerd benchmark: blockstore's proxy snapshotter side by side with containerd's overlayfs and native snapshotters.
+"""containerd benchmark: blockstore vs containerd's overlayfs and native snapshotters, one image.
 
 One private containerd (own config, root, state and socket in the scratch
 directory) runs all three snapshotters on the same image: a real Debian
