@@ -209,3 +209,26 @@ def test_filters():
     assert sel("labels.l,name==a") == []                     # AND
     assert sel('labels."containerd.io/snapshot.ref"==sha256:x,parent=="a"') == []
     assert sel("name~=^b") == ["b"]
+
+
+def test_unexpected_error_is_logged_with_its_request(srv):
+    """An error outside blockstore's hierarchy becomes INTERNAL, and its
+    traceback is logged together with the request that caused it."""
+    import shutil
+    c = Client(srv.sock)
+    mnt = os.path.join(srv.root, "mnt")
+    shutil.rmtree(mnt)
+    with open(mnt, "w") as f:              # the mount directory replaced by a file
+        f.write("in the way\n")
+    try:
+        code, _ = code_of(lambda: prepare(c, "boom"))
+        assert code == grpc.StatusCode.INTERNAL
+        log = srv.log()
+        head = "Prepare ns='default' key='boom': unexpected error\nTraceback"
+        assert head in log, log[-3000:]
+        # the failed Prepare left nothing behind
+        assert list(c.List(pb.ListSnapshotsRequest())) == []
+    finally:
+        os.unlink(mnt)
+        os.mkdir(mnt, 0o700)
+        c.close()

@@ -17,6 +17,7 @@ removed yet: ``release`` says so and the caller retires the tree.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -51,8 +52,10 @@ class FuseMounts:
             os.stat(mp)
         except FileNotFoundError:
             return "none"
-        except OSError:
-            return "dead"                                   # ENOTCONN
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN:                 # its daemon was killed
+                return "dead"
+            raise
         if not os.path.ismount(mp):
             return "none"
         reg = fused.registered(mp)

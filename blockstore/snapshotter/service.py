@@ -92,7 +92,12 @@ class Snapshotter:
     def _drop(self, name: str) -> None:
         """Unmount and remove tree ``name``; if a mount of it lives on elsewhere,
         retire it (hidden; removed by a later reap)."""
-        if self.mounts.release(name):
+        try:
+            released = self.mounts.release(name)
+        except OSError as exc:          # its mount point is unusable: nothing serves it there
+            log.warning("releasing the mount of %s: %s", name, exc)
+            released = True
+        if released:
             try:
                 self.store.remove(name, force=True)
                 self.retired.discard(name)
