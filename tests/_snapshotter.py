@@ -14,8 +14,14 @@ import time
 import pytest
 
 HAVE_FUSE = os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None
-needs_fuse_root = pytest.mark.skipif(not HAVE_FUSE or os.geteuid() != 0,
-                                     reason="needs root, /dev/fuse and fusermount3")
+try:
+    import grpc  # noqa: F401
+    HAVE_GRPC = True
+except ImportError:
+    HAVE_GRPC = False
+needs_fuse_root = pytest.mark.skipif(
+    not HAVE_FUSE or os.geteuid() != 0 or not HAVE_GRPC,
+    reason="needs root, /dev/fuse, fusermount3 and grpcio (the containerd extra)")
 needs_containerd = pytest.mark.skipif(
     not (shutil.which("containerd") and shutil.which("ctr") and shutil.which("runc")),
     reason="needs containerd, ctr and runc (make setup installs them)")
