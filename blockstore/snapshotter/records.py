@@ -31,6 +31,7 @@ L_KIND = PREFIX + "kind"
 L_PARENT = PREFIX + "parent"
 L_UPDATED = PREFIX + "updated"
 L_RETIRED = PREFIX + "retired"
+L_STAGED = PREFIX + "staged"        # an unpack written to a staging directory (staging.py)
 
 KINDS = ("view", "active", "committed")     # containerd's Kind enum: 1, 2, 3
 MAX_KEY = 4096

@@ -32,13 +32,17 @@ the store's tree records for Remove (children), List and Cleanup.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 import time
 
 from .. import errors as E
 from ..api import writers
 from . import records as R
+from . import staging
 from .fusemounts import FuseMounts
+from .privdir import private_subdir
 
 log = logging.getLogger("blockstore.snapshotter")
 
@@ -50,6 +54,8 @@ class Snapshotter:
     def __init__(self, store, root: str):
         self.store = store
         self.mounts = FuseMounts(store.path, root)
+        self.staging_dir = private_subdir(root, "staging")
+        self.empty_dir = private_subdir(root, "empty")
         self.lock = threading.RLock()
         self.index: dict[tuple[str, str], str] = {}     # (namespace, key) -> tree name
         self.retired: set[str] = set()
@@ -83,7 +89,46 @@ class Snapshotter:
             if R.is_ours(rec) and R.L_RETIRED not in rec.labels and rec.labels[R.L_NS] == ns:
                 yield rec
 
+    def _staging(self, name: str) -> str:
+        return os.path.join(self.staging_dir, name)
+
+    def _staged_mounts(self, rec) -> list[dict]:
+        """An overlay mount whose upperdir is a plain directory: containerd's
+        applier writes the layer there without mounting it (staging.py)."""
+        d = self._staging(rec.name)
+        if not os.path.isdir(os.path.join(d, "upper")):
+            since = staging.prepare_upper(os.path.join(d, "upper"))
+            with open(os.path.join(d, "since"), "w") as f:
+                f.write(str(since))
+        os.makedirs(os.path.join(d, "work"), mode=0o755, exist_ok=True)
+        parent_key = rec.labels.get(R.L_PARENT, "")
+        if parent_key:
+            prec = self._get(rec.labels[R.L_NS], parent_key)
+            lower = self.mounts.ensure(prec.name, readonly=True)
+        else:
+            lower = self.empty_dir
+        return [{"type": "overlay", "source": "overlay", "target": "",
+                 "options": [f"workdir={d}/work", f"upperdir={d}/upper", f"lowerdir={lower}"]}]
+
+    def _release_parent(self, rec) -> None:
+        """Unmount the read-only mount of a staged snapshot's parent when no
+        other staged snapshot still uses it."""
+        parent_key = rec.labels.get(R.L_PARENT, "")
+        ns = rec.labels[R.L_NS]
+        if not parent_key or (ns, parent_key) not in self.index:
+            return
+        for other in self._records(ns):
+            if other.name != rec.name and R.L_STAGED in other.labels and \
+                    other.labels.get(R.L_PARENT) == parent_key:
+                return
+        try:
+            self.mounts.release(self.index[(ns, parent_key)])
+        except OSError as exc:
+            log.warning("unmounting the parent %r: %s", parent_key, exc)
+
     def _mounts_of(self, rec) -> list[dict]:
+        if R.L_STAGED in rec.labels:
+            return self._staged_mounts(rec)
         kind = rec.labels[R.L_KIND]
         mp = self.mounts.ensure(rec.name, readonly=kind != "active")
         return [{"type": "bind", "source": mp, "target": "",
@@ -92,6 +137,7 @@ class Snapshotter:
     def _drop(self, name: str) -> None:
         """Unmount and remove tree ``name``; if a mount of it lives on elsewhere,
         retire it (hidden; removed by a later reap)."""
+        shutil.rmtree(self._staging(name), ignore_errors=True)
         try:
             released = self.mounts.release(name)
         except OSError as exc:          # its mount point is unusable: nothing serves it there
@@ -129,6 +175,8 @@ class Snapshotter:
                 raise E.AlreadyExists(f"snapshot {key!r} already exists")
             name = R.tree_name(ns, key)
             lab = {**labels, **R.own_labels(ns, key, kind, parent)}
+            if kind == "active" and staging.is_unpack_key(key):
+                lab[R.L_STAGED] = "1"
             if parent:
                 self.store.clone(prec.name, name, labels=lab)
             else:
@@ -185,10 +233,36 @@ class Snapshotter:
                 raise E.AlreadyExists(f"snapshot {name!r} already exists")
             new = R.tree_name(ns, name)
             lab = {**labels, **R.own_labels(ns, name, "committed", rec.labels.get(R.L_PARENT, ""))}
-            self.store.commit(rec.name, new, labels=lab)   # flushes the mount's batch first
+            if R.L_STAGED in rec.labels:
+                self._commit_staged(rec, new, lab)
+            else:
+                self.store.commit(rec.name, new, labels=lab)   # flushes the mount's batch first
             self.index[(ns, name)] = new
             del self.index[(ns, key)]
+            if R.L_STAGED in rec.labels:
+                self._release_parent(rec)
             self._drop(rec.name)
+
+    def _commit_staged(self, rec, new: str, lab: dict) -> None:
+        """Import the staging directory as a layer onto the parent: snapshot ``new``."""
+        from ..oci.chain import LABEL_DIFF, import_layer
+        parent_key = rec.labels.get(R.L_PARENT, "")
+        parent = self._get(rec.labels[R.L_NS], parent_key).name if parent_key else None
+        d = self._staging(rec.name)
+        upper = os.path.join(d, "upper")
+        if not os.path.isdir(upper):                  # a Commit without a Mounts call
+            staging.prepare_upper(upper)
+        try:
+            with open(os.path.join(d, "since")) as f:
+                since = int(f.read())
+        except (OSError, ValueError):
+            since = 0
+        lower = self.mounts.ensure(parent, readonly=True) if parent else None
+        with staging.layer_stream(upper, lower, since) as raw:
+            import_layer(self.store, raw, new, parent, labels=lab,
+                         what=f"layer of {rec.labels[R.L_KEY]!r}")
+        if LABEL_DIFF not in lab:                     # containerd sees only its own labels
+            self.store.label(new, **{LABEL_DIFF: None})
 
     def remove(self, ns: str, key: str) -> None:
         with self.lock:
@@ -198,6 +272,8 @@ class Snapshotter:
                     raise E.Busy(f"cannot remove snapshot {key!r}: it has children "
                                  f"({other.labels[R.L_KEY]!r}); remove them first")
             del self.index[(ns, key)]
+            if R.L_STAGED in rec.labels:
+                self._release_parent(rec)
             self._drop(rec.name)
 
     def stat(self, ns: str, key: str) -> dict:
