@@ -25,6 +25,10 @@ Rules containerd relies on (its conformance suite checks them):
   answers AlreadyExists: containerd then skips unpacking it (the fast
   path; O(1): a store snapshot of the imported one).
 
+Unpacks (containerd's ``extract-`` keys) are not served by FUSE: they get
+an overlay mount on a staging directory and are imported as a layer at
+Commit (``staging.py``).
+
 All changes run under one lock: each RPC sees the effects of the ones
 answered before it.  Cost of an RPC: O(1) store calls, plus one pass over
 the store's tree records for Remove (children), List and Cleanup.
@@ -71,6 +75,10 @@ class Snapshotter:
                 self.retired.add(rec.name)
             else:
                 self.index[(rec.labels[R.L_NS], rec.labels[R.L_KEY])] = rec.name
+        live = set(self.index.values())
+        for name in os.listdir(self.staging_dir):      # left by a kill mid-unpack
+            if name not in live:
+                shutil.rmtree(os.path.join(self.staging_dir, name), ignore_errors=True)
         log.info("%d containerd snapshots, %d retired trees in %s",
                  len(self.index), len(self.retired), self.store.path)
 
