@@ -11,15 +11,22 @@ PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-APT_PKGS := fuse3 libfuse3-dev pkg-config fio libssl-dev libxxhash-dev gcc python3-dev python3-venv umoci skopeo mmdebstrap
+APT_PKGS := fuse3 libfuse3-dev pkg-config fio libssl-dev libxxhash-dev gcc python3-dev python3-venv umoci skopeo mmdebstrap containerd runc golang-go golang-github-containerd-containerd-dev docker-registry
 INSTALL_DEPS := pyproject.toml setup.py blockstore/native/build.py \
                 $(wildcard csrc/*.c csrc/*.h)
 PYFUSE3_STAMP := $(VENV)/.pyfuse3-patched
 PYFUSE3_DEPS  := third_party/pyfuse3/build.sh third_party/pyfuse3/blockstore.patch
+# gRPC stubs of the containerd snapshotter service, generated here rather than
+# checked in: generated protobuf code must match the protobuf runtime installed
+# with it (newer runtimes refuse older or newer gencode), so they are made by
+# the grpcio-tools that `pip install '.[containerd]'` just installed.
+PROTO_DIR    := blockstore/snapshotter/proto
+PROTOS       := $(wildcard $(PROTO_DIR)/*.proto)
+PROTO_STAMP  := $(PROTO_DIR)/.generated
 
 .PHONY: setup apt test demo bench clean
 
-setup: apt $(STAMP)
+setup: apt $(STAMP) $(PROTO_STAMP)
 
 # Installs only what is missing; runs apt-get update at most once.
 apt:
@@ -45,11 +52,15 @@ $(PYFUSE3_STAMP): $(PY) $(PYFUSE3_DEPS)
 	touch $@
 
 $(STAMP): $(PY) $(PYFUSE3_STAMP) $(INSTALL_DEPS)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,containerd]'
 	@$(PY) -c 'import pyfuse3, sys; O = pyfuse3.Operations; \
 	  sys.exit(0 if hasattr(O, "lseek") and hasattr(O, "enable_auto_inval_data") \
 	  and hasattr(pyfuse3.FileInfo(), "cache_readdir") else \
 	  "unpatched pyfuse3 installed (expected the build of third_party/pyfuse3)")'
+	touch $@
+
+$(PROTO_STAMP): $(STAMP) $(PROTOS)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. $(PROTOS)
 	touch $@
 
 test: setup
@@ -63,5 +74,6 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .hypothesis .pytest_cache
+	rm -f $(PROTO_DIR)/*_pb2.py $(PROTO_DIR)/*_pb2_grpc.py $(PROTO_STAMP)
 	rm -f blockstore/native/_blockkern.c blockstore/native/_blockkern*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

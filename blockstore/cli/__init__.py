@@ -69,8 +69,10 @@ def main(ctx, store, json_out, quiet, exact, verify_reads):
     ctx.obj = Ctx(store, json_out, quiet, exact, verify_reads)
 
 
-from . import complete, files, fusecmd, prune, settings, space, tools, trees, volumes  # noqa: E402
+from . import (complete, files, fusecmd, prune, settings, snapshottercmd, space,  # noqa: E402
+               tools, trees, volumes)
 
-for _mod in (trees, files, space, prune, settings, volumes, fusecmd, tools, complete):
+for _mod in (trees, files, space, prune, settings, volumes, fusecmd, snapshottercmd, tools,
+             complete):
     for _cmd in _mod.COMMANDS:
         main.add_command(_cmd)

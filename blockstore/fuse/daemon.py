@@ -370,6 +370,16 @@ def _cleanup(tfs, store, lock_fds, rundir, reg, writer=None) -> None:
 
 
 # -- starting it in the background ------------------------------------------------------------
+def log_path(store_path: str, name: str) -> str:
+    """STORE/fuse/KEY.log, where the mount daemon of tree ``name`` appends its log
+    (the directory made 0700 when missing; NotAStore if there is no store)."""
+    if not os.path.isdir(os.path.abspath(store_path)):
+        raise E.NotAStore(path=os.path.abspath(store_path))
+    logdir = os.path.join(os.path.abspath(store_path), "fuse")
+    os.makedirs(logdir, mode=0o700, exist_ok=True)
+    return os.path.join(logdir, tree_key(name) + ".log")
+
+
 def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
     """Start the daemon in a new session; return its pid once the mount is live.
     Errors that stop the mount are re-raised here with their class; bad options
@@ -383,12 +393,9 @@ def spawn(store_path: str, name: str, mountpoint: str, **opts) -> int:
     opts = mount_options.parse(opts)
     mp = check_mountpoint(mountpoint)
     _registry_dir().close()
-    logdir = os.path.join(os.path.abspath(store_path), "fuse")
-    if not os.path.isdir(os.path.abspath(store_path)):
-        raise E.NotAStore(path=os.path.abspath(store_path))
-    os.makedirs(logdir, exist_ok=True)
+    logpath = log_path(store_path, name)
+    logdir = os.path.dirname(logpath)
     args = ["--opts", json.dumps(opts), os.path.abspath(store_path), name, mp]
-    logpath = os.path.join(logdir, tree_key(name) + ".log")
     if mountserver.enabled():
         r, w = os.pipe()
         try:
@@ -559,11 +566,17 @@ def main(argv=None) -> int:
     p.add_argument("name")
     p.add_argument("mountpoint")
     a = p.parse_args(argv)
+    return run(a.store, a.name, a.mountpoint, a.ready_fd, json.loads(a.opts))
+
+
+def run(store_path: str, name: str, mountpoint: str, ready_fd: int | None, opts: dict) -> int:
+    """The daemon's body (``python -m blockstore.fuse`` and the mount server's
+    children): serve, report readiness on ``ready_fd``; the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
-    ready = _report_to(a.ready_fd) if a.ready_fd is not None else None
-    log.info("mounting tree %r of %s at %s", a.name, a.store, a.mountpoint)  # logs are by key
+    ready = _report_to(ready_fd) if ready_fd is not None else None
+    log.info("mounting tree %r of %s at %s", name, store_path, mountpoint)  # logs are by key
     try:
-        serve(a.store, a.name, a.mountpoint, ready=ready, **json.loads(a.opts))
+        serve(store_path, name, mountpoint, ready=ready, **opts)
     except E.BlockstoreError as exc:
         log.error("%s", exc)
         return exc.exit_code

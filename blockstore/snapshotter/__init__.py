@@ -1,0 +1,14 @@
+"""blockstore as a containerd proxy snapshotter (an interface, layer 8).
+
+containerd drives storage plugins over gRPC on a unix socket; this package
+serves that API from a store: committed snapshots are store snapshots,
+active snapshots are clones, views are clones mounted read-only, and each
+active or view snapshot is a FUSE mount handed to containerd as a bind
+mount.  ``server.py`` (gRPC, error codes), ``service.py`` (semantics),
+``records.py`` (names and labels), ``filters.py`` (List filters),
+``fusemounts.py`` (the mounts), ``staging.py`` (unpacks written to a
+plain directory and imported as a layer), ``privdir.py`` (private
+directories),
+``proto/`` (the wire contract).  Start it with
+``blockstore snapshotter serve --address SOCK``; docs/CONTAINERD.md.
+"""

@@ -1,0 +1,110 @@
+"""The FUSE mounts that serve containerd's active and view snapshots.
+
+Each served tree is mounted by ``blockstore.fuse`` at ``ROOT/mnt/NAME``
+(NAME = the tree's store name) and handed to containerd as a bind mount of
+that directory.  Daemons come from the user's pre-imported mount server
+(``blockstore.fuse.mountserver``, through ``daemon.spawn``: tens of ms per
+mount instead of an interpreter start); they run in their own sessions, so they
+outlive a restart (or SIGKILL) of the snapshotter: running containers keep
+their root file systems, and a restarted snapshotter finds each mount by
+its directory (``ensure`` re-mounts what is gone, and first detaches a dead
+mount left by a killed daemon).
+
+``release`` unmounts; when the mount is still bound elsewhere (a container
+or a client that has not unmounted yet), the kernel keeps the FUSE
+connection and its daemon alive after our unmount, so the tree cannot be
+removed yet: ``release`` says so and the caller retires the tree.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+
+from .. import errors as E
+from ..fuse import daemon as fused
+from .privdir import private_subdir
+
+log = logging.getLogger("blockstore.snapshotter")
+
+RELEASE_WAIT = 2.0          # seconds to wait for a daemon to finish after its unmount
+
+
+class FuseMounts:
+    def __init__(self, store_path: str, root: str):
+        self.store_path = store_path
+        self.dir = private_subdir(root, "mnt")
+
+    def close(self) -> None:
+        """Nothing to stop: the mounts (and the user's mount server) keep serving."""
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def _state(self, mp: str) -> str:
+        """'live' (mounted, daemon alive), 'dead' (a killed daemon's mount),
+        'none' (nothing mounted)."""
+        try:
+            os.stat(mp)
+        except FileNotFoundError:
+            return "none"
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN:                 # its daemon was killed
+                return "dead"
+            raise
+        if not os.path.ismount(mp):
+            return "none"
+        reg = fused.registered(mp)
+        return "live" if reg and fused._alive(reg["pid"]) else "dead"
+
+    def ensure(self, name: str, readonly: bool) -> str:
+        """The mount point of ``name``, mounting it if it is not live."""
+        mp = self.path(name)
+        state = self._state(mp)
+        if state == "live":
+            return mp
+        if state == "dead":
+            log.warning("detaching the dead mount of %s at %s", name, mp)
+            fused.unmount(mp, lazy=True)
+        try:
+            os.mkdir(mp, 0o755)
+        except FileExistsError:
+            pass
+        fused.spawn(self.store_path, name, mp, readonly=readonly, allow_other=True)
+        return mp
+
+    def is_mounted(self, name: str) -> bool:
+        return self._state(self.path(name)) != "none"
+
+    def forget(self, name: str) -> None:
+        """Drop what the mounts of a removed tree left: its daemon's log."""
+        try:
+            os.unlink(fused.log_path(self.store_path, name))
+        except OSError:
+            pass
+
+    def release(self, name: str) -> bool:
+        """Unmount ``name``; True when nothing serves it any more (the tree can
+        be removed), False when its daemon lives on (bound elsewhere)."""
+        mp = self.path(name)
+        state = self._state(mp)
+        if state != "none":
+            reg = fused.registered(mp)
+            try:
+                fused.unmount(mp, timeout=RELEASE_WAIT)
+            except E.Busy:
+                fused.unmount(mp, lazy=True)        # files open there: detach now
+            if reg and fused._alive(reg["pid"]):
+                deadline = time.monotonic() + RELEASE_WAIT
+                while fused._alive(reg["pid"]) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                if fused._alive(reg["pid"]):
+                    return False
+        try:
+            os.rmdir(mp)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot remove the mount point %s: %s", mp, exc)
+        return True

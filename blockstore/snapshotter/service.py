@@ -1,0 +1,344 @@
+"""containerd's snapshotter semantics on top of the Store API.
+
+``Snapshotter`` is what the gRPC server (``server.py``) calls: one method
+per RPC, taking the namespace first, returning plain values and raising
+blockstore errors (the server turns them into gRPC codes in one place).
+Trees and labels are laid out as ``records.py`` says; active and view
+snapshots are served by FUSE mounts (``fusemounts.py``).
+
+Rules containerd relies on (its conformance suite checks them):
+
+* keys are unique per namespace across all kinds; a removed key is
+  reusable at once;
+* Prepare/View of an existing key, Commit to an existing name:
+  AlreadyExists; a parent must exist (NotFound) and be committed
+  (InvalidInput);
+* Commit needs an active snapshot (Busy otherwise), captures every write
+  that completed before it (``Store.commit`` asks the FUSE mount to commit
+  its batch first), and the key is gone afterwards;
+* Remove refuses a snapshot that has children (Busy, "cannot remove");
+  a mounted one is unmounted first;
+* Prepare with the label ``containerd.io/snapshot.ref`` = a chain ID that
+  the store already holds as an imported layer (``blockstore import``
+  names layer snapshots by chain ID and labels them ``oci.chain_id``)
+  records that layer as a committed snapshot under the chain ID and
+  answers AlreadyExists: containerd then skips unpacking it (the fast
+  path; O(1): a store snapshot of the imported one).
+
+Unpacks (containerd's ``extract-`` keys) are not served by FUSE: they get
+an overlay mount on a staging directory and are imported as a layer at
+Commit (``staging.py``).
+
+All changes run under one lock: each RPC sees the effects of the ones
+answered before it.  Cost of an RPC: O(1) store calls, plus one pass over
+the store's tree records for Remove (children), List and Cleanup.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+
+from .. import errors as E
+from ..api import writers
+from . import records as R
+from . import staging
+from .fusemounts import FuseMounts
+from .privdir import private_subdir
+
+log = logging.getLogger("blockstore.snapshotter")
+
+LABEL_SNAPSHOT_REF = "containerd.io/snapshot.ref"
+LABEL_OCI_CHAIN = "oci.chain_id"        # blockstore.oci.chain.LABEL_CHAIN
+
+
+class Snapshotter:
+    def __init__(self, store, root: str):
+        self.store = store
+        self.mounts = FuseMounts(store.path, root)
+        self.staging_dir = private_subdir(root, "staging")
+        self.empty_dir = private_subdir(root, "empty")
+        self.lock = threading.RLock()
+        self.index: dict[tuple[str, str], str] = {}     # (namespace, key) -> tree name
+        self.retired: set[str] = set()
+        self.counters = {"prepare_unpacked": 0, "prepare_fast_path": 0}
+        self._load()
+
+    # -- state -------------------------------------------------------------------------
+    def _load(self) -> None:
+        for rec in self.store.list():
+            if not R.is_ours(rec):
+                continue
+            if R.L_RETIRED in rec.labels:
+                self.retired.add(rec.name)
+            else:
+                self.index[(rec.labels[R.L_NS], rec.labels[R.L_KEY])] = rec.name
+        live = set(self.index.values())
+        for name in os.listdir(self.staging_dir):      # left by a kill mid-unpack
+            if name not in live:
+                shutil.rmtree(os.path.join(self.staging_dir, name), ignore_errors=True)
+        log.info("%d containerd snapshots, %d retired trees in %s",
+                 len(self.index), len(self.retired), self.store.path)
+
+    def _get(self, ns: str, key: str):
+        name = self.index.get((ns, key))
+        if name is None:
+            raise E.NotFound(f"snapshot {key!r} does not exist")
+        try:
+            return self.store.info(name)
+        except E.NotFound:                  # removed behind our back (blockstore rm)
+            del self.index[(ns, key)]
+            raise E.NotFound(f"snapshot {key!r} does not exist") from None
+
+    def _records(self, ns: str):
+        for rec in self.store.list():
+            if R.is_ours(rec) and R.L_RETIRED not in rec.labels and rec.labels[R.L_NS] == ns:
+                yield rec
+
+    def _staging(self, name: str) -> str:
+        return os.path.join(self.staging_dir, name)
+
+    def _staged_mounts(self, rec) -> list[dict]:
+        """An overlay mount whose upperdir is a plain directory: containerd's
+        applier writes the layer there without mounting it (staging.py)."""
+        d = self._staging(rec.name)
+        if not os.path.isdir(os.path.join(d, "upper")):
+            since = staging.prepare_upper(os.path.join(d, "upper"))
+            with open(os.path.join(d, "since"), "w") as f:
+                f.write(str(since))
+        os.makedirs(os.path.join(d, "work"), mode=0o755, exist_ok=True)
+        parent_key = rec.labels.get(R.L_PARENT, "")
+        if parent_key:
+            prec = self._get(rec.labels[R.L_NS], parent_key)
+            lower = self.mounts.ensure(prec.name, readonly=True)
+        else:
+            lower = self.empty_dir
+        return [{"type": "overlay", "source": "overlay", "target": "",
+                 "options": [f"workdir={d}/work", f"upperdir={d}/upper", f"lowerdir={lower}"]}]
+
+    def _release_parent(self, rec) -> None:
+        """Unmount the read-only mount of a staged snapshot's parent when no
+        other staged snapshot still uses it."""
+        parent_key = rec.labels.get(R.L_PARENT, "")
+        ns = rec.labels[R.L_NS]
+        if not parent_key or (ns, parent_key) not in self.index:
+            return
+        for other in self._records(ns):
+            if other.name != rec.name and R.L_STAGED in other.labels and \
+                    other.labels.get(R.L_PARENT) == parent_key:
+                return
+        try:
+            self.mounts.release(self.index[(ns, parent_key)])
+        except OSError as exc:
+            log.warning("unmounting the parent %r: %s", parent_key, exc)
+
+    def _mounts_of(self, rec) -> list[dict]:
+        if R.L_STAGED in rec.labels:
+            return self._staged_mounts(rec)
+        kind = rec.labels[R.L_KIND]
+        mp = self.mounts.ensure(rec.name, readonly=kind != "active")
+        return [{"type": "bind", "source": mp, "target": "",
+                 "options": ["rbind", "rw" if kind == "active" else "ro"]}]
+
+    def _drop(self, name: str) -> None:
+        """Unmount and remove tree ``name``; if a mount of it lives on elsewhere,
+        retire it (hidden; removed by a later reap)."""
+        shutil.rmtree(self._staging(name), ignore_errors=True)
+        try:
+            released = self.mounts.release(name)
+        except OSError as exc:          # its mount point is unusable: nothing serves it there
+            log.warning("releasing the mount of %s: %s", name, exc)
+            released = True
+        if released:
+            try:
+                self.store.remove(name, force=True)
+                self.retired.discard(name)
+                self.mounts.forget(name)
+                return
+            except E.Busy:
+                pass                                  # still served: retire
+            except E.NotFound:
+                self.retired.discard(name)
+                return
+        self.store.label(name, **{R.L_RETIRED: "1"})
+        self.retired.add(name)
+        log.info("retired %s: its mount is still in use elsewhere", name)
+
+    # -- RPCs ----------------------------------------------------------------------------
+    def create(self, ns: str, kind: str, key: str, parent: str, labels: dict) -> list[dict]:
+        """Prepare (kind "active") or View (kind "view")."""
+        R.check_key(key)
+        labels = R.check_user_labels(labels)
+        with self.lock:
+            if parent:
+                prec = self._get(ns, parent)
+                if prec.labels[R.L_KIND] != "committed":
+                    raise E.InvalidInput(f"parent {parent!r} is not a committed snapshot")
+            target = labels.get(LABEL_SNAPSHOT_REF)
+            if kind == "active" and target:
+                self._fast_path(ns, target, parent, labels)
+            if (ns, key) in self.index:
+                raise E.AlreadyExists(f"snapshot {key!r} already exists")
+            name = R.tree_name(ns, key)
+            lab = {**labels, **R.own_labels(ns, key, kind, parent)}
+            if kind == "active" and staging.is_unpack_key(key):
+                lab[R.L_STAGED] = "1"
+            if parent:
+                self.store.clone(prec.name, name, labels=lab)
+            else:
+                self.store.create(name, kind="clone", labels=lab)
+            self.index[(ns, key)] = name
+            try:
+                out = self._mounts_of(self.store.info(name))
+            except BaseException:
+                del self.index[(ns, key)]
+                self._drop(name)
+                raise
+            if kind == "active":
+                self.counters["prepare_unpacked"] += 1
+            return out
+
+    def _fast_path(self, ns: str, target: str, parent: str, labels: dict) -> None:
+        """Raise AlreadyExists when layer ``target`` (a chain ID) is here already."""
+        name = self.index.get((ns, target))
+        if name is not None:
+            lab = self.store.info(name).labels
+            # containerd then looks the layer up by ref label *and* parent
+            if lab[R.L_KIND] == "committed" and lab.get(R.L_PARENT, "") == parent:
+                raise E.AlreadyExists(f"target snapshot {target!r} already exists")
+            return
+        try:
+            src = self.store.info(target)
+        except (E.NotFound, E.InvalidInput):
+            log.info("layer %s is not in the store: containerd unpacks it", target)
+            return
+        if src.kind != "snapshot" or src.labels.get(LABEL_OCI_CHAIN) != target:
+            log.info("tree %s is not an imported layer snapshot (kind %s, %s=%r): not used",
+                     target, src.kind, LABEL_OCI_CHAIN, src.labels.get(LABEL_OCI_CHAIN))
+            return
+        name = R.tree_name(ns, target)
+        lab = {**labels, **R.own_labels(ns, target, "committed", parent)}
+        self.store.snapshot(target, name, labels=lab)
+        self.index[(ns, target)] = name
+        self.counters["prepare_fast_path"] += 1
+        log.info("fast path: layer %s is in the store; containerd skips its unpack", target)
+        raise E.AlreadyExists(f"target snapshot {target!r} already exists")
+
+    def mounts_for(self, ns: str, key: str) -> list[dict]:
+        with self.lock:
+            return self._mounts_of(self._get(ns, key))
+
+    def commit(self, ns: str, name: str, key: str, labels: dict) -> None:
+        R.check_key(name, "name")
+        labels = R.check_user_labels(labels)
+        with self.lock:
+            rec = self._get(ns, key)
+            if rec.labels[R.L_KIND] != "active":
+                raise E.Busy(f"snapshot {key!r} is not active; only active snapshots commit")
+            if (ns, name) in self.index:
+                raise E.AlreadyExists(f"snapshot {name!r} already exists")
+            new = R.tree_name(ns, name)
+            lab = {**labels, **R.own_labels(ns, name, "committed", rec.labels.get(R.L_PARENT, ""))}
+            if R.L_STAGED in rec.labels:
+                self._commit_staged(rec, new, lab)
+            else:
+                self.store.commit(rec.name, new, labels=lab)   # flushes the mount's batch first
+            self.index[(ns, name)] = new
+            del self.index[(ns, key)]
+            if R.L_STAGED in rec.labels:
+                self._release_parent(rec)
+            self._drop(rec.name)
+
+    def _commit_staged(self, rec, new: str, lab: dict) -> None:
+        """Import the staging directory as a layer onto the parent: snapshot ``new``."""
+        from ..oci.chain import LABEL_DIFF, import_layer
+        parent_key = rec.labels.get(R.L_PARENT, "")
+        parent = self._get(rec.labels[R.L_NS], parent_key).name if parent_key else None
+        d = self._staging(rec.name)
+        upper = os.path.join(d, "upper")
+        if not os.path.isdir(upper):                  # a Commit without a Mounts call
+            staging.prepare_upper(upper)
+        try:
+            with open(os.path.join(d, "since")) as f:
+                since = int(f.read())
+        except (OSError, ValueError):
+            since = 0
+        lower = self.mounts.ensure(parent, readonly=True) if parent else None
+        with staging.layer_stream(upper, lower, since) as raw:
+            import_layer(self.store, raw, new, parent, labels=lab,
+                         what=f"layer of {rec.labels[R.L_KEY]!r}")
+        if LABEL_DIFF not in lab:                     # containerd sees only its own labels
+            self.store.label(new, **{LABEL_DIFF: None})
+
+    def remove(self, ns: str, key: str) -> None:
+        with self.lock:
+            rec = self._get(ns, key)
+            for other in self._records(ns):
+                if other.labels.get(R.L_PARENT) == key:
+                    raise E.Busy(f"cannot remove snapshot {key!r}: it has children "
+                                 f"({other.labels[R.L_KEY]!r}); remove them first")
+            del self.index[(ns, key)]
+            if R.L_STAGED in rec.labels:
+                self._release_parent(rec)
+            self._drop(rec.name)
+
+    def stat(self, ns: str, key: str) -> dict:
+        with self.lock:
+            return R.info(self._get(ns, key))
+
+    def update(self, ns: str, info: dict, paths: list[str]) -> dict:
+        with self.lock:
+            rec = self._get(ns, info["name"])
+            old = R.user_labels(rec)
+            new_labels = dict(info.get("labels") or {})
+            if not paths:
+                result = new_labels
+            else:
+                result = dict(old)
+                for p in paths:
+                    if p == "labels":
+                        result = dict(new_labels)
+                    elif p.startswith("labels."):
+                        k = p[len("labels."):]
+                        if k in new_labels:
+                            result[k] = new_labels[k]
+                        else:
+                            result.pop(k, None)
+                    else:
+                        raise E.InvalidInput(f"cannot update field {p!r} of snapshot "
+                                             f"{info['name']!r}: only labels can change")
+            R.check_user_labels(result)
+            change = {k: None for k in old if k not in result}
+            change.update(result)
+            change[R.L_UPDATED] = str(time.time_ns())
+            return R.info(self.store.label(rec.name, **change))
+
+    def list(self, ns: str, filters) -> list[dict]:
+        from .filters import matches
+        with self.lock:
+            return [i for i in map(R.info, self._records(ns)) if matches(i, filters)]
+
+    def usage(self, ns: str, key: str) -> tuple[int, int]:
+        """(bytes, inodes): the bytes only this snapshot holds (what removing it
+        frees; for an active snapshot, its changes) and its number of files."""
+        with self.lock:
+            rec = self._get(ns, key)
+        writers.flush(self.store.path, [rec.name])      # writes a mount holds in its batch
+        u = self.store.usage(rec.name)
+        return u.exclusive, u.files
+
+    def cleanup(self, ns: str) -> None:
+        """Remove retired trees whose mounts have ended."""
+        with self.lock:
+            for name in sorted(self.retired):
+                if not self.mounts.is_mounted(name) or self.mounts.release(name):
+                    try:
+                        self.store.remove(name, force=True)
+                        self.retired.discard(name)
+                        self.mounts.forget(name)
+                    except E.NotFound:
+                        self.retired.discard(name)
+                    except E.Busy:
+                        pass

@@ -1,0 +1,272 @@
+"""containerd benchmark: blockstore vs containerd's overlayfs and native snapshotters, one image.
+
+One private containerd (own config, root, state and socket in the scratch
+directory) runs all three snapshotters on the same image: a real Debian
+root file system (mmdebstrap, cached under ~/.cache/blockstore-tests) plus
+a layer with a big random file (/data/big: 256 MiB; --quick 64 MiB,
+--tiny 8 MiB).  Per snapshotter:
+
+  unpack_s          `ctr image import --snapshotter S` of the image whose
+                    content is already in containerd (so: the unpack only)
+  run_s             median `ctr run --rm IMAGE ID /bin/true`
+  containers_10_x   disk space of the image plus 10 containers made from it
+                    (`ctr containers create`), / the image alone
+  write_4k_ms       time of a 4 KiB write of random bytes (dd conv=notrunc)
+                    into /data/big from inside a container, measured there
+                    with busybox `time` (10 ms resolution)
+  write_4k_bytes    disk space that write added (snapshotter directory
+                    for overlayfs/native; pool blocks in use for blockstore),
+                    measured between the container's creation and its end
+
+Ratios to overlayfs with the goals of issue 19: run <= 1.5x, unpack <= 2x,
+10 containers <= 1.05x one image, the 4 KiB write adds <= 2 blocks.
+Needs root, FUSE, containerd, ctr, runc, umoci and mmdebstrap (or the
+cached root file system).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import _benchutil as bu
+from _benchutil import log
+
+HELP = __doc__.split("\n")[0]
+MiB = 1 << 20
+SNAPSHOTTERS = ("overlayfs", "native", "blockstore")
+ROOTFS_TAR = os.path.expanduser(
+    "~/.cache/blockstore-tests/debian-bookworm-extract-busybox-tzdata.tar")
+IMAGE = "local/bench:img"
+CONFIG = """version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[proxy_plugins]
+  [proxy_plugins.blockstore]
+    type = "snapshot"
+    address = "{d}/run/snapshotter.sock"
+"""
+
+
+def add_args(p) -> None:
+    p.add_argument("--runs", type=int, default=None, help="`ctr run` repetitions per snapshotter")
+
+
+def _sh(*cmd, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {r.stdout[-1000:]}{r.stderr[-2000:]}")
+    return r
+
+
+def _rootfs_tar() -> str:
+    if not os.path.exists(ROOTFS_TAR):
+        os.makedirs(os.path.dirname(ROOTFS_TAR), exist_ok=True)
+        tmp = ROOTFS_TAR[:-4] + f".{os.getpid()}.tmp.tar"
+        _sh("mmdebstrap", "--quiet", "--variant=extract", "--include=busybox,base-files,tzdata",
+            "--mode=root", '--aptopt=Acquire::Check-Valid-Until "false"', "bookworm", tmp)
+        os.replace(tmp, ROOTFS_TAR)
+    return ROOTFS_TAR
+
+
+def _image(d: str, big: int) -> str:
+    L, B = os.path.join(d, "layout"), os.path.join(d, "bundle")
+    _sh("umoci", "init", "--layout", L)
+    _sh("umoci", "new", "--image", f"{L}:img")
+    _sh("umoci", "config", "--image", f"{L}:img", "--os", "linux", "--architecture", "amd64")
+    _sh("umoci", "unpack", "--image", f"{L}:img", B)
+    rootfs = os.path.join(B, "rootfs")
+    _sh("tar", "-C", rootfs, "--numeric-owner", "-xpf", _rootfs_tar())
+    _sh("umoci", "repack", "--refresh-bundle", "--image", f"{L}:img", B)
+    for applet in ("sh", "true", "dd", "time", "sync"):
+        p = os.path.join(rootfs, "bin", applet)
+        if not os.path.lexists(p):
+            os.symlink("busybox", p)
+    for sub in ("proc", "sys", "dev", "run", "tmp", "data"):
+        os.makedirs(os.path.join(rootfs, sub), exist_ok=True)
+    with open(os.path.join(rootfs, "data", "big"), "wb") as f:
+        for _ in range(big // MiB):
+            f.write(os.urandom(MiB))
+    _sh("umoci", "repack", "--image", f"{L}:img", B)
+    tar = os.path.join(d, "img.tar")
+    _sh("tar", "-C", L, "-cf", tar, ".")
+    return tar
+
+
+def _du(path: str) -> int:
+    """Bytes of disk a directory tree takes (each inode once, one file system)."""
+    if not os.path.exists(path):
+        return 0
+    out = subprocess.run(["du", "-sx", "--block-size=1", path], capture_output=True,
+                         text=True).stdout.split()
+    return int(out[0]) if out else 0
+
+
+class _Env:
+    def __init__(self, d: str):
+        self.d = d
+        self.store = os.path.join(d, "store")
+        os.makedirs(os.path.join(d, "run"), mode=0o700)
+        with open(os.path.join(d, "config.toml"), "w") as f:
+            f.write(CONFIG.format(d=d))
+        self.sock = os.path.join(d, "containerd.sock")
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        exe = [sys.executable, "-c", "from blockstore.cli import main; main()"]
+        log_f = open(os.path.join(self.d, "snapshotter.log"), "ab")
+        self.procs.append(subprocess.Popen(
+            exe + ["--store", self.store, "snapshotter", "serve", "--address",
+                   os.path.join(self.d, "run", "snapshotter.sock"),
+                   "--root", os.path.join(self.d, "snaproot"), "--log-level", "warning"],
+            stdout=log_f, stderr=log_f, stdin=subprocess.DEVNULL))
+        self.procs.append(subprocess.Popen(
+            ["containerd", "--config", os.path.join(self.d, "config.toml")],
+            stdout=log_f, stderr=log_f, stdin=subprocess.DEVNULL))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.ctr("version", check=False).returncode == 0 and \
+                    os.path.exists(os.path.join(self.d, "run", "snapshotter.sock")):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("containerd or the snapshotter did not start")
+
+    def ctr(self, *args, check=True, timeout=600) -> subprocess.CompletedProcess:
+        r = subprocess.run(["ctr", "-a", self.sock, "-n", "bench", *args], capture_output=True,
+                           text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"ctr {' '.join(args)}: {r.stdout[-500:]}{r.stderr[-1500:]}")
+        return r
+
+    def space(self, sn: str) -> int:
+        if sn == "blockstore":
+            from blockstore import Store
+            with Store.open(self.store, create=False) as s:
+                df = s.df()
+                return df.used_bytes + df.metadata_bytes
+        return _du(os.path.join(self.d, "root", f"io.containerd.snapshotter.v1.{sn}"))
+
+    def pool_used(self) -> int:
+        from blockstore import Store
+        with Store.open(self.store, create=False) as s:
+            return s.df().used_bytes
+
+    def stop(self) -> None:
+        for c in self.ctr("containers", "ls", "-q", check=False).stdout.split():
+            self.ctr("tasks", "rm", "-f", c, check=False)
+            self.ctr("containers", "rm", c, check=False)
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        mnt = os.path.join(self.d, "snaproot", "mnt")
+        if os.path.isdir(mnt):
+            for name in os.listdir(mnt):
+                subprocess.run(["umount", "-l", os.path.join(mnt, name)], capture_output=True)
+        for sub in ("root", "state"):
+            subprocess.run(f"umount -R -l {self.d}/{sub}/* >/dev/null 2>&1", shell=True)
+        time.sleep(1)
+
+
+def _settle(env: _Env, sn: str, timeout: float = 20.0) -> None:
+    """containerd removes snapshots in the background (its gc): wait until the
+    snapshotter's space stops changing, so the next measurement is its own."""
+    last, stable_since = env.space(sn), time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and time.monotonic() - stable_since < 1.5:
+        time.sleep(0.25)
+        cur = env.space(sn)
+        if cur != last:
+            last, stable_since = cur, time.monotonic()
+
+
+def _one(env: _Env, sn: str, runs: int, bs: int) -> dict:
+    out: dict = {}
+    img_space0 = env.space(sn)
+    t0 = time.perf_counter()
+    env.ctr("image", "import", "--snapshotter", sn, "--base-name", "local/bench",
+            os.path.join(env.d, "img.tar"))
+    out["unpack_s"] = time.perf_counter() - t0
+    image_space = env.space(sn) - img_space0
+    lat = []
+    for i in range(runs):
+        t0 = time.perf_counter()
+        env.ctr("run", "--rm", "--snapshotter", sn, IMAGE, f"{sn}-t{i}", "/bin/true")
+        lat.append(time.perf_counter() - t0)
+    out["run_s"] = bu.median(lat)
+    before = env.space(sn)
+    for i in range(10):
+        env.ctr("containers", "create", "--snapshotter", sn, IMAGE, f"{sn}-c{i}")
+    ten = env.space(sn) - before
+    out["image_bytes"] = image_space
+    out["containers_10_bytes"] = ten
+    out["containers_10_x"] = (image_space + ten) / image_space if image_space else float("nan")
+    for i in range(10):
+        env.ctr("containers", "rm", f"{sn}-c{i}")
+    _settle(env, sn)
+    # 4 KiB of random bytes into the middle of /data/big, timed inside the
+    # container; space measured around the write only (the container exists
+    # before).  busybox has no sub-second clock in sh; `time` resolves 10 ms,
+    # enough to tell an in-place block write from a copy of the whole file.
+    script = ("time sh -c 'dd if=/dev/urandom of=/data/big bs=4096 count=1 seek=1000 "
+              "conv=notrunc 2>/dev/null' 2>&1; sync")
+    env.ctr("containers", "create", "--snapshotter", sn, IMAGE, f"{sn}-w", "--", "sh", "-c", script)
+    before = env.pool_used() if sn == "blockstore" else env.space(sn)
+    r = env.ctr("tasks", "start", f"{sn}-w")
+    m = re.search(r"real\s+(\d+)m\s*([\d.]+)s", r.stdout)
+    out["write_4k_ms"] = (int(m.group(1)) * 60 + float(m.group(2))) * 1000 if m else float("nan")
+    if sn == "blockstore":
+        out["write_4k_bytes"] = env.pool_used() - before
+    else:
+        out["write_4k_bytes"] = env.space(sn) - before
+    env.ctr("tasks", "rm", "-f", f"{sn}-w", check=False)
+    env.ctr("containers", "rm", f"{sn}-w")
+    log(f"{sn}: {out}")
+    return out
+
+
+def run(args):
+    rep = bu.Report("containerd")
+    if os.geteuid() != 0 or any(shutil.which(t) is None for t in ("containerd", "ctr", "runc",
+                                                                    "umoci")):
+        raise SystemExit("bench containerd needs root, containerd, ctr, runc and umoci")
+    big = 8 * MiB if args.tiny else 64 * MiB if args.quick else 256 * MiB
+    runs = args.runs or (3 if args.quick else 10)
+    with bu.scratch_dir(args.dir, prefix="blockstore-bench-ctrd-") as d:
+        os.chmod(d, 0o700)
+        log("building the image")
+        _image(d, big)
+        env = _Env(d)
+        env.start()
+        try:
+            env.ctr("image", "import", "--no-unpack", "--base-name", "local/bench",
+                    os.path.join(d, "img.tar"))
+            res = {sn: _one(env, sn, runs, 4096) for sn in SNAPSHOTTERS}
+        finally:
+            env.stop()
+    o, b = res["overlayfs"], res["blockstore"]
+    rep.add("run_ratio", b["run_s"] / o["run_s"], "x", goal=1.5, cmp="<=",
+            note="blockstore / overlayfs, median `ctr run --rm /bin/true`")
+    rep.add("unpack_ratio", b["unpack_s"] / o["unpack_s"], "x", goal=2.0, cmp="<=")
+    rep.add("containers_10_x", b["containers_10_x"], "x", goal=1.05, cmp="<=",
+            note="(image + 10 containers) / image, blockstore")
+    rep.add("write_4k_blocks", b["write_4k_bytes"] / 4096, "blocks", goal=2, cmp="<=")
+    for sn in SNAPSHOTTERS:
+        for k in ("unpack_s", "run_s", "containers_10_x", "write_4k_ms", "write_4k_bytes",
+                  "image_bytes"):
+            rep.add(f"{sn}_{k}", res[sn][k], "")
+    rep.extra["image_big_file_bytes"] = big
+    rep.extra["environment"] = bu.environment()
+    return rep, ""
