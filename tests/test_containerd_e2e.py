@@ -151,7 +151,7 @@ def test_containers_run_change_and_stay_apart(env, image_tar):
         assert len(image_top) == 1
         changes = {(c.kind, c.path) for c in store.diff(image_top[0].name, committed[0].name)}
     # (a directory added or deleted is one change; Store.diff does not list its entries)
-    assert changes == {("M", "/data"), ("A", "/data/new.txt"), ("D", "/data/gone.txt"),
+    assert changes == {("C", "/data"), ("A", "/data/new.txt"), ("D", "/data/gone.txt"),
                        ("D", "/data/dir"), ("A", "/data/dir2")}, sorted(changes)
     env.ctr("containers", "rm", "c3")
 

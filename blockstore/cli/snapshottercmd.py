@@ -32,7 +32,7 @@ def serve_cmd(ctx: Ctx, address, root, log_level):
     server = needs("blockstore.snapshotter.server", "the containerd snapshotter")
     logging.basicConfig(level=getattr(logging, log_level.upper()),
                         format="%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
-    store = ctx.store()
+    store = ctx.store(create=True)          # it writes: created on first use like import
     root = root or os.path.join(store.path, "containerd")
     server.serve(store, address, root)
 
