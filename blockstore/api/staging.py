@@ -50,6 +50,11 @@ from . import owner as O
 
 MARK = "@importing-"
 LABEL = "blockstore.importing"
+# An import into a working clone commits its batch every this many bytes
+# written or entries applied (directory import: transfer.py; layer import:
+# layers.py), so memory stays bounded whatever the import's size.
+COMMIT_BYTES = 256 * 1024 * 1024
+COMMIT_ITEMS = 20000
 
 
 class Staging:

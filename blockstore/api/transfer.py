@@ -3,7 +3,7 @@
 Import onto ``parent`` writes into a working clone of it (``Store.staging``,
 staging.py: so unchanged files are not written again: a file whose type,
 size, mtime, mode and owner match is kept, as rsync's quick check does),
-committing every ``COMMIT_BYTES`` of data or ``COMMIT_ITEMS`` entries so
+committing every ``COMMIT_BYTES`` of data or ``COMMIT_ITEMS`` entries (staging.py) so
 memory stays bounded, then turns it into the snapshot.  On any error or
 interrupt the working clone is removed and its space given back: no snapshot
 appears, nothing leaks.  Without a parent the tree is bulk-built in one
@@ -27,10 +27,8 @@ from ..btree.store import NodeStore
 from ..errors import InvalidInput, NotFound
 from ..fs import items as I
 from ..fs.tree import FsTree
-from . import hostout
+from . import hostout, staging
 
-COMMIT_BYTES = 256 * 1024 * 1024
-COMMIT_ITEMS = 20000
 CHUNK = 8 * 1024 * 1024
 
 
@@ -72,12 +70,11 @@ class _Importer:
     working clone's root in the catalog only at sync points (every
     ``COMMIT_BYTES`` / ``COMMIT_ITEMS``) and at the end, not per operation."""
 
-    def __init__(self, store, work: str, progress, layered: bool):
+    def __init__(self, store, work: str, progress):
         self.store = store
         self.env = store.env
         self.work = work
         self.progress = progress
-        self.layered = layered          # False: the working clone started empty
         self.links: dict[tuple[int, int], int] = {}
         self.since_bytes = 0
         self.since_items = 0
@@ -104,7 +101,8 @@ class _Importer:
     def _apply(self, fn):
         """Run fn(fst) on the working clone inside the open batch."""
         out = fn(self._tree())
-        if self.since_bytes >= COMMIT_BYTES or self.since_items >= COMMIT_ITEMS:
+        if (self.since_bytes >= staging.COMMIT_BYTES
+                or self.since_items >= staging.COMMIT_ITEMS):
             self.flush()
             self.env.sync()                      # commits the batch and begins the next txn
             self._fst = self._w = None
@@ -165,14 +163,13 @@ class _Importer:
         except OSError as exc:
             raise InvalidInput(f"cannot read directory: {exc.strerror}", path=hostdir) from None
         subdirs = []
-        if self.layered:
-            bnames = {os.fsencode(n) for n in names}
+        bnames = {os.fsencode(n) for n in names}
 
-            def prune(f):
-                for _, name, ino, dtype in list(f.readdir(dir_ino)):
-                    if name not in bnames:
-                        _remove_recursive(f, dir_ino, name)
-            self._apply(prune)
+        def prune(f):
+            for _, name, ino, dtype in list(f.readdir(dir_ino)):
+                if name not in bnames:
+                    f.remove_all(dir_ino, name)
+        self._apply(prune)
         for n in names:
             p = os.path.join(hostdir, n)
             st = os.lstat(p)
@@ -193,12 +190,12 @@ class _Importer:
 
         def prepare(f):
             """Reuse an identical existing entry, else clear the name; returns ino or None."""
-            found = f.lookup(dir_ino, name) if self.layered else None
+            found = f.lookup(dir_ino, name)
             if hard and key in self.links:
                 if found and found[0] == self.links[key]:
                     return found[0]
                 if found:
-                    _remove_recursive(f, dir_ino, name)
+                    f.remove_all(dir_ino, name)
                 f.link(self.links[key], dir_ino, name)
                 return self.links[key]
             if found is not None:
@@ -208,7 +205,7 @@ class _Importer:
                 if not hard and node.nlink == 1 and self._same(node, st):
                     self._set_meta(f, found[0], st, xattrs)
                     return found[0]
-                _remove_recursive(f, dir_ino, name)
+                f.remove_all(dir_ino, name)
             return None
         existing = self._apply(prepare)
         if existing is not None:
@@ -271,37 +268,6 @@ class _Importer:
             os.close(fd)
 
 
-def _remove_recursive(f: FsTree, dir_ino: int, name: bytes) -> None:
-    """Remove name from dir_ino, a directory with everything below it
-    (an explicit stack: any depth)."""
-    found = f.lookup(dir_ino, name)
-    if found is None:
-        return
-    if not f.inode(found[0]).is_dir:
-        f.unlink(dir_ino, name)
-        return
-    stack = [(dir_ino, name, found[0], _clear_files(f, found[0]))]
-    while stack:
-        parent, n, ino, subdirs = stack[-1]
-        if subdirs:
-            cn, cino = subdirs.pop()
-            stack.append((ino, cn, cino, _clear_files(f, cino)))
-            continue
-        f.rmdir(parent, n)
-        stack.pop()
-
-
-def _clear_files(f: FsTree, ino: int) -> list[tuple[bytes, int]]:
-    """Unlink the non-directories of directory ino; returns its subdirectories."""
-    dirs = []
-    for _, n, cino, dtype in list(f.readdir(ino)):
-        if dtype == S.S_IFDIR >> 12:
-            dirs.append((n, cino))
-        else:
-            f.unlink(ino, n)
-    return dirs
-
-
 def import_dir(store, src: str, name: str, parent: str | None, labels, progress):
     if not os.path.isdir(src):
         raise NotFound("import source is not a directory", path=src)
@@ -314,7 +280,7 @@ def import_dir(store, src: str, name: str, parent: str | None, labels, progress)
         from .bulkimport import bulk_import
         return bulk_import(store, src, name, labels, progress)
     with store.staging(name, parent) as st:
-        _Importer(store, st.work, progress, True).import_tree(src)
+        _Importer(store, st.work, progress).import_tree(src)
         st.commit(labels)
     return store.info(name)
 

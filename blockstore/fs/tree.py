@@ -288,6 +288,36 @@ class FsTree:
         self._destroy(node.ino)
         return node.ino
 
+    def remove_all(self, dir_ino: int, name: bytes) -> None:
+        """Remove name from dir_ino, a directory with everything below it; nothing
+        when there is no such entry.  An explicit stack, not recursion: any
+        depth.  Cost: one unlink or rmdir per entry below name."""
+        found = self.lookup(dir_ino, name)
+        if found is None:
+            return
+        if not self.inode(found[0]).is_dir:
+            self.unlink(dir_ino, name)
+            return
+        stack = [(dir_ino, name, found[0], self._clear_files(found[0]))]
+        while stack:
+            parent, n, ino, subdirs = stack[-1]
+            if subdirs:
+                cn, cino = subdirs.pop()
+                stack.append((ino, cn, cino, self._clear_files(cino)))
+                continue
+            self.rmdir(parent, n)
+            stack.pop()
+
+    def _clear_files(self, ino: int) -> list[tuple[bytes, int]]:
+        """Unlink the non-directories of directory ino; returns its subdirectories."""
+        dirs = []
+        for _, n, cino, dtype in list(self.readdir(ino)):
+            if dtype == S.S_IFDIR >> 12:
+                dirs.append((n, cino))
+            else:
+                self.unlink(ino, n)
+        return dirs
+
     def _drop_link(self, node: Inode) -> None:
         node.nlink -= 1
         if node.nlink > 0:
