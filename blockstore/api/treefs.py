@@ -142,6 +142,10 @@ class TreeFS:
         self.mounts = MountTable.for_tree(self, rec)
 
     # -- lifecycle -----------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from click.shell_completion import CompletionItem
 
-from .. import Store, default_store_path
+from ..api import Store, default_store_path
 
 
 def _names(ctx, kind: str | None = None) -> list:

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from .. import Store, default_store_path
+from ..api import Store, default_store_path
 
 
 class Ctx:
