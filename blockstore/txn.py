@@ -104,10 +104,6 @@ class _Txn:
     def id(self) -> int:
         return self.t.id()
 
-    def meta_get(self, key: bytes, default=None):
-        v = self.t.get(key, db=self.env.dbs["meta"])
-        return default if v is None else bytes(v)
-
     def meta_int(self, key: bytes, default: int = 0) -> int:
         v = self.t.get(key, db=self.env.dbs["meta"])
         return default if v is None else from_u64(v)

@@ -137,20 +137,6 @@ def _exclusive_blocks(mine, others, shared) -> int:
     return total
 
 
-def _covered(runs, b: int) -> bool:
-    lo, hi = 0, len(runs)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        s, n, _ = runs[mid]
-        if b < s:
-            hi = mid
-        elif b >= s + n:
-            lo = mid + 1
-        else:
-            return True
-    return False
-
-
 def pool_usage(store) -> PoolUsage:
     with store.env.read() as r:
         st = r.pool.stats(r.t)

@@ -556,10 +556,6 @@ class FsTree:
         self.put_inode(node)
         return n
 
-    def _no_extents(self, ino: int) -> bool:
-        lo, hi = I.prefix_range(ino, I.EXTENT)
-        return next(iter(self._range(lo, hi)), None) is None
-
     def _write_blocks(self, ino: int, offset: int, data, size: int) -> None:
         bs = self.bs
         end = offset + len(data)
