@@ -389,7 +389,7 @@ class Store:
             self._fs.append(tfs)
         return tfs
 
-    def _forget_fs(self, tfs: TreeFS) -> None:
+    def forget_fs(self, tfs: TreeFS) -> None:
         with self._fs_lock:
             if tfs in self._fs:
                 self._fs.remove(tfs)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import errno
 import os
-import stat as S
+import stat
 import time
 
 from .. import catalog
 from ..btree.store import NodeStore
 from ..errors import InvalidInput, NotFound
-from ..fs import items as I
+from ..fs import items
 from ..fs.tree import FsTree
 from . import hostout, staging
 
@@ -110,11 +110,11 @@ class _Importer:
         return out
 
     def _same(self, node, st) -> bool:
-        return (S.S_IFMT(node.mode) == S.S_IFMT(st.st_mode) and node.mode == st.st_mode
-                and node.size == (st.st_size if not S.S_ISDIR(st.st_mode) else node.size)
+        return (stat.S_IFMT(node.mode) == stat.S_IFMT(st.st_mode) and node.mode == st.st_mode
+                and node.size == (st.st_size if not stat.S_ISDIR(st.st_mode) else node.size)
                 and node.mtime == st.st_mtime_ns and node.uid == st.st_uid
-                and node.gid == st.st_gid and node.rdev == (st.st_rdev if S.S_ISCHR(st.st_mode)
-                                                           or S.S_ISBLK(st.st_mode) else 0))
+                and node.gid == st.st_gid and node.rdev == (st.st_rdev if stat.S_ISCHR(st.st_mode)
+                                                           or stat.S_ISBLK(st.st_mode) else 0))
 
     def _set_meta(self, fst: FsTree, ino: int, st, xattrs: dict, node=None,
                   fresh: bool = False) -> None:
@@ -136,9 +136,9 @@ class _Importer:
 
     def import_tree(self, src: str) -> None:
         st = os.lstat(src)
-        self._dir(src, I.ROOT_INO)
+        self._dir(src, items.ROOT_INO)
         # after its contents: creating entries touches the directory's times
-        self._apply(lambda f: self._set_meta(f, I.ROOT_INO, st, _xattrs(src)))
+        self._apply(lambda f: self._set_meta(f, items.ROOT_INO, st, _xattrs(src)))
         self.flush()
 
     def _dir(self, hostdir: str, dir_ino: int) -> None:
@@ -175,16 +175,16 @@ class _Importer:
             st = os.lstat(p)
             bn = os.fsencode(n)
             child = self._entry(dir_ino, bn, p, st)
-            if S.S_ISDIR(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
                 subdirs.append((p, child, st))
             if self.progress:
-                self.progress(p, st.st_size if S.S_ISREG(st.st_mode) else 0)
+                self.progress(p, st.st_size if stat.S_ISREG(st.st_mode) else 0)
         return subdirs
 
     def _entry(self, dir_ino: int, name: bytes, path: str, st) -> int:
         self.since_items += 1
         mode = st.st_mode
-        hard = not S.S_ISDIR(mode) and st.st_nlink > 1
+        hard = not stat.S_ISDIR(mode) and st.st_nlink > 1
         key = (st.st_dev, st.st_ino)
         xattrs = _xattrs(path)
 
@@ -200,7 +200,7 @@ class _Importer:
                 return self.links[key]
             if found is not None:
                 node = f.inode(found[0])
-                if S.S_ISDIR(mode) and node.is_dir:
+                if stat.S_ISDIR(mode) and node.is_dir:
                     return found[0]               # metadata is set after its contents
                 if not hard and node.nlink == 1 and self._same(node, st):
                     self._set_meta(f, found[0], st, xattrs)
@@ -210,7 +210,7 @@ class _Importer:
         existing = self._apply(prepare)
         if existing is not None:
             return existing
-        if S.S_ISLNK(mode):
+        if stat.S_ISLNK(mode):
             target = os.fsencode(os.readlink(path))
 
             def mk_link(f):
@@ -219,13 +219,13 @@ class _Importer:
                 return node.ino
             ino = self._apply(mk_link)
         else:
-            rdev = st.st_rdev if S.S_ISCHR(mode) or S.S_ISBLK(mode) else 0
+            rdev = st.st_rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
             node = self._apply(lambda f: f.create(dir_ino, name, mode, st.st_uid, st.st_gid,
                                                   rdev))
             ino = node.ino
-            if S.S_ISREG(mode) and st.st_size:
+            if stat.S_ISREG(mode) and st.st_size:
                 node = self._content(node, path, st.st_size)
-            if not S.S_ISDIR(mode):             # a directory's come after its contents
+            if not stat.S_ISDIR(mode):             # a directory's come after its contents
                 self._apply(lambda f: self._set_meta(f, ino, st, xattrs, node, fresh=True))
         if hard:
             self.links[key] = ino
@@ -347,7 +347,7 @@ class _DirExport:
         return _Frame(node, fd, children, parts, path)
 
     def run(self) -> None:
-        stack = [self._frame(I.ROOT_INO, os.dup(self.rootfd), (), self.dst)]
+        stack = [self._frame(items.ROOT_INO, os.dup(self.rootfd), (), self.dst)]
         try:
             while stack:
                 top = stack[-1]
@@ -417,7 +417,7 @@ class _DirExport:
 
 
 def _export_file(fst: FsTree, node, fd: int) -> None:
-    inline = fst._inline(node.ino)
+    inline = fst.inline(node.ino)
     if inline is not None:
         os.write(fd, inline[:node.size])
     else:

@@ -104,7 +104,7 @@ def same_content(fa: FsTree, ia: int, fb: FsTree, ib: int) -> bool:
     na, nb = fa.inode(ia), fb.inode(ib)
     if na.size != nb.size:
         return False
-    inl_a, inl_b = fa._inline(ia), fb._inline(ib)
+    inl_a, inl_b = fa.inline(ia), fb.inline(ib)
     if inl_a is not None or inl_b is not None:
         return fa.read(na, 0, na.size) == fb.read(nb, 0, nb.size)
     bs = fa.bs
