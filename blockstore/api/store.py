@@ -126,6 +126,16 @@ class Store:
     def block_size(self) -> int:
         return self.env.block_size
 
+    @property
+    def dedup(self) -> bool:
+        """Whether identical blocks are stored once (fixed when the store was made)."""
+        return bool(self.env.dedup)
+
+    @property
+    def checksum(self) -> str:
+        """The per-block checksum of the pool ("xxh3-128" or "sha256")."""
+        return self.env.checksum
+
     def batch(self):
         """Group commit: everything inside is one durable transaction."""
         return self.env.batch()

@@ -49,7 +49,7 @@ def init_cmd(ctx: Ctx, block_size, dedup, checksum):
     with Store.open(ctx.store_path, create=True, block_size=bs, dedup=dedup,
                     checksum=checksum) as s:
         doc = {"path": os.path.abspath(ctx.store_path), "block_size": s.block_size,
-               "dedup": bool(s.env.dedup), "checksum": s.env.checksum}
+               "dedup": s.dedup, "checksum": s.checksum}
     if ctx.json:
         formatting.emit_json(doc)
     else:
