@@ -38,17 +38,17 @@ from ..engine import Engine
 from ..errors import Busy, InvalidInput, NotFound
 from ..fs import source
 from ..fs.tree import FsTree
-from . import mounts as M
+from . import mounts as mount_specs
 from . import mountlock, writers
 from .treefs import TreeFS
 
 
 def _make_mount_points(fst: FsTree, mounts) -> None:
     """Create the directories the mount specs' targets name (mode 0755) where missing."""
-    from ..fs import paths as P
+    from ..fs import paths
     for m in mounts or []:
         cur = 1
-        for part in P.components(m["target"]):
+        for part in paths.components(m["target"]):
             found = fst.lookup(cur, part)
             cur = found[0] if found else fst.create(cur, part, 0o40755).ino
 
@@ -219,7 +219,7 @@ class Store:
             if isinstance(m, str):
                 raise InvalidInput("mount specs are dicts; see blockstore.api.mounts.parse_spec")
             m = dict(m)
-            m["target"] = M.normalize_target(m["target"])
+            m["target"] = mount_specs.normalize_target(m["target"])
             if m["type"] == "volume":
                 if self.info(m["source"]).kind != "volume":
                     raise InvalidInput(f"{m['source']!r} is not a volume")
