@@ -148,7 +148,7 @@ class _Walk:
         return (node.level, keys[0], last if last is not None else keys[-1])
 
 
-def _count_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+def count_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
     """Sweep (start, n) references into disjoint (start, n, count) segments."""
     events: dict[int, int] = {}
     for s, n in runs:
@@ -299,7 +299,7 @@ def _check_view(r, report: CheckReport, scrub: bool) -> _Walk:
             report.add("node-missing", f"node {nid} is referenced but missing",
                        walk.owner.get(nid), repairable=False)
     # Blocks.
-    expected = _count_runs(walk.block_refs)
+    expected = count_runs(walk.block_refs)
     total = pool.total_blocks(t)
     segs = _block_states(pool, t, total)
 
@@ -347,7 +347,7 @@ def _scrub(r, walk: _Walk, report: CheckReport) -> None:
     dedup = None                      # built on first need (old stores only)
     verified = unverifiable = 0
     bad: list[int] = []
-    for s, n, _ in _count_runs(walk.block_refs):
+    for s, n, _ in count_runs(walk.block_refs):
         for cs in range(s, s + n, SCRUB_READ_BLOCKS):
             cn = min(SCRUB_READ_BLOCKS, s + n - cs)
             try:

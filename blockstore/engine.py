@@ -77,15 +77,17 @@ class Engine:
     @classmethod
     def open(cls, path: str, create: bool = True, *, block_size: int | None = None,
              dedup: bool | None = None, checksum: str | None = None,
-             verify_reads: bool = False) -> "Engine":
+             verify_reads: bool = False, data_file: type | None = None) -> "Engine":
         """``verify_reads``: every data block read is checked against the checksum
         recorded when it was written (errors.Corruption naming the block on a
         mismatch).  The Env is shared by every handle of the store in this
         process, so reads are verified for all of them while one such handle is open.
         ``checksum``: per-block checksum of a new store ("xxh3-128", the default
-        without dedup, or "sha256"); see ``Env``."""
+        without dedup, or "sha256"); see ``Env``.  ``data_file``: the class that
+        opens the data file when this opens the store's Env (``Env``)."""
+        opts = {} if data_file is None else {"data_file": data_file}
         env = _acquire_env(path, create=create, block_size=block_size, dedup=dedup,
-                           checksum=checksum)
+                           checksum=checksum, **opts)
         return cls(env, verify_reads)
 
     @property

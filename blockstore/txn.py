@@ -54,7 +54,7 @@ from .pool import DataFile, Pool, PoolDbs
 from .pool.dbs import TOTAL_BLOCKS, Meta
 from .pool.sums import ALGORITHMS as CHECKSUMS, default_algorithm
 from .storefiles import DATA_FILE, META_DIR, META_FILE, RESERVE_FILE
-from .testing import failpoints
+from . import failpoints
 
 # Format 2 = pool.sums may hold XXH3-128 digests (meta b"checksum"); a store
 # with SHA-256 digests (dedup, or chosen) is still written as format 1, which
@@ -108,10 +108,6 @@ class _Txn:
 
     def id(self) -> int:
         return self.t.id()
-
-    def meta_get(self, key: bytes, default=None):
-        v = self.t.get(key, db=self.env.dbs["meta"])
-        return default if v is None else bytes(v)
 
     def meta_int(self, key: bytes, default: int = 0) -> int:
         v = self.t.get(key, db=self.env.dbs["meta"])
@@ -296,11 +292,14 @@ class Env:
     """The open metadata environment and data pool of one store."""
 
     def __init__(self, path: str, *, create: bool = False, block_size: int | None = None,
-                 dedup: bool | None = None, checksum: str | None = None):
+                 dedup: bool | None = None, checksum: str | None = None,
+                 data_file: type[DataFile] = DataFile):
         """``block_size``, ``dedup`` and ``checksum`` (per-block checksum of pool.sums:
         "xxh3-128", or "sha256"; default xxh3-128, sha256 with dedup, which
         refuses xxh3-128) apply when the store is created and are ignored after:
-        they are fixed for its life (``self.block_size``/``dedup``/``checksum``)."""
+        they are fixed for its life (``self.block_size``/``dedup``/``checksum``).
+        ``data_file``: the class that opens the data file (a test passes
+        ``testing.crashfs.CrashDataFile``)."""
         self.path = os.path.abspath(path)
         self.pid = os.getpid()
         self.lock = threading.RLock()
@@ -415,8 +414,8 @@ class Env:
             need = self.pool_blocks_committed(pool_dbs, t)
         # The data file is created after the format record; a crash in between
         # leaves no data file and nothing in the pool that needs one.
-        data = DataFile(data_path, self.block_size,
-                        create=need == 0 and not os.path.exists(data_path))
+        data = data_file(data_path, self.block_size,
+                         create=need == 0 and not os.path.exists(data_path))
         self.pool = Pool(pool_dbs, data, self.block_size, self.dedup, checksum=self.checksum)
         if data.size_blocks() < need:
             raise Corruption(f"data file is truncated: {data.size_blocks()} blocks of "

@@ -16,15 +16,15 @@ import random
 import sys
 
 import _workers as W
-from blockstore.testing import crashfs, failpoints
+from blockstore import failpoints
+from blockstore.testing import crashfs
 
 
 def mode_failpoint_crash(store, seed, start, journal, point, nth, mode) -> None:
     from blockstore.engine import Engine
     seed_i, i, nth_i = int(seed), int(start), int(nth)
-    crashfs.install()
     m = W.replay(seed_i, i)
-    e = Engine.open(store, create=False)
+    e = Engine.open(store, create=False, data_file=crashfs.CrashDataFile)
     fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     rng = random.Random(seed_i * 31 + i)
     seen = [0]

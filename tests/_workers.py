@@ -417,13 +417,14 @@ def mode_kill_at(store: str, where: str) -> None:
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
 
+    opts = {}
     if where == "before-format":          # data.mdb exists, no format record yet
         txnmod.PoolDbs = type("P", (), {"open": staticmethod(die)})
     elif where == "before-datafile":      # format committed, pool.data not created yet
-        txnmod.DataFile = die
+        opts["data_file"] = die
     else:
         raise AssertionError(where)
-    Engine.open(store, block_size=BS)
+    Engine.open(store, block_size=BS, **opts)
 
 
 def mode_corrupt_read(store: str, tree: str, key: str) -> None:

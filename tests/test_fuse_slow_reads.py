@@ -26,7 +26,7 @@ SLOW = 1.0
 
 DAEMON = """
 import sys, time
-from blockstore.testing import failpoints
+from blockstore import failpoints
 failpoints.set("pool.before_pread", lambda name: time.sleep(float(sys.argv[4])))
 from blockstore.fuse.daemon import serve
 serve(sys.argv[1], sys.argv[2], sys.argv[3], commit_interval=float(sys.argv[5]))

@@ -30,7 +30,8 @@ import _reliability_worker as RW
 import _workers as W
 from blockstore.engine import Engine
 from blockstore.errors import Corruption
-from blockstore.testing import crashfs, failpoints
+from blockstore import failpoints
+from blockstore.testing import crashfs
 
 PRE_COMMIT = {"commit.before_hooks", "commit.after_flush", "commit.after_datasync",
               "pool.after_pwrite"}
@@ -117,13 +118,12 @@ def _crash_loop(tmp_path, cycles: int, seed: int, no_datasync: bool = False):
     the Engine is closed and reopened (a fresh Env, nothing cached)."""
     rng = random.Random(seed)
     store = str(tmp_path / "store")
-    crashfs.install()
     if no_datasync:
         from blockstore.pool import Pool
         real_sync = Pool.sync
         Pool.sync = lambda self: None
     try:
-        Engine.open(store, block_size=W.BS, dedup=True).close()
+        Engine.open(store, block_size=W.BS, dedup=True, data_file=crashfs.CrashDataFile).close()
         done, model = 0, W.Model()
         stats = {"before": 0, "after": 0, "points": {}, "torn": 0, "dropped": 0}
         for cycle in range(cycles):
@@ -135,7 +135,7 @@ def _crash_loop(tmp_path, cycles: int, seed: int, no_datasync: bool = False):
                 if hits[0] == k:
                     hits[1] = name
                     raise crashfs.SimulatedCrash(name)
-            e = Engine.open(store, create=False)
+            e = Engine.open(store, create=False, data_file=crashfs.CrashDataFile)
             failpoints.set_counter(action)
             try:
                 while True:
@@ -165,7 +165,6 @@ def _crash_loop(tmp_path, cycles: int, seed: int, no_datasync: bool = False):
         return done, stats
     finally:
         failpoints.clear()
-        crashfs.uninstall()
         if no_datasync:
             Pool.sync = real_sync
 

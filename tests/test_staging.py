@@ -10,7 +10,7 @@
   needed).
 
 The importing process commits a chunk every few entries (the modules'
-COMMIT_ITEMS set low by the runner below) so that a signal reliably lands
+COMMIT_ITEMS, api/staging.py, set low by the runner below) so that a signal reliably lands
 after committed chunks, mid-way through the import.
 """
 from __future__ import annotations
@@ -29,9 +29,8 @@ from blockstore.engine import Engine
 
 RUNNER = """
 import sys
-import blockstore.api.transfer as T
-import blockstore.oci.layer_in as L
-T.COMMIT_ITEMS = L.COMMIT_ITEMS = int(sys.argv[1])
+import blockstore.api.staging as T
+T.COMMIT_ITEMS = int(sys.argv[1])
 from blockstore.cli import main
 sys.argv = ["blockstore"] + sys.argv[2:]
 main()
@@ -143,7 +142,7 @@ def test_sigterm_and_sighup_roll_the_import_back(tmp_path, sig, kind):
 
 
 def test_failed_import_gives_its_space_back(tmp_path, monkeypatch):
-    import blockstore.api.transfer as T
+    import blockstore.api.staging as T
     monkeypatch.setattr(T, "COMMIT_ITEMS", 50)
     src = _make_source(str(tmp_path), files=4000)
     (tmp_path / "base").mkdir()

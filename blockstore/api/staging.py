@@ -46,10 +46,15 @@ from ..catalog import TreeRecord
 from ..engine import REMOVE_GC_BUDGET
 from ..fs import source
 from ..fs.tree import FsTree
-from . import owner as O
+from . import owner
 
 MARK = "@importing-"
 LABEL = "blockstore.importing"
+# An import into a working clone commits its batch every this many bytes
+# written or entries applied (directory import: transfer.py; layer import:
+# layers.py), so memory stays bounded whatever the import's size.
+COMMIT_BYTES = 256 * 1024 * 1024
+COMMIT_ITEMS = 20000
 
 
 class Staging:
@@ -64,7 +69,7 @@ class Staging:
         self.record: TreeRecord | None = None
 
     def _create(self) -> None:
-        me = O.current()
+        me = owner.current()
 
         def work(w):
             if self.parent is not None:
@@ -158,15 +163,15 @@ def leftovers(r) -> list[tuple[str, str, bool]]:
     out = []
     entries = dict(catalog.staging_entries(r))
     for name, o in entries.items():
-        st = O.state(o)
+        st = owner.state(o)
         if st == "alive" or not catalog.exists(r, name):
             continue
         if o is None:
             out.append((name, "its owner record is unreadable", True))
         elif st == "gone":
-            out.append((name, f"its owner ({O.describe(o)}) is gone", True))
+            out.append((name, f"its owner ({owner.describe(o)}) is gone", True))
         else:
-            out.append((name, f"owned by {O.describe(o)}: cannot tell from here "
+            out.append((name, f"owned by {owner.describe(o)}: cannot tell from here "
                               f"whether it still runs", False))
     for rec in catalog.records(r):
         if rec.labels.get(LABEL) and MARK in rec.name and rec.name not in entries:
@@ -182,7 +187,7 @@ def sweep(store, legacy: bool = False) -> list[str]:
         if legacy:
             cands = [n for n, _, ok in leftovers(r) if ok]
         else:
-            cands = [n for n, o in catalog.staging_entries(r) if o and O.state(o) == "gone"]
+            cands = [n for n, o in catalog.staging_entries(r) if o and owner.state(o) == "gone"]
     if not cands:
         return []
 
@@ -190,7 +195,7 @@ def sweep(store, legacy: bool = False) -> list[str]:
         done = []
         for n in cands:
             o = catalog.staging_owner(w, n)
-            if o is not None and O.state(o) != "gone":
+            if o is not None and owner.state(o) != "gone":
                 continue
             if o is None and not legacy:
                 continue

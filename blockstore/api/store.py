@@ -32,21 +32,23 @@ import time
 from .. import catalog
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
+from ..check import CheckReport  # noqa: F401 (the type Store.check returns)
 from ..engine import Engine
 from ..errors import Busy, InvalidInput, NotFound, PermissionDenied
+from ..txn import SETTINGS  # noqa: F401 (the names Store.configure takes)
 from ..fs import source
 from ..fs.tree import FsTree
-from . import mounts as M
+from . import mounts as mount_specs
 from . import mountlock, writers
 from .treefs import TreeFS
 
 
 def _make_mount_points(fst: FsTree, mounts) -> None:
     """Create the directories the mount specs' targets name (mode 0755) where missing."""
-    from ..fs import paths as P
+    from ..fs import paths
     for m in mounts or []:
         cur = 1
-        for part in P.components(m["target"]):
+        for part in paths.components(m["target"]):
             found = fst.lookup(cur, part)
             cur = found[0] if found else fst.create(cur, part, 0o40755).ino
 
@@ -167,6 +169,16 @@ class Store:
             out = self.env.set_setting(name, value)
         return out
 
+    @property
+    def dedup(self) -> bool:
+        """Whether identical blocks are stored once (fixed when the store was made)."""
+        return bool(self.env.dedup)
+
+    @property
+    def checksum(self) -> str:
+        """The per-block checksum of the pool ("xxh3-128" or "sha256")."""
+        return self.env.checksum
+
     def batch(self):
         """Group commit: everything inside is one durable transaction."""
         return self.env.batch()
@@ -250,7 +262,7 @@ class Store:
             if isinstance(m, str):
                 raise InvalidInput("mount specs are dicts; see blockstore.api.mounts.parse_spec")
             m = dict(m)
-            m["target"] = M.normalize_target(m["target"])
+            m["target"] = mount_specs.normalize_target(m["target"])
             if m["type"] == "volume":
                 if self.info(m["source"]).kind != "volume":
                     raise InvalidInput(f"{m['source']!r} is not a volume")
@@ -430,7 +442,7 @@ class Store:
             self._fs.append(tfs)
         return tfs
 
-    def _forget_fs(self, tfs: TreeFS) -> None:
+    def forget_fs(self, tfs: TreeFS) -> None:
         with self._fs_lock:
             if tfs in self._fs:
                 self._fs.remove(tfs)

@@ -3,7 +3,7 @@
 Import onto ``parent`` writes into a working clone of it (``Store.staging``,
 staging.py: so unchanged files are not written again: a file whose type,
 size, mtime, mode and owner match is kept, as rsync's quick check does),
-committing every ``COMMIT_BYTES`` of data or ``COMMIT_ITEMS`` entries so
+committing every ``COMMIT_BYTES`` of data or ``COMMIT_ITEMS`` entries (staging.py) so
 memory stays bounded, then turns it into the snapshot.  On any error or
 interrupt the working clone is removed and its space given back: no snapshot
 appears, nothing leaks.  Without a parent the tree is bulk-built in one
@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import errno
 import os
-import stat as S
+import stat
 import time
 
 from .. import catalog
 from ..btree.store import NodeStore
 from ..errors import InvalidInput, NotFound
-from ..fs import items as I
+from ..fs import items
 from ..fs.tree import FsTree
-from . import hostout
+from . import hostout, staging
 
-COMMIT_BYTES = 256 * 1024 * 1024
-COMMIT_ITEMS = 20000
 CHUNK = 8 * 1024 * 1024
 
 
@@ -72,12 +70,11 @@ class _Importer:
     working clone's root in the catalog only at sync points (every
     ``COMMIT_BYTES`` / ``COMMIT_ITEMS``) and at the end, not per operation."""
 
-    def __init__(self, store, work: str, progress, layered: bool):
+    def __init__(self, store, work: str, progress):
         self.store = store
         self.env = store.env
         self.work = work
         self.progress = progress
-        self.layered = layered          # False: the working clone started empty
         self.links: dict[tuple[int, int], int] = {}
         self.since_bytes = 0
         self.since_items = 0
@@ -104,7 +101,8 @@ class _Importer:
     def _apply(self, fn):
         """Run fn(fst) on the working clone inside the open batch."""
         out = fn(self._tree())
-        if self.since_bytes >= COMMIT_BYTES or self.since_items >= COMMIT_ITEMS:
+        if (self.since_bytes >= staging.COMMIT_BYTES
+                or self.since_items >= staging.COMMIT_ITEMS):
             self.flush()
             self.env.sync()                      # commits the batch and begins the next txn
             self._fst = self._w = None
@@ -112,11 +110,11 @@ class _Importer:
         return out
 
     def _same(self, node, st) -> bool:
-        return (S.S_IFMT(node.mode) == S.S_IFMT(st.st_mode) and node.mode == st.st_mode
-                and node.size == (st.st_size if not S.S_ISDIR(st.st_mode) else node.size)
+        return (stat.S_IFMT(node.mode) == stat.S_IFMT(st.st_mode) and node.mode == st.st_mode
+                and node.size == (st.st_size if not stat.S_ISDIR(st.st_mode) else node.size)
                 and node.mtime == st.st_mtime_ns and node.uid == st.st_uid
-                and node.gid == st.st_gid and node.rdev == (st.st_rdev if S.S_ISCHR(st.st_mode)
-                                                           or S.S_ISBLK(st.st_mode) else 0))
+                and node.gid == st.st_gid and node.rdev == (st.st_rdev if stat.S_ISCHR(st.st_mode)
+                                                           or stat.S_ISBLK(st.st_mode) else 0))
 
     def _set_meta(self, fst: FsTree, ino: int, st, xattrs: dict, node=None,
                   fresh: bool = False) -> None:
@@ -138,9 +136,9 @@ class _Importer:
 
     def import_tree(self, src: str) -> None:
         st = os.lstat(src)
-        self._dir(src, I.ROOT_INO)
+        self._dir(src, items.ROOT_INO)
         # after its contents: creating entries touches the directory's times
-        self._apply(lambda f: self._set_meta(f, I.ROOT_INO, st, _xattrs(src)))
+        self._apply(lambda f: self._set_meta(f, items.ROOT_INO, st, _xattrs(src)))
         self.flush()
 
     def _dir(self, hostdir: str, dir_ino: int) -> None:
@@ -165,55 +163,54 @@ class _Importer:
         except OSError as exc:
             raise InvalidInput(f"cannot read directory: {exc.strerror}", path=hostdir) from None
         subdirs = []
-        if self.layered:
-            bnames = {os.fsencode(n) for n in names}
+        bnames = {os.fsencode(n) for n in names}
 
-            def prune(f):
-                for _, name, ino, dtype in list(f.readdir(dir_ino)):
-                    if name not in bnames:
-                        _remove_recursive(f, dir_ino, name)
-            self._apply(prune)
+        def prune(f):
+            for _, name, ino, dtype in list(f.readdir(dir_ino)):
+                if name not in bnames:
+                    f.remove_all(dir_ino, name)
+        self._apply(prune)
         for n in names:
             p = os.path.join(hostdir, n)
             st = os.lstat(p)
             bn = os.fsencode(n)
             child = self._entry(dir_ino, bn, p, st)
-            if S.S_ISDIR(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
                 subdirs.append((p, child, st))
             if self.progress:
-                self.progress(p, st.st_size if S.S_ISREG(st.st_mode) else 0)
+                self.progress(p, st.st_size if stat.S_ISREG(st.st_mode) else 0)
         return subdirs
 
     def _entry(self, dir_ino: int, name: bytes, path: str, st) -> int:
         self.since_items += 1
         mode = st.st_mode
-        hard = not S.S_ISDIR(mode) and st.st_nlink > 1
+        hard = not stat.S_ISDIR(mode) and st.st_nlink > 1
         key = (st.st_dev, st.st_ino)
         xattrs = _xattrs(path)
 
         def prepare(f):
             """Reuse an identical existing entry, else clear the name; returns ino or None."""
-            found = f.lookup(dir_ino, name) if self.layered else None
+            found = f.lookup(dir_ino, name)
             if hard and key in self.links:
                 if found and found[0] == self.links[key]:
                     return found[0]
                 if found:
-                    _remove_recursive(f, dir_ino, name)
+                    f.remove_all(dir_ino, name)
                 f.link(self.links[key], dir_ino, name)
                 return self.links[key]
             if found is not None:
                 node = f.inode(found[0])
-                if S.S_ISDIR(mode) and node.is_dir:
+                if stat.S_ISDIR(mode) and node.is_dir:
                     return found[0]               # metadata is set after its contents
                 if not hard and node.nlink == 1 and self._same(node, st):
                     self._set_meta(f, found[0], st, xattrs)
                     return found[0]
-                _remove_recursive(f, dir_ino, name)
+                f.remove_all(dir_ino, name)
             return None
         existing = self._apply(prepare)
         if existing is not None:
             return existing
-        if S.S_ISLNK(mode):
+        if stat.S_ISLNK(mode):
             target = os.fsencode(os.readlink(path))
 
             def mk_link(f):
@@ -222,13 +219,13 @@ class _Importer:
                 return node.ino
             ino = self._apply(mk_link)
         else:
-            rdev = st.st_rdev if S.S_ISCHR(mode) or S.S_ISBLK(mode) else 0
+            rdev = st.st_rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
             node = self._apply(lambda f: f.create(dir_ino, name, mode, st.st_uid, st.st_gid,
                                                   rdev))
             ino = node.ino
-            if S.S_ISREG(mode) and st.st_size:
+            if stat.S_ISREG(mode) and st.st_size:
                 node = self._content(node, path, st.st_size)
-            if not S.S_ISDIR(mode):             # a directory's come after its contents
+            if not stat.S_ISDIR(mode):             # a directory's come after its contents
                 self._apply(lambda f: self._set_meta(f, ino, st, xattrs, node, fresh=True))
         if hard:
             self.links[key] = ino
@@ -271,37 +268,6 @@ class _Importer:
             os.close(fd)
 
 
-def _remove_recursive(f: FsTree, dir_ino: int, name: bytes) -> None:
-    """Remove name from dir_ino, a directory with everything below it
-    (an explicit stack: any depth)."""
-    found = f.lookup(dir_ino, name)
-    if found is None:
-        return
-    if not f.inode(found[0]).is_dir:
-        f.unlink(dir_ino, name)
-        return
-    stack = [(dir_ino, name, found[0], _clear_files(f, found[0]))]
-    while stack:
-        parent, n, ino, subdirs = stack[-1]
-        if subdirs:
-            cn, cino = subdirs.pop()
-            stack.append((ino, cn, cino, _clear_files(f, cino)))
-            continue
-        f.rmdir(parent, n)
-        stack.pop()
-
-
-def _clear_files(f: FsTree, ino: int) -> list[tuple[bytes, int]]:
-    """Unlink the non-directories of directory ino; returns its subdirectories."""
-    dirs = []
-    for _, n, cino, dtype in list(f.readdir(ino)):
-        if dtype == S.S_IFDIR >> 12:
-            dirs.append((n, cino))
-        else:
-            f.unlink(ino, n)
-    return dirs
-
-
 def import_dir(store, src: str, name: str, parent: str | None, labels, progress):
     if not os.path.isdir(src):
         raise NotFound("import source is not a directory", path=src)
@@ -314,7 +280,7 @@ def import_dir(store, src: str, name: str, parent: str | None, labels, progress)
         from .bulkimport import bulk_import
         return bulk_import(store, src, name, labels, progress)
     with store.staging(name, parent) as st:
-        _Importer(store, st.work, progress, True).import_tree(src)
+        _Importer(store, st.work, progress).import_tree(src)
         st.commit(labels)
     return store.info(name)
 
@@ -381,7 +347,7 @@ class _DirExport:
         return _Frame(node, fd, children, parts, path)
 
     def run(self) -> None:
-        stack = [self._frame(I.ROOT_INO, os.dup(self.rootfd), (), self.dst)]
+        stack = [self._frame(items.ROOT_INO, os.dup(self.rootfd), (), self.dst)]
         try:
             while stack:
                 top = stack[-1]
@@ -451,7 +417,7 @@ class _DirExport:
 
 
 def _export_file(fst: FsTree, node, fd: int) -> None:
-    inline = fst._inline(node.ino)
+    inline = fst.inline(node.ino)
     if inline is not None:
         os.write(fd, inline[:node.size])
     else:

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import copy
 import os
-import stat as S
+import stat
+from stat import S_IFREG          # a default argument below (TreeFS.stat hides the module)
 import threading
 import time
 from typing import Iterator
@@ -31,12 +32,12 @@ from .. import catalog
 from ..btree.store import NodeStore
 from ..errors import (AlreadyExists, CrossDevice, InvalidInput, IsADirectory, NotFound,
                       NoSuchPosition, ReadOnly, TooManyLinks)
-from ..fs import items as I
-from ..fs import paths as P
+from ..fs import items
+from ..fs import paths
 from ..fs.tree import INLINE_MAX, FsTree, fill
 from . import fileio, umask
 
-ROOT_INO = I.ROOT_INO
+ROOT_INO = items.ROOT_INO
 
 
 def _now() -> int:
@@ -69,28 +70,28 @@ class DirEntry:
         return self.inode_no
 
     def is_dir(self, follow_symlinks: bool = True) -> bool:
-        if self._dtype == S.S_IFLNK >> 12 and follow_symlinks:
+        if self._dtype == stat.S_IFLNK >> 12 and follow_symlinks:
             try:
-                return S.S_ISDIR(self._tfs.stat(self.path).st_mode)
+                return stat.S_ISDIR(self._tfs.stat(self.path).st_mode)
             except OSError:
                 return False
-        return self._dtype == S.S_IFDIR >> 12
+        return self._dtype == stat.S_IFDIR >> 12
 
     def is_file(self, follow_symlinks: bool = True) -> bool:
-        if self._dtype == S.S_IFLNK >> 12 and follow_symlinks:
+        if self._dtype == stat.S_IFLNK >> 12 and follow_symlinks:
             try:
-                return S.S_ISREG(self._tfs.stat(self.path).st_mode)
+                return stat.S_ISREG(self._tfs.stat(self.path).st_mode)
             except OSError:
                 return False
-        return self._dtype == S.S_IFREG >> 12
+        return self._dtype == stat.S_IFREG >> 12
 
     def is_symlink(self) -> bool:
-        return self._dtype == S.S_IFLNK >> 12
+        return self._dtype == stat.S_IFLNK >> 12
 
     def stat(self, follow_symlinks: bool = True) -> os.stat_result:
         """By inode (no path lookup) unless a symlink is followed or the entry is
         a mount point (its stat is the mounted tree's root)."""
-        if (not follow_symlinks or self._dtype != S.S_IFLNK >> 12) \
+        if (not follow_symlinks or self._dtype != stat.S_IFLNK >> 12) \
                 and self._tfs._route(self.path)[0] is self._tfs:
             return self._tfs.getattr(self.inode_no)
         return self._tfs.stat(self.path, follow_symlinks=follow_symlinks)
@@ -142,6 +143,10 @@ class TreeFS:
         self.mounts = MountTable.for_tree(self, rec)
 
     # -- lifecycle -----------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return
@@ -156,7 +161,7 @@ class TreeFS:
                     from ..btree import tree as bt
                     bt.release(NodeStore.of(w), root)
             self.env.transact(unpin)
-        self.store._forget_fs(self)
+        self.store.forget_fs(self)
 
     def __enter__(self):
         return self
@@ -236,29 +241,29 @@ class TreeFS:
 
     def lookup(self, dir_ino: int, name: bytes) -> os.stat_result:
         def fn(f):
-            found = f.lookup(dir_ino, P.check_name(name) if name not in (b".", b"..") else name)
+            found = f.lookup(dir_ino, paths.check_name(name) if name not in (b".", b"..") else name)
             if found is None:
                 raise NotFound("no such file or directory", path=os.fsdecode(name))
             return self._stat_of(f, f.inode(found[0]))
         return self._view(fn)
 
     def readdir(self, dir_ino: int, after: int = 0) -> list[tuple[int, bytes, int, int]]:
-        return self._view(lambda f: (f._dir(dir_ino), list(f.readdir(dir_ino, after)))[1])
+        return self._view(lambda f: (f.directory(dir_ino), list(f.readdir(dir_ino, after)))[1])
 
     def create_at(self, dir_ino: int, name: bytes, mode: int, uid: int = 0, gid: int = 0,
                   rdev: int = 0) -> os.stat_result:
         def fn(f):
-            node = f.create(dir_ino, P.check_name(name), mode, uid, gid, rdev)
+            node = f.create(dir_ino, paths.check_name(name), mode, uid, gid, rdev)
             return self._stat_of(f, node)
         return self._change(fn)
 
     def symlink_at(self, dir_ino: int, name: bytes, target: bytes, uid: int = 0,
                    gid: int = 0) -> os.stat_result:
         return self._change(lambda f: self._stat_of(
-            f, f.symlink(dir_ino, P.check_name(name), target, uid, gid)))
+            f, f.symlink(dir_ino, paths.check_name(name), target, uid, gid)))
 
     def link_at(self, ino: int, dir_ino: int, name: bytes) -> os.stat_result:
-        return self._change(lambda f: self._stat_of(f, f.link(ino, dir_ino, P.check_name(name))))
+        return self._change(lambda f: self._stat_of(f, f.link(ino, dir_ino, paths.check_name(name))))
 
     def unlink_at(self, dir_ino: int, name: bytes) -> None:
         self._change(lambda f: f.unlink(dir_ino, name))
@@ -267,7 +272,7 @@ class TreeFS:
         self._change(lambda f: f.rmdir(dir_ino, name))
 
     def rename_at(self, sdir: int, sname: bytes, ddir: int, dname: bytes, flags: int = 0) -> None:
-        self._change(lambda f: f.rename(sdir, sname, ddir, P.check_name(dname), flags))
+        self._change(lambda f: f.rename(sdir, sname, ddir, paths.check_name(dname), flags))
 
     def readlink_ino(self, ino: int) -> bytes:
         return self._view(lambda f: f.readlink(ino))
@@ -283,7 +288,7 @@ class TreeFS:
                 f.truncate(node, size)
                 node = f.inode(ino)
             if mode is not None:
-                node.mode = S.S_IFMT(node.mode) | (mode & 0o7777)
+                node.mode = stat.S_IFMT(node.mode) | (mode & 0o7777)
             if uid is not None and uid != -1:
                 node.uid = uid
             if gid is not None and gid != -1:
@@ -325,7 +330,7 @@ class TreeFS:
             node = f.inode(ino)
             if offset < 0 or offset >= node.size:
                 raise NoSuchPosition("offset is negative or at or beyond the end of the file")
-            if f._inline(ino) is not None:
+            if f.inline(ino) is not None:
                 return offset if data else node.size
             bs = f.bs
             pos = offset
@@ -419,7 +424,7 @@ class TreeFS:
         tfs, sub = self._route(path)
         if tfs is not self:
             return tfs.stat(sub, follow_symlinks=follow_symlinks)
-        return self._view(lambda f: self._stat_of(f, f.inode(P.resolve(f, sub, follow_symlinks))))
+        return self._view(lambda f: self._stat_of(f, f.inode(paths.resolve(f, sub, follow_symlinks))))
 
     def lstat(self, path) -> os.stat_result:
         return self.stat(path, follow_symlinks=False)
@@ -433,19 +438,19 @@ class TreeFS:
 
     def isdir(self, path) -> bool:
         try:
-            return S.S_ISDIR(self.stat(path).st_mode)
+            return stat.S_ISDIR(self.stat(path).st_mode)
         except OSError:
             return False
 
     def isfile(self, path) -> bool:
         try:
-            return S.S_ISREG(self.stat(path).st_mode)
+            return stat.S_ISREG(self.stat(path).st_mode)
         except OSError:
             return False
 
     def islink(self, path) -> bool:
         try:
-            return S.S_ISLNK(self.lstat(path).st_mode)
+            return stat.S_ISLNK(self.lstat(path).st_mode)
         except OSError:
             return False
 
@@ -460,19 +465,19 @@ class TreeFS:
 
         def fn(f):
             try:
-                anc = P.resolve(f, tsub, follow=False)
+                anc = paths.resolve(f, tsub, follow=False)
             except (NotFound, InvalidInput):
                 return False
-            parts = P.components(psub)
+            parts = paths.components(psub)
             while True:
                 try:
-                    ino = P.resolve(f, b"/" + b"/".join(parts))
+                    ino = paths.resolve(f, b"/" + b"/".join(parts))
                     break
                 except (NotFound, InvalidInput, OSError):
                     if not parts:
                         return False
                     parts.pop()
-            return f._is_ancestor(anc, ino)
+            return f.is_ancestor(anc, ino)
         return self._view(fn)
 
     def listdir(self, path="/") -> list:
@@ -486,8 +491,8 @@ class TreeFS:
         as_bytes = isinstance(path, bytes)
 
         def fn(f):
-            ino = P.resolve(f, sub)
-            f._dir(ino)
+            ino = paths.resolve(f, sub)
+            f.directory(ino)
             return list(f.readdir(ino))
         for _, name, ino, dtype in self._view(fn):
             yield DirEntry(self, path, name, ino, dtype, as_bytes)
@@ -525,21 +530,21 @@ class TreeFS:
     def mkdir(self, path, mode: int = 0o777, *, uid: int | None = None, gid: int | None = None) -> None:
         tfs, sub = self._route(path)
         if tfs is not self:
-            if not P.components(sub):       # the mount point itself exists
-                raise AlreadyExists("file exists", path=os.fsdecode(P.to_bytes(path)))
+            if not paths.components(sub):       # the mount point itself exists
+                raise AlreadyExists("file exists", path=os.fsdecode(paths.to_bytes(path)))
             return tfs.mkdir(sub, mode)
         uid = os.getuid() if uid is None else uid
         gid = os.getgid() if gid is None else gid
         perm = umask.apply(mode)
 
         def fn(f):
-            d, name = P.resolve_parent(f, sub)
+            d, name = paths.resolve_parent(f, sub)
             # mkdir(2): the umask applies, S_ISUID/S_ISGID are dropped
-            f.create(d, name, S.S_IFDIR | (perm & 0o1777), uid, gid)
+            f.create(d, name, stat.S_IFDIR | (perm & 0o1777), uid, gid)
         self._change(fn)
 
     def makedirs(self, path, mode: int = 0o777, exist_ok: bool = False) -> None:
-        parts = P.components(path)
+        parts = paths.components(path)
         cur = ""
         for i, p in enumerate(parts):
             cur += "/" + os.fsdecode(p)
@@ -555,7 +560,7 @@ class TreeFS:
             return tfs.rmdir(sub)
 
         def fn(f):
-            d, name = P.resolve_parent(f, sub)
+            d, name = paths.resolve_parent(f, sub)
             f.rmdir(d, name)
         self._change(fn)
 
@@ -565,7 +570,7 @@ class TreeFS:
             return tfs.unlink(sub)
 
         def fn(f):
-            d, name = P.resolve_parent(f, sub)
+            d, name = paths.resolve_parent(f, sub)
             f.unlink(d, name)
         self._change(fn)
 
@@ -581,8 +586,8 @@ class TreeFS:
             return ts.rename(s, d, flags)
 
         def fn(f):
-            sd, sn = P.resolve_parent(f, s)
-            dd, dn = P.resolve_parent(f, d)
+            sd, sn = paths.resolve_parent(f, s)
+            dd, dn = paths.resolve_parent(f, d)
             f.rename(sd, sn, dd, dn, flags)
         self._change(fn)
 
@@ -594,15 +599,15 @@ class TreeFS:
             return tfs.symlink(target, sub)
 
         def fn(f):
-            d, name = P.resolve_parent(f, sub)
-            f.symlink(d, name, P.to_bytes(target), os.getuid(), os.getgid())
+            d, name = paths.resolve_parent(f, sub)
+            f.symlink(d, name, paths.to_bytes(target), os.getuid(), os.getgid())
         self._change(fn)
 
     def readlink(self, path):
         tfs, sub = self._route(path)
         if tfs is not self:
             return tfs.readlink(sub)
-        out = self._view(lambda f: f.readlink(P.resolve(f, sub, follow=False)))
+        out = self._view(lambda f: f.readlink(paths.resolve(f, sub, follow=False)))
         return out if isinstance(path, bytes) else os.fsdecode(out)
 
     def link(self, src, dst) -> None:
@@ -614,20 +619,20 @@ class TreeFS:
             return ts.link(s, d)
 
         def fn(f):
-            ino = P.resolve(f, s, follow=False)
-            dd, dn = P.resolve_parent(f, d)
+            ino = paths.resolve(f, s, follow=False)
+            dd, dn = paths.resolve_parent(f, d)
             f.link(ino, dd, dn)
         self._change(fn)
 
-    def mknod(self, path, mode: int = 0o600 | S.S_IFREG, device: int = 0) -> None:
+    def mknod(self, path, mode: int = 0o600 | S_IFREG, device: int = 0) -> None:
         tfs, sub = self._route(path)
         if tfs is not self:
             return tfs.mknod(sub, mode, device)
 
-        mode = S.S_IFMT(mode) | umask.apply(mode)          # mknod(2): the umask applies
+        mode = stat.S_IFMT(mode) | umask.apply(mode)          # mknod(2): the umask applies
 
         def fn(f):
-            d, name = P.resolve_parent(f, sub)
+            d, name = paths.resolve_parent(f, sub)
             f.create(d, name, mode, os.getuid(), os.getgid(), device)
         self._change(fn)
 
@@ -635,7 +640,7 @@ class TreeFS:
         tfs, sub = self._route(path)
         if tfs is not self:
             return tfs._setattr_path(sub, follow, **kw)
-        ino = self._view(lambda f: P.resolve(f, sub, follow))
+        ino = self._view(lambda f: paths.resolve(f, sub, follow))
         self.setattr(ino, **kw)
 
     def chmod(self, path, mode: int, *, follow_symlinks: bool = True) -> None:
@@ -659,14 +664,14 @@ class TreeFS:
         tfs, sub = self._route(path)
         if tfs is not self:
             return tfs.getxattr(sub, attribute, follow_symlinks=follow_symlinks)
-        name = P.to_bytes(attribute)
-        return self._view(lambda f: f.getxattr(P.resolve(f, sub, follow_symlinks), name))
+        name = paths.to_bytes(attribute)
+        return self._view(lambda f: f.getxattr(paths.resolve(f, sub, follow_symlinks), name))
 
     def listxattr(self, path="/", *, follow_symlinks: bool = True) -> list[str]:
         tfs, sub = self._route(path)
         if tfs is not self:
             return tfs.listxattr(sub, follow_symlinks=follow_symlinks)
-        names = self._view(lambda f: f.listxattr(P.resolve(f, sub, follow_symlinks)))
+        names = self._view(lambda f: f.listxattr(paths.resolve(f, sub, follow_symlinks)))
         return [os.fsdecode(n) for n in names]
 
     def setxattr(self, path, attribute, value: bytes, flags: int = 0, *,
@@ -674,16 +679,16 @@ class TreeFS:
         tfs, sub = self._route(path)
         if tfs is not self:
             return tfs.setxattr(sub, attribute, value, flags, follow_symlinks=follow_symlinks)
-        name = P.to_bytes(attribute)
-        ino = self._view(lambda f: P.resolve(f, sub, follow_symlinks))
+        name = paths.to_bytes(attribute)
+        ino = self._view(lambda f: paths.resolve(f, sub, follow_symlinks))
         self.setxattr_ino(ino, name, bytes(value), flags)
 
     def removexattr(self, path, attribute, *, follow_symlinks: bool = True) -> None:
         tfs, sub = self._route(path)
         if tfs is not self:
             return tfs.removexattr(sub, attribute, follow_symlinks=follow_symlinks)
-        name = P.to_bytes(attribute)
-        ino = self._view(lambda f: P.resolve(f, sub, follow_symlinks))
+        name = paths.to_bytes(attribute)
+        ino = self._view(lambda f: paths.resolve(f, sub, follow_symlinks))
         self.removexattr_ino(ino, name)
 
     def open(self, path, mode: str = "r", buffering: int = -1, encoding=None, errors=None,
@@ -695,7 +700,7 @@ class TreeFS:
         rd, wr, append, create, trunc, excl = fileio.parse_mode(mode)
         if wr and self.readonly:
             raise ReadOnly(f"{self.name!r} is a snapshot and cannot be changed; clone it first",
-                           path=os.fsdecode(P.to_bytes(path)))
+                           path=os.fsdecode(paths.to_bytes(path)))
         uid, gid = os.getuid(), os.getgid()
         perm = umask.apply(perm) if create else perm       # open(2): O_CREAT modes see the umask
 
@@ -703,37 +708,37 @@ class TreeFS:
             if excl:
                 # O_EXCL: an existing last component (even a symlink loop) is EEXIST.
                 try:
-                    P.resolve(f, sub, follow=False)
+                    paths.resolve(f, sub, follow=False)
                 except NotFound:
                     pass
                 else:
-                    raise AlreadyExists("file exists", path=os.fsdecode(P.to_bytes(path)))
+                    raise AlreadyExists("file exists", path=os.fsdecode(paths.to_bytes(path)))
             try:
-                ino = P.resolve(f, sub)
+                ino = paths.resolve(f, sub)
             except NotFound:
                 if not create:
                     raise
-                d, name = P.resolve_parent(f, sub)
+                d, name = paths.resolve_parent(f, sub)
                 hops = 0
-                while (found := f.lookup(d, name)) is not None and found[1] == S.S_IFLNK >> 12:
+                while (found := f.lookup(d, name)) is not None and found[1] == stat.S_IFLNK >> 12:
                     # O_CREAT through a dangling symlink creates its target (O_EXCL: EEXIST).
                     hops += 1
-                    if excl or hops > P.SYMLOOP_MAX:
-                        raise (AlreadyExists("file exists", path=os.fsdecode(P.to_bytes(path)))
+                    if excl or hops > paths.SYMLOOP_MAX:
+                        raise (AlreadyExists("file exists", path=os.fsdecode(paths.to_bytes(path)))
                                if excl else TooManyLinks("too many levels of symbolic links"))
                     target = f.readlink(found[0])
                     if not target.startswith(b"/"):
                         target = f.path_of(d).rstrip(b"/") + b"/" + target
-                    d, name = P.resolve_parent(f, target)
-                ino = f.create(d, name, S.S_IFREG | perm, uid, gid).ino
+                    d, name = paths.resolve_parent(f, target)
+                ino = f.create(d, name, stat.S_IFREG | perm, uid, gid).ino
                 return ino
             node = f.inode(ino)
-            fileio.check_not_dir(node.is_dir, os.fsdecode(P.to_bytes(path)))
+            fileio.check_not_dir(node.is_dir, os.fsdecode(paths.to_bytes(path)))
             if trunc and node.size:
                 f.truncate(node, 0)
             return ino
         ino = self._change(fn) if (create or trunc) and not self.readonly else self._view(fn)
-        raw = fileio.RawTreeFile(self, ino, os.fsdecode(P.to_bytes(path)), rd, wr, append)
+        raw = fileio.RawTreeFile(self, ino, os.fsdecode(paths.to_bytes(path)), rd, wr, append)
         if append:
             raw.seek(0, os.SEEK_END)
         return fileio.wrap(raw, mode, buffering, encoding, errors, newline)

@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass
 from .. import catalog
 from ..btree import values
 from ..btree.store import NodeStore
-from ..check import _count_runs
-from ..fs import items as I
+from ..check import count_runs
+from ..fs import items
 from ..fs.items import Inode
 
 
@@ -91,14 +91,14 @@ def usage(store, name: str) -> Usage:
                 ref = values.refs(v)
                 if ref is not None:
                     (excl_runs if alone else other_runs).append(ref)
-                if len(k) == 9 and k[8] == I.INODE:
+                if len(k) == 9 and k[8] == items.INODE:
                     ino = Inode.unpack(0, values.payload(v))
                     if ino.is_reg or ino.is_lnk:
                         logical += ino.size
                         files += 1
         bs = pool.block_size
-        referenced = sum(n for _, n, _ in _count_runs(excl_runs + other_runs)) * bs
-        exclusive = bs * _exclusive_blocks(_count_runs(excl_runs), _count_runs(other_runs),
+        referenced = sum(n for _, n, _ in count_runs(excl_runs + other_runs)) * bs
+        exclusive = bs * _exclusive_blocks(count_runs(excl_runs), count_runs(other_runs),
                                            sorted(pool.shared_runs(t)))
         return Usage(logical, referenced, exclusive, referenced - exclusive, files, nodes,
                      excl_nodes)
@@ -135,20 +135,6 @@ def _exclusive_blocks(mine, others, shared) -> int:
         if count == mine[im][2]:
             total += b - a
     return total
-
-
-def _covered(runs, b: int) -> bool:
-    lo, hi = 0, len(runs)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        s, n, _ = runs[mid]
-        if b < s:
-            hi = mid
-        elif b >= s + n:
-            lo = mid + 1
-        else:
-            return True
-    return False
 
 
 def pool_usage(store) -> PoolUsage:

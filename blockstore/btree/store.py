@@ -127,9 +127,6 @@ class NodeStore:
         raw = self.t.get(u64(nid), db=self.rc_db)
         return 1 if raw is None else _RC.unpack(raw)[0]
 
-    def in_gc_queue(self, nid: int) -> bool:
-        return self.t.get(u64(nid), db=self.gcq_db) is not None
-
     # -- writing ---------------------------------------------------------
     def _alloc_id(self, level: int) -> int:
         """A fresh id for a node of ``level``: the next counter value with the

@@ -15,7 +15,8 @@ import sys
 
 import click
 
-from .. import __version__, default_store_path
+from .. import __version__
+from ..api import default_store_path
 from ..errors import BlockstoreError
 from . import errors as cli_errors
 from .context import Ctx

@@ -11,7 +11,7 @@ _OFF = ("off", "false", "no", "0")
 
 
 def _parse(item: str) -> tuple[str, bool]:
-    from ..txn import SETTINGS
+    from ..api.store import SETTINGS
     name, eq, value = item.partition("=")
     if name not in SETTINGS:
         raise click.BadParameter(f"no store setting named {name!r} (settings: "

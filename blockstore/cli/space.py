@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import click
 
-from ..check import CheckReport
 from ..errors import Corruption
-from . import format as F
+from . import format as formatting
 from .complete import tree_names
 from .context import Ctx, output_options, pass_ctx
 from .progress import spinner
@@ -31,13 +30,13 @@ def du_cmd(ctx: Ctx, name):
         u = store.usage(r.name)
         docs.append({"name": r.name, "kind": r.kind, **{k: getattr(u, k) for k in _DU_KEYS}})
     if ctx.json:
-        F.emit_json(docs)
+        formatting.emit_json(docs)
         return
-    sz = lambda n: F.size(n, ctx.bytes)  # noqa: E731
+    sz = lambda n: formatting.size(n, ctx.bytes)  # noqa: E731
     rows = [[d["name"], d["kind"], sz(d["logical"]), sz(d["referenced"]), sz(d["exclusive"]),
              sz(d["shared"]), str(d["files"])] for d in docs]
     if rows:
-        ctx.say(F.table(rows, ["NAME", "KIND", "LOGICAL", "REFERENCED", "EXCLUSIVE", "SHARED",
+        ctx.say(formatting.table(rows, ["NAME", "KIND", "LOGICAL", "REFERENCED", "EXCLUSIVE", "SHARED",
                                "FILES"], right={2, 3, 4, 5, 6}))
 
 
@@ -53,11 +52,11 @@ def df_cmd(ctx: Ctx):
     store = ctx.store()
     d = store.df().as_dict()
     d["path"] = store.path
-    d["checksum"] = store.env.checksum
+    d["checksum"] = store.checksum
     if ctx.json:
-        F.emit_json(d)
+        formatting.emit_json(d)
         return
-    sz = lambda n: F.size(n, ctx.bytes)  # noqa: E731
+    sz = lambda n: formatting.size(n, ctx.bytes)  # noqa: E731
     lines = [("store", d["path"]), ("trees", str(d["trees"])),
              ("block size", sz(d["block_size"])), ("dedup", "on" if d["dedup"] else "off"),
              ("checksum", d["checksum"]),
@@ -108,11 +107,12 @@ def check_cmd(ctx: Ctx, repair, scrub):
         # Damage that stops the store from opening or the check from reading it:
         # one problem, named, that no repair can fix.
         fatal = exc
+        from ..api.store import CheckReport
         rep = CheckReport()
         rep.add("metadata-damaged", str(exc), repairable=False)
         doc = report_json(rep)
     if ctx.json:
-        F.emit_json(doc)
+        formatting.emit_json(doc)
     else:
         for r in doc["repaired"]:
             ctx.say(f"repaired: {r}")
@@ -143,15 +143,15 @@ def gc_cmd(ctx: Ctx, no_trim):
         d = store.gc(trim=not no_trim)
     d = dict(d, block_size=store.block_size)
     if ctx.json:
-        F.emit_json(d)
+        formatting.emit_json(d)
         return
     bs = store.block_size
     for n in d["staging_removed"]:
         ctx.say(f"removed {n} (an unfinished import whose process is gone)")
     ctx.say(f"freed {d['nodes_freed']} nodes, released "
-            f"{F.size(d['blocks_released'] * bs, ctx.bytes)}"
-            f"{', pending ' + F.size(d['pending_blocks'] * bs, ctx.bytes) if d['pending_blocks'] else ''}"
-            f"{', gave ' + F.size(d['trimmed_blocks'] * bs, ctx.bytes) + ' back to the file system' if d['trimmed_blocks'] else ''}")
+            f"{formatting.size(d['blocks_released'] * bs, ctx.bytes)}"
+            f"{', pending ' + formatting.size(d['pending_blocks'] * bs, ctx.bytes) if d['pending_blocks'] else ''}"
+            f"{', gave ' + formatting.size(d['trimmed_blocks'] * bs, ctx.bytes) + ' back to the file system' if d['trimmed_blocks'] else ''}")
 
 
 COMMANDS = [du_cmd, df_cmd, check_cmd, gc_cmd]

@@ -10,7 +10,7 @@ import click
 
 from ..api.prune import is_layer
 from ..errors import AlreadyExists, InvalidInput, NotAStore, NotFound
-from . import format as F
+from . import format as formatting
 from .complete import snapshot_names, tree_names
 from .context import Ctx, hook, output_options, pass_ctx, split_kv
 from .progress import progress, spinner
@@ -38,7 +38,7 @@ def change_json(c) -> dict:
 def init_cmd(ctx: Ctx, block_size, dedup, checksum, verify):
     """Create a store at --store, in an absent or empty directory (`import` and
     `volume create` also create it on first use)."""
-    bs = F.parse_size(block_size) if block_size else None
+    bs = formatting.parse_size(block_size) if block_size else None
     from ..api.store import Store
     try:
         with Store.open(ctx.store_path, create=False):
@@ -53,12 +53,12 @@ def init_cmd(ctx: Ctx, block_size, dedup, checksum, verify):
         if verify:
             s.configure(verify_reads=True)
         doc = {"path": os.path.abspath(ctx.store_path), "block_size": s.block_size,
-               "dedup": bool(s.env.dedup), "checksum": s.env.checksum,
+               "dedup": s.dedup, "checksum": s.checksum,
                "verify_reads": s.settings["verify_reads"]}
     if ctx.json:
-        F.emit_json(doc)
+        formatting.emit_json(doc)
     else:
-        ctx.say(f"created store {doc['path']} (block size {F.size(doc['block_size'])}, "
+        ctx.say(f"created store {doc['path']} (block size {formatting.size(doc['block_size'])}, "
                 f"dedup {'on' if doc['dedup'] else 'off'}, checksum {doc['checksum']})")
 
 
@@ -103,7 +103,7 @@ def import_cmd(ctx: Ctx, src, name, parent, fmt, labels):
                 store, path, name, parent=parent)
         rec = store.label(name, **labels) if labels else store.info(name)
         if ctx.json:
-            F.emit_json(F.record(rec))
+            formatting.emit_json(formatting.record(rec))
         else:
             ctx.say(rec.name)
         return
@@ -123,7 +123,7 @@ def import_cmd(ctx: Ctx, src, name, parent, fmt, labels):
                                                          progress=cb, format=fmt)
     rec = store.label(name, **labels) if labels else store.info(name)
     if ctx.json:
-        F.emit_json(F.record(rec))
+        formatting.emit_json(formatting.record(rec))
     else:
         ctx.say(rec.name)
 
@@ -142,12 +142,13 @@ def import_cmd(ctx: Ctx, src, name, parent, fmt, labels):
 @pass_ctx
 def clone_cmd(ctx: Ctx, snapshot, name, volumes, binds, tmpfs, labels):
     """Make NAME, a writable clone of SNAPSHOT (O(1), whatever its size)."""
-    from ..api import mounts as M
-    specs = ([M.parse_spec("volume", v) for v in volumes] + [M.parse_spec("bind", b) for b in binds]
-             + [M.parse_spec("tmpfs", t) for t in tmpfs])
+    from ..api import mounts
+    specs = ([mounts.parse_spec("volume", v) for v in volumes]
+             + [mounts.parse_spec("bind", b) for b in binds]
+             + [mounts.parse_spec("tmpfs", t) for t in tmpfs])
     rec = ctx.store().clone(snapshot, name, mounts=specs, labels=split_kv(labels) or None)
     if ctx.json:
-        F.emit_json(F.record(rec))
+        formatting.emit_json(formatting.record(rec))
     else:
         ctx.say(rec.name)
 
@@ -173,7 +174,7 @@ def commit_cmd(ctx: Ctx, clone, name, labels):
         summary = {"added": kinds.count("A"), "changed": kinds.count("C"),
                    "deleted": kinds.count("D")}
     if ctx.json:
-        F.emit_json(dict(F.record(rec), summary=summary))
+        formatting.emit_json(dict(formatting.record(rec), summary=summary))
         return
     if summary is None:
         ctx.say(rec.name)
@@ -205,14 +206,14 @@ def ls_cmd(ctx: Ctx, kind, filters, show_all):
     if not show_all:
         recs = [r for r in recs if not is_layer(r)]
     if ctx.json:
-        F.emit_json([F.record(r) for r in sorted(recs, key=lambda r: r.name)])
+        formatting.emit_json([formatting.record(r) for r in sorted(recs, key=lambda r: r.name)])
         return
-    rows = [[F.short_layer(label) if is_layer(r) else label, r.kind,
-             F.time_short(r.created), F.labels_text(r.labels)]
-            for label, r in F.lineage_rows(recs)]
+    rows = [[formatting.short_layer(label) if is_layer(r) else label, r.kind,
+             formatting.time_short(r.created), formatting.labels_text(r.labels)]
+            for label, r in formatting.lineage_rows(recs)]
     if rows:
         head = ["NAME", "KIND", "CREATED", "LABELS"]
-        ctx.say(F.table(F.fit(rows, head, LS_WIDTH, _LS_CUTS), head))
+        ctx.say(formatting.table(formatting.fit(rows, head, LS_WIDTH, _LS_CUTS), head))
 
 
 @click.command("info")
@@ -224,18 +225,18 @@ def info_cmd(ctx: Ctx, name):
     store = ctx.store()
     rec = store.info(name)
     u = store.usage(name)
-    doc = F.record(rec)
+    doc = formatting.record(rec)
     doc["lineage"] = store.lineage(name)
     doc["dependents"] = sorted(d.name for d in store.dependents(name))
     doc["usage"] = u.as_dict()
     if ctx.json:
-        F.emit_json(doc)
+        formatting.emit_json(doc)
         return
-    sz = lambda n: F.size(n, ctx.bytes)  # noqa: E731
+    sz = lambda n: formatting.size(n, ctx.bytes)  # noqa: E731
     lines = [("name", rec.name), ("kind", rec.kind), ("parent", rec.parent or "-"),
              ("created", doc["created"]), ("lineage", " <- ".join(doc["lineage"])),
              ("dependents", ", ".join(doc["dependents"]) or "-"),
-             ("labels", F.labels_text(rec.labels) or "-"), ("uuid", rec.uuid)]
+             ("labels", formatting.labels_text(rec.labels) or "-"), ("uuid", rec.uuid)]
     for m in rec.mounts or []:
         src = m.get("source", "(memory)")
         lines.append(("mount", f"{m['type']} {src} at {m['target']}"
@@ -271,7 +272,7 @@ def rm_cmd(ctx: Ctx, names, force):
             code = cli_errors.report(exc, ctx.command)
             first = first or code
     if ctx.json:
-        F.emit_json({"removed": removed})
+        formatting.emit_json({"removed": removed})
     if first:
         raise click.exceptions.Exit(first)
 
@@ -288,7 +289,7 @@ def rename_cmd(ctx: Ctx, old, new):
     """
     rec = ctx.store().rename(old, new)
     if ctx.json:
-        F.emit_json(F.record(rec))
+        formatting.emit_json(formatting.record(rec))
     else:
         ctx.say(rec.name)
 
@@ -305,7 +306,7 @@ def diff_cmd(ctx: Ctx, a, b):
     """
     changes = ctx.store().diff(a, b)
     if ctx.json:
-        F.emit_json([change_json(c) for c in changes])
+        formatting.emit_json([change_json(c) for c in changes])
         return
     for c in changes:
         ctx.say(f"{c.kind} {c.path}")
@@ -321,7 +322,7 @@ def label_cmd(ctx: Ctx, name, pairs):
     kv = {k: (v if v != "" else None) for k, v in split_kv(pairs).items()}
     rec = ctx.store().label(name, **kv)
     if ctx.json:
-        F.emit_json(F.record(rec))
+        formatting.emit_json(formatting.record(rec))
     else:
         for k, v in sorted(rec.labels.items()):
             ctx.say(f"{k}={v}")
@@ -386,7 +387,7 @@ def export_cmd(ctx: Ctx, name, out, parent, fmt, tag, compression):
         with spinner(ctx, f"exporting {name}"):
             fn(store, name, out, format=fmt, tag=tag, compression=compression)
     if ctx.json:
-        F.emit_json({"name": name, "out": out, "format": fmt, "parent": parent})
+        formatting.emit_json({"name": name, "out": out, "format": fmt, "parent": parent})
     else:
         ctx.say(out)
 

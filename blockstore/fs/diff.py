@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from ..btree import values
 from ..btree.diff import diff as tree_diff
 from ..btree.store import NodeStore
-from . import items as I
+from . import items
 from .tree import FsTree
 
 COMPARE_CHUNK = 1024                # blocks per checksum lookup / read when comparing
@@ -59,19 +59,19 @@ def delta(ns_a: NodeStore, root_a: int, root_b: int, ns_b: NodeStore | None = No
     """Classify every differing item of trees a and b (``ns_b`` as in btree.diff)."""
     out = Delta()
     for k, va, vb in tree_diff(ns_a, root_a, root_b, ns_b):
-        ino, typ, rest = I.split(k)
+        ino, typ, rest = items.split(k)
         if ino == 0:
             continue                               # counters, orphan list, source blob
-        if typ == I.DIRENT:
-            ca = I.parse_dirent(values.payload(va))[:2] if va is not None else None
-            cb = I.parse_dirent(values.payload(vb))[:2] if vb is not None else None
+        if typ == items.DIRENT:
+            ca = items.parse_dirent(values.payload(va))[:2] if va is not None else None
+            cb = items.parse_dirent(values.payload(vb))[:2] if vb is not None else None
             if ca != cb:
                 out.entries.append((ino, bytes(rest), ca, cb))
-        elif typ == I.INODE:
+        elif typ == items.INODE:
             out.attrs.add(ino)
-        elif typ in (I.EXTENT, I.INLINE):
+        elif typ in (items.EXTENT, items.INLINE):
             out.data.add(ino)
-        elif typ == I.XATTR:
+        elif typ == items.XATTR:
             out.xattrs.add(ino)
     return out
 
@@ -81,10 +81,10 @@ def differs(ns: NodeStore, root_a: int, root_b: int) -> bool:
     Stops at the first such item."""
     if root_a == root_b:
         return False
-    return any(I.split(k)[0] != 0 for k, _, _ in tree_diff(ns, root_a, root_b))
+    return any(items.split(k)[0] != 0 for k, _, _ in tree_diff(ns, root_a, root_b))
 
 
-def visible_attrs(node: I.Inode) -> tuple:
+def visible_attrs(node: items.Inode) -> tuple:
     """The attributes whose change a user sees (see the module docstring)."""
     return (node.mode, node.uid, node.gid, node.nlink, node.size, node.mtime, node.rdev)
 
@@ -104,7 +104,7 @@ def same_content(fa: FsTree, ia: int, fb: FsTree, ib: int) -> bool:
     na, nb = fa.inode(ia), fb.inode(ib)
     if na.size != nb.size:
         return False
-    inl_a, inl_b = fa._inline(ia), fb._inline(ib)
+    inl_a, inl_b = fa.inline(ia), fb.inline(ib)
     if inl_a is not None or inl_b is not None:
         return fa.read(na, 0, na.size) == fb.read(nb, 0, nb.size)
     bs = fa.bs
@@ -170,7 +170,7 @@ def same_inode(fa: FsTree, ia: int, fb: FsTree, ib: int, d: Delta | None = None)
     return True
 
 
-DT_DIR = I.dtype_of(0o040000)
+DT_DIR = items.dtype_of(0o040000)
 
 
 class _Walk:
@@ -268,7 +268,7 @@ def visible(fa: FsTree, fb: FsTree, d: Delta) -> tuple[list, set[int]]:
             continue
         if not (fa.has_inode(ino) and fb.has_inode(ino)):
             continue
-        if ino != I.ROOT_INO:
+        if ino != items.ROOT_INO:
             # the same file on both sides: a link (directory, name) both have, outside
             # the renumbered directories (those compare by path); else its entries tell
             common = set(fa.parents(ino)) & set(fb.parents(ino))

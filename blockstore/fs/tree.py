@@ -17,8 +17,8 @@ touched + depth); rename O(depth) plus an ancestor walk for directories.
 """
 from __future__ import annotations
 
-import errno as _errno
-import stat as S
+import errno
+import stat
 from typing import Callable, Iterator, NamedTuple
 
 from ..btree import tree as bt
@@ -29,7 +29,7 @@ from ..errors import (AlreadyExists, DirectoryNotEmpty, InvalidInput, IsADirecto
                       NoAttribute, NotADirectory, NotFound, NotPermitted, TooBig,
                       TooManyLinks)
 from ..pool import HOLE
-from . import items as I
+from . import items
 from .items import Inode
 
 INLINE_MAX = 960          # an INLINE item exists only while the size is <= this
@@ -100,30 +100,30 @@ class FsTree:
     def mkfs(self, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
         """Make an empty filesystem: the root directory and the counters."""
         t = self.now()
-        self._put(I.super_key(), I.pack_super(I.ROOT_INO + 1, 1))
-        self.put_inode(Inode(I.ROOT_INO, S.S_IFDIR | (mode & 0o7777), uid, gid, nlink=2,
+        self._put(items.super_key(), items.pack_super(items.ROOT_INO + 1, 1))
+        self.put_inode(Inode(items.ROOT_INO, stat.S_IFDIR | (mode & 0o7777), uid, gid, nlink=2,
                              atime=t, mtime=t, ctime=t, btime=t, generation=1))
 
     def _alloc_ino(self) -> tuple[int, int]:
-        v = self._get(I.super_key())
+        v = self._get(items.super_key())
         if v is None:
             raise NotFound("tree has no filesystem (no root directory)")
-        nxt, gen = I.unpack_super(values.payload(v))
-        self._put(I.super_key(), I.pack_super(nxt + 1, gen + 1))
+        nxt, gen = items.unpack_super(values.payload(v))
+        self._put(items.super_key(), items.pack_super(nxt + 1, gen + 1))
         return nxt, gen
 
     # -- inodes --------------------------------------------------------------
     def inode(self, ino: int) -> Inode:
-        v = self._get(I.inode_key(ino))
+        v = self._get(items.inode_key(ino))
         if v is None:
             raise NotFound(f"inode {ino} does not exist")
         return Inode.unpack(ino, values.payload(v))
 
     def has_inode(self, ino: int) -> bool:
-        return self._get(I.inode_key(ino)) is not None
+        return self._get(items.inode_key(ino)) is not None
 
     def put_inode(self, ino: Inode) -> None:
-        self._put(I.inode_key(ino.ino), ino.pack())
+        self._put(items.inode_key(ino.ino), ino.pack())
 
     def touch(self, ino: Inode, m: bool = True, c: bool = True, a: bool = False) -> None:
         t = self.now()
@@ -136,50 +136,50 @@ class FsTree:
 
     # -- directories ---------------------------------------------------------
     def lookup(self, dir_ino: int, name: bytes) -> tuple[int, int] | None:
-        v = self._get(I.dirent_key(dir_ino, name))
+        v = self._get(items.dirent_key(dir_ino, name))
         if v is None:
             return None
-        child, dtype, _ = I.parse_dirent(values.payload(v))
+        child, dtype, _ = items.parse_dirent(values.payload(v))
         return child, dtype
 
     def readdir(self, dir_ino: int, after: int = 0) -> Iterator[tuple[int, bytes, int, int]]:
         """(index, name, ino, dtype) in creation order, starting after index ``after``."""
-        lo = I.index_key(dir_ino, after + 1)
-        _, hi = I.prefix_range(dir_ino, I.DIR_INDEX)
+        lo = items.index_key(dir_ino, after + 1)
+        _, hi = items.prefix_range(dir_ino, items.DIR_INDEX)
         for k, v in self._range(lo, hi):
-            child, dtype, name = I.parse_index(values.payload(v))
-            yield I.extent_fblock(k), name, child, dtype
+            child, dtype, name = items.parse_index(values.payload(v))
+            yield items.extent_fblock(k), name, child, dtype
 
     def is_empty_dir(self, dir_ino: int) -> bool:
-        lo, hi = I.prefix_range(dir_ino, I.DIRENT)
+        lo, hi = items.prefix_range(dir_ino, items.DIRENT)
         return next(iter(self._range(lo, hi)), None) is None
 
     def parents(self, ino: int) -> list[tuple[int, bytes]]:
         """(parent dir, name) of every link to ino."""
-        lo, hi = I.prefix_range(ino, I.INODE_REF)
-        return [I.parse_ref(I.split(k)[2]) for k, _ in self._range(lo, hi)]
+        lo, hi = items.prefix_range(ino, items.INODE_REF)
+        return [items.parse_ref(items.split(k)[2]) for k, _ in self._range(lo, hi)]
 
     def _add_entry(self, dir_ino: Inode, name: bytes, child: Inode) -> None:
         idx = dir_ino.next_index
         dir_ino.next_index += 1
-        dtype = I.dtype_of(child.mode)
-        self._put(I.dirent_key(dir_ino.ino, name), I.dirent_value(child.ino, dtype, idx))
-        self._put(I.index_key(dir_ino.ino, idx), I.index_value(child.ino, dtype, name))
-        self._put(I.ref_key(child.ino, dir_ino.ino, name), b"")
+        dtype = items.dtype_of(child.mode)
+        self._put(items.dirent_key(dir_ino.ino, name), items.dirent_value(child.ino, dtype, idx))
+        self._put(items.index_key(dir_ino.ino, idx), items.index_value(child.ino, dtype, name))
+        self._put(items.ref_key(child.ino, dir_ino.ino, name), b"")
         self.touch(dir_ino)
 
     def _remove_entry(self, dir_ino: Inode, name: bytes) -> int:
-        v = self._get(I.dirent_key(dir_ino.ino, name))
+        v = self._get(items.dirent_key(dir_ino.ino, name))
         if v is None:
             raise NotFound(f"no entry {name!r} in directory inode {dir_ino.ino}")
-        child, _, idx = I.parse_dirent(values.payload(v))
-        self._del(I.dirent_key(dir_ino.ino, name))
-        self._del(I.index_key(dir_ino.ino, idx))
-        self._del(I.ref_key(child, dir_ino.ino, name))
+        child, _, idx = items.parse_dirent(values.payload(v))
+        self._del(items.dirent_key(dir_ino.ino, name))
+        self._del(items.index_key(dir_ino.ino, idx))
+        self._del(items.ref_key(child, dir_ino.ino, name))
         self.touch(dir_ino)
         return child
 
-    def _dir(self, ino: int) -> Inode:
+    def directory(self, ino: int) -> Inode:
         d = self.inode(ino)
         if not d.is_dir:
             raise NotADirectory(f"inode {ino} is not a directory")
@@ -191,24 +191,24 @@ class FsTree:
         """A new inode of any type (regular, dir, fifo, socket, device) named name.
         In a set-group-ID directory the new inode takes the directory's group,
         and a new directory is set-group-ID too (BSD group semantics)."""
-        d = self._dir(dir_ino)
+        d = self.directory(dir_ino)
         found = self.lookup(dir_ino, name)
         if found is not None:
             if exist_ok:
                 return self.inode(found[0])
             raise AlreadyExists(f"{name.decode(errors='replace')!r} already exists")
-        if S.S_IFMT(mode) == 0:
-            mode |= S.S_IFREG
-        if S.S_IFMT(mode) == S.S_IFLNK:
+        if stat.S_IFMT(mode) == 0:
+            mode |= stat.S_IFREG
+        if stat.S_IFMT(mode) == stat.S_IFLNK:
             raise InvalidInput("use symlink() to make symbolic links")
-        if d.mode & S.S_ISGID:
+        if d.mode & stat.S_ISGID:
             gid = d.gid
-            if S.S_ISDIR(mode):
-                mode |= S.S_ISGID
+            if stat.S_ISDIR(mode):
+                mode |= stat.S_ISGID
         ino, gen = self._alloc_ino()
         t = self.now()
         node = Inode(ino, mode, uid, gid, nlink=1, atime=t, mtime=t, ctime=t, btime=t,
-                     rdev=rdev if S.S_ISCHR(mode) or S.S_ISBLK(mode) else 0, generation=gen)
+                     rdev=rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0, generation=gen)
         if node.is_dir:
             node.nlink = 2
             d.nlink += 1
@@ -221,14 +221,14 @@ class FsTree:
                 gid: int = 0) -> Inode:
         if not target or b"\0" in target or len(target) > 4095:
             raise InvalidInput("symlink target must be 1..4095 bytes without NUL")
-        d = self._dir(dir_ino)
+        d = self.directory(dir_ino)
         if self.lookup(dir_ino, name) is not None:
             raise AlreadyExists(f"{name.decode(errors='replace')!r} already exists")
-        if d.mode & S.S_ISGID:
+        if d.mode & stat.S_ISGID:
             gid = d.gid                 # as create(): the set-group-ID directory's group
         ino, gen = self._alloc_ino()
         t = self.now()
-        node = Inode(ino, S.S_IFLNK | 0o777, uid, gid, nlink=1, atime=t, mtime=t, ctime=t,
+        node = Inode(ino, stat.S_IFLNK | 0o777, uid, gid, nlink=1, atime=t, mtime=t, ctime=t,
                      btime=t, generation=gen)
         self._add_entry(d, name, node)
         self.put_inode(d)
@@ -243,7 +243,7 @@ class FsTree:
 
     def link(self, ino: int, dir_ino: int, name: bytes) -> Inode:
         node = self.inode(ino)
-        d = self._dir(dir_ino)
+        d = self.directory(dir_ino)
         if self.lookup(dir_ino, name) is not None:
             raise AlreadyExists(f"{name.decode(errors='replace')!r} already exists")
         if node.is_dir:
@@ -266,7 +266,7 @@ class FsTree:
         node = self.inode(found[0])
         if node.is_dir:
             raise IsADirectory(f"{name.decode(errors='replace')!r} is a directory")
-        d = self._dir(dir_ino)
+        d = self.directory(dir_ino)
         self._remove_entry(d, name)
         self.put_inode(d)
         self._drop_link(node)
@@ -281,12 +281,42 @@ class FsTree:
             raise NotADirectory(f"{name.decode(errors='replace')!r} is not a directory")
         if not self.is_empty_dir(node.ino):
             raise DirectoryNotEmpty(f"{name.decode(errors='replace')!r} is not empty")
-        d = self._dir(dir_ino)
+        d = self.directory(dir_ino)
         self._remove_entry(d, name)
         d.nlink -= 1
         self.put_inode(d)
         self._destroy(node.ino)
         return node.ino
+
+    def remove_all(self, dir_ino: int, name: bytes) -> None:
+        """Remove name from dir_ino, a directory with everything below it; nothing
+        when there is no such entry.  An explicit stack, not recursion: any
+        depth.  Cost: one unlink or rmdir per entry below name."""
+        found = self.lookup(dir_ino, name)
+        if found is None:
+            return
+        if not self.inode(found[0]).is_dir:
+            self.unlink(dir_ino, name)
+            return
+        stack = [(dir_ino, name, found[0], self._clear_files(found[0]))]
+        while stack:
+            parent, n, ino, subdirs = stack[-1]
+            if subdirs:
+                cn, cino = subdirs.pop()
+                stack.append((ino, cn, cino, self._clear_files(cino)))
+                continue
+            self.rmdir(parent, n)
+            stack.pop()
+
+    def _clear_files(self, ino: int) -> list[tuple[bytes, int]]:
+        """Unlink the non-directories of directory ino; returns its subdirectories."""
+        dirs = []
+        for _, n, cino, dtype in list(self.readdir(ino)):
+            if dtype == stat.S_IFDIR >> 12:
+                dirs.append((n, cino))
+            else:
+                self.unlink(ino, n)
+        return dirs
 
     def _drop_link(self, node: Inode) -> None:
         node.nlink -= 1
@@ -296,37 +326,37 @@ class FsTree:
         elif self.is_open(node.ino):
             self.touch(node, m=False)
             self.put_inode(node)
-            self._put(I.orphan_key(node.ino), b"")
+            self._put(items.orphan_key(node.ino), b"")
         else:
             self._destroy(node.ino)
 
     def _destroy(self, ino: int) -> None:
         """Delete every item of an inode (its extents release their blocks)."""
-        lo, hi = I.prefix_range(ino)
+        lo, hi = items.prefix_range(ino)
         self.root = bt.delete_range(self.ns, self.root, lo, hi)
-        self._del(I.orphan_key(ino))
+        self._del(items.orphan_key(ino))
 
     def release_orphan(self, ino: int) -> bool:
         """Called when the last handle on ino closes: free it if it was unlinked."""
-        if self._get(I.orphan_key(ino)) is None:
+        if self._get(items.orphan_key(ino)) is None:
             return False
         if self.has_inode(ino) and self.inode(ino).nlink == 0:
             self._destroy(ino)
         else:
-            self._del(I.orphan_key(ino))
+            self._del(items.orphan_key(ino))
         return True
 
     def orphans(self) -> list[int]:
-        lo, hi = I.prefix_range(0, I.ORPHAN)
-        return [I.extent_fblock(k) for k, _ in self._range(lo, hi)]
+        lo, hi = items.prefix_range(0, items.ORPHAN)
+        return [items.extent_fblock(k) for k, _ in self._range(lo, hi)]
 
-    def _is_ancestor(self, anc: int, ino: int) -> bool:
+    def is_ancestor(self, anc: int, ino: int) -> bool:
         """True if directory anc is ino or one of its ancestors."""
         seen = 0
         while True:
             if ino == anc:
                 return True
-            if ino == I.ROOT_INO:
+            if ino == items.ROOT_INO:
                 return False
             refs = self.parents(ino)
             if not refs:
@@ -349,9 +379,9 @@ class FsTree:
             return self._exchange(sdir, sname, src[0], ddir, dname, dst[0])
         if dst is not None and flags & RENAME_NOREPLACE:
             raise AlreadyExists(f"{dname.decode(errors='replace')!r} already exists")
-        if snode.is_dir and self._is_ancestor(snode.ino, ddir):
+        if snode.is_dir and self.is_ancestor(snode.ino, ddir):
             raise InvalidInput("cannot move a directory into itself")
-        if dst is not None and dst[0] != src[0] and self._is_ancestor(dst[0], sdir):
+        if dst is not None and dst[0] != src[0] and self.is_ancestor(dst[0], sdir):
             # Linux checks this before the types: the target is a directory the source is in.
             raise DirectoryNotEmpty(f"{dname.decode(errors='replace')!r} contains the source")
         if dst is not None:
@@ -366,12 +396,12 @@ class FsTree:
                 self.rmdir(ddir, dname)
             else:
                 self.unlink(ddir, dname)
-        sd = self._dir(sdir)
+        sd = self.directory(sdir)
         self._remove_entry(sd, sname)
         if snode.is_dir and sdir != ddir:
             sd.nlink -= 1
         self.put_inode(sd)
-        dd = self._dir(ddir)
+        dd = self.directory(ddir)
         if snode.is_dir and sdir != ddir:
             dd.nlink += 1
         self._add_entry(dd, dname, snode)
@@ -383,10 +413,10 @@ class FsTree:
     def _exchange(self, sdir, sname, sino, ddir, dname, dino) -> None:
         """RENAME_EXCHANGE: swap two existing entries atomically."""
         a, b = self.inode(sino), self.inode(dino)
-        if a.is_dir and self._is_ancestor(a.ino, ddir) or b.is_dir and self._is_ancestor(b.ino, sdir):
+        if a.is_dir and self.is_ancestor(a.ino, ddir) or b.is_dir and self.is_ancestor(b.ino, sdir):
             raise InvalidInput("cannot move a directory into itself")
-        sd = self._dir(sdir)
-        dd = sd if sdir == ddir else self._dir(ddir)
+        sd = self.directory(sdir)
+        dd = sd if sdir == ddir else self.directory(ddir)
         self._remove_entry(sd, sname)
         self._remove_entry(dd, dname)
         if sdir != ddir:
@@ -403,22 +433,22 @@ class FsTree:
             self.put_inode(n)
 
     # -- file content --------------------------------------------------------------
-    def _inline(self, ino: int) -> bytes | None:
-        v = self._get(I.inline_key(ino))
+    def inline(self, ino: int) -> bytes | None:
+        v = self._get(items.inline_key(ino))
         return None if v is None else values.payload(v)
 
     def _extents(self, ino: int, fb_lo: int, fb_hi: int):
         """(fblock, start, n) of extents overlapping file blocks [fb_lo, fb_hi)."""
-        lo, hi = I.prefix_range(ino, I.EXTENT)
-        first = next(iter(self._range(lo, I.extent_key(ino, fb_lo + 1), reverse=True)), None)
+        lo, hi = items.prefix_range(ino, items.EXTENT)
+        first = next(iter(self._range(lo, items.extent_key(ino, fb_lo + 1), reverse=True)), None)
         if first is not None:
-            fb = I.extent_fblock(first[0])
+            fb = items.extent_fblock(first[0])
             s, n = values.refs(first[1])
             if fb + n > fb_lo:
                 yield fb, s, n
-        for k, v in self._range(I.extent_key(ino, fb_lo + 1), I.extent_key(ino, fb_hi)):
+        for k, v in self._range(items.extent_key(ino, fb_lo + 1), items.extent_key(ino, fb_hi)):
             s, n = values.refs(v)
-            yield I.extent_fblock(k), s, n
+            yield items.extent_fblock(k), s, n
 
     def read(self, node: Inode, offset: int, size: int) -> bytes:
         """Up to size bytes from offset (short at end of file)."""
@@ -444,7 +474,7 @@ class FsTree:
         if offset >= end:
             return ReadPlan(0, [], None)
         n = end - offset
-        inline = self._inline(node.ino) if node.size <= INLINE_MAX else None
+        inline = self.inline(node.ino) if node.size <= INLINE_MAX else None
         if inline is not None:
             return ReadPlan(n, [], inline[offset:end])
         bs = self.bs
@@ -460,7 +490,7 @@ class FsTree:
         """Remove the mapping of file blocks [fb_lo, fb_hi) (None: to the end)."""
         hi = fb_hi if fb_hi is not None else 1 << 62
         for fb, s, n in list(self._extents(ino, fb_lo, hi)):
-            k = I.extent_key(ino, fb)
+            k = items.extent_key(ino, fb)
             left = fb_lo - fb if fb < fb_lo else 0
             right = (fb + n) - hi if fb + n > hi else 0
             # The kept parts take over the old extent's references to their blocks
@@ -471,7 +501,7 @@ class FsTree:
             else:
                 self._del(k, release=False)
             if right:
-                self._put_raw(I.extent_key(ino, fb + n - right), values.blockref(s + n - right, right))
+                self._put_raw(items.extent_key(ino, fb + n - right), values.blockref(s + n - right, right))
             self.pool.dec(self.ns.t, s + left, n - left - right)
 
     def _map(self, ino: int, fb: int, runs: list[tuple[int, int]]) -> None:
@@ -479,10 +509,10 @@ class FsTree:
         merging with a preceding extent that ends where the new one starts in the pool."""
         for start, n in runs:
             if start != HOLE:
-                prev = next(iter(self._range(I.extent_key(ino, 0), I.extent_key(ino, fb),
+                prev = next(iter(self._range(items.extent_key(ino, 0), items.extent_key(ino, fb),
                                              reverse=True)), None)
                 if prev is not None:
-                    pfb = I.extent_fblock(prev[0])
+                    pfb = items.extent_fblock(prev[0])
                     ps, pn = values.refs(prev[1])
                     if pfb + pn == fb and ps + pn == start:
                         # One extent [pfb, fb+n): it owns both runs' references already
@@ -490,7 +520,7 @@ class FsTree:
                         self._put_raw(prev[0], values.blockref(ps, pn + n), release_old=False)
                         fb += n
                         continue
-                self._put_raw(I.extent_key(ino, fb), values.blockref(start, n))
+                self._put_raw(items.extent_key(ino, fb), values.blockref(start, n))
             fb += n
 
     def write(self, node: Inode, offset: int, data) -> int:
@@ -501,7 +531,7 @@ class FsTree:
         end = offset + n
         new_size = max(node.size, end)
         # Files over INLINE_MAX have no INLINE item (fscheck enforces it): no lookup.
-        inline = self._inline(node.ino) if node.size <= INLINE_MAX else None
+        inline = self.inline(node.ino) if node.size <= INLINE_MAX else None
         if inline is not None or node.size == 0:
             # Inline (or empty) file: stays inline while it fits.
             cur = (inline or b"")[:node.size].ljust(node.size, b"\0")
@@ -510,14 +540,14 @@ class FsTree:
                 if len(buf) < offset:
                     buf.extend(bytes(offset - len(buf)))
                 buf[offset:end] = data
-                self._put(I.inline_key(node.ino), bytes(buf))
+                self._put(items.inline_key(node.ino), bytes(buf))
                 node.size = new_size
                 self.touch(node)
                 self.put_inode(node)
                 return n
             if inline is not None:
                 # Grows past the inline limit: the old bytes become file blocks from 0.
-                self._del(I.inline_key(node.ino))
+                self._del(items.inline_key(node.ino))
                 if cur.strip(b"\0"):
                     self._write_blocks(node.ino, 0, cur, node.size)
         self._write_blocks(node.ino, offset, data, node.size)
@@ -525,10 +555,6 @@ class FsTree:
         self.touch(node)
         self.put_inode(node)
         return n
-
-    def _no_extents(self, ino: int) -> bool:
-        lo, hi = I.prefix_range(ino, I.EXTENT)
-        return next(iter(self._range(lo, hi)), None) is None
 
     def _write_blocks(self, ino: int, offset: int, data, size: int) -> None:
         bs = self.bs
@@ -570,12 +596,12 @@ class FsTree:
             self.touch(node)
             self.put_inode(node)
             return
-        inline = self._inline(node.ino)
+        inline = self.inline(node.ino)
         if inline is not None:
             if size <= INLINE_MAX:
-                self._put(I.inline_key(node.ino), inline[:size].ljust(size, b"\0"))
+                self._put(items.inline_key(node.ino), inline[:size].ljust(size, b"\0"))
             else:
-                self._del(I.inline_key(node.ino))
+                self._del(items.inline_key(node.ino))
                 if inline[:node.size].strip(b"\0"):
                     self._write_blocks(node.ino, 0, inline[:node.size], node.size)
         elif size < node.size:
@@ -598,7 +624,7 @@ class FsTree:
 
     # -- extended attributes -----------------------------------------------------
     def getxattr(self, ino: int, name: bytes) -> bytes:
-        v = self._get(I.xattr_key(ino, name))
+        v = self._get(items.xattr_key(ino, name))
         if v is None:
             raise NoAttribute(f"no attribute {name.decode(errors='replace')!r}")
         r = values.refs(v)
@@ -608,8 +634,8 @@ class FsTree:
         return self.pool.read(r[0], r[1])[:size]
 
     def listxattr(self, ino: int) -> list[bytes]:
-        lo, hi = I.prefix_range(ino, I.XATTR)
-        return [I.split(k)[2] for k, _ in self._range(lo, hi)]
+        lo, hi = items.prefix_range(ino, items.XATTR)
+        return [items.split(k)[2] for k, _ in self._range(lo, hi)]
 
     def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
         """flags: os.XATTR_CREATE (1) fails if present, os.XATTR_REPLACE (2) if absent."""
@@ -617,7 +643,7 @@ class FsTree:
             raise InvalidInput("attribute names are 1..255 bytes without NUL")
         if len(value) > XATTR_MAX:
             raise TooBig(f"attribute values are at most {XATTR_MAX} bytes")
-        k = I.xattr_key(ino, name)
+        k = items.xattr_key(ino, name)
         exists = self._get(k) is not None
         if flags & 1 and exists:
             raise AlreadyExists(f"attribute {name.decode(errors='replace')!r} exists")
@@ -641,7 +667,7 @@ class FsTree:
         self.put_inode(node)
 
     def removexattr(self, ino: int, name: bytes) -> None:
-        k = I.xattr_key(ino, name)
+        k = items.xattr_key(ino, name)
         if self._get(k) is None:
             raise NoAttribute(f"no attribute {name.decode(errors='replace')!r}")
         self._del(k)
@@ -654,7 +680,7 @@ class FsTree:
         """One path of ino (b"/" for the root), or None if unlinked."""
         parts = []
         guard = 0
-        while ino != I.ROOT_INO:
+        while ino != items.ROOT_INO:
             refs = self.parents(ino)
             if not refs:
                 return None
@@ -666,4 +692,4 @@ class FsTree:
         return b"/" + b"/".join(reversed(parts))
 
 
-ELOOP = _errno.ELOOP
+ELOOP = errno.ELOOP

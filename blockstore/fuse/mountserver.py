@@ -105,8 +105,7 @@ def _preimport() -> None:
     import pyfuse3  # noqa: F401
     import trio  # noqa: F401
 
-    from .. import native  # noqa: F401
-    from ..api import mountlock, store, writers  # noqa: F401
+    from ..api import mountlock, store, writers  # noqa: F401  (store loads every layer below)
     from . import adapter, daemon  # noqa: F401
 
 

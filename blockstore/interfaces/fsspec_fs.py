@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import stat as S
+import stat
 import threading
 import urllib.parse
 
 from fsspec.spec import AbstractFileSystem
 
-from ..api.store import Store, default_store_path
+from ..api import Store, default_store_path
 from ..errors import InvalidInput, IsADirectory, NotFound
 
 COPY_CHUNK = 8 << 20
@@ -117,7 +117,7 @@ class BlockstoreFileSystem(AbstractFileSystem):
         uuid = self.store.info(tree).uuid
         with self._lock:
             tfs = self._trees.get(tree)
-            if tfs is not None and tfs.uuid == uuid and not tfs._closed:
+            if tfs is not None and tfs.uuid == uuid and not tfs.closed:
                 return tfs
             if tfs is not None:
                 tfs.close()
@@ -148,14 +148,14 @@ class BlockstoreFileSystem(AbstractFileSystem):
 
     def _info(self, tfs, inner: str, name: str, st) -> dict:
         """The info dict of ``inner`` whose lstat is ``st``."""
-        out = {"name": name, "islink": S.S_ISLNK(st.st_mode)}
+        out = {"name": name, "islink": stat.S_ISLNK(st.st_mode)}
         if out["islink"]:
             out["destination"] = tfs.readlink(inner)
             try:
                 st = tfs.stat(inner)
             except OSError:
                 pass                                  # dangling: described as the link
-        kind = "directory" if S.S_ISDIR(st.st_mode) else "file" if S.S_ISREG(st.st_mode) \
+        kind = "directory" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) \
             else "other"
         out.update(size=st.st_size if kind != "directory" else 0, type=kind, mode=st.st_mode,
                    uid=st.st_uid, gid=st.st_gid, mtime=st.st_mtime, ino=st.st_ino,
@@ -276,7 +276,7 @@ class BlockstoreFileSystem(AbstractFileSystem):
         tfs, inner, _ = self._resolve(path)
         if inner == "/":
             raise InvalidInput("the root of a tree cannot be removed here; use Store.remove")
-        if S.S_ISDIR(tfs.lstat(inner).st_mode):
+        if stat.S_ISDIR(tfs.lstat(inner).st_mode):
             tfs.rmdir(inner)
         else:
             tfs.unlink(inner)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from ..api import layers
 from ..errors import InvalidInput, NotFound
 from . import safety
 from .chain import import_layer
@@ -67,8 +68,7 @@ def import_image(store, src, name: str, parent: str | None = None, progress=None
         if parent is not None:
             raise InvalidInput("parent applies to single layer imports; an image brings its own "
                                "base layers")
-        from .. import catalog
-        catalog.check_name(name)
+        layers.check_name(name)
         if os.path.isdir(path):
             source = DirSource(path)
         else:
@@ -94,8 +94,7 @@ def _new_name(store, name: str) -> None:
     if store.exists(name):
         from ..errors import AlreadyExists
         raise AlreadyExists(f"a tree named {name!r} already exists")
-    from .. import catalog
-    catalog.check_name(name)
+    layers.check_name(name)
 
 
 def export_tar(store, name: str, out, parent: str | None = None) -> str:

@@ -24,36 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
-from .. import catalog
-from ..btree.store import NodeStore
+from ..api.layers import PIECE, SourceWriter
 from ..errors import Corruption, InvalidInput
-from ..fs import source
-from ..fs.tree import FsTree
 from .compress import detect
 
 ZSTD_LEVEL = 3
-PIECE = 4 << 20                     # bytes handed to the pool at a time (a block multiple)
-SYNC_BYTES = 256 << 20              # commit the import batch every this many bytes
 
 
-def _in_tree(store, name: str, fn):
-    """Run fn(fst) on tree ``name`` in a write transaction and store its new root."""
-    with store.env.write() as w:
-        rec = catalog.get(w, name)
-        fst = FsTree(NodeStore.of(w), rec.root, time.time_ns)
-        out = fn(fst)
-        if fst.root != rec.root:
-            rec.root = fst.root
-            catalog.put(w, rec)
-        return out
-
-
-def keep(store, name: str, raw, digest: str) -> dict:
-    """Store the blob read from binary reader ``raw`` as tree ``name``'s source;
-    it must hash to ``digest`` (what the layer was verified against).  Runs in
-    the caller's batch; returns the meta."""
+def keep(st, raw, digest: str) -> dict:
+    """Store the blob read from binary reader ``raw`` as the source of staging
+    import ``st``'s working clone (``api.layers.SourceWriter``); it must hash to
+    ``digest`` (what the layer was verified against).  Runs in the staging
+    batch; returns the meta."""
     head = raw.read(PIECE)
     comp = detect(head)
     h = hashlib.sha256(head)
@@ -83,43 +66,25 @@ def keep(store, name: str, raw, digest: str) -> dict:
                     yield out
             yield co.flush()
         pieces = packed()
-    bs = store.block_size
-    buf = bytearray()
-    block = 0
-    since = 0
+    writer = SourceWriter(st)
     stored_size = 0
-
-    def flush(final: bool):
-        nonlocal buf, block, since
-        n = len(buf) if final else len(buf) - len(buf) % bs
-        if n == 0:
-            return
-        piece, buf = bytes(buf[:n]), buf[n:]
-        _in_tree(store, name, lambda fst: source.write(fst, block, piece))
-        block += -(-n // bs)
-        since += n
-        if since >= SYNC_BYTES:
-            store.env.sync()
-            since = 0
     for p in pieces:
-        buf += p
+        writer.write(p)
         stored_size += len(p)
-        if len(buf) >= PIECE:
-            flush(False)
-    flush(True)
+    writer.close()
     got = "sha256:" + h.hexdigest()
     if got != digest:
         raise InvalidInput(f"layer blob changed while it was imported: expected {digest}, "
                            f"got {got}")
     meta = {"digest": digest, "size": size, "compression": comp, "stored": stored,
             "stored_size": stored_size}
-    _in_tree(store, name, lambda fst: source.put_meta(fst, json.dumps(meta, sort_keys=True)
-                                                      .encode()))
+    writer.put_meta(json.dumps(meta, sort_keys=True).encode())
     return meta
 
 
-def meta_of(fst: FsTree) -> dict | None:
-    raw = source.meta(fst)
+def meta_of(tree) -> dict | None:
+    """The meta of the blob kept by a tree (``api.layers.TreeReader``), or None."""
+    raw = tree.source_meta()
     if raw is None:
         return None
     try:
@@ -129,11 +94,12 @@ def meta_of(fst: FsTree) -> dict | None:
     return m if isinstance(m, dict) and "digest" in m and "stored" in m else None
 
 
-def write_out(fst: FsTree, meta: dict, out) -> None:
-    """Write the blob to ``out`` (binary writer), verifying its digest and size."""
+def write_out(tree, meta: dict, out) -> None:
+    """Write the blob kept by a tree (``api.layers.TreeReader``) to ``out`` (binary
+    writer), verifying its digest and size."""
     h = hashlib.sha256()
     n = 0
-    pieces = source.read(fst, meta["stored_size"])
+    pieces = tree.source(meta["stored_size"])
     if meta["stored"] == "zstd":
         import zstandard
         do = zstandard.ZstdDecompressor().decompressobj()

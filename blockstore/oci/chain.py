@@ -68,7 +68,7 @@ def import_layer(store, raw, name: str, parent: str | None, *, limits: safety.Li
         hraw = Hashing(raw)
         stream, _ = open_stream(hraw)
         hdec = Hashing(stream)
-        apply_stream(store, st.work, hdec, limits, progress, what)
+        apply_stream(st, hdec, limits, progress, what)
         hdec.drain()
         hraw.drain()
         if digest is not None and hraw.digest() != digest:
@@ -79,7 +79,7 @@ def import_layer(store, raw, name: str, parent: str | None, *, limits: safety.Li
                                f"got {hdec.digest()}")
         if reopen is not None:
             with reopen() as again:
-                blobs.keep(store, st.work, again, hraw.digest())
+                blobs.keep(st, again, hraw.digest())
         lab = dict(labels or {})
         lab.setdefault(LABEL_DIFF, hdec.digest())
         if reopen is not None:

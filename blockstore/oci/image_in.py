@@ -94,7 +94,7 @@ def _verify(raw: bytes, digest: str, what: str) -> None:
         raise InvalidInput(f"{what}: digest mismatch: expected {digest}, got {got}")
 
 
-def _arch() -> str:
+def arch() -> str:
     m = platform.machine()
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
 
@@ -140,11 +140,11 @@ def read_oci(src, tag: str | None) -> Image:
             break
         subs = field(doc, "manifests", list, "image index")
         pick = [m for m in subs if isinstance(m, dict) and (m.get("platform") or {}).get(
-            "architecture") == _arch() and (m.get("platform") or {}).get("os", "linux") == "linux"]
+            "architecture") == arch() and (m.get("platform") or {}).get("os", "linux") == "linux"]
         if len(subs) == 1:
             pick = subs
         if not pick:
-            raise NotFound(f"no image for linux/{_arch()} in the image index", path=src.label)
+            raise NotFound(f"no image for linux/{arch()} in the image index", path=src.label)
         doc, raw_man = _blob_json(src, pick[0], "image index manifest", with_raw=True)
     config, raw_cfg = _blob_json(src, field(doc, "config", dict, "manifest"), "manifest config",
                                  with_raw=True)

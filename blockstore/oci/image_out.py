@@ -39,17 +39,13 @@ import os
 import shutil
 import tarfile
 import tempfile
-import time
 
-from .. import catalog
-from ..btree.store import NodeStore
+from ..api import layers
 from ..api.hostout import remove_contents, replace_file
 from ..errors import InvalidInput
-from ..fs import diff as fsdiff
-from ..fs.tree import FsTree
 from . import blobs
 from .chain import LABEL_CHAIN, LABEL_DIFF, chain_id
-from .image_in import LABEL_CONFIG, LABEL_CONFIG_OLD, LABEL_MANIFEST, REF_NAME, _arch
+from .image_in import LABEL_CONFIG, LABEL_CONFIG_OLD, LABEL_MANIFEST, REF_NAME, arch
 from .layer_out import write_diff, write_full
 
 LAYER_TYPES = {"none": "application/vnd.oci.image.layer.v1.tar",
@@ -69,16 +65,7 @@ def _dump(doc) -> bytes:
 def _chain(store, name: str) -> list[str]:
     """The snapshots of name's lineage that add a layer: not one whose files equal
     its parent's (the named top of an import, a commit of an unchanged clone)."""
-    trees = list(reversed(store.lineage(name)))
-    out, prev_root = [], None
-    with store.env.read() as r:
-        ns = NodeStore.of(r)
-        for t in trees:
-            root = catalog.get(r, t).root
-            if prev_root is None or fsdiff.differs(ns, prev_root, root):
-                out.append(t)
-            prev_root = root
-    return out
+    return layers.adding_layers(store, list(reversed(store.lineage(name))))
 
 
 class _HashWriter:
@@ -119,15 +106,13 @@ def _kept_blob(store, rec, prev_chain):
     cid, diff_id = rec.labels.get(LABEL_CHAIN), rec.labels.get(LABEL_DIFF)
     if not cid or not diff_id or chain_id(prev_chain, diff_id) != cid:
         return None
-    with store.env.read() as r:
-        meta = blobs.meta_of(FsTree(NodeStore.of(r), catalog.get(r, rec.name).root, time.time_ns))
-    return meta
+    with layers.reading(store, rec.name) as tree:
+        return blobs.meta_of(tree)
 
 
 def _write_blob(store, name: str, meta: dict, f) -> None:
-    with store.env.read() as r:
-        fst = FsTree(NodeStore.of(r), catalog.get(r, name).root, time.time_ns)
-        blobs.write_out(fst, meta, f)
+    with layers.reading(store, name) as tree:
+        blobs.write_out(tree, meta, f)
 
 
 def _base_config(labels: dict) -> tuple[dict, str | None]:
@@ -156,7 +141,7 @@ def _config(labels: dict, diff_ids: list, made: list) -> bytes:
     if raw is not None and base_ids == diff_ids:
         return raw.encode()
     cfg = dict(base)
-    cfg.setdefault("architecture", _arch())
+    cfg.setdefault("architecture", arch())
     cfg.setdefault("os", "linux")
     cfg.setdefault("config", {})
     cfg["rootfs"] = {"type": "layers", "diff_ids": diff_ids}

@@ -7,7 +7,8 @@ owners only (no user/group names), no atime/ctime, mtime exact to the ns
 content, the others are type-1 links to it.  The root directory is the
 entry ``./``.  Holes are written as zeros (tar has no portable holes).
 
-The layer (``write_diff``) comes from the engine's tree diff, so its cost
+The layer (``write_diff``) comes from the engine's tree diff
+(``api.layers.reading_diff`` plans it), so its cost
 is proportional to the difference (subtrees both trees share are skipped
 by node id), plus whole subtrees that appear at a new path (a renamed or
 new directory must be spelled out in full in a tar layer).  Rules:
@@ -39,22 +40,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import stat as S
+import stat
 import tarfile
-import time
 
-from .. import catalog
+from ..api import layers
 from ..api.hostout import replace_file
 from ..errors import InvalidInput
-from ..btree.store import NodeStore
-from ..fs import diff as fsdiff
-from ..fs import items as I
-from ..fs.tree import FsTree
+from .safety import show
 
 CHUNK = 1 << 20
-ENTRY, WHITEOUT = 0, 1
 WH = b".wh."
-_MAX_DEPTH = 1 << 20              # a parent chain longer than this is a loop
 
 
 class _HashWriter:
@@ -75,13 +70,13 @@ class _HashWriter:
 class _Content:
     """A file's bytes as a reader (holes read as zeros)."""
 
-    def __init__(self, fst: FsTree, node):
-        self.fst, self.node, self.pos = fst, node, 0
+    def __init__(self, tree: layers.TreeReader, node):
+        self.tree, self.node, self.pos = tree, node, 0
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             n = self.node.size - self.pos
-        b = self.fst.read(self.node, self.pos, min(n, CHUNK * 4))
+        b = self.tree.read(self.node, self.pos, min(n, CHUNK * 4))
         self.pos += len(b)
         return b
 
@@ -91,33 +86,33 @@ def _ns_str(ns: int) -> str:
     return f"{s}.{frac:09d}".rstrip("0")
 
 
-def _tarinfo(fst: FsTree, node, parts: tuple) -> tarfile.TarInfo:
+def _tarinfo(tree: layers.TreeReader, node, parts: tuple) -> tarfile.TarInfo:
     name = os.fsdecode(b"/".join(parts)) if parts else "."
     ti = tarfile.TarInfo(name)
-    ti.mode = S.S_IMODE(node.mode)
+    ti.mode = stat.S_IMODE(node.mode)
     ti.uid, ti.gid = node.uid, node.gid
     ti.uname = ti.gname = ""
     ti.mtime = node.mtime // 1_000_000_000
     pax = {}
     if node.mtime % 1_000_000_000:
         pax["mtime"] = _ns_str(node.mtime)
-    for k in sorted(fst.listxattr(node.ino)):
+    for k, v in tree.xattrs(node.ino):
         pax["SCHILY.xattr." + k.decode("utf-8", "surrogateescape")] = \
-            fst.getxattr(node.ino, k).decode("utf-8", "surrogateescape")
+            v.decode("utf-8", "surrogateescape")
     ti.pax_headers = pax
-    fmt = S.S_IFMT(node.mode)
-    if fmt == S.S_IFDIR:
+    fmt = stat.S_IFMT(node.mode)
+    if fmt == stat.S_IFDIR:
         ti.type = tarfile.DIRTYPE
-    elif fmt == S.S_IFLNK:
+    elif fmt == stat.S_IFLNK:
         ti.type = tarfile.SYMTYPE
-        ti.linkname = os.fsdecode(fst.readlink(node.ino))
-    elif fmt == S.S_IFREG:
+        ti.linkname = os.fsdecode(tree.readlink(node.ino))
+    elif fmt == stat.S_IFREG:
         ti.type = tarfile.REGTYPE
         ti.size = node.size
-    elif fmt in (S.S_IFCHR, S.S_IFBLK):
-        ti.type = tarfile.CHRTYPE if fmt == S.S_IFCHR else tarfile.BLKTYPE
+    elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
+        ti.type = tarfile.CHRTYPE if fmt == stat.S_IFCHR else tarfile.BLKTYPE
         ti.devmajor, ti.devminor = os.major(node.rdev), os.minor(node.rdev)
-    elif fmt == S.S_IFIFO:
+    elif fmt == stat.S_IFIFO:
         ti.type = tarfile.FIFOTYPE
     else:
         ti.type = None                         # sockets are not archived (as tar does)
@@ -125,16 +120,16 @@ def _tarinfo(fst: FsTree, node, parts: tuple) -> tarfile.TarInfo:
 
 
 class _Writer:
-    def __init__(self, fst: FsTree, out):
-        self.fst = fst
+    def __init__(self, tree: layers.TreeReader, out):
+        self.tree = tree
         self.hw = _HashWriter(out)
         self.tf = tarfile.open(fileobj=self.hw, mode="w|", format=tarfile.PAX_FORMAT)
         self.tf.copybufsize = CHUNK
         self.first: dict[int, str] = {}
 
     def entry(self, parts: tuple, ino: int) -> None:
-        node = self.fst.inode(ino)
-        ti = _tarinfo(self.fst, node, parts)
+        node = self.tree.inode(ino)
+        ti = _tarinfo(self.tree, node, parts)
         if ti.type is None:
             return
         if not node.is_dir and node.nlink > 1:
@@ -144,7 +139,7 @@ class _Writer:
                 self.tf.addfile(ti)
                 return
             self.first[ino] = ti.name
-        self.tf.addfile(ti, _Content(self.fst, node) if ti.type == tarfile.REGTYPE else None)
+        self.tf.addfile(ti, _Content(self.tree, node) if ti.type == tarfile.REGTYPE else None)
 
     def marker(self, parts: tuple) -> None:
         ti = tarfile.TarInfo(os.fsdecode(b"/".join(parts)))
@@ -165,31 +160,9 @@ def _open_out(out):
     return replace_file(out)
 
 
-def _walk(fst: FsTree, ino: int, parts: tuple, emit) -> None:
-    """Every entry below directory ino, sorted by name, parents first (an explicit
-    stack of sorted listings: any depth)."""
-    stack = [(parts, _sorted_children(fst, ino))]
-    while stack:
-        base, children = stack[-1]
-        if not children:
-            stack.pop()
-            continue
-        name, child, dtype = children.pop()
-        p = base + (name,)
-        emit(p, child)
-        if dtype == S.S_IFDIR >> 12:
-            stack.append((p, _sorted_children(fst, child)))
-
-
-def _sorted_children(fst: FsTree, ino: int) -> list:
-    """(name, ino, dtype) of a directory, sorted by name descending (pop() gives the first)."""
-    return sorted(((n, c, d) for _, n, c, d in fst.readdir(ino)), reverse=True)
-
-
 def check_name(tree: str, parts: tuple) -> None:
     """Refuse an entry whose name is an OCI marker (``.wh.`` prefix)."""
     if parts and parts[-1].startswith(WH):
-        from .safety import show
         raise InvalidInput(f"cannot export {tree!r} as a tar: {show(b'/' + b'/'.join(parts))} "
                            "has a name starting with '.wh.', which OCI layers reserve for "
                            "whiteouts (an import would delete it); rename it first")
@@ -197,107 +170,26 @@ def check_name(tree: str, parts: tuple) -> None:
 
 def write_full(store, name: str, out) -> str:
     """The whole tree as a reproducible tar; returns its sha256 digest."""
-    with store.env.read() as r:                     # refuse before creating out
-        fst = FsTree(NodeStore.of(r), catalog.get(r, name).root, time.time_ns)
-        _walk(fst, I.ROOT_INO, (), lambda p, ino: check_name(name, p))
-    with _open_out(out) as f, store.env.read() as r:
-        fst = FsTree(NodeStore.of(r), catalog.get(r, name).root, time.time_ns)
-        w = _Writer(fst, f)
-        w.entry((), I.ROOT_INO)
-        _walk(fst, I.ROOT_INO, (), w.entry)
+    with layers.reading(store, name) as tree:       # refuse before creating out
+        tree.walk(layers.ROOT, (), lambda p, ino: check_name(name, p))
+    with _open_out(out) as f, layers.reading(store, name) as tree:
+        w = _Writer(tree, f)
+        w.entry((), layers.ROOT)
+        tree.walk(layers.ROOT, (), w.entry)
         return w.close()
-
-
-class _Paths:
-    """Cached path (tuple of names) of directories in one tree."""
-
-    def __init__(self, fst: FsTree):
-        self.fst, self.cache = fst, {I.ROOT_INO: ()}
-
-    def of(self, ino: int):
-        """The path of ino (None when it has none), by following first parent
-        references up to a cached directory (a loop, not recursion: any depth)."""
-        chain = []
-        while ino not in self.cache:
-            refs = self.fst.parents(ino) if self.fst.has_inode(ino) else []
-            if not refs:
-                self.cache[ino] = None
-                break
-            chain.append((ino, refs[0][1]))
-            ino = refs[0][0]
-            if len(chain) > _MAX_DEPTH:
-                raise InvalidInput("directory ancestry is cyclic")
-        base = self.cache[ino]
-        for child, name in reversed(chain):
-            base = None if base is None else base + (name,)
-            self.cache[child] = base
-        return base
-
-
-def plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int) -> dict:
-    """{path: (kind, ino)} of the layer from tree a to tree b."""
-    entries, modified = fsdiff.visible(fa, fb, fsdiff.delta(ns, ra, rb))
-    deleted = [(da, db, name) for da, db, name, ca, cb in entries if cb is None]
-    added = [(db, name, cb, ca) for da, db, name, ca, cb in entries if cb is not None]
-    pa, pb = _Paths(fa), _Paths(fb)
-    plan: dict[tuple, tuple[int, int]] = {}
-    dirt = S.S_IFDIR >> 12
-
-    def put_tree(path, ino, dtype):
-        plan[path] = (ENTRY, ino)
-        if dtype == dirt:
-            _walk(fb, ino, path, lambda p, c: plan.__setitem__(p, (ENTRY, c)))
-
-    # Shallowest first, and a subtree an ancestor's walk already spelled out is
-    # not walked again: a new chain of N directories costs O(N), not O(N^2).
-    paths = []
-    for parent, name, cb, ca in added:
-        base = pb.of(parent)
-        if base is not None:
-            paths.append((len(base), base + (name,), cb))
-    paths.sort(key=lambda t: t[0])
-    for _, path, cb in paths:
-        if plan.get(path) != (ENTRY, cb[0]):
-            put_tree(path, cb[0], cb[1])
-    for dir_a, dir_b, name in deleted:
-        base = pb.of(dir_b) if dir_b is not None else None
-        if base is None or base != pa.of(dir_a):
-            continue                         # parent gone or moved: covered there
-        plan.setdefault(base + (WH + name,), (WHITEOUT, 0))
-    for ino in modified:                     # inodes of b (fs.diff.visible)
-        for parent, name in fb.parents(ino) if ino != I.ROOT_INO else [(0, b"")]:
-            path = () if ino == I.ROOT_INO else pb.of(parent)
-            if path is None:
-                continue
-            if ino != I.ROOT_INO:
-                path = path + (name,)
-            plan.setdefault(path, (ENTRY, ino))
-    for path, (kind, ino) in list(plan.items()):
-        if kind == ENTRY and ino != I.ROOT_INO:
-            node = fb.inode(ino)
-            if not node.is_dir and node.nlink > 1:
-                for parent, name in fb.parents(ino):
-                    base = pb.of(parent)
-                    if base is not None:
-                        plan.setdefault(base + (name,), (ENTRY, ino))
-    return plan
 
 
 def write_diff(store, parent: str, name: str, out) -> str:
     """The OCI layer that turns ``parent`` into ``name``; returns its sha256 digest."""
-    with store.env.read() as r:
-        ns = NodeStore.of(r)
-        ra, rb = catalog.get(r, parent).root, catalog.get(r, name).root
-        fa, fb = FsTree(ns, ra, time.time_ns), FsTree(ns, rb, time.time_ns)
-        plan = plan_diff(fa, fb, ns, ra, rb)
+    with layers.reading_diff(store, parent, name, lambda n: WH + n) as (tree, plan):
         for path, (kind, _) in plan.items():        # refuse before creating out
-            if kind == ENTRY:
+            if kind == layers.ENTRY:
                 check_name(name, path)
         with _open_out(out) as f:
-            w = _Writer(fb, f)
+            w = _Writer(tree, f)
             for path in sorted(plan):
                 kind, ino = plan[path]
-                if kind == ENTRY:
+                if kind == layers.ENTRY:
                     w.entry(path, ino)
                 else:
                     w.marker(path)

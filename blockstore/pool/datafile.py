@@ -55,7 +55,7 @@ from concurrent.futures import Future
 
 from .. import errors
 from ..native import BackgroundWriter, start_writeback
-from ..testing import failpoints
+from .. import failpoints
 from . import background
 
 WRITEBACK_MIN = 1024 * 1024       # smaller writes are left to the kernel

@@ -16,10 +16,6 @@ from typing import Iterator
 from .dbs import pack_u64, unpack_u64
 
 
-def run_key(start: int) -> bytes:
-    return pack_u64(start)
-
-
 def floor(cur, start: int) -> bool:
     """Position ``cur`` on the run with the largest start <= ``start``.
 

@@ -19,8 +19,8 @@ What this does NOT simulate: loss or reordering inside LMDB (LMDB commits
 with fsync and its own double-buffered meta pages; we trust it), lost
 directory entries, or a kernel that lies about fdatasync.
 
-Install it for every store opened afterwards in this process with
-``install()`` (it replaces the DataFile class the txn layer uses); each
+A test opens a store with it by ``Engine.open(path, data_file=CrashDataFile)``
+(the txn layer's ``Env`` takes the class that opens its data file); each
 instance registers itself in ``OPEN`` so a failpoint action can crash them.
 
 Writes queued for the background writer (``pwrite_later``) are recorded when
@@ -110,17 +110,6 @@ class CrashDataFile(DataFile):
         if self in OPEN:
             OPEN.remove(self)
         super().close()
-
-
-def install() -> None:
-    """Make every store opened from now on in this process use CrashDataFile."""
-    from .. import txn
-    txn.DataFile = CrashDataFile
-
-
-def uninstall() -> None:
-    from .. import txn
-    txn.DataFile = DataFile
 
 
 def crash_all(mode: str = "mixed", rng: random.Random | None = None) -> list[dict]:

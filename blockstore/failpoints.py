@@ -12,8 +12,8 @@ sets an action for a name; ``hit`` then calls it.  Typical actions:
   aborts the LMDB transaction as for any exception);
 * ``exit_`` -- ``os._exit`` at once (a simulated process crash: no cleanup,
   no LMDB commit, the OS drops the process's locks and its reader slots);
-* any callable (e.g. ``crashfs.CrashDataFile.crash`` to drop or tear the
-  writes not yet fdatasync'ed before exiting).
+* any callable (e.g. ``testing.crashfs.CrashDataFile.crash`` to drop or tear
+  the writes not yet fdatasync'ed before exiting).
 
 ``set_counter(fn)`` installs one action called at EVERY failpoint with the
 name (used for "crash at the k-th failpoint hit").
@@ -33,6 +33,9 @@ pool.before_pread           a pool data read that may wait for the disk (not
 ==========================  ===================================================
 
 Thread safety: set/clear from the test's main thread before the workload runs.
+
+A product module (the txn and pool layers mark their stages here), importing
+nothing of blockstore, so any layer may use it.
 """
 from __future__ import annotations
 
@@ -117,12 +120,3 @@ def raise_(name: str) -> None:
 
 def exit_(name: str) -> None:
     os._exit(77)
-
-
-def from_env(var: str = "BLOCKSTORE_FAILPOINT") -> None:
-    """Arm ``NAME`` or ``NAME=raise|exit`` from an environment variable (for subprocesses)."""
-    spec = os.environ.get(var)
-    if not spec:
-        return
-    name, _, how = spec.partition("=")
-    set(name, raise_ if how == "raise" else exit_)
