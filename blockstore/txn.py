@@ -313,7 +313,7 @@ class Env:
         self.closed = False
         try:
             with damage_is_corruption(self.path):
-                self._open(create, block_size, dedup, checksum)
+                self._open(create, block_size, dedup, checksum, data_file)
         except lmdb.Error as exc:
             self._close_quietly()
             raise _lmdb_error(exc, self.path) from None
@@ -321,7 +321,7 @@ class Env:
             self._close_quietly()
             raise
 
-    def _open(self, create, block_size, dedup, checksum) -> None:
+    def _open(self, create, block_size, dedup, checksum, data_file) -> None:
         meta_dir = os.path.join(self.path, META_DIR)
         data_path = os.path.join(self.path, DATA_FILE)
         if os.path.lexists(self.path) and not os.path.isdir(self.path):
