@@ -98,6 +98,9 @@ def test_a_snapshot_mount_refuses_open_and_reads_by_inode(tmp_path):
             trio.run(ad.open, a.st_ino, os.O_RDONLY, CTX)
         assert ei.value.errno == errno.ENOSYS               # no open/flush/release at all
         assert trio.run(ad.read, a.st_ino, 0, 100) == b"a" * 10   # fh = the file's inode
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            trio.run(ad.flush, a.st_ino)
+        assert ei.value.errno == errno.ENOSYS               # no FLUSH at every close either
     finally:
         tfs.close()
         store.close()

@@ -204,3 +204,43 @@ def test_a_warm_stat_walk_of_a_clone_is_answered_by_the_kernel(tmp_path):
     finally:
         m.close()
     check_ok(sp)
+
+
+def test_a_warm_read_of_a_snapshot_mount_asks_the_daemon_nothing(tmp_path):
+    sp = tmp_path / "store"
+    files = {f"/d{i}/f{j}": bytes([65 + j]) * (j * 100) for i in range(3) for j in range(10)}
+    _clone_with(sp, files)
+    with Store.open(sp) as s:
+        s.commit("c", "snap")
+    m = Mounted(sp, "snap")
+    try:
+        def read_all() -> int:
+            n = 0
+            for root, _dirs, names in os.walk(m.mnt):
+                for name in names:
+                    fd = os.open(os.path.join(root, name), os.O_RDONLY)
+                    n += len(os.read(fd, 1 << 20))
+                    os.close(fd)
+            return n
+        total = read_all()                              # now in the kernel's caches
+        assert total == sum(len(v) for v in files.values())
+        os.kill(m.pid, signal.SIGSTOP)
+        try:
+            # os.open/os.read: Python's open() asks isatty (an ioctl the kernel
+            # always forwards to the daemon); cat, tar and the like do not.
+            code = (f"import os\nn = 0\nfor r, _, fs in os.walk({m.mnt!r}):\n"
+                    f"    for f in fs:\n        fd = os.open(os.path.join(r, f), os.O_RDONLY)\n"
+                    f"        n += len(os.read(fd, 1 << 20))\n        os.close(fd)\nprint(n)\n")
+            p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+            try:
+                out, _ = p.communicate(timeout=5)       # open, read, close: no request
+            except subprocess.TimeoutExpired:
+                out = None
+        finally:
+            os.kill(m.pid, signal.SIGCONT)
+            if p.poll() is None:
+                p.communicate(timeout=30)
+        assert out == f"{total}\n"
+    finally:
+        m.close()
+    check_ok(sp)

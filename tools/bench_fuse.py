@@ -300,8 +300,7 @@ def run(args):
             umount(bm)
             mounted.remove(bm)
             # -- a container root file system: the mount vs overlayfs ----------------------
-            left = bench_fuse_tree.run(rep, d, sp, args)
-            mounted.extend(left)
+            bench_fuse_tree.run(rep, d, sp, args, mounted)
             # -- one 4 KiB write into a big file: clone vs overlayfs copy-up ------------------
             log(f"preparing a {big // MiB} MiB file in a snapshot and in an overlay lower dir")
             with Store.open(sp) as s:

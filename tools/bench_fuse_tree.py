@@ -133,9 +133,9 @@ def _ratio(rep, key, res, goal, note) -> None:
     rep.extra[key + "_rounds"] = {k: [round(x, 4) for x in v] for k, v in res.items()}
 
 
-def run(rep, d: str, sp: str, args) -> list[str]:
-    """Adds the keys above to ``rep``; returns the mount points left mounted on error
-    (the caller detaches them)."""
+def run(rep, d: str, sp: str, args, mounted: list[str]) -> None:
+    """Adds the keys above to ``rep``.  ``mounted``: the caller's list of live mount
+    points, kept current here (the caller detaches what is left on an error)."""
     from blockstore import Store
     from blockstore.fuse import mount, umount
 
@@ -152,14 +152,13 @@ def run(rep, d: str, sp: str, args) -> list[str]:
     bt, ov, upper, work = (os.path.join(d, n) for n in ("bt", "ovm", "ovu", "ovw"))
     for p in (bt, ov, upper, work):
         os.mkdir(p)
-    mounted: list[str] = []
     r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
                         f"lowerdir={root},upperdir={upper},workdir={work}", ov],
                        capture_output=True, text=True)
     if r.returncode != 0:
         rep.extra["tree_overlay_error"] = r.stderr.strip()
         log("overlayfs mount failed:", r.stderr.strip())
-        return mounted
+        return
     mounted.append(ov)
     mount(sp, "ct", bt)
     mounted.append(bt)
@@ -274,4 +273,3 @@ def run(rep, d: str, sp: str, args) -> list[str]:
     rep.extra["umount_ms_rounds"] = [round(x, 1) for x in uts]
     loads.append(_load())
     rep.extra["tree_loadavg_1min"] = [round(x, 2) for x in loads]
-    return mounted

@@ -636,6 +636,11 @@ class Adapter(pyfuse3.Operations):
     async def flush(self, fh):
         # close does not commit: fsync does (or the 50 ms bound); it reports the
         # failure of a write answered before it was stored.
+        if self.no_open:
+            # Nothing to report on a mount that cannot write: ENOSYS makes the
+            # kernel stop sending FLUSH at every close (no-open mode opens no
+            # handle that could ask for noflush).
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         self._raise_failed(fh)
 
     @_translate

@@ -58,7 +58,8 @@ class Unavailable(Exception):
 
 def _identity() -> str:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    key = f"{os.path.realpath(sys.executable)}\0{here}\0{os.environ.get('BLOCKSTORE_PURE', '')}"
+    key = (f"{os.path.realpath(sys.executable)}\0{sys.prefix}\0{here}\0"
+           f"{os.environ.get('BLOCKSTORE_PURE', '')}")
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -94,9 +95,16 @@ def request(argv: list[str], ready_w: int, log_fd: int) -> None:
 
 def start_in_background() -> None:
     """Start a server for later mounts (returns at once; a second one exits)."""
+    # cwd /: the server (and every daemon it forks) must not keep the caller's
+    # directory busy, which may be on a file system someone wants to unmount.
+    # The package is found where the caller found it (a checkout on sys.path).
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     subprocess.Popen([sys.executable, "-m", "blockstore.fuse.mountserver"],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                     cwd="/", env=env)
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -203,6 +211,7 @@ def _serve_one(conn: socket.socket, own: list[int], loaded: dict[str, int]) -> b
 
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.chdir("/")
     path = socket_path()
     # One server per identity: the lock is held for the server's life.
     lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
