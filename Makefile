@@ -44,7 +44,7 @@ $(PYFUSE3_STAMP): $(PY) $(PYFUSE3_DEPS)
 	touch $@
 
 $(STAMP): $(PY) $(PYFUSE3_STAMP) $(INSTALL_DEPS)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,remote,remote-test]'
 	@$(PY) -c 'import pyfuse3, sys; O = pyfuse3.Operations; \
 	  sys.exit(0 if hasattr(O, "lseek") and hasattr(O, "enable_auto_inval_data") else \
 	  "unpatched pyfuse3 installed (expected the build of third_party/pyfuse3)")'
