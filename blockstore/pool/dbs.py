@@ -21,6 +21,8 @@ pool.sums       start u64                              checksum of each block of
                                                        the run (xxh3-128: 16 bytes
                                                        each, sha256: 32; disjoint
                                                        runs, sums.py)
+pool.absent     block u64                              sha256 (32 bytes), source
+                                                       (absent.py)
 =============== ====================================== ==========================
 
 Cost: one LMDB get/put per counter access.
@@ -59,6 +61,7 @@ class PoolDbs:
     dedup_rev: object
     pending_rev: object  # block-indexed mirror of ``pending`` (liveness checks in O(log n))
     sums: object         # per-block checksums of written runs (sums.py)
+    absent: object       # blocks of lazily pulled snapshots not fetched yet (absent.py)
 
     @classmethod
     def open(cls, env: lmdb.Environment, txn: lmdb.Transaction | None = None) -> "PoolDbs":
