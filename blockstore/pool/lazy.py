@@ -173,3 +173,26 @@ def commit_filled(pool, t, items: Sequence[tuple[int, bytes]]) -> int:
             if pool._filled.get(b) == d:
                 del pool._filled[b]
     return done
+
+
+def fill_verified(pool, t, blocks: Sequence[tuple[int, bytes, bytes]]) -> int:
+    """In write txn ``t``: write the bytes of absent blocks [(block, sha256, data)]
+    and record them (the commit makes the data durable before the records).
+    Every block is verified first; any mismatch raises Corruption, nothing written."""
+    bs = pool.block_size
+    todo = []
+    for b, d, data in blocks:
+        cur = pool.absent.range(t, b, 1)
+        if not cur or cur[0][1] != d:
+            continue
+        if len(data) != bs or sha256_of_blocks(data, bs)[0] != d:
+            raise errors.Corruption(f"block {b}: the bytes fetched do not match its SHA-256 "
+                                    f"{d.hex()[:16]}...; not stored")
+        todo.append((b, d, data))
+    if not todo:
+        return 0
+    with pool._dirty_lock:
+        pool._dirty = True
+    for b, d, data in todo:
+        pool.data.pwrite(b, data)
+    return commit_filled(pool, t, [(b, d) for b, d, _ in todo])

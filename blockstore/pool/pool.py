@@ -130,6 +130,10 @@ class Pool:
     def commit_filled(self, t, items) -> int:
         return lazy.commit_filled(self, t, items)
 
+    def fill_verified(self, t, blocks) -> int:
+        """Write and record verified bytes of absent blocks (lazy.fill_verified)."""
+        return lazy.fill_verified(self, t, blocks)
+
     # ================================================================ writes
     def _check_block_size(self, t) -> None:
         bs = self.meta.get(t, BLOCK_SIZE)

@@ -1,0 +1,146 @@
+"""pull: make a remote snapshot (and its ancestors) local, eagerly or lazily.
+
+A pull first builds each missing snapshot of the chain from its item
+stream in one write transaction (``Store.build_snapshot``): blocks the
+local ancestors already hold (same SHA-256) are shared, every other block
+is allocated absent.  A lazy pull stops there: reads fetch blocks on first
+use.  An eager pull (and ``fill``) then fetches the absent blocks in
+batches, verifies each against its SHA-256 and stores it.  A failed eager
+pull removes the snapshots it made, so a retry starts clean.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import io
+
+import zstandard
+
+from .. import errors
+from ..api.treestream import (SnapshotReader, absent_of, build_snapshot, canonical,
+                              decode_items, encode_items, fill_blocks, Item)
+from . import layout as L
+from .client import Remote
+from .fetch import fetch_blocks
+
+MAX_TREE_BYTES = 4 << 30          # an item stream larger than this is refused
+FILL_BATCH = 4096                 # blocks fetched and stored per transaction (16 MiB at 4 KiB)
+
+
+def content_of(store, name: str) -> str:
+    """The content id of a local snapshot: SHA-256 of its canonical item stream."""
+    with SnapshotReader(store, name) as rd:
+        items = [Item(it.key, it.payload, None, rd.digests(*it.run) if it.run else None)
+                 for it in rd.items()]
+    h = hashlib.sha256()
+    for part in encode_items(canonical(items)):
+        h.update(part)
+    return h.hexdigest()
+
+
+def _tree(rm: Remote, m: dict) -> bytes:
+    raw = rm.objects.get(L.tree_key(m["tree"]))
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)) as r:
+            data = r.read(MAX_TREE_BYTES + 1)
+    except zstandard.ZstdError as exc:
+        raise errors.Corruption(f"the tree object of {m['name']!r} does not decompress: {exc}") from None
+    if len(data) > MAX_TREE_BYTES:
+        raise errors.InvalidInput(f"the tree object of {m['name']!r} is over {MAX_TREE_BYTES} bytes")
+    if hashlib.sha256(data).hexdigest() != m["tree"]:
+        raise errors.Corruption(f"the tree object of {m['name']!r} does not match its SHA-256")
+    return data
+
+
+def _local_blocks(store, names: list[str]) -> dict[bytes, int]:
+    out: dict[bytes, int] = {}
+    for n in names:
+        if not store.exists(n) or store.info(n).kind != "snapshot":
+            continue
+        with SnapshotReader(store, n) as rd:
+            for it in rd.items():
+                if it.run:
+                    s, k = it.run
+                    for i, d in enumerate(rd.digests(s, k)):
+                        out.setdefault(d, s + i)
+    return out
+
+
+def fill(store, name: str, progress=None, threads: int = 8, remote: str | None = None) -> dict:
+    """Fetch every absent block of tree ``name``; returns counts."""
+    missing = absent_of(store, name)
+    stats = {"blocks": len(missing), "bytes_received": 0}
+    by_src: dict[str, list] = {}
+    for b, d, src in missing:
+        by_src.setdefault(remote or src, []).append((b, d))
+    with cf.ThreadPoolExecutor(threads, thread_name_prefix="blockstore-fill") as ex:
+        for src, todo in by_src.items():
+            rm = Remote(store.path, src)
+            done = 0
+            nxt = None
+            for i in range(0, len(todo), FILL_BATCH):
+                batch = todo[i:i + FILL_BATCH]
+                fut = nxt if nxt is not None else ex.submit(
+                    fetch_blocks, rm, [d for _, d in batch], ex)
+                nb = todo[i + FILL_BATCH:i + 2 * FILL_BATCH]
+                # the next batch downloads while this one is stored
+                nxt = ex.submit(fetch_blocks, rm, [d for _, d in nb], ex) if nb else None
+                datas = fut.result()
+                fill_blocks(store, [(b, d, data) for (b, d), data in zip(batch, datas)])
+                done += len(batch)
+                if progress:
+                    progress(f"pull {name}: {done}/{len(todo)} blocks, "
+                             f"{rm.objects.received / 2**20:.1f} MiB received")
+            stats["bytes_received"] += rm.objects.received
+    return stats
+
+
+def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
+         progress=None, threads: int = 8) -> dict:
+    rm = Remote(store.path, remote)
+    m = rm.manifest(name)
+    if m is None:
+        raise errors.NotFound(f"remote {rm.name!r} has no snapshot {name!r}")
+    if m["block_size"] != store.block_size:
+        raise errors.InvalidInput(f"remote snapshot {name!r} has {m['block_size']}-byte blocks; "
+                                  f"this store has {store.block_size}-byte blocks")
+    chain = [name] + list(m["chain"])
+    stats = {"remote": rm.name, "snapshots": [], "present": [], "absent_blocks": 0,
+             "bytes_received": 0}
+    made: list[str] = []
+    try:
+        for n in reversed(chain):
+            mm = m if n == name else rm.manifest(n)
+            if mm is None:
+                if n == name:
+                    raise errors.NotFound(f"remote {rm.name!r} has no snapshot {n!r}")
+                continue                   # an ancestor never pushed: lineage stops here
+            if store.exists(n):
+                if store.info(n).kind != "snapshot" or content_of(store, n) != mm["tree"]:
+                    raise errors.AlreadyExists(
+                        f"a different tree named {n!r} exists here; remove or rename it to pull")
+                stats["present"].append(n)
+                continue
+            items = decode_items(_tree(rm, mm))
+            local = _local_blocks(store, [a for a in mm["chain"]])
+            _, nabsent = build_snapshot(store, n, items, parent=mm.get("parent"),
+                                        labels=mm.get("labels") or {}, created=mm.get("created"),
+                                        local=local, source=rm.name)
+            made.append(n)
+            stats["snapshots"].append(n)
+            stats["absent_blocks"] += nabsent
+            if progress:
+                progress(f"pull {n}: tree built, {nabsent} blocks to fetch")
+        if not lazy:
+            for n in made:
+                stats["bytes_received"] += fill(store, n, progress, threads)["bytes_received"]
+    except BaseException:
+        if not lazy:
+            for n in reversed(made):
+                try:
+                    store.remove(n, force=True)
+                except errors.BlockstoreError:
+                    pass
+        raise
+    stats["bytes_received"] += rm.objects.received
+    return stats
