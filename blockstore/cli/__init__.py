@@ -57,8 +57,8 @@ def main(ctx, store, json_out, quiet, exact):
     ctx.obj = Ctx(store, json_out, quiet, exact)
 
 
-from . import complete, files, fusecmd, prune, space, tools, trees, volumes  # noqa: E402
+from . import complete, files, fusecmd, prune, remotecmd, space, tools, trees, volumes  # noqa: E402
 
-for _mod in (trees, files, space, prune, volumes, fusecmd, tools, complete):
+for _mod in (trees, files, space, prune, volumes, fusecmd, tools, complete, remotecmd):
     for _cmd in _mod.COMMANDS:
         main.add_command(_cmd)
