@@ -92,7 +92,7 @@ class S3Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited with {self.proc.returncode}; see {self.workdir}/weed.log")
-            if self._answers() and self._buckets_ready():
+            if self._answers() and self._buckets_ready() and self._data_ready():
                 return self
             time.sleep(0.2)
         self.stop()
@@ -122,6 +122,20 @@ class S3Server:
             for b in self.buckets:
                 if b not in have:
                     c.create_bucket(Bucket=b)
+            return True
+        except Exception:
+            return False
+
+    def _data_ready(self) -> bool:
+        """Objects written before a restart are readable (the volume server is back)."""
+        try:
+            c = self.client()
+            b = self.buckets[0]
+            c.put_object(Bucket=b, Key=".probe", Body=b"probe")
+            if c.get_object(Bucket=b, Key=".probe")["Body"].read() != b"probe":
+                return False
+            for o in c.list_objects_v2(Bucket=b, MaxKeys=20).get("Contents", []):
+                c.get_object(Bucket=b, Key=o["Key"])["Body"].read()
             return True
         except Exception:
             return False
