@@ -250,20 +250,20 @@ def test_flipped_byte_in_a_pack_is_detected(s3, tmp_path):
 
 # -- faults: killed pushes -----------------------------------------------------------------
 def test_push_killed_at_random_points_never_shows_a_broken_snapshot(s3, tmp_path, monkeypatch):
-    monkeypatch.setattr(L, "PACK_TARGET", 64 << 10)      # many packs: many points to fail at
-    src = _make_tree(tmp_path / "src", nfiles=12, size=50_000)
+    monkeypatch.setattr(L, "PACK_TARGET", 32 << 10)      # many packs: many points to fail at
+    src = _make_tree(tmp_path / "src", nfiles=6, size=40_000)
     rnd = random.Random(21)
     runs = 0
     with blockstore.Store.open(tmp_path / "A") as a:
         a.import_dir(src, "base")
         a.clone("base", "c")
         with a.fs("c") as f:
-            f.write_bytes("/more", rnd.randbytes(300_000))
+            f.write_bytes("/more", rnd.randbytes(200_000))
         a.commit("c", "top")
         for run in range(20):
             name = f"r{run}"
             a.remote_add(name, _url(tmp_path), s3.endpoint)
-            k = rnd.randrange(1, 40)
+            k = rnd.randrange(1, 28)
             hits = [0]
 
             def fail_at(point):
@@ -348,3 +348,37 @@ def test_cli_remote_push_pull(s3, tmp_path):
     cli(tmp_path / "B", "check")
     cli(tmp_path / "B", "remote", "rm", "r")
     assert cli(tmp_path / "B", "--json", "remote", "ls").stdout.strip() == "[]"
+
+
+# -- lazy reads through fsspec and a FUSE mount ---------------------------------------------
+from _fuse_helpers import Mounted, needs_fuse  # noqa: E402
+
+
+@needs_fuse
+def test_lazy_snapshot_through_fsspec_and_a_fuse_mount(s3, tmp_path):
+    import fsspec
+    url = _url(tmp_path)
+    src = _make_tree(tmp_path / "src", nfiles=8)
+    with _open(tmp_path / "A", s3, url) as a:
+        a.import_dir(src, "base")
+        a.push(["base"])
+    with _open(tmp_path / "Z", s3, url) as z:
+        z.pull("base", lazy=True)
+        fs = fsspec.filesystem("blockstore", store=z)
+        assert fs.cat_file("base:/sub/f2") == (src / "sub" / "f2").read_bytes()
+        z.clone("base", "c")
+    m = Mounted(tmp_path / "Z", "c")
+    try:
+        with open(m.p("sub", "f5"), "rb") as f:
+            assert f.read() == (src / "sub" / "f5").read_bytes()
+        with open(m.p("sub", "new"), "wb") as f:
+            f.write(b"from the mount")
+    finally:
+        m.close()
+    with blockstore.Store.open(tmp_path / "Z") as z:
+        z.commit("c", "c1")
+        z.push(["c1"])
+        with z.fs("c1") as f:
+            assert f.read_bytes("/sub/new") == b"from the mount"
+            assert f.read_bytes("/sub/f7") == (src / "sub" / "f7").read_bytes()
+        assert z.check().ok

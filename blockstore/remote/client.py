@@ -22,6 +22,8 @@ class Remote:
         self.url = cfg["url"]
         self.objects = ObjectStore(bucket, prefix, cfg.get("endpoint"), timeout=timeout)
         self._index: dict[bytes, tuple[str, int, int]] | None = None
+        self.listed: set[str] = set()      # packs/ keys seen by the last load_index
+        self.trusted: set[str] = set()     # index keys a push may rely on (load_index for_push)
 
     # -- manifests -----------------------------------------------------------
     def snapshot_names(self) -> list[str]:
@@ -46,13 +48,16 @@ class Remote:
         """SHA-256 -> (pack hash, offset, length) over the remote's pack indexes.
         ``for_push``: only packs some manifest reaches, or younger than grace/2
         (an older unreachable pack may be deleted by a gc at any moment)."""
-        idx = [o for o in self.objects.list("packs/") if o.key.endswith(".idx")]
+        listed = self.objects.list("packs/")
+        self.listed = {o.key for o in listed}
+        idx = [o for o in listed if o.key.endswith(".idx")]
         if for_push:
             reach = set()
             for m in self.manifests().values():
                 reach.update(m["packs"])
             now = time.time()
             idx = [o for o in idx if o.key[6:-4] in reach or now - o.mtime < grace / 2]
+            self.trusted = {o.key for o in idx}
         with cf.ThreadPoolExecutor(8) as ex:
             blobs = list(ex.map(lambda o: self.objects.get(o.key), idx))
         out: dict[bytes, tuple[str, int, int]] = {}

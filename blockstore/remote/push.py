@@ -48,9 +48,10 @@ class _Uploads:
 
     def _pack(self, h: str, data: bytes, idx: bytes) -> None:
         obj = self.remote.objects
-        if not obj.exists(L.idx_key(h)):
-            if not obj.exists(L.pack_key(h)):
-                obj.put(L.pack_key(h), data)
+        # A pack a push may rely on (reachable, or young: a killed push's) is not sent
+        # again; an old unreachable one is, which renews its age against gc.
+        if L.idx_key(h) not in self.remote.trusted:
+            obj.put(L.pack_key(h), data)
             obj.put(L.idx_key(h), idx)       # the index last: a block is listed once its pack is whole
 
     def submit_pack(self, h: str, data: bytes, idx: bytes) -> None:
