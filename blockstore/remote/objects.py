@@ -21,6 +21,26 @@ class ObjectInfo:
     mtime: float            # seconds since the epoch (the store's clock)
 
 
+_clients: dict = {}
+_clients_lock = threading.Lock()
+
+
+def _client(endpoint, timeout, attempts, cfg):
+    """One boto3 client per endpoint, settings and credentials, for the process:
+    making one loads the service model (~1 s); clients are thread-safe."""
+    import os
+
+    import boto3
+    key = (endpoint, timeout, attempts, os.environ.get("AWS_ACCESS_KEY_ID"),
+           os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_PROFILE"))
+    with _clients_lock:
+        c = _clients.get(key)
+        if c is None:
+            c = _clients[key] = boto3.session.Session().client("s3", endpoint_url=endpoint,
+                                                               config=cfg)
+        return c
+
+
 class ObjectStore:
     def __init__(self, bucket: str, prefix: str, endpoint: str | None, *,
                  timeout: float = 10.0, attempts: int = 3):
@@ -35,7 +55,7 @@ class ObjectStore:
         cfg = Config(connect_timeout=min(timeout, 5), read_timeout=timeout,
                      retries={"max_attempts": attempts, "mode": "standard"},
                      max_pool_connections=32)
-        self.client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=cfg)
+        self.client = _client(endpoint, timeout, attempts, cfg)
         self._lock = threading.Lock()
         self.sent = 0
         self.received = 0
