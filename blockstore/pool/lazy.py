@@ -39,8 +39,10 @@ class BlockFetcher(Protocol):
         ...
 
 
-READ_AHEAD_MIN = 16        # blocks fetched past a random read (64 KiB at 4 KiB)
-READ_AHEAD_MAX = 512       # a sequential reader's window doubles up to this (2 MiB)
+READ_AHEAD_MIN = 16        # blocks fetched past the second of two sequential reads (64 KiB)
+READ_AHEAD_MAX = 64        # a sequential reader's window doubles up to this (256 KiB)
+# A read that does not continue the last one gets no read-ahead: page faults of
+# mapped binaries jump around, and the kernel reads ahead for FUSE readers itself.
 
 
 class LazyReads:
@@ -121,7 +123,7 @@ def fetch_absent(pool, t, missing: list[tuple[int, bytes, str]]) -> None:
     last = missing[-1][0]
     with pool._filled_lock:
         seq = pool._ra_end == missing[0][0]
-        window = min(READ_AHEAD_MAX, pool._ra_window * 2) if seq else READ_AHEAD_MIN
+        window = min(READ_AHEAD_MAX, max(READ_AHEAD_MIN, pool._ra_window * 2)) if seq else 0
         pool._ra_window = window
     want = list(missing)
     if window:
