@@ -99,9 +99,10 @@ class _Txn:
         # Verified reads (Store.open(verify_reads=True)): the pool view checks every block
         # read in this txn against pool.sums; off, this is the pool itself (zero cost).
         pool = env.pool.verifying(t) if env.verify_reads else env.pool
-        # Absent blocks (a lazily pulled snapshot): reads fetch them first.  A write
-        # txn may add some itself, so it always gets the view (it checks per read).
-        if self.write or env.pool.absent.count(t):
+        # Absent blocks (a lazily pulled snapshot): reads fetch them first.  One get
+        # per txn; only another writer adds absent blocks, never during this txn
+        # (a txn that adds some, Store.build_snapshot, does not read them).
+        if env.pool.absent.count(t):
             pool = env.pool.lazy_view(t, pool)
         self.pool = pool
         self.local: dict = {}   # per-transaction state of upper layers (e.g. the node store)
@@ -245,6 +246,14 @@ class _FillRecorder:
                         if self.env.pool._filled.get(b) == d:
                             del self.env.pool._filled[b]
 
+    def flush(self) -> None:
+        """Record what is queued now, in the calling thread (which must hold no batch
+        of another thread's); what the thread is recording meanwhile lands by itself."""
+        with self._cond:
+            items, self._items = self._items, []
+        if items:
+            self._record(items)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -347,6 +356,10 @@ class Env:
         self._ensure_reserve()
         self._filled = _FillRecorder(self)
         self.pool.record_filled = self._filled.add
+
+    def flush_filled(self) -> None:
+        """Record the absent blocks reads have filled so far (pool/lazy.py)."""
+        self._filled.flush()
 
     def require_format(self, w: "WriteTxn", version: int) -> None:
         """Raise the store's format record to ``version`` in write txn ``w`` (no-op

@@ -89,6 +89,13 @@ class RemoteFetcher:
         except cf.TimeoutError:
             raise errors.Unreachable(f"remote did not deliver {len(wants)} blocks within "
                                      f"{self.timeout:.0f} s") from None
+        except (errors.Unreachable, errors.Corruption):
+            raise
+        except errors.BlockstoreError as exc:
+            # a remote removed from the config, a block gone from it, access refused:
+            # to the reader, the data cannot be had (EIO), whatever the cause
+            raise errors.Unreachable(f"a block of a lazily pulled snapshot cannot be fetched: "
+                                     f"{exc}") from None
         finally:
             worker.shutdown(wait=False)
         return out
