@@ -24,7 +24,6 @@ may place the run in pieces): the file's bytes are the same.
 """
 from __future__ import annotations
 
-import hashlib
 import struct
 import time
 from typing import Iterable, Iterator, NamedTuple
@@ -97,8 +96,10 @@ class SnapshotReader:
             sums = pool.digests(t, start, n)
             if all(s is not None or start + i in have for i, s in enumerate(sums)):
                 return [have.get(start + i) or bytes(sums[i]) for i in range(n)]
+        from ..native import sha256_many
         data = self.read(start, n)
-        return [hashlib.sha256(data[i * self.bs:(i + 1) * self.bs]).digest() for i in range(n)]
+        d = sha256_many(data, self.bs)
+        return [bytes(d[i * DIGEST:(i + 1) * DIGEST]) for i in range(n)]
 
     def read(self, start: int, n: int) -> bytes:
         """The bytes of blocks [start, start+n) (absent ones are fetched); the

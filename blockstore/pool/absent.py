@@ -86,6 +86,13 @@ class Absent:
             self.meta.add(t, ABSENT_BLOCKS, -len(gone))
         return len(gone)
 
+    def drop(self, t, blocks: list[int]) -> None:
+        """Drop the entries of ``blocks``, each known to exist."""
+        for b in blocks:
+            t.delete(pack_u64(b), db=self.db)
+        if blocks:
+            self.meta.add(t, ABSENT_BLOCKS, -len(blocks))
+
     def entries(self, t) -> Iterator[tuple[int, bytes, str]]:
         for k, v in t.cursor(db=self.db):
             yield u64(k), bytes(v[:DIGEST]), bytes(v[DIGEST:]).decode()
