@@ -76,14 +76,13 @@ def _pullable(store_path, remote="r") -> list[str]:
     rm = Remote(str(store_path), remote)
     index = rm.load_index()
     sizes = {o.key: o.size for o in rm.objects.list("packs/")}
-    from blockstore.api.treestream import decode_items
     from blockstore.remote.pull import _tree
     names = rm.snapshot_names()
     for n in names:
         m = rm.manifest(n)
         for a in m["chain"]:
             assert rm.manifest(a) is not None, f"{n}: ancestor {a} missing"
-        for it in decode_items(_tree(rm, m)):
+        for it in _tree(rm, m):
             for d in it.digests or []:
                 loc = index.get(d)
                 assert loc is not None and loc[0] in m["packs"], f"{n}: block {d.hex()} unreachable"

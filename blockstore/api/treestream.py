@@ -147,8 +147,9 @@ def encode_items(items: Iterable[Item]) -> Iterator[bytes]:
         yield b"".join(parts)
 
 
-def decode_items(data: bytes) -> list[Item]:
-    """The items of a stream (``encode_items``), checked for shape and key order."""
+def decode_items(data: bytes, allow_delete: bool = False) -> list[Item]:
+    """The items of a stream (``encode_items``), checked for shape and key order.
+    ``allow_delete``: tag 2 (a deletion in a delta) gives an Item with run (-1, -1)."""
     mv = memoryview(data)
     if bytes(mv[:len(MAGIC)]) != MAGIC:
         raise Corruption("tree metadata does not start with the item stream marker")
@@ -170,6 +171,14 @@ def decode_items(data: bytes) -> list[Item]:
                     raise Corruption("tree metadata item with a bad block count")
                 digests = [bytes(mv[pos + i * DIGEST:pos + (i + 1) * DIGEST]) for i in range(n)]
                 pos += n * DIGEST
+            elif tag == 2 and allow_delete and plen == 0:
+                if pos > end or len(key) != klen:
+                    raise Corruption("tree metadata is truncated")
+                if key <= last and out:
+                    raise Corruption("tree metadata items are not in key order")
+                last = key
+                out.append(Item(key, b"", (-1, -1), None))
+                continue
             elif tag != 0:
                 raise Corruption(f"tree metadata item with unknown tag {tag}")
             if pos > end or len(key) != klen or len(payload) != plen:
@@ -181,6 +190,50 @@ def decode_items(data: bytes) -> list[Item]:
     except struct.error:
         raise Corruption("tree metadata is truncated") from None
     return out
+
+
+DELTA_MAGIC = b"BSDELTA1"
+
+
+def encode_delta(parent_id: str, parent: list[Item], child: list[Item]) -> bytes:
+    """``child`` (canonical items) as the difference from ``parent`` (canonical
+    items of the tree whose content id is ``parent_id``): DELTA_MAGIC, the
+    parent's id (64 hex digits), then the items that are new or changed
+    (as in ``encode_items``) and, tag 2 with no payload, the keys deleted."""
+    old = {it.key: it for it in parent}
+    recs = []                     # (key, encoded record), one stream in key order
+    keys = set()
+    for it in child:
+        keys.add(it.key)
+        o = old.get(it.key)
+        if o is None or o.payload != it.payload or o.digests != it.digests:
+            recs.append((it.key, b"".join(list(encode_items([it]))[1:])))
+    for k in set(old) - keys:
+        recs.append((k, _HEAD.pack(len(k), 2, 0) + k))
+    recs.sort(key=lambda r: r[0])
+    return b"".join([DELTA_MAGIC, parent_id.encode()] + [r for _, r in recs])
+
+
+def delta_parent(data: bytes) -> str | None:
+    """The parent id of a delta stream, None for a full one."""
+    if bytes(data[:len(DELTA_MAGIC)]) == DELTA_MAGIC:
+        return bytes(data[len(DELTA_MAGIC):len(DELTA_MAGIC) + 64]).decode("ascii", "replace")
+    return None
+
+
+def apply_delta(data: bytes, parent: list[Item]) -> list[Item]:
+    """The child's items from a delta stream and the parent's items."""
+    body = MAGIC + bytes(data[len(DELTA_MAGIC) + 64:])
+    changes, deleted = [], set()
+    for it in decode_items(body, allow_delete=True):
+        if it.run == (-1, -1):
+            deleted.add(it.key)
+        else:
+            changes.append(it)
+    merged = {it.key: it for it in parent if it.key not in deleted}
+    for it in changes:
+        merged[it.key] = it
+    return [merged[k] for k in sorted(merged)]
 
 
 def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, labels: dict,

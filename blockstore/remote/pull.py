@@ -17,8 +17,8 @@ import io
 import zstandard
 
 from .. import errors
-from ..api.treestream import (SnapshotReader, absent_of, build_snapshot, canonical,
-                              decode_items, encode_items, fill_blocks, Item)
+from ..api.treestream import (SnapshotReader, absent_of, apply_delta, build_snapshot, canonical,
+                              decode_items, delta_parent, encode_items, fill_blocks, Item)
 from . import layout as L
 from .client import Remote
 from .fetch import fetch_blocks
@@ -38,18 +38,33 @@ def content_of(store, name: str) -> str:
     return h.hexdigest()
 
 
-def _tree(rm: Remote, m: dict) -> bytes:
-    raw = rm.objects.get(L.tree_key(m["tree"]))
+def _tree_items(rm: Remote, content: str, name: str, depth: int = 0) -> list[Item]:
+    """The items of tree ``content``: a full stream, or a delta applied to its
+    parent's items (fetched the same way); checked against the content id."""
+    if depth > 512:
+        raise errors.Corruption(f"the tree of {name!r} is a chain of more than 512 deltas")
+    raw = rm.objects.get(L.tree_key(content))
     try:
         with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)) as r:
             data = r.read(MAX_TREE_BYTES + 1)
     except zstandard.ZstdError as exc:
-        raise errors.Corruption(f"the tree object of {m['name']!r} does not decompress: {exc}") from None
+        raise errors.Corruption(f"the tree object of {name!r} does not decompress: {exc}") from None
     if len(data) > MAX_TREE_BYTES:
-        raise errors.InvalidInput(f"the tree object of {m['name']!r} is over {MAX_TREE_BYTES} bytes")
-    if hashlib.sha256(data).hexdigest() != m["tree"]:
-        raise errors.Corruption(f"the tree object of {m['name']!r} does not match its SHA-256")
-    return data
+        raise errors.InvalidInput(f"the tree object of {name!r} is over {MAX_TREE_BYTES} bytes")
+    parent = delta_parent(data)
+    if parent is None:
+        items = decode_items(data)
+        full = data
+    else:
+        items = apply_delta(data, _tree_items(rm, parent, name, depth + 1))
+        full = b"".join(encode_items(items))
+    if hashlib.sha256(full).hexdigest() != content:
+        raise errors.Corruption(f"the tree object of {name!r} does not match its SHA-256")
+    return items
+
+
+def _tree(rm: Remote, m: dict) -> list[Item]:
+    return _tree_items(rm, m["tree"], m["name"])
 
 
 def _local_blocks(store, names: list[str]) -> dict[bytes, int]:
@@ -121,7 +136,7 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
                         f"a different tree named {n!r} exists here; remove or rename it to pull")
                 stats["present"].append(n)
                 continue
-            items = decode_items(_tree(rm, mm))
+            items = _tree(rm, mm)
             local = _local_blocks(store, [a for a in mm["chain"]])
             _, nabsent = build_snapshot(store, n, items, parent=mm.get("parent"),
                                         labels=mm.get("labels") or {}, created=mm.get("created"),

@@ -17,7 +17,7 @@ import time
 import zstandard
 
 from .. import errors
-from ..api.treestream import Item, SnapshotReader, canonical, encode_items
+from ..api.treestream import Item, SnapshotReader, canonical, encode_delta, encode_items
 from . import layout as L
 from .client import Remote
 
@@ -87,6 +87,7 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
              "bytes_sent": 0, "packs": 0}
     up = _Uploads(rm, threads)
     t0 = time.monotonic()
+    done: dict[str, tuple[str, list[Item]]] = {}     # name -> (content id, canonical items)
 
     def say(msg: str) -> None:
         if progress:
@@ -128,8 +129,10 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
                                 say(f"push {name}: {up.packs} packs, "
                                     f"{rm.objects.sent / 2**20:.1f} MiB sent")
                     items.append(Item(it.key, it.payload, None, digs))
-            stream = b"".join(encode_items(canonical(items)))
+            items = list(canonical(items))
+            stream = b"".join(encode_items(items))
             content = hashlib.sha256(stream).hexdigest()
+            done[name] = (content, items)
             stats["blocks"] += nblocks
             if existing is not None:
                 if existing["tree"] != content:
@@ -142,7 +145,16 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
             up.wait()
             packs = sorted({have[d][0] for it in items if it.digests for d in it.digests})
             if not rm.objects.exists(L.tree_key(content)):
-                rm.objects.put(L.tree_key(content), zstandard.ZstdCompressor(level=3).compress(stream))
+                # a child of a snapshot pushed (or found) in this run is stored as its
+                # difference from it, when that is smaller: a new layer sends its own
+                # items, not again every block digest of the base
+                body = stream
+                if rec.parent in done:
+                    pid, pitems = done[rec.parent]
+                    delta = encode_delta(pid, pitems, items)
+                    if len(delta) < len(stream) // 2:
+                        body = delta
+                rm.objects.put(L.tree_key(content), zstandard.ZstdCompressor(level=3).compress(body))
             chain = [a for a in store.lineage(name)[1:]]
             manifest = {"format": L.FORMAT, "name": name, "parent": rec.parent, "chain": chain,
                         "block_size": bs, "labels": rec.labels, "created": rec.created,
