@@ -237,10 +237,11 @@ def apply_delta(data: bytes, parent: list[Item]) -> list[Item]:
 
 
 def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, labels: dict,
-                   created: int | None, local: dict[bytes, int], source: str) -> tuple[TreeRecord, int]:
+                   created: int | None, local: dict[bytes, int], source) -> tuple[TreeRecord, int]:
     """Snapshot ``name`` from ``items`` (digests set) in one write transaction.
     ``local``: SHA-256 → a live local block with those bytes (referenced, not
-    copied); every other block becomes absent with ``source`` to fetch from.
+    copied); every other block becomes absent with ``source`` to fetch from
+    (a string, or a function of the SHA-256 giving one).
     Returns the record and the number of absent blocks made."""
     from ..txn import FORMAT_ABSENT
     bs_ok = store.block_size
@@ -275,7 +276,8 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
                     chunk.add(digests[j])
                     j += 1
                 w.env.require_format(w, FORMAT_ABSENT)
-                for s, k in pool.reserve_absent(t, digests[i:j], source):
+                src = source if isinstance(source, str) else [source(d) for d in digests[i:j]]
+                for s, k in pool.reserve_absent(t, digests[i:j], src):
                     for x in range(k):
                         known.setdefault(digests[i + x], s + x)
                     out.append([s, k])

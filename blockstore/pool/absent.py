@@ -12,7 +12,8 @@ transaction (``Pool.dec``), so an entry always names a live block.
 =============== ====================== =====================================
 database        key                    value
 =============== ====================== =====================================
-pool.absent     block u64be            sha256 (32 bytes) | source (utf-8)
+pool.absent     block u64be            sha256 (32 bytes) | source (utf-8, opaque
+                                       to the pool: the fetcher's locator)
 =============== ====================== =====================================
 
 Counter ``absent_blocks`` (pool.meta): entries in the table; one get tells
@@ -39,13 +40,16 @@ class Absent:
     def count(self, t) -> int:
         return self.meta.get(t, ABSENT_BLOCKS)
 
-    def add(self, t, start: int, digests: list[bytes], source: str) -> None:
-        """Blocks [start, start+len(digests)) are absent with these SHA-256 digests."""
-        src = source.encode()
+    def add(self, t, start: int, digests: list[bytes], source) -> None:
+        """Blocks [start, start+len(digests)) are absent with these SHA-256 digests;
+        ``source``: one string for all, or one per block (opaque to the pool: what
+        the fetcher needs to find the block, e.g. a remote and a place in it)."""
+        srcs = [source] * len(digests) if isinstance(source, str) else list(source)
         for i, d in enumerate(digests):
             if len(d) != DIGEST:
                 raise ValueError("absent blocks are named by a 32-byte SHA-256")
-            if not t.put(pack_u64(start + i), bytes(d) + src, db=self.db, overwrite=False):
+            if not t.put(pack_u64(start + i), bytes(d) + srcs[i].encode(), db=self.db,
+                         overwrite=False):
                 raise ValueError(f"block {start + i} is already absent")
         self.meta.add(t, ABSENT_BLOCKS, len(digests))
 

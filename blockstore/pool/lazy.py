@@ -98,7 +98,7 @@ def sha256_of_blocks(data, bs: int) -> list[bytes]:
     return [bytes(d[i:i + 32]) for i in range(0, len(d), 32)]
 
 
-def reserve(pool, t, digests: Sequence[bytes], source: str) -> list[tuple[int, int]]:
+def reserve(pool, t, digests: Sequence[bytes], source) -> list[tuple[int, int]]:
     """Allocate one block per digest, absent until filled; returns the runs
     (the caller owns one reference to each block, as from ``write``).
     Stale checksums of the blocks' former lives are cut: an absent block
@@ -107,7 +107,8 @@ def reserve(pool, t, digests: Sequence[bytes], source: str) -> list[tuple[int, i
     pos = 0
     for s, k in runs:
         pool.sums.cut(t, s, k)
-        pool.absent.add(t, s, digests[pos:pos + k], source)
+        pool.absent.add(t, s, digests[pos:pos + k],
+                        source if isinstance(source, str) else source[pos:pos + k])
         pos += k
     return runs
 

@@ -24,7 +24,8 @@ def _ranges(locs: list[tuple[int, str, int, int]]) -> list[tuple[str, int, int, 
     """(i, pack, off, len) -> (pack, start, end, [(i, off, len)]) coalesced."""
     out: list = []
     for i, h, off, n in sorted(locs, key=lambda x: (x[1], x[2])):
-        if out and out[-1][0] == h and off - out[-1][2] <= GAP:
+        if out and out[-1][0] == h and off - out[-1][2] <= GAP \
+                and off + n - out[-1][1] <= MAX_RANGE:
             out[-1][2] = max(out[-1][2], off + n)
             out[-1][3].append((i, off, n))
         else:
@@ -32,11 +33,33 @@ def _ranges(locs: list[tuple[int, str, int, int]]) -> list[tuple[str, int, int, 
     return out
 
 
-def fetch_blocks(remote: Remote, digests: Sequence[bytes], ex: cf.Executor) -> list[bytes]:
-    """The bytes of each digest (unverified), fetched from ``remote``."""
+def source(remote: str, loc: tuple[str, int, int] | None) -> str:
+    """The ``pool.absent`` source of a block: the remote's name and, when known,
+    where the block is (pack, offset, length), so a read needs no index."""
+    return remote if loc is None else f"{remote}\0{loc[0]}:{loc[1]}:{loc[2]}"
+
+
+def parse_source(src: str) -> tuple[str, tuple[str, int, int] | None]:
+    name, _, loc = src.partition("\0")
+    if not loc:
+        return name, None
+    try:
+        h, off, n = loc.split(":")
+        return name, (h, int(off), int(n))
+    except ValueError:
+        return name, None
+
+
+MAX_RANGE = 1 << 20        # ranges are split at this size, so one pack is fetched in parallel
+
+
+def fetch_blocks(remote: Remote, digests: Sequence[bytes], ex: cf.Executor,
+                 where: Sequence | None = None) -> list[bytes]:
+    """The bytes of each digest (unverified), fetched from ``remote``; ``where``:
+    known (pack, offset, length) per digest (None: look it up in the index)."""
     locs = []
     for i, d in enumerate(digests):
-        loc = remote.locate(d)
+        loc = where[i] if where is not None and where[i] is not None else remote.locate(d)
         if loc is None:
             raise errors.NotFound(f"remote {remote.name!r} holds no block {d.hex()[:16]}...")
         locs.append((i, *loc))
@@ -66,19 +89,22 @@ class RemoteFetcher:
         with self._lock:
             r = self._remotes.get(name)
             if r is None:
-                r = self._remotes[name] = Remote(self.store_path, name,
-                                                 timeout=max(1.0, self.timeout / 3))
+                r = self._remotes[name] = Remote(self.store_path, name)
             return r
 
     def fetch(self, wants: Sequence[tuple[bytes, str]]) -> list[bytes]:
         by_src: dict[str, list[int]] = {}
+        where = []
         for i, (_, src) in enumerate(wants):
-            by_src.setdefault(src, []).append(i)
+            name, loc = parse_source(src)
+            where.append(loc)
+            by_src.setdefault(name, []).append(i)
         out: list[bytes | None] = [None] * len(wants)
 
         def run():
             for src, idx in by_src.items():
-                got = fetch_blocks(self._remote(src), [wants[i][0] for i in idx], self._ex)
+                got = fetch_blocks(self._remote(src), [wants[i][0] for i in idx], self._ex,
+                                   [where[i] for i in idx])
                 for i, data in zip(idx, got):
                     out[i] = data
         # the whole fetch, whatever retries the client makes, within the timeout

@@ -21,10 +21,10 @@ from ..api.treestream import (SnapshotReader, absent_of, apply_delta, build_snap
                               decode_items, delta_parent, encode_items, fill_blocks, Item)
 from . import layout as L
 from .client import Remote
-from .fetch import fetch_blocks
+from .fetch import fetch_blocks, parse_source, source
 
 MAX_TREE_BYTES = 4 << 30          # an item stream larger than this is refused
-FILL_BATCH = 4096                 # blocks fetched and stored per transaction (16 MiB at 4 KiB)
+FILL_BATCH = 8192                 # blocks fetched and stored per transaction (32 MiB at 4 KiB)
 
 
 def content_of(store, name: str) -> str:
@@ -87,21 +87,25 @@ def fill(store, name: str, progress=None, threads: int = 8, remote: str | None =
     stats = {"blocks": len(missing), "bytes_received": 0}
     by_src: dict[str, list] = {}
     for b, d, src in missing:
-        by_src.setdefault(remote or src, []).append((b, d))
-    with cf.ThreadPoolExecutor(threads, thread_name_prefix="blockstore-fill") as ex:
+        name, loc = parse_source(src)
+        by_src.setdefault(remote or name, []).append((b, d, loc))
+    # batches on one pool (this one stored while the next downloads), their ranges on another
+    with cf.ThreadPoolExecutor(2, thread_name_prefix="blockstore-fill") as bex, \
+            cf.ThreadPoolExecutor(threads, thread_name_prefix="blockstore-fetch") as ex:
         for src, todo in by_src.items():
             rm = Remote(store.path, src)
             done = 0
             nxt = None
             for i in range(0, len(todo), FILL_BATCH):
                 batch = todo[i:i + FILL_BATCH]
-                fut = nxt if nxt is not None else ex.submit(
-                    fetch_blocks, rm, [d for _, d in batch], ex)
+                fut = nxt if nxt is not None else bex.submit(
+                    fetch_blocks, rm, [x[1] for x in batch], ex, [x[2] for x in batch])
                 nb = todo[i + FILL_BATCH:i + 2 * FILL_BATCH]
                 # the next batch downloads while this one is stored
-                nxt = ex.submit(fetch_blocks, rm, [d for _, d in nb], ex) if nb else None
+                nxt = bex.submit(fetch_blocks, rm, [x[1] for x in nb], ex,
+                                [x[2] for x in nb]) if nb else None
                 datas = fut.result()
-                fill_blocks(store, [(b, d, data) for (b, d), data in zip(batch, datas)])
+                fill_blocks(store, [(b, d, data) for (b, d, _), data in zip(batch, datas)])
                 done += len(batch)
                 if progress:
                     progress(f"pull {name}: {done}/{len(todo)} blocks, "
@@ -123,6 +127,7 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
     stats = {"remote": rm.name, "snapshots": [], "present": [], "absent_blocks": 0,
              "bytes_received": 0}
     made: list[str] = []
+    index = None          # the remote's block index, loaded when a tree is built
     try:
         for n in reversed(chain):
             mm = m if n == name else rm.manifest(n)
@@ -138,9 +143,11 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
                 continue
             items = _tree(rm, mm)
             local = _local_blocks(store, [a for a in mm["chain"]])
+            index = index if index is not None else rm.load_index()
             _, nabsent = build_snapshot(store, n, items, parent=mm.get("parent"),
                                         labels=mm.get("labels") or {}, created=mm.get("created"),
-                                        local=local, source=rm.name)
+                                        local=local,
+                                        source=lambda d: source(rm.name, index.get(d)))
             made.append(n)
             stats["snapshots"].append(n)
             stats["absent_blocks"] += nabsent
