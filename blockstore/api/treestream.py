@@ -97,9 +97,25 @@ class SnapshotReader:
             if all(s is not None or start + i in have for i, s in enumerate(sums)):
                 return [have.get(start + i) or bytes(sums[i]) for i in range(n)]
         from ..native import sha256_many
-        data = self.read(start, n)
-        d = sha256_many(data, self.bs)
-        return [bytes(d[i * DIGEST:(i + 1) * DIGEST]) for i in range(n)]
+        if not have:
+            data = self.read(start, n)
+            d = sha256_many(data, self.bs)
+            return [bytes(d[i * DIGEST:(i + 1) * DIGEST]) for i in range(n)]
+        # partly absent: only the present blocks are read (absent ones are not fetched)
+        out: list = [have.get(start + i) for i in range(n)]
+        i = 0
+        while i < n:
+            if out[i] is not None:
+                i += 1
+                continue
+            j = i
+            while j < n and out[j] is None:
+                j += 1
+            d = sha256_many(self.pool.read(start + i, j - i), self.bs)
+            for k in range(i, j):
+                out[k] = bytes(d[(k - i) * DIGEST:(k - i + 1) * DIGEST])
+            i = j
+        return out
 
     def read(self, start: int, n: int) -> bytes:
         """The bytes of blocks [start, start+n) (absent ones are fetched); the

@@ -39,7 +39,7 @@ class BlockFetcher(Protocol):
         ...
 
 
-READ_AHEAD_MIN = 16        # blocks fetched past the second of two sequential reads (64 KiB)
+READ_AHEAD_MIN = 16        # blocks fetched past the second of two small sequential reads (64 KiB)
 READ_AHEAD_MAX = 64        # a sequential reader's window doubles up to this (256 KiB)
 # A read that does not continue the last one gets no read-ahead: page faults of
 # mapped binaries jump around, and the kernel reads ahead for FUSE readers itself.
@@ -123,7 +123,9 @@ def fetch_absent(pool, t, missing: list[tuple[int, bytes, str]]) -> None:
         raise no_fetcher(missing[0][0])
     last = missing[-1][0]
     with pool._filled_lock:
-        seq = pool._ra_end == missing[0][0]
+        # read ahead for a small read that continues the last one; a large read
+        # (a kernel readahead request of a FUSE mount) is its own read-ahead
+        seq = pool._ra_end == missing[0][0] and last - missing[0][0] < READ_AHEAD_MIN
         window = min(READ_AHEAD_MAX, max(READ_AHEAD_MIN, pool._ra_window * 2)) if seq else 0
         pool._ra_window = window
     want = list(missing)
