@@ -9,7 +9,6 @@ import os
 
 import pytest
 
-import blockstore
 from blockstore import errors
 from blockstore.api.treestream import Item, build_snapshot, absent_of
 
