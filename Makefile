@@ -52,7 +52,7 @@ $(PYFUSE3_STAMP): $(PY) $(PYFUSE3_DEPS)
 	touch $@
 
 $(STAMP): $(PY) $(PYFUSE3_STAMP) $(INSTALL_DEPS)
-	$(PY) -m pip install -q -e '.[test,containerd]'
+	$(PY) -m pip install -q -e '.[test,containerd,remote,remote-test]'
 	@$(PY) -c 'import pyfuse3, sys; O = pyfuse3.Operations; \
 	  sys.exit(0 if hasattr(O, "lseek") and hasattr(O, "enable_auto_inval_data") \
 	  and hasattr(pyfuse3.FileInfo(), "cache_readdir") else \

@@ -18,4 +18,8 @@ def __getattr__(name: str):
         return Store
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
+from . import remote as _remote  # noqa: E402,F401  (registers the remote tier with the API;
+#   light: boto3 loads on first use)
+
 __all__ = ["Store", "default_store_path", "errors", "__version__"]

@@ -184,6 +184,12 @@ class CrossDevice(InvalidInput):
     errno_code = _errno.EXDEV
 
 
+class Unreachable(BlockstoreError):
+    """A remote could not be reached or did not answer in time."""
+
+    errno_code = _errno.EIO
+
+
 # Sorted by exit code; docs/ERRORS.md and the CLI's table are generated from it.
 CATEGORIES: tuple[type[BlockstoreError], ...] = (
     BlockstoreError, NotFound, AlreadyExists, Busy, ReadOnly, NoSpace,

@@ -30,6 +30,7 @@ pool.after_pwrite           a pool data write reached the page cache (or was que
                             for the background writer), not synced
 pool.before_pread           a pool data read that may wait for the disk (not
                             an RWF_NOWAIT one): a slow-disk stand-in
+remote.before_put           an object is about to be uploaded to a remote
 ==========================  ===================================================
 
 Thread safety: set/clear from the test's main thread before the workload runs.
@@ -55,6 +56,7 @@ CRASH_POINTS = (
 )
 POINTS = CRASH_POINTS + (
     "pool.before_pread",
+    "remote.before_put",
 )
 
 _actions: dict[str, Callable[[str], None]] = {}

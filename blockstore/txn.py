@@ -59,7 +59,10 @@ from . import failpoints
 # Format 2 = pool.sums may hold XXH3-128 digests (meta b"checksum"); a store
 # with SHA-256 digests (dedup, or chosen) is still written as format 1, which
 # the previous blockstore reads correctly (no b"checksum" key means sha256).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Format 3 = pool.absent may hold blocks of lazily pulled snapshots (an older
+# blockstore would read them as zeros); set by the first lazy pull (require_format).
+FORMAT_ABSENT = 3
 RESERVE_BYTES = 4 * 1024 * 1024
 DEFAULT_BLOCK_SIZE = 4 * 1024
 MIN_BLOCK_SIZE = 4 * 1024
@@ -100,7 +103,13 @@ class _Txn:
         self.t = t
         # Verified reads (Store.open(verify_reads=True)): the pool view checks every block
         # read in this txn against pool.sums; off, this is the pool itself (zero cost).
-        self.pool = env.pool.verifying(t) if env.verify_reads else env.pool
+        pool = env.pool.verifying(t) if env.verify_reads else env.pool
+        # Absent blocks (a lazily pulled snapshot): reads fetch them first.  One get
+        # per txn; only another writer adds absent blocks, never during this txn
+        # (a txn that adds some, Store.build_snapshot, does not read them).
+        if env.pool.absent.count(t):
+            pool = env.pool.lazy_view(t, pool)
+        self.pool = pool
         self.local: dict = {}   # per-transaction state of upper layers (e.g. the node store)
 
     def db(self, name: str):
@@ -288,6 +297,72 @@ def _lmdb_error(exc: lmdb.Error, path: str) -> BlockstoreError:
     return NotAStore(f"cannot open store metadata: {text}", path=path)
 
 
+class _FillRecorder:
+    """Commits the absent blocks a read filled (pool/lazy.py) on a thread of its own,
+    so a reader never waits for the writer lock; ``close`` records what is queued."""
+
+    def __init__(self, env: "Env"):
+        self.env = env
+        self._items: list = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def add(self, items) -> None:
+        with self._cond:
+            self._items.extend(items)
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name="blockstore-fill-record",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _take(self) -> list:
+        with self._cond:
+            while not self._items and not self._closed:
+                self._cond.wait()
+            items, self._items = self._items, []
+            return items
+
+    def _record(self, items) -> None:
+        pool = self.env.pool
+        self.env.transact(lambda w: pool.commit_filled(w.t, items))
+
+    def _run(self) -> None:
+        while True:
+            items = self._take()
+            if not items:
+                return
+            try:
+                self._record(items)
+            except Exception:       # not recorded: the blocks are fetched again later
+                with self.env.pool._filled_lock:
+                    for b, d in items:
+                        if self.env.pool._filled.get(b) == d:
+                            del self.env.pool._filled[b]
+
+    def flush(self) -> None:
+        """Record what is queued now, in the calling thread (which must hold no batch
+        of another thread's); what the thread is recording meanwhile lands by itself."""
+        with self._cond:
+            items, self._items = self._items, []
+        if items:
+            self._record(items)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(30)
+        with self._cond:
+            items, self._items = self._items, []
+        if items:
+            with contextlib.suppress(Exception):
+                self._record(items)
+
+
 class Env:
     """The open metadata environment and data pool of one store."""
 
@@ -382,7 +457,7 @@ class Env:
                 if not create:
                     raise NotAStore("store metadata has no format record", path=self.path)
                 bs, cs = _creation_params(block_size, dedup, checksum)
-                t.put(b"format", u64(1 if cs == "sha256" else FORMAT_VERSION), db=meta)
+                t.put(b"format", u64(1 if cs == "sha256" else 2), db=meta)
                 t.put(b"block_size", u64(bs), db=meta)
                 t.put(b"dedup", u64(1 if dedup else 0), db=meta)
                 t.put(b"checksum", cs.encode(), db=meta)
@@ -422,6 +497,20 @@ class Env:
                              f"{need} committed", path=data_path)
         self._reserve_path = os.path.join(self.path, RESERVE_FILE)
         self._ensure_reserve()
+        self._filled = _FillRecorder(self)
+        self.pool.record_filled = self._filled.add
+
+    def flush_filled(self) -> None:
+        """Record the absent blocks reads have filled so far (pool/lazy.py)."""
+        self._filled.flush()
+
+    def require_format(self, w: "WriteTxn", version: int) -> None:
+        """Raise the store's format record to ``version`` in write txn ``w`` (no-op
+        when it is already there): done before the first use of a feature an older
+        blockstore would misread (FORMAT.md §7)."""
+        meta = self.dbs["meta"]
+        if from_u64(w.t.get(b"format", db=meta)) < version:
+            w.t.put(b"format", u64(version), db=meta)
 
     def _close_quietly(self) -> None:
         """Undo a failed open: the data file and the LMDB environment, if opened."""
@@ -490,6 +579,7 @@ class Env:
             return          # a forked child must leave the parent's environment alone
         if self._batch is not None:
             self._end_batch(commit=True)
+        self._filled.close()
         self.closed = True
         self.pool.data.close()
         self.env.close()

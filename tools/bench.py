@@ -42,6 +42,7 @@ BENCHES: dict[str, str] = {
     "oci": "bench_oci",
     "fs": "bench_fs",
     "containerd": "bench_containerd",
+    "remote": "bench_remote",
 }
 
 

