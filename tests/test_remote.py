@@ -22,7 +22,7 @@ from blockstore import errors
 from blockstore.remote import layout as L
 from blockstore.remote.client import Remote
 from blockstore.remote.fetch import RemoteFetcher
-from blockstore.testing import failpoints
+from blockstore import failpoints
 
 from _remote_worker import tree_manifest
 from _fuse_helpers import HAVE_FUSE, Mounted, needs_fuse

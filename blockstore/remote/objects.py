@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 
 from .. import errors
-from ..testing import failpoints
+from .. import failpoints
 
 
 @dataclass
