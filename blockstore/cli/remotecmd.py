@@ -28,7 +28,7 @@ def remote_grp():
 @pass_ctx
 def add_cmd(ctx: Ctx, name, url, endpoint):
     """Add remote NAME at s3://BUCKET/PREFIX."""
-    cfg = ctx.store().remote_add(name, url, endpoint)
+    cfg = ctx.store(create=True).remote_add(name, url, endpoint)
     if ctx.json:
         F.emit_json({"name": name, **cfg})
     else:
@@ -115,7 +115,7 @@ def push_cmd(ctx: Ctx, snapshots, remote, threads, show):
 @pass_ctx
 def pull_cmd(ctx: Ctx, snapshot, remote, lazy, fill, threads, show):
     """Make remote SNAPSHOT (and its ancestors) local; blocks already here are not fetched."""
-    store = ctx.store()
+    store = ctx.store(create=True)
     if fill:
         r = store.fill(fill, _progress(ctx, show), threads)
     elif not snapshot:
