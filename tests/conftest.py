@@ -1,5 +1,6 @@
 """Shared pytest fixtures. Keep fixtures here small and layer-neutral."""
 
+import os
 import pathlib
 
 import pytest
@@ -23,6 +24,30 @@ def store(tmp_store_dir):
         report = s.check()
         s.close()
         assert report.ok, f"store check failed after the test:\n{report}"
+
+
+@pytest.fixture
+def bs(tmp_path):
+    """bs(*args, code=0, input=None) -> click result of `blockstore --store S ...`
+    (in-process); the store's check must pass at the end if it was created."""
+    import json
+
+    from click.testing import CliRunner
+
+    from blockstore.cli import main
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+
+    def run(*args, code=0, input=None):
+        r = runner.invoke(main, ["--store", store, *map(str, args)], input=input,
+                          catch_exceptions=False)
+        assert r.exit_code == code, (args, r.exit_code, r.stdout, r.stderr)
+        return r
+    run.store = store
+    yield run
+    if os.path.exists(store):
+        rep = json.loads(run("check", "--json").stdout)
+        assert rep["ok"], rep
 
 
 @pytest.fixture

@@ -16,24 +16,6 @@ from blockstore.cli import main
 import cli_shapes
 
 
-@pytest.fixture
-def bs(tmp_path):
-    """bs(*args, code=0, input=None) -> result; runs `blockstore --store S ...`."""
-    store = str(tmp_path / "store")
-    runner = CliRunner()
-
-    def run(*args, code=0, input=None):
-        r = runner.invoke(main, ["--store", store, *map(str, args)], input=input,
-                          catch_exceptions=False)
-        assert r.exit_code == code, (args, r.exit_code, r.stdout, r.stderr)
-        return r
-    run.store = store
-    yield run
-    if os.path.exists(store):
-        rep = json.loads(run("check", "--json").stdout)
-        assert rep["ok"], rep
-
-
 def js(result, shape: str):
     doc = json.loads(result.stdout)
     cli_shapes.check(doc, shape)

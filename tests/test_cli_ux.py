@@ -29,23 +29,6 @@ BIN = os.path.join(os.path.dirname(sys.executable), "blockstore")
 
 
 @pytest.fixture
-def bs(tmp_path):
-    """bs(*args, code=0) -> click result of `blockstore --store S ...`; check ok at the end."""
-    store = str(tmp_path / "store")
-    runner = CliRunner()
-
-    def run(*args, code=0, input=None):
-        r = runner.invoke(main, ["--store", store, *map(str, args)], input=input,
-                          catch_exceptions=False)
-        assert r.exit_code == code, (args, r.exit_code, r.stdout, r.stderr)
-        return r
-    run.store = store
-    yield run
-    if os.path.exists(store):
-        assert json.loads(run("check", "--json").stdout)["ok"]
-
-
-@pytest.fixture
 def src(tmp_path):
     d = tmp_path / "src"
     (d / "etc").mkdir(parents=True)

@@ -92,18 +92,15 @@ class Classifier:
 def _names_seekable(f):
     """Member names of an uncompressed archive (random access: data is seeked over).
     A header the limits refuse is refused here, as the layer reader would."""
-    with tarfile.open(fileobj=f, mode="r:", tarinfo=Info) as tf:
-        while True:
-            m = tf.next()
-            if m is None:
-                return
-            tf.members.clear()
-            tf._bs_last = m.name
-            yield m.name, m.isdir()
+    return _names(f, "r:")
 
 
 def _names_stream(f):
-    with tarfile.open(fileobj=f, mode="r|", tarinfo=Info) as tf:
+    return _names(f, "r|")
+
+
+def _names(f, mode: str):
+    with tarfile.open(fileobj=f, mode=mode, tarinfo=Info) as tf:
         while True:
             m = tf.next()
             if m is None:
