@@ -46,10 +46,11 @@ from .pool.dbs import TOTAL_BLOCKS, Meta
 from .pool.sums import ALGORITHMS as CHECKSUMS, default_algorithm
 from .testing import failpoints
 
-# Format 2 = pool.sums may hold XXH3-128 digests (meta b"checksum"); a store
-# with SHA-256 digests (dedup, or chosen) is still written as format 1, which
-# the previous blockstore reads correctly (no b"checksum" key means sha256).
-FORMAT_VERSION = 2
+# Format 2 = pool.sums may hold XXH3-128 digests (meta b"checksum").
+# Format 3 = the catalog's reverse index (catalog_links.py) exists and is kept
+# by every write: a blockstore that does not know it must not write the store.
+# Older stores are upgraded when this blockstore opens them (``_upgrade``).
+FORMAT_VERSION = 3
 META_DIR = "meta"
 DATA_FILE = "pool.data"
 # Space kept back so that removing trees works on a full disk: released when LMDB
@@ -69,6 +70,16 @@ T = TypeVar("T")
 # that every one is opened when the environment opens (LMDB cannot open a
 # database while this thread holds a write transaction).
 _DB_NAMES: list[str] = ["meta"]
+
+
+# Upgrades registered by upper layers (``register_upgrade``): (version, fn);
+# fn(t, dbs) brings a store of an older format to ``version`` inside the raw
+# LMDB write transaction t that opens it (dbs: database name -> handle).
+_UPGRADES: list[tuple[int, object]] = []
+
+
+def register_upgrade(version: int, fn) -> None:
+    _UPGRADES.append((version, fn))
 
 
 def register_db(name: str) -> str:
@@ -245,7 +256,7 @@ class Env:
                 if not create:
                     raise NotAStore("store metadata has no format record", path=self.path)
                 bs, cs = _creation_params(block_size, dedup, checksum)
-                t.put(b"format", u64(1 if cs == "sha256" else FORMAT_VERSION), db=meta)
+                t.put(b"format", u64(FORMAT_VERSION), db=meta)
                 t.put(b"block_size", u64(bs), db=meta)
                 t.put(b"dedup", u64(1 if dedup else 0), db=meta)
                 t.put(b"checksum", cs.encode(), db=meta)
@@ -254,6 +265,8 @@ class Env:
                 raise FormatTooNew(f"store format {from_u64(fmt)} is newer than this "
                                    f"blockstore's {FORMAT_VERSION}; upgrade blockstore",
                                    path=self.path)
+            elif from_u64(fmt) < FORMAT_VERSION:
+                self._upgrade(t, from_u64(fmt))
             self.block_size = from_u64(t.get(b"block_size", db=meta))
             self.dedup = bool(from_u64(t.get(b"dedup", db=meta)))
             cs = t.get(b"checksum", db=meta)     # none: a store of format 1 from before the choice
@@ -279,6 +292,19 @@ class Env:
                              f"{need} committed", path=data_path)
         self._reserve_path = os.path.join(self.path, RESERVE_FILE)
         self._ensure_reserve()
+
+    def _upgrade(self, t, fmt: int) -> None:
+        """Bring a store of format ``fmt`` to FORMAT_VERSION in the opening write
+        transaction t (FORMAT.md §7): a format-1 store gets the checksum record
+        its lack meant (sha256), then every registered upgrade to a later version
+        runs (format 3: the catalog's reverse index is built, O(trees), once)."""
+        meta = self.dbs["meta"]
+        if t.get(b"checksum", db=meta) is None:
+            t.put(b"checksum", b"sha256", db=meta)
+        for version, fn in sorted(_UPGRADES, key=lambda u: u[0]):
+            if fmt < version:
+                fn(t, self.dbs)
+        t.put(b"format", u64(FORMAT_VERSION), db=meta)
 
     # -- full disk -------------------------------------------------------------
     def _ensure_reserve(self) -> bool:
