@@ -413,6 +413,13 @@ class Store:
         from .usage import usage
         return usage(self, name)
 
+    def usage_all(self, names=None) -> dict:
+        """{name: Usage} of the trees named (default: all), each equal to
+        ``usage(name)``, in one pass that visits every shared subtree once
+        (``blockstore.api.usage_all``)."""
+        from .usage_all import usage_all
+        return usage_all(self, names)
+
     def df(self):
         """Pool totals: see ``blockstore.api.usage.PoolUsage``."""
         from .usage import pool_usage
