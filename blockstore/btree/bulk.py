@@ -8,7 +8,17 @@ values are taken as they are, so block references in them pass to the tree.
 Completed nodes are written to LMDB at once (``NodeStore.persist``), so
 memory stays bounded by one open node per level, whatever the tree's size.
 
-Cost: one node encode and one LMDB put per node; no shadowing, no search.
+``Builder`` is the same build fed one item at a time, able to span several
+transactions: ``checkpoint()`` closes the open leaf and returns the root of
+a valid tree holding every item so far (a "spine": copies of the open
+internal nodes, which add one reference to each child they share with the
+build), so a caller can commit that root and go on in a new transaction
+(``ns`` is then that transaction's NodeStore).  The caller owns each
+checkpoint root and drops it (``NodeStore.dec``) once it has a newer one;
+only the spine is freed then.  A checkpoint leaves one leaf less than full.
+
+Cost: one node encode and one LMDB put per node; no shadowing, no search;
+a checkpoint adds one node per level and one count per child of those.
 """
 from __future__ import annotations
 
@@ -30,49 +40,90 @@ class _Level:
         self.nbytes = HEADER.size + 2
 
 
-def build(ns: NodeStore, items: Iterable[tuple[bytes, bytes]]) -> int:
-    """Root of a new tree holding items (keys strictly increasing); 0 if empty."""
-    levels: list[_Level] = []
+class Builder:
+    """Incremental bulk build; see the module docstring."""
 
-    def add(level: int, key: bytes, val) -> None:
+    def __init__(self, ns: NodeStore):
+        self.ns = ns
+        self.levels: list[_Level] = []
+        self.prev: bytes | None = None
+
+    def add(self, key: bytes, val) -> None:
+        prev = self.prev
+        if prev is not None and key <= prev:
+            raise InvalidInput(f"bulk build needs strictly increasing keys ({key!r} after {prev!r})")
+        if len(key) > MAX_KEY or not val or len(val) > MAX_VALUE:
+            raise InvalidInput(f"bulk build item out of limits (key {len(key)} B, value {len(val)} B)")
+        self.prev = key
+        self._add(0, key, val)
+
+    def _add(self, level: int, key: bytes, val) -> None:
+        levels = self.levels
         if level == len(levels):
             levels.append(_Level(level))
         lv = levels[level]
         size = entry_size(level, key, val) + (2 if level == 0 else 0)
         if lv.keys and lv.nbytes + size > FILL * node_limit(level):
-            close(level)
+            self._close(level)
             lv = levels[level]
         lv.keys.append(key)
         lv.vals.append(val)
         lv.nbytes += size
 
-    def close(level: int) -> None:
-        lv = levels[level]
-        node = ns.new(level, lv.keys, lv.vals)
-        ns.persist(node)
-        levels[level] = _Level(level)
-        add(level + 1, node.keys[0], node.id)
+    def _close(self, level: int) -> None:
+        lv = self.levels[level]
+        node = self.ns.new(level, lv.keys, lv.vals)
+        self.ns.persist(node)
+        self.levels[level] = _Level(level)
+        self._add(level + 1, node.keys[0], node.id)
 
-    prev = None
-    for key, val in items:
-        if prev is not None and key <= prev:
-            raise InvalidInput(f"bulk build needs strictly increasing keys ({key!r} after {prev!r})")
-        if len(key) > MAX_KEY or not val or len(val) > MAX_VALUE:
-            raise InvalidInput(f"bulk build item out of limits (key {len(key)} B, value {len(val)} B)")
-        prev = key
-        add(0, key, val)
-    if not levels:
-        return 0
-    level = 0
-    while True:
-        lv = levels[level]
-        top = level == len(levels) - 1
-        if top and len(lv.keys) == 1 and level > 0:
-            return lv.vals[0]          # the single child of the would-be root is the root
-        if top:
-            node = ns.new(level, lv.keys, lv.vals)
+    def checkpoint(self) -> int:
+        """Root of a tree holding every item added so far (0 if none); the build
+        goes on afterwards.  The caller owns one reference to the root."""
+        levels, ns = self.levels, self.ns
+        if not levels:
+            return 0
+        if levels[0].keys:
+            self._close(0)
+        child = None                     # (first key, id) of the spine node below
+        for level in range(1, len(levels)):
+            lv = levels[level]
+            keys, vals = list(lv.keys), list(lv.vals)
+            for c in vals:
+                ns.inc(c)                # shared with the open node that goes on
+            if child is not None:
+                keys.append(child[0])
+                vals.append(child[1])
+            if not keys:
+                continue
+            node = ns.new(level, keys, vals)
             ns.persist(node)
-            return node.id
-        if lv.keys:
-            close(level)
-        level += 1
+            child = (keys[0], node.id)
+        return child[1] if child is not None else 0
+
+    def finish(self) -> int:
+        """Root of the finished tree (0 if empty); the builder is spent."""
+        levels, ns = self.levels, self.ns
+        if not levels:
+            return 0
+        level = 0
+        while True:
+            lv = levels[level]
+            top = level == len(levels) - 1
+            if top and len(lv.keys) == 1 and level > 0:
+                return lv.vals[0]          # the single child of the would-be root is the root
+            if top:
+                node = ns.new(level, lv.keys, lv.vals)
+                ns.persist(node)
+                return node.id
+            if lv.keys:
+                self._close(level)
+            level += 1
+
+
+def build(ns: NodeStore, items: Iterable[tuple[bytes, bytes]]) -> int:
+    """Root of a new tree holding items (keys strictly increasing); 0 if empty."""
+    b = Builder(ns)
+    for key, val in items:
+        b.add(key, val)
+    return b.finish()
