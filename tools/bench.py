@@ -41,6 +41,7 @@ BENCHES: dict[str, str] = {
     "fuse": "bench_fuse",
     "oci": "bench_oci",
     "fs": "bench_fs",
+    "scale": "bench_scale",
 }
 
 

@@ -29,8 +29,6 @@ import os
 import threading
 import time
 
-import platformdirs
-
 from .. import catalog
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
@@ -54,6 +52,7 @@ def _make_mount_points(fst: FsTree, mounts) -> None:
 
 def default_store_path() -> str:
     """$BLOCKSTORE_STORE, else a per-user data directory."""
+    import platformdirs         # here only: it pulls in pathlib and more, which start-up need not pay
     return os.environ.get("BLOCKSTORE_STORE") or os.path.join(
         platformdirs.user_data_dir("blockstore"), "store")
 
