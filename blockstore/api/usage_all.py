@@ -14,7 +14,7 @@ the store's nodes once instead of once per tree:
   within a tree), and the disjoint (start, n, count) segments of its
   references to blocks with pool count 2 or more.  A shared internal node's
   summary is kept for the rest of the pass and reused by every tree (and
-  every shared parent) that reaches it; leaves are summarised per visit.
+  every shared parent) that reaches it, and so is a shared leaf's.
 * Per tree: referenced = its pool-count-1 blocks + the distinct blocks of
   its pool-shared segments (one merge of its alone part's and its
   summaries' segments; a tree that is one shared subtree, like an unchanged
@@ -27,9 +27,10 @@ Cost: one visit of every node reachable from the trees' alone parts and
 of every shared subtree, one ``noderc`` lookup per node, plus per tree a
 merge of its pool-shared segments (empty when nothing is shared at the
 block level, as after clones that changed nothing).  Memory: one summary
-per shared internal node reached (leaves are not kept), whose segment list
-is bounded by the pool's shared-block table; every tree's result is a few
-integers.
+per shared internal node reached and per shared leaf reached from a tree's
+alone part (at most ``LEAF_MEMO_MAX`` leaves; beyond that a leaf is
+summarised again at each visit), each with a segment list bounded by the
+pool's shared-block table; every tree's result is a few integers.
 """
 from __future__ import annotations
 
@@ -43,6 +44,11 @@ from ..check import _count_runs
 from ..fs import items as I
 from ..fs.items import Inode
 from .usage import Usage, _exclusive_blocks
+
+
+# Shared leaves whose summaries are kept (internal nodes' always are): bounds
+# the memory of the pass at about LEAF_MEMO_MAX x (120 bytes + segments).
+LEAF_MEMO_MAX = 200_000
 
 
 class _Sum:
@@ -62,6 +68,7 @@ class _Pass:
         self.shared = sorted(r.pool.shared_runs(r.t))    # (start, n, count >= 2)
         self.starts = [s for s, _, _ in self.shared]
         self.memo: dict[int, _Sum] = {}
+        self.leaves_kept = 0
 
     def split(self, s: int, n: int, pieces: list) -> int:
         """Append the parts of blocks [s, s+n) that the pool counts 2+ times to
@@ -103,8 +110,10 @@ class _Pass:
                     files += 1
         return files, logical, plain
 
-    def summary(self, nid: int) -> _Sum:
-        """The summary of the subtree under nid (kept when nid is internal)."""
+    def summary(self, nid: int, shared_leaf: bool = False) -> _Sum:
+        """The summary of the subtree under nid, kept when nid is internal, or a leaf
+        the caller knows to be shared (count > 1: other trees' alone parts may
+        reach it too) while fewer than ``LEAF_MEMO_MAX`` leaves are kept."""
         got = self.memo.get(nid)
         if got is not None:
             return got
@@ -112,7 +121,11 @@ class _Pass:
         if not node.level:
             pieces: list = []
             files, logical, plain = self.leaf(node, pieces)
-            return _Sum(1, files, logical, plain, _count_runs(pieces) if pieces else [])
+            out = _Sum(1, files, logical, plain, _count_runs(pieces) if pieces else [])
+            if shared_leaf and self.leaves_kept < LEAF_MEMO_MAX:
+                self.leaves_kept += 1
+                self.memo[nid] = out
+            return out
         nodes, files, logical, plain = 1, 0, 0, 0
         segs = []
         for c in node.vals:
@@ -138,7 +151,7 @@ class _Pass:
         while stack:
             nid = stack.pop()
             if ns.rc(nid) != 1:
-                s = self.summary(nid)
+                s = self.summary(nid, True)
                 nodes += s.nodes
                 files += s.files
                 logical += s.logical
