@@ -11,11 +11,15 @@ memory stays bounded by one open node per level, whatever the tree's size.
 ``Builder`` is the same build fed one item at a time, able to span several
 transactions: ``checkpoint()`` closes the open leaf and returns the root of
 a valid tree holding every item so far (a "spine": copies of the open
-internal nodes, which add one reference to each child they share with the
-build), so a caller can commit that root and go on in a new transaction
-(``ns`` is then that transaction's NodeStore).  The caller owns each
-checkpoint root and drops it (``NodeStore.dec``) once it has a newer one;
-only the spine is freed then.  A checkpoint leaves one leaf less than full.
+internal nodes), so a caller can commit that root and go on in a new
+transaction (``ns`` is then that transaction's NodeStore).  The caller owns
+each checkpoint root and drops it (``NodeStore.dec``) in the transaction of
+the next checkpoint (or of the finished root); only the spine is freed then.
+Counts stay exact at every commit: the children of the open nodes at a
+checkpoint are referenced by that spine alone ("borrowed"), and a node made
+later that also references one of them (a closed node, the next spine, the
+final root) adds the reference it takes.  A checkpoint leaves one leaf less
+than full.
 
 Cost: one node encode and one LMDB put per node; no shadowing, no search;
 a checkpoint adds one node per level and one count per child of those.
@@ -47,6 +51,7 @@ class Builder:
         self.ns = ns
         self.levels: list[_Level] = []
         self.prev: bytes | None = None
+        self.borrowed: set[int] = set()     # children owned by the last checkpoint's spine
 
     def add(self, key: bytes, val) -> None:
         prev = self.prev
@@ -70,8 +75,18 @@ class Builder:
         lv.vals.append(val)
         lv.nbytes += size
 
+    def _take(self, vals) -> None:
+        """A new node references vals: add a reference to those the spine holds."""
+        if self.borrowed:
+            for c in vals:
+                if c in self.borrowed:
+                    self.ns.inc(c)
+
     def _close(self, level: int) -> None:
         lv = self.levels[level]
+        if level:
+            self._take(lv.vals)
+            self.borrowed.difference_update(lv.vals)      # no longer in an open node
         node = self.ns.new(level, lv.keys, lv.vals)
         self.ns.persist(node)
         self.levels[level] = _Level(level)
@@ -89,8 +104,7 @@ class Builder:
         for level in range(1, len(levels)):
             lv = levels[level]
             keys, vals = list(lv.keys), list(lv.vals)
-            for c in vals:
-                ns.inc(c)                # shared with the open node that goes on
+            self._take(vals)             # the previous spine holds them until dropped
             if child is not None:
                 keys.append(child[0])
                 vals.append(child[1])
@@ -99,6 +113,7 @@ class Builder:
             node = ns.new(level, keys, vals)
             ns.persist(node)
             child = (keys[0], node.id)
+        self.borrowed = {c for lv in levels[1:] for c in lv.vals}
         return child[1] if child is not None else 0
 
     def finish(self) -> int:
@@ -111,8 +126,11 @@ class Builder:
             lv = levels[level]
             top = level == len(levels) - 1
             if top and len(lv.keys) == 1 and level > 0:
+                self._take(lv.vals)
                 return lv.vals[0]          # the single child of the would-be root is the root
             if top:
+                if level:
+                    self._take(lv.vals)
                 node = ns.new(level, lv.keys, lv.vals)
                 ns.persist(node)
                 return node.id
