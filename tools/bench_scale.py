@@ -61,6 +61,8 @@ def add_args(p) -> None:
     p.add_argument("--max-trees", type=int, default=None)
     p.add_argument("--max-files", type=int, default=None)
     p.add_argument("--max-depth", type=int, default=None)
+    p.add_argument("--files", default=None, metavar="N,N,...", help="import sizes to measure")
+    p.add_argument("--trees", default=None, metavar="N,N,...", help="tree counts to measure")
     p.add_argument("--only", choices=["trees", "import", "depth"], action="append",
                    help="run only these curves (repeatable)")
 
@@ -74,6 +76,10 @@ def _sizes(args):
         trees = [10, 100, 1000, 3000, 10000]
         files = [1000, 10000, 100000, 300000, 1000000]
         depth = [1, 10, 100, 1000]
+    if args.files:
+        files = [int(x) for x in args.files.split(",")]
+    if args.trees:
+        trees = [int(x) for x in args.trees.split(",")]
     cut = lambda xs, m: [x for x in xs if m is None or x <= m] or xs[:1]  # noqa: E731
     return cut(trees, args.max_trees), cut(files, args.max_files), cut(depth, args.max_depth)
 

@@ -33,6 +33,7 @@ from .node import MAX_KEY, MAX_VALUE, HEADER, entry_size, node_limit
 from .store import NodeStore
 
 FILL = 0.9                     # fraction of the level's node limit filled
+_LEAF_FILL = FILL * node_limit(0)
 
 
 class _Level:
@@ -57,9 +58,19 @@ class Builder:
         prev = self.prev
         if prev is not None and key <= prev:
             raise InvalidInput(f"bulk build needs strictly increasing keys ({key!r} after {prev!r})")
-        if len(key) > MAX_KEY or not val or len(val) > MAX_VALUE:
-            raise InvalidInput(f"bulk build item out of limits (key {len(key)} B, value {len(val)} B)")
+        nk, nv = len(key), len(val)
+        if nk > MAX_KEY or not nv or nv > MAX_VALUE:
+            raise InvalidInput(f"bulk build item out of limits (key {nk} B, value {nv} B)")
         self.prev = key
+        levels = self.levels
+        if levels:                      # the common case inline: room in the open leaf
+            lv = levels[0]
+            size = 6 + nk + nv          # entry_size(0, ...) + its two offsets
+            if not lv.keys or lv.nbytes + size <= _LEAF_FILL:
+                lv.keys.append(key)
+                lv.vals.append(val)
+                lv.nbytes += size
+                return
         self._add(0, key, val)
 
     def _add(self, level: int, key: bytes, val) -> None:
