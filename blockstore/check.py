@@ -3,6 +3,8 @@
 What is verified, in one read transaction (a consistent view; writers go on):
 
 * catalog: every record decodes, names a known kind and a root that exists;
+  the reverse index (catalog_links.py) holds exactly what the records say
+  (repair rebuilds it);
 * nodes: checksum and shape (keys strictly sorted, children one level down,
   every child's keys within its separators, size within the node limit);
 * node refcounts: the stored count of every node equals its references
