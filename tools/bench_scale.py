@@ -224,6 +224,10 @@ def _run(cmd: list[str]) -> tuple[float, float]:
     return wall, int(p.stderr.strip().splitlines()[-1]) / 1024
 
 
+def _rm(path: str) -> None:
+    subprocess.run(["rm", "-rf", "--one-file-system", path], check=True)
+
+
 def bench_import(args, work: str, sizes: list[int]) -> list[dict]:
     rnd = random.Random(2)
     src = os.path.join(work, "import-src")
@@ -247,24 +251,24 @@ def bench_import(args, work: str, sizes: list[int]) -> list[dict]:
             w += _run(["sync", "-f", dst])[0]
             cp.append(w)
             cp_rss.append(m)
-            shutil.rmtree(dst)
+            _rm(dst)
             store = os.path.join(work, "imp-store")
             w, m = _run([BIN, "--store", store, "import", src, "snap"])
             imp.append(w)
             imp_rss.append(m)
-            shutil.rmtree(store)
+            _rm(store)
             os.makedirs(dst)
             w, m = _run(["bash", "-c", f"tar -C {src} -cf - . | tar -C {dst} -xf - && sync -f {dst}"])
             tar.append(w)
             tar_rss.append(m)
-            shutil.rmtree(dst)
+            _rm(dst)
         row = {"files": n, "import_s": bu.median(imp), "cp_s": bu.median(cp),
                "tar_s": bu.median(tar), "import_rss_mib": max(imp_rss),
                "cp_rss_mib": max(cp_rss), "tar_rss_mib": max(tar_rss),
                "import_ratio": bu.median(imp) / bu.median(cp), "load": _load()}
         log("import:", {k: round(v, 3) for k, v in row.items()})
         rows.append(row)
-    shutil.rmtree(src, ignore_errors=True)
+    _rm(src)
     return rows
 
 
