@@ -74,8 +74,8 @@ def _sizes(args):
     elif args.quick:
         trees, files, depth = [10, 100, 1000], [1000, 10000, 30000], [1, 10, 100]
     else:
-        trees = [10, 100, 1000, 3000, 10000]
-        files = [1000, 10000, 100000, 300000, 1000000]
+        trees = [10, 100, 1000, 10000]
+        files = [1000, 10000, 100000, 1000000]
         depth = [1, 10, 100, 1000]
     if args.files:
         files = [int(x) for x in args.files.split(",")]
