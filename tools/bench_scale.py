@@ -243,7 +243,7 @@ def bench_import(args, work: str, sizes: list[int]) -> list[dict]:
         have = n
         subprocess.run(["sync", "-f", src], check=True)
         log(f"import: source of {n} files ready ({time.perf_counter() - t0:.1f} s), load {_load()}")
-        reps = 3 if n <= 10000 else 1
+        reps = 1 if args.tiny else 3 if n <= 10000 else 1
         cp, cp_rss, tar, tar_rss, imp, imp_rss = [], [], [], [], [], []
         for r in range(reps):
             dst = os.path.join(work, "dst")
