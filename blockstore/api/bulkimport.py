@@ -28,7 +28,9 @@ inode number of its first child and one byte per child (its type); the
 children's names and metadata are read again when their turn comes (a
 directory that changed meanwhile is refused by name).  Beyond that: the
 pending data batch, one open node per B-tree level, the hard-link groups
-not yet complete, and what LMDB holds of one checkpoint's transaction.
+not yet complete and the extra names of hard-linked files, the entries of
+the one directory being listed (a flat directory of n files holds n names
+for a moment), and what LMDB holds of one checkpoint's transaction.
 """
 from __future__ import annotations
 
