@@ -15,7 +15,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BENCH = REPO / "tools" / "bench.py"
 
-TREE_KEYS = ["trees", "clone_ms", "commit_ms", "rm_gc_ms", "clone_cpu_ms", "commit_cpu_ms",
+TREE_KEYS = ["trees", "clone_ms", "commit_ms", "rm_gc_ms", "rm_gc_freeing_ms", "clone_cpu_ms", "commit_cpu_ms",
              "rm_gc_cpu_ms", "ls_ms", "info_ms", "du_one_ms", "du_all_ms", "du_all_peak_mib"]
 IMPORT_KEYS = ["files", "import_s", "cp_s", "tar_s", "import_rss_mib", "cp_rss_mib",
                "tar_rss_mib", "import_ratio"]
