@@ -281,7 +281,7 @@ def bench_trees(rep: bu.Report, sz: Sizes, root_dir: str, seed: int) -> None:
         # separates a regression (the CPU ratio moves) from a disturbance (only
         # the wall ratio does).
         t_diff, c_diff, t_scan, c_scan = [], [], [], []
-        load0, steal0 = os.getloadavg()[0], _steal()
+        load0, steal0 = os.getloadavg()[0], bu.cpu_steal()
         per = max(1, sz.diff_reps // max(1, sz.scan_reps - 1))
         for i in range(max(2, sz.scan_reps)):
             c0 = time.process_time_ns()
@@ -296,7 +296,7 @@ def bench_trees(rep: bu.Report, sz: Sizes, root_dir: str, seed: int) -> None:
                 c0 = time.process_time_ns()
                 t_diff.append(bu.timed(lambda: e.diff(BIG_SNAP, "diffc"))[0])
                 c_diff.append(time.process_time_ns() - c0)
-        steal1 = _steal()
+        steal1 = bu.cpu_steal()
         rep.add("diff_ratio", median(t_diff) / median(t_scan), "x", 0.01, "<=",
                 note=f"diff (100 keys changed) / items() of {nscan} keys")
         rep.add("diff_ratio_cpu", median(c_diff) / median(c_scan), "x",
@@ -359,13 +359,6 @@ def bench_trees(rep: bu.Report, sz: Sizes, root_dir: str, seed: int) -> None:
     finally:
         e.close()
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _steal() -> tuple[int, int]:
-    """(steal, total) jiffies of all CPUs from /proc/stat."""
-    with open("/proc/stat") as f:
-        vals = [int(x) for x in f.readline().split()[1:]]
-    return (vals[7] if len(vals) > 7 else 0), sum(vals)
 
 
 # ======================================================================= SHA-256

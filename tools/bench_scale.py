@@ -92,14 +92,6 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def _steal() -> tuple[int, int]:
-    """(steal, total) jiffies from /proc/stat."""
-    with open("/proc/stat") as f:
-        parts = f.readline().split()[1:]
-    vals = [int(x) for x in parts]
-    return (vals[7] if len(vals) > 7 else 0), sum(vals)
-
-
 # ----------------------------------------------------------------- the base tree
 def _make_base(root: str, files: int, rnd: random.Random) -> None:
     """A synthetic root file system: nested directories, small files, symlinks."""
@@ -387,7 +379,7 @@ def run(args):
     only = set(args.only or ["trees", "import", "depth"])
     report = bu.Report("scale")
     result = {"date": bu.environment()["date"], "load_start": _load()}
-    steal0 = _steal()
+    steal0 = bu.cpu_steal()
     with bu.scratch_dir(args.dir) as work:
         if "trees" in only:
             result["trees"] = bench_trees(args, work, trees_n)
@@ -395,7 +387,7 @@ def run(args):
             result["depth"] = bench_depth(args, work, depth_n)
         if "import" in only:
             result["import"] = bench_import(args, work, files_n)
-    steal1 = _steal()
+    steal1 = bu.cpu_steal()
     result["load_end"] = _load()
     result["cpu_steal_pct"] = round(100 * (steal1[0] - steal0[0]) / max(1, steal1[1] - steal0[1]), 2)
     t = result.get("trees")
