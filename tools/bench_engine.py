@@ -281,6 +281,7 @@ def bench_trees(rep: bu.Report, sz: Sizes, root_dir: str, seed: int) -> None:
         # separates a regression (the CPU ratio moves) from a disturbance (only
         # the wall ratio does).
         t_diff, c_diff, t_scan, c_scan = [], [], [], []
+        e.items(BIG_SNAP)                      # warm-up, as the diff had one
         load0, steal0 = os.getloadavg()[0], bu.cpu_steal()
         per = max(1, sz.diff_reps // max(1, sz.scan_reps - 1))
         for i in range(max(2, sz.scan_reps)):
