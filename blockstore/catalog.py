@@ -13,7 +13,11 @@ Every tree is one record in LMDB database ``catalog`` keyed by its name:
 Contract: a record is changed only inside a write transaction, and a root
 is replaced only together with the B-tree mutation that produced it, so a
 crash leaves either the old root or the new one, never a mixture.
-Cost: every call is O(1) LMDB operations except ``list`` (O(trees)).
+Every put and delete keeps the reverse index (catalog_links.py: children,
+volume mounters, import working clones) in step, so finding the records
+that name a tree never scans the catalog.
+Cost: every call is O(1) LMDB operations (O(log trees) inside LMDB) except
+``records`` (O(trees)); ``rename`` and the queries O(records they return).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from . import catalog_links as links
 from . import txn as txnmod
 from .errors import AlreadyExists, Corruption, InvalidInput, NotFound
 
@@ -103,7 +108,9 @@ def exists(txn, name: str) -> bool:
 def put(txn, rec: TreeRecord) -> bytes:
     """Store ``rec``; returns its encoded bytes (what ``get_raw`` will return)."""
     raw = rec.encode()
-    txn.put(CATALOG, rec.name.encode(), raw)
+    key = rec.name.encode()
+    links.update(txn.t, txn.env.dbs, txn.t.get(key, db=txn.db(CATALOG)), vars(rec))
+    txn.put(CATALOG, key, raw)
     return raw
 
 
@@ -118,13 +125,17 @@ def add(txn, rec: TreeRecord) -> TreeRecord:
 
 
 def delete(txn, name: str) -> None:
-    txn.t.delete(name.encode(), db=txn.db(CATALOG))
+    key = name.encode()
+    old = txn.t.get(key, db=txn.db(CATALOG))
+    if old is not None:
+        links.update(txn.t, txn.env.dbs, old, None)
+    txn.t.delete(key, db=txn.db(CATALOG))
     txn.t.delete(name.encode(), db=txn.db(STAGING))     # no-op unless a staging clone
 
 
 def rename(txn, old: str, new: str) -> TreeRecord:
     """Move a record to a new name; other records naming it as their parent or
-    mounting it as a volume follow.  O(trees)."""
+    mounting it as a volume follow.  O(records naming it), through the index."""
     rec = get(txn, old)
     check_name(new)
     if exists(txn, new):
@@ -135,7 +146,8 @@ def rename(txn, old: str, new: str) -> TreeRecord:
     put(txn, rec)
     if owner is not None:
         add_staging(txn, new, owner)
-    for r in list(records(txn)):
+    for n in sorted((set(links.children(txn, old)) | set(links.mounters(txn, old))) - {old}):
+        r = get(txn, n)
         changed = False
         if r.parent == old:
             r.parent, changed = new, True
@@ -148,9 +160,22 @@ def rename(txn, old: str, new: str) -> TreeRecord:
 
 
 def records(txn):
-    """Every record, in name order."""
+    """Every record, in name order.  O(trees): only for listing and check."""
     for _, raw in txn.t.cursor(db=txn.db(CATALOG)):
         yield TreeRecord.decode(raw)
+
+
+def count(txn) -> int:
+    """How many trees: O(1)."""
+    return txn.t.stat(txn.db(CATALOG))["entries"]
+
+
+def dependents(txn, name: str) -> list[TreeRecord]:
+    """Records whose parent is ``name`` and clones mounting it as a volume, in
+    name order: O(dependents) through the index."""
+    names = set(links.children(txn, name)) | set(links.mounters(txn, name))
+    names.discard(name)
+    return [get(txn, n) for n in sorted(names)]
 
 
 # -- pins: references held by open readers (file handles, exports) ------------

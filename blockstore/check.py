@@ -3,6 +3,8 @@
 What is verified, in one read transaction (a consistent view; writers go on):
 
 * catalog: every record decodes, names a known kind and a root that exists;
+  the reverse index (catalog_links.py) holds exactly what the records say
+  (repair rebuilds it);
 * nodes: checksum and shape (keys strictly sorted, children one level down,
   every child's keys within its separators, size within the node limit);
 * node refcounts: the stored count of every node equals its references
@@ -36,7 +38,7 @@ import bisect
 import hashlib
 from dataclasses import dataclass, field
 
-from . import catalog, storefiles
+from . import catalog, catalog_links, storefiles
 from .btree import values
 from .btree.node import node_limit
 from .btree.store import NODERC, NODES, NodeStore
@@ -261,6 +263,7 @@ def _check_view(r, report: CheckReport, scrub: bool) -> _Walk:
         if rec.root:
             walk.visit(rec.root, rec.name)
     report._dangling = dangling
+    _check_index(r, report)
     for _, pid, root in catalog.pins(r):
         if root:
             walk.visit(root, f"(pin of process {pid})")
@@ -381,6 +384,21 @@ def _scrub(r, walk: _Walk, report: CheckReport) -> None:
     report.stats.update(scrub_verified_blocks=verified, scrub_unverifiable_blocks=unverifiable)
 
 
+def _check_index(r, report: CheckReport) -> None:
+    """The catalog's reverse index (catalog_links.py) holds exactly what the
+    records say.  O(trees) time and memory."""
+    want = catalog_links.expected(r.t, r.db(catalog.CATALOG))
+    have = catalog_links.stored(r.t, r.env.dbs)
+    report._index_bad = False
+    for db in catalog_links.DBS:
+        missing, stale = want[db] - have[db], have[db] - want[db]
+        if missing or stale:
+            report._index_bad = True
+            eg = sorted(missing or stale)[0].replace(b"\x00", b" -> ").decode(errors="replace")
+            report.add("catalog-index", f"{db} has {len(missing)} entries missing and "
+                       f"{len(stale)} stale (e.g. {eg!r}); repair rebuilds it")
+
+
 def _repair(w, report: CheckReport) -> None:
     """Rewrite derived state from the walk: node counts, leaked nodes, block states;
     drop catalog entries whose root is missing and dedup entries that do not
@@ -392,6 +410,9 @@ def _repair(w, report: CheckReport) -> None:
     for block in getattr(report, "_bad_dedup", []):
         w.pool.index.remove_blocks(t, block, 1)
         report.repaired.append(f"dropped the dedup entry of block {block}: wrong digest")
+    if getattr(report, "_index_bad", False):
+        n = catalog_links.rebuild(w.t, w.env.dbs, w.db(catalog.CATALOG))
+        report.repaired.append(f"rebuilt the catalog's reverse index ({n} entries)")
     refs = report._walk_refs
     queued = report._queued
     nodes_db, rc_db = w.db(NODES), w.db(NODERC)

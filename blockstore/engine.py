@@ -170,15 +170,16 @@ class Engine:
         return self._copy(src, name, kind, labels,
                           lambda s: s.name if s.kind == "snapshot" else s.parent)
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str) -> int:
         """Drop the tree.  The first ``REMOVE_GC_BUDGET`` nodes it owned alone are
         freed in the same transaction (all of them for a clone that changed little);
-        the rest wait for ``gc``."""
+        the rest wait for ``gc``.  Returns the number of nodes freed now."""
         def work(w):
             rec = catalog.get(w, name)
             catalog.delete(w, name)
-            NodeStore.of(w).gc_step(REMOVE_GC_BUDGET, drop=(rec.root,) if rec.root else ())
-        self.env.transact(work)
+            return NodeStore.of(w).gc_step(REMOVE_GC_BUDGET,
+                                           drop=(rec.root,) if rec.root else ())
+        return self.env.transact(work)
 
     def rename(self, old: str, new: str) -> TreeRecord:
         """Rename a tree; children and mounts that name it follow (catalog.rename)."""

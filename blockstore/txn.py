@@ -56,12 +56,13 @@ from .pool.sums import ALGORITHMS as CHECKSUMS, default_algorithm
 from .storefiles import DATA_FILE, META_DIR, META_FILE, RESERVE_FILE
 from . import failpoints
 
-# Format 2 = pool.sums may hold XXH3-128 digests (meta b"checksum"); a store
-# with SHA-256 digests (dedup, or chosen) is still written as format 1, which
-# the previous blockstore reads correctly (no b"checksum" key means sha256).
+# Format 2 = pool.sums may hold XXH3-128 digests (meta b"checksum").
+# Format 3 = the catalog's reverse index (catalog_links.py) exists and is kept
+# by every write, and pool.absent may hold blocks of lazily pulled snapshots
+# (an older blockstore would read them as zeros): a blockstore that does not
+# know both must not open the store.  Older stores are upgraded when this
+# blockstore opens them (``_upgrade``).
 FORMAT_VERSION = 3
-# Format 3 = pool.absent may hold blocks of lazily pulled snapshots (an older
-# blockstore would read them as zeros); set by the first lazy pull (require_format).
 FORMAT_ABSENT = 3
 RESERVE_BYTES = 4 * 1024 * 1024
 DEFAULT_BLOCK_SIZE = 4 * 1024
@@ -77,6 +78,16 @@ T = TypeVar("T")
 # that every one is opened when the environment opens (LMDB cannot open a
 # database while this thread holds a write transaction).
 _DB_NAMES: list[str] = ["meta"]
+
+
+# Upgrades registered by upper layers (``register_upgrade``): (version, fn);
+# fn(t, dbs) brings a store of an older format to ``version`` inside the raw
+# LMDB write transaction t that opens it (dbs: database name -> handle).
+_UPGRADES: list[tuple[int, object]] = []
+
+
+def register_upgrade(version: int, fn) -> None:
+    _UPGRADES.append((version, fn))
 
 
 def register_db(name: str) -> str:
@@ -457,7 +468,7 @@ class Env:
                 if not create:
                     raise NotAStore("store metadata has no format record", path=self.path)
                 bs, cs = _creation_params(block_size, dedup, checksum)
-                t.put(b"format", u64(1 if cs == "sha256" else 2), db=meta)
+                t.put(b"format", u64(FORMAT_VERSION), db=meta)
                 t.put(b"block_size", u64(bs), db=meta)
                 t.put(b"dedup", u64(1 if dedup else 0), db=meta)
                 t.put(b"checksum", cs.encode(), db=meta)
@@ -466,6 +477,8 @@ class Env:
                 raise FormatTooNew(f"store format {from_u64(fmt)} is newer than this "
                                    f"blockstore's {FORMAT_VERSION}; upgrade blockstore",
                                    path=self.path)
+            elif from_u64(fmt) < FORMAT_VERSION:
+                self._upgrade(t, from_u64(fmt))
             self.block_size = from_u64(_required(t, meta, b"block_size", self.path))
             self.dedup = bool(from_u64(_required(t, meta, b"dedup", self.path)))
             cs = t.get(b"checksum", db=meta)     # none: a store of format 1 from before the choice
@@ -539,6 +552,19 @@ class Env:
         if name == "verify_reads" and old != value:
             self.verify_reads += 1 if value else -1
         return dict(self.settings)
+
+    def _upgrade(self, t, fmt: int) -> None:
+        """Bring a store of format ``fmt`` to FORMAT_VERSION in the opening write
+        transaction t (FORMAT.md §7): a format-1 store gets the checksum record
+        its lack meant (sha256), then every registered upgrade to a later version
+        runs (format 3: the catalog's reverse index is built, O(trees), once)."""
+        meta = self.dbs["meta"]
+        if t.get(b"checksum", db=meta) is None:
+            t.put(b"checksum", b"sha256", db=meta)
+        for version, fn in sorted(_UPGRADES, key=lambda u: u[0]):
+            if fmt < version:
+                fn(t, self.dbs)
+        t.put(b"format", u64(FORMAT_VERSION), db=meta)
 
     # -- full disk -------------------------------------------------------------
     def _ensure_reserve(self) -> bool:

@@ -18,7 +18,7 @@ BENCH = REPO / "tools" / "bench.py"
 NUMBERS = [
     "clone_ratio", "clone_ms", "depth_ratio", "delete_ratio", "diff_ratio",
     "sha256_native_gbps", "sha256_hashlib_gbps", "sha256_native_2threads_gbps",
-    "pool_write_ratio", "pool_write_ratio_dedup",
+    "pool_write_ratio", "pool_write_ratio_dedup", "diff_ratio_cpu",
 ]
 ENVIRONMENT = ["implementation", "block_size", "dedup", "python", "date", "quick"]
 TABLE_NUMBERS = ["block_size", "write_gbps", "write_dedup_gbps", "overwrite_pool_bytes",
@@ -40,6 +40,12 @@ def test_engine_bench_tiny_json(tmp_path):
     for key in ENVIRONMENT:
         assert key in out, key
     assert out["quick"] is True
+    # the small delete frees the nodes its clone shadowed, inside the removal (issue 20)
+    assert out["delete_small_nodes_freed"] > 0, out["delete_small_nodes_freed"]
+    assert out["delete_big_nodes_freed"] > out["delete_small_nodes_freed"]
+    base = out["diff_baseline"]          # says whether the diff baseline was disturbed
+    assert len(base["scan_s_runs"]) >= 2 and base["scan_spread"] >= 1
+    assert isinstance(base["disturbed"], bool) and "cpu_steal_pct" in base
     table = out["block_size_table"]
     assert [r["block_size"] for r in table] == [4096, 16384, 65536, 262144]
     for row in table:

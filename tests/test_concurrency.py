@@ -403,7 +403,7 @@ def test_newer_format_raises_format_too_new(tmp_path):
     env = _meta_env(store)
     with env.begin(write=True) as t:
         meta = env.open_db(b"meta", txn=t)
-        assert struct.unpack(">Q", t.get(b"format", db=meta))[0] == 2     # an xxh3-128 store
+        assert struct.unpack(">Q", t.get(b"format", db=meta))[0] == 3     # the current format
         t.put(b"format", struct.pack(">Q", 99), db=meta)
     env.close()
     with pytest.raises(FormatTooNew):
@@ -414,7 +414,7 @@ def test_newer_format_raises_format_too_new(tmp_path):
     # process (py-lmdb refuses an environment open twice) and open again.
     env = _meta_env(store)
     with env.begin(write=True) as t:
-        t.put(b"format", struct.pack(">Q", 2), db=env.open_db(b"meta", txn=t))
+        t.put(b"format", struct.pack(">Q", 3), db=env.open_db(b"meta", txn=t))
     env.close()
     with Engine.open(store, create=False) as e:
         assert e.get("t", b"a") == b"1"

@@ -394,11 +394,11 @@ def test_new_stores_record_their_checksum_and_format(tmp_path):
     with Store.open(tmp_path / "d", dedup=True) as s:
         assert (s.engine.checksum, s.env.pool.digest_size) == ("sha256", 32)
     Engine.open(str(tmp_path / "s"), checksum="sha256").close()
-    # xxh3 stores are format 2 (an older blockstore refuses them instead of misreading
-    # 16-byte digests); sha256 stores stay format 1, readable by an older blockstore
-    assert _format_and_checksum(tmp_path / "x") == (2, b"xxh3-128")
-    assert _format_and_checksum(tmp_path / "d") == (1, b"sha256")
-    assert _format_and_checksum(tmp_path / "s") == (1, b"sha256")
+    # every new store is format 3 (the catalog's reverse index, FORMAT.md §5.1: a
+    # blockstore of format 2 or 1 refuses it instead of writing without the index)
+    assert _format_and_checksum(tmp_path / "x") == (3, b"xxh3-128")
+    assert _format_and_checksum(tmp_path / "d") == (3, b"sha256")
+    assert _format_and_checksum(tmp_path / "s") == (3, b"sha256")
     with pytest.raises(errors.InvalidInput, match="dedup"):
         Engine.open(str(tmp_path / "bad"), dedup=True, checksum="xxh3-128")
     with pytest.raises(errors.InvalidInput, match="checksum"):
@@ -415,6 +415,8 @@ def test_a_store_from_before_the_checksum_record_is_sha256(tmp_path):
     env = _meta(path)
     with env.begin(write=True) as t:
         assert t.delete(b"checksum", db=env.open_db(b"meta", txn=t))
+    with env.begin(write=True) as t:                     # what the previous blockstore wrote
+        t.put(b"format", (1).to_bytes(8, "big"), db=env.open_db(b"meta", txn=t))
     env.close()
     assert _format_and_checksum(path) == (1, None)
     with Store.open(path, create=False) as s:
@@ -436,7 +438,9 @@ def test_a_store_from_before_the_checksum_record_is_sha256(tmp_path):
         rep = s.check(scrub=True)
         hits = [p for p in rep.problems if p.kind == "block-checksum"]
         assert len(hits) == 1 and f"block {bad} " in hits[0].message and "sha256" in hits[0].message
-    assert _format_and_checksum(path) == (1, None)            # never rewritten
+    # upgraded to format 3 at its first open: the checksum record says what its
+    # absence meant, and the digests were never rewritten (the scrubs above)
+    assert _format_and_checksum(path) == (3, b"sha256")
 
 
 def test_unknown_or_missing_checksum_record(tmp_path):

@@ -142,6 +142,14 @@ def format_rows(rows: list[dict], cols: list[str]) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells)
 
 
+def cpu_steal() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs from /proc/stat: the difference of two
+    readings gives the share of CPU time the hypervisor gave to other guests."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    return (vals[7] if len(vals) > 7 else 0), sum(vals)
+
+
 def environment() -> dict:
     return {
         "python": platform.python_version(),

@@ -43,6 +43,7 @@ BENCHES: dict[str, str] = {
     "fs": "bench_fs",
     "containerd": "bench_containerd",
     "remote": "bench_remote",
+    "scale": "bench_scale",
 }
 
 

@@ -11,6 +11,11 @@ baseline taken in the same run (a shared machine's disk speed can change
                   remove+gc of a whole unshared N-key tree            (<= 0.01)
   diff_ratio      diff of a snapshot and a clone changing 100 keys /
                   full scan of one                                    (<= 0.01)
+  diff_ratio_cpu  the same in CPU time of this process (the scan runs before,
+                  between and after the diffs; ``diff_baseline`` gives the
+                  scan runs' spread, CPU steal and load, and ``disturbed``)
+  delete_*_nodes_freed  nodes freed by each remove + gc (most inside the
+                  removal's own transaction)
   sha256_*_gbps   native (1 and 2 threads) and hashlib, 64 KiB blocks
   pool_write_ratio[_dedup]  durable writes through the engine (put_blob in
                   a batch + sync: data pwrite, fdatasync, LMDB commit) /
@@ -27,6 +32,7 @@ import hashlib
 import os
 import random
 import shutil
+import time
 from dataclasses import dataclass
 
 import _benchutil as bu
@@ -269,17 +275,50 @@ def bench_trees(rep: bu.Report, sz: Sizes, root_dir: str, seed: int) -> None:
         if nd != len(changed):
             rep.extra.setdefault("findings", []).append(
                 f"diff found {nd} differences, expected {len(changed)}")
-        t_diff = [bu.timed(lambda: e.diff(BIG_SNAP, "diffc"))[0] for _ in range(sz.diff_reps)]
-        t_scan = []
-        for _ in range(sz.scan_reps):
+        # The scan (the baseline) runs before, between and after the diffs: a
+        # spread among its runs, CPU steal or a load change says the machine
+        # moved under the measurement.  CPU time (this process) beside wall time
+        # separates a regression (the CPU ratio moves) from a disturbance (only
+        # the wall ratio does).
+        t_diff, c_diff, t_scan, c_scan = [], [], [], []
+        e.items(BIG_SNAP)                      # warm-up, as the diff had one
+        load0, steal0 = os.getloadavg()[0], bu.cpu_steal()
+        per = max(1, sz.diff_reps // max(1, sz.scan_reps - 1))
+        for i in range(max(2, sz.scan_reps)):
+            c0 = time.process_time_ns()
             dt, got = bu.timed(lambda: e.items(BIG_SNAP))
+            c_scan.append(time.process_time_ns() - c0)
             t_scan.append(dt)
             nscan = len(got)
             del got
+            if i == max(2, sz.scan_reps) - 1:
+                break
+            for _ in range(per):
+                c0 = time.process_time_ns()
+                t_diff.append(bu.timed(lambda: e.diff(BIG_SNAP, "diffc"))[0])
+                c_diff.append(time.process_time_ns() - c0)
+        steal1 = bu.cpu_steal()
         rep.add("diff_ratio", median(t_diff) / median(t_scan), "x", 0.01, "<=",
                 note=f"diff (100 keys changed) / items() of {nscan} keys")
+        rep.add("diff_ratio_cpu", median(c_diff) / median(c_scan), "x",
+                note="the same in CPU time of this process: insensitive to other load")
         rep.extra["diff_ms"] = round(median(t_diff) / 1e6, 3)
         rep.extra["scan_s"] = round(median(t_scan) / 1e9, 3)
+        spread = max(t_scan) / min(t_scan)
+        steal = 100 * (steal1[0] - steal0[0]) / max(1, steal1[1] - steal0[1])
+        rep.extra["diff_baseline"] = {
+            "scan_s_runs": [round(x / 1e9, 3) for x in t_scan],
+            "scan_spread": round(spread, 3),
+            "scan_cpu_over_wall": round(sum(c_scan) / sum(t_scan), 3),
+            "cpu_steal_pct": round(steal, 2),
+            "load": [round(load0, 2), round(os.getloadavg()[0], 2)],
+            "disturbed": bool(spread > 1.25 or steal > 5 or sum(c_scan) / sum(t_scan) < 0.8),
+        }
+        if rep.extra["diff_baseline"]["disturbed"]:
+            rep.extra.setdefault("findings", []).append(
+                "diff_ratio: the baseline was disturbed (scan runs spread "
+                f"{spread:.2f}x, CPU steal {steal:.1f}%, the scan got "
+                f"{100 * sum(c_scan) / sum(t_scan):.0f}% of a CPU); see diff_ratio_cpu")
 
         # -- delete: small clone vs whole unshared tree ------------------------------------
         log(f"delete: clone with 10 changed keys x{sz.delete_reps}")
@@ -292,12 +331,12 @@ def bench_trees(rep: bu.Report, sz: Sizes, root_dir: str, seed: int) -> None:
                 e.put_many(name, sorted((KEY % rng.randrange(n), b"y%015d" % j)
                                         for j in range(10)))
             t0 = now_ns()
-            e.remove(name)
+            freed = e.remove(name)          # most nodes are freed inside the removal
             t1 = now_ns()
             st = e.gc()
             t_small.append(now_ns() - t0)
             t_small_rm.append(t1 - t0)
-        rep.extra["delete_small_nodes_freed"] = st["nodes_freed"]
+        rep.extra["delete_small_nodes_freed"] = freed + st["nodes_freed"]
         log("removing every other tree, then delete the unshared base tree")
         with e.batch():
             for r in e.list():
@@ -309,7 +348,7 @@ def bench_trees(rep: bu.Report, sz: Sizes, root_dir: str, seed: int) -> None:
             rc = NodeStore.of(r).rc(root)
         rep.extra["base_root_refcount_before_delete"] = rc
         t0 = now_ns()
-        e.remove(BIG)
+        freed = e.remove(BIG)
         st = e.gc()
         t_big = now_ns() - t0
         rep.add("delete_ratio", median(t_small) / t_big, "x", 0.01, "<=",
@@ -317,7 +356,7 @@ def bench_trees(rep: bu.Report, sz: Sizes, root_dir: str, seed: int) -> None:
         rep.extra["delete_small_ms"] = round(median(t_small) / 1e6, 3)
         rep.extra["delete_small_remove_ms"] = round(median(t_small_rm) / 1e6, 3)
         rep.extra["delete_big_s"] = round(t_big / 1e9, 3)
-        rep.extra["delete_big_nodes_freed"] = st["nodes_freed"]
+        rep.extra["delete_big_nodes_freed"] = freed + st["nodes_freed"]
     finally:
         e.close()
         shutil.rmtree(path, ignore_errors=True)

@@ -13,11 +13,24 @@ pwrite); big or sparse files are written segment by segment.  A file's
 items wait until its data has blocks.  Hard links: the first name of a host
 inode is emitted in the bulk pass, the other names are added afterwards
 with ordinary ``FsTree.link`` calls (rare), and the directories they touch
-get their times back.
+get their times back; a host inode is forgotten once all its links were seen.
 
-Everything happens in ONE write transaction: the snapshot appears complete
-or not at all.  Memory: the pending batch plus one open node per B-tree
-level (completed nodes are written as they fill).
+The import writes through ``Store.staging`` (staging.py): the tree grows in
+a working clone, committed every ``CHECKPOINT_BYTES`` of items at a point
+where every block written is referenced by an emitted item (the builder's
+checkpoint root becomes the clone's root), and becomes the snapshot at the
+end; on any error or interrupt the clone is removed and its space given
+back, so the snapshot appears complete or not at all.
+
+Memory is independent of the number of files: the breadth-first walk
+keeps, per directory whose children are still to come, its path, the
+inode number of its first child and one byte per child (its type); the
+children's names and metadata are read again when their turn comes (a
+directory that changed meanwhile is refused by name).  Beyond that: the
+pending data batch, one open node per B-tree level, the hard-link groups
+not yet complete and the extra names of hard-linked files, the entries of
+the one directory being listed (a flat directory of n files holds n names
+for a moment), and what LMDB holds of one checkpoint's transaction.
 """
 from __future__ import annotations
 
@@ -34,11 +47,15 @@ from ..errors import InvalidInput
 from ..fs import items as I
 from ..fs.items import Inode
 from ..fs.tree import INLINE_MAX, XATTR_INLINE_MAX, FsTree
+from ..engine import REMOVE_GC_BUDGET
 from ..pool import HOLE
 from .transfer import _data_segments, _xattrs
 
 BATCH_BYTES = 32 * 1024 * 1024
 SMALL_FILE = 1024 * 1024
+# Item bytes (keys + values) emitted between commits of the working clone:
+# bounds the dirty LMDB pages one transaction holds in memory.
+CHECKPOINT_BYTES = 48 * 1024 * 1024
 
 
 def _inode(ino: int, st, nlink: int, size: int) -> Inode:
@@ -64,25 +81,62 @@ class _Entry:
         self.is_dir = S.S_ISDIR(st.st_mode)
 
 
+class _Group:
+    """A listed directory (inode ``dir_ino``) whose children are still to be walked:
+    they get inode numbers first_ino, first_ino + 1, ... in name order (extra hard
+    links, which get none, are named in ``skip``); ``types`` holds their dtypes."""
+
+    __slots__ = ("path", "dir_ino", "first_ino", "types", "skip")
+
+    def __init__(self, path: str, dir_ino: int, first_ino: int, types: bytearray, skip):
+        self.path, self.dir_ino, self.first_ino = path, dir_ino, first_ino
+        self.types, self.skip = types, skip
+
+
 class BulkImporter:
-    def __init__(self, w, progress=None):
-        self.w = w
-        self.ns = NodeStore.of(w)
-        self.pool = w.pool
-        self.bs = self.pool.block_size
+    def __init__(self, store, work: str, progress=None):
+        self.store = store
+        self.env = store.env
+        self.work = work                    # the working clone (staging.py)
         self.progress = progress
+        self.w = None
+        self.ns = None
+        self.pool = store.env.pool
+        self.bs = store.env.block_size
         self.next_ino = I.ROOT_INO + 1
-        self.links: dict[tuple[int, int], int] = {}        # host (dev, ino) -> tree ino
+        # host (dev, ino) -> [tree ino, links not seen yet]: incomplete groups only
+        self.links: dict[tuple[int, int], list] = {}
         self.extra_links: list[tuple[int, int, bytes]] = []  # (ino, parent, name)
         self.subdirs: dict[int, int] = {}
         self.pending: deque[_Entry] = deque()
         self.batch: list[_Entry] = []
         self.batch_bytes = 0
+        self.emitted = 0                    # item bytes since the last checkpoint
+
+    def _begin(self) -> None:
+        """The batch's current transaction (a new one after each ``env.sync``)."""
+        with self.env.write() as w:         # joins the batch: stays open after the block
+            self.w = w
+        self.ns = NodeStore.of(self.w)
+        self.pool = self.w.pool             # verifies reads when the store asks for it
 
     # -- the walk ---------------------------------------------------------------
     def run(self, src: str) -> int:
-        """Build the tree of src; returns its root (one reference, owned by the caller)."""
-        root = bulk.build(self.ns, self._items(src))
+        """Build the tree of src into the working clone; returns its root."""
+        self._begin()
+        builder = bulk.Builder(self.ns)
+        for item in self._items(src):
+            if item is None:                # a safe point: every block written is emitted
+                if self.emitted >= CHECKPOINT_BYTES:
+                    self._set_root(builder.checkpoint())
+                    self.env.sync()
+                    self._begin()
+                    builder.ns = self.ns
+                    self.emitted = 0
+                continue
+            builder.add(*item)
+            self.emitted += len(item[0]) + len(item[1])
+        root = builder.finish()
         fst = FsTree(self.ns, root, time.time_ns)
         fst._put(I.super_key(), I.pack_super(self.next_ino, self.next_ino))
         touched = {}
@@ -94,33 +148,87 @@ class BulkImporter:
             d = fst.inode(parent)
             d.mtime, d.ctime, d.atime = before.mtime, before.ctime, before.atime
             fst.put_inode(d)
+        self._set_root(fst.root)
         return fst.root
 
-    def _items(self, src: str):
+    def _set_root(self, root: int) -> None:
+        """Make root (owned by the caller) the working clone's, dropping its previous
+        root: what only that held (a checkpoint's spine, the empty tree staging
+        made) is freed in this transaction."""
+        rec = catalog.get(self.w, self.work)
+        old, rec.root = rec.root, root
+        catalog.put(self.w, rec)
+        if old:
+            self.ns.gc_step(REMOVE_GC_BUDGET, drop=(old,))
+
+    def _list(self, e: _Entry, path: str) -> None:
+        """Give the children of directory e their inode numbers and queue them."""
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as exc:
+            raise InvalidInput(f"cannot read directory: {exc.strerror}", path=path) from None
+        first = self.next_ino
+        types = bytearray()
+        skip = None
+        for child_name in names:
+            cpath = os.path.join(path, child_name)
+            cst = os.lstat(cpath)
+            bname = os.fsencode(child_name)
+            is_dir = S.S_ISDIR(cst.st_mode)
+            if not is_dir and cst.st_nlink > 1:
+                key = (cst.st_dev, cst.st_ino)
+                group = self.links.get(key)
+                if group is not None:
+                    self.extra_links.append((group[0], e.ino, bname))
+                    group[1] -= 1
+                    if group[1] <= 0:
+                        del self.links[key]         # every link seen
+                    skip = skip or set()
+                    skip.add(child_name)
+                    continue
+                self.links[key] = [self.next_ino, cst.st_nlink - 1]
+            ino = self.next_ino
+            self.next_ino += 1
+            dtype = I.dtype_of(cst.st_mode)
+            e.children.append((bname, ino, dtype))
+            types.append(dtype)
+            if is_dir:
+                self.subdirs[e.ino] = self.subdirs.get(e.ino, 0) + 1
+        if types:
+            self.groups.append(_Group(path, e.ino, first, types, skip))
+
+    def _walk(self, src: str):
+        """Every entry in inode (breadth-first) order, with its path."""
         st = os.lstat(src)
-        queue = deque([_Entry(I.ROOT_INO, st, 0, b"", _xattrs(src))])
-        paths = {I.ROOT_INO: src}
-        while queue:
-            e = queue.popleft()
-            path = paths.pop(e.ino)
+        yield _Entry(I.ROOT_INO, st, 0, b"", _xattrs(src)), src
+        while self.groups:
+            g = self.groups.popleft()
+            try:
+                names = sorted(os.listdir(g.path))
+            except OSError as exc:
+                raise InvalidInput(f"cannot read directory: {exc.strerror}", path=g.path) from None
+            ino, parent = g.first_ino, g.dir_ino
+            k = 0
+            for child_name in names:
+                if g.skip and child_name in g.skip:
+                    continue
+                cpath = os.path.join(g.path, child_name)
+                cst = os.lstat(cpath)
+                if k >= len(g.types) or I.dtype_of(cst.st_mode) != g.types[k]:
+                    raise InvalidInput("directory changed while being imported", path=g.path)
+                yield _Entry(ino, cst, parent, os.fsencode(child_name), _xattrs(cpath)), cpath
+                ino += 1
+                k += 1
+            if k != len(g.types):
+                raise InvalidInput("directory changed while being imported", path=g.path)
+
+    def _items(self, src: str):
+        """The tree's items in key order; None at every point where all data written
+        so far is referenced by emitted items (where a checkpoint may commit)."""
+        self.groups: deque[_Group] = deque()
+        for e, path in self._walk(src):
             if e.is_dir:
-                for child_name in sorted(os.listdir(path)):
-                    cpath = os.path.join(path, child_name)
-                    cst = os.lstat(cpath)
-                    bname = os.fsencode(child_name)
-                    key = (cst.st_dev, cst.st_ino)
-                    if not S.S_ISDIR(cst.st_mode) and cst.st_nlink > 1 and key in self.links:
-                        self.extra_links.append((self.links[key], e.ino, bname))
-                        continue
-                    ino = self.next_ino
-                    self.next_ino += 1
-                    if not S.S_ISDIR(cst.st_mode) and cst.st_nlink > 1:
-                        self.links[key] = ino
-                    e.children.append((bname, ino, I.dtype_of(cst.st_mode)))
-                    if S.S_ISDIR(cst.st_mode):
-                        self.subdirs[e.ino] = self.subdirs.get(e.ino, 0) + 1
-                    queue.append(_Entry(ino, cst, e.ino, bname, _xattrs(cpath)))
-                    paths[ino] = cpath
+                self._list(e, path)
             else:
                 self._load(e, path)
             if self.progress:
@@ -129,6 +237,8 @@ class BulkImporter:
             if self.batch_bytes >= BATCH_BYTES:
                 self._flush_batch()
             yield from self._ready()
+            if not self.pending and not self.batch:
+                yield None
         self._flush_batch()
         yield from self._ready()
 
@@ -276,10 +386,9 @@ class BulkImporter:
 
 
 def bulk_import(store, src: str, name: str, labels, progress) -> TreeRecord:
-    """Import src as a new snapshot in one transaction (see the module docstring)."""
-    def work(w):
-        root = BulkImporter(w, progress).run(src)
-        rec = catalog.add(w, TreeRecord(name=name, kind="snapshot", root=root,
-                                        labels=dict(labels or {})))
-        return rec
-    return store.env.transact(work)
+    """Import src as a new snapshot through a working clone (see the module docstring)."""
+    from .staging import staging
+    with staging(store, name, None) as st:
+        BulkImporter(store, st.work, progress).run(src)
+        st.commit(labels)
+    return st.record

@@ -39,7 +39,7 @@ import os
 import time
 import uuid
 
-from .. import catalog
+from .. import catalog, catalog_links
 from ..btree import tree as bt
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
@@ -49,7 +49,7 @@ from ..fs.tree import FsTree
 from . import owner
 
 MARK = "@importing-"
-LABEL = "blockstore.importing"
+LABEL = catalog_links.IMPORTING_LABEL         # "blockstore.importing"
 # An import into a working clone commits its batch every this many bytes
 # written or entries applied (directory import: transfer.py; layer import:
 # layers.py), so memory stays bounded whatever the import's size.
@@ -159,7 +159,8 @@ def leftovers(r) -> list[tuple[str, str, bool]]:
     """(clone, why, removable) of every staging clone no live process owns, in read txn r:
     registry entries whose owner is gone, unreadable or on another host, and
     clones labelled as importing that have no entry (an older blockstore's).
-    ``removable``: what ``sweep(legacy=True)`` (gc) removes.  O(trees)."""
+    ``removable``: what ``sweep(legacy=True)`` (gc) removes.  O(registry entries +
+    trees labelled as importing), through the catalog's reverse index."""
     out = []
     entries = dict(catalog.staging_entries(r))
     for name, o in entries.items():
@@ -173,9 +174,9 @@ def leftovers(r) -> list[tuple[str, str, bool]]:
         else:
             out.append((name, f"owned by {owner.describe(o)}: cannot tell from here "
                               f"whether it still runs", False))
-    for rec in catalog.records(r):
-        if rec.labels.get(LABEL) and MARK in rec.name and rec.name not in entries:
-            out.append((rec.name, "no owner recorded (an older blockstore's import)", True))
+    for n in catalog_links.importing(r):         # the index: no scan of the catalog
+        if MARK in n and n not in entries and catalog.get(r, n).labels.get(LABEL):
+            out.append((n, "no owner recorded (an older blockstore's import)", True))
     return sorted(out)
 
 

@@ -33,7 +33,7 @@ from .. import catalog
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
 from ..check import CheckReport  # noqa: F401 (the type Store.check returns)
-from ..engine import Engine
+from ..engine import REMOVE_GC_BUDGET, Engine
 from ..errors import Busy, InvalidInput, NotFound, PermissionDenied
 from ..txn import SETTINGS  # noqa: F401 (the names Store.configure takes)
 from ..fs import source
@@ -336,13 +336,10 @@ class Store:
         return self.env.transact(work)
 
     def dependents(self, name: str) -> list[TreeRecord]:
-        """Trees whose parent is name, and clones mounting name (a volume)."""
-        out = []
-        for rec in self.engine.list():
-            if rec.parent == name or any(m.get("type") == "volume" and m.get("source") == name
-                                         for m in rec.mounts or []):
-                out.append(rec)
-        return out
+        """Trees whose parent is name, and clones mounting name (a volume), in name
+        order: O(dependents), through the catalog's reverse index."""
+        with self.env.read() as r:
+            return catalog.dependents(r, name)
 
     def remove(self, name: str, force: bool = False) -> None:
         """Remove a tree; see the module docstring for the rule on dependents.
@@ -352,9 +349,7 @@ class Store:
 
         def work(w):
             rec = catalog.get(w, name)
-            deps = [r for r in catalog.records(w) if r.name != name and (
-                r.parent == name or any(m.get("type") == "volume" and m.get("source") == name
-                                        for m in r.mounts or []))]
+            deps = catalog.dependents(w, name)     # the index: no scan of the catalog
             if deps and not force:
                 raise Busy(f"{name!r} has dependents ({', '.join(d.name for d in deps[:5])}"
                            f"{'...' if len(deps) > 5 else ''}); remove them first or use force")
@@ -365,7 +360,7 @@ class Store:
                     m.get("type") == "volume" and m.get("source") == name)]
                 catalog.put(w, d)
             catalog.delete(w, name)
-            NodeStore.of(w).gc_step(256, drop=(rec.root,) if rec.root else ())
+            NodeStore.of(w).gc_step(REMOVE_GC_BUDGET, drop=(rec.root,) if rec.root else ())
         self.env.transact(work)
 
     def rename(self, old: str, new: str) -> TreeRecord:
@@ -475,6 +470,13 @@ class Store:
         """Usage(logical, referenced, exclusive, shared) in bytes."""
         from .usage import usage
         return usage(self, name)
+
+    def usage_all(self, names=None) -> dict:
+        """{name: Usage} of the trees named (default: all), each equal to
+        ``usage(name)``, in one pass that visits every shared subtree once
+        (``blockstore.api.usage_all``)."""
+        from .usage_all import usage_all
+        return usage_all(self, names)
 
     def df(self):
         """Pool totals: see ``blockstore.api.usage.PoolUsage``."""

@@ -75,7 +75,8 @@ class _Importer:
         self.env = store.env
         self.work = work
         self.progress = progress
-        self.links: dict[tuple[int, int], int] = {}
+        # host (dev, ino) -> [tree ino, links not seen yet]: incomplete groups only
+        self.links: dict[tuple[int, int], list] = {}
         self.since_bytes = 0
         self.since_items = 0
         self._w = None
@@ -191,13 +192,17 @@ class _Importer:
         def prepare(f):
             """Reuse an identical existing entry, else clear the name; returns ino or None."""
             found = f.lookup(dir_ino, name)
-            if hard and key in self.links:
-                if found and found[0] == self.links[key]:
+            group = self.links.get(key) if hard else None
+            if group is not None:
+                group[1] -= 1
+                if group[1] <= 0:
+                    del self.links[key]          # every link seen: forget the group
+                if found and found[0] == group[0]:
                     return found[0]
                 if found:
                     f.remove_all(dir_ino, name)
-                f.link(self.links[key], dir_ino, name)
-                return self.links[key]
+                f.link(group[0], dir_ino, name)
+                return group[0]
             if found is not None:
                 node = f.inode(found[0])
                 if stat.S_ISDIR(mode) and node.is_dir:
@@ -228,7 +233,7 @@ class _Importer:
             if not stat.S_ISDIR(mode):             # a directory's come after its contents
                 self._apply(lambda f: self._set_meta(f, ino, st, xattrs, node, fresh=True))
         if hard:
-            self.links[key] = ino
+            self.links[key] = [ino, st.st_nlink - 1]
         return ino
 
     def _content(self, node, path: str, size: int):

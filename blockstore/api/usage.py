@@ -140,7 +140,7 @@ def _exclusive_blocks(mine, others, shared) -> int:
 def pool_usage(store) -> PoolUsage:
     with store.env.read() as r:
         st = r.pool.stats(r.t)
-        trees = sum(1 for _ in catalog.records(r))
+        trees = catalog.count(r)
     bs = st.block_size
     data = os.path.join(store.path, "pool.data")
     meta = os.path.join(store.path, "meta", "data.mdb")

@@ -21,13 +21,15 @@ def du_cmd(ctx: Ctx, name):
     (pool bytes it reaches), exclusive (what removing it frees), shared (also
     reached from another tree; counted for each tree that reaches it).
 
-    Cost: one walk of each tree listed; other trees are not scanned.
+    Cost: one tree: one walk of it, other trees are not scanned; every tree:
+    one pass over the store that reads each shared subtree once.
     """
     store = ctx.store()
     recs = [store.info(name)] if name else sorted(store.list(), key=lambda r: r.name)
+    usages = {name: store.usage(name)} if name else store.usage_all([r.name for r in recs])
     docs = []
     for r in recs:
-        u = store.usage(r.name)
+        u = usages[r.name]
         docs.append({"name": r.name, "kind": r.kind, **{k: getattr(u, k) for k in _DU_KEYS}})
     if ctx.json:
         formatting.emit_json(docs)
