@@ -98,13 +98,13 @@ def usage(store, name: str) -> Usage:
                         files += 1
         bs = pool.block_size
         referenced = sum(n for _, n, _ in count_runs(excl_runs + other_runs)) * bs
-        exclusive = bs * _exclusive_blocks(count_runs(excl_runs), count_runs(other_runs),
+        exclusive = bs * exclusive_blocks(count_runs(excl_runs), count_runs(other_runs),
                                            sorted(pool.shared_runs(t)))
         return Usage(logical, referenced, exclusive, referenced - exclusive, files, nodes,
                      excl_nodes)
 
 
-def _exclusive_blocks(mine, others, shared) -> int:
+def exclusive_blocks(mine, others, shared) -> int:
     """Blocks whose every pool reference comes from this tree's own leaves.
 
     mine: (start, n, refs from exclusive leaves); others: (start, n, refs from

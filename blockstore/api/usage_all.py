@@ -20,7 +20,7 @@ the store's nodes once instead of once per tree:
   summaries' segments; a tree that is one shared subtree, like an unchanged
   clone or a snapshot, takes the summary's total as is); exclusive = the
   pool-count-1 blocks of its alone leaves + the pool-shared blocks whose
-  every reference comes from its alone leaves (``usage._exclusive_blocks``
+  every reference comes from its alone leaves (``usage.exclusive_blocks``
   on the segments that overlap them).
 
 Cost: one visit of every node reachable from the trees' alone parts and
@@ -40,10 +40,10 @@ import heapq
 from .. import catalog
 from ..btree import values
 from ..btree.store import NodeStore
-from ..check import _count_runs
+from ..check import count_runs
 from ..fs import items as I
 from ..fs.items import Inode
-from .usage import Usage, _exclusive_blocks
+from .usage import Usage, exclusive_blocks
 
 
 # Shared leaves whose summaries are kept (internal nodes' always are): bounds
@@ -121,7 +121,7 @@ class _Pass:
         if not node.level:
             pieces: list = []
             files, logical, plain = self.leaf(node, pieces)
-            out = _Sum(1, files, logical, plain, _count_runs(pieces) if pieces else [])
+            out = _Sum(1, files, logical, plain, count_runs(pieces) if pieces else [])
             if shared_leaf and self.leaves_kept < LEAF_MEMO_MAX:
                 self.leaves_kept += 1
                 self.memo[nid] = out
@@ -169,7 +169,7 @@ class _Pass:
             files += f
             logical += lg
             plain_mine += p
-        mine_segs = _count_runs(mine) if mine else []
+        mine_segs = count_runs(mine) if mine else []
         if not mine_segs and len(sums) == 1:
             distinct = sums[0].distinct
         elif not sums:
@@ -179,7 +179,7 @@ class _Pass:
         exclusive = plain_mine
         if mine_segs:
             others = _merge([_overlapping(s.segs, mine_segs) for s in sums])
-            exclusive += _exclusive_blocks(mine_segs, others,
+            exclusive += exclusive_blocks(mine_segs, others,
                                            _overlapping(self.shared, mine_segs))
         referenced = (plain_mine + plain_other + distinct) * bs
         return Usage(logical, referenced, exclusive * bs, referenced - exclusive * bs, files,
