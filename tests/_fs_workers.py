@@ -43,7 +43,7 @@ def reader(store_path: str, seconds: float) -> int:
                 except NotFound:
                     continue                    # removed between list and open: fine
                 with fs:
-                    # The TreeFS pins the root: from here on every read must succeed.
+                    # The TreeView pins the root: from here on every read must succeed.
                     for i in range(FILES):
                         got = fs.read_bytes(f"/f{i}")
                         if got != content(gen, i):

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from blockstore import Store
-from blockstore.api.treefs import TreeFS
+from blockstore.api.treeview import TreeView
 from blockstore.cli import main
 
 import cli_shapes
@@ -302,8 +302,8 @@ def test_commit_prints_one_line(bs, src, tmp_path):
 
 
 # -- the API --------------------------------------------------------------------------------
-def test_store_and_treefs_have_class_docstrings():
-    for cls in (Store, TreeFS):
+def test_store_and_treeview_have_class_docstrings():
+    for cls in (Store, TreeView):
         doc = cls.__dict__.get("__doc__")
         assert doc and len(doc.split()) > 20, cls
 

@@ -34,7 +34,7 @@ def refused(fn, cls, code):
 
 
 def path_ops(fs, p):
-    """Every path-taking TreeFS operation applied to p."""
+    """Every path-taking TreeView operation applied to p."""
     return [lambda: fs.stat(p), lambda: fs.lstat(p), lambda: fs.listdir(p),
             lambda: fs.mkdir(p), lambda: fs.rmdir(p), lambda: fs.unlink(p),
             lambda: fs.open(p, "rb"), lambda: fs.open(p, "wb"), lambda: fs.rename(p, "/x"),

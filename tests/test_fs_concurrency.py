@@ -3,7 +3,7 @@
 Readers are fresh interpreters (subprocess, never fork).  The writer (this
 process) keeps making new snapshot generations through clones, removing old
 ones and running gc, so freed blocks are reused while readers still look at
-older snapshots.  A reader that has opened a snapshot's TreeFS holds a pin
+older snapshots.  A reader that has opened a snapshot's TreeView holds a pin
 on its root: every byte it reads must be that snapshot's, even if the
 snapshot is removed and its blocks are freed meanwhile.
 """

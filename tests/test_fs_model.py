@@ -56,7 +56,7 @@ class FsModel(RuleBasedStateMachine):
         self.host: dict[str, str] = {}      # tree -> host directory (clone: live; snapshot: frozen)
         self.kind: dict[str, str] = {}
         self.parent: dict[str, str | None] = {}
-        self.fs: dict[str, object] = {}     # clone -> its TreeFS (kept open: handles live on it)
+        self.fs: dict[str, object] = {}     # clone -> its TreeView (kept open: handles live on it)
         self.handles: list[tuple[str, object, object]] = []   # (clone, host file, store file)
 
     @initialize()

@@ -1,4 +1,4 @@
-"""Targeted POSIX semantics of the filesystem layer through ``TreeFS``:
+"""Targeted POSIX semantics of the filesystem layer through ``TreeView``:
 each test states the Linux behaviour it checks and ends with ``check().ok``."""
 from __future__ import annotations
 

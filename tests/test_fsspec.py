@@ -130,7 +130,7 @@ def test_fsspec_open_url_with_store_query(tmp_path):
 
 
 def test_tree_replaced_under_the_same_name(st):
-    """A cached TreeFS (pinned snapshot) is re-made when the name now means another tree."""
+    """A cached TreeView (pinned snapshot) is re-made when the name now means another tree."""
     fs = fsspec.filesystem("blockstore", store=st)
     st.commit("work", "snap")
     assert fs.cat("snap:/data/sub/b.txt") == b"bee\n"

@@ -108,7 +108,7 @@ def test_expected_is_what_a_block_filesystem_says_of_these_cases():
     assert expected(BLOCKS, SIZE, -1, d) == "ENXIO"
 
 
-def test_treefs_seek_data_hole_follows_the_block_layout(tmp_path):
+def test_treeview_seek_data_hole_follows_the_block_layout(tmp_path):
     """The store's own answers (what the FUSE adapter forwards), without FUSE."""
     with Store.open(tmp_path / "store") as s:
         s.create("c")

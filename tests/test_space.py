@@ -76,12 +76,12 @@ def test_gc_does_not_trim_blocks_an_older_reader_can_reach(store, tmp_path):
 
     from blockstore import catalog
     from blockstore.btree.store import NodeStore
-    from blockstore.fs.tree import FsTree
+    from blockstore.fs.tree import FileTree
 
     big = _tree(tmp_path, "big", 4, 4 * MiB)
     store.import_dir(tmp_path / "big", "big")
     with store.env.read() as r:
-        fst = FsTree(NodeStore.of(r), catalog.get(r, "big").root, time.time_ns)
+        fst = FileTree(NodeStore.of(r), catalog.get(r, "big").root, time.time_ns)
         node = fst.inode(fst.lookup(1, b"f0")[0])
         store.remove("big")
         store.gc()

@@ -187,7 +187,7 @@ def test_bind_mount_readonly_refuses_writes(store, base, tmp_path):
     assert (host / "conf").read_text() == "bound" and sorted(os.listdir(host)) == ["conf"]
 
 
-def test_tmpfs_mount_lives_in_dev_shm_and_dies_with_the_treefs(store, base):
+def test_tmpfs_mount_lives_in_dev_shm_and_dies_with_the_treeview(store, base):
     if not os.path.isdir("/dev/shm"):
         pytest.skip("no /dev/shm")
     store.clone(base, "c", mounts=[{"type": "tmpfs", "target": "/tmp"}])
@@ -263,7 +263,7 @@ def test_snapshot_fs_is_readonly_everywhere(store, base):
 
 
 def test_read_later_keeps_its_blocks_from_reuse_until_it_finishes(store):
-    """TreeFS.read_later maps a read in the open batch; the I/O may run much
+    """TreeView.read_later maps a read in the open batch; the I/O may run much
     later (a FUSE worker thread): the blocks it maps must not be reused even
     if the batch overwrites the file, commits, and later writes fill the pool."""
     store.create("c")
@@ -285,7 +285,7 @@ def test_read_later_keeps_its_blocks_from_reuse_until_it_finishes(store):
 
 
 def test_two_handles_of_one_tree_see_each_others_writes_inside_a_batch(store):
-    """TreeFS remembers a batch's root by the catalog record's bytes: a change
+    """TreeView remembers a batch's root by the catalog record's bytes: a change
     made through another handle (or the engine) in the same batch must show."""
     store.create("w")
     a, b = store.fs("w"), store.fs("w")

@@ -32,7 +32,7 @@ Figures (one run, ratios against baselines measured in the same run):
   a machine whose disk and memory speed move 2-4x between minutes.
 * ``store_write_ms_per_mib`` / ``store_commit_ms_per_mib`` (no goal): the
   store's own share of a FUSE write, in-process and without FUSE: 1 MiB
-  overwrites of a 256 MiB file through ``TreeFS.write_at`` (what the daemon
+  overwrites of a 256 MiB file through ``TreeView.write_at`` (what the daemon
   calls per write request) in batches of ``committer.MAX_BYTES`` as the
   daemon commits them;
   the time of the calls, and of the commits, per MiB (median of 3 rounds).
@@ -140,7 +140,7 @@ def _seq_read(path: str) -> float:
 
 
 def _store_write_cost(store_path: str, chunk: bytes, total: int) -> tuple[float, float]:
-    """(write, commit) seconds per MiB of 1 MiB overwrites through TreeFS.write_at
+    """(write, commit) seconds per MiB of 1 MiB overwrites through TreeView.write_at
     in batches of committer.MAX_BYTES, in this process (median of 3 rounds)."""
     from blockstore import Store
     from blockstore.fuse.committer import MAX_BYTES
@@ -290,7 +290,7 @@ def run(args):
                                              for k, v in res.items()}
             sw, sc = _store_write_cost(os.path.join(d, "inproc-store"), chunk, min(big, 256 * MiB))
             rep.add("store_write_ms_per_mib", sw * 1e3, "ms",
-                    note="TreeFS.write_at of 1 MiB in-process, no FUSE (the daemon's store call)")
+                    note="TreeView.write_at of 1 MiB in-process, no FUSE (the daemon's store call)")
             rep.add("store_commit_ms_per_mib", sc * 1e3, "ms",
                     note="the commits of those writes in committer.MAX_BYTES batches, per MiB")
             pf, bf = P["f"], B["f"]

@@ -29,7 +29,7 @@ Three growth curves, each measured in one run:
           pipeline the larger of the two tars).
   depth   a chain of snapshots (clone, write, commit) 1 ... 1,000 deep; at
           depths 1, 10, 100, 1000 the median latency of stat + read of a file
-          written at depth 1 (TreeFS, in process).
+          written at depth 1 (TreeView, in process).
 
 Goals (issue 20): at the largest N rm_gc_ms <= 1, clone and commit <= 1.3x
 their time at N = 10, du_all <= 5 s; import of the largest tree peak RSS <=

@@ -12,7 +12,7 @@ written with one ``Pool.write`` (one allocation, one hashing call, one
 pwrite); big or sparse files are written segment by segment.  A file's
 items wait until its data has blocks.  Hard links: the first name of a host
 inode is emitted in the bulk pass, the other names are added afterwards
-with ordinary ``FsTree.link`` calls (rare), and the directories they touch
+with ordinary ``FileTree.link`` calls (rare), and the directories they touch
 get their times back; a host inode is forgotten once all its links were seen.
 
 The import writes through ``Store.staging`` (staging.py): the tree grows in
@@ -46,7 +46,7 @@ from ..catalog import TreeRecord
 from ..errors import InvalidInput
 from ..fs import items as I
 from ..fs.items import Inode
-from ..fs.tree import INLINE_MAX, XATTR_INLINE_MAX, FsTree
+from ..fs.tree import INLINE_MAX, XATTR_INLINE_MAX, FileTree
 from ..engine import REMOVE_GC_BUDGET
 from ..pool import HOLE
 from .transfer import _data_segments, _xattrs
@@ -137,7 +137,7 @@ class BulkImporter:
             builder.add(*item)
             self.emitted += len(item[0]) + len(item[1])
         root = builder.finish()
-        fst = FsTree(self.ns, root, time.time_ns)
+        fst = FileTree(self.ns, root, time.time_ns)
         fst._put(I.super_key(), I.pack_super(self.next_ino, self.next_ino))
         touched = {}
         for ino, parent, name in self.extra_links:

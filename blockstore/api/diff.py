@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .. import catalog
 from ..btree.store import NodeStore
 from ..fs import diff as fsdiff
-from ..fs.tree import FsTree
+from ..fs.tree import FileTree
 
 _TYPES = {0o040000: "dir", 0o100000: "file", 0o120000: "symlink", 0o020000: "char",
           0o060000: "block", 0o010000: "fifo", 0o140000: "socket"}
@@ -35,14 +35,14 @@ class Change:
         return f"{self.kind} {self.path}"
 
 
-def _type(fst: FsTree, ino: int) -> str:
+def _type(fst: FileTree, ino: int) -> str:
     try:
         return _TYPES.get(fst.inode(ino).mode & 0o170000, "file")
     except Exception:
         return "file"
 
 
-def _join(fst: FsTree, parent: int, name: bytes) -> str | None:
+def _join(fst: FileTree, parent: int, name: bytes) -> str | None:
     base = fst.path_of(parent)
     if base is None:
         return None
@@ -53,7 +53,7 @@ def diff_trees(store, a: str, b: str) -> list[Change]:
     with store.env.read() as r:
         ns = NodeStore.of(r)
         ra, rb = catalog.get(r, a).root, catalog.get(r, b).root
-        fa, fb = FsTree(ns, ra, time.time_ns), FsTree(ns, rb, time.time_ns)
+        fa, fb = FileTree(ns, ra, time.time_ns), FileTree(ns, rb, time.time_ns)
         entries, modified = fsdiff.visible(fa, fb, fsdiff.delta(ns, ra, rb))
         added, deleted = [], []
         for dir_a, dir_b, name, ca, cb in entries:

@@ -10,7 +10,7 @@ Each raw write is one transaction (durable on return unless the store is in
 a batch); the buffered layer above gathers small writes into
 ``WRITE_BUFFER`` bytes, so sequential writes commit once per 8 MiB, and
 ``flush()`` / ``close()`` make everything written so far visible and
-durable.  Reads of a snapshot use the root pinned by the ``TreeFS`` (the
+durable.  Reads of a snapshot use the root pinned by the ``TreeView`` (the
 bytes never change); reads of a writable tree see its latest committed
 state.
 """

@@ -28,7 +28,7 @@ from ..btree.store import NodeStore
 from ..check import CheckReport, check as engine_check
 from ..fs import items as I
 from ..fs.items import Inode
-from ..fs.tree import INLINE_MAX, FsTree
+from ..fs.tree import INLINE_MAX, FileTree
 from .staging import LABEL as STAGING_LABEL, leftovers
 
 
@@ -72,7 +72,7 @@ def _name_damaged_files(r, ns, report) -> None:
             rec = catalog.get(r, tree)
         except Exception:
             continue
-        fst = FsTree(ns, rec.root, time.time_ns)
+        fst = FileTree(ns, rec.root, time.time_ns)
         for k, v in bt.iterate(ns, rec.root):
             ino, typ, _ = I.split(k)
             if typ != I.EXTENT:
@@ -116,7 +116,7 @@ def _check_tree(ns, rec, report) -> None:
             extents.setdefault(ino, []).append((I.extent_fblock(k), s_n[1] if s_n else 0))
         elif typ == I.INLINE:
             inline[ino] = len(p)
-    fst = FsTree(ns, rec.root, time.time_ns)
+    fst = FileTree(ns, rec.root, time.time_ns)
 
     def where(ino):
         try:

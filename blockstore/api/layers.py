@@ -27,7 +27,7 @@ from ..errors import InvalidInput
 from ..fs import diff as fsdiff
 from ..fs import items
 from ..fs import source
-from ..fs.tree import FsTree
+from ..fs.tree import FileTree
 from . import staging
 
 ROOT = items.ROOT_INO
@@ -48,7 +48,7 @@ def _edit(store, name: str, fn):
     and store its new root."""
     with store.env.write() as w:
         rec = catalog.get(w, name)
-        fst = FsTree(NodeStore.of(w), rec.root, time.time_ns)
+        fst = FileTree(NodeStore.of(w), rec.root, time.time_ns)
         out = fn(fst)
         if fst.root != rec.root:
             rec.root = fst.root
@@ -61,7 +61,7 @@ class _KeptTimes:
     touch them; a layer keeps the times its own entry gave)."""
     __slots__ = ("fst", "ino", "times")
 
-    def __init__(self, fst: FsTree, ino: int):
+    def __init__(self, fst: FileTree, ino: int):
         self.fst, self.ino = fst, ino
 
     def __enter__(self):
@@ -90,7 +90,7 @@ class LayerWriter:
         self.work = st.work
         self.bytes = 0
         self.items = 0
-        self._fst: FsTree | None = None
+        self._fst: FileTree | None = None
 
     def apply_each(self, entries, fn) -> None:
         env = self.store.env
@@ -99,7 +99,7 @@ class LayerWriter:
         while not done:
             with env.write() as w:
                 rec = catalog.get(w, self.work)
-                self._fst = FsTree(NodeStore.of(w), rec.root, time.time_ns)
+                self._fst = FileTree(NodeStore.of(w), rec.root, time.time_ns)
                 b0, i0 = self.bytes, self.items
                 try:
                     while (self.bytes - b0 < staging.COMMIT_BYTES
@@ -250,7 +250,7 @@ class SourceWriter:
 class TreeReader:
     """Read-only access to one tree inside a read transaction (``reading``)."""
 
-    def __init__(self, fst: FsTree):
+    def __init__(self, fst: FileTree):
         self._fst = fst
 
     def inode(self, ino: int):
@@ -288,7 +288,7 @@ def reading(store, name: str):
     """A ``TreeReader`` on tree ``name``, valid inside the block (one read
     transaction: a consistent view whose blocks are not reused meanwhile)."""
     with store.env.read() as r:
-        yield TreeReader(FsTree(NodeStore.of(r), catalog.get(r, name).root, time.time_ns))
+        yield TreeReader(FileTree(NodeStore.of(r), catalog.get(r, name).root, time.time_ns))
 
 
 @contextlib.contextmanager
@@ -299,7 +299,7 @@ def reading_diff(store, parent: str, name: str, whiteout):
     with store.env.read() as r:
         ns = NodeStore.of(r)
         ra, rb = catalog.get(r, parent).root, catalog.get(r, name).root
-        fa, fb = FsTree(ns, ra, time.time_ns), FsTree(ns, rb, time.time_ns)
+        fa, fb = FileTree(ns, ra, time.time_ns), FileTree(ns, rb, time.time_ns)
         yield TreeReader(fb), _plan_diff(fa, fb, ns, ra, rb, whiteout)
 
 
@@ -318,7 +318,7 @@ def adding_layers(store, names: list[str]) -> list[str]:
     return out
 
 
-def _walk(fst: FsTree, ino: int, parts: tuple, emit) -> None:
+def _walk(fst: FileTree, ino: int, parts: tuple, emit) -> None:
     stack = [(parts, _sorted_children(fst, ino))]
     while stack:
         base, children = stack[-1]
@@ -332,7 +332,7 @@ def _walk(fst: FsTree, ino: int, parts: tuple, emit) -> None:
             stack.append((p, _sorted_children(fst, child)))
 
 
-def _sorted_children(fst: FsTree, ino: int) -> list:
+def _sorted_children(fst: FileTree, ino: int) -> list:
     """(name, ino, dtype) of a directory, sorted by name descending (pop() gives the first)."""
     return sorted(((n, c, d) for _, n, c, d in fst.readdir(ino)), reverse=True)
 
@@ -340,7 +340,7 @@ def _sorted_children(fst: FsTree, ino: int) -> list:
 class _Paths:
     """Cached path (tuple of names) of directories in one tree."""
 
-    def __init__(self, fst: FsTree):
+    def __init__(self, fst: FileTree):
         self.fst, self.cache = fst, {ROOT: ()}
 
     def of(self, ino: int):
@@ -363,7 +363,7 @@ class _Paths:
         return base
 
 
-def _plan_diff(fa: FsTree, fb: FsTree, ns, ra: int, rb: int, whiteout) -> dict:
+def _plan_diff(fa: FileTree, fb: FileTree, ns, ra: int, rb: int, whiteout) -> dict:
     """{path: (kind, ino)} of the layer from tree a to tree b (``reading_diff``)."""
     entries, modified = fsdiff.visible(fa, fb, fsdiff.delta(ns, ra, rb))
     deleted = [(da, db, name) for da, db, name, ca, cb in entries if cb is None]

@@ -1,4 +1,4 @@
-"""A clone's mount specs: what serves each path of its TreeFS.
+"""A clone's mount specs: what serves each path of its TreeView.
 
 Specs are stored in the clone's catalog record as dicts::
 
@@ -7,9 +7,9 @@ Specs are stored in the clone's catalog record as dicts::
     {"type": "tmpfs",  "target": "/tmp"}
 
 A path at or below a target is served by that mount (longest target
-wins): a volume by its own TreeFS (shared live by every clone that mounts
+wins): a volume by its own TreeView (shared live by every clone that mounts
 it), a bind by ``HostDir`` on the host directory, a tmpfs by ``HostDir`` on
-a private directory in /dev/shm (memory) removed when the TreeFS closes.
+a private directory in /dev/shm (memory) removed when the TreeView closes.
 Renames and hard links across mounts raise CrossDevice (EXDEV), as on Linux.
 """
 from __future__ import annotations

@@ -45,7 +45,7 @@ from ..btree.store import NodeStore
 from ..catalog import TreeRecord
 from ..engine import REMOVE_GC_BUDGET
 from ..fs import source
-from ..fs.tree import FsTree
+from ..fs.tree import FileTree
 from . import owner
 
 MARK = "@importing-"
@@ -79,13 +79,13 @@ class Staging:
                                  labels={LABEL: "1"})
                 catalog.add(w, rec)
                 bt.share(NodeStore.of(w), src.root)
-                fst = FsTree(NodeStore.of(w), rec.root, time.time_ns)
+                fst = FileTree(NodeStore.of(w), rec.root, time.time_ns)
                 if source.detach_copy(fst, clone=True):    # the layer below's blob is not ours
                     rec.root = fst.root
                     catalog.put(w, rec)
             else:
                 rec = catalog.add(w, TreeRecord(name=self.work, kind="clone", labels={LABEL: "1"}))
-                fst = FsTree(NodeStore.of(w), 0, time.time_ns)
+                fst = FileTree(NodeStore.of(w), 0, time.time_ns)
                 fst.mkfs(0o755, os.getuid(), os.getgid())
                 rec.root = fst.root
                 catalog.put(w, rec)

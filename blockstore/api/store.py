@@ -37,13 +37,13 @@ from ..engine import REMOVE_GC_BUDGET, Engine
 from ..errors import Busy, InvalidInput, NotFound, PermissionDenied
 from ..txn import SETTINGS  # noqa: F401 (the names Store.configure takes)
 from ..fs import source
-from ..fs.tree import FsTree
+from ..fs.tree import FileTree
 from . import mounts as mount_specs
 from . import mountlock, writers
-from .treefs import TreeFS
+from .treeview import TreeView
 
 
-def _make_mount_points(fst: FsTree, mounts) -> None:
+def _make_mount_points(fst: FileTree, mounts) -> None:
     """Create the directories the mount specs' targets name (mode 0755) where missing."""
     from ..fs import paths
     for m in mounts or []:
@@ -63,7 +63,7 @@ class Store:
     per process).  Trees: ``import_dir``, ``clone``, ``commit``,
     ``snapshot``, ``create``/``volume_create``, ``rename``, ``remove``,
     ``prune``, ``label``, ``info``/``list``/``lineage``/``dependents``.
-    Files: ``fs(name)`` gives a ``TreeFS`` (os-like, ``with`` closes it);
+    Files: ``fs(name)`` gives a ``TreeView`` (os-like, ``with`` closes it);
     ``export_dir`` writes a tree out.  Comparing and space: ``diff`` (``A``
     added, ``C`` changed, ``D`` deleted, as the CLI prints them), ``usage``,
     ``df``, ``check``, ``gc``.  Errors are ``blockstore.errors`` classes
@@ -75,7 +75,7 @@ class Store:
         self._engine = engine
         self.closed = False
         self._fs_lock = threading.Lock()
-        self._fs: list[TreeFS] = []
+        self._fs: list[TreeView] = []
         self._swept = False
         self._drop_dead_pins()
         from . import remotes
@@ -117,7 +117,7 @@ class Store:
                                checksum=checksum, verify_reads=verify_reads))
 
     def close(self) -> None:
-        """Close the store and its open TreeFS handles; idempotent.  Every method
+        """Close the store and its open TreeView handles; idempotent.  Every method
         called afterwards (here, on those handles or on ``engine``) raises
         InvalidInput ("the store is closed")."""
         if self.closed:
@@ -230,7 +230,7 @@ class Store:
         def work(w):
             rec = catalog.add(w, TreeRecord(name=name, kind=kind, labels=dict(labels or {}),
                                             mounts=list(mounts or []), parent=parent))
-            fst = FsTree(NodeStore.of(w), 0, time.time_ns)
+            fst = FileTree(NodeStore.of(w), 0, time.time_ns)
             fst.mkfs(0o755, os.getuid(), os.getgid())
             _make_mount_points(fst, rec.mounts)
             rec.root = fst.root
@@ -291,7 +291,7 @@ class Store:
             def work(w):
                 r = catalog.get(w, name)
                 r.mounts = mounts
-                fst = FsTree(NodeStore.of(w), r.root, time.time_ns)
+                fst = FileTree(NodeStore.of(w), r.root, time.time_ns)
                 _make_mount_points(fst, mounts)
                 r.root = fst.root
                 catalog.put(w, r)
@@ -322,13 +322,13 @@ class Store:
         is not that layer, and would keep the blob after the image is removed.
         Cost: one or two lookups when there is nothing to drop (the usual case)."""
         with self.env.read() as r:
-            fst = FsTree(NodeStore.of(r), catalog.get(r, rec.name).root, time.time_ns)
+            fst = FileTree(NodeStore.of(r), catalog.get(r, rec.name).root, time.time_ns)
             if not (fst.orphans() or (clone and source.meta(fst) is not None)):
                 return rec
 
         def work(w):
             cur = catalog.get(w, rec.name)
-            fst = FsTree(NodeStore.of(w), cur.root, time.time_ns)
+            fst = FileTree(NodeStore.of(w), cur.root, time.time_ns)
             source.detach_copy(fst, clone)
             cur.root = fst.root
             catalog.put(w, cur)
@@ -432,14 +432,14 @@ class Store:
         return out
 
     # -- files ---------------------------------------------------------------------------
-    def fs(self, name: str) -> TreeFS:
+    def fs(self, name: str) -> TreeView:
         """os-like access to a tree; close it (or use ``with``) when done."""
-        tfs = TreeFS(self, name)
+        tfs = TreeView(self, name)
         with self._fs_lock:
             self._fs.append(tfs)
         return tfs
 
-    def forget_fs(self, tfs: TreeFS) -> None:
+    def forget_fs(self, tfs: TreeView) -> None:
         with self._fs_lock:
             if tfs in self._fs:
                 self._fs.remove(tfs)

@@ -26,7 +26,7 @@ from .. import catalog
 from ..btree.store import NodeStore
 from ..errors import InvalidInput, NotFound
 from ..fs import items
-from ..fs.tree import FsTree
+from ..fs.tree import FileTree
 from . import hostout, staging
 
 CHUNK = 8 * 1024 * 1024
@@ -66,7 +66,7 @@ def _data_segments(fd: int, size: int):
 
 class _Importer:
     """Runs inside ``store.batch()``: every ``env.write()`` is the batch's one
-    transaction, so the importer keeps ONE ``FsTree`` on it and stores the
+    transaction, so the importer keeps ONE ``FileTree`` on it and stores the
     working clone's root in the catalog only at sync points (every
     ``COMMIT_BYTES`` / ``COMMIT_ITEMS``) and at the end, not per operation."""
 
@@ -80,14 +80,14 @@ class _Importer:
         self.since_bytes = 0
         self.since_items = 0
         self._w = None
-        self._fst: FsTree | None = None
+        self._fst: FileTree | None = None
 
-    def _tree(self) -> FsTree:
+    def _tree(self) -> FileTree:
         if self._fst is None:
             with self.env.write() as w:          # joins the batch: stays open after the block
                 self._w = w
                 rec = catalog.get(w, self.work)
-                self._fst = FsTree(NodeStore.of(w), rec.root, time.time_ns)
+                self._fst = FileTree(NodeStore.of(w), rec.root, time.time_ns)
         return self._fst
 
     def flush(self) -> None:
@@ -117,7 +117,7 @@ class _Importer:
                 and node.gid == st.st_gid and node.rdev == (st.st_rdev if stat.S_ISCHR(st.st_mode)
                                                            or stat.S_ISBLK(st.st_mode) else 0))
 
-    def _set_meta(self, fst: FsTree, ino: int, st, xattrs: dict, node=None,
+    def _set_meta(self, fst: FileTree, ino: int, st, xattrs: dict, node=None,
                   fresh: bool = False) -> None:
         """Copy mode, owner, times and xattrs; ``fresh``: the inode has no xattrs yet."""
         if xattrs:
@@ -313,7 +313,7 @@ def export_dir(store, name: str, dst: str, progress=None) -> None:
         try:
             with store.env.read() as r:
                 rec = catalog.get(r, name)
-                fst = FsTree(NodeStore.of(r), rec.root, time.time_ns)
+                fst = FileTree(NodeStore.of(r), rec.root, time.time_ns)
                 _DirExport(fst, rootfd, dst, progress).run()
         except BaseException:
             try:
@@ -341,7 +341,7 @@ class _DirExport:
     """Depth-first, one directory fd open at a time; a directory's metadata is
     set when its contents are done (creating entries touches its times)."""
 
-    def __init__(self, fst: FsTree, rootfd: int, dst: str, progress):
+    def __init__(self, fst: FileTree, rootfd: int, dst: str, progress):
         self.fst, self.rootfd, self.dst, self.progress = fst, rootfd, dst, progress
         self.links: dict[int, tuple[tuple, bytes]] = {}   # ino -> (dir parts, name)
 
@@ -421,7 +421,7 @@ class _DirExport:
         return None
 
 
-def _export_file(fst: FsTree, node, fd: int) -> None:
+def _export_file(fst: FileTree, node, fd: int) -> None:
     inline = fst.inline(node.ino)
     if inline is not None:
         os.write(fd, inline[:node.size])

@@ -1,7 +1,7 @@
 """Recursive copy between host paths and tree paths (``blockstore cp``).
 
 Both sides offer the same os-like surface: the host side is the ``os``
-module, a tree side is a ``TreeFS`` (which already speaks os).  ``copy``
+module, a tree side is a ``TreeView`` (which already speaks os).  ``copy``
 walks the source with lstat (symlinks are copied as symlinks, never
 followed), creates directories, regular files (1 MiB chunks; zero blocks
 are not stored by the pool), symlinks, fifos and device nodes; with
@@ -32,7 +32,7 @@ CHUNK = 1 << 20
 
 
 class HostSide:
-    """The host filesystem, with the TreeFS method names."""
+    """The host filesystem, with the TreeView method names."""
 
     join = staticmethod(os.path.join)
     basename = staticmethod(os.path.basename)
@@ -80,7 +80,7 @@ class HostSide:
 
 
 class TreeSide:
-    """A tree (TreeFS), paths are absolute inside it."""
+    """A tree (TreeView), paths are absolute inside it."""
 
     join = staticmethod(posixpath.join)
     basename = staticmethod(posixpath.basename)

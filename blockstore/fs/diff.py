@@ -38,7 +38,7 @@ from ..btree import values
 from ..btree.diff import diff as tree_diff
 from ..btree.store import NodeStore
 from . import items
-from .tree import FsTree
+from .tree import FileTree
 
 COMPARE_CHUNK = 1024                # blocks per checksum lookup / read when comparing
 
@@ -89,7 +89,7 @@ def visible_attrs(node: items.Inode) -> tuple:
     return (node.mode, node.uid, node.gid, node.nlink, node.size, node.mtime, node.rdev)
 
 
-def _blocks(fst: FsTree, ino: int, lo: int, hi: int) -> list:
+def _blocks(fst: FileTree, ino: int, lo: int, hi: int) -> list:
     """Per file block of [lo, hi): the pool block, or None for a hole."""
     out = [None] * (hi - lo)
     for fb, s, n in fst._extents(ino, lo, hi):
@@ -98,7 +98,7 @@ def _blocks(fst: FsTree, ino: int, lo: int, hi: int) -> list:
     return out
 
 
-def same_content(fa: FsTree, ia: int, fb: FsTree, ib: int) -> bool:
+def same_content(fa: FileTree, ia: int, fb: FileTree, ib: int) -> bool:
     """Do inodes ia (in fa) and ib (in fb) hold the same bytes?  Both trees are
     read in one store (one pool, one checksum algorithm)."""
     na, nb = fa.inode(ia), fb.inode(ib)
@@ -130,7 +130,7 @@ def same_content(fa: FsTree, ia: int, fb: FsTree, ib: int) -> bool:
     return True
 
 
-def _digests(fst: FsTree, blocks: list) -> list:
+def _digests(fst: FileTree, blocks: list) -> list:
     """Checksum of each pool block in ``blocks`` (None for holes and blocks without
     one), one range lookup per run of consecutive blocks."""
     out = [None] * len(blocks)
@@ -147,14 +147,14 @@ def _digests(fst: FsTree, blocks: list) -> list:
     return out
 
 
-def same_xattrs(fa: FsTree, ia: int, fb: FsTree, ib: int) -> bool:
+def same_xattrs(fa: FileTree, ia: int, fb: FileTree, ib: int) -> bool:
     names = fa.listxattr(ia)
     if names != fb.listxattr(ib):
         return False
     return all(fa.getxattr(ia, k) == fb.getxattr(ib, k) for k in names)
 
 
-def same_inode(fa: FsTree, ia: int, fb: FsTree, ib: int, d: Delta | None = None) -> bool:
+def same_inode(fa: FileTree, ia: int, fb: FileTree, ib: int, d: Delta | None = None) -> bool:
     """Is inode ia of fa, as a user sees it (not its entries), equal to ib of fb?
     With ``d`` (and ia == ib) only the kinds of items the delta names are compared."""
     known = d is not None and ia == ib
@@ -181,13 +181,13 @@ class _Walk:
     ``seen_b``: the inodes of the directories walked, on each side, whose items
     in the delta are then ignored.  Cost: O(entries below the pair)."""
 
-    def __init__(self, fa: FsTree, fb: FsTree, entries: list, modified: set):
+    def __init__(self, fa: FileTree, fb: FileTree, entries: list, modified: set):
         self.fa, self.fb = fa, fb
         self.entries, self.modified = entries, modified
         self.seen_a: set[int] = set()
         self.seen_b: set[int] = set()
 
-    def _mark(self, f: FsTree, ino: int, seen: set) -> None:
+    def _mark(self, f: FileTree, ino: int, seen: set) -> None:
         stack = [ino]
         while stack:
             d = stack.pop()
@@ -231,7 +231,7 @@ class _Walk:
                     self.added_tree(cb[0])
 
 
-def visible(fa: FsTree, fb: FsTree, d: Delta) -> tuple[list, set[int]]:
+def visible(fa: FileTree, fb: FileTree, d: Delta) -> tuple[list, set[int]]:
     """(entries, inodes) of ``d`` that a user sees change.
 
     entries: (dir in a, dir in b, name, (ino, dtype) | None in a, in b) -- one

@@ -15,7 +15,7 @@ import os
 from ..errors import (InvalidInput, IsADirectory, NameTooLong, NotADirectory, NotFound,
                       TooManyLinks)
 from . import items as I
-from .tree import FsTree
+from .tree import FileTree
 
 NAME_MAX = 255
 PATH_MAX = 4096
@@ -65,7 +65,7 @@ def check_name(name: bytes) -> bytes:
     return name
 
 
-def _walk(fst: FsTree, parts: list[bytes], follow_last: bool, shown) -> int:
+def _walk(fst: FileTree, parts: list[bytes], follow_last: bool, shown) -> int:
     """Cost: one dirent lookup per component (the entry's recorded type says
     whether it is a directory; an inode is read only for symlinks)."""
     ino = I.ROOT_INO
@@ -104,7 +104,7 @@ def _walk(fst: FsTree, parts: list[bytes], follow_last: bool, shown) -> int:
     return ino
 
 
-def resolve(fst: FsTree, path, follow: bool = True) -> int:
+def resolve(fst: FileTree, path, follow: bool = True) -> int:
     """The inode a path names (following symlinks, the last one only if follow).
     A trailing '/' demands a directory (and follows a final symlink), as on Linux."""
     raw = to_bytes(path)
@@ -115,7 +115,7 @@ def resolve(fst: FsTree, path, follow: bool = True) -> int:
     return ino
 
 
-def resolve_parent(fst: FsTree, path) -> tuple[int, bytes]:
+def resolve_parent(fst: FileTree, path) -> tuple[int, bytes]:
     """(directory inode, last name) for calls that create or remove an entry."""
     parts = _walk_parts(to_bytes(path), False)
     if not parts or parts == [b"."] * len(parts):

@@ -24,7 +24,7 @@ import struct
 from ..btree import values
 from ..pool import HOLE
 from . import items as I
-from .tree import FsTree
+from .tree import FileTree
 
 _U64 = struct.Struct(">Q")
 
@@ -33,16 +33,16 @@ def _data_key(block: int) -> bytes:
     return I.key(0, I.SOURCE_DATA, _U64.pack(block))
 
 
-def meta(fst: FsTree) -> bytes | None:
+def meta(fst: FileTree) -> bytes | None:
     v = fst._get(I.key(0, I.SOURCE_META))
     return None if v is None else values.payload(v)
 
 
-def put_meta(fst: FsTree, data: bytes) -> None:
+def put_meta(fst: FileTree, data: bytes) -> None:
     fst._put(I.key(0, I.SOURCE_META), bytes(data))
 
 
-def write(fst: FsTree, block: int, data) -> None:
+def write(fst: FileTree, block: int, data) -> None:
     """Store ``data`` at blob block ``block`` (a whole number of blocks, except
     the last piece, which is zero-padded).  Pieces go in order, each once."""
     bs = fst.bs
@@ -54,7 +54,7 @@ def write(fst: FsTree, block: int, data) -> None:
         block += n
 
 
-def read(fst: FsTree, size: int, chunk: int = 1 << 20):
+def read(fst: FileTree, size: int, chunk: int = 1 << 20):
     """Yield the blob's first ``size`` bytes in pieces of about ``chunk`` bytes."""
     bs = fst.bs
     lo, hi = I.prefix_range(0, I.SOURCE_DATA)
@@ -81,7 +81,7 @@ def read(fst: FsTree, size: int, chunk: int = 1 << 20):
         pos += m
 
 
-def drop(fst: FsTree) -> None:
+def drop(fst: FileTree) -> None:
     """Remove the source blob (its blocks are released with the last tree holding them)."""
     lo, hi = I.prefix_range(0, I.SOURCE_DATA)
     for k in [k for k, _ in fst._range(lo, hi)]:
@@ -90,7 +90,7 @@ def drop(fst: FsTree) -> None:
         fst._del(I.key(0, I.SOURCE_META))
 
 
-def detach_copy(fst: FsTree, clone: bool) -> bool:
+def detach_copy(fst: FileTree, clone: bool) -> bool:
     """Make a fresh copy of a tree its own: free the inodes that only a handle on
     the source kept alive (unlinked while open), and for a clone forget the
     source blob (a working copy of a layer is not that layer, and would keep

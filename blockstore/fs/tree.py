@@ -1,6 +1,6 @@
 """POSIX file tree operations on one engine tree, inside one transaction.
 
-``FsTree`` wraps a root; every mutation replaces ``self.root`` (copy-on-write
+``FileTree`` wraps a root; every mutation replaces ``self.root`` (copy-on-write
 below), and the caller stores the final root in the catalog in the same
 transaction.  Nothing here knows about names of trees, mounts or handles.
 
@@ -70,7 +70,7 @@ def fill(pool, plan: ReadPlan, buf, nowait: bool = False) -> int:
     return n
 
 
-class FsTree:
+class FileTree:
     def __init__(self, ns: NodeStore, root: int, now: Callable[[], int],
                  is_open: Callable[[int], bool] = lambda ino: False):
         self.ns = ns
@@ -469,7 +469,7 @@ class FsTree:
 
     def read_plan(self, node: Inode, offset: int, size: int) -> "ReadPlan":
         """Where the bytes of a read are, without reading the pool: what ``fill``
-        needs to do the read later (on another thread, see TreeFS.read_later)."""
+        needs to do the read later (on another thread, see TreeView.read_later)."""
         end = min(node.size, offset + size)
         if offset >= end:
             return ReadPlan(0, [], None)

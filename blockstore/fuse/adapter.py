@@ -16,7 +16,7 @@ read that would wait for the disk (``RWF_NOWAIT`` says so) runs its I/O in
 a worker thread, so a slow read does not stall other requests: the whole
 read in its own read transaction while the mount is clean, else mapped in
 the batch here and read there under a read transaction that keeps its
-blocks from reuse (``TreeFS.read_later``).  Host I/O of bind/tmpfs mounts runs in
+blocks from reuse (``TreeView.read_later``).  Host I/O of bind/tmpfs mounts runs in
 trio worker threads (metadata on the trio thread).
 
 Write-behind.  One FUSE write request at a time is in flight per writer,

@@ -1,9 +1,9 @@
 """What serves the inodes of a mount: one ``TreeServer`` per blockstore tree
 (the mounted tree and every volume it mounts) and one ``HostServer`` per bind
 or tmpfs mount.  Both offer the same inode-level calls, named after
-``TreeFS``'s, so the adapter translates FUSE requests without knowing which
+``TreeView``'s, so the adapter translates FUSE requests without knowing which
 kind it talks to.  Servers hold no storage logic: a TreeServer forwards to
-TreeFS; a HostServer forwards to the host's syscalls by path.
+TreeView; a HostServer forwards to the host's syscalls by path.
 
 Threads: a TreeServer is called from the trio thread (its changes join the
 batch that thread owns, see ``committer.py``) and, for data reads of a
@@ -31,7 +31,7 @@ def _lookup_many(srv, dir_ino, names):
 
 
 class TreeServer:
-    """Inode-level access to one blockstore tree (``TreeFS``)."""
+    """Inode-level access to one blockstore tree (``TreeView``)."""
 
     kind = "tree"
 
@@ -106,7 +106,7 @@ class TreeServer:
 
     def read_later(self, ino, handle, off, size):
         """Map the read now (the batch's view); the returned callable does the I/O
-        on any thread (TreeFS.read_later)."""
+        on any thread (TreeView.read_later)."""
         return self.tfs.read_later(ino, off, size)
 
     def write(self, ino, handle, off, data):

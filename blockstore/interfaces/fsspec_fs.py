@@ -13,7 +13,7 @@ the default store path.  Inside the filesystem every path is ``TREE:/path``
 (what ``ls``/``info`` return as ``name``).
 
 Semantics: reads of a snapshot see the snapshot (its root is pinned while
-this filesystem holds its ``TreeFS``); writes go to clones and volumes only
+this filesystem holds its ``TreeView``); writes go to clones and volumes only
 (a snapshot raises ``PermissionError``/EROFS) and are durable when the file
 is closed.  ``mv`` within one tree is ``rename(2)`` (atomic, directories
 too); across trees it copies then removes.  ``cp_file`` copies bytes.
@@ -22,7 +22,7 @@ Trees themselves are not created or removed here (use the Store API).
 Locking and costs: one ``Store`` per store path per process (LMDB allows one
 open per process): stores opened here are shared by every instance in a
 module-level table; pass ``store=<Store>`` to use one you already hold.
-``TreeFS`` handles are cached per tree (a snapshot pin costs one commit) and
+``TreeView`` handles are cached per tree (a snapshot pin costs one commit) and
 re-made when the tree of that name was replaced.  Every call is one read or
 write transaction of the Store API; instances are not cached by fsspec
 (``cachable = False``) because they hold open handles.
@@ -113,7 +113,7 @@ class BlockstoreFileSystem(AbstractFileSystem):
         return tree, inner
 
     def _tfs(self, tree: str):
-        """The cached TreeFS of tree, re-made if the tree of that name changed identity."""
+        """The cached TreeView of tree, re-made if the tree of that name changed identity."""
         uuid = self.store.info(tree).uuid
         with self._lock:
             tfs = self._trees.get(tree)
@@ -129,7 +129,7 @@ class BlockstoreFileSystem(AbstractFileSystem):
         return self._tfs(tree), inner, tree
 
     def close(self) -> None:
-        """Drop the cached TreeFS handles (and their snapshot pins)."""
+        """Drop the cached TreeView handles (and their snapshot pins)."""
         with self._lock:
             trees, self._trees = list(self._trees.values()), {}
         for tfs in trees:

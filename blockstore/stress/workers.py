@@ -9,7 +9,7 @@ Writer ``w`` (its own ``random.Random(seed, w)``):
   truncate, unlink, rename, read, commit (with manifest), clone (switch to a
   new clone of one of its snapshots, remove the old clone), remove (oldest
   snapshot, force), vol_write, vol_read, diff, gc.
-Reader ``r``: picks a random stress snapshot (its TreeFS pins it, so a
+Reader ``r``: picks a random stress snapshot (its TreeView pins it, so a
   concurrent remove cannot change what it reads), checks the manifest
   against the label, the file set against the manifest and every file's
   SHA-256.

@@ -1,4 +1,4 @@
-"""``TreeFS``: os-like access to one tree (``store.fs(name)``).
+"""``TreeView``: os-like access to one tree (``store.fs(name)``).
 
 Path methods mirror the os module (stat, listdir, scandir, walk, mkdir,
 makedirs, rmdir, unlink/remove, rename/replace, symlink, readlink, link,
@@ -10,7 +10,7 @@ what the FUSE adapter uses.
 
 Every change is one transaction on the tree: resolve, change, store the new
 root in the catalog (atomic, durable on return unless in ``store.batch()``).
-A snapshot's TreeFS pins the snapshot's root when it is made, so files read
+A snapshot's TreeView pins the snapshot's root when it is made, so files read
 through it keep their bytes even if the snapshot is removed meanwhile;
 ``close()`` drops the pin.  Changing a snapshot raises ``ReadOnly`` (EROFS).
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import os
 import stat
-from stat import S_IFREG          # a default argument below (TreeFS.stat hides the module)
+from stat import S_IFREG          # a default argument below (TreeView.stat hides the module)
 import threading
 import time
 from typing import Iterator
@@ -34,7 +34,7 @@ from ..errors import (AlreadyExists, CrossDevice, InvalidInput, IsADirectory, No
                       NoSuchPosition, ReadOnly, TooManyLinks)
 from ..fs import items
 from ..fs import paths
-from ..fs.tree import INLINE_MAX, FsTree, fill
+from ..fs.tree import INLINE_MAX, FileTree, fill
 from . import fileio, umask
 
 ROOT_INO = items.ROOT_INO
@@ -103,14 +103,14 @@ class DirEntry:
         return f"<DirEntry {self.name!r}>"
 
 
-class TreeFS:
+class TreeView:
     """os-like access to one tree of a store: ``store.fs(name)``.
 
     Path methods take absolute paths inside the tree and behave like the os
     functions of the same name (``stat``, ``listdir``, ``mkdir``,
     ``rename``, ``open`` giving real io file objects, ...), raising the same
     OSError subclasses with the same errno.  Each change is one transaction,
-    durable on return unless inside ``store.batch()``.  A snapshot's TreeFS
+    durable on return unless inside ``store.batch()``.  A snapshot's TreeView
     is read-only (``ReadOnly``, EROFS) and keeps the snapshot's content
     while open.  Close it, or use it as a context manager.
     """
@@ -174,10 +174,10 @@ class TreeFS:
         return self._open.get(ino, 0) > 0
 
     def _view(self, fn):
-        """Run fn(FsTree) on a consistent read view of the tree."""
+        """Run fn(FileTree) on a consistent read view of the tree."""
         with self.env.read() as r:
             root = self._root if self._root is not None else self._root_in(r)
-            return fn(FsTree(NodeStore.of(r), root, _now))
+            return fn(FileTree(NodeStore.of(r), root, _now))
 
     def _root_in(self, r) -> int:
         """The tree's root in txn ``r``.  A read txn's state is fixed by its LMDB
@@ -209,7 +209,7 @@ class TreeFS:
         return rec
 
     def _change(self, fn):
-        """Run fn(FsTree) in a write transaction and store the tree's new root."""
+        """Run fn(FileTree) in a write transaction and store the tree's new root."""
         if self.readonly:
             raise ReadOnly(f"{self.name!r} is a snapshot and cannot be changed; clone it first",
                            path=self.name)
@@ -218,7 +218,7 @@ class TreeFS:
             rec = self._record_in(w)
             if not rec.writable:
                 raise ReadOnly(f"{self.name!r} is a snapshot and cannot be changed")
-            fst = FsTree(NodeStore.of(w), rec.root, _now, self._is_open)
+            fst = FileTree(NodeStore.of(w), rec.root, _now, self._is_open)
             result = fn(fst)
             if fst.root != rec.root:
                 new = copy.copy(rec)        # the cached record stays as stored
@@ -231,7 +231,7 @@ class TreeFS:
     def getattr(self, ino: int) -> os.stat_result:
         return self._view(lambda f: self._stat_of(f, f.inode(ino)))
 
-    def _stat_of(self, f: FsTree, node) -> os.stat_result:
+    def _stat_of(self, f: FileTree, node) -> os.stat_result:
         bs = f.bs
         if node.is_reg and node.size > INLINE_MAX:
             blocks = sum(n for _, _, n in f.extents(node.ino)) * (bs // 512)
@@ -417,7 +417,7 @@ class TreeFS:
 
     # -- path-level API (os-like) -----------------------------------------------------
     def _route(self, path):
-        """(TreeFS-or-mount, path inside it) for a path, honouring mount specs."""
+        """(TreeView-or-mount, path inside it) for a path, honouring mount specs."""
         return self.mounts.route(path)
 
     def stat(self, path, *, follow_symlinks: bool = True) -> os.stat_result:
