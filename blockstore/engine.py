@@ -264,9 +264,9 @@ class Engine:
             mv = memoryview(data).cast("B")
             whole = len(mv) - len(mv) % bs
             # bytes cannot change under us: the pool may hash them in the background.
-            runs = ns.txn.pool.write(ns.t, mv[:whole], isinstance(data, bytes)) if whole else []
+            runs = ns.txn.blocks.write(mv[:whole], isinstance(data, bytes)) if whole else []
             if whole < len(mv):
-                runs += ns.txn.pool.write(ns.t, bytes(mv[whole:]) + bytes(-len(mv) % bs))
+                runs += ns.txn.blocks.write(bytes(mv[whole:]) + bytes(-len(mv) % bs))
             idx = 0
             for start, n in runs:
                 if start != HOLE:
@@ -291,7 +291,7 @@ class Engine:
             for k, v in bt.iterate(ns, root, key + b"\x00", key + b"\x00" + b"\xff" * 8):
                 idx = _IDX.unpack(k[len(key) + 1:])[0]
                 start, n = values.refs(v)
-                out[idx * bs:(idx + n) * bs] = r.pool.read(start, n)
+                out[idx * bs:(idx + n) * bs] = r.blocks.read(start, n)
             return bytes(out[:size])
 
     def delete_blob(self, name: str, key: bytes) -> None:
@@ -319,4 +319,4 @@ class Engine:
 
     def stats(self):
         with self.env.read() as r:
-            return r.pool.stats(r.t)
+            return r.blocks.stats()

@@ -50,7 +50,7 @@ import lmdb
 from . import storefiles
 from .errors import (BlockstoreError, Busy, Corruption, FormatTooNew, InvalidInput, NoSpace,
                      NotAStore, NotFound, PermissionDenied)
-from .pool import DataFile, Pool, PoolDbs
+from .pool import BlockReader, BlockWriter, DataFile, Pool, PoolDbs
 from .pool.dbs import TOTAL_BLOCKS, Meta
 from .pool.sums import ALGORITHMS as CHECKSUMS, default_algorithm
 from .storefiles import DATA_FILE, META_DIR, META_FILE, RESERVE_FILE
@@ -114,13 +114,14 @@ class _Txn:
         self.t = t
         # Verified reads (Store.open(verify_reads=True)): the pool view checks every block
         # read in this txn against pool.sums; off, this is the pool itself (zero cost).
-        pool = env.pool.verifying(t) if env.verify_reads else env.pool
+        view = env.pool.verifying(t) if env.verify_reads else env.pool
         # Absent blocks (a lazily pulled snapshot): reads fetch them first.  One get
         # per txn; only another writer adds absent blocks, never during this txn
         # (a txn that adds some, Store.build_snapshot, does not read them).
         if env.pool.absent.count(t):
-            pool = env.pool.lazy_view(t, pool)
-        self.pool = pool
+            view = env.pool.lazy_view(t, view)
+        # The only door to blocks for the layers above: the pool bound to this txn.
+        self.blocks = (BlockWriter if self.write else BlockReader)(env.pool, t, view)
         self.local: dict = {}   # per-transaction state of upper layers (e.g. the node store)
 
     def db(self, name: str):
@@ -167,7 +168,7 @@ class WriteTxn(_Txn):
         self.env.pool.flush_pending(self.t)     # digests hashed in the background
         if fp:
             failpoints.hit("commit.after_flush")
-        self.pool.sync()
+        self.env.pool.sync()
         if fp:
             failpoints.hit("commit.after_datasync")
         self.t.commit()

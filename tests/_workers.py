@@ -293,7 +293,7 @@ def mode_view_reader(store: str, tree: str, key: str, seed: str, nblocks: str) -
             idx = struct.unpack(">Q", bytes(ik[len(k) + 1:]))[0]
             start, n = values.refs(v)
             n = min(n, nb // 4 - idx)               # runs may span far past the quarter
-            data = r.pool.read(start, n)
+            data = r.blocks.read(start, n)
             for b in range(n):
                 seen += 1
                 if not check_block(data[b * BS:(b + 1) * BS], seed_i, idx + b):

@@ -355,7 +355,7 @@ def test_store_without_sums_entries_scrubs_as_unverifiable(tmp_path, dedup, chec
     _store_with_file(path, dedup, checksum)
     env = Env(str(path))
     try:
-        env.transact(lambda w: w.t.drop(w.pool.dbs.sums, delete=False))
+        env.transact(lambda w: w.t.drop(w.env.pool.dbs.sums, delete=False))
     finally:
         env.close()
     with Store.open(path, create=False, verify_reads=True) as s:

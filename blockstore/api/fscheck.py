@@ -168,7 +168,7 @@ def _check_tree(ns, rec, report) -> None:
             if node.is_dir:
                 add(f"directory inode {ino} is unreachable")
         ext = sorted(extents.get(ino, []))
-        bs = ns.txn.pool.block_size
+        bs = ns.txn.blocks.block_size
         for (a, n), (b, _) in zip(ext, ext[1:]):
             if a + n > b:
                 add(f"{where(ino)} has overlapping extents at file blocks {a} and {b}")

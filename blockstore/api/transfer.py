@@ -431,7 +431,7 @@ def _export_file(fst: FileTree, node, fd: int) -> None:
             off = fb * bs
             for i in range(0, n, CHUNK // bs):
                 k = min(CHUNK // bs, n - i)
-                data = fst.pool.read(start + i, k)
+                data = fst.blocks.read(start + i, k)
                 end = min(off + (i + k) * bs, node.size)
                 if end > off + i * bs:
                     os.pwrite(fd, data[:end - off - i * bs], off + i * bs)

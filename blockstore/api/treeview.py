@@ -369,7 +369,7 @@ class TreeView:
         def finish() -> bytearray:
             try:
                 buf = bytearray(plan.n)
-                fill(rt.pool, plan, buf)
+                fill(rt.blocks, plan, buf)
                 return buf
             finally:
                 cm.__exit__(None, None, None)

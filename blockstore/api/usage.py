@@ -73,7 +73,7 @@ class PoolUsage:
 def usage(store, name: str) -> Usage:
     with store.env.read() as r:
         ns = NodeStore.of(r)
-        pool, t = r.pool, r.t
+        blocks = r.blocks
         rec = catalog.get(r, name)
         excl_runs, other_runs = [], []
         logical = files = nodes = excl_nodes = 0
@@ -96,10 +96,10 @@ def usage(store, name: str) -> Usage:
                     if ino.is_reg or ino.is_lnk:
                         logical += ino.size
                         files += 1
-        bs = pool.block_size
+        bs = blocks.block_size
         referenced = sum(n for _, n, _ in count_runs(excl_runs + other_runs)) * bs
         exclusive = bs * exclusive_blocks(count_runs(excl_runs), count_runs(other_runs),
-                                           sorted(pool.shared_runs(t)))
+                                           sorted(blocks.shared_runs()))
         return Usage(logical, referenced, exclusive, referenced - exclusive, files, nodes,
                      excl_nodes)
 
@@ -139,7 +139,7 @@ def exclusive_blocks(mine, others, shared) -> int:
 
 def pool_usage(store) -> PoolUsage:
     with store.env.read() as r:
-        st = r.pool.stats(r.t)
+        st = r.blocks.stats()
         trees = catalog.count(r)
     bs = st.block_size
     data = os.path.join(store.path, "pool.data")

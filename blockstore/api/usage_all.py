@@ -65,7 +65,7 @@ class _Sum:
 class _Pass:
     def __init__(self, r):
         self.ns = NodeStore.of(r)
-        self.shared = sorted(r.pool.shared_runs(r.t))    # (start, n, count >= 2)
+        self.shared = sorted(r.blocks.shared_runs())    # (start, n, count >= 2)
         self.starts = [s for s, _, _ in self.shared]
         self.memo: dict[int, _Sum] = {}
         self.leaves_kept = 0
@@ -242,7 +242,7 @@ def usage_all(store, names=None) -> dict[str, Usage]:
     transaction; each equals ``usage(store, name)``.  See the module docstring."""
     with store.env.read() as r:
         p = _Pass(r)
-        bs = r.pool.block_size
+        bs = r.blocks.block_size
         if names is None:
             recs = list(catalog.records(r))
         else:

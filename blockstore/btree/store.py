@@ -175,17 +175,17 @@ class NodeStore:
             for c in node.vals:
                 self.inc(c)
         else:
-            pool, t = self.txn.pool, self.t
+            blocks = self.txn.blocks
             for start, n in values.runs(node.vals):
-                pool.inc(t, start, n)
+                blocks.inc(start, n)
 
     def _dec_children(self, node: Node) -> None:
         if node.level:
             self._dec_ids(node.vals)
         else:
-            pool, t = self.txn.pool, self.t
+            blocks = self.txn.blocks
             for start, n in values.runs(node.vals):
-                pool.dec(t, start, n)
+                blocks.dec(start, n)
 
     def _rc_cursor(self):
         cur = self._rc_cur

@@ -142,7 +142,7 @@ def _digests(fst: FileTree, blocks: list) -> list:
         j = i + 1
         while j < len(blocks) and blocks[j] is not None and blocks[j] == blocks[j - 1] + 1:
             j += 1
-        out[i:j] = fst.pool.digests(fst.ns.t, blocks[i], j - i)
+        out[i:j] = fst.blocks.digests(blocks[i], j - i)
         i = j
     return out
 

@@ -48,7 +48,7 @@ def write(fst: FileTree, block: int, data) -> None:
     bs = fst.bs
     if len(data) % bs:
         data = bytes(data) + bytes(bs - len(data) % bs)
-    for start, n in fst.pool.write(fst.ns.t, data, owned=isinstance(data, bytes)):
+    for start, n in fst.blocks.write(data, owned=isinstance(data, bytes)):
         if start != HOLE:
             fst._put_raw(_data_key(block), values.blockref(start, n))
         block += n
@@ -71,7 +71,7 @@ def read(fst: FileTree, size: int, chunk: int = 1 << 20):
             if pos >= size:
                 return
             k_ = min(step, n - i)
-            b = fst.pool.read(start + i, k_)
+            b = fst.blocks.read(start + i, k_)
             b = b[:size - pos]
             yield b
             pos += len(b)

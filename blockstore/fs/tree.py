@@ -48,7 +48,7 @@ class ReadPlan(NamedTuple):
     inline: bytes | None
 
 
-def fill(pool, plan: ReadPlan, buf, nowait: bool = False) -> int:
+def fill(blocks, plan: ReadPlan, buf, nowait: bool = False) -> int:
     """Do a planned read into ``buf`` (at least ``plan.n`` bytes); returns ``plan.n``.
     The caller keeps the plan's blocks from being reused meanwhile: the txn
     that planned it, or a read txn as old (docs/ARCHITECTURE.md §5)."""
@@ -63,7 +63,7 @@ def fill(pool, plan: ReadPlan, buf, nowait: bool = False) -> int:
     for at, start, off, length in plan.runs:
         if at > pos:
             mv[pos:at] = bytes(at - pos)
-        pool.readinto(start, off, mv[at:at + length], nowait=nowait)
+        blocks.readinto(start, off, mv[at:at + length], nowait=nowait)
         pos = at + length
     if pos < n:
         mv[pos:n] = bytes(n - pos)
@@ -77,8 +77,8 @@ class FileTree:
         self.root = root
         self.now = now
         self.is_open = is_open
-        self.pool = ns.txn.pool
-        self.bs = self.pool.block_size
+        self.blocks = ns.txn.blocks
+        self.bs = self.blocks.block_size
 
     # -- raw items ---------------------------------------------------------
     def _get(self, k: bytes):
@@ -465,7 +465,7 @@ class FileTree:
         Extents are read straight into ``buf`` (one copy); holes are zero-filled.
         ``nowait``: data only from the page cache, else BlockingIOError (EAGAIN)."""
         plan = self.read_plan(node, offset, memoryview(buf).nbytes)
-        return fill(self.pool, plan, buf, nowait)
+        return fill(self.blocks, plan, buf, nowait)
 
     def read_plan(self, node: Inode, offset: int, size: int) -> "ReadPlan":
         """Where the bytes of a read are, without reading the pool: what ``fill``
@@ -502,7 +502,7 @@ class FileTree:
                 self._del(k, release=False)
             if right:
                 self._put_raw(items.extent_key(ino, fb + n - right), values.blockref(s + n - right, right))
-            self.pool.dec(self.ns.t, s + left, n - left - right)
+            self.blocks.dec(s + left, n - left - right)
 
     def _map(self, ino: int, fb: int, runs: list[tuple[int, int]]) -> None:
         """Insert extents for freshly written runs at file block fb (HOLE runs stay holes),
@@ -573,7 +573,7 @@ class FileTree:
                 last = self._block_bytes(ino, fb_hi - 1, size)
                 buf[-tail:] = last[bs - tail:]
             buf[head:head + len(data)] = data
-        runs = self.pool.write(self.ns.t, buf, owned)
+        runs = self.blocks.write(buf, owned)
         if fb_lo * bs < size:
             # Extents lie within the file's size (fscheck enforces it): at or past the
             # block after EOF nothing is mapped, so an append has nothing to punch.
@@ -586,7 +586,7 @@ class FileTree:
         if fb * bs >= size:
             return bytes(bs)
         for efb, s, n in self._extents(ino, fb, fb + 1):
-            return self.pool.read(s + fb - efb, 1)
+            return self.blocks.read(s + fb - efb, 1)
         return bytes(bs)
 
     def truncate(self, node: Inode, size: int) -> None:
@@ -631,7 +631,7 @@ class FileTree:
         if r is None:
             return values.payload(v)
         size = int.from_bytes(values.payload(v), "big")
-        return self.pool.read(r[0], r[1])[:size]
+        return self.blocks.read(r[0], r[1])[:size]
 
     def listxattr(self, ino: int) -> list[bytes]:
         lo, hi = items.prefix_range(ino, items.XATTR)
@@ -656,11 +656,11 @@ class FileTree:
             bs = self.bs
             buf = bytes(value) + bytes(-len(value) % bs)
             # One run: allocate without zero-skipping so the value is one extent.
-            runs = self.pool.write(self.ns.t, buf)
+            runs = self.blocks.write(buf)
             if len(runs) != 1 or runs[0][0] == HOLE:
                 for s, n in runs:
                     if s != HOLE:
-                        self.pool.dec(self.ns.t, s, n)
+                        self.blocks.dec(s, n)
                 raise InvalidInput("large attribute values must not be mostly zero blocks")
             self._put_raw(k, values.blockref(runs[0][0], runs[0][1], len(value).to_bytes(8, "big")))
         self.touch(node, m=False)
