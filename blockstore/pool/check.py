@@ -176,6 +176,34 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
 
 # ====================================================================== repair
 def rebuild(pool, t, refs) -> list[str]:
+    """Rewrite the pool's tables from ``refs`` (sorted (start, n, count>=1) of
+    every referenced block); returns one sentence per change."""
+    refs, end = _validated(refs)
+    changes: list[str] = []
+    total = _cover_referenced(pool, t, end, changes)
+    raw_free = list(pool.alloc.runs(t))
+    old_free = R.normalize(raw_free)
+    old_pending = list(pool.pending.runs(t))
+    old_shared = list(pool.refs.runs(t))
+    old_sums = dict(_counters(raw_free, old_pending, old_shared))
+    ref_runs = [(s, n) for s, n, _ in refs]
+    new_pending = _new_pending(old_pending, ref_runs, total)
+    pending_cover = R.normalize((s, n) for _, s, n in new_pending)
+    new_free = R.complement(R.normalize(ref_runs + pending_cover), total)
+    new_shared = _new_shared(refs)
+    changes += _capped(_describe(total, refs, pending_cover, new_pending, old_free, old_pending, old_shared),
+                       "block state changes")
+    merged_pending = _rewrite_tables(pool, t, total, new_free, new_shared, new_pending, changes)
+    _fix_counters(pool, t, total, new_free, merged_pending, new_shared, old_sums, changes)
+    is_dead = _dead_test(R.normalize(new_free + pending_cover), total)
+    changes += _capped(_drop_dead_dedup(pool, t, is_dead), "dedup entries dropped")
+    changes += _capped(_drop_dead_absent(pool, t, is_dead), "absent entries dropped")
+    changes += _capped(_drop_bad_sums(pool, t, total), "pool.sums entries dropped")
+    return changes
+
+
+def _validated(refs) -> tuple[list[tuple[int, int, int]], int]:
+    """``refs`` as ints, checked sorted and disjoint; and the end of the last run."""
     refs = [(int(s), int(n), int(c)) for s, n, c in refs]
     prev_end = 0
     for s, n, c in refs:
@@ -184,27 +212,27 @@ def rebuild(pool, t, refs) -> list[str]:
         if s < prev_end:
             raise errors.InvalidInput(f"rebuild: reference runs are not sorted and non-overlapping at block {s}")
         prev_end = s + n
-    changes: list[str] = []
-    meta = pool.meta
-    total = meta.get(t, TOTAL_BLOCKS)
-    if prev_end > total:
+    return refs, prev_end
+
+
+def _cover_referenced(pool, t, end: int, changes: list[str]) -> int:
+    """The pool size, raised to ``end`` when referenced blocks lie beyond it
+    (and within the data file)."""
+    total = pool.meta.get(t, TOTAL_BLOCKS)
+    if end > total:
         have = pool.data.size_blocks()
-        if prev_end > have:
+        if end > have:
             raise errors.Corruption(
-                f"referenced blocks up to {prev_end - 1} lie beyond the end of the data file ({have} blocks)",
+                f"referenced blocks up to {end - 1} lie beyond the end of the data file ({have} blocks)",
                 path=pool.data.path)
-        changes.append(f"Pool size raised from {total} to {prev_end} blocks to cover referenced blocks.")
-        total = prev_end
-        meta.set(t, TOTAL_BLOCKS, total)
+        changes.append(f"Pool size raised from {total} to {end} blocks to cover referenced blocks.")
+        total = end
+        pool.meta.set(t, TOTAL_BLOCKS, total)
+    return total
 
-    raw_free = list(pool.alloc.runs(t))
-    old_free = R.normalize(raw_free)
-    old_pending = list(pool.pending.runs(t))
-    old_shared = list(pool.refs.runs(t))
-    old_sums = dict(_counters(raw_free, old_pending, old_shared))
-    ref_runs = [(s, n) for s, n, _ in refs]
 
-    # new pending: old pending minus referenced blocks, minus duplicates, inside the pool
+def _new_pending(old_pending, ref_runs, total: int) -> list[tuple[int, int, int]]:
+    """Old pending minus referenced blocks, minus duplicates, inside the pool."""
     new_pending: list[tuple[int, int, int]] = []
     covered: list[tuple[int, int]] = []
     for w, s, n in old_pending:
@@ -212,9 +240,12 @@ def rebuild(pool, t, refs) -> list[str]:
         keep = R.subtract(keep, [(total, 1 << 62)])
         covered.append((s, n))
         new_pending += [(w, ks, kn) for ks, kn in keep]
-    pending_cover = R.normalize((s, n) for _, s, n in new_pending)
-    new_free = R.complement(R.normalize(ref_runs + pending_cover), total)
-    new_shared = []
+    return new_pending
+
+
+def _new_shared(refs) -> list[list[int]]:
+    """The shared table the references imply: runs of count >= 2, adjacent equal counts merged."""
+    new_shared: list[list[int]] = []
     for s, n, c in refs:
         if c < 2:
             continue
@@ -222,24 +253,30 @@ def rebuild(pool, t, refs) -> list[str]:
             new_shared[-1][1] += n
         else:
             new_shared.append([s, n, c])
+    return new_shared
 
-    # describe the state changes, segment by segment
-    def painter(labelled):
-        labelled = sorted(labelled)
-        starts = [r[0] for r in labelled]
 
-        def at(b):
-            i = bisect.bisect_right(starts, b) - 1
-            if i >= 0 and labelled[i][0] + labelled[i][1] > b:
-                return labelled[i][2]
-            return None
-        return at
+def _painter(labelled):
+    """The label of the run covering a block (None outside every run)."""
+    labelled = sorted(labelled)
+    starts = [r[0] for r in labelled]
 
-    old_at = [painter([(s, n, "free") for s, n in old_free]),
-              painter([(s, n, ("pending", w)) for w, s, n in old_pending]),
-              painter([(s, n, c) for s, n, c in old_shared])]
-    new_at = [painter([(s, n, c) for s, n, c in refs]),
-              painter([(s, n, ("pending", w)) for w, s, n in new_pending])]
+    def at(b):
+        i = bisect.bisect_right(starts, b) - 1
+        if i >= 0 and labelled[i][0] + labelled[i][1] > b:
+            return labelled[i][2]
+        return None
+    return at
+
+
+def _describe(total, refs, pending_cover, new_pending, old_free, old_pending, old_shared) -> list[str]:
+    """One sentence per segment whose state the rebuild changes."""
+    ref_runs = [(s, n) for s, n, _ in refs]
+    old_at = [_painter([(s, n, "free") for s, n in old_free]),
+              _painter([(s, n, ("pending", w)) for w, s, n in old_pending]),
+              _painter([(s, n, c) for s, n, c in old_shared])]
+    new_at = [_painter([(s, n, c) for s, n, c in refs]),
+              _painter([(s, n, ("pending", w)) for w, s, n in new_pending])]
     bounds = {0, total}
     for s, n in old_free + ref_runs + pending_cover:
         bounds.update((s, s + n))
@@ -270,9 +307,12 @@ def rebuild(pool, t, refs) -> list[str]:
         else:
             sentences.append(f"{what} {_v(n, 'was', 'were')} {_label(old)}; the trees make "
                              f"{_v(n, 'it', 'them')} {_label(new)}.")
-    changes += _capped(sentences, "block state changes")
+    return sentences
 
-    # rewrite the tables
+
+def _rewrite_tables(pool, t, total, new_free, new_shared, new_pending, changes: list[str]) -> list[list[int]]:
+    """Replace the free, shared, pending (and cut the trimmed) tables; returns
+    the pending runs as written (adjacent runs of one txn merged)."""
     for db in (pool.dbs.free, pool.dbs.shared, pool.dbs.pending, pool.dbs.pending_rev):
         t.drop(db, delete=False)
     for s, n in new_free:
@@ -291,8 +331,13 @@ def rebuild(pool, t, refs) -> list[str]:
         else:
             merged_pending.append([w, s, n])
     for w, s, n in merged_pending:
-        pool.pending._put(t, w, s, n)
+        pool.pending.put(t, w, s, n)
+    return merged_pending
 
+
+def _fix_counters(pool, t, total, new_free, merged_pending, new_shared, old_sums, changes: list[str]) -> None:
+    """Set the pool.meta counters the new tables imply; reset a hint beyond the pool."""
+    meta = pool.meta
     for name, value in _counters(new_free, merged_pending, new_shared):
         old = meta.get(t, name)
         if old != value:
@@ -304,8 +349,9 @@ def rebuild(pool, t, refs) -> list[str]:
         meta.set(t, HINT, 0)
         changes.append("The allocation hint was beyond the pool: reset to 0.")
 
-    # dedup: drop entries that point at dead blocks or lack their mirror
-    dead = R.normalize(new_free + pending_cover)
+
+def _dead_test(dead, total: int):
+    """Is a block free, pending or beyond the pool (``dead``: normalized runs)?"""
     dead_starts = [s for s, _ in dead]
 
     def is_dead(b):
@@ -313,7 +359,11 @@ def rebuild(pool, t, refs) -> list[str]:
             return True
         i = bisect.bisect_right(dead_starts, b) - 1
         return i >= 0 and dead[i][0] + dead[i][1] > b
+    return is_dead
 
+
+def _drop_dead_dedup(pool, t, is_dead) -> list[str]:
+    """Drop dedup entries that point at dead blocks or lack their mirror."""
     dropped = []
     for h, b in list(pool.index.entries(t)):
         if is_dead(b) or t.get(pack_u64(b), db=pool.index.rev) != h:
@@ -323,9 +373,11 @@ def rebuild(pool, t, refs) -> list[str]:
         if t.get(h, db=pool.index.db) != pack_u64(b):
             t.delete(pack_u64(b), db=pool.index.rev)
             dropped.append(f"pool.dedup_rev entry block {b} dropped (no matching pool.dedup entry).")
-    changes += _capped(dropped, "dedup entries dropped")
+    return dropped
 
-    # absent entries of dead blocks go (nothing references them); the counter is recounted
+
+def _drop_dead_absent(pool, t, is_dead) -> list[str]:
+    """Absent entries of dead blocks go (nothing references them); the counter is recounted."""
     gone = []
     for b, _, _ in list(pool.absent.entries(t)):
         if is_dead(b):
@@ -333,19 +385,21 @@ def rebuild(pool, t, refs) -> list[str]:
             gone.append(f"Absent block {b} was not in use: its entry dropped.")
     n = sum(1 for _ in pool.absent.entries(t))
     if pool.absent.count(t) != n:
-        meta.set(t, ABSENT_BLOCKS, n)
+        pool.meta.set(t, ABSENT_BLOCKS, n)
         gone.append(f"pool.meta absent_blocks set to {n}.")
-    changes += _capped(gone, "absent entries dropped")
+    return gone
 
+
+def _drop_bad_sums(pool, t, total: int) -> list[str]:
+    """Drop malformed pool.sums entries (and keys that are not a u64 at all)."""
     bad_sums = pool.sums.problems(t, total)
     for key, _, _ in bad_sums:
         if key >= 0:
             pool.sums.drop_key(t, key)
-    for k, _ in list(t.cursor(db=pool.dbs.sums)):   # keys that are not a u64 at all
+    for k, _ in list(t.cursor(db=pool.dbs.sums)):
         if len(k) != 8:
             t.delete(k, db=pool.dbs.sums)
-    changes += _capped([f"{msg[:-1]}: dropped." for _, _, msg in bad_sums], "pool.sums entries dropped")
-    return changes
+    return [f"{msg[:-1]}: dropped." for _, _, msg in bad_sums]
 
 
 def _capped(sentences: list[str], what: str) -> list[str]:

@@ -37,7 +37,8 @@ class Pending:
         self.rev = dbs.pending_rev
         self.meta = meta
 
-    def _put(self, t, txnid: int, start: int, n: int) -> None:
+    def put(self, t, txnid: int, start: int, n: int) -> None:
+        """Record [start, start+n) as freed by txn ``txnid`` (both tables; not the counter)."""
         t.put(pack_u64x2(txnid, start), pack_u64(n), db=self.db)
         t.put(pack_u64(start), pack_u64x2(n, txnid), db=self.rev)
 
@@ -73,7 +74,7 @@ class Pending:
                 merge.append(s)
         for s in merge:
             self._delete(t, txnid, s)
-        self._put(t, txnid, new_start, new_end - new_start)
+        self.put(t, txnid, new_start, new_end - new_start)
         self.meta.add(t, PENDING_BLOCKS, n)
 
     def overlap(self, t, start: int, n: int) -> tuple[int, int, int] | None:
