@@ -57,7 +57,7 @@ from .storefiles import DATA_FILE, META_DIR, META_FILE, RESERVE_FILE
 from . import failpoints
 
 # Format 2 = pool.sums may hold XXH3-128 digests (meta b"checksum").
-# Format 3 = the catalog's reverse index (catalog_links.py) exists and is kept
+# Format 3 = the catalog's reverse index (catalog/links.py) exists and is kept
 # by every write, and pool.absent may hold blocks of lazily pulled snapshots
 # (an older blockstore would read them as zeros): a blockstore that does not
 # know both must not open the store.  Older stores are upgraded when this
@@ -394,7 +394,7 @@ class Env:
         self._batch_owner: int | None = None
         self._live_reads: set = set()
         self.caches: dict = {}      # process-wide caches of upper layers, keyed by their name
-        self.verify_reads = 0       # open handles that asked for verified reads (Engine.open)
+        self.verify_reads = 0       # open handles that asked for verified reads (Trees.open)
         self.env = None
         self.pool = None
         self.closed = False

@@ -175,7 +175,7 @@ def _node_counts(ns, roots):
 def test_freeing_shadowed_nodes_keeps_counts_exact(tmp_path):
     """Removing clones decrements shared children from n to n-1 (n = 2 and n > 2), and
     a clone shadowed and freed in one transaction (counts in the overlay) too."""
-    from blockstore.engine import Engine
+    from _engine import Engine
     e = Engine.open(str(tmp_path / "s"))
     try:
         e.create("base")
@@ -212,7 +212,7 @@ def test_gc_step_out_of_budget_queues_what_it_could_not_free(tmp_path):
     """gc_step frees nodes reaching zero within the step from memory; what the
     budget leaves over must be queued before the commit (check runs after each
     step: a zero-count node that is neither freed nor queued is a leak)."""
-    from blockstore.engine import Engine
+    from _engine import Engine
     e = Engine.open(str(tmp_path / "s"))
     try:
         e.create("t")

@@ -47,7 +47,7 @@ from ..errors import InvalidInput
 from ..fs import items as I
 from ..fs.items import Inode
 from ..fs.tree import INLINE_MAX, XATTR_INLINE_MAX, FileTree
-from ..engine import REMOVE_GC_BUDGET
+from ..catalog import REMOVE_GC_BUDGET
 from ..pool import HOLE
 from .transfer import _data_segments, _xattrs
 

@@ -25,7 +25,7 @@ from .. import catalog
 from ..btree import tree as bt
 from ..btree import values
 from ..btree.store import NodeStore
-from ..check import CheckReport, check as engine_check
+from ..catalog import CheckReport, check as engine_check
 from ..fs import items as I
 from ..fs.items import Inode
 from ..fs.tree import INLINE_MAX, FileTree

@@ -39,17 +39,17 @@ import os
 import time
 import uuid
 
-from .. import catalog, catalog_links
+from .. import catalog
 from ..btree import tree as bt
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
-from ..engine import REMOVE_GC_BUDGET
+from ..catalog import REMOVE_GC_BUDGET
 from ..fs import source
 from ..fs.tree import FileTree
 from . import owner
 
 MARK = "@importing-"
-LABEL = catalog_links.IMPORTING_LABEL         # "blockstore.importing"
+LABEL = catalog.IMPORTING_LABEL         # "blockstore.importing"
 # An import into a working clone commits its batch every this many bytes
 # written or entries applied (directory import: transfer.py; layer import:
 # layers.py), so memory stays bounded whatever the import's size.
@@ -125,7 +125,7 @@ class Staging:
             return
         env.transact(lambda w: _remove(w, self.work))
         if env.batch_txn_id() is None:           # inside a caller's batch: it decides
-            from ..gc import collect
+            from ..catalog import collect
             collect(env, trim=True)
 
 
@@ -174,7 +174,7 @@ def leftovers(r) -> list[tuple[str, str, bool]]:
         else:
             out.append((name, f"owned by {owner.describe(o)}: cannot tell from here "
                               f"whether it still runs", False))
-    for n in catalog_links.importing(r):         # the index: no scan of the catalog
+    for n in catalog.importing(r):         # the index: no scan of the catalog
         if MARK in n and n not in entries and catalog.get(r, n).labels.get(LABEL):
             out.append((n, "no owner recorded (an older blockstore's import)", True))
     return sorted(out)

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from .. import catalog
 from ..btree import values
 from ..btree.store import NodeStore
-from ..check import count_runs
+from ..catalog import count_runs
 from ..fs import items
 from ..fs.items import Inode
 

@@ -40,7 +40,7 @@ import heapq
 from .. import catalog
 from ..btree import values
 from ..btree.store import NodeStore
-from ..check import count_runs
+from ..catalog import count_runs
 from ..fs import items as I
 from ..fs.items import Inode
 from .usage import Usage, exclusive_blocks

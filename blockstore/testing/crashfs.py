@@ -19,7 +19,8 @@ What this does NOT simulate: loss or reordering inside LMDB (LMDB commits
 with fsync and its own double-buffered meta pages; we trust it), lost
 directory entries, or a kernel that lies about fdatasync.
 
-A test opens a store with it by ``Engine.open(path, data_file=CrashDataFile)``
+A test opens a store with it by ``Trees.open(path, data_file=CrashDataFile)``
+(or the test helper ``Engine``, a ``Trees``)
 (the txn layer's ``Env`` takes the class that opens its data file); each
 instance registers itself in ``OPEN`` so a failpoint action can crash them.
 

@@ -3,7 +3,7 @@
 What is verified, in one read transaction (a consistent view; writers go on):
 
 * catalog: every record decodes, names a known kind and a root that exists;
-  the reverse index (catalog_links.py) holds exactly what the records say
+  the reverse index (links.py) holds exactly what the records say
   (repair rebuilds it);
 * nodes: checksum and shape (keys strictly sorted, children one level down,
   every child's keys within its separators, size within the node limit);
@@ -38,12 +38,14 @@ import bisect
 import hashlib
 from dataclasses import dataclass, field
 
-from . import catalog, catalog_links, storefiles
-from .btree import values
-from .btree.node import node_limit
-from .btree.store import NODERC, NODES, NodeStore
-from .errors import Corruption
-from .txn import Env, from_u64, u64
+from .. import storefiles
+from . import links as catalog_links
+from . import table as catalog
+from ..btree import values
+from ..btree.node import node_limit
+from ..btree.store import NODERC, NODES, NodeStore
+from ..errors import Corruption
+from ..txn import Env, from_u64, u64
 
 
 @dataclass
@@ -384,7 +386,7 @@ def _scrub(r, walk: _Walk, report: CheckReport) -> None:
 
 
 def _check_index(r, report: CheckReport) -> None:
-    """The catalog's reverse index (catalog_links.py) holds exactly what the
+    """The catalog's reverse index (links.py) holds exactly what the
     records say.  O(trees) time and memory."""
     want = catalog_links.expected(r.t, r.db(catalog.CATALOG))
     have = catalog_links.stored(r.t, r.env.dbs)

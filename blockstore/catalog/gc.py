@@ -17,8 +17,8 @@ trimmed before.
 """
 from __future__ import annotations
 
-from .btree.store import NodeStore
-from .txn import Env
+from ..btree.store import NodeStore
+from ..txn import Env
 
 
 def collect(env: Env, budget: int = 2000, trim: bool = False) -> dict:
