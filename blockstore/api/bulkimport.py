@@ -138,7 +138,7 @@ class BulkImporter:
             self.emitted += len(item[0]) + len(item[1])
         root = builder.finish()
         fst = FileTree(self.ns, root, time.time_ns)
-        fst._put(I.super_key(), I.pack_super(self.next_ino, self.next_ino))
+        fst.put_item(I.super_key(), I.pack_super(self.next_ino, self.next_ino))
         touched = {}
         for ino, parent, name in self.extra_links:
             if parent not in touched:

@@ -25,12 +25,11 @@ from .. import catalog
 from ..btree.store import NodeStore
 from ..errors import InvalidInput
 from ..fs import diff as fsdiff
-from ..fs import items
 from ..fs import source
-from ..fs.tree import FileTree
+from ..fs.tree import ROOT_INO, FileTree
 from . import staging
 
-ROOT = items.ROOT_INO
+ROOT = ROOT_INO
 DT_DIR, DT_LNK = stat.S_IFDIR >> 12, stat.S_IFLNK >> 12
 ENTRY, WHITEOUT = 0, 1
 PIECE = 4 << 20                     # source blob bytes handed to the pool at a time (a block multiple)

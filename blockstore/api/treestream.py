@@ -34,7 +34,7 @@ from ..btree import tree as bt
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
 from ..errors import AlreadyExists, Corruption, InvalidInput, Unsupported
-from ..fs import items as I
+from ..fs import stream as fsstream
 from ..pool import HOLE
 
 DIGEST = 32
@@ -136,10 +136,8 @@ def canonical(items: Iterable[Item]) -> Iterator[Item]:
     prev = None
     for it in items:
         if prev is not None and it.digests is not None and prev.digests is not None:
-            pi, pt, _ = I.split(prev.key)
-            ci, ct, _ = I.split(it.key)
-            if pt == ct == I.EXTENT and pi == ci and not prev.payload and not it.payload and \
-                    I.extent_fblock(prev.key) + len(prev.digests) == I.extent_fblock(it.key):
+            if not prev.payload and not it.payload and \
+                    fsstream.continues_extent(prev.key, len(prev.digests), it.key):
                 prev = Item(prev.key, prev.payload, None, prev.digests + it.digests)
                 continue
         if prev is not None:
@@ -307,13 +305,10 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
                     yield it.key, values.plain(it.payload)
                     continue
                 runs = runs_for(it.digests)
-                ino, typ, rest = I.split(it.key)
-                if typ == I.EXTENT:
-                    fb = I.extent_fblock(it.key)
-                    for s, k in runs:
+                if fsstream.is_extent(it.key):
+                    for key, s, k in fsstream.extent_pieces(it.key, runs):
                         if s != HOLE:
-                            yield I.extent_key(ino, fb), values.blockref(s, k, it.payload)
-                        fb += k
+                            yield key, values.blockref(s, k, it.payload)
                 elif len(runs) == 1:
                     yield it.key, values.blockref(runs[0][0], runs[0][1], it.payload)
                 else:

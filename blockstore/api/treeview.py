@@ -32,12 +32,9 @@ from .. import catalog
 from ..btree.store import NodeStore
 from ..errors import (AlreadyExists, CrossDevice, InvalidInput, IsADirectory, NotFound,
                       NoSuchPosition, ReadOnly, TooManyLinks)
-from ..fs import items
 from ..fs import paths
-from ..fs.tree import INLINE_MAX, FileTree, fill
+from ..fs.tree import INLINE_MAX, ROOT_INO, FileTree, fill
 from . import fileio, umask
-
-ROOT_INO = items.ROOT_INO
 
 
 def _now() -> int:

@@ -33,8 +33,7 @@ from .. import catalog
 from ..btree import values
 from ..btree.store import NodeStore
 from ..catalog import count_runs
-from ..fs import items
-from ..fs.items import Inode
+from ..fs.usage import file_totals
 
 
 @dataclass
@@ -87,15 +86,14 @@ def usage(store, name: str) -> Usage:
             if node.level:
                 stack.extend((c, alone) for c in node.vals)
                 continue
-            for k, v in zip(node.keys, node.vals):
+            runs = excl_runs if alone else other_runs
+            for v in node.vals:
                 ref = values.refs(v)
                 if ref is not None:
-                    (excl_runs if alone else other_runs).append(ref)
-                if len(k) == 9 and k[8] == items.INODE:
-                    ino = Inode.unpack(0, values.payload(v))
-                    if ino.is_reg or ino.is_lnk:
-                        logical += ino.size
-                        files += 1
+                    runs.append(ref)
+            f, n = file_totals(node.keys, node.vals)
+            files += f
+            logical += n
         bs = blocks.block_size
         referenced = sum(n for _, n, _ in count_runs(excl_runs + other_runs)) * bs
         exclusive = bs * exclusive_blocks(count_runs(excl_runs), count_runs(other_runs),

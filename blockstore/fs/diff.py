@@ -92,7 +92,7 @@ def visible_attrs(node: items.Inode) -> tuple:
 def _blocks(fst: FileTree, ino: int, lo: int, hi: int) -> list:
     """Per file block of [lo, hi): the pool block, or None for a hole."""
     out = [None] * (hi - lo)
-    for fb, s, n in fst._extents(ino, lo, hi):
+    for fb, s, n in fst.extents_in(ino, lo, hi):
         for b in range(max(fb, lo), min(fb + n, hi)):
             out[b - lo] = s + (b - fb)
     return out

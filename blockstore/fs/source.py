@@ -34,12 +34,12 @@ def _data_key(block: int) -> bytes:
 
 
 def meta(fst: FileTree) -> bytes | None:
-    v = fst._get(I.key(0, I.SOURCE_META))
+    v = fst.get_item(I.key(0, I.SOURCE_META))
     return None if v is None else values.payload(v)
 
 
 def put_meta(fst: FileTree, data: bytes) -> None:
-    fst._put(I.key(0, I.SOURCE_META), bytes(data))
+    fst.put_item(I.key(0, I.SOURCE_META), bytes(data))
 
 
 def write(fst: FileTree, block: int, data) -> None:
@@ -50,7 +50,7 @@ def write(fst: FileTree, block: int, data) -> None:
         data = bytes(data) + bytes(bs - len(data) % bs)
     for start, n in fst.blocks.write(data, owned=isinstance(data, bytes)):
         if start != HOLE:
-            fst._put_raw(_data_key(block), values.blockref(start, n))
+            fst.put_value(_data_key(block), values.blockref(start, n))
         block += n
 
 
@@ -59,7 +59,7 @@ def read(fst: FileTree, size: int, chunk: int = 1 << 20):
     bs = fst.bs
     lo, hi = I.prefix_range(0, I.SOURCE_DATA)
     pos = 0
-    for k, v in fst._range(lo, hi):
+    for k, v in fst.item_range(lo, hi):
         block = _U64.unpack_from(k, 9)[0]
         start, n = values.refs(v)
         while pos < block * bs and pos < size:           # a hole: zero blocks
@@ -84,10 +84,10 @@ def read(fst: FileTree, size: int, chunk: int = 1 << 20):
 def drop(fst: FileTree) -> None:
     """Remove the source blob (its blocks are released with the last tree holding them)."""
     lo, hi = I.prefix_range(0, I.SOURCE_DATA)
-    for k in [k for k, _ in fst._range(lo, hi)]:
-        fst._del(bytes(k))
+    for k in [k for k, _ in fst.item_range(lo, hi)]:
+        fst.delete_item(bytes(k))
     if meta(fst) is not None:
-        fst._del(I.key(0, I.SOURCE_META))
+        fst.delete_item(I.key(0, I.SOURCE_META))
 
 
 def detach_copy(fst: FileTree, clone: bool) -> bool:
