@@ -104,7 +104,7 @@ def from_u64(b) -> int:
     return _U64.unpack(b)[0]
 
 
-class _Txn:
+class Txn:
     """What both read and write transactions offer the layers above."""
 
     write = False
@@ -135,11 +135,11 @@ class _Txn:
         return default if v is None else from_u64(v)
 
 
-class ReadTxn(_Txn):
+class ReadTxn(Txn):
     """A consistent, never-blocking view of the store as of its start."""
 
 
-class WriteTxn(_Txn):
+class WriteTxn(Txn):
     write = True
 
     def __init__(self, env: "Env", t: lmdb.Transaction):
@@ -348,10 +348,7 @@ class _FillRecorder:
             try:
                 self._record(items)
             except Exception:       # not recorded: the blocks are fetched again later
-                with self.env.pool._filled_lock:
-                    for b, d in items:
-                        if self.env.pool._filled.get(b) == d:
-                            del self.env.pool._filled[b]
+                self.env.pool.fills.forget(items)
 
     def flush(self) -> None:
         """Record what is queued now, in the calling thread (which must hold no batch

@@ -100,7 +100,7 @@ class TreeSide:
         (and p not a mount point) by inode: no path lookup, so a walk costs
         O(entries), not O(entries x depth)."""
         t = self.t
-        if st is not None and st.st_dev == t.dev and t._route(p)[0] is t:
+        if st is not None and st.st_dev == t.dev and t.mounts.route(p)[0] is t:
             return sorted((os.fsdecode(name), t.getattr(ino))
                           for _, name, ino, _ in t.readdir(st.st_ino))
         return sorted((e.name, e.stat(follow_symlinks=False)) for e in t.scandir(p))

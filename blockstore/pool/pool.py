@@ -109,9 +109,7 @@ class Pool:
         self.absent = Absent(dbs, self.meta)
         self.fetcher: lazy.BlockFetcher | None = None
         self.record_filled = None
-        self._filled: dict[int, bytes] = {}
-        self._filled_lock = threading.Lock()
-        self._ra_end, self._ra_window = -1, 0
+        self.fills = lazy.Fills()
 
     # ================================================================ absent blocks
     def set_fetcher(self, fetcher: "lazy.BlockFetcher | None") -> None:
@@ -175,7 +173,7 @@ class Pool:
         nzero = flags.count(1)
         if nzero or self.dedup:
             return self._write_mixed(t, mv, flags, nzero)
-        extents = self._allocate(t, nb)
+        extents = self.allocate(t, nb)
         later = owned or isinstance(data, bytes)
         if later and self.data.writes_later:
             self._write_behind(t, mv, extents)
@@ -221,7 +219,7 @@ class Pool:
         for s, n, _ in _group(sorted((x, 0) for x in hits if x >= 0)):
             self._check_live(t, s, n, "dedup hit on")
 
-        extents = self._allocate(t, len(new_src))  # may raise NoSpace: nothing changed yet
+        extents = self.allocate(t, len(new_src))  # may raise NoSpace: nothing changed yet
         slot_block = [b for s, k in extents for b in range(s, s + k)]
         if hits:
             self._reference_hits(t, hits, slot_block)
@@ -307,12 +305,18 @@ class Pool:
             self.sums.put_run(t, s, b"".join(sums))
             j += k
 
-    def _allocate(self, t, m: int) -> list[tuple[int, int]]:
+    def allocate(self, t, m: int) -> list[tuple[int, int]]:
+        """Runs of ``m`` free blocks (the pool grows when it has too few); the
+        caller writes them and owns one reference to each."""
         if m <= 0:
             return []
-        with self._dirty_lock:
-            self._dirty = True  # before growth or data writes: sync() must see them
+        self.mark_dirty()   # before growth or data writes: sync() must see them
         return self.alloc.allocate(t, m)
+
+    def mark_dirty(self) -> None:
+        """The data file changed (or is about to): the next ``sync`` fdatasyncs it."""
+        with self._dirty_lock:
+            self._dirty = True
 
     def _check_live(self, t, start: int, n: int, what: str) -> None:
         if start < 0 or n <= 0:

@@ -69,7 +69,7 @@ class CrashDataFile(DataFile):
     def _record(self, off: int, new: bytes) -> None:
         # Queued writes of the range land first, so `old` is what the file holds
         # when this write lands (queued writes run in order).
-        self._settle(off, off + len(new))
+        self.settle(off, off + len(new))
         old = os.pread(self.fd, len(new), off)
         old += bytes(len(new) - len(old))          # beyond EOF reads as zeros after growth
         self.unsynced.append((off, old, new))
@@ -84,7 +84,7 @@ class CrashDataFile(DataFile):
         if mode not in MODES:
             raise ValueError(f"crash mode must be one of {MODES}")
         rng = rng or random.Random()
-        self._settle_all()                          # queued writes reach the file first
+        self.settle_all()                          # queued writes reach the file first
         stats = {"writes": len(self.unsynced), "dropped": 0, "torn": 0, "kept": 0}
         # Undo newest first so that overlapping writes end with the oldest synced bytes.
         for off, old, new in reversed(self.unsynced):
