@@ -33,7 +33,7 @@ from ..btree.store import NodeStore
 from ..errors import (AlreadyExists, CrossDevice, InvalidInput, IsADirectory, NotFound,
                       NoSuchPosition, ReadOnly, TooManyLinks)
 from ..fs import paths
-from ..fs.tree import INLINE_MAX, ROOT_INO, FileTree, fill
+from ..fs.tree import INLINE_MAX, FileTree, fill
 from . import fileio, umask
 
 

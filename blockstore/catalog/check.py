@@ -347,7 +347,7 @@ def _scrub(r, walk: _Walk, report: CheckReport) -> None:
     scan per step.
     """
     blocks = r.blocks
-    bs, ds = blocks.block_size, blocks.digest_size
+    ds = blocks.digest_size
     dedup = None                      # built on first need (old stores only)
     verified = unverifiable = 0
     bad: list[int] = []

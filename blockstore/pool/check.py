@@ -35,7 +35,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 
-from . import runs as R
+from . import runs
 from .absent import ABSENT_BLOCKS
 from .dbs import (BLOCK_SIZE, FREE_BLOCKS, HINT, PENDING_BLOCKS, SHARED_BLOCKS, SHARED_EXTRA, TOTAL_BLOCKS,
                   pack_u64, pack_u64x2)
@@ -82,7 +82,7 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
         if n == 0:
             out.append(f"A {_label(kind)} run at block {s} has length 0.")
         elif s + n > total:
-            out.append(f"{R.fmt_run(s, n).capitalize()} ({_label(kind)}) {_v(n, 'extends', 'extend')} "
+            out.append(f"{runs.fmt_run(s, n).capitalize()} ({_label(kind)}) {_v(n, 'extends', 'extend')} "
                        f"beyond the pool's {total} blocks.")
 
     # pairwise (and within-table) overlaps: sweep in start order
@@ -90,32 +90,32 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
     reach_end, reach = -1, None
     for s, n, kind in labelled:
         if n and s < reach_end:
-            out.append(f"{R.fmt_run(s, n).capitalize()} ({_label(kind)}) {_v(n, 'overlaps', 'overlap')} "
-                       f"{R.fmt_run(*reach[:2])} ({_label(reach[2])}).")
+            out.append(f"{runs.fmt_run(s, n).capitalize()} ({_label(kind)}) {_v(n, 'overlaps', 'overlap')} "
+                       f"{runs.fmt_run(*reach[:2])} ({_label(reach[2])}).")
         if s + n > reach_end:
             reach_end, reach = s + n, (s, n, kind)
 
     for (s1, n1), (s2, n2) in zip(free, free[1:]):
         if s1 + n1 == s2:
-            out.append(f"Free runs {R.fmt_run(s1, n1)} and {R.fmt_run(s2, n2)} touch but are not coalesced.")
+            out.append(f"Free runs {runs.fmt_run(s1, n1)} and {runs.fmt_run(s2, n2)} touch but are not coalesced.")
     for s, n, c in shared:
         if c < 2:
-            out.append(f"Shared run {R.fmt_run(s, n)} has count {c}, below 2.")
+            out.append(f"Shared run {runs.fmt_run(s, n)} has count {c}, below 2.")
     for (s1, n1, c1), (s2, n2, c2) in zip(shared, shared[1:]):
         if s1 + n1 == s2 and c1 == c2:
-            out.append(f"Shared runs {R.fmt_run(s1, n1)} and {R.fmt_run(s2, n2)} touch with equal count {c1} "
+            out.append(f"Shared runs {runs.fmt_run(s1, n1)} and {runs.fmt_run(s2, n2)} touch with equal count {c1} "
                        f"but are not merged.")
 
     fwd = {(s, n, w) for w, s, n in pending}
     rev = {(s, n, w) for s, n, w in pending_rev}
     for s, n, w in sorted(fwd - rev):
-        out.append(f"Pending run {R.fmt_run(s, n)} (txn {w}) has no matching pool.pending_rev entry.")
+        out.append(f"Pending run {runs.fmt_run(s, n)} (txn {w}) has no matching pool.pending_rev entry.")
     for s, n, w in sorted(rev - fwd):
-        out.append(f"pool.pending_rev entry {R.fmt_run(s, n)} (txn {w}) has no matching pool.pending entry.")
+        out.append(f"pool.pending_rev entry {runs.fmt_run(s, n)} (txn {w}) has no matching pool.pending entry.")
     now = t.id()
     for w, s, n in pending:
         if w > now:
-            out.append(f"Pending run {R.fmt_run(s, n)} was freed by txn {w}, later than the current txn {now}.")
+            out.append(f"Pending run {runs.fmt_run(s, n)} was freed by txn {w}, later than the current txn {now}.")
 
     for name, actual in _counters(free, pending, shared):
         got = meta.get(t, name)
@@ -126,7 +126,7 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
         out.append(f"The allocation hint {hint} is beyond the pool's {total} blocks.")
 
     # dedup mirror and liveness
-    dead = R.normalize([(s, n) for s, n in free] + [(s, n) for _, s, n in pending])
+    dead = runs.normalize([(s, n) for s, n in free] + [(s, n) for _, s, n in pending])
     dead_starts = [s for s, _ in dead]
 
     def state(b: int) -> str | None:
@@ -152,8 +152,8 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
             out.append(f"pool.dedup_rev entry block {b} -> {h.hex()[:16]}... has no matching pool.dedup entry.")
     out += _capped([msg for _, _, msg in pool.sums.problems(t, total)], "pool.sums problems")
     trimmed = list(pool.trimmed.runs(t))
-    for s, n in R.subtract(trimmed, R.normalize(free)):
-        out.append(f"{R.fmt_run(s, n).capitalize()} {_v(n, 'is', 'are')} recorded as trimmed "
+    for s, n in runs.subtract(trimmed, runs.normalize(free)):
+        out.append(f"{runs.fmt_run(s, n).capitalize()} {_v(n, 'is', 'are')} recorded as trimmed "
                    f"but {_v(n, 'is', 'are')} not free.")
     got = pool.trimmed.count(t)
     if got != sum(n for _, n in trimmed):
@@ -182,20 +182,20 @@ def rebuild(pool, t, refs) -> list[str]:
     changes: list[str] = []
     total = _cover_referenced(pool, t, end, changes)
     raw_free = list(pool.alloc.runs(t))
-    old_free = R.normalize(raw_free)
+    old_free = runs.normalize(raw_free)
     old_pending = list(pool.pending.runs(t))
     old_shared = list(pool.refs.runs(t))
     old_sums = dict(_counters(raw_free, old_pending, old_shared))
     ref_runs = [(s, n) for s, n, _ in refs]
     new_pending = _new_pending(old_pending, ref_runs, total)
-    pending_cover = R.normalize((s, n) for _, s, n in new_pending)
-    new_free = R.complement(R.normalize(ref_runs + pending_cover), total)
+    pending_cover = runs.normalize((s, n) for _, s, n in new_pending)
+    new_free = runs.complement(runs.normalize(ref_runs + pending_cover), total)
     new_shared = _new_shared(refs)
     changes += _capped(_describe(total, refs, pending_cover, new_pending, old_free, old_pending, old_shared),
                        "block state changes")
     merged_pending = _rewrite_tables(pool, t, total, new_free, new_shared, new_pending, changes)
     _fix_counters(pool, t, total, new_free, merged_pending, new_shared, old_sums, changes)
-    is_dead = _dead_test(R.normalize(new_free + pending_cover), total)
+    is_dead = _dead_test(runs.normalize(new_free + pending_cover), total)
     changes += _capped(_drop_dead_dedup(pool, t, is_dead), "dedup entries dropped")
     changes += _capped(_drop_dead_absent(pool, t, is_dead), "absent entries dropped")
     changes += _capped(_drop_bad_sums(pool, t, total), "pool.sums entries dropped")
@@ -236,8 +236,8 @@ def _new_pending(old_pending, ref_runs, total: int) -> list[tuple[int, int, int]
     new_pending: list[tuple[int, int, int]] = []
     covered: list[tuple[int, int]] = []
     for w, s, n in old_pending:
-        keep = R.subtract(R.subtract([(s, n)], ref_runs), R.normalize(covered))
-        keep = R.subtract(keep, [(total, 1 << 62)])
+        keep = runs.subtract(runs.subtract([(s, n)], ref_runs), runs.normalize(covered))
+        keep = runs.subtract(keep, [(total, 1 << 62)])
         covered.append((s, n))
         new_pending += [(w, ks, kn) for ks, kn in keep]
     return new_pending
@@ -297,7 +297,7 @@ def _describe(total, refs, pending_cover, new_pending, old_free, old_pending, ol
             diffs.append([a, b - a, old, new])
     sentences = []
     for s, n, old, new in diffs:
-        what = R.fmt_run(s, n).capitalize()
+        what = runs.fmt_run(s, n).capitalize()
         if new == "free" and not (old == "free" or isinstance(old, tuple)):
             sentences.append(f"{what} {_v(n, 'was', 'were')} {_label(old)} but nothing references "
                              f"{_v(n, 'it', 'them')} (leaked): returned to free.")
@@ -320,7 +320,7 @@ def _rewrite_tables(pool, t, total, new_free, new_shared, new_pending, changes: 
     for s, n, c in new_shared:
         t.put(pack_u64(s), pack_u64x2(n, c), db=pool.dbs.shared)
     old_trimmed = list(pool.trimmed.runs(t))
-    keep = R.subtract(old_trimmed, R.complement(new_free, total))
+    keep = runs.subtract(old_trimmed, runs.complement(new_free, total))
     if keep != old_trimmed or pool.trimmed.count(t) != sum(n for _, n in keep):
         pool.trimmed.replace(t, keep)
         changes.append("pool.trimmed cut down to blocks that are free.")

@@ -48,7 +48,7 @@ from typing import Iterator
 from blockstore.native import sha256_many, zero_flags
 
 from . import check
-from . import runs as R
+from . import runs
 from . import lazy
 from .absent import Absent
 from .allocator import GROW_MIN_BYTES, Allocator
@@ -323,14 +323,14 @@ class Pool:
             raise errors.InvalidInput(f"{what} an invalid run (start {start}, n {n})")
         total = self.meta.get(t, TOTAL_BLOCKS)
         if start + n > total:
-            raise errors.Corruption(f"{what} {R.fmt_run(start, n)} beyond the pool's {total} blocks")
+            raise errors.Corruption(f"{what} {runs.fmt_run(start, n)} beyond the pool's {total} blocks")
         f = self.alloc.overlap(t, start, n)
         if f is not None:
-            raise errors.Corruption(f"{what} {R.fmt_run(start, n)}, which overlaps free {R.fmt_run(*f)}")
+            raise errors.Corruption(f"{what} {runs.fmt_run(start, n)}, which overlaps free {runs.fmt_run(*f)}")
         p = self.pending.overlap(t, start, n)
         if p is not None:
             raise errors.Corruption(
-                f"{what} {R.fmt_run(start, n)}, which overlaps {R.fmt_run(p[0], p[1])} pending-free since txn {p[2]}")
+                f"{what} {runs.fmt_run(start, n)}, which overlaps {runs.fmt_run(p[0], p[1])} pending-free since txn {p[2]}")
 
     def inc(self, t, start: int, n: int) -> None:
         """+1 on each block of the run (HOLE runs are ignored)."""
