@@ -4,7 +4,8 @@
   extents) is imported only inside ``blockstore/fs/``; everything else goes
   through fs functions (``fs.check``, ``fs.usage``, ``fs.diff``, FileTree);
 * only txn, catalog, fs and api open write transactions (``.transact(``,
-  ``env.write(``): the interfaces go through the Store;
+  ``env.write(``): the interfaces go through the Store; inside api, only
+  the modules that own a kind of change (``API_WRITERS``) do;
 * no module reaches another's private names (``x._name`` where ``_name``
   is not defined in the module itself, or ``from m import _name``).
 """
@@ -149,3 +150,30 @@ def test_the_private_name_check_sees_attributes_and_imports(tmp_path):
                                     "    def same(self, other):\n        return other._mine\n")
     assert sorted(o.split(": ", 1)[1] for o in private_access_across_modules(str(tmp_path))) == \
         ["from b import _helper", "x._secret"]
+
+
+# api modules that open write transactions: the store (tree records, settings),
+# staging (working clones, and ``staging.editing`` for the import writers),
+# treeview (POSIX changes), transfer (directory import into a working clone in
+# one batch), treestream (a pulled snapshot built in one transaction) and
+# bulkimport (moving to fs/build.py).
+API_WRITERS = {"store.py", "staging.py", "treeview.py", "transfer.py", "treestream.py",
+               "bulkimport.py"}
+
+
+def api_modules_opening_write_transactions(root: str = ROOT) -> set[str]:
+    out = set()
+    for rel, tree in _modules(root):
+        parts = rel.replace(os.sep, "/").split("/")
+        if parts[0] != "api":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    (node.func.attr == "transact" or (node.func.attr == "write" and
+                                                      ast.unparse(node.func.value).endswith("env"))):
+                out.add(parts[-1])
+    return out
+
+
+def test_inside_api_only_the_owning_modules_open_write_transactions():
+    assert api_modules_opening_write_transactions() <= API_WRITERS

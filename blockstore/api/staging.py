@@ -57,6 +57,20 @@ COMMIT_BYTES = 256 * 1024 * 1024
 COMMIT_ITEMS = 20000
 
 
+@contextlib.contextmanager
+def editing(store, name: str):
+    """A ``FileTree`` on tree ``name`` inside a write transaction (the caller's
+    batch, if any); its new root goes into the tree's record when the block
+    ends without an error (an error aborts the transaction: nothing stored)."""
+    with store.env.write() as w:
+        rec = catalog.get(w, name)
+        fst = FileTree(NodeStore.of(w), rec.root, time.time_ns)
+        yield fst
+        if fst.root != rec.root:
+            rec.root = fst.root
+            catalog.put(w, rec)
+
+
 class Staging:
     """One import in progress: ``work`` is the working clone, ``name`` the snapshot
     it becomes, ``record`` that snapshot's record once ``commit`` ran."""
