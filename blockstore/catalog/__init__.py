@@ -19,7 +19,7 @@ from .table import (CARRIED_LEGACY, CARRIED_PREFIX, CATALOG, KINDS, PINS, STAGIN
                       delete, dependents, exists, get, get_raw, pins, put, records, remove_pin,
                       remove_staging, rename, staging_entries, staging_owner)
 from .links import IMPORTING_LABEL, importing
-from .trees import REMOVE_GC_BUDGET, Trees
+from .trees import REMOVE_GC_BUDGET, Trees, drop
 from .check import CheckReport, Problem, check, count_runs
 from .gc import collect
 
@@ -27,7 +27,7 @@ __all__ = [
     "CARRIED_LEGACY", "CARRIED_PREFIX", "CATALOG", "IMPORTING_LABEL", "KINDS", "PINS",
     "REMOVE_GC_BUDGET", "STAGING", "CheckReport", "Problem", "TreeRecord", "Trees", "add",
     "add_pin", "add_staging", "carried_labels", "check", "check_name", "collect", "count",
-    "count_runs", "dead_pins", "delete", "dependents", "exists", "get", "get_raw", "importing",
+    "count_runs", "dead_pins", "delete", "drop", "dependents", "exists", "get", "get_raw", "importing",
     "pins", "put", "records", "remove_pin", "remove_staging", "rename", "staging_entries",
     "staging_owner",
 ]

@@ -25,6 +25,14 @@ from ..txn import Env
 
 REMOVE_GC_BUDGET = 256          # nodes a removal frees in its own transaction; gc frees the rest
 
+
+def drop(w, rec: TreeRecord) -> int:
+    """Delete the record of tree ``rec`` in write txn ``w``; the first
+    ``REMOVE_GC_BUDGET`` nodes it owned alone are freed now (all of them for a
+    clone that changed little), the rest by ``gc``.  Returns the nodes freed now."""
+    catalog.delete(w, rec.name)
+    return NodeStore.of(w).gc_step(REMOVE_GC_BUDGET, drop=(rec.root,) if rec.root else ())
+
 _open_envs: dict[str, list] = {}          # realpath -> [Env, users]
 _open_lock = threading.Lock()
 
@@ -170,12 +178,7 @@ class Trees:
         """Drop the tree.  The first ``REMOVE_GC_BUDGET`` nodes it owned alone are
         freed in the same transaction (all of them for a clone that changed little);
         the rest wait for ``gc``.  Returns the number of nodes freed now."""
-        def work(w):
-            rec = catalog.get(w, name)
-            catalog.delete(w, name)
-            return NodeStore.of(w).gc_step(REMOVE_GC_BUDGET,
-                                           drop=(rec.root,) if rec.root else ())
-        return self.env.transact(work)
+        return self.env.transact(lambda w: drop(w, catalog.get(w, name)))
 
     def rename(self, old: str, new: str) -> TreeRecord:
         """Rename a tree; children and mounts that name it follow (catalog.rename)."""
