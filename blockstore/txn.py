@@ -408,10 +408,21 @@ class Env:
     def _open(self, create, block_size, dedup, checksum, data_file) -> None:
         meta_dir = os.path.join(self.path, META_DIR)
         data_path = os.path.join(self.path, DATA_FILE)
+        self._prepare_dir(meta_dir, data_path, create, block_size, dedup, checksum)
+        pool_dbs = self._open_lmdb(meta_dir)
+        with self.env.begin(write=True) as t:
+            meta = self.dbs["meta"]
+            self._format_record(t, meta, data_path, create, block_size, dedup, checksum)
+            self._read_format(t, meta)
+        self._open_pool(pool_dbs, data_file, data_path)
+
+    def _prepare_dir(self, meta_dir, data_path, create, block_size, dedup, checksum) -> None:
+        """Refuse what is not a store (or lost its metadata); make the directories of
+        a new store in an absent or empty directory."""
+        mdb = os.path.join(meta_dir, META_FILE)
         if os.path.lexists(self.path) and not os.path.isdir(self.path):
             raise NotAStore("not a directory", path=self.path)
         _refuse_unreadable(self.path)
-        mdb = os.path.join(meta_dir, META_FILE)
         lost = storefiles.metadata_problem(mdb)
         if lost in storefiles.NO_METADATA and os.path.lexists(data_path):
             # Either another process created the store meanwhile (the pool file is
@@ -442,6 +453,9 @@ class Env:
         elif lost is not None:
             raise Corruption(f"store metadata {mdb} {lost}; "
                              f"restore meta/ from a backup (check --repair cannot rebuild it)")
+
+    def _open_lmdb(self, meta_dir) -> PoolDbs:
+        """Open the LMDB environment and every named database; returns the pool's."""
         try:
             self.env = lmdb.open(meta_dir, map_size=INITIAL_MAP_SIZE, max_dbs=MAX_DBS,
                                  subdir=True, sync=True, metasync=True, lock=True,
@@ -455,47 +469,54 @@ class Env:
         _ENVS.add(self)
         self.env.reader_check()
         self.dbs = {name: self.env.open_db(name.encode()) for name in _DB_NAMES}
-        pool_dbs = PoolDbs.open(self.env)
-        with self.env.begin(write=True) as t:
-            meta = self.dbs["meta"]
-            fmt = t.get(b"format", db=meta)
-            if fmt is None:
-                # New store, or one whose creation crashed before this commit.
-                if os.path.lexists(data_path):
-                    raise _metadata_lost(self.path, "has no format record")
-                if not create:
-                    raise NotAStore("store metadata has no format record", path=self.path)
-                bs, cs = _creation_params(block_size, dedup, checksum)
-                t.put(b"format", u64(FORMAT_VERSION), db=meta)
-                t.put(b"block_size", u64(bs), db=meta)
-                t.put(b"dedup", u64(1 if dedup else 0), db=meta)
-                t.put(b"checksum", cs.encode(), db=meta)
-                t.put(b"created_ns", u64(time.time_ns()), db=meta)
-            elif from_u64(fmt) > FORMAT_VERSION:
-                raise FormatTooNew(f"store format {from_u64(fmt)} is newer than this "
-                                   f"blockstore's {FORMAT_VERSION}; upgrade blockstore",
-                                   path=self.path)
-            elif from_u64(fmt) < FORMAT_VERSION:
-                self._upgrade(t, from_u64(fmt))
-            self.block_size = from_u64(_required(t, meta, b"block_size", self.path))
-            self.dedup = bool(from_u64(_required(t, meta, b"dedup", self.path)))
-            cs = t.get(b"checksum", db=meta)     # none: a store of format 1 from before the choice
-            if cs is None and from_u64(t.get(b"format", db=meta)) >= 2:
-                raise Corruption("store metadata has no checksum record", path=self.path)
-            self.checksum = "sha256" if cs is None else bytes(cs).decode("ascii", "replace")
-            if self.checksum not in CHECKSUMS:
-                raise FormatTooNew(f"store checksum {self.checksum!r} is unknown to this "
-                                   f"blockstore; upgrade blockstore", path=self.path)
-            if self.dedup and self.checksum != "sha256":
-                raise Corruption(f"store has dedup on with the {self.checksum} checksum "
-                                 f"(dedup needs sha256)", path=self.path)
-            if not (MIN_BLOCK_SIZE <= self.block_size <= MAX_BLOCK_SIZE) \
-                    or self.block_size & (self.block_size - 1):
-                raise Corruption(f"store metadata has a bad block size {self.block_size}",
-                                 path=self.path)
-            self.settings = _read_settings(t, meta)
-            if self.settings["verify_reads"]:
-                self.verify_reads += 1
+        return PoolDbs.open(self.env)
+
+    def _format_record(self, t, meta, data_path, create, block_size, dedup, checksum) -> None:
+        """Write the format record of a new store, refuse a newer format, upgrade an older."""
+        fmt = t.get(b"format", db=meta)
+        if fmt is None:
+            # New store, or one whose creation crashed before this commit.
+            if os.path.lexists(data_path):
+                raise _metadata_lost(self.path, "has no format record")
+            if not create:
+                raise NotAStore("store metadata has no format record", path=self.path)
+            bs, cs = _creation_params(block_size, dedup, checksum)
+            t.put(b"format", u64(FORMAT_VERSION), db=meta)
+            t.put(b"block_size", u64(bs), db=meta)
+            t.put(b"dedup", u64(1 if dedup else 0), db=meta)
+            t.put(b"checksum", cs.encode(), db=meta)
+            t.put(b"created_ns", u64(time.time_ns()), db=meta)
+        elif from_u64(fmt) > FORMAT_VERSION:
+            raise FormatTooNew(f"store format {from_u64(fmt)} is newer than this "
+                               f"blockstore's {FORMAT_VERSION}; upgrade blockstore",
+                               path=self.path)
+        elif from_u64(fmt) < FORMAT_VERSION:
+            self._upgrade(t, from_u64(fmt))
+
+    def _read_format(self, t, meta) -> None:
+        """Read and validate block size, dedup, checksum and the settings."""
+        self.block_size = from_u64(_required(t, meta, b"block_size", self.path))
+        self.dedup = bool(from_u64(_required(t, meta, b"dedup", self.path)))
+        cs = t.get(b"checksum", db=meta)     # none: a store of format 1 from before the choice
+        if cs is None and from_u64(t.get(b"format", db=meta)) >= 2:
+            raise Corruption("store metadata has no checksum record", path=self.path)
+        self.checksum = "sha256" if cs is None else bytes(cs).decode("ascii", "replace")
+        if self.checksum not in CHECKSUMS:
+            raise FormatTooNew(f"store checksum {self.checksum!r} is unknown to this "
+                               f"blockstore; upgrade blockstore", path=self.path)
+        if self.dedup and self.checksum != "sha256":
+            raise Corruption(f"store has dedup on with the {self.checksum} checksum "
+                             f"(dedup needs sha256)", path=self.path)
+        if not (MIN_BLOCK_SIZE <= self.block_size <= MAX_BLOCK_SIZE) \
+                or self.block_size & (self.block_size - 1):
+            raise Corruption(f"store metadata has a bad block size {self.block_size}",
+                             path=self.path)
+        self.settings = _read_settings(t, meta)
+        if self.settings["verify_reads"]:
+            self.verify_reads += 1
+
+    def _open_pool(self, pool_dbs, data_file, data_path) -> None:
+        """Open the data file (made after the format record) and the pool over it."""
         with self.env.begin() as t:
             need = self.pool_blocks_committed(pool_dbs, t)
         # The data file is created after the format record; a crash in between

@@ -60,21 +60,39 @@ def _label(kind) -> str:
 
 # ======================================================================= check
 def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
-    out: list[str] = []
-    meta = pool.meta
-    total = meta.get(t, TOTAL_BLOCKS)
+    """The pool's invariants, one sentence per problem (see Pool.self_check)."""
+    total = pool.meta.get(t, TOTAL_BLOCKS)
+    free = list(pool.alloc.runs(t))
+    pending = list(pool.pending.runs(t))
+    shared = list(pool.refs.runs(t))
+    out = _check_size(pool, t, total)
+    out += _check_runs(total, free, pending, shared)
+    out += _check_pending_mirror(t, pending, list(pool.pending.rev_runs(t)))
+    out += _check_counters(pool, t, total, free, pending, shared)
+    state = _block_state(pool, t, total, free, pending)
+    out += _check_dedup(pool, t, state, verify_data)
+    out += _capped([msg for _, _, msg in pool.sums.problems(t, total)], "pool.sums problems")
+    out += _check_trimmed(pool, t, free)
+    out += _capped(_check_absent(pool, t, state), "absent-block problems")
+    return out
+
+
+def _check_size(pool, t, total: int) -> list[str]:
+    """The data file covers the pool; the recorded block size is the pool's."""
+    out = []
     have = pool.data.size_blocks()
     if have < total:
         out.append(f"The data file has {have} blocks but the pool manages {total}.")
-    bs = meta.get(t, BLOCK_SIZE)
+    bs = pool.meta.get(t, BLOCK_SIZE)
     if bs and bs != pool.block_size:
         out.append(f"pool.meta says {bs}-byte blocks but the pool uses {pool.block_size}-byte blocks.")
+    return out
 
-    free = list(pool.alloc.runs(t))
-    pending = list(pool.pending.runs(t))
-    pending_rev = list(pool.pending.rev_runs(t))
-    shared = list(pool.refs.runs(t))
 
+def _check_runs(total: int, free, pending, shared) -> list[str]:
+    """Runs are non-empty, inside the pool, disjoint; free runs coalesced; shared
+    counts >= 2 and adjacent equal counts merged."""
+    out = []
     labelled = ([(s, n, "free") for s, n in free]
                 + [(s, n, ("pending", w)) for w, s, n in pending]
                 + [(s, n, c) for s, n, c in shared])
@@ -105,7 +123,12 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
         if s1 + n1 == s2 and c1 == c2:
             out.append(f"Shared runs {runs.fmt_run(s1, n1)} and {runs.fmt_run(s2, n2)} touch with equal count {c1} "
                        f"but are not merged.")
+    return out
 
+
+def _check_pending_mirror(t, pending, pending_rev) -> list[str]:
+    """pool.pending and pool.pending_rev mirror each other; no run freed in the future."""
+    out = []
     fwd = {(s, n, w) for w, s, n in pending}
     rev = {(s, n, w) for s, n, w in pending_rev}
     for s, n, w in sorted(fwd - rev):
@@ -116,16 +139,25 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
     for w, s, n in pending:
         if w > now:
             out.append(f"Pending run {runs.fmt_run(s, n)} was freed by txn {w}, later than the current txn {now}.")
+    return out
 
+
+def _check_counters(pool, t, total: int, free, pending, shared) -> list[str]:
+    """pool.meta's counters match the tables; the allocation hint is inside the pool."""
+    out = []
     for name, actual in _counters(free, pending, shared):
-        got = meta.get(t, name)
+        got = pool.meta.get(t, name)
         if got != actual:
             out.append(f"pool.meta {name.decode()} is {got} but the tables hold {actual}.")
-    hint = meta.get(t, HINT)
+    hint = pool.meta.get(t, HINT)
     if hint > total:
         out.append(f"The allocation hint {hint} is beyond the pool's {total} blocks.")
+    return out
 
-    # dedup mirror and liveness
+
+def _block_state(pool, t, total: int, free, pending):
+    """state(block): why a block is not live ("free", "pending-free", beyond the
+    pool), or None for a live block."""
     dead = runs.normalize([(s, n) for s, n in free] + [(s, n) for _, s, n in pending])
     dead_starts = [s for s, _ in dead]
 
@@ -136,7 +168,13 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
         if i >= 0 and dead[i][0] + dead[i][1] > b:
             return "free" if pool.alloc.overlap(t, b, 1) else "pending-free"
         return None
+    return state
 
+
+def _check_dedup(pool, t, state, verify_data: bool) -> list[str]:
+    """Dedup entries are SHA-256 keys mirrored in dedup_rev and point at live
+    blocks (with ``verify_data``, whose bytes still hash to them)."""
+    out = []
     for h, b in pool.index.entries(t):
         if len(h) != 32:
             out.append(f"Dedup key {h.hex()} is {len(h)} bytes long, not a SHA-256.")
@@ -150,7 +188,12 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
     for b, h in pool.index.rev_entries(t):
         if t.get(h, db=pool.index.db) != pack_u64(b):
             out.append(f"pool.dedup_rev entry block {b} -> {h.hex()[:16]}... has no matching pool.dedup entry.")
-    out += _capped([msg for _, _, msg in pool.sums.problems(t, total)], "pool.sums problems")
+    return out
+
+
+def _check_trimmed(pool, t, free) -> list[str]:
+    """Trimmed runs are free; the trimmed counter matches the table."""
+    out = []
     trimmed = list(pool.trimmed.runs(t))
     for s, n in runs.subtract(trimmed, runs.normalize(free)):
         out.append(f"{runs.fmt_run(s, n).capitalize()} {_v(n, 'is', 'are')} recorded as trimmed "
@@ -159,18 +202,21 @@ def self_check(pool, t, *, verify_data: bool = False) -> list[str]:
     if got != sum(n for _, n in trimmed):
         out.append(f"pool.meta trimmed_blocks is {got} but pool.trimmed holds "
                    f"{sum(n for _, n in trimmed)}.")
-    # absent blocks (absent.py): each entry names a live block; the counter matches
-    absent = []
+    return out
+
+
+def _check_absent(pool, t, state) -> list[str]:
+    """Absent blocks (absent.py): each entry names a live block; the counter matches."""
+    out = []
     nabsent = 0
     for b, _, _ in pool.absent.entries(t):
         nabsent += 1
         st = state(b)
         if st:
-            absent.append(f"Absent block {b} (of a lazily pulled snapshot) is {st}.")
+            out.append(f"Absent block {b} (of a lazily pulled snapshot) is {st}.")
     if nabsent != pool.absent.count(t):
-        absent.append(f"pool.meta absent_blocks is {pool.absent.count(t)} but pool.absent "
-                      f"holds {nabsent}.")
-    out += _capped(absent, "absent-block problems")
+        out.append(f"pool.meta absent_blocks is {pool.absent.count(t)} but pool.absent "
+                   f"holds {nabsent}.")
     return out
 
 
