@@ -499,7 +499,7 @@ class Store:
         """Remove staging clones of imports whose process is gone (and those an
         older blockstore left), finish pending removals, return their space to the
         pool and, with ``trim``, the pool's free blocks to the file system
-        (``blockstore.gc.collect``)."""
+        (``blockstore.catalog.collect``)."""
         from .staging import sweep
         self._swept = True
         removed = sweep(self, legacy=True)
