@@ -161,7 +161,8 @@ class Adapter(pyfuse3.Operations):
 
     def __init__(self, store, tfs, *, readonly: bool = False,
                  attr_timeout: float | None = None,
-                 batcher: Batcher | None = None, write_behind: bool = True):
+                 batcher: Batcher | None = None, write_behind: bool = True,
+                 no_open: bool | None = None):
         super().__init__()
         self.store = store
         # The group-commit batch; its run() task must be started with the server.
@@ -205,7 +206,18 @@ class Adapter(pyfuse3.Operations):
         # gets the directory's inode as its handle.  No open as well when the
         # mount cannot write: reads get the file's inode.
         self.no_opendir = all(isinstance(s, TreeServer) for s in self.servers)
-        self.no_open = self.no_opendir and all(s.readonly for s in self.servers)
+        # No open either (see "Open files") when every server is a tree and all of
+        # them can write or none can (a read-only volume in a writable tree must
+        # refuse an open for writing, which only an open request can).
+        can_no_open = self.no_opendir and len({s.readonly for s in self.servers}) == 1
+        self.no_open = can_no_open if no_open is None else bool(no_open) and can_no_open
+        # open(O_TRUNC) then reaches setattr (patched pyfuse3; the kernel would
+        # drop the truncation of an atomic O_TRUNC open that open never sees).
+        self.enable_atomic_o_trunc = not self.no_open
+        # No-open mode, writable trees: the kernel's lookup count per FUSE inode of
+        # a regular file; a file the kernel holds is open for unlink and rename.
+        self._nlookup: dict[int, int] | None = (
+            {} if self.no_open and not self.servers[0].readonly else None)
         self._listings: dict[int, list] = {}        # no-opendir: dir inode -> listing
         # Symlink targets in the kernel's page cache: a tree's symlink never
         # changes its target (host paths can: only without host servers).
@@ -251,6 +263,10 @@ class Adapter(pyfuse3.Operations):
         return [s.tfs.name for s in self.servers if isinstance(s, TreeServer) and not s.readonly]
 
     def _save_open_state(self):
+        if self._nlookup is not None:
+            # Lookup counts are not logged: a replay runs against the files open
+            # now (the replayed releases only free orphans that are still closed).
+            return None
         return [(s, s.open_state()) for s in self.servers if isinstance(s, TreeServer)]
 
     def _restore_open_state(self, state) -> None:
@@ -362,7 +378,7 @@ class Adapter(pyfuse3.Operations):
             e.st_ino = 0
             e.entry_timeout = self.timeouts[k]
             return e
-        return await self._entry_of(k, st)
+        return self._looked_up(await self._entry_of(k, st))
 
     @_translate
     async def getattr(self, inode, ctx=None):
@@ -430,8 +446,10 @@ class Adapter(pyfuse3.Operations):
             for (idx, name), st in zip(chunk, stats):
                 if st is None:
                     continue                # removed since the listing was read
-                if not pyfuse3.readdir_reply(token, name, await self._entry_of(k, st), idx):
+                e = await self._entry_of(k, st)
+                if not pyfuse3.readdir_reply(token, name, e, idx):
                     return
+                self._looked_up(e)          # readdirplus: the kernel holds the entry
         if self.no_opendir:
             self._listings.pop(fh, None)    # the end was reached
 
@@ -475,7 +493,7 @@ class Adapter(pyfuse3.Operations):
     @_translate
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
         k, st = await self._create(parent_inode, name, mode, ctx, rdev)
-        return await self._entry_of(k, st)
+        return self._looked_up(await self._entry_of(k, st))
 
     @_translate
     async def mkdir(self, parent_inode, name, mode, ctx):
@@ -494,7 +512,7 @@ class Adapter(pyfuse3.Operations):
         k2, d, _ = self._split(new_parent_inode)
         self._same_server(k, k2)
         st = await self._change(srv, "link", i, d, new_name)
-        return await self._entry_of(k, st)
+        return self._looked_up(await self._entry_of(k, st))
 
     @_translate
     async def unlink(self, parent_inode, name, ctx):
@@ -552,6 +570,10 @@ class Adapter(pyfuse3.Operations):
 
     @_translate
     async def create(self, parent_inode, name, mode, flags, ctx):
+        if self.no_open:
+            # The kernel then makes files with mknod and opens them without a
+            # request: no handle, hence no FLUSH or RELEASE at their close.
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         k, st = await self._create(parent_inode, name, S.S_IFREG | (mode & 0o7777), ctx)
         e = await self._entry_of(k, st)
         _, h = self._new_handle(e.st_ino, flags)
@@ -584,7 +606,7 @@ class Adapter(pyfuse3.Operations):
 
     @_translate
     async def write(self, fh, off, buf):
-        h = self._handles[fh]
+        h = self._handle(fh)
         self._raise_failed(fh)
         if h.append:       # size and write in one step: no other change in between
             return await self._change(h.srv, "append", h.ino, h.srv_handle, buf, nbytes=len(buf))
@@ -645,7 +667,7 @@ class Adapter(pyfuse3.Operations):
 
     @_translate
     async def fsync(self, fh, datasync):
-        h = self._handles[fh]
+        h = self._handle(fh)
         self._raise_failed(fh)
         if isinstance(h.srv, HostServer):
             await _blocking(h.srv.fsync, h.srv_handle)
@@ -692,6 +714,44 @@ class Adapter(pyfuse3.Operations):
         await self._change(srv, "removexattr", i, name)
 
     async def forget(self, inode_list):
-        # The only per-inode state: ``_content`` (a forgotten inode has no pages).
-        for fino, _ in inode_list:
+        # Per-inode state: ``_content`` (a forgotten inode has no pages) and, in
+        # no-open mode, the lookup counts (see "Open files").
+        if self._behind is not None:
+            self._drain()                   # before its file can be freed
+        for fino, n in inode_list:
             self._content.pop(fino, None)
+            if self._nlookup is not None and fino in self._nlookup:
+                left = self._nlookup[fino] - n
+                if left > 0:
+                    self._nlookup[fino] = left
+                else:
+                    del self._nlookup[fino]
+                    self._closed(fino)
+
+    # -- open files in no-open mode ----------------------------------------------------------
+    def _looked_up(self, e: pyfuse3.EntryAttributes) -> pyfuse3.EntryAttributes:
+        """Count an entry reply: the kernel holds one more reference to the inode
+        (no-open mode, regular files).  The first makes the file open for the tree."""
+        nl = self._nlookup
+        if nl is not None and S.S_ISREG(e.st_mode):
+            fino = e.st_ino
+            n = nl.get(fino, 0)
+            nl[fino] = n + 1
+            if n == 0:
+                k, i, srv = self._split(fino)
+                srv.open(i, False)
+        return e
+
+    def _closed(self, fino: int) -> None:
+        """The kernel forgot a file (its last reference: no open file, no cached
+        inode): one user fewer for the tree, which frees it if it was unlinked."""
+        exc = self._failed.pop(fino, None)
+        if exc is not None:
+            log.error("a write answered before it was stored failed and was never "
+                      "reported: %s", exc)
+        k, i, srv = self._split(fino)
+        try:
+            self.batcher.mark(srv.release, i, None,
+                              redo=functools.partial(srv.release_if_orphan, i))
+        except Exception:                   # noqa: BLE001 -- forget has no reply
+            log.exception("releasing inode %d", i)

@@ -94,11 +94,15 @@ class TreeServer:
     def open(self, ino, write: bool):
         if write:
             self._w()
-        self.tfs._file_opened(ino)
+        self.tfs.file_opened(ino)
         return None
 
     def release(self, ino, handle) -> None:
-        self.tfs._file_closed(ino)
+        self.tfs.file_closed(ino)
+
+    def release_if_orphan(self, ino) -> None:
+        """Free ``ino`` if it is unlinked and no longer open (a replayed release)."""
+        self.tfs.release_if_orphan(ino)
 
     def read(self, ino, handle, off, size, cached_only: bool = False):
         """``cached_only``: BlockingIOError instead of waiting for the disk."""
@@ -118,7 +122,7 @@ class TreeServer:
         none (at or past the end of file, or no data after ``off``)."""
         if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
             raise OSError(22, "only SEEK_DATA and SEEK_HOLE are served")
-        return self.tfs._seek_data_hole(ino, off, whence == os.SEEK_DATA)
+        return self.tfs.seek_data_hole(ino, off, whence == os.SEEK_DATA)
 
     def append(self, ino, handle, data):
         """Write at the current end of file (O_APPEND), as one step."""
@@ -129,9 +133,7 @@ class TreeServer:
         return self.tfs.open_inodes()
 
     def set_open_state(self, counts: dict) -> None:
-        with self.tfs._lock:
-            self.tfs._open.clear()
-            self.tfs._open.update(counts)
+        self.tfs.set_open_inodes(counts)
 
     def getxattr(self, ino, name):
         return self.tfs.getxattr_ino(ino, name)
