@@ -31,8 +31,9 @@ every commit (``Batcher.before_commit``: the age bound, fsync, a commit
 requested by another process, unmount), so nothing can observe the
 difference except error timing: a held write that fails (ENOSPC) fails the
 next write, flush (close) or fsync of every handle open on its file, as a
-kernel page cache reports writeback errors to each open file, and the
-kernel's cache of the file is dropped.  Not held back: appends, writes
+kernel page cache reports writeback errors to each open file (in no-open
+mode: the file's next write or fsync), and the kernel's cache of the file
+is dropped.  Not held back: appends (with handles), writes
 while no batch is open (the first change of a batch, which arms the age
 bound) or while commits fail, host files.  ``write_behind=False`` turns it
 off.  Why: a writer's requests are serial, so storing a write while the
@@ -60,9 +61,9 @@ listings are kept across opens (FOPEN_CACHE_DIR) and file pages too
 (``keep_cache``).  When every server is a tree, ``opendir`` answers
 ENOSYS, after which the kernel sends no opendir/releasedir at all and
 keeps every listing (and ``readdir`` gets the directory's inode as its
-handle); a mount that cannot write does the same with ``open`` (no
-open/flush/release: a warm read of a snapshot costs no request).  A
-handle that cannot write asks for no FLUSH at close (``noflush``).  Host
+handle); ``open`` does the same (see "Open files": a warm read costs no
+request).  In a mount that keeps handles (host directories), a handle that
+cannot write asks for no FLUSH at close (``noflush``).  Host
 directories (bind, tmpfs) change without notice: 1 s timeouts, listings
 read at every open, pages dropped at every open.
 
@@ -78,6 +79,36 @@ for trees; for the servers it cannot watch (host dirs) the adapter does
 the kernel's comparison itself
 (``_note_content``): a regular file whose mtime or size differs from the
 last one answered has its pages dropped, as the kernel's rule would.
+
+Open files (no-open mode).  When every server is a tree and all of them can
+write or none can, ``open`` and ``create`` answer ENOSYS: the kernel then
+sends no OPEN, CREATE, FLUSH or RELEASE for any file of the mount, makes
+files with ``mknod`` and keeps their pages (FOPEN_KEEP_CACHE); ``read``,
+``write``, ``fsync`` and ``lseek`` get the file's inode as their handle.
+What a handle was for:
+
+* which files are open (unlinking or renaming over an open file keeps its
+  inode until the last close): the kernel's lookup count of the inode
+  instead (``_nlookup``: +1 per entry reply, -n per FORGET).  The kernel
+  holds a reference while a file is open, so a file it holds counts as
+  open (``TreeView.file_opened``) and its FORGET as the last close
+  (``file_closed``, which frees an unlinked file).  Cost: a file the kernel
+  merely caches is kept, if unlinked meanwhile, until the kernel forgets it
+  (at once for an unlinked inode no one has open).  Lookup counts are not
+  in the redo log: a replayed batch runs against the files open at the
+  replay, and a replayed release only frees an orphan nobody holds.
+* O_TRUNC: the kernel truncates by ``setattr`` (``enable_atomic_o_trunc``
+  off; with it the kernel would drop the truncation of an open it never
+  sends).
+* O_APPEND: the kernel writes at its own idea of the end of file, which is
+  exact for writers of this mount (it serialises them) and fresh for
+  changes behind it once the watcher invalidated the attributes.
+* errors of a write answered before it was stored: reported to the next
+  write or fsync of the file (close reports none, as on a local file
+  system), logged if the file is forgotten first.
+A mount that serves a host directory keeps handles (a host file is read
+through an open host fd), and so does one mixing read-only and writable
+trees (only an open can refuse writing into the read-only one).
 
 Errors are turned into errno in one place: ``errno.to_errno``.
 """
@@ -659,9 +690,9 @@ class Adapter(pyfuse3.Operations):
         # close does not commit: fsync does (or the 50 ms bound); it reports the
         # failure of a write answered before it was stored.
         if self.no_open:
-            # Nothing to report on a mount that cannot write: ENOSYS makes the
-            # kernel stop sending FLUSH at every close (no-open mode opens no
-            # handle that could ask for noflush).
+            # ENOSYS makes the kernel stop sending FLUSH at every close (no-open
+            # mode has no handle that could ask for noflush); write errors go
+            # to the file's next write or fsync instead (see "Open files").
             raise pyfuse3.FUSEError(errno.ENOSYS)
         self._raise_failed(fh)
 
