@@ -119,12 +119,13 @@ import functools
 import itertools
 import logging
 import os
-import stat as S
+import stat
 from bisect import bisect_right
 
 import pyfuse3
 import trio
 
+from ..api.mounts import HostDir, ReadOnlyView
 from .committer import Batcher
 from .errno import to_errno
 from .servers import HostServer, TreeServer
@@ -265,11 +266,12 @@ class Adapter(pyfuse3.Operations):
         for spec in sorted(self.tfs.mounts.specs, key=lambda m: len(m["target"])):
             srv, _ = self.tfs.mounts.route(spec["target"])
             ro = self.readonly or bool(spec.get("readonly"))
-            if hasattr(srv, "root") and isinstance(getattr(srv, "root"), str):   # HostDir
+            if isinstance(srv, HostDir):                        # bind, tmpfs
                 server = HostServer(srv.root, ro or srv.readonly)
+            elif isinstance(srv, ReadOnlyView):                 # a volume mounted read-only
+                server = TreeServer(srv.inner, True)
             else:
-                inner = getattr(srv, "_inner", srv)                            # ReadOnlyView
-                server = TreeServer(inner, ro or inner is not srv)
+                server = TreeServer(srv, ro)
             k, ino = 0, 1
             try:
                 for part in spec["target"].strip("/").split("/"):
@@ -305,21 +307,17 @@ class Adapter(pyfuse3.Operations):
             srv.set_open_state(st)
 
     # -- where calls run ---------------------------------------------------------------------
-    async def _get(self, srv, meth: str, *args):
-        """A metadata read: inline (the batch's view for trees; a stat for host dirs)."""
-        return getattr(srv, meth)(*args)
-
-    async def _read(self, srv, meth: str, *args):
-        """A listing: inline for trees, a worker thread for host dirs."""
-        fn = getattr(srv, meth)
-        if isinstance(srv, TreeServer):
+    async def _read(self, fn, *args):
+        """A listing by server method ``fn``: inline for trees, a worker thread
+        for host dirs.  (Metadata reads call the server inline.)"""
+        if fn.__self__.inline:
             return fn(*args)
         return await _blocking(fn, *args)
 
-    async def _change(self, srv, meth: str, *args, nbytes: int = 0, redo=None, **kw):
-        """A change: one step of the batch for trees, a worker thread for host dirs."""
-        fn = getattr(srv, meth)
-        if isinstance(srv, TreeServer):
+    async def _change(self, fn, *args, nbytes: int = 0, redo=None, **kw):
+        """A change by server method ``fn``: one step of the batch for trees, a
+        worker thread for host dirs."""
+        if fn.__self__.inline:
             return await self.batcher.write(fn, *args, nbytes=nbytes, redo=redo, **kw)
         return await _blocking(fn, *args, **kw)
 
@@ -337,7 +335,7 @@ class Adapter(pyfuse3.Operations):
     async def _entry_of(self, k: int, st) -> pyfuse3.EntryAttributes:
         k2, ino = self._follow(k, st.st_ino)
         if k2 != k:                         # a mount point: show the mounted root
-            k, st = k2, await self._get(self.servers[k2], "getattr", ino)
+            k, st = k2, self.servers[k2].getattr(ino)
         return self._entry(k, ino, st)
 
     def _entry(self, k: int, ino: int, st) -> pyfuse3.EntryAttributes:
@@ -356,7 +354,7 @@ class Adapter(pyfuse3.Operations):
         e.st_atime_ns = st.st_atime_ns
         e.st_mtime_ns = st.st_mtime_ns
         e.st_ctime_ns = st.st_ctime_ns
-        if k not in self._keep_cache and S.S_ISREG(st.st_mode):
+        if k not in self._keep_cache and stat.S_ISREG(st.st_mode):
             self._note_content(e.st_ino, st)
         return e
 
@@ -387,7 +385,7 @@ class Adapter(pyfuse3.Operations):
         if not self._redirect:
             return
         try:
-            st = await self._get(self.servers[k], "lookup", dir_ino, name)
+            st = self.servers[k].lookup(dir_ino, name)
         except OSError:
             return
         if (k, st.st_ino) in self._redirect:
@@ -398,7 +396,7 @@ class Adapter(pyfuse3.Operations):
     async def lookup(self, parent_inode, name, ctx=None):
         k, d, srv = self._split(parent_inode)
         try:
-            st = await self._get(srv, "lookup", d, name)
+            st = srv.lookup(d, name)
         except FileNotFoundError:
             if k not in self._keep_cache:
                 raise
@@ -414,7 +412,7 @@ class Adapter(pyfuse3.Operations):
     @_translate
     async def getattr(self, inode, ctx=None):
         k, i, srv = self._split(inode)
-        return await self._entry_of(k, await self._get(srv, "getattr", i))
+        return await self._entry_of(k, srv.getattr(i))
 
     @_translate
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -432,13 +430,13 @@ class Adapter(pyfuse3.Operations):
             kw["atime"] = attr.st_atime_ns
         if fields.update_mtime:
             kw["mtime"] = attr.st_mtime_ns
-        st = await self._change(srv, "setattr", i, **kw)
+        st = await self._change(srv.setattr, i, **kw)
         return await self._entry_of(k, st)
 
     @_translate
     async def readlink(self, inode, ctx):
         k, i, srv = self._split(inode)
-        return await self._get(srv, "readlink", i)
+        return srv.readlink(i)
 
     @_translate
     async def opendir(self, inode, ctx):
@@ -466,14 +464,14 @@ class Adapter(pyfuse3.Operations):
         inode, listing = state
         k, d, srv = self._split(inode)
         if listing is None or start_id == 0:
-            listing = await self._read(srv, "readdir", d, 0)
+            listing = await self._read(srv.readdir, d, 0)
             state[1] = listing
         pos = bisect_right(listing, start_id, key=lambda e: e[0])
         rest = listing[pos:]
         # The stats of up to a reply's worth of entries per call.
         for i in range(0, len(rest), 256):
             chunk = rest[i:i + 256]
-            stats = await self._read(srv, "lookup_many", d, [name for _, name in chunk])
+            stats = await self._read(srv.lookup_many, d, [name for _, name in chunk])
             for (idx, name), st in zip(chunk, stats):
                 if st is None:
                     continue                # removed since the listing was read
@@ -518,7 +516,7 @@ class Adapter(pyfuse3.Operations):
     # -- namespace -------------------------------------------------------------------------
     async def _create(self, parent_inode, name, mode, ctx, rdev=0):
         k, d, srv = self._split(parent_inode)
-        st = await self._change(srv, "create", d, name, mode, ctx.uid, ctx.gid, rdev)
+        st = await self._change(srv.create, d, name, mode, ctx.uid, ctx.gid, rdev)
         return k, st
 
     @_translate
@@ -528,13 +526,13 @@ class Adapter(pyfuse3.Operations):
 
     @_translate
     async def mkdir(self, parent_inode, name, mode, ctx):
-        k, st = await self._create(parent_inode, name, S.S_IFDIR | (mode & 0o7777), ctx)
+        k, st = await self._create(parent_inode, name, stat.S_IFDIR | (mode & 0o7777), ctx)
         return await self._entry_of(k, st)
 
     @_translate
     async def symlink(self, parent_inode, name, target, ctx):
         k, d, srv = self._split(parent_inode)
-        st = await self._change(srv, "symlink", d, name, target, ctx.uid, ctx.gid)
+        st = await self._change(srv.symlink, d, name, target, ctx.uid, ctx.gid)
         return await self._entry_of(k, st)
 
     @_translate
@@ -542,19 +540,19 @@ class Adapter(pyfuse3.Operations):
         k, i, srv = self._split(inode)
         k2, d, _ = self._split(new_parent_inode)
         self._same_server(k, k2)
-        st = await self._change(srv, "link", i, d, new_name)
+        st = await self._change(srv.link, i, d, new_name)
         return self._looked_up(await self._entry_of(k, st))
 
     @_translate
     async def unlink(self, parent_inode, name, ctx):
         k, d, srv = self._split(parent_inode)
-        await self._change(srv, "unlink", d, name)
+        await self._change(srv.unlink, d, name)
 
     @_translate
     async def rmdir(self, parent_inode, name, ctx):
         k, d, srv = self._split(parent_inode)
         await self._not_mount_point(k, d, name)
-        await self._change(srv, "rmdir", d, name)
+        await self._change(srv.rmdir, d, name)
 
     @_translate
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
@@ -563,7 +561,7 @@ class Adapter(pyfuse3.Operations):
         self._same_server(k, k2)
         await self._not_mount_point(k, sd, name_old)
         await self._not_mount_point(k, dd, name_new)
-        await self._change(srv, "rename", sd, name_old, dd, name_new, flags)
+        await self._change(srv.rename, sd, name_old, dd, name_new, flags)
 
     # -- files -----------------------------------------------------------------------------
     def _new_handle(self, inode, flags) -> tuple[int, Handle]:
@@ -596,7 +594,7 @@ class Adapter(pyfuse3.Operations):
         fh = next(self._fh)
         self._handles[fh] = h
         if flags & os.O_TRUNC and h.write:
-            await self._change(h.srv, "setattr", h.ino, size=0)
+            await self._change(h.srv.setattr, h.ino, size=0)
         return self._file_info(fh)
 
     @_translate
@@ -605,7 +603,7 @@ class Adapter(pyfuse3.Operations):
             # The kernel then makes files with mknod and opens them without a
             # request: no handle, hence no FLUSH or RELEASE at their close.
             raise pyfuse3.FUSEError(errno.ENOSYS)
-        k, st = await self._create(parent_inode, name, S.S_IFREG | (mode & 0o7777), ctx)
+        k, st = await self._create(parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx)
         e = await self._entry_of(k, st)
         _, h = self._new_handle(e.st_ino, flags)
         h.srv_handle = await self._open_file(h)
@@ -640,12 +638,12 @@ class Adapter(pyfuse3.Operations):
         h = self._handle(fh)
         self._raise_failed(fh)
         if h.append:       # size and write in one step: no other change in between
-            return await self._change(h.srv, "append", h.ino, h.srv_handle, buf, nbytes=len(buf))
+            return await self._change(h.srv.append, h.ino, h.srv_handle, buf, nbytes=len(buf))
         if (self.write_behind and self.nursery is not None and isinstance(h.srv, TreeServer)
                 and not h.srv.readonly and not self.batcher.clean and not self.batcher.failing):
             self._behind = (fh, h, off, buf)        # stored after the next getxattr's reply
             return len(buf)
-        return await self._change(h.srv, "write", h.ino, h.srv_handle, off, buf, nbytes=len(buf))
+        return await self._change(h.srv.write, h.ino, h.srv_handle, off, buf, nbytes=len(buf))
 
     def _drain(self) -> None:
         """Store the write held back, if any (into the open batch); its error is
@@ -723,17 +721,17 @@ class Adapter(pyfuse3.Operations):
         k, i, srv = self._split(inode)
         if self._behind is not None and self.nursery is not None:
             self.nursery.start_soon(self._drain_soon)      # runs after this reply
-        return await self._get(srv, "getxattr", i, name)
+        return srv.getxattr(i, name)
 
     @_translate
     async def listxattr(self, inode, ctx):
         k, i, srv = self._split(inode)
-        return await self._get(srv, "listxattr", i)
+        return srv.listxattr(i)
 
     @_translate
     async def setxattr(self, inode, name, value, ctx):
         k, i, srv = self._split(inode)
-        await self._change(srv, "setxattr", i, name, value)
+        await self._change(srv.setxattr, i, name, value)
 
     @_translate
     async def removexattr(self, inode, name, ctx):
@@ -741,8 +739,8 @@ class Adapter(pyfuse3.Operations):
         # A change that fails aborts the batch and replays it (committer.py), a cost
         # of the batch's length: the common failure, no such attribute (cp -a removes
         # every directory's default ACL), is answered by a read first.
-        await self._get(srv, "getxattr", i, name)
-        await self._change(srv, "removexattr", i, name)
+        srv.getxattr(i, name)
+        await self._change(srv.removexattr, i, name)
 
     async def forget(self, inode_list):
         # Per-inode state: ``_content`` (a forgotten inode has no pages) and, in
@@ -764,7 +762,7 @@ class Adapter(pyfuse3.Operations):
         """Count an entry reply: the kernel holds one more reference to the inode
         (no-open mode, regular files).  The first makes the file open for the tree."""
         nl = self._nlookup
-        if nl is not None and S.S_ISREG(e.st_mode):
+        if nl is not None and stat.S_ISREG(e.st_mode):
             fino = e.st_ino
             n = nl.get(fino, 0)
             nl[fino] = n + 1

@@ -14,7 +14,7 @@ thread, guarding its inode table with a lock.
 from __future__ import annotations
 
 import os
-import stat as S
+import stat
 import threading
 
 from ..errors import ReadOnly
@@ -34,6 +34,8 @@ class TreeServer:
     """Inode-level access to one blockstore tree (``TreeView``)."""
 
     kind = "tree"
+    # Called on the trio thread (its changes join the mount's batch).
+    inline = True
 
     def __init__(self, tfs, readonly: bool = False):
         self.tfs = tfs
@@ -167,6 +169,8 @@ class HostServer:
     """
 
     kind = "host"
+    # Listings and changes run in worker threads (host syscalls may block).
+    inline = False
 
     def __init__(self, root: str, readonly: bool):
         self.rootdir = os.path.realpath(root)
@@ -245,7 +249,7 @@ class HostServer:
         self._w()
         rel = self._rel(dir_ino, name)
         p = self._full(rel)
-        if S.S_ISDIR(mode):
+        if stat.S_ISDIR(mode):
             os.mkdir(p, mode & 0o7777)
         else:
             os.mknod(p, mode, rdev)
