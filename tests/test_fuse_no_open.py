@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from blockstore import Store
+from blockstore.errors import NoSpace
 from blockstore.fuse.adapter import Adapter
 from blockstore.fuse.daemon import log_path
 
@@ -114,6 +115,50 @@ def test_a_release_replayed_after_a_failed_change_keeps_a_file_opened_again(tmp_
             await ad.unlink(root, b"a", CTX)
             assert await ad.read(a.st_ino, 0, 10) == b"a" * 10     # still there
             await ad.forget([(a.st_ino, 1)])
+        trio.run(go)
+    finally:
+        ad.batcher.stop()
+        tfs.close()
+        with store:
+            assert store.check().ok
+
+
+class _Nursery:
+    """Collects what the adapter starts after a reply (write-behind needs one)."""
+
+    def __init__(self):
+        self.started = []
+
+    def start_soon(self, fn, *args):
+        self.started.append((fn, args))
+
+
+def test_a_held_write_that_fails_fails_the_files_next_fsync_without_handles(tmp_path, monkeypatch):
+    store = Store.open(tmp_path / "s")
+    store.create("c")
+    with store.fs("c") as fs:
+        fs.write_bytes("/f", b"")
+    tfs = store.fs("c")
+    ad = Adapter(store, tfs)
+    ad.nursery = _Nursery()
+    root = pyfuse3.ROOT_INODE
+    try:
+        async def go():
+            f = (await ad.lookup(root, b"f", CTX)).st_ino
+            assert await ad.write(f, 0, b"k" * 4096) == 4096       # opens a batch: stored
+            assert await ad.write(f, 4096, b"x" * 4096) == 4096    # held (fh = the inode)
+            assert ad._behind is not None
+
+            def full(*a, **kw):
+                raise NoSpace("the pool is full (test)")
+            monkeypatch.setattr(ad.servers[0], "write", full)
+            with pytest.raises(pyfuse3.FUSEError) as ei:           # fsync(2) gets ENOSPC
+                await ad.fsync(f, False)
+            assert ei.value.errno == errno.ENOSPC
+            monkeypatch.undo()
+            await ad.fsync(f, False)                               # reported once
+            assert (await ad.getattr(f, CTX)).st_size == 4096      # the failed write is not there
+            await ad.forget([(f, 1)])
         trio.run(go)
     finally:
         ad.batcher.stop()
