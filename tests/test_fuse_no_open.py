@@ -93,10 +93,41 @@ def test_a_clone_mount_has_no_handles_and_keeps_looked_up_files_after_unlink(tmp
             assert store.check().ok
 
 
+def test_a_replayed_batch_sees_which_files_were_open_at_each_change(tmp_path):
+    """A change that fails aborts the batch and replays it (committer.py): a
+    write into a file unlinked while the kernel held it, before the kernel
+    forgot it, must replay as it ran (the file open then, freed after)."""
+    store = Store.open(tmp_path / "s")
+    store.create("c")
+    tfs = store.fs("c")
+    ad = Adapter(store, tfs)
+    root = pyfuse3.ROOT_INODE
+    try:
+        async def go():
+            await ad.mkdir(root, b"d", 0o755, CTX)                 # opens a batch
+            f = await ad.mknod(root, b"f", 0o100644, 0, CTX)       # held by the kernel
+            await ad.write(f.st_ino, 0, b"G" * 9000)
+            await ad.unlink(root, b"f", CTX)                       # an orphan
+            await ad.write(f.st_ino, 9000, b"H")                   # written while unlinked
+            await ad.forget([(f.st_ino, 1)])                       # freed
+            with pytest.raises(pyfuse3.FUSEError) as ei:
+                await ad.rmdir(root, b"nope", CTX)                 # fails: replay
+            assert ei.value.errno == errno.ENOENT
+            await ad.fsync(root, False)                            # nothing was lost
+            assert (await ad.lookup(root, b"d", CTX)).st_ino
+        trio.run(go)
+    finally:
+        ad.batcher.stop()
+        tfs.close()
+        with store:
+            assert store.check().ok
+            with store.fs("c") as fs:
+                assert fs.listdir("/") == ["d"]
+
+
 def test_a_release_replayed_after_a_failed_change_keeps_a_file_opened_again(tmp_path):
-    """A batch replay (a change failed) re-runs the batch against the files
-    open now: a release logged in the batch must not close a file the kernel
-    looked up again since."""
+    """A batch replay (a change failed) re-runs the opens and releases of the
+    batch: a file the kernel looked up again after a release stays open."""
     store = Store.open(tmp_path / "s")
     store.create("c")
     with store.fs("c") as fs:

@@ -422,17 +422,6 @@ class TreeView:
         """One user fewer; the last one frees the inode if it was unlinked."""
         self._file_closed(ino)
 
-    def release_if_orphan(self, ino: int) -> None:
-        """Free inode ``ino`` if it is an orphan with no user left (the store
-        change of ``file_closed`` without its count: for a replayed batch)."""
-        if self._is_open(ino) or self.readonly or self._closed_store():
-            return
-        try:
-            if self._view(lambda f: ino in f.orphans()):
-                self._change(lambda f: f.release_orphan(ino))
-        except NotFound:
-            pass
-
     def set_open_inodes(self, counts: dict[int, int]) -> None:
         """Replace the users per inode (``open_inodes``'s result), e.g. to
         restore them before a batch is replayed."""

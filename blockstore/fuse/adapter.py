@@ -94,9 +94,9 @@ What a handle was for:
   open (``TreeView.file_opened``) and its FORGET as the last close
   (``file_closed``, which frees an unlinked file).  Cost: a file the kernel
   merely caches is kept, if unlinked meanwhile, until the kernel forgets it
-  (at once for an unlinked inode no one has open).  Lookup counts are not
-  in the redo log: a replayed batch runs against the files open at the
-  replay, and a replayed release only frees an orphan nobody holds.
+  (at once for an unlinked inode no one has open).  As with handles, the
+  first reference and the last are logged in an open batch (``mark``), so
+  a replayed batch sees the files open at each of its changes.
 * O_TRUNC: the kernel truncates by ``setattr`` (``enable_atomic_o_trunc``
   off; with it the kernel would drop the truncation of an open it never
   sends).
@@ -296,10 +296,6 @@ class Adapter(pyfuse3.Operations):
         return [s.tfs.name for s in self.servers if isinstance(s, TreeServer) and not s.readonly]
 
     def _save_open_state(self):
-        if self._nlookup is not None:
-            # Lookup counts are not logged: a replay runs against the files open
-            # now (the replayed releases only free orphans that are still closed).
-            return None
         return [(s, s.open_state()) for s in self.servers if isinstance(s, TreeServer)]
 
     def _restore_open_state(self, state) -> None:
@@ -768,7 +764,9 @@ class Adapter(pyfuse3.Operations):
             nl[fino] = n + 1
             if n == 0:
                 k, i, srv = self._split(fino)
-                srv.open(i, False)
+                # Logged in an open batch: a replay must see which files were
+                # open at each of its changes (a write into an unlinked file).
+                self.batcher.mark(srv.open, i, False)
         return e
 
     def _closed(self, fino: int) -> None:
@@ -780,7 +778,6 @@ class Adapter(pyfuse3.Operations):
                       "reported: %s", exc)
         k, i, srv = self._split(fino)
         try:
-            self.batcher.mark(srv.release, i, None,
-                              redo=functools.partial(srv.release_if_orphan, i))
+            self.batcher.mark(srv.release, i, None)
         except Exception:                   # noqa: BLE001 -- forget has no reply
             log.exception("releasing inode %d", i)

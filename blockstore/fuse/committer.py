@@ -151,16 +151,15 @@ class Batcher:
         self._commit_if_full()
         return res
 
-    def mark(self, fn, *args, redo=None, **kw):
+    def mark(self, fn, *args, **kw):
         """fn(*args), a call that changes state ``save_state`` covers (open/release)
         and maybe the store (an orphan freed at release): inside an open batch it
-        joins it and is logged for replay (``redo``, default the same call);
-        otherwise it runs on its own (without opening a batch: any store change
-        it makes commits by itself)."""
+        joins it and is logged for replay; otherwise it runs on its own (without
+        opening a batch: any store change it makes commits by itself)."""
         call = lambda: fn(*args, **kw)                              # noqa: E731
         if self._cm is None:
             return call()
-        return self._change(call, redo or call, 0)
+        return self._change(call, call, 0)
 
     def sync(self) -> None:
         """Commit now; raises the commit's error (or EIO once after lost changes)."""

@@ -102,10 +102,6 @@ class TreeServer:
     def release(self, ino, handle) -> None:
         self.tfs.file_closed(ino)
 
-    def release_if_orphan(self, ino) -> None:
-        """Free ``ino`` if it is unlinked and no longer open (a replayed release)."""
-        self.tfs.release_if_orphan(ino)
-
     def read(self, ino, handle, off, size, cached_only: bool = False):
         """``cached_only``: BlockingIOError instead of waiting for the disk."""
         return self.tfs.read_at(ino, off, size, cached_only=cached_only)
