@@ -235,8 +235,7 @@ class Adapter(pyfuse3.Operations):
         self._content: dict[int, tuple[int, int]] = {}
         # No opendir (see "Caches"): when every server is a tree, opendir answers
         # ENOSYS and the kernel keeps every listing without asking; readdir then
-        # gets the directory's inode as its handle.  No open as well when the
-        # mount cannot write: reads get the file's inode.
+        # gets the directory's inode as its handle.
         self.no_opendir = all(isinstance(s, TreeServer) for s in self.servers)
         # No open either (see "Open files") when every server is a tree and all of
         # them can write or none can (a read-only volume in a writable tree must
