@@ -101,6 +101,11 @@ class ReadOnlyView:
     def __init__(self, inner):
         self._inner = inner
 
+    @property
+    def inner(self):
+        """The volume's own (writable) TreeView."""
+        return self._inner
+
     def __getattr__(self, name):
         if name in self._WRITES:
             def refuse(*a, **k):

@@ -189,6 +189,11 @@ class Store:
     def sync(self) -> None:
         self.env.sync()
 
+    def batch_txn_id(self) -> int | None:
+        """The transaction id this thread's open batch will commit as, or None
+        outside a batch (a tree watcher compares it to skip its own commits)."""
+        return self.env.batch_txn_id()
+
     def _drop_dead_pins(self) -> None:
         from ..btree import tree as bt
 

@@ -415,6 +415,27 @@ class TreeView:
     def open_inodes(self) -> dict[int, int]:
         return dict(self._open)
 
+    # -- open files, for interfaces that track them (FUSE) ------------------------------
+    def file_opened(self, ino: int) -> None:
+        """Count one more user of inode ``ino``: while it has users, unlinking its
+        last name keeps it (an orphan) instead of freeing it."""
+        self._file_opened(ino)
+
+    def file_closed(self, ino: int) -> None:
+        """One user fewer; the last one frees the inode if it was unlinked."""
+        self._file_closed(ino)
+
+    def set_open_inodes(self, counts: dict[int, int]) -> None:
+        """Replace the users per inode (``open_inodes``'s result), e.g. to
+        restore them before a batch is replayed."""
+        with self._lock:
+            self._open.clear()
+            self._open.update(counts)
+
+    def seek_data_hole(self, ino: int, offset: int, data: bool) -> int:
+        """lseek SEEK_DATA (``data``) / SEEK_HOLE of inode ``ino`` from ``offset``."""
+        return self._seek_data_hole(ino, offset, data)
+
     def _closed_store(self) -> bool:
         return self.store.closed
 
