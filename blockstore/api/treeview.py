@@ -388,11 +388,15 @@ class TreeView:
     def removexattr_ino(self, ino: int, name: bytes) -> None:
         self._change(lambda f: f.removexattr(ino, name))
 
+    # -- open files, for interfaces that track them (FUSE) ------------------------------
     def file_opened(self, ino: int) -> None:
+        """Count one more user of inode ``ino``: while it has users, unlinking its
+        last name keeps it (an orphan) instead of freeing it."""
         with self._lock:
             self._open[ino] = self._open.get(ino, 0) + 1
 
     def file_closed(self, ino: int) -> None:
+        """One user fewer; the last one frees the inode if it was unlinked."""
         with self._lock:
             c = self._open.get(ino, 0) - 1
             if c > 0:
@@ -406,24 +410,8 @@ class TreeView:
             except NotFound:
                 pass           # the tree itself was removed meanwhile
 
-    # fuse/servers.py still calls these three by their former names; the FUSE
-    # rework moves it to the public ones and drops these aliases.
-    _file_opened = file_opened
-    _file_closed = file_closed
-    _seek_data_hole = seek_data_hole
-
     def open_inodes(self) -> dict[int, int]:
         return dict(self._open)
-
-    # -- open files, for interfaces that track them (FUSE) ------------------------------
-    def file_opened(self, ino: int) -> None:
-        """Count one more user of inode ``ino``: while it has users, unlinking its
-        last name keeps it (an orphan) instead of freeing it."""
-        self._file_opened(ino)
-
-    def file_closed(self, ino: int) -> None:
-        """One user fewer; the last one frees the inode if it was unlinked."""
-        self._file_closed(ino)
 
     def set_open_inodes(self, counts: dict[int, int]) -> None:
         """Replace the users per inode (``open_inodes``'s result), e.g. to
@@ -431,10 +419,6 @@ class TreeView:
         with self._lock:
             self._open.clear()
             self._open.update(counts)
-
-    def seek_data_hole(self, ino: int, offset: int, data: bool) -> int:
-        """lseek SEEK_DATA (``data``) / SEEK_HOLE of inode ``ino`` from ``offset``."""
-        return self._seek_data_hole(ino, offset, data)
 
     def _closed_store(self) -> bool:
         return self.store.closed
