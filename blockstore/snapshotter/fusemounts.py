@@ -24,7 +24,7 @@ import time
 
 from .. import errors as E
 from ..fuse import daemon as fused
-from .privdir import private_subdir
+from ..private_files import private_subdir
 
 log = logging.getLogger("blockstore.snapshotter")
 

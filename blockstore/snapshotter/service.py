@@ -43,10 +43,10 @@ import time
 
 from .. import errors as E
 from ..api import writers
+from ..private_files import private_subdir
 from . import records as R
 from . import staging
 from .fusemounts import FuseMounts
-from .privdir import private_subdir
 
 log = logging.getLogger("blockstore.snapshotter")
 
