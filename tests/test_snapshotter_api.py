@@ -15,7 +15,7 @@ grpc = pytest.importorskip("grpc")
 
 from google.protobuf import field_mask_pb2  # noqa: E402
 
-from _snapshotter import Server, check_store, needs_fuse_root, private_base  # noqa: E402
+from _snapshotter import Server, check_store, needs_fuse_root, private_base, wait_for  # noqa: E402
 from blockstore.snapshotter.filters import matches, parse_all  # noqa: E402
 from blockstore.snapshotter.proto import snapshots_pb2 as pb  # noqa: E402
 from blockstore.snapshotter.proto import snapshots_pb2_grpc as pbg  # noqa: E402
@@ -174,6 +174,41 @@ def test_restart_and_kill_keep_mounts(srv):
     assert os.path.ismount(again) and open(os.path.join(again, "kept")).read() == "x"
     c.Remove(pb.RemoveSnapshotRequest(key="live"))
     c.close()
+
+
+def _trees_with_key(store_path: str, key: str) -> list:
+    import blockstore
+    with blockstore.Store.open(store_path, create=False) as store:
+        return [r.name for r in store.list()
+                if r.labels.get("blockstore.containerd.key") == key]
+
+
+def test_remove_answers_without_waiting_for_its_mount(srv):
+    """Remove of a mounted snapshot answers once the key is gone (one durable
+    change); the unmount and the tree's removal follow in the background, and
+    a mount still in use elsewhere (a file held open) does not hold up the
+    answer.  The key is reusable at once; the old tree goes when its mount ends."""
+    c = Client(srv.sock)
+    mp = prepare(c, "busy").mounts[0].source
+    held = open(os.path.join(mp, "held"), "w")
+    try:
+        t0 = time.monotonic()
+        c.Remove(pb.RemoveSnapshotRequest(key="busy"))
+        took = time.monotonic() - t0
+        assert took < 1.0, f"Remove took {took:.2f} s"     # waited 2 s + 2 s before
+        assert code_of(lambda: c.Stat(pb.StatSnapshotRequest(key="busy")))[0] == \
+            grpc.StatusCode.NOT_FOUND
+        again = prepare(c, "busy").mounts[0].source
+        assert again != mp and os.path.ismount(again)
+        c.Remove(pb.RemoveSnapshotRequest(key="busy"))
+    finally:
+        held.close()
+    wait_for(lambda: _trees_with_key(srv.store, "busy") == [], 30,
+             "the removed snapshots' trees to go")
+    wait_for(lambda: not os.path.ismount(mp) and not os.path.ismount(again), 30,
+             "their mounts to end")
+    c.close()
+    assert "Traceback" not in srv.log()
 
 
 def test_client_gone_mid_call(srv):

@@ -17,7 +17,12 @@ Rules containerd relies on (its conformance suite checks them):
   that completed before it (``Store.commit`` asks the FUSE mount to commit
   its batch first), and the key is gone afterwards;
 * Remove refuses a snapshot that has children (Busy, "cannot remove");
-  a mounted one is unmounted first;
+  a mounted one is unmounted first: retired (one durable label: hidden
+  from every RPC, its key free at once) and its mount detached (a lazy
+  unmount), then answered; a reaper thread waits for the mount's daemon
+  to exit and removes the tree, outside the lock, so the answer waits for
+  neither (a mount still bound elsewhere keeps its daemon: the tree stays
+  retired until the periodic ``cleanup`` finds it unserved);
 * Prepare with the label ``containerd.io/snapshot.ref`` = a chain ID that
   the store already holds as an imported layer (``blockstore import``
   names layer snapshots by chain ID and labels them ``oci.chain_id``)
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 import threading
 import time
@@ -64,7 +70,10 @@ class Snapshotter:
         self.index: dict[tuple[str, str], str] = {}     # (namespace, key) -> tree name
         self.retired: set[str] = set()
         self.counters = {"prepare_unpacked": 0, "prepare_fast_path": 0}
+        self.reaping: set[str] = set()          # retired trees the reaper is on
+        self._reap_queue: queue.SimpleQueue = queue.SimpleQueue()
         self._load()
+        threading.Thread(target=self._reaper, name="reaper", daemon=True).start()
 
     # -- state -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -279,10 +288,50 @@ class Snapshotter:
                 if other.labels.get(R.L_PARENT) == key:
                     raise E.Busy(f"cannot remove snapshot {key!r}: it has children "
                                  f"({other.labels[R.L_KEY]!r}); remove them first")
+            if R.L_STAGED in rec.labels or not self.mounts.is_mounted(rec.name):
+                del self.index[(ns, key)]
+                if R.L_STAGED in rec.labels:
+                    self._release_parent(rec)
+                self._drop(rec.name)
+                return
+            self.store.label(rec.name, **{R.L_RETIRED: "1"})
             del self.index[(ns, key)]
-            if R.L_STAGED in rec.labels:
-                self._release_parent(rec)
-            self._drop(rec.name)
+            self.retired.add(rec.name)
+            self.reaping.add(rec.name)
+            try:
+                pid = self.mounts.detach(rec.name)
+            except OSError as exc:      # its mount point is unusable: nothing serves it there
+                log.warning("detaching the mount of %s: %s", rec.name, exc)
+                pid = None
+        self._reap_queue.put((rec.name, pid))
+
+    def _reaper(self) -> None:
+        """Unmount and remove the trees ``remove`` retired, one at a time."""
+        while True:
+            name, pid = self._reap_queue.get()
+            try:
+                self._reap(name, pid)
+            except Exception:                              # noqa: BLE001
+                log.exception("removing the retired tree %s (cleanup retries)", name)
+            finally:
+                with self.lock:
+                    self.reaping.discard(name)
+
+    def _reap(self, name: str, pid: int | None) -> None:
+        # The wait runs without the lock: a retired tree is in no index, so no
+        # RPC touches its mount point meanwhile (``cleanup`` skips ``reaping``).
+        if not self.mounts.finish(name, pid):
+            log.info("retired %s: its mount is still in use elsewhere", name)
+            return
+        with self.lock:
+            try:
+                self.store.remove(name, force=True)
+            except E.Busy:
+                return                                     # served again: cleanup retries
+            except E.NotFound:
+                pass
+            self.retired.discard(name)
+            self.mounts.forget(name)
 
     def stat(self, ns: str, key: str) -> dict:
         with self.lock:
@@ -332,7 +381,7 @@ class Snapshotter:
     def cleanup(self, ns: str) -> None:
         """Remove retired trees whose mounts have ended."""
         with self.lock:
-            for name in sorted(self.retired):
+            for name in sorted(self.retired - self.reaping):
                 if not self.mounts.is_mounted(name) or self.mounts.release(name):
                     try:
                         self.store.remove(name, force=True)
