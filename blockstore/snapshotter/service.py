@@ -127,6 +127,21 @@ class Snapshotter:
         return [{"type": "overlay", "source": "overlay", "target": "",
                  "options": [f"workdir={d}/work", f"upperdir={d}/upper", f"lowerdir={lower}"]}]
 
+    def _discard_staging(self, name: str) -> None:
+        """Remove tree ``name``'s staging directory (a layer's worth of files)
+        in the background: renamed aside now (O(1)), deleted by the reaper; a
+        restart deletes what is left (``_load``)."""
+        d = self._staging(name)
+        gone = f"{d}.gone-{os.urandom(4).hex()}"
+        try:
+            os.rename(d, gone)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("moving the staging directory %s aside: %s", d, exc)
+            gone = d
+        self._reap_queue.put(lambda: shutil.rmtree(gone, ignore_errors=True))
+
     def _release_parent(self, rec) -> None:
         """Unmount the read-only mount of a staged snapshot's parent when no
         other staged snapshot still uses it."""
@@ -154,7 +169,7 @@ class Snapshotter:
     def _drop(self, name: str) -> None:
         """Unmount and remove tree ``name``; if a mount of it lives on elsewhere,
         retire it (hidden; removed by a later reap)."""
-        shutil.rmtree(self._staging(name), ignore_errors=True)
+        self._discard_staging(name)
         try:
             released = self.mounts.release(name)
         except OSError as exc:          # its mount point is unusable: nothing serves it there
@@ -262,7 +277,7 @@ class Snapshotter:
 
     def _commit_staged(self, rec, new: str, lab: dict) -> None:
         """Import the staging directory as a layer onto the parent: snapshot ``new``."""
-        from ..oci.chain import LABEL_DIFF, import_layer
+        from ..oci.chain import import_layer
         parent_key = rec.labels.get(R.L_PARENT, "")
         parent = self._get(rec.labels[R.L_NS], parent_key).name if parent_key else None
         d = self._staging(rec.name)
@@ -275,11 +290,11 @@ class Snapshotter:
         except (OSError, ValueError):
             since = 0
         lower = self.mounts.ensure(parent, readonly=True) if parent else None
+        # Not hashed: containerd's applier checked the layer's digest, and
+        # containerd sees only its own labels (no oci.diff_id to record).
         with staging.layer_stream(upper, lower, since) as raw:
             import_layer(self.store, raw, new, parent, labels=lab,
-                         what=f"layer of {rec.labels[R.L_KEY]!r}")
-        if LABEL_DIFF not in lab:                     # containerd sees only its own labels
-            self.store.label(new, **{LABEL_DIFF: None})
+                         what=f"layer of {rec.labels[R.L_KEY]!r}", record_diff_id=False)
 
     def remove(self, ns: str, key: str) -> None:
         with self.lock:
@@ -303,21 +318,26 @@ class Snapshotter:
             except OSError as exc:      # its mount point is unusable: nothing serves it there
                 log.warning("detaching the mount of %s: %s", rec.name, exc)
                 pid = None
-        self._reap_queue.put((rec.name, pid))
+        self._reap_queue.put(lambda: self._reap(rec.name, pid))
 
     def _reaper(self) -> None:
-        """Unmount and remove the trees ``remove`` retired, one at a time."""
+        """Run the background work that RPCs queue (removing what ``remove``
+        retired and the staging directories of finished unpacks), in order."""
         while True:
-            name, pid = self._reap_queue.get()
+            work = self._reap_queue.get()
             try:
-                self._reap(name, pid)
+                work()
             except Exception:                              # noqa: BLE001
-                log.exception("removing the retired tree %s (cleanup retries)", name)
-            finally:
-                with self.lock:
-                    self.reaping.discard(name)
+                log.exception("background removal (the periodic cleanup retries)")
 
     def _reap(self, name: str, pid: int | None) -> None:
+        try:
+            self._reap_retired(name, pid)
+        finally:
+            with self.lock:
+                self.reaping.discard(name)
+
+    def _reap_retired(self, name: str, pid: int | None) -> None:
         # The wait runs without the lock: a retired tree is in no index, so no
         # RPC touches its mount point meanwhile (``cleanup`` skips ``reaping``).
         if not self.mounts.finish(name, pid):
