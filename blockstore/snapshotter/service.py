@@ -30,6 +30,10 @@ Rules containerd relies on (its conformance suite checks them):
   answers AlreadyExists: containerd then skips unpacking it (the fast
   path; O(1): a store snapshot of the imported one).
 
+A Prepare on a parent whose spare is ready claims it (one label change,
+its mount already live: ``spares.py``); each Prepare of an active
+snapshot on a parent then has the next spare made in the background.
+
 Unpacks (containerd's ``extract-`` keys) are not served by FUSE: they get
 an overlay mount on a staging directory and are imported as a layer at
 Commit (``staging.py``).
@@ -53,6 +57,7 @@ from ..private_files import private_subdir
 from . import records as R
 from . import staging
 from .fusemounts import FuseMounts
+from .spares import Spares
 
 log = logging.getLogger("blockstore.snapshotter")
 
@@ -71,6 +76,7 @@ class Snapshotter:
         self.retired: set[str] = set()
         self.counters = {"prepare_unpacked": 0, "prepare_fast_path": 0}
         self.reaping: set[str] = set()          # retired trees the reaper is on
+        self.spares = Spares()
         self._reap_queue: queue.SimpleQueue = queue.SimpleQueue()
         self._load()
         threading.Thread(target=self._reaper, name="reaper", daemon=True).start()
@@ -80,7 +86,7 @@ class Snapshotter:
         for rec in self.store.list():
             if not R.is_ours(rec):
                 continue
-            if R.L_RETIRED in rec.labels:
+            if R.L_RETIRED in rec.labels or R.L_SPARE in rec.labels:    # spares: not re-adopted
                 self.retired.add(rec.name)
             else:
                 self.index[(rec.labels[R.L_NS], rec.labels[R.L_KEY])] = rec.name
@@ -103,7 +109,7 @@ class Snapshotter:
 
     def _records(self, ns: str):
         for rec in self.store.list():
-            if R.is_ours(rec) and R.L_RETIRED not in rec.labels and rec.labels[R.L_NS] == ns:
+            if R.is_live(rec) and rec.labels[R.L_NS] == ns:
                 yield rec
 
     def _staging(self, name: str) -> str:
@@ -205,9 +211,17 @@ class Snapshotter:
                 self._fast_path(ns, target, parent, labels)
             if (ns, key) in self.index:
                 raise E.AlreadyExists(f"snapshot {key!r} already exists")
-            name = R.tree_name(ns, key)
             lab = {**labels, **R.own_labels(ns, key, kind, parent)}
-            if kind == "active" and staging.is_unpack_key(key):
+            staged = kind == "active" and staging.is_unpack_key(key)
+            if kind == "active" and parent and not staged:
+                self._reap_queue.put(lambda: self._make_spare(ns, parent, prec.name))
+                spare = self.spares.take(prec.name)
+                if spare is not None:
+                    out = self._claim(spare, ns, key, lab)
+                    if out is not None:
+                        return out
+            name = R.tree_name(ns, key)
+            if staged:
                 lab[R.L_STAGED] = "1"
             if parent:
                 self.store.clone(prec.name, name, labels=lab)
@@ -223,6 +237,61 @@ class Snapshotter:
             if kind == "active":
                 self.counters["prepare_unpacked"] += 1
             return out
+
+    def _claim(self, spare: str, ns: str, key: str, lab: dict) -> list[dict] | None:
+        """Make spare ``spare`` the active snapshot ``key`` (labels ``lab``) and
+        return its mounts; None (and the spare dropped) if it cannot serve."""
+        try:
+            lab = {**lab, R.L_SPARE: None, R.L_CREATED: str(time.time_ns())}
+            rec = self.store.label(spare, **lab)
+        except E.NotFound:
+            return None
+        self.index[(ns, key)] = spare
+        try:
+            out = self._mounts_of(rec)          # live already: a check; else mounted now
+        except BaseException:
+            del self.index[(ns, key)]
+            self._drop(spare)
+            raise
+        self.counters["prepare_unpacked"] += 1
+        return out
+
+    def _make_spare(self, ns: str, parent_key: str, parent: str) -> None:
+        """Background: a mounted clone of ``parent`` for the next Prepare on it."""
+        with self.lock:
+            if self.index.get((ns, parent_key)) != parent or not self.spares.wanted(parent):
+                return
+            name = R.tree_name(ns, "(spare)")
+            lab = {**R.own_labels(ns, "(spare)", "active", parent_key), R.L_SPARE: "1"}
+            self.store.clone(parent, name, labels=lab)
+            self.spares.making.add(parent)
+        try:
+            self.mounts.ensure(name, readonly=False)      # the slow part: outside the lock
+        except BaseException:
+            with self.lock:
+                self.spares.making.discard(parent)
+                self._retire(name)
+            raise
+        with self.lock:
+            self.spares.making.discard(parent)
+            if self.index.get((ns, parent_key)) != parent:
+                self._retire(name)                        # the parent went meanwhile
+                return
+            for old in self.spares.add(parent, name):
+                self._retire(old)
+
+    def _retire(self, name: str) -> None:
+        """Hide tree ``name`` (one durable label), detach its mount and let the
+        reaper remove it.  The caller holds the lock."""
+        self.store.label(name, **{R.L_RETIRED: "1"})
+        self.retired.add(name)
+        self.reaping.add(name)
+        try:
+            pid = self.mounts.detach(name)
+        except OSError as exc:          # its mount point is unusable: nothing serves it there
+            log.warning("detaching the mount of %s: %s", name, exc)
+            pid = None
+        self._reap_queue.put(lambda: self._reap(name, pid))
 
     def _fast_path(self, ns: str, target: str, parent: str, labels: dict) -> None:
         """Raise AlreadyExists when layer ``target`` (a chain ID) is here already."""
@@ -303,22 +372,16 @@ class Snapshotter:
                 if other.labels.get(R.L_PARENT) == key:
                     raise E.Busy(f"cannot remove snapshot {key!r}: it has children "
                                  f"({other.labels[R.L_KEY]!r}); remove them first")
+            spare = self.spares.drop(rec.name)
+            if spare is not None:
+                self._retire(spare)
+            del self.index[(ns, key)]
             if R.L_STAGED in rec.labels or not self.mounts.is_mounted(rec.name):
-                del self.index[(ns, key)]
                 if R.L_STAGED in rec.labels:
                     self._release_parent(rec)
                 self._drop(rec.name)
                 return
-            self.store.label(rec.name, **{R.L_RETIRED: "1"})
-            del self.index[(ns, key)]
-            self.retired.add(rec.name)
-            self.reaping.add(rec.name)
-            try:
-                pid = self.mounts.detach(rec.name)
-            except OSError as exc:      # its mount point is unusable: nothing serves it there
-                log.warning("detaching the mount of %s: %s", rec.name, exc)
-                pid = None
-        self._reap_queue.put(lambda: self._reap(rec.name, pid))
+            self._retire(rec.name)
 
     def _reaper(self) -> None:
         """Run the background work that RPCs queue (removing what ``remove``
