@@ -13,6 +13,21 @@ snapshotter's or a cache's state) lives in a directory obtained here:
   O_NOFOLLOW``) and every later call goes through that descriptor
   (``openat``, ``renameat``, ``unlinkat``), so renaming or replacing the
   path after the check cannot redirect a write.
+* ``private_dir(path, parents=True)``: missing directories above ``path``
+  are created too, each one the same way (mode 0700, opened
+  ``O_NOFOLLOW`` relative to the descriptor of the one above it, checked
+  like the leaf), so a symlink planted in place of a component being
+  created is refused, not followed.  Components that already exist are
+  taken as the system resolves them (``/var/run`` is a symlink on many
+  systems), but each must be owned by root or us and writable by nobody
+  else unless sticky (``/tmp``): no one else could rename what is made in
+  it.
+* ``tighten=False``: a directory the user chose for something others must
+  not reach before its own mode is set (the directory of a socket path) is
+  refused when its mode gives group or others any access, never chmod-ed
+  (``/tmp`` is not ours to change).
+* ``private_path`` / ``private_subdir``: the same checks for a caller that
+  needs only the path (mount points, a staging area, a socket's directory).
 * ``runtime_dir(component)``: ``private_dir`` of
   ``runtime_base()/component``, where ``runtime_base()`` is
   ``$XDG_RUNTIME_DIR/blockstore`` when that is set, ``/run/blockstore`` for
@@ -45,7 +60,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 def _refuse(path: str, why: str) -> PermissionDenied:
     return PermissionDenied(
         f"refusing directory {path}: {why}; it may be under another user's control: "
-        f"remove it, or set XDG_RUNTIME_DIR to a directory of your own", path=None)
+        f"remove it, or use a directory of your own (for runtime state: set "
+        f"XDG_RUNTIME_DIR)", path=None)
 
 
 class PrivateDir:
@@ -58,7 +74,8 @@ class PrivateDir:
 
     # -- the checks ---------------------------------------------------------------------------
     @classmethod
-    def _open(cls, parent_fd: int | None, name: str, path: str) -> "PrivateDir":
+    def _open(cls, parent_fd: int | None, name: str, path: str,
+              tighten: bool = True) -> "PrivateDir":
         try:
             os.mkdir(name, 0o700, dir_fd=parent_fd)
         except FileExistsError:
@@ -76,9 +93,14 @@ class PrivateDir:
             st = os.fstat(fd)
             if st.st_uid != os.geteuid():
                 raise _refuse(path, f"it is owned by uid {st.st_uid}, not by uid {os.geteuid()}")
+            if not stat.S_ISDIR(st.st_mode):
+                raise _refuse(path, "it is not a directory")
             if st.st_mode & 0o022:
                 raise _refuse(path, f"it is writable by group or others "
                                     f"(mode {stat.S_IMODE(st.st_mode):04o})")
+            if st.st_mode & 0o077 and not tighten:
+                raise _refuse(path, f"group or others can enter it (mode "
+                                    f"{stat.S_IMODE(st.st_mode):04o}); it must be 0700")
             if stat.S_IMODE(st.st_mode) != 0o700:
                 os.fchmod(fd, 0o700)
         except BaseException:
@@ -161,15 +183,79 @@ def _check_leaf(name: str) -> None:
         raise ValueError(f"not a plain file name: {name!r}")
 
 
-def private_dir(path: str) -> PrivateDir:
-    """``path`` as a checked private directory (its parent must exist)."""
+def private_dir(path: str, *, parents: bool = False, tighten: bool = True) -> PrivateDir:
+    """``path`` as a checked private directory.  Its parent must exist unless
+    ``parents`` (then missing ones are created as private directories);
+    ``tighten``: see the module docstring."""
     path = os.path.abspath(path)
     parent, leaf = os.path.split(path)
-    pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    if not leaf:
+        raise _refuse(path, "it is the root directory")
+    pfd = _open_parents(parent) if parents else \
+        os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        return PrivateDir._open(pfd, leaf, path)
+        return PrivateDir._open(pfd, leaf, path, tighten)
     finally:
         os.close(pfd)
+
+
+def _open_parents(path: str) -> int:
+    """A descriptor of directory ``path``: its existing part opened as the
+    system resolves it, each missing component below created private."""
+    missing = []
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            break
+        except FileNotFoundError:
+            path, leaf = os.path.split(path)
+            if not leaf:
+                raise
+            missing.append(leaf)
+    try:
+        _check_ancestors(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    for leaf in reversed(missing):
+        path = os.path.join(path, leaf)
+        try:
+            sub = PrivateDir._open(fd, leaf, path)
+        finally:
+            os.close(fd)
+        fd, sub.fd = sub.fd, -1
+    return fd
+
+
+def _check_ancestors(path: str) -> None:
+    """Every directory of ``path`` (as resolved) is owned by root or by us and
+    writable by nobody else unless sticky (``/tmp``): no one else can rename
+    or replace what we create below it."""
+    real = os.path.realpath(path)
+    parts = real.split("/")
+    for i in range(1, len(parts) + 1):
+        p = "/".join(parts[:i]) or "/"
+        st = os.lstat(p)
+        if st.st_uid not in (0, os.geteuid()):
+            raise _refuse(p, f"it is owned by uid {st.st_uid}, not by uid {os.geteuid()}")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise _refuse(p, f"it is writable by group or others without the sticky "
+                             f"bit (mode {stat.S_IMODE(st.st_mode):04o})")
+
+
+def private_path(path: str, *, tighten: bool = True) -> str:
+    """``private_dir(path, parents=True, tighten=...)`` checked and closed: the
+    absolute path, for callers that hand it to others (mount points, a socket)."""
+    with private_dir(path, parents=True, tighten=tighten) as d:
+        return d.path
+
+
+def private_subdir(parent: str, name: str) -> str:
+    """``parent/name`` as a private directory, ``parent`` checked first (created
+    with its missing parents); returns its absolute path."""
+    _check_leaf(name)
+    with private_dir(parent, parents=True) as p, p.subdir(name) as d:
+        return d.path
 
 
 def runtime_base() -> str:

@@ -53,7 +53,7 @@ def test_quick_start_sequence(bs, src, tmp_path):
     assert (tmp_path / "out" / "etc" / "app.conf").read_text() == "v=2\n"
     du = bs("du").stdout.splitlines()
     assert du[0].split() == ["NAME", "KIND", "LOGICAL", "REFERENCED", "EXCLUSIVE", "SHARED",
-                             "FILES"]
+                             "FILES", "LABELS"]
     assert [l.split()[0] for l in du[1:]] == ["app-v1", "app-v2", "work"]
 
 
@@ -213,6 +213,24 @@ def test_cp_files_cat(bs, src, tmp_path):
     bs("cat", "w:/nope", code=3)
     bs("cat", "justaname", code=9)
     bs("cp", src / "etc", "w:/README2", code=9)               # dir onto a file
+
+
+def test_du_shows_labels_like_ls(bs, src):
+    """containerd's snapshots are store trees named containerd.<hash>.<r>:
+    du shows their keys (labels) as ls does, in the table and in --json."""
+    bs("import", src, "base")
+    name = "containerd." + "0123abcd" * 4 + ".5eed5eed"      # as records.tree_name makes them
+    bs("clone", "base", name)
+    bs("label", name, "blockstore.containerd.namespace=default",
+       "blockstore.containerd.key=default/7/c1", "blockstore.containerd.kind=active",
+       "blockstore.containerd.parent=default/3/sha256:" + "ab" * 32)
+    out = bs("du").stdout.splitlines()
+    assert out[0].split()[-1] == "LABELS", out[0]
+    row = [line for line in out if line.startswith("containerd.0123")]
+    assert len(row) == 1 and "blockstore.containerd.key=default/7/c1" in row[0], out
+    by = {r["name"]: r for r in js(bs("du", "--json"), "list[du]")}
+    assert by[name]["labels"]["blockstore.containerd.key"] == "default/7/c1"
+    assert all(len(line) <= 140 for line in out), out
 
 
 def test_du_df_gc(bs, src):

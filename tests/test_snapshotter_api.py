@@ -15,7 +15,7 @@ grpc = pytest.importorskip("grpc")
 
 from google.protobuf import field_mask_pb2  # noqa: E402
 
-from _snapshotter import Server, check_store, needs_fuse_root, private_base  # noqa: E402
+from _snapshotter import Server, check_store, needs_fuse_root, private_base, wait_for  # noqa: E402
 from blockstore.snapshotter.filters import matches, parse_all  # noqa: E402
 from blockstore.snapshotter.proto import snapshots_pb2 as pb  # noqa: E402
 from blockstore.snapshotter.proto import snapshots_pb2_grpc as pbg  # noqa: E402
@@ -174,6 +174,91 @@ def test_restart_and_kill_keep_mounts(srv):
     assert os.path.ismount(again) and open(os.path.join(again, "kept")).read() == "x"
     c.Remove(pb.RemoveSnapshotRequest(key="live"))
     c.close()
+
+
+def _trees_with_key(store_path: str, key: str) -> list:
+    import blockstore
+    with blockstore.Store.open(store_path, create=False) as store:
+        return [r.name for r in store.list()
+                if r.labels.get("blockstore.containerd.key") == key]
+
+
+def test_remove_answers_without_waiting_for_its_mount(srv):
+    """Remove of a mounted snapshot answers once the key is gone (one durable
+    change); the unmount and the tree's removal follow in the background, and
+    a mount still in use elsewhere (a file held open) does not hold up the
+    answer.  The key is reusable at once; the old tree goes when its mount ends."""
+    c = Client(srv.sock)
+    mp = prepare(c, "busy").mounts[0].source
+    held = open(os.path.join(mp, "held"), "w")
+    try:
+        t0 = time.monotonic()
+        c.Remove(pb.RemoveSnapshotRequest(key="busy"))
+        took = time.monotonic() - t0
+        assert took < 1.0, f"Remove took {took:.2f} s"     # waited 2 s + 2 s before
+        assert code_of(lambda: c.Stat(pb.StatSnapshotRequest(key="busy")))[0] == \
+            grpc.StatusCode.NOT_FOUND
+        again = prepare(c, "busy").mounts[0].source
+        assert again != mp and os.path.ismount(again)
+        c.Remove(pb.RemoveSnapshotRequest(key="busy"))
+    finally:
+        held.close()
+    wait_for(lambda: _trees_with_key(srv.store, "busy") == [], 30,
+             "the removed snapshots' trees to go")
+    wait_for(lambda: not os.path.ismount(mp) and not os.path.ismount(again), 30,
+             "their mounts to end")
+    c.close()
+    assert "Traceback" not in srv.log()
+
+
+def _spares(store_path: str) -> list:
+    import blockstore
+    with blockstore.Store.open(store_path, create=False) as store:
+        return [r.name for r in store.list()
+                if "blockstore.containerd.spare" in r.labels
+                and "blockstore.containerd.retired" not in r.labels]
+
+
+def _containerd_trees(store_path: str) -> list:
+    import blockstore
+    with blockstore.Store.open(store_path, create=False) as store:
+        return [r.name for r in store.list() if r.name.startswith("containerd.")]
+
+
+def test_next_container_gets_a_ready_spare(srv):
+    """After a Prepare on a committed parent, a spare (a mounted clone of the
+    parent) is made in the background; the next Prepare on that parent claims
+    it: its mount is the spare's, already live.  Spares are invisible to List,
+    the claimed one starts clean, and removing the parent removes its spare."""
+    c = Client(srv.sock)
+    mp = prepare(c, "img-a").mounts[0].source
+    with open(os.path.join(mp, "f"), "w") as f:
+        f.write("image\n")
+    c.Commit(pb.CommitSnapshotRequest(name="img", key="img-a"))
+    first = prepare(c, "c1", parent="img").mounts[0].source
+    with open(os.path.join(first, "f"), "w") as f:
+        f.write("changed by c1\n")
+    spares = wait_for(lambda: _spares(srv.store), 30, "a spare of img")
+    assert len(spares) == 1
+    spare_mp = os.path.join(os.path.dirname(first), spares[0])
+    wait_for(lambda: os.path.ismount(spare_mp), 30, "the spare's mount")
+    keys = sorted(i.name for r in c.List(pb.ListSnapshotsRequest()) for i in r.info)
+    assert keys == ["c1", "img"]
+    second = prepare(c, "c2", parent="img").mounts[0].source
+    assert second == spare_mp                                  # claimed, mounted before
+    assert open(os.path.join(second, "f")).read() == "image\n"
+    info = c.Stat(pb.StatSnapshotRequest(key="c2")).info
+    assert info.parent == "img" and info.kind == pb.ACTIVE
+    assert info.created_at.seconds >= int(time.time()) - 60
+    keys = sorted(i.name for r in c.List(pb.ListSnapshotsRequest()) for i in r.info)
+    assert keys == ["c1", "c2", "img"]
+    wait_for(lambda: _spares(srv.store), 30, "the next spare of img")
+    for k in ("c1", "c2", "img"):
+        c.Remove(pb.RemoveSnapshotRequest(key=k))
+    wait_for(lambda: _spares(srv.store) == [], 30, "the spare to go with its parent")
+    wait_for(lambda: _containerd_trees(srv.store) == [], 30, "every tree to go")
+    c.close()
+    assert "Traceback" not in srv.log()
 
 
 def test_client_gone_mid_call(srv):

@@ -133,12 +133,16 @@ def mount(m: dict) -> dict:
 LABEL_TEXT_MAX = 40
 
 
-def labels_text(labels: dict) -> str:
+def labels_text(labels: dict, first: tuple = ()) -> str:
     """KEY=VALUE,... with values over LABEL_TEXT_MAX characters cut (an image's
-    config is kilobytes of JSON); `blockstore label NAME` and --json show them whole."""
+    config is kilobytes of JSON); `blockstore label NAME` and --json show them whole.
+    Keys in ``first`` come first (in that order; a cut line keeps them), then
+    the others sorted."""
     def cut(v: str) -> str:
         return v if len(v) <= LABEL_TEXT_MAX else v[:LABEL_TEXT_MAX - 3] + "..."
-    return ",".join(f"{k}={cut(v)}" for k, v in sorted(labels.items()))
+    rank = {k: i for i, k in enumerate(first)}
+    keys = sorted(labels, key=lambda k: (rank.get(k, len(rank)), k))
+    return ",".join(f"{k}={cut(labels[k])}" for k in keys)
 
 
 def lineage_rows(records: list) -> list[tuple[str, object]]:

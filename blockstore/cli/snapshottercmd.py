@@ -1,4 +1,5 @@
-"""``snapshotter serve``: run blockstore as a containerd proxy snapshotter
+"""``snapshotter serve``: run blockstore as a containerd proxy snapshotter;
+``snapshotter register``: tell containerd which image layers the store holds
 (blockstore.snapshotter; docs/CONTAINERD.md)."""
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import os
 
 import click
 
-from .context import Ctx, needs, pass_ctx
+from . import format as formatting
+from .context import Ctx, needs, output_options, pass_ctx
 
 
 @click.group("snapshotter")
@@ -35,6 +37,36 @@ def serve_cmd(ctx: Ctx, address, root, log_level):
     store = ctx.store(create=True)          # it writes: created on first use like import
     root = root or os.path.join(store.path, "containerd")
     server.serve(store, address, root)
+
+
+@snapshotter_group.command("register")
+@click.argument("image")
+@click.option("--containerd", "address", required=True, metavar="SOCK",
+              help="containerd's socket (e.g. /run/containerd/containerd.sock).")
+@click.option("--namespace", "-n", default="default", show_default=True,
+              help="containerd namespace to register the layers in.")
+@click.option("--snapshotter", default="blockstore", show_default=True,
+              help="The name containerd knows the blockstore snapshotter by.")
+@click.option("--expire", default=24 * 3600, show_default=True, type=click.IntRange(60),
+              metavar="SECONDS",
+              help="Lease time: unreferenced registrations are collected after it.")
+@output_options()
+@pass_ctx
+def register_cmd(ctx: Ctx, image, address, namespace, snapshotter, expire):
+    """Register IMAGE's layers (imported with `blockstore import`) with containerd.
+
+    containerd then finds each layer as a committed snapshot of NAMESPACE,
+    so `ctr image import`/`ctr image pull --snapshotter SNAPSHOTTER` of an
+    image with these layers unpacks none of them.  The snapshotter must be
+    serving this store."""
+    reg = needs("blockstore.snapshotter.register", "the containerd snapshotter")
+    store = ctx.store(create=False)
+    done = reg.register(store, image, address, namespace, snapshotter, float(expire))
+    if ctx.json:
+        formatting.emit_json([{"chain_id": cid, "outcome": outcome} for cid, outcome in done])
+        return
+    for cid, outcome in done:
+        ctx.say(f"{outcome:<10} {cid}")
 
 
 COMMANDS = [snapshotter_group]

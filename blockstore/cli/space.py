@@ -10,6 +10,14 @@ from .context import Ctx, output_options, pass_ctx
 from .progress import spinner
 
 _DU_KEYS = ("logical", "referenced", "exclusive", "shared", "files")
+DU_WIDTH = 140           # `du` lines (eight columns) fit a terminal this wide
+# How `du` makes a line fit: names down to 32 characters (a containerd
+# snapshot's is a hash), then labels down to 40, then labels down to their
+# header (--json has them whole).
+_DU_CUTS = ((0, 32), (7, 40), (7, 0))
+# containerd's key of a snapshot the snapshotter keeps (snapshotter/records.py)
+# leads its labels, so that a cut line still shows it.
+_DU_FIRST = ("blockstore.containerd.key", "blockstore.containerd.kind")
 
 
 @click.command("du")
@@ -19,7 +27,8 @@ _DU_KEYS = ("logical", "referenced", "exclusive", "shared", "files")
 def du_cmd(ctx: Ctx, name):
     """Space of one tree, or of every tree: logical (file sizes), referenced
     (pool bytes it reaches), exclusive (what removing it frees), shared (also
-    reached from another tree; counted for each tree that reaches it).
+    reached from another tree; counted for each tree that reaches it), and
+    its labels as `ls` shows them (containerd's snapshots: their keys).
 
     Cost: one tree: one walk of it, other trees are not scanned; every tree:
     one pass over the store that reads each shared subtree once.
@@ -30,16 +39,18 @@ def du_cmd(ctx: Ctx, name):
     docs = []
     for r in recs:
         u = usages[r.name]
-        docs.append({"name": r.name, "kind": r.kind, **{k: getattr(u, k) for k in _DU_KEYS}})
+        docs.append({"name": r.name, "kind": r.kind, **{k: getattr(u, k) for k in _DU_KEYS},
+                     "labels": dict(r.labels)})
     if ctx.json:
         formatting.emit_json(docs)
         return
     sz = lambda n: formatting.size(n, ctx.bytes)  # noqa: E731
     rows = [[d["name"], d["kind"], sz(d["logical"]), sz(d["referenced"]), sz(d["exclusive"]),
-             sz(d["shared"]), str(d["files"])] for d in docs]
+             sz(d["shared"]), str(d["files"]), formatting.labels_text(d["labels"], _DU_FIRST)] for d in docs]
     if rows:
-        ctx.say(formatting.table(rows, ["NAME", "KIND", "LOGICAL", "REFERENCED", "EXCLUSIVE", "SHARED",
-                               "FILES"], right={2, 3, 4, 5, 6}))
+        head = ["NAME", "KIND", "LOGICAL", "REFERENCED", "EXCLUSIVE", "SHARED", "FILES", "LABELS"]
+        ctx.say(formatting.table(formatting.fit(rows, head, DU_WIDTH, _DU_CUTS), head,
+                                 right={2, 3, 4, 5, 6}))
 
 
 @click.command("df")

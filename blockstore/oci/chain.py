@@ -57,18 +57,26 @@ def chain_id(prev: str | None, diff_id: str) -> str:
 def import_layer(store, raw, name: str, parent: str | None, *, limits: safety.Limits | None = None,
                  digest: str | None = None, diff_id: str | None = None,
                  labels: dict | None = None, progress=None, what: str = "layer",
-                 reopen=None):
+                 reopen=None, record_diff_id: bool = True):
     """Apply the layer read from binary reader ``raw`` onto ``parent`` (or an empty
     tree) and commit it as snapshot ``name``; returns its record.  ``digest``
     (of the bytes as stored) and ``diff_id`` (of the uncompressed tar) are
     verified when given.  ``reopen``: a function opening the blob again; the
-    snapshot then keeps the blob (``blobs.keep``) and records its digest."""
+    snapshot then keeps the blob (``blobs.keep``) and records its digest.
+    ``record_diff_id=False`` with none of those: the layer is not hashed at
+    all and the snapshot gets no ``oci.diff_id`` label (a tar made here, from
+    a directory, whose digest nobody asks for)."""
     limits = limits or safety.Limits()
+    hashed = record_diff_id or digest is not None or diff_id is not None or reopen is not None
     with store.staging(name, parent) as st:
-        hraw = Hashing(raw)
+        hraw = Hashing(raw) if hashed else raw
         stream, _ = open_stream(hraw)
-        hdec = Hashing(stream)
+        hdec = Hashing(stream) if hashed else stream
         apply_stream(st, hdec, limits, progress, what)
+        if not hashed:
+            while stream.read(1 << 20):           # the tar's trailing zero blocks
+                pass
+            return st.commit(dict(labels or {}))
         hdec.drain()
         hraw.drain()
         if digest is not None and hraw.digest() != digest:

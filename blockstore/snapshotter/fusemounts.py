@@ -24,7 +24,7 @@ import time
 
 from .. import errors as E
 from ..fuse import daemon as fused
-from .privdir import private_subdir
+from ..private_files import private_subdir
 
 log = logging.getLogger("blockstore.snapshotter")
 
@@ -83,6 +83,35 @@ class FuseMounts:
             os.unlink(fused.log_path(self.store_path, name))
         except OSError:
             pass
+
+    def detach(self, name: str) -> int | None:
+        """Detach the mount of ``name`` from its mount point now (a lazy
+        unmount: no wait for open files or for the daemon); returns the
+        daemon's pid, which exits once nothing else holds the mount."""
+        mp = self.path(name)
+        if self._state(mp) == "none":
+            return None
+        reg = fused.registered(mp)
+        fused.unmount(mp, lazy=True)
+        return reg["pid"] if reg and fused._alive(reg["pid"]) else None
+
+    def finish(self, name: str, pid: int | None) -> bool:
+        """After ``detach``: wait (up to RELEASE_WAIT) for daemon ``pid`` to
+        exit and remove the mount point; False when it still serves (the
+        mount is bound elsewhere)."""
+        if pid is not None:
+            deadline = time.monotonic() + RELEASE_WAIT
+            while fused._alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if fused._alive(pid):
+                return False
+        try:
+            os.rmdir(self.path(name))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot remove the mount point %s: %s", self.path(name), exc)
+        return True
 
     def release(self, name: str) -> bool:
         """Unmount ``name``; True when nothing serves it any more (the tree can

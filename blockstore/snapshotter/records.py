@@ -12,8 +12,8 @@ not a legal tree name in general.  Each snapshot is one store tree:
   while its mount is still in use elsewhere can be reused at once under a
   new name (the old tree is *retired*: hidden, removed once unmountable);
 * labels under ``blockstore.containerd.`` hold what containerd sees
-  (namespace, key, kind, the parent's key, the update time and the retired
-  mark); every other label is containerd's own and is returned as is.  A
+  (namespace, key, kind, the parent's key, the update time, the retired
+  and spare marks, a creation time); every other label is containerd's own and is returned as is.  A
   caller's label in the reserved prefix is refused (InvalidInput), so the
   two never mix.  ``blockstore ls`` shows the key in the labels.
 """
@@ -32,6 +32,8 @@ L_PARENT = PREFIX + "parent"
 L_UPDATED = PREFIX + "updated"
 L_RETIRED = PREFIX + "retired"
 L_STAGED = PREFIX + "staged"        # an unpack written to a staging directory (staging.py)
+L_SPARE = PREFIX + "spare"          # a clone made ahead of a Prepare (spares.py)
+L_CREATED = PREFIX + "created"      # containerd's creation time when not the tree's (a spare's)
 
 KINDS = ("view", "active", "committed")     # containerd's Kind enum: 1, 2, 3
 MAX_KEY = 4096
@@ -80,10 +82,16 @@ def is_ours(rec) -> bool:
     return L_KEY in rec.labels and L_NS in rec.labels
 
 
+def is_live(rec) -> bool:
+    """One of containerd's snapshots (not retired, not a spare)."""
+    return is_ours(rec) and L_RETIRED not in rec.labels and L_SPARE not in rec.labels
+
+
 def info(rec) -> dict:
     """The containerd Info of a store record: name (the key), parent (its key),
     kind, created/updated (ns since the epoch), labels."""
     lab = rec.labels
+    created = int(lab.get(L_CREATED, rec.created))
     return {"name": lab[L_KEY], "parent": lab.get(L_PARENT, ""), "kind": lab[L_KIND],
-            "created": rec.created, "updated": int(lab.get(L_UPDATED, rec.created)),
+            "created": created, "updated": int(lab.get(L_UPDATED, created)),
             "labels": user_labels(rec)}

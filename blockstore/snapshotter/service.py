@@ -17,13 +17,22 @@ Rules containerd relies on (its conformance suite checks them):
   that completed before it (``Store.commit`` asks the FUSE mount to commit
   its batch first), and the key is gone afterwards;
 * Remove refuses a snapshot that has children (Busy, "cannot remove");
-  a mounted one is unmounted first;
+  a mounted one is unmounted first: retired (one durable label: hidden
+  from every RPC, its key free at once) and its mount detached (a lazy
+  unmount), then answered; a reaper thread waits for the mount's daemon
+  to exit and removes the tree, outside the lock, so the answer waits for
+  neither (a mount still bound elsewhere keeps its daemon: the tree stays
+  retired until the periodic ``cleanup`` finds it unserved);
 * Prepare with the label ``containerd.io/snapshot.ref`` = a chain ID that
   the store already holds as an imported layer (``blockstore import``
   names layer snapshots by chain ID and labels them ``oci.chain_id``)
   records that layer as a committed snapshot under the chain ID and
   answers AlreadyExists: containerd then skips unpacking it (the fast
   path; O(1): a store snapshot of the imported one).
+
+A Prepare on a parent whose spare is ready claims it (one label change,
+its mount already live: ``spares.py``); each Prepare of an active
+snapshot on a parent then has the next spare made in the background.
 
 Unpacks (containerd's ``extract-`` keys) are not served by FUSE: they get
 an overlay mount on a staging directory and are imported as a layer at
@@ -37,16 +46,18 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 import threading
 import time
 
 from .. import errors as E
 from ..api import writers
+from ..private_files import private_subdir
 from . import records as R
 from . import staging
 from .fusemounts import FuseMounts
-from .privdir import private_subdir
+from .spares import Spares
 
 log = logging.getLogger("blockstore.snapshotter")
 
@@ -64,14 +75,18 @@ class Snapshotter:
         self.index: dict[tuple[str, str], str] = {}     # (namespace, key) -> tree name
         self.retired: set[str] = set()
         self.counters = {"prepare_unpacked": 0, "prepare_fast_path": 0}
+        self.reaping: set[str] = set()          # retired trees the reaper is on
+        self.spares = Spares()
+        self._reap_queue: queue.SimpleQueue = queue.SimpleQueue()
         self._load()
+        threading.Thread(target=self._reaper, name="reaper", daemon=True).start()
 
     # -- state -------------------------------------------------------------------------
     def _load(self) -> None:
         for rec in self.store.list():
             if not R.is_ours(rec):
                 continue
-            if R.L_RETIRED in rec.labels:
+            if R.L_RETIRED in rec.labels or R.L_SPARE in rec.labels:    # spares: not re-adopted
                 self.retired.add(rec.name)
             else:
                 self.index[(rec.labels[R.L_NS], rec.labels[R.L_KEY])] = rec.name
@@ -94,7 +109,7 @@ class Snapshotter:
 
     def _records(self, ns: str):
         for rec in self.store.list():
-            if R.is_ours(rec) and R.L_RETIRED not in rec.labels and rec.labels[R.L_NS] == ns:
+            if R.is_live(rec) and rec.labels[R.L_NS] == ns:
                 yield rec
 
     def _staging(self, name: str) -> str:
@@ -117,6 +132,21 @@ class Snapshotter:
             lower = self.empty_dir
         return [{"type": "overlay", "source": "overlay", "target": "",
                  "options": [f"workdir={d}/work", f"upperdir={d}/upper", f"lowerdir={lower}"]}]
+
+    def _discard_staging(self, name: str) -> None:
+        """Remove tree ``name``'s staging directory (a layer's worth of files)
+        in the background: renamed aside now (O(1)), deleted by the reaper; a
+        restart deletes what is left (``_load``)."""
+        d = self._staging(name)
+        gone = f"{d}.gone-{os.urandom(4).hex()}"
+        try:
+            os.rename(d, gone)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("moving the staging directory %s aside: %s", d, exc)
+            gone = d
+        self._reap_queue.put(lambda: shutil.rmtree(gone, ignore_errors=True))
 
     def _release_parent(self, rec) -> None:
         """Unmount the read-only mount of a staged snapshot's parent when no
@@ -145,7 +175,7 @@ class Snapshotter:
     def _drop(self, name: str) -> None:
         """Unmount and remove tree ``name``; if a mount of it lives on elsewhere,
         retire it (hidden; removed by a later reap)."""
-        shutil.rmtree(self._staging(name), ignore_errors=True)
+        self._discard_staging(name)
         try:
             released = self.mounts.release(name)
         except OSError as exc:          # its mount point is unusable: nothing serves it there
@@ -181,9 +211,17 @@ class Snapshotter:
                 self._fast_path(ns, target, parent, labels)
             if (ns, key) in self.index:
                 raise E.AlreadyExists(f"snapshot {key!r} already exists")
-            name = R.tree_name(ns, key)
             lab = {**labels, **R.own_labels(ns, key, kind, parent)}
-            if kind == "active" and staging.is_unpack_key(key):
+            staged = kind == "active" and staging.is_unpack_key(key)
+            if kind == "active" and parent and not staged:
+                self._reap_queue.put(lambda: self._make_spare(ns, parent, prec.name))
+                spare = self.spares.take(prec.name)
+                if spare is not None:
+                    out = self._claim(spare, ns, key, lab)
+                    if out is not None:
+                        return out
+            name = R.tree_name(ns, key)
+            if staged:
                 lab[R.L_STAGED] = "1"
             if parent:
                 self.store.clone(prec.name, name, labels=lab)
@@ -199,6 +237,61 @@ class Snapshotter:
             if kind == "active":
                 self.counters["prepare_unpacked"] += 1
             return out
+
+    def _claim(self, spare: str, ns: str, key: str, lab: dict) -> list[dict] | None:
+        """Make spare ``spare`` the active snapshot ``key`` (labels ``lab``) and
+        return its mounts; None (and the spare dropped) if it cannot serve."""
+        try:
+            lab = {**lab, R.L_SPARE: None, R.L_CREATED: str(time.time_ns())}
+            rec = self.store.label(spare, **lab)
+        except E.NotFound:
+            return None
+        self.index[(ns, key)] = spare
+        try:
+            out = self._mounts_of(rec)          # live already: a check; else mounted now
+        except BaseException:
+            del self.index[(ns, key)]
+            self._drop(spare)
+            raise
+        self.counters["prepare_unpacked"] += 1
+        return out
+
+    def _make_spare(self, ns: str, parent_key: str, parent: str) -> None:
+        """Background: a mounted clone of ``parent`` for the next Prepare on it."""
+        with self.lock:
+            if self.index.get((ns, parent_key)) != parent or not self.spares.wanted(parent):
+                return
+            name = R.tree_name(ns, "(spare)")
+            lab = {**R.own_labels(ns, "(spare)", "active", parent_key), R.L_SPARE: "1"}
+            self.store.clone(parent, name, labels=lab)
+            self.spares.making.add(parent)
+        try:
+            self.mounts.ensure(name, readonly=False)      # the slow part: outside the lock
+        except BaseException:
+            with self.lock:
+                self.spares.making.discard(parent)
+                self._retire(name)
+            raise
+        with self.lock:
+            self.spares.making.discard(parent)
+            if self.index.get((ns, parent_key)) != parent:
+                self._retire(name)                        # the parent went meanwhile
+                return
+            for old in self.spares.add(parent, name):
+                self._retire(old)
+
+    def _retire(self, name: str) -> None:
+        """Hide tree ``name`` (one durable label), detach its mount and let the
+        reaper remove it.  The caller holds the lock."""
+        self.store.label(name, **{R.L_RETIRED: "1"})
+        self.retired.add(name)
+        self.reaping.add(name)
+        try:
+            pid = self.mounts.detach(name)
+        except OSError as exc:          # its mount point is unusable: nothing serves it there
+            log.warning("detaching the mount of %s: %s", name, exc)
+            pid = None
+        self._reap_queue.put(lambda: self._reap(name, pid))
 
     def _fast_path(self, ns: str, target: str, parent: str, labels: dict) -> None:
         """Raise AlreadyExists when layer ``target`` (a chain ID) is here already."""
@@ -253,7 +346,7 @@ class Snapshotter:
 
     def _commit_staged(self, rec, new: str, lab: dict) -> None:
         """Import the staging directory as a layer onto the parent: snapshot ``new``."""
-        from ..oci.chain import LABEL_DIFF, import_layer
+        from ..oci.chain import import_layer
         parent_key = rec.labels.get(R.L_PARENT, "")
         parent = self._get(rec.labels[R.L_NS], parent_key).name if parent_key else None
         d = self._staging(rec.name)
@@ -266,11 +359,11 @@ class Snapshotter:
         except (OSError, ValueError):
             since = 0
         lower = self.mounts.ensure(parent, readonly=True) if parent else None
+        # Not hashed: containerd's applier checked the layer's digest, and
+        # containerd sees only its own labels (no oci.diff_id to record).
         with staging.layer_stream(upper, lower, since) as raw:
             import_layer(self.store, raw, new, parent, labels=lab,
-                         what=f"layer of {rec.labels[R.L_KEY]!r}")
-        if LABEL_DIFF not in lab:                     # containerd sees only its own labels
-            self.store.label(new, **{LABEL_DIFF: None})
+                         what=f"layer of {rec.labels[R.L_KEY]!r}", record_diff_id=False)
 
     def remove(self, ns: str, key: str) -> None:
         with self.lock:
@@ -279,10 +372,49 @@ class Snapshotter:
                 if other.labels.get(R.L_PARENT) == key:
                     raise E.Busy(f"cannot remove snapshot {key!r}: it has children "
                                  f"({other.labels[R.L_KEY]!r}); remove them first")
+            spare = self.spares.drop(rec.name)
+            if spare is not None:
+                self._retire(spare)
             del self.index[(ns, key)]
-            if R.L_STAGED in rec.labels:
-                self._release_parent(rec)
-            self._drop(rec.name)
+            if R.L_STAGED in rec.labels or not self.mounts.is_mounted(rec.name):
+                if R.L_STAGED in rec.labels:
+                    self._release_parent(rec)
+                self._drop(rec.name)
+                return
+            self._retire(rec.name)
+
+    def _reaper(self) -> None:
+        """Run the background work that RPCs queue (removing what ``remove``
+        retired and the staging directories of finished unpacks), in order."""
+        while True:
+            work = self._reap_queue.get()
+            try:
+                work()
+            except Exception:                              # noqa: BLE001
+                log.exception("background removal (the periodic cleanup retries)")
+
+    def _reap(self, name: str, pid: int | None) -> None:
+        try:
+            self._reap_retired(name, pid)
+        finally:
+            with self.lock:
+                self.reaping.discard(name)
+
+    def _reap_retired(self, name: str, pid: int | None) -> None:
+        # The wait runs without the lock: a retired tree is in no index, so no
+        # RPC touches its mount point meanwhile (``cleanup`` skips ``reaping``).
+        if not self.mounts.finish(name, pid):
+            log.info("retired %s: its mount is still in use elsewhere", name)
+            return
+        with self.lock:
+            try:
+                self.store.remove(name, force=True)
+            except E.Busy:
+                return                                     # served again: cleanup retries
+            except E.NotFound:
+                pass
+            self.retired.discard(name)
+            self.mounts.forget(name)
 
     def stat(self, ns: str, key: str) -> dict:
         with self.lock:
@@ -332,7 +464,7 @@ class Snapshotter:
     def cleanup(self, ns: str) -> None:
         """Remove retired trees whose mounts have ended."""
         with self.lock:
-            for name in sorted(self.retired):
+            for name in sorted(self.retired - self.reaping):
                 if not self.mounts.is_mounted(name) or self.mounts.release(name):
                     try:
                         self.store.remove(name, force=True)

@@ -15,17 +15,21 @@ At Commit, ``layer_stream`` turns that upper directory back into an OCI
 layer tar (whiteouts as ``.wh.`` entries, opaque directories as
 ``.wh..wh..opq``, xattrs and nanosecond times in PAX headers, hard links
 within the layer as links) and the store imports it onto the parent with
-the OCI layer importer (its hostile-input rules apply).  Cost: the layer's
-bytes are written once to the staging directory, read once, and written
-once into the store.
+the OCI layer importer (its hostile-input rules apply).  The tar is made
+by a child process (``python -m blockstore.snapshotter.staging``: this
+module imports only the standard library) so that making it and importing
+it run on two cores rather than taking turns on one interpreter lock.
+Cost: the layer's bytes are written once to the staging directory, read
+once, and written once into the store; one interpreter start per layer.
 """
 from __future__ import annotations
 
 import os
 import re
 import stat as S
+import subprocess
+import sys
 import tarfile
-import threading
 
 UNPACK_KEY = re.compile(r"(?:^|/)extract-[^/ ]* sha256:[0-9a-f]{64}$")
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -142,33 +146,20 @@ def _opaque_marker(tf, path: str, arc: str, st) -> None:
 
 
 class layer_stream:
-    """A binary reader of ``write_layer(upper)``, produced by a thread through
-    a pipe (no temporary file); use as a context manager."""
+    """A binary reader of ``write_layer(upper, lower, since_ns)``, made by a
+    child process through a pipe (no temporary file); use as a context
+    manager.  A failure of the child is raised at exit (OSError with its
+    error text) unless the reader failed first (its error wins)."""
 
     def __init__(self, upper: str, lower: str | None = None, since_ns: int = 0):
-        r, w = os.pipe()
-        self._r = os.fdopen(r, "rb")
-        self._w = os.fdopen(w, "wb")
-        self.error: BaseException | None = None
-        self._t = threading.Thread(target=self._run, args=(upper, lower, since_ns), daemon=True,
-                                   name="layer-stream")
-        self._t.start()
-
-    def _run(self, upper: str, lower: str | None, since_ns: int) -> None:
-        try:
-            write_layer(upper, self._w, lower, since_ns)
-        except BrokenPipeError:
-            pass                                  # the reader gave up (its error wins)
-        except BaseException as exc:              # noqa: BLE001
-            self.error = exc
-        finally:
-            try:
-                self._w.close()
-            except OSError:
-                pass
+        self.upper = upper
+        self._p = subprocess.Popen(
+            [sys.executable, "-m", __name__, upper, lower or "", str(since_ns)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            bufsize=1 << 20, close_fds=True)
 
     def read(self, n: int = -1) -> bytes:
-        return self._r.read(n)
+        return self._p.stdout.read(n)
 
     def readable(self) -> bool:
         return True
@@ -177,7 +168,26 @@ class layer_stream:
         return self
 
     def __exit__(self, *exc):
-        self._r.close()
-        self._t.join()
-        if self.error is not None and exc[0] is None:
-            raise self.error
+        self._p.stdout.close()             # a reader that gave up: the child gets EPIPE
+        err = self._p.stderr.read(1 << 16).decode(errors="replace")
+        self._p.stderr.close()
+        rc = self._p.wait()
+        if rc != 0 and exc[0] is None:
+            last = err.strip().splitlines()[-1:] or [f"exit status {rc}"]
+            raise OSError(f"making the layer tar of {self.upper}: {last[0]}")
+
+
+def main(argv: list[str]) -> int:
+    """``python -m blockstore.snapshotter.staging UPPER LOWER SINCE_NS``: the
+    layer tar on stdout (LOWER may be empty: no parent)."""
+    upper, lower, since = argv[0], argv[1] or None, int(argv[2])
+    with os.fdopen(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False) as out:
+        try:
+            write_layer(upper, out, lower, since)
+        except BrokenPipeError:
+            return 1                            # the reader gave up: its error is reported
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
