@@ -100,7 +100,7 @@ class Server:
                 pids.append(reg["pid"])
             subprocess.run(["umount", "-l", mp], capture_output=True)
         for pid in pids:
-            wait_for(lambda: not daemon._alive(pid), 30, f"mount daemon {pid}")
+            wait_for(lambda: not daemon.process_alive(pid), 30, f"mount daemon {pid}")
 
 
 def private_base(prefix: str) -> str:

@@ -16,7 +16,7 @@ import pytest
 from blockstore import Store
 from blockstore.api import writers
 from blockstore.fuse import mount, umount
-from blockstore.fuse.daemon import _alive
+from blockstore.fuse.daemon import process_alive
 
 from _fuse_helpers import COMMIT_CODE, Mounted, check_ok, needs_fuse
 
@@ -36,7 +36,7 @@ def sp(tmp_path):
 def _kill_and_remount(m: Mounted, sp) -> None:
     os.kill(m.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while _alive(m.pid) and time.monotonic() < deadline:    # a zombie counts as dead
+    while process_alive(m.pid) and time.monotonic() < deadline:    # a zombie counts as dead
         time.sleep(0.01)
     umount(m.mnt)                   # detach the dead mount
     check_ok(sp)

@@ -18,9 +18,8 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 # Modules another change moves into fs/ (api/bulkimport.py becomes fs/build.py).
 FS_ITEMS_PENDING_MOVE = {"api/bulkimport.py"}
-# Reworked by their own changes (the FUSE adapter, the containerd snapshotter)
-# and the module moving into fs/ above.
-PRIVATE_PENDING = ("fuse/", "snapshotter/", "api/bulkimport.py")
+# The module moving into fs/ above.
+PRIVATE_PENDING = ("api/bulkimport.py",)
 # Private names of the standard library that a subclass or a wrapper relies on:
 # tarfile's sparse-member state and its stream class (oci/tarread.py).
 STDLIB_PRIVATE = {"_sparse_structs", "_block", "_Stream", "_exit", "_replace", "_asdict",

@@ -99,7 +99,7 @@ def _unregister(mountpoint: str) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -514,7 +514,7 @@ def _wait_gone(pid: int, timeout: float) -> None:
         fd = os.pidfd_open(pid)
     except (AttributeError, OSError):
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.005)
         return
     try:
@@ -554,7 +554,7 @@ def unmount(mountpoint: str, lazy: bool = False, timeout: float = 30.0) -> None:
             raise errors.BlockstoreError(f"cannot unmount: {err}; {res2.stderr.strip()}", path=mp)
     if reg and reg.get("pid") and not lazy:     # lazy: the daemon lives until files close
         _wait_gone(reg["pid"], timeout)
-    if reg and not (reg.get("pid") and _alive(reg["pid"])):
+    if reg and not (reg.get("pid") and process_alive(reg["pid"])):
         _unregister(mp)
 
 

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 
-from .. import errors as E
+from .. import errors
 from ..fuse import daemon as fused
 from ..private_files import private_subdir
 
@@ -56,7 +56,7 @@ class FuseMounts:
         if not os.path.ismount(mp):
             return "none"
         reg = fused.registered(mp)
-        return "live" if reg and fused._alive(reg["pid"]) else "dead"
+        return "live" if reg and fused.process_alive(reg["pid"]) else "dead"
 
     def ensure(self, name: str, readonly: bool) -> str:
         """The mount point of ``name``, mounting it if it is not live."""
@@ -93,7 +93,7 @@ class FuseMounts:
             return None
         reg = fused.registered(mp)
         fused.unmount(mp, lazy=True)
-        return reg["pid"] if reg and fused._alive(reg["pid"]) else None
+        return reg["pid"] if reg and fused.process_alive(reg["pid"]) else None
 
     def finish(self, name: str, pid: int | None) -> bool:
         """After ``detach``: wait (up to RELEASE_WAIT) for daemon ``pid`` to
@@ -101,9 +101,9 @@ class FuseMounts:
         mount is bound elsewhere)."""
         if pid is not None:
             deadline = time.monotonic() + RELEASE_WAIT
-            while fused._alive(pid) and time.monotonic() < deadline:
+            while fused.process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.005)
-            if fused._alive(pid):
+            if fused.process_alive(pid):
                 return False
         try:
             os.rmdir(self.path(name))
@@ -122,13 +122,13 @@ class FuseMounts:
             reg = fused.registered(mp)
             try:
                 fused.unmount(mp, timeout=RELEASE_WAIT)
-            except E.Busy:
+            except errors.Busy:
                 fused.unmount(mp, lazy=True)        # files open there: detach now
-            if reg and fused._alive(reg["pid"]):
+            if reg and fused.process_alive(reg["pid"]):
                 deadline = time.monotonic() + RELEASE_WAIT
-                while fused._alive(reg["pid"]) and time.monotonic() < deadline:
+                while fused.process_alive(reg["pid"]) and time.monotonic() < deadline:
                     time.sleep(0.01)
-                if fused._alive(reg["pid"]):
+                if fused.process_alive(reg["pid"]):
                     return False
         try:
             os.rmdir(mp)

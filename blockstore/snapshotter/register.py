@@ -36,7 +36,7 @@ import secrets
 
 import grpc
 
-from .. import errors as E
+from .. import errors
 
 LABEL_SNAPSHOT_REF = "containerd.io/snapshot.ref"
 LABEL_OCI_CHAIN = "oci.chain_id"        # blockstore.oci.chain.LABEL_CHAIN
@@ -54,16 +54,16 @@ def image_layers(store, name: str) -> list[str]:
     seen = set()
     while rec is not None:
         if rec.name in seen or len(seen) > MAX_LAYERS:
-            raise E.InvalidInput(f"the lineage of {name!r} loops or is too long")
+            raise errors.InvalidInput(f"the lineage of {name!r} loops or is too long")
         seen.add(rec.name)
         if rec.labels.get(LABEL_OCI_CHAIN) == rec.name and rec.kind == "snapshot":
             chain.append(rec.name)
         elif chain:
-            raise E.InvalidInput(f"tree {rec.name!r} below layer {chain[-1]!r} of {name!r} is "
+            raise errors.InvalidInput(f"tree {rec.name!r} below layer {chain[-1]!r} of {name!r} is "
                                  "not an imported layer (a snapshot named by its chain ID)")
         rec = store.info(rec.parent) if rec.parent else None
     if not chain:
-        raise E.InvalidInput(f"{name!r} has no imported image layers (import it with "
+        raise errors.InvalidInput(f"{name!r} has no imported image layers (import it with "
                              "`blockstore import` first)")
     chain.reverse()
     return chain
@@ -116,17 +116,17 @@ def register(store, name: str, address: str, namespace: str = "default",
                               metadata=md, timeout=timeout)
                 except grpc.RpcError:
                     pass
-                raise E.InvalidInput(f"snapshotter {snapshotter!r} of {address} did not "
+                raise errors.InvalidInput(f"snapshotter {snapshotter!r} of {address} did not "
                                      f"take layer {cid} from the store: is it the "
                                      "blockstore snapshotter serving this store?")
             parent = cid
     return out
 
 
-def _error(exc: grpc.RpcError, what: str, address: str) -> E.BlockstoreError:
+def _error(exc: grpc.RpcError, what: str, address: str) -> errors.BlockstoreError:
     code, msg = exc.code(), exc.details()
     if code == grpc.StatusCode.UNAVAILABLE:
-        return E.Unreachable(f"{what}: containerd does not answer on {address}: {msg}")
+        return errors.Unreachable(f"{what}: containerd does not answer on {address}: {msg}")
     if code == grpc.StatusCode.NOT_FOUND:
-        return E.NotFound(f"{what}: {msg}")
-    return E.BlockstoreError(f"{what}: containerd answered {code.name}: {msg}")
+        return errors.NotFound(f"{what}: {msg}")
+    return errors.BlockstoreError(f"{what}: containerd answered {code.name}: {msg}")

@@ -26,9 +26,9 @@ from concurrent import futures
 import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 
-from .. import errors as E
+from .. import errors
 from ..private_files import private_path
-from . import filters as F
+from . import filters
 from .proto import mount_pb2, snapshots_pb2 as pb, snapshots_pb2_grpc as pbg
 from .service import Snapshotter
 
@@ -36,14 +36,14 @@ log = logging.getLogger("blockstore.snapshotter")
 
 NAMESPACE_HEADER = "containerd-namespace"
 _KIND_OUT = {"view": pb.VIEW, "active": pb.ACTIVE, "committed": pb.COMMITTED}
-_CODES = [(E.NotFound, grpc.StatusCode.NOT_FOUND),
-          (E.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-          (E.Busy, grpc.StatusCode.FAILED_PRECONDITION),
-          (E.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
-          (E.ReadOnly, grpc.StatusCode.FAILED_PRECONDITION),
-          (E.NoSpace, grpc.StatusCode.RESOURCE_EXHAUSTED),
-          (E.Unsupported, grpc.StatusCode.UNIMPLEMENTED),
-          (E.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED)]
+_CODES = [(errors.NotFound, grpc.StatusCode.NOT_FOUND),
+          (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+          (errors.Busy, grpc.StatusCode.FAILED_PRECONDITION),
+          (errors.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+          (errors.ReadOnly, grpc.StatusCode.FAILED_PRECONDITION),
+          (errors.NoSpace, grpc.StatusCode.RESOURCE_EXHAUSTED),
+          (errors.Unsupported, grpc.StatusCode.UNIMPLEMENTED),
+          (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED)]
 
 
 def _code(exc: BaseException):
@@ -153,7 +153,7 @@ class Servicer(pbg.SnapshotsServicer):
 
     @_rpc
     def List(self, ns, req, ctx):
-        infos = self.snap.list(ns, F.parse_all(list(req.filters)))
+        infos = self.snap.list(ns, filters.parse_all(list(req.filters)))
         # A stream of batches, as containerd's own server sends them.
         return iter([pb.ListSnapshotsResponse(info=[_info(i) for i in infos[j:j + 100]])
                      for j in range(0, len(infos), 100)])
@@ -179,7 +179,7 @@ def _bind_path(address: str) -> str:
     except FileNotFoundError:
         return address
     if not stat.S_ISSOCK(st.st_mode):
-        raise E.AlreadyExists("something that is not a socket is in the way", path=address)
+        raise errors.AlreadyExists("something that is not a socket is in the way", path=address)
     os.unlink(address)
     return address
 
@@ -194,7 +194,7 @@ def serve(store, address: str, root: str, *, workers: int = 8, ready=None,
                          options=[("grpc.max_receive_message_length", 16 << 20)])
     pbg.add_SnapshotsServicer_to_server(Servicer(snap), server)
     if server.add_insecure_port("unix:" + address) == 0:
-        raise E.BlockstoreError("cannot listen", path=address)
+        raise errors.BlockstoreError("cannot listen", path=address)
     stop = stop_event or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

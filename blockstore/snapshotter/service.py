@@ -51,10 +51,10 @@ import shutil
 import threading
 import time
 
-from .. import errors as E
+from .. import errors
 from ..api import writers
 from ..private_files import private_subdir
-from . import records as R
+from . import records
 from . import staging
 from .fusemounts import FuseMounts
 from .spares import Spares
@@ -84,12 +84,12 @@ class Snapshotter:
     # -- state -------------------------------------------------------------------------
     def _load(self) -> None:
         for rec in self.store.list():
-            if not R.is_ours(rec):
+            if not records.is_ours(rec):
                 continue
-            if R.L_RETIRED in rec.labels or R.L_SPARE in rec.labels:    # spares: not re-adopted
+            if records.L_RETIRED in rec.labels or records.L_SPARE in rec.labels:    # spares: not re-adopted
                 self.retired.add(rec.name)
             else:
-                self.index[(rec.labels[R.L_NS], rec.labels[R.L_KEY])] = rec.name
+                self.index[(rec.labels[records.L_NS], rec.labels[records.L_KEY])] = rec.name
         live = set(self.index.values())
         for name in os.listdir(self.staging_dir):      # left by a kill mid-unpack
             if name not in live:
@@ -100,16 +100,16 @@ class Snapshotter:
     def _get(self, ns: str, key: str):
         name = self.index.get((ns, key))
         if name is None:
-            raise E.NotFound(f"snapshot {key!r} does not exist")
+            raise errors.NotFound(f"snapshot {key!r} does not exist")
         try:
             return self.store.info(name)
-        except E.NotFound:                  # removed behind our back (blockstore rm)
+        except errors.NotFound:                  # removed behind our back (blockstore rm)
             del self.index[(ns, key)]
-            raise E.NotFound(f"snapshot {key!r} does not exist") from None
+            raise errors.NotFound(f"snapshot {key!r} does not exist") from None
 
     def _records(self, ns: str):
         for rec in self.store.list():
-            if R.is_live(rec) and rec.labels[R.L_NS] == ns:
+            if records.is_live(rec) and rec.labels[records.L_NS] == ns:
                 yield rec
 
     def _staging(self, name: str) -> str:
@@ -124,9 +124,9 @@ class Snapshotter:
             with open(os.path.join(d, "since"), "w") as f:
                 f.write(str(since))
         os.makedirs(os.path.join(d, "work"), mode=0o755, exist_ok=True)
-        parent_key = rec.labels.get(R.L_PARENT, "")
+        parent_key = rec.labels.get(records.L_PARENT, "")
         if parent_key:
-            prec = self._get(rec.labels[R.L_NS], parent_key)
+            prec = self._get(rec.labels[records.L_NS], parent_key)
             lower = self.mounts.ensure(prec.name, readonly=True)
         else:
             lower = self.empty_dir
@@ -151,13 +151,13 @@ class Snapshotter:
     def _release_parent(self, rec) -> None:
         """Unmount the read-only mount of a staged snapshot's parent when no
         other staged snapshot still uses it."""
-        parent_key = rec.labels.get(R.L_PARENT, "")
-        ns = rec.labels[R.L_NS]
+        parent_key = rec.labels.get(records.L_PARENT, "")
+        ns = rec.labels[records.L_NS]
         if not parent_key or (ns, parent_key) not in self.index:
             return
         for other in self._records(ns):
-            if other.name != rec.name and R.L_STAGED in other.labels and \
-                    other.labels.get(R.L_PARENT) == parent_key:
+            if other.name != rec.name and records.L_STAGED in other.labels and \
+                    other.labels.get(records.L_PARENT) == parent_key:
                 return
         try:
             self.mounts.release(self.index[(ns, parent_key)])
@@ -165,9 +165,9 @@ class Snapshotter:
             log.warning("unmounting the parent %r: %s", parent_key, exc)
 
     def _mounts_of(self, rec) -> list[dict]:
-        if R.L_STAGED in rec.labels:
+        if records.L_STAGED in rec.labels:
             return self._staged_mounts(rec)
-        kind = rec.labels[R.L_KIND]
+        kind = rec.labels[records.L_KIND]
         mp = self.mounts.ensure(rec.name, readonly=kind != "active")
         return [{"type": "bind", "source": mp, "target": "",
                  "options": ["rbind", "rw" if kind == "active" else "ro"]}]
@@ -187,31 +187,31 @@ class Snapshotter:
                 self.retired.discard(name)
                 self.mounts.forget(name)
                 return
-            except E.Busy:
+            except errors.Busy:
                 pass                                  # still served: retire
-            except E.NotFound:
+            except errors.NotFound:
                 self.retired.discard(name)
                 return
-        self.store.label(name, **{R.L_RETIRED: "1"})
+        self.store.label(name, **{records.L_RETIRED: "1"})
         self.retired.add(name)
         log.info("retired %s: its mount is still in use elsewhere", name)
 
     # -- RPCs ----------------------------------------------------------------------------
     def create(self, ns: str, kind: str, key: str, parent: str, labels: dict) -> list[dict]:
         """Prepare (kind "active") or View (kind "view")."""
-        R.check_key(key)
-        labels = R.check_user_labels(labels)
+        records.check_key(key)
+        labels = records.check_user_labels(labels)
         with self.lock:
             if parent:
                 prec = self._get(ns, parent)
-                if prec.labels[R.L_KIND] != "committed":
-                    raise E.InvalidInput(f"parent {parent!r} is not a committed snapshot")
+                if prec.labels[records.L_KIND] != "committed":
+                    raise errors.InvalidInput(f"parent {parent!r} is not a committed snapshot")
             target = labels.get(LABEL_SNAPSHOT_REF)
             if kind == "active" and target:
                 self._fast_path(ns, target, parent, labels)
             if (ns, key) in self.index:
-                raise E.AlreadyExists(f"snapshot {key!r} already exists")
-            lab = {**labels, **R.own_labels(ns, key, kind, parent)}
+                raise errors.AlreadyExists(f"snapshot {key!r} already exists")
+            lab = {**labels, **records.own_labels(ns, key, kind, parent)}
             staged = kind == "active" and staging.is_unpack_key(key)
             if kind == "active" and parent and not staged:
                 self._reap_queue.put(lambda: self._make_spare(ns, parent, prec.name))
@@ -220,9 +220,9 @@ class Snapshotter:
                     out = self._claim(spare, ns, key, lab)
                     if out is not None:
                         return out
-            name = R.tree_name(ns, key)
+            name = records.tree_name(ns, key)
             if staged:
-                lab[R.L_STAGED] = "1"
+                lab[records.L_STAGED] = "1"
             if parent:
                 self.store.clone(prec.name, name, labels=lab)
             else:
@@ -242,9 +242,9 @@ class Snapshotter:
         """Make spare ``spare`` the active snapshot ``key`` (labels ``lab``) and
         return its mounts; None (and the spare dropped) if it cannot serve."""
         try:
-            lab = {**lab, R.L_SPARE: None, R.L_CREATED: str(time.time_ns())}
+            lab = {**lab, records.L_SPARE: None, records.L_CREATED: str(time.time_ns())}
             rec = self.store.label(spare, **lab)
-        except E.NotFound:
+        except errors.NotFound:
             return None
         self.index[(ns, key)] = spare
         try:
@@ -261,8 +261,8 @@ class Snapshotter:
         with self.lock:
             if self.index.get((ns, parent_key)) != parent or not self.spares.wanted(parent):
                 return
-            name = R.tree_name(ns, "(spare)")
-            lab = {**R.own_labels(ns, "(spare)", "active", parent_key), R.L_SPARE: "1"}
+            name = records.tree_name(ns, "(spare)")
+            lab = {**records.own_labels(ns, "(spare)", "active", parent_key), records.L_SPARE: "1"}
             self.store.clone(parent, name, labels=lab)
             self.spares.making.add(parent)
         try:
@@ -283,7 +283,7 @@ class Snapshotter:
     def _retire(self, name: str) -> None:
         """Hide tree ``name`` (one durable label), detach its mount and let the
         reaper remove it.  The caller holds the lock."""
-        self.store.label(name, **{R.L_RETIRED: "1"})
+        self.store.label(name, **{records.L_RETIRED: "1"})
         self.retired.add(name)
         self.reaping.add(name)
         try:
@@ -299,56 +299,56 @@ class Snapshotter:
         if name is not None:
             lab = self.store.info(name).labels
             # containerd then looks the layer up by ref label *and* parent
-            if lab[R.L_KIND] == "committed" and lab.get(R.L_PARENT, "") == parent:
-                raise E.AlreadyExists(f"target snapshot {target!r} already exists")
+            if lab[records.L_KIND] == "committed" and lab.get(records.L_PARENT, "") == parent:
+                raise errors.AlreadyExists(f"target snapshot {target!r} already exists")
             return
         try:
             src = self.store.info(target)
-        except (E.NotFound, E.InvalidInput):
+        except (errors.NotFound, errors.InvalidInput):
             log.info("layer %s is not in the store: containerd unpacks it", target)
             return
         if src.kind != "snapshot" or src.labels.get(LABEL_OCI_CHAIN) != target:
             log.info("tree %s is not an imported layer snapshot (kind %s, %s=%r): not used",
                      target, src.kind, LABEL_OCI_CHAIN, src.labels.get(LABEL_OCI_CHAIN))
             return
-        name = R.tree_name(ns, target)
-        lab = {**labels, **R.own_labels(ns, target, "committed", parent)}
+        name = records.tree_name(ns, target)
+        lab = {**labels, **records.own_labels(ns, target, "committed", parent)}
         self.store.snapshot(target, name, labels=lab)
         self.index[(ns, target)] = name
         self.counters["prepare_fast_path"] += 1
         log.info("fast path: layer %s is in the store; containerd skips its unpack", target)
-        raise E.AlreadyExists(f"target snapshot {target!r} already exists")
+        raise errors.AlreadyExists(f"target snapshot {target!r} already exists")
 
     def mounts_for(self, ns: str, key: str) -> list[dict]:
         with self.lock:
             return self._mounts_of(self._get(ns, key))
 
     def commit(self, ns: str, name: str, key: str, labels: dict) -> None:
-        R.check_key(name, "name")
-        labels = R.check_user_labels(labels)
+        records.check_key(name, "name")
+        labels = records.check_user_labels(labels)
         with self.lock:
             rec = self._get(ns, key)
-            if rec.labels[R.L_KIND] != "active":
-                raise E.Busy(f"snapshot {key!r} is not active; only active snapshots commit")
+            if rec.labels[records.L_KIND] != "active":
+                raise errors.Busy(f"snapshot {key!r} is not active; only active snapshots commit")
             if (ns, name) in self.index:
-                raise E.AlreadyExists(f"snapshot {name!r} already exists")
-            new = R.tree_name(ns, name)
-            lab = {**labels, **R.own_labels(ns, name, "committed", rec.labels.get(R.L_PARENT, ""))}
-            if R.L_STAGED in rec.labels:
+                raise errors.AlreadyExists(f"snapshot {name!r} already exists")
+            new = records.tree_name(ns, name)
+            lab = {**labels, **records.own_labels(ns, name, "committed", rec.labels.get(records.L_PARENT, ""))}
+            if records.L_STAGED in rec.labels:
                 self._commit_staged(rec, new, lab)
             else:
                 self.store.commit(rec.name, new, labels=lab)   # flushes the mount's batch first
             self.index[(ns, name)] = new
             del self.index[(ns, key)]
-            if R.L_STAGED in rec.labels:
+            if records.L_STAGED in rec.labels:
                 self._release_parent(rec)
             self._drop(rec.name)
 
     def _commit_staged(self, rec, new: str, lab: dict) -> None:
         """Import the staging directory as a layer onto the parent: snapshot ``new``."""
         from ..oci.chain import import_layer
-        parent_key = rec.labels.get(R.L_PARENT, "")
-        parent = self._get(rec.labels[R.L_NS], parent_key).name if parent_key else None
+        parent_key = rec.labels.get(records.L_PARENT, "")
+        parent = self._get(rec.labels[records.L_NS], parent_key).name if parent_key else None
         d = self._staging(rec.name)
         upper = os.path.join(d, "upper")
         if not os.path.isdir(upper):                  # a Commit without a Mounts call
@@ -363,21 +363,21 @@ class Snapshotter:
         # containerd sees only its own labels (no oci.diff_id to record).
         with staging.layer_stream(upper, lower, since) as raw:
             import_layer(self.store, raw, new, parent, labels=lab,
-                         what=f"layer of {rec.labels[R.L_KEY]!r}", record_diff_id=False)
+                         what=f"layer of {rec.labels[records.L_KEY]!r}", record_diff_id=False)
 
     def remove(self, ns: str, key: str) -> None:
         with self.lock:
             rec = self._get(ns, key)
             for other in self._records(ns):
-                if other.labels.get(R.L_PARENT) == key:
-                    raise E.Busy(f"cannot remove snapshot {key!r}: it has children "
-                                 f"({other.labels[R.L_KEY]!r}); remove them first")
+                if other.labels.get(records.L_PARENT) == key:
+                    raise errors.Busy(f"cannot remove snapshot {key!r}: it has children "
+                                 f"({other.labels[records.L_KEY]!r}); remove them first")
             spare = self.spares.drop(rec.name)
             if spare is not None:
                 self._retire(spare)
             del self.index[(ns, key)]
-            if R.L_STAGED in rec.labels or not self.mounts.is_mounted(rec.name):
-                if R.L_STAGED in rec.labels:
+            if records.L_STAGED in rec.labels or not self.mounts.is_mounted(rec.name):
+                if records.L_STAGED in rec.labels:
                     self._release_parent(rec)
                 self._drop(rec.name)
                 return
@@ -409,21 +409,21 @@ class Snapshotter:
         with self.lock:
             try:
                 self.store.remove(name, force=True)
-            except E.Busy:
+            except errors.Busy:
                 return                                     # served again: cleanup retries
-            except E.NotFound:
+            except errors.NotFound:
                 pass
             self.retired.discard(name)
             self.mounts.forget(name)
 
     def stat(self, ns: str, key: str) -> dict:
         with self.lock:
-            return R.info(self._get(ns, key))
+            return records.info(self._get(ns, key))
 
     def update(self, ns: str, info: dict, paths: list[str]) -> dict:
         with self.lock:
             rec = self._get(ns, info["name"])
-            old = R.user_labels(rec)
+            old = records.user_labels(rec)
             new_labels = dict(info.get("labels") or {})
             if not paths:
                 result = new_labels
@@ -439,18 +439,18 @@ class Snapshotter:
                         else:
                             result.pop(k, None)
                     else:
-                        raise E.InvalidInput(f"cannot update field {p!r} of snapshot "
+                        raise errors.InvalidInput(f"cannot update field {p!r} of snapshot "
                                              f"{info['name']!r}: only labels can change")
-            R.check_user_labels(result)
+            records.check_user_labels(result)
             change = {k: None for k in old if k not in result}
             change.update(result)
-            change[R.L_UPDATED] = str(time.time_ns())
-            return R.info(self.store.label(rec.name, **change))
+            change[records.L_UPDATED] = str(time.time_ns())
+            return records.info(self.store.label(rec.name, **change))
 
     def list(self, ns: str, filters) -> list[dict]:
         from .filters import matches
         with self.lock:
-            return [i for i in map(R.info, self._records(ns)) if matches(i, filters)]
+            return [i for i in map(records.info, self._records(ns)) if matches(i, filters)]
 
     def usage(self, ns: str, key: str) -> tuple[int, int]:
         """(bytes, inodes): the bytes only this snapshot holds (what removing it
@@ -470,7 +470,7 @@ class Snapshotter:
                         self.store.remove(name, force=True)
                         self.retired.discard(name)
                         self.mounts.forget(name)
-                    except E.NotFound:
+                    except errors.NotFound:
                         self.retired.discard(name)
-                    except E.Busy:
+                    except errors.Busy:
                         pass

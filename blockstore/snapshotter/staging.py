@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import re
-import stat as S
+import stat
 import subprocess
 import sys
 import tarfile
@@ -59,7 +59,7 @@ def _xattrs(path: str) -> dict:
 
 def _entry(tf: tarfile.TarFile, path: str, arc: str) -> None:
     st = os.lstat(path)
-    if S.S_ISCHR(st.st_mode) and st.st_rdev == 0:           # overlay whiteout
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:           # overlay whiteout
         d, base = os.path.split(arc)
         ti = tarfile.TarInfo(os.path.join(d, ".wh." + base))
         ti.mtime = int(st.st_mtime)
@@ -76,7 +76,7 @@ def _entry(tf: tarfile.TarFile, path: str, arc: str) -> None:
             tf.addfile(ti, f)
     else:
         tf.addfile(ti)
-    if S.S_ISDIR(st.st_mode) and arc != ".":
+    if stat.S_ISDIR(st.st_mode) and arc != ".":
         _opaque_marker(tf, path, arc, st)
 
 
@@ -109,9 +109,9 @@ def _copied_up(st: os.stat_result, lower: str | None, rel: str, since_ns: int) -
         lst = os.lstat(os.path.join(lower, rel))
     except OSError:
         return False
-    return (S.S_ISDIR(lst.st_mode) and st.st_atime_ns == lst.st_atime_ns
+    return (stat.S_ISDIR(lst.st_mode) and st.st_atime_ns == lst.st_atime_ns
             and st.st_uid == lst.st_uid and st.st_gid == lst.st_gid
-            and S.S_IMODE(st.st_mode) == S.S_IMODE(lst.st_mode))
+            and stat.S_IMODE(st.st_mode) == stat.S_IMODE(lst.st_mode))
 
 
 def write_layer(upper: str, out, lower: str | None = None, since_ns: int = 0) -> None:
@@ -128,7 +128,7 @@ def write_layer(upper: str, out, lower: str | None = None, since_ns: int = 0) ->
                 path = os.path.join(dirpath, name)
                 rel = os.path.relpath(path, upper)
                 st = os.lstat(path)
-                if S.S_ISDIR(st.st_mode) and _copied_up(st, lower, rel, since_ns):
+                if stat.S_ISDIR(st.st_mode) and _copied_up(st, lower, rel, since_ns):
                     _opaque_marker(tf, path, rel, st)
                     continue
                 _entry(tf, path, rel)
