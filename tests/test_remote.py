@@ -217,6 +217,32 @@ def test_lazy_pull_fetches_a_small_share_then_equals_eager(s3, tmp_path):
         assert d.check().ok
 
 
+def test_eager_pull_killed_midway_is_completed_by_a_retry(s3, tmp_path):
+    """A pull process that dies between its commits (after the tree is built and
+    some blocks are recorded) leaves a snapshot with blocks still absent; pulling
+    again fetches the rest, and the tree is whole and local."""
+    from blockstore.api.treestream import absent_of
+    url = _url(tmp_path)
+    src = _make_tree(tmp_path / "src", nfiles=12, size=200_000)
+    with _open(tmp_path / "A", s3, url) as a:
+        a.import_dir(src, "base")
+        a.push(["base"])
+        want = tree_manifest(a, "base")
+    r = subprocess.run([sys.executable, os.path.join(HERE, "_remote_worker.py"), "pull-crash",
+                        str(tmp_path / "B"), "r", url, s3.endpoint, "base", "3"],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 17, r.stderr[-3000:]          # died after its third commit
+    with blockstore.Store.open(tmp_path / "B") as b:
+        assert b.check().ok
+        left = len(absent_of(b, "base"))
+        assert left > 0                                   # it did die midway
+        st = b.pull("base")
+        assert st["present"] == ["base"]
+        assert absent_of(b, "base") == []                 # every block is local now
+        assert tree_manifest(b, "base") == want
+        assert b.check().ok
+
+
 def test_lazy_read_gets_eio_while_the_server_is_down(s3, tmp_path):
     url = _url(tmp_path)
     src = _make_tree(tmp_path / "src", nfiles=6)

@@ -357,3 +357,39 @@ def fill_blocks(store, blocks: list[tuple[int, bytes, bytes]]) -> int:
     longer absent are skipped.  Returns how many were filled."""
     pool = store.env.pool
     return store.env.transact(lambda w: pool.fill_verified(w.t, blocks))
+
+
+class BlockFiller:
+    """Fill absent blocks in bulk (an eager pull): ``write`` verifies and
+    writes blocks, from any number of threads at once, with no write txn;
+    ``record`` records what was written in one write transaction (the data
+    file synced first), so a pull of N blocks costs a few commits, not one
+    per batch.  Each ``write`` runs under a read transaction of its own that
+    keeps its blocks from reuse while their bytes are written (a block no
+    longer absent with that SHA-256 is skipped).  Blocks written but not
+    recorded when the process dies stay absent (fetched again by the next
+    fill: same bytes, verified again)."""
+
+    def __init__(self, store):
+        self._store = store
+        self.pool = store.env.pool
+
+    def write(self, runs) -> list:
+        """``runs``: [(start block, [sha256...], buffer)]; Corruption on any
+        mismatch (nothing of the call written).  Returns what ``record`` takes."""
+        with self._store.env.snapshot() as rt:
+            return self.pool.write_verified(rt.t, runs)
+
+    def record(self, written: list) -> int:
+        if not written:
+            return 0
+        return self._store.env.transact(lambda w: self.pool.record_written(w.t, written))
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

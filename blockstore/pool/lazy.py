@@ -21,6 +21,7 @@ again; another process, or this one after a crash, fetches them once more
 """
 from __future__ import annotations
 
+import threading
 from typing import Protocol, Sequence
 
 from .. import errors
@@ -228,4 +229,86 @@ def fill_verified(pool, t, blocks: Sequence[tuple[int, bytes, bytes]]) -> int:
             pool.absent.drop(t, [y[0] for y in sub])
             done += len(sub)
             sub = [x] if x is not None else []
+    return done
+
+
+_bulk_write_lock = threading.Lock()
+
+
+def write_verified(pool, t, runs: Sequence[tuple[int, Sequence[bytes], object]]
+                   ) -> list[tuple[int, list[bytes], bytes]]:
+    """Write the bytes of absent blocks without a write txn (an eager pull's
+    bulk path; ``record_written`` records them later, in few txns).
+
+    ``t``: a read txn of the caller's thread, begun after the caller learnt
+    which blocks are absent; it keeps them from reuse while their bytes are
+    written (ARCHITECTURE.md §5), and only blocks it still shows absent with
+    the given SHA-256 are written (one removed meanwhile may be reused).
+    ``runs``: [(start block, [sha256 per block], buffer of len(digests)
+    blocks)].  Every block is verified against its SHA-256 first; any
+    mismatch raises Corruption and nothing of the call is written.  Returns
+    [(start, digests, checksums)] of what was written, for ``record_written``.
+
+    Threads may call it at once, each with its own read txn: the hashes
+    release the GIL, and the writes take turns.  The data file is marked
+    dirty after the writes, so the commit that records the blocks syncs them."""
+    from blockstore.native import sha256_many
+    bs = pool.block_size
+    todo = []
+    for start, digests, buf in runs:
+        mv = memoryview(buf)
+        if mv.nbytes != len(digests) * bs:
+            raise errors.Corruption(f"the bytes fetched for block {start} have the wrong length")
+        got = sha256_many(mv, bs, 1)
+        if got != b"".join(digests):
+            for i, d in enumerate(digests):
+                if got[i * 32:(i + 1) * 32] != d:
+                    raise errors.Corruption(f"block {start + i}: the bytes fetched do not match "
+                                            f"its SHA-256 {d.hex()[:16]}...; not stored")
+        cur = {b: d for b, d, _ in pool.absent.range(t, start, len(digests))}
+        i, n = 0, len(digests)
+        while i < n:                    # the sub-runs still absent with these digests
+            if cur.get(start + i) != digests[i]:
+                i += 1
+                continue
+            j = i + 1
+            while j < n and cur.get(start + j) == digests[j]:
+                j += 1
+            todo.append((start + i, list(digests[i:j]), mv[i * bs:j * bs], got[i * 32:j * 32]))
+            i = j
+    same = pool.checksum == "sha256"
+    out = [(s, ds, sha if same else bytes(pool.sums.hash(buf, bs))) for s, ds, buf, sha in todo]
+    # one writer at a time: concurrent buffered writes to one file contend for its
+    # inode lock in the kernel (spinning costs several times the copy); waiting
+    # here sleeps instead
+    with _bulk_write_lock:
+        for s, _, buf, _ in todo:
+            pool.data.pwrite(s, buf)
+    with pool._dirty_lock:
+        pool._dirty = True          # after the writes: a sync that starts later covers them
+    return out
+
+
+def record_written(pool, t, written: Sequence[tuple[int, list[bytes], bytes]]) -> int:
+    """In write txn ``t``: record blocks ``write_verified`` wrote: for each block
+    still absent with that SHA-256, drop the entry and put its checksum (the
+    commit syncs the data file first).  A block no longer absent, or absent
+    with another digest (its snapshot was removed meanwhile), is skipped.
+    Returns how many were recorded."""
+    ds = pool.sums.digest_size
+    done = 0
+    for start, digests, sums in written:
+        cur = {b: d for b, d, _ in pool.absent.range(t, start, len(digests))}
+        i, n = 0, len(digests)
+        while i < n:
+            if cur.get(start + i) != digests[i]:
+                i += 1
+                continue
+            j = i + 1
+            while j < n and cur.get(start + j) == digests[j]:
+                j += 1
+            pool.sums.put_run(t, start + i, sums[i * ds:j * ds])
+            pool.absent.drop(t, list(range(start + i, start + j)))
+            done += j - i
+            i = j
     return done

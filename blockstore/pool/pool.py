@@ -137,6 +137,14 @@ class Pool:
         """Write and record verified bytes of absent blocks (lazy.fill_verified)."""
         return lazy.fill_verified(self, t, blocks)
 
+    def write_verified(self, t, runs):
+        """Verify and write absent blocks outside a write txn (lazy.write_verified)."""
+        return lazy.write_verified(self, t, runs)
+
+    def record_written(self, t, written) -> int:
+        """Record what write_verified wrote (lazy.record_written)."""
+        return lazy.record_written(self, t, written)
+
     # ================================================================ writes
     def _check_block_size(self, t) -> None:
         bs = self.meta.get(t, BLOCK_SIZE)

@@ -17,14 +17,15 @@ import io
 import zstandard
 
 from .. import errors
-from ..api.treestream import (SnapshotReader, absent_of, apply_delta, build_snapshot, canonical,
-                              decode_items, delta_parent, encode_items, fill_blocks, Item)
+from ..api.treestream import (BlockFiller, SnapshotReader, absent_of, apply_delta, build_snapshot, canonical,
+                              decode_items, delta_parent, encode_items, Item)
 from . import layout as L
 from .client import Remote
-from .fetch import fetch_blocks, parse_source, source
+from .fetch import coalesce, parse_source, source
 
 MAX_TREE_BYTES = 4 << 30          # an item stream larger than this is refused
-FILL_BATCH = 8192                 # blocks fetched and stored per transaction (32 MiB at 4 KiB)
+FILL_RANGE = 8 << 20              # an eager fill's ranged GETs: up to a whole pack each
+RECORD_BLOCKS = 1 << 16           # blocks recorded per write txn (256 MiB at 4 KiB)
 
 
 def content_of(store, name: str) -> str:
@@ -82,36 +83,91 @@ def _local_blocks(store, names: list[str]) -> dict[bytes, int]:
 
 
 def fill(store, name: str, progress=None, threads: int = 8, remote: str | None = None) -> dict:
-    """Fetch every absent block of tree ``name``; returns counts."""
+    """Fetch every absent block of tree ``name``; returns counts.
+
+    A pipeline: ``threads`` ranged GETs (up to a whole pack each) run at
+    once, and the thread that received a range verifies its blocks and
+    writes them into the pool (``BlockFiller.write``: hashing and pwrite
+    release the GIL); this thread records the written blocks every
+    RECORD_BLOCKS blocks and at the end, one write transaction (one data
+    sync) each.  Bytes that fail their SHA-256 are never written
+    (Corruption).  Killed midway, the blocks not yet recorded stay absent:
+    the next fill fetches only those."""
     missing = absent_of(store, name)
     stats = {"blocks": len(missing), "bytes_received": 0}
+    if not missing:
+        return stats
+    bs = store.block_size
     by_src: dict[str, list] = {}
     for b, d, src in missing:
-        name, loc = parse_source(src)
-        by_src.setdefault(remote or name, []).append((b, d, loc))
-    # batches on one pool (this one stored while the next downloads), their ranges on another
-    with cf.ThreadPoolExecutor(2, thread_name_prefix="blockstore-fill") as bex, \
-            cf.ThreadPoolExecutor(threads, thread_name_prefix="blockstore-fetch") as ex:
-        for src, todo in by_src.items():
-            rm = Remote(store.path, src)
-            done = 0
-            nxt = None
-            for i in range(0, len(todo), FILL_BATCH):
-                batch = todo[i:i + FILL_BATCH]
-                fut = nxt if nxt is not None else bex.submit(
-                    fetch_blocks, rm, [x[1] for x in batch], ex, [x[2] for x in batch])
-                nb = todo[i + FILL_BATCH:i + 2 * FILL_BATCH]
-                # the next batch downloads while this one is stored
-                nxt = bex.submit(fetch_blocks, rm, [x[1] for x in nb], ex,
-                                [x[2] for x in nb]) if nb else None
-                datas = fut.result()
-                fill_blocks(store, [(b, d, data) for (b, d, _), data in zip(batch, datas)])
-                done += len(batch)
-                if progress:
-                    progress(f"pull {name}: {done}/{len(todo)} blocks, "
-                             f"{rm.objects.received / 2**20:.1f} MiB received")
-            stats["bytes_received"] += rm.objects.received
+        rname, loc = parse_source(src)
+        by_src.setdefault(remote or rname, []).append((b, d, loc))
+    with BlockFiller(store) as filler, \
+            cf.ThreadPoolExecutor(threads, thread_name_prefix="blockstore-fill") as ex:
+        try:
+            for src, todo in by_src.items():
+                rm = Remote(store.path, src)
+                stats["bytes_received"] += _fill_from(rm, todo, filler, ex, threads, bs,
+                                                      name, progress)
+        except BaseException:
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
     return stats
+
+
+def _fill_from(rm: Remote, todo: list, filler: BlockFiller, ex: cf.Executor, threads: int,
+               bs: int, name: str, progress) -> int:
+    locs = []
+    for i, (b, d, loc) in enumerate(todo):
+        loc = loc if loc is not None else rm.locate(d)
+        if loc is None:
+            raise errors.NotFound(f"remote {rm.name!r} holds no block {d.hex()[:16]}...")
+        locs.append((i, *loc))
+
+    def one(r):
+        h, a, e, parts = r
+        data = memoryview(rm.objects.get_range(L.pack_key(h), a, e - a))
+        runs: list = []               # [start block, [sha256], begin, end]: one buffer slice each
+        for i, off, n in parts:
+            b, d, _ = todo[i]
+            if n != bs:
+                raise errors.Corruption(f"remote {rm.name!r}: a block of pack {h[:16]}... is "
+                                        f"{n} bytes, not {bs}")
+            if runs and runs[-1][0] + len(runs[-1][1]) == b and runs[-1][3] == off - a:
+                runs[-1][1].append(d)
+                runs[-1][3] += n
+            else:
+                runs.append([b, [d], off - a, off - a + n])
+        return filler.write([(s, ds, data[x:y]) for s, ds, x, y in runs])
+
+    ranges = iter(coalesce(locs, FILL_RANGE))
+    live: set = set()
+    pending: list = []
+    npending = done = 0
+
+    def submit() -> None:
+        while len(live) < 2 * threads:
+            r = next(ranges, None)
+            if r is None:
+                return
+            live.add(ex.submit(one, r))
+    submit()
+    while live:
+        finished, _ = cf.wait(live, return_when=cf.FIRST_COMPLETED)
+        for f in finished:
+            live.discard(f)
+            w = f.result()
+            pending.extend(w)
+            npending += sum(len(x[1]) for x in w)
+        submit()
+        if npending >= RECORD_BLOCKS or not live:
+            filler.record(pending)
+            done += npending
+            pending, npending = [], 0
+            if progress:
+                progress(f"pull {name}: {done}/{len(todo)} blocks, "
+                         f"{rm.objects.received / 2**20:.1f} MiB received")
+    return rm.objects.received
 
 
 def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
@@ -154,8 +210,11 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
             if progress:
                 progress(f"pull {n}: tree built, {nabsent} blocks to fetch")
         if not lazy:
-            for n in made:
-                stats["bytes_received"] += fill(store, n, progress, threads)["bytes_received"]
+            # every snapshot of the chain, also one already here: an eager pull that
+            # was killed midway (or a lazy pull) left blocks absent; this completes it
+            for n in reversed(chain):
+                if n in made or n in stats["present"]:
+                    stats["bytes_received"] += fill(store, n, progress, threads)["bytes_received"]
     except BaseException:
         if not lazy:
             for n in reversed(made):
