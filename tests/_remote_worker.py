@@ -69,7 +69,7 @@ def main(argv):
                     if hits[0] == int(k):
                         os._exit(17)
             failpoints.set_counter(crash)
-            s.pull(name, remote)
+            s.pull(name, remote, threads=1)        # one range per commit
             print(json.dumps({"finished": True}))
         elif cmd == "push":
             stats = s.push(argv[2:], progress=lambda m: print(m, file=sys.stderr, flush=True))
