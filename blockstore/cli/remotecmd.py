@@ -69,6 +69,22 @@ def rm_cmd(ctx: Ctx, name):
         F.emit_json({"removed": name})
 
 
+@remote_grp.command("rm-snapshot")
+@click.argument("snapshot")
+@click.option("--remote", "remote", metavar="NAME", help="The remote (default: the only one).")
+@output_options()
+@pass_ctx
+def rm_snapshot_cmd(ctx: Ctx, snapshot, remote):
+    """Delete SNAPSHOT from a remote (its manifest; `remote gc` reclaims its
+    packs after the grace period).  Refused while another remote snapshot
+    builds on it.  The local store is not changed."""
+    r = ctx.store().remote_rm_snapshot(snapshot, remote)
+    if ctx.json:
+        F.emit_json(r)
+    else:
+        ctx.say(f"removed {snapshot} from remote {r['remote']}")
+
+
 @remote_grp.command("gc")
 @click.argument("name", required=False)
 @click.option("--grace", type=float, default=None, metavar="SECONDS",

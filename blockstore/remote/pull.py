@@ -39,11 +39,8 @@ def content_of(store, name: str) -> str:
     return h.hexdigest()
 
 
-def _tree_items(rm: Remote, content: str, name: str, depth: int = 0) -> list[Item]:
-    """The items of tree ``content``: a full stream, or a delta applied to its
-    parent's items (fetched the same way); checked against the content id."""
-    if depth > 512:
-        raise errors.Corruption(f"the tree of {name!r} is a chain of more than 512 deltas")
+def _tree_raw(rm: Remote, content: str, name: str = "") -> bytes:
+    """The uncompressed bytes of tree object ``content`` (a full stream or a delta)."""
     raw = rm.objects.get(L.tree_key(content))
     try:
         with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)) as r:
@@ -52,6 +49,15 @@ def _tree_items(rm: Remote, content: str, name: str, depth: int = 0) -> list[Ite
         raise errors.Corruption(f"the tree object of {name!r} does not decompress: {exc}") from None
     if len(data) > MAX_TREE_BYTES:
         raise errors.InvalidInput(f"the tree object of {name!r} is over {MAX_TREE_BYTES} bytes")
+    return data
+
+
+def _tree_items(rm: Remote, content: str, name: str, depth: int = 0) -> list[Item]:
+    """The items of tree ``content``: a full stream, or a delta applied to its
+    parent's items (fetched the same way); checked against the content id."""
+    if depth > 512:
+        raise errors.Corruption(f"the tree of {name!r} is a chain of more than 512 deltas")
+    data = _tree_raw(rm, content, name)
     parent = delta_parent(data)
     if parent is None:
         items = decode_items(data)
