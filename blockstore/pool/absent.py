@@ -67,6 +67,21 @@ class Absent:
             out.append((b, bytes(v[:DIGEST]), bytes(v[DIGEST:]).decode()))
         return out
 
+    def digests(self, t, start: int, n: int) -> dict[int, bytes]:
+        """{block: sha256} of the absent blocks in [start, start+n) (``range``
+        without decoding the sources: what a bulk fill checks per block)."""
+        out = {}
+        end = start + n
+        cur = t.cursor(db=self.db)
+        if not cur.set_range(pack_u64(start)):
+            return out
+        for k, v in cur:
+            b = u64(k)
+            if b >= end:
+                break
+            out[b] = bytes(v[:DIGEST])
+        return out
+
     def following(self, t, start: int, limit: int) -> list[tuple[int, bytes, str]]:
         """Absent blocks start, start+1, ... while consecutive, at most ``limit``."""
         out = []

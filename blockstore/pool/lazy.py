@@ -21,7 +21,6 @@ again; another process, or this one after a crash, fetches them once more
 """
 from __future__ import annotations
 
-import threading
 from typing import Protocol, Sequence
 
 from .. import errors
@@ -232,9 +231,6 @@ def fill_verified(pool, t, blocks: Sequence[tuple[int, bytes, bytes]]) -> int:
     return done
 
 
-_bulk_write_lock = threading.Lock()
-
-
 def write_verified(pool, t, runs: Sequence[tuple[int, Sequence[bytes], object]]
                    ) -> list[tuple[int, list[bytes], bytes]]:
     """Write the bytes of absent blocks without a write txn (an eager pull's
@@ -249,8 +245,8 @@ def write_verified(pool, t, runs: Sequence[tuple[int, Sequence[bytes], object]]
     mismatch raises Corruption and nothing of the call is written.  Returns
     [(start, digests, checksums)] of what was written, for ``record_written``.
 
-    Threads may call it at once, each with its own read txn: the hashes
-    release the GIL, and the writes take turns.  The data file is marked
+    Threads may call it at once, each with its own read txn: the hashes and
+    the writes (``DataFile.pwrite_direct``) release the GIL.  The data file is marked
     dirty after the writes, so the commit that records the blocks syncs them."""
     from blockstore.native import sha256_many
     bs = pool.block_size
@@ -265,7 +261,7 @@ def write_verified(pool, t, runs: Sequence[tuple[int, Sequence[bytes], object]]
                 if got[i * 32:(i + 1) * 32] != d:
                     raise errors.Corruption(f"block {start + i}: the bytes fetched do not match "
                                             f"its SHA-256 {d.hex()[:16]}...; not stored")
-        cur = {b: d for b, d, _ in pool.absent.range(t, start, len(digests))}
+        cur = pool.absent.digests(t, start, len(digests))
         i, n = 0, len(digests)
         while i < n:                    # the sub-runs still absent with these digests
             if cur.get(start + i) != digests[i]:
@@ -278,12 +274,10 @@ def write_verified(pool, t, runs: Sequence[tuple[int, Sequence[bytes], object]]
             i = j
     same = pool.checksum == "sha256"
     out = [(s, ds, sha if same else bytes(pool.sums.hash(buf, bs))) for s, ds, buf, sha in todo]
-    # one writer at a time: concurrent buffered writes to one file contend for its
-    # inode lock in the kernel (spinning costs several times the copy); waiting
-    # here sleeps instead
-    with _bulk_write_lock:
-        for s, _, buf, _ in todo:
-            pool.data.pwrite(s, buf)
+    # past the page cache when the buffers are aligned (the pull's are mmap'd): the
+    # copy into the cache would cost more CPU than fetching and hashing the bytes
+    for s, _, buf, _ in todo:
+        pool.data.pwrite_direct(s, buf)
     with pool._dirty_lock:
         pool._dirty = True          # after the writes: a sync that starts later covers them
     return out
@@ -298,7 +292,7 @@ def record_written(pool, t, written: Sequence[tuple[int, list[bytes], bytes]]) -
     ds = pool.sums.digest_size
     done = 0
     for start, digests, sums in written:
-        cur = {b: d for b, d, _ in pool.absent.range(t, start, len(digests))}
+        cur = pool.absent.digests(t, start, len(digests))
         i, n = 0, len(digests)
         while i < n:
             if cur.get(start + i) != digests[i]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import io
+import mmap
+import threading
 
 import zstandard
 
@@ -130,9 +132,17 @@ def _fill_from(rm: Remote, todo: list, filler: BlockFiller, ex: cf.Executor, thr
             raise errors.NotFound(f"remote {rm.name!r} holds no block {d.hex()[:16]}...")
         locs.append((i, *loc))
 
+    bufs = threading.local()
+
     def one(r):
         h, a, e, parts = r
-        data = memoryview(rm.objects.get_range(L.pack_key(h), a, e - a))
+        # each thread's buffer is mmap'd (page-aligned): the pool writes it past the
+        # page cache; reused for the thread's next range once its blocks are written
+        buf = getattr(bufs, "buf", None)
+        if buf is None or len(buf) < e - a:
+            buf = bufs.buf = mmap.mmap(-1, max(FILL_RANGE, e - a))
+        data = memoryview(buf)[:e - a]
+        rm.objects.get_range_into(L.pack_key(h), a, data)
         runs: list = []               # [start block, [sha256], begin, end]: one buffer slice each
         for i, off, n in parts:
             b, d, _ = todo[i]
