@@ -442,7 +442,26 @@ def test_cli_remote_push_pull(s3, tmp_path):
     assert cli(tmp_path / "A", "remote", "ls", "r").stdout.split() == ["base"]
     cli(tmp_path / "B", "remote", "add", "r", url, "--endpoint", s3.endpoint)
     assert "left remote" in cli(tmp_path / "B", "pull", "--lazy", "base").stdout
-    cli(tmp_path / "B", "pull", "--fill", "base")
+    # --fill in the background: a detached process, progress in a private log
+    bg = json.loads(cli(tmp_path / "B", "--json", "pull", "--fill", "base", "--background").stdout)
+    assert os.path.basename(os.path.dirname(bg["log"])) == "fill"
+    assert os.stat(bg["log"]).st_mode & 0o077 == 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(bg["pid"], os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(bg["pid"], signal.SIGKILL)
+        pytest.fail("the background fill did not finish in 120 s")
+    log = open(bg["log"]).read()
+    assert os.waitstatus_to_exitcode(status) == 0, log
+    assert "filled" in log and "pull base:" in log
+    from blockstore.api.treestream import absent_of
+    with blockstore.Store.open(tmp_path / "B") as b:
+        assert absent_of(b, "base") == []
+    assert "filled 0 blocks" in cli(tmp_path / "B", "pull", "--fill", "base").stdout
     assert cli(tmp_path / "B", "cat", "base:/small").stdout == "small\n"
     cli(tmp_path / "B", "check")
     cli(tmp_path / "B", "remote", "rm", "r")
