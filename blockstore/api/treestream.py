@@ -330,8 +330,9 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
     return store.env.transact(work)
 
 
-def absent_of(store, name: str) -> list[tuple[int, bytes, str]]:
-    """(block, sha256, source) of every absent block the tree ``name`` references."""
+def absent_of(store, name: str, sources: bool = True) -> list[tuple[int, bytes, str | None]]:
+    """(block, sha256, source) of every absent block the tree ``name`` references
+    (``sources`` False: source None, not decoded)."""
     out = []
     with store.env.read() as r:
         pool, t = store.env.pool, r.t
@@ -342,7 +343,9 @@ def absent_of(store, name: str) -> list[tuple[int, bytes, str]]:
         for _, v in bt.iterate(NodeStore.of(r), rec.root):
             run = values.refs(v)
             if run:
-                for m in pool.absent.range(t, run[0], run[1]):
+                got = (pool.absent.range(t, run[0], run[1]) if sources else
+                       [(b, d, None) for b, d in pool.absent.digests(t, run[0], run[1]).items()])
+                for m in got:
                     if m[0] not in seen:
                         seen.add(m[0])
                         out.append(m)

@@ -90,7 +90,8 @@ def _local_blocks(store, names: list[str]) -> dict[bytes, int]:
     return out
 
 
-def fill(store, name: str, progress=None, threads: int = 8, remote: str | None = None) -> dict:
+def fill(store, name: str, progress=None, threads: int = 8, remote: str | None = None,
+         index: tuple[str, dict] | None = None) -> dict:
     """Fetch every absent block of tree ``name``; returns counts.
 
     A pipeline: ``threads`` ranged GETs (up to a whole pack each) run at
@@ -101,12 +102,26 @@ def fill(store, name: str, progress=None, threads: int = 8, remote: str | None =
     sync) each.  Bytes that fail their SHA-256 are never written
     (Corruption).  Killed midway, the blocks not yet recorded stay absent:
     the next fill fetches only those."""
-    missing = absent_of(store, name)
+    missing = absent_of(store, name, sources=index is None)
     stats = {"blocks": len(missing), "bytes_received": 0}
     if not missing:
         return stats
     bs = store.block_size
     by_src: dict[str, list] = {}
+    if index is not None:
+        # an eager pull: the remote and its block index are at hand, no source to
+        # parse; a block it does not list (one shared from a local ancestor that is
+        # itself absent, from elsewhere) goes by its recorded source
+        rname, where = index
+        by_src[rname] = []
+        rest = set()
+        for b, d, _ in missing:
+            loc = where.get(d)
+            if loc is None:
+                rest.add(b)
+            else:
+                by_src[rname].append((b, d, loc))
+        missing = [m for m in absent_of(store, name) if m[0] in rest] if rest else []
     for b, d, src in missing:
         rname, loc = parse_source(src)
         by_src.setdefault(remote or rname, []).append((b, d, loc))
@@ -229,8 +244,13 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
             # every snapshot of the chain, also one already here: an eager pull that
             # was killed midway (or a lazy pull) left blocks absent; this completes it
             for n in reversed(chain):
-                if n in made or n in stats["present"]:
-                    stats["bytes_received"] += fill(store, n, progress, threads)["bytes_received"]
+                if n in made:
+                    got = fill(store, n, progress, threads, index=(rm.name, index))
+                elif n in stats["present"]:
+                    got = fill(store, n, progress, threads)
+                else:
+                    continue
+                stats["bytes_received"] += got["bytes_received"]
     except BaseException:
         if not lazy:
             for n in reversed(made):
