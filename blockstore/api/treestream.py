@@ -253,8 +253,11 @@ def apply_delta(data: bytes, parent: list[Item]) -> list[Item]:
 
 
 def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, labels: dict,
-                   created: int | None, local: dict[bytes, int], source) -> tuple[TreeRecord, int]:
+                   created: int | None, local: dict[bytes, int], source,
+                   absent_out: list | None = None) -> tuple[TreeRecord, int]:
     """Snapshot ``name`` from ``items`` (digests set) in one write transaction.
+    ``absent_out``: a list that receives (run start, [sha256...]) of every run of
+    absent blocks made (what a fill must fetch, without reading them back).
     ``local``: SHA-256 → a live local block with those bytes (referenced, not
     copied); every other block becomes absent with ``source`` to fetch from
     (a string, or a function of the SHA-256 giving one).
@@ -265,6 +268,8 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
     def work(w):
         if catalog.exists(w, name):
             raise AlreadyExists(f"a tree named {name!r} already exists")
+        if absent_out is not None:
+            absent_out.clear()              # a rerun (the map grown) starts again
         pool, t = w.env.pool, w.t
         known = dict(local)
         nabsent = 0
@@ -297,6 +302,8 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
                     for x in range(k):
                         known.setdefault(digests[i + x], s + x)
                     out.append([s, k])
+                    if absent_out is not None:
+                        absent_out.append((s, digests[i:i + k]))
                     i += k
                     nabsent += k
             return [(s, k) for s, k in out]

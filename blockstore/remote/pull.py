@@ -91,7 +91,7 @@ def _local_blocks(store, names: list[str]) -> dict[bytes, int]:
 
 
 def fill(store, name: str, progress=None, threads: int = 8, remote: str | None = None,
-         index: tuple[str, dict] | None = None) -> dict:
+         index: tuple[str, dict] | None = None, made: list | None = None) -> dict:
     """Fetch every absent block of tree ``name``; returns counts.
 
     A pipeline: ``threads`` ranged GETs (up to a whole pack each) run at
@@ -102,7 +102,11 @@ def fill(store, name: str, progress=None, threads: int = 8, remote: str | None =
     sync) each.  Bytes that fail their SHA-256 are never written
     (Corruption).  Killed midway, the blocks not yet recorded stay absent:
     the next fill fetches only those."""
-    missing = absent_of(store, name, sources=index is None)
+    if made is not None:
+        # what build_snapshot made absent, with the index: nothing to read back
+        missing = [(s + i, d, None) for s, ds in made for i, d in enumerate(ds)]
+    else:
+        missing = absent_of(store, name, sources=index is None)
     stats = {"blocks": len(missing), "bytes_received": 0}
     if not missing:
         return stats
@@ -214,6 +218,7 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
     stats = {"remote": rm.name, "snapshots": [], "present": [], "absent_blocks": 0,
              "bytes_received": 0}
     made: list[str] = []
+    absent_made: dict[str, list] = {}      # name -> the absent runs its build made
     index = None          # the remote's block index, loaded when a tree is built
     try:
         for n in reversed(chain):
@@ -231,10 +236,13 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
             items = _tree(rm, mm)
             local = _local_blocks(store, [a for a in mm["chain"]])
             index = index if index is not None else rm.load_index()
+            runs: list = []
             _, nabsent = build_snapshot(store, n, items, parent=mm.get("parent"),
                                         labels=mm.get("labels") or {}, created=mm.get("created"),
                                         local=local,
-                                        source=lambda d: source(rm.name, index.get(d)))
+                                        source=lambda d: source(rm.name, index.get(d)),
+                                        absent_out=runs)
+            absent_made[n] = runs
             made.append(n)
             stats["snapshots"].append(n)
             stats["absent_blocks"] += nabsent
@@ -245,7 +253,8 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
             # was killed midway (or a lazy pull) left blocks absent; this completes it
             for n in reversed(chain):
                 if n in made:
-                    got = fill(store, n, progress, threads, index=(rm.name, index))
+                    got = fill(store, n, progress, threads, index=(rm.name, index),
+                               made=absent_made.pop(n))
                 elif n in stats["present"]:
                     got = fill(store, n, progress, threads)
                 else:
