@@ -47,7 +47,7 @@ from ..errors import InvalidInput
 from ..fs import items as I
 from ..fs.items import Inode
 from ..fs.tree import INLINE_MAX, XATTR_INLINE_MAX, FileTree
-from ..engine import REMOVE_GC_BUDGET
+from ..catalog import REMOVE_GC_BUDGET
 from ..pool import HOLE
 from .transfer import _data_segments, _xattrs
 
@@ -118,7 +118,7 @@ class BulkImporter:
         with self.env.write() as w:         # joins the batch: stays open after the block
             self.w = w
         self.ns = NodeStore.of(self.w)
-        self.pool = self.w.pool             # verifies reads when the store asks for it
+        self.pool = self.w.blocks           # verifies reads when the store asks for it
 
     # -- the walk ---------------------------------------------------------------
     def run(self, src: str) -> int:
@@ -138,7 +138,7 @@ class BulkImporter:
             self.emitted += len(item[0]) + len(item[1])
         root = builder.finish()
         fst = FileTree(self.ns, root, time.time_ns)
-        fst._put(I.super_key(), I.pack_super(self.next_ino, self.next_ino))
+        fst.put_item(I.super_key(), I.pack_super(self.next_ino, self.next_ino))
         touched = {}
         for ino, parent, name in self.extra_links:
             if parent not in touched:
@@ -298,7 +298,7 @@ class BulkImporter:
                 if len(data) < n:
                     data += bytes(n - len(data))
                 data += bytes(-len(data) % bs)
-                self._add_runs(e, pos // bs, self.pool.write(self.w.t, data))
+                self._add_runs(e, pos // bs, self.pool.write(data))
                 pos += n
 
     def _add_runs(self, e: _Entry, fb: int, runs) -> None:
@@ -324,7 +324,7 @@ class BulkImporter:
             buf += e.data
             buf += bytes(-len(e.data) % bs)
             e.data = None
-        runs = self.pool.write(self.w.t, buf)
+        runs = self.pool.write(buf)
         # Cut the runs back into each file's blocks.
         flat = []
         for start, n in runs:
@@ -372,7 +372,7 @@ class BulkImporter:
             v = e.xattrs[name]
             if len(v) > XATTR_INLINE_MAX:
                 buf = v + bytes(-len(v) % self.bs)
-                runs = self.pool.write(self.w.t, buf)
+                runs = self.pool.write(buf)
                 if len(runs) != 1 or runs[0][0] == HOLE:
                     raise InvalidInput("large attribute values must not be mostly zero blocks")
                 yield I.xattr_key(ino, name), values.blockref(runs[0][0], runs[0][1],

@@ -19,7 +19,7 @@ import errno
 import json
 import os
 import re
-import stat as S
+import stat
 import tarfile
 
 from ..errors import InvalidInput, NotFound
@@ -76,7 +76,7 @@ class DirSource:
         finally:
             os.close(fd)
         st = os.fstat(ffd)
-        if not S.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
             os.close(ffd)
             raise InvalidInput(f"image file {rel!r} is not a regular file", path=self.label)
         return os.fdopen(ffd, "rb")

@@ -29,7 +29,7 @@ block is trimmed.  The caller holds the LMDB write txn ``t``.
 """
 from __future__ import annotations
 
-from . import runs as R
+from . import runs as run_ops
 from .datafile import DataFile
 from .dbs import TRIMMED_BLOCKS, Meta, PoolDbs, pack_u64
 
@@ -41,7 +41,7 @@ class Trimmed:
         self.data = data
 
     def runs(self, t):
-        for s, n, _ in R.iterate(t, self.db):
+        for s, n, _ in run_ops.iterate(t, self.db):
             yield s, n
 
     def count(self, t) -> int:
@@ -51,7 +51,7 @@ class Trimmed:
         """Punch every free run not trimmed yet; returns the blocks newly trimmed
         (0 when the file system cannot punch holes)."""
         have = list(self.runs(t))
-        todo = R.subtract(R.normalize(free_runs), have)
+        todo = run_ops.subtract(run_ops.normalize(free_runs), have)
         done = []
         for s, n in todo:
             if not self.data.punch(s, n):
@@ -59,7 +59,7 @@ class Trimmed:
             done.append((s, n))
         if not done:
             return 0
-        self.replace(t, R.normalize(have + done))
+        self.replace(t, run_ops.normalize(have + done))
         return sum(n for _, n in done)
 
     def take(self, t, pieces) -> None:
@@ -69,7 +69,7 @@ class Trimmed:
             return
         hits = []
         for a, k in pieces:
-            for s, n, _ in R.overlapping(t, self.db, a, k):
+            for s, n, _ in run_ops.overlapping(t, self.db, a, k):
                 lo, hi = max(s, a), min(s + n, a + k)
                 hits.append((s, n, lo, hi - lo))
         if not hits:
@@ -82,9 +82,9 @@ class Trimmed:
         taken = 0
         for s, (n, cut) in by_run.items():
             t.delete(pack_u64(s), db=self.db)
-            for rs, rn in R.subtract([(s, n)], R.normalize(cut)):
+            for rs, rn in run_ops.subtract([(s, n)], run_ops.normalize(cut)):
                 t.put(pack_u64(rs), pack_u64(rn), db=self.db)
-            taken += sum(k for _, k in R.normalize(cut))
+            taken += sum(k for _, k in run_ops.normalize(cut))
         self.meta.add(t, TRIMMED_BLOCKS, -taken)
 
     def replace(self, t, runs) -> None:

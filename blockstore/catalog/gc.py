@@ -17,8 +17,8 @@ trimmed before.
 """
 from __future__ import annotations
 
-from .btree.store import NodeStore
-from .txn import Env
+from ..btree.store import NodeStore
+from ..txn import Env
 
 
 def collect(env: Env, budget: int = 2000, trim: bool = False) -> dict:
@@ -28,12 +28,12 @@ def collect(env: Env, budget: int = 2000, trim: bool = False) -> dict:
     freed = 0
     with env.read() as r:
         queued = NodeStore.of(r).gc_pending()
-        pending = r.pool.pending_blocks(r.t)
+        pending = r.blocks.pending_blocks()
         untrimmed = 0
         if trim:        # free blocks still on disk, and growth no commit adopted
-            untrimmed = max(0, env.pool.data.size_blocks() - r.pool.total_blocks(r.t))
+            untrimmed = max(0, env.pool.data.size_blocks() - r.blocks.total_blocks())
             if env.pool.data.can_punch:
-                untrimmed += r.pool.untrimmed_free_blocks(r.t)
+                untrimmed += r.blocks.untrimmed_free_blocks()
     if not queued and not pending and not untrimmed:
         return {"nodes_freed": 0, "blocks_released": 0, "pending_blocks": 0,
                 "trimmed_blocks": 0}                  # idle: one read
@@ -48,7 +48,7 @@ def collect(env: Env, budget: int = 2000, trim: bool = False) -> dict:
     # gc costs no commit.
     trimmed = 0
     if trim:
-        trimmed = env.transact(lambda w: env.pool.trim(w.t))
+        trimmed = env.transact(lambda w: w.blocks.trim())
     elif _pool_pending(env):
         env.transact(lambda w: None)
     after = _pool_free(env)
@@ -58,12 +58,12 @@ def collect(env: Env, budget: int = 2000, trim: bool = False) -> dict:
 
 def _pool_free(env: Env) -> int:
     with env.read() as r:
-        return r.pool.stats(r.t).free_blocks
+        return r.blocks.stats().free_blocks
 
 
 def _pool_pending(env: Env) -> int:
     with env.read() as r:
-        return r.pool.pending_blocks(r.t)
+        return r.blocks.pending_blocks()
 
 
 def _queued(env: Env) -> int:

@@ -1,41 +1,37 @@
-"""The engine facade: named copy-on-write trees of keys and values.
+"""Named trees: open a store's environment, create, snapshot, clone, remove,
+rename, relabel and list trees, and run gc and check over them.
 
-This is the storage engine the filesystem layer and the public ``Store``
-build on.  It combines the catalog (names, kinds, roots), the B-tree and
-the pool.  Every method is one atomic transaction, durable on return,
-unless called inside ``with engine.batch():`` (group commit: durable at
-the end of the batch or at ``sync()``).
+This is the catalog's handle on one store (``blockstore.api.Store`` builds
+on it).  Every method is one atomic transaction, durable on return, unless
+called inside ``with trees.batch():`` (group commit: durable at the end of
+the batch or at ``sync()``).
 
 Costs: ``snapshot``/``clone`` O(1) (one refcount increment and one catalog
-record); ``put``/``get``/``delete`` O(depth); ``remove`` O(1) now plus, in
-``gc``, what the tree owned exclusively; ``diff`` O(difference x depth).
-
-Values up to ``MAX_INLINE`` bytes live in the tree; ``put_blob`` stores
-bytes of any size in pool blocks (zero blocks not stored, dedup when on)
-under keys ``key + 0x00 + u64 block index``.
+record); ``remove`` O(1) now plus, in ``gc``, what the tree owned
+exclusively.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import struct
 import threading
-from typing import Iterator
 
-from . import catalog
-from .btree import tree as bt
-from .btree import values
-from .btree.diff import diff as tree_diff
-from .btree.node import MAX_VALUE
-from .btree.store import NodeStore
-from .catalog import TreeRecord
-from .errors import InvalidInput, ReadOnly
-from .pool import HOLE
-from .txn import Env
+from . import table as catalog
+from .table import TreeRecord
+from ..btree import tree as bt
+from ..btree.store import NodeStore
+from ..errors import InvalidInput
+from ..txn import Env
 
-MAX_INLINE = MAX_VALUE - 16
-REMOVE_GC_BUDGET = 256
-_IDX = struct.Struct(">Q")
+REMOVE_GC_BUDGET = 256          # nodes a removal frees in its own transaction; gc frees the rest
+
+
+def drop(w, rec: TreeRecord) -> int:
+    """Delete the record of tree ``rec`` in write txn ``w``; the first
+    ``REMOVE_GC_BUDGET`` nodes it owned alone are freed now (all of them for a
+    clone that changed little), the rest by ``gc``.  Returns the nodes freed now."""
+    catalog.delete(w, rec.name)
+    return NodeStore.of(w).gc_step(REMOVE_GC_BUDGET, drop=(rec.root,) if rec.root else ())
 
 _open_envs: dict[str, list] = {}          # realpath -> [Env, users]
 _open_lock = threading.Lock()
@@ -66,7 +62,10 @@ def _release_env(env: Env) -> None:
             env.close()
 
 
-class Engine:
+class Trees:
+    """The trees of one store (see the module docstring)."""
+
+
     def __init__(self, env: Env, verify_reads: bool = False):
         self._env = env
         self._closed = False
@@ -77,7 +76,7 @@ class Engine:
     @classmethod
     def open(cls, path: str, create: bool = True, *, block_size: int | None = None,
              dedup: bool | None = None, checksum: str | None = None,
-             verify_reads: bool = False, data_file: type | None = None) -> "Engine":
+             verify_reads: bool = False, data_file: type | None = None) -> "Trees":
         """``verify_reads``: every data block read is checked against the checksum
         recorded when it was written (errors.Corruption naming the block on a
         mismatch).  The Env is shared by every handle of the store in this
@@ -89,6 +88,11 @@ class Engine:
         env = _acquire_env(path, create=create, block_size=block_size, dedup=dedup,
                            checksum=checksum, **opts)
         return cls(env, verify_reads)
+
+    @property
+    def path(self) -> str:
+        """The store's directory (also once this handle is closed)."""
+        return self._env.path
 
     @property
     def env(self) -> Env:
@@ -174,12 +178,7 @@ class Engine:
         """Drop the tree.  The first ``REMOVE_GC_BUDGET`` nodes it owned alone are
         freed in the same transaction (all of them for a clone that changed little);
         the rest wait for ``gc``.  Returns the number of nodes freed now."""
-        def work(w):
-            rec = catalog.get(w, name)
-            catalog.delete(w, name)
-            return NodeStore.of(w).gc_step(REMOVE_GC_BUDGET,
-                                           drop=(rec.root,) if rec.root else ())
-        return self.env.transact(work)
+        return self.env.transact(lambda w: drop(w, catalog.get(w, name)))
 
     def rename(self, old: str, new: str) -> TreeRecord:
         """Rename a tree; children and mounts that name it follow (catalog.rename)."""
@@ -203,112 +202,6 @@ class Engine:
         with self._read(view) as r:
             return [rec for rec in catalog.records(r) if kind is None or rec.kind == kind]
 
-    # -- keys and values -----------------------------------------------------
-    def _mutate(self, name: str, fn):
-        """Run fn(ns, root) -> (new_root, result) on a writable tree and store the new root."""
-        def work(w):
-            rec = catalog.get(w, name)
-            if not rec.writable:
-                raise ReadOnly(f"{name!r} is a snapshot and cannot be changed; clone it first")
-            root, result = fn(NodeStore.of(w), rec.root)
-            if root != rec.root:
-                rec.root = root
-                catalog.put(w, rec)
-            return result
-        return self.env.transact(work)
-
-    def put(self, name: str, key: bytes, value: bytes) -> None:
-        if len(value) > MAX_INLINE:
-            raise InvalidInput(f"value of {len(value)} bytes exceeds {MAX_INLINE}; use put_blob")
-        self._mutate(name, lambda ns, root: (bt.insert(ns, root, key, values.plain(value)), None))
-
-    def put_many(self, name: str, items) -> None:
-        self._mutate(name, lambda ns, root: (
-            bt.put_many(ns, root, ((k, values.plain(v)) for k, v in items)), None))
-
-    def delete(self, name: str, key: bytes) -> bool:
-        """Remove a key; True if it existed."""
-        def fn(ns, root):
-            root, old = bt.delete(ns, root, key)
-            return root, old is not None
-        return self._mutate(name, fn)
-
-    def get(self, name: str, key: bytes, view=None) -> bytes | None:
-        with self._read(view) as r:
-            v = bt.lookup(NodeStore.of(r), catalog.get(r, name).root, key)
-            return None if v is None else values.payload(v)
-
-    def items(self, name: str, lo: bytes = b"", hi: bytes | None = None,
-              view=None) -> list[tuple[bytes, bytes]]:
-        with self._read(view) as r:
-            ns = NodeStore.of(r)
-            return [(bytes(k), values.payload(v))
-                    for k, v in bt.iterate(ns, catalog.get(r, name).root, lo, hi)]
-
-    def count(self, name: str, view=None) -> int:
-        with self._read(view) as r:
-            return sum(1 for _ in bt.iterate(NodeStore.of(r), catalog.get(r, name).root))
-
-    # -- blobs in pool blocks ------------------------------------------------
-    def put_blob(self, name: str, key: bytes, data: bytes) -> None:
-        """Store ``data`` in pool blocks under ``key`` (replacing any blob there).
-        The last block is zero-padded; the length is kept in the index entry."""
-        bs = self.block_size
-        if b"\x00" in key:
-            raise InvalidInput("blob keys must not contain NUL bytes")
-
-        def fn(ns, root):
-            root = bt.delete_range(ns, root, key + b"\x00", key + b"\x01")
-            # No copy of the whole blocks (the pool writes synchronously); only a
-            # partial last block is copied to be zero-padded.
-            mv = memoryview(data).cast("B")
-            whole = len(mv) - len(mv) % bs
-            # bytes cannot change under us: the pool may hash them in the background.
-            runs = ns.txn.pool.write(ns.t, mv[:whole], isinstance(data, bytes)) if whole else []
-            if whole < len(mv):
-                runs += ns.txn.pool.write(ns.t, bytes(mv[whole:]) + bytes(-len(mv) % bs))
-            idx = 0
-            for start, n in runs:
-                if start != HOLE:
-                    root = bt.insert(ns, root, key + b"\x00" + _IDX.pack(idx),
-                                     values.blockref(start, n))
-                idx += n
-            root = bt.insert(ns, root, key + b"\x00" + b"\xff" * 8,
-                             values.plain(_IDX.pack(len(data))))
-            return root, None
-        self._mutate(name, fn)
-
-    def get_blob(self, name: str, key: bytes, view=None) -> bytes | None:
-        bs = self.block_size
-        with self._read(view) as r:
-            ns = NodeStore.of(r)
-            root = catalog.get(r, name).root
-            size_v = bt.lookup(ns, root, key + b"\x00" + b"\xff" * 8)
-            if size_v is None:
-                return None
-            size = _IDX.unpack(values.payload(size_v))[0]
-            out = bytearray(size + (-size % bs))
-            for k, v in bt.iterate(ns, root, key + b"\x00", key + b"\x00" + b"\xff" * 8):
-                idx = _IDX.unpack(k[len(key) + 1:])[0]
-                start, n = values.refs(v)
-                out[idx * bs:(idx + n) * bs] = r.pool.read(start, n)
-            return bytes(out[:size])
-
-    def delete_blob(self, name: str, key: bytes) -> None:
-        self._mutate(name, lambda ns, root: (
-            bt.delete_range(ns, root, key + b"\x00", key + b"\x01"), None))
-
-    # -- whole-store operations -------------------------------------------------
-    def diff(self, a: str, b: str, view=None) -> Iterator[tuple[bytes, bytes | None, bytes | None]]:
-        """(key, value in a, value in b) for every key whose stored value differs
-        (payloads; None where absent); O(difference x depth)."""
-        with self._read(view) as r:
-            ns = NodeStore.of(r)
-            ra, rb = catalog.get(r, a).root, catalog.get(r, b).root
-            pl = values.payload
-            return [(bytes(k), None if x is None else pl(x), None if y is None else pl(y))
-                    for k, x, y in tree_diff(ns, ra, rb)]
-
     def gc(self, budget: int = 2000, trim: bool = False) -> dict:
         from .gc import collect
         return collect(self.env, budget, trim)
@@ -319,4 +212,4 @@ class Engine:
 
     def stats(self):
         with self.env.read() as r:
-            return r.pool.stats(r.t)
+            return r.blocks.stats()
