@@ -226,6 +226,8 @@ def test_eager_pull_killed_midway_is_completed_by_a_retry(s3, tmp_path):
         assert b.check().ok
         left = len(absent_of(b, "base"))
         assert left > 0                                   # it did die midway
+        with b.fs("base") as f:                           # readable meanwhile, as a lazy pull's
+            assert f.read_bytes("/sub/f11") == (src / "sub" / "f11").read_bytes()
         st = b.pull("base")
         assert st["present"] == ["base"]
         assert absent_of(b, "base") == []                 # every block is local now

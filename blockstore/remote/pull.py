@@ -240,7 +240,12 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
             _, nabsent = build_snapshot(store, n, items, parent=mm.get("parent"),
                                         labels=mm.get("labels") or {}, created=mm.get("created"),
                                         local=local,
-                                        source=lambda d: source(rm.name, index.get(d)),
+                                        # lazy: where each block is, so a read needs no
+                                        # index; eager: the fill that follows has the
+                                        # index, so the remote's name is enough (a read
+                                        # of a pull killed midway looks it up once)
+                                        source=(lambda d: source(rm.name, index.get(d)))
+                                        if lazy else rm.name,
                                         absent_out=runs)
             absent_made[n] = runs
             made.append(n)
