@@ -354,14 +354,6 @@ def absent_of(store, name: str, sources: bool = True) -> list[tuple[int, bytes, 
     return out
 
 
-def fill_blocks(store, blocks: list[tuple[int, bytes, bytes]]) -> int:
-    """Store the bytes of absent blocks [(block, sha256, data)] (each verified
-    against its SHA-256; a mismatch raises Corruption and stores nothing) and
-    record them in one write transaction, data durable first; blocks no
-    longer absent are skipped.  Returns how many were filled."""
-    return store.env.transact(lambda w: w.blocks.fill_verified(blocks))
-
-
 class BlockFiller:
     """Fill absent blocks in bulk (an eager pull): ``write`` verifies and
     writes blocks, from any number of threads at once, with no write txn;

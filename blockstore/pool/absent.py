@@ -5,8 +5,9 @@ needs allocated and referenced like any other, but the bytes of some are
 still only on a remote.  ``pool.absent`` names each such block with the
 SHA-256 its bytes must have and the source (a remote's name) to fetch them
 from.  Reads through a transaction's pool view (``lazy.LazyReads``) fetch
-them on first use; ``Pool.fill_absent`` stores verified bytes and drops the
-entry; a block whose count reaches 0 loses its entry in the same
+them on first use; a bulk fill writes verified bytes
+(``Pool.write_verified``) and ``Pool.record_written`` drops the entry; a
+block whose count reaches 0 loses its entry in the same
 transaction (``Pool.dec``), so an entry always names a live block.
 
 =============== ====================== =====================================

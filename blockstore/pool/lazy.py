@@ -200,56 +200,6 @@ def commit_filled(pool, t, items: Sequence[tuple[int, bytes]]) -> int:
     return done
 
 
-def fill_verified(pool, t, blocks: Sequence[tuple[int, bytes, bytes]]) -> int:
-    """In write txn ``t``: write the bytes of absent blocks [(block, sha256, data)]
-    and record them (the commit makes the data durable before the records).
-    Every block is verified first (one SHA-256 call per run of consecutive
-    blocks); any mismatch raises Corruption and nothing is written.  Blocks no
-    longer absent with that digest are skipped.  Returns how many were filled."""
-    from blockstore.native import sha256_many
-    bs = pool.block_size
-    blocks = sorted(blocks, key=lambda x: x[0])
-    runs = []                                   # [(start, [(b, d, data)...])] consecutive
-    for x in blocks:
-        if runs and runs[-1][1][-1][0] + 1 == x[0]:
-            runs[-1][1].append(x)
-        else:
-            runs.append((x[0], [x]))
-    todo = []
-    for s, run in runs:
-        cur = {b: d for b, d, _ in pool.absent.range(t, s, len(run))}
-        run = [x for x in run if cur.get(x[0]) == x[1]]
-        if not run:
-            continue
-        if any(len(x[2]) != bs for x in run):
-            raise errors.Corruption(f"a block fetched for block {run[0][0]} has the wrong length")
-        data = b"".join(x[2] for x in run)
-        got = sha256_many(data, bs)
-        for i, (b, d, _) in enumerate(run):
-            if got[i * 32:(i + 1) * 32] != d:
-                raise errors.Corruption(f"block {b}: the bytes fetched do not match its SHA-256 "
-                                        f"{d.hex()[:16]}...; not stored")
-        todo.append(run)
-    if not todo:
-        return 0
-    pool.mark_dirty()
-    done = 0
-    for run in todo:
-        # sub-runs of consecutive blocks (a skipped block splits a run)
-        sub = [run[0]]
-        for x in run[1:] + [None]:
-            if x is not None and x[0] == sub[-1][0] + 1:
-                sub.append(x)
-                continue
-            data = b"".join(y[2] for y in sub)
-            pool.data.pwrite(sub[0][0], data)
-            pool.sums.put_run(t, sub[0][0], pool.sums.hash(data, bs))
-            pool.absent.drop(t, [y[0] for y in sub])
-            done += len(sub)
-            sub = [x] if x is not None else []
-    return done
-
-
 def write_verified(pool, t, runs: Sequence[tuple[int, Sequence[bytes], object]]
                    ) -> list[tuple[int, list[bytes], bytes]]:
     """Write the bytes of absent blocks without a write txn (an eager pull's

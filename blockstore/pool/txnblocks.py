@@ -149,10 +149,6 @@ class BlockWriter(BlockReader):
         """Runs of new blocks that stay absent until filled (Pool.reserve_absent)."""
         return self._pool.reserve_absent(self._t, digests, source)
 
-    def fill_verified(self, blocks) -> int:
-        """Write and record verified bytes of absent blocks (Pool.fill_verified)."""
-        return self._pool.fill_verified(self._t, blocks)
-
     def record_written(self, written) -> int:
         """Record blocks ``write_absent_verified`` wrote (Pool.record_written)."""
         return self._pool.record_written(self._t, written)

@@ -4,7 +4,7 @@ bulk fetch of eager pulls and fills.
 Blocks are located through the remote's pack indexes and fetched by ranged
 GETs, neighbouring blocks of one pack coalesced into one request, requests
 run in parallel.  Every block is verified against its SHA-256 by the pool
-before it is stored (``Pool.fetch_absent``, ``fill_verified``); this module
+before it is stored (``Pool.fetch_absent``, ``Pool.write_verified``); this module
 only moves bytes.
 """
 from __future__ import annotations

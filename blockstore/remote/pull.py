@@ -4,9 +4,11 @@ A pull first builds each missing snapshot of the chain from its item
 stream in one write transaction (``Store.build_snapshot``): blocks the
 local ancestors already hold (same SHA-256) are shared, every other block
 is allocated absent.  A lazy pull stops there: reads fetch blocks on first
-use.  An eager pull (and ``fill``) then fetches the absent blocks in
-batches, verifies each against its SHA-256 and stores it.  A failed eager
-pull removes the snapshots it made, so a retry starts clean.
+use.  An eager pull (and ``fill``) then fetches the absent blocks through a
+pipeline (``fill``): parallel ranged GETs, each range verified against the
+blocks' SHA-256 and written by the thread that received it, recorded in a
+few write transactions.  A failed eager pull removes the snapshots it made,
+so a retry starts clean; one killed midway is completed by the next pull.
 """
 from __future__ import annotations
 
