@@ -466,6 +466,8 @@ def test_cli_remote_push_pull(s3, tmp_path):
     assert "filled 0 blocks" in cli(tmp_path / "B", "pull", "--fill", "base").stdout
     assert cli(tmp_path / "B", "cat", "base:/small").stdout == "small\n"
     cli(tmp_path / "B", "check")
+    assert "removed base" in cli(tmp_path / "A", "remote", "rm-snapshot", "base").stdout
+    assert cli(tmp_path / "A", "remote", "ls", "r").stdout.split() == []
     cli(tmp_path / "B", "remote", "rm", "r")
     assert cli(tmp_path / "B", "--json", "remote", "ls").stdout.strip() == "[]"
 
