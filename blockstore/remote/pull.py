@@ -103,60 +103,109 @@ def fill(store, name: str, progress=None, threads: int = 8, remote: str | None =
     RECORD_BLOCKS blocks and at the end, one write transaction (one data
     sync) each.  Bytes that fail their SHA-256 are never written
     (Corruption).  Killed midway, the blocks not yet recorded stay absent:
-    the next fill fetches only those."""
-    if made is not None:
-        # what build_snapshot made absent, with the index: nothing to read back
-        missing = [(s + i, d, None) for s, ds in made for i, d in enumerate(ds)]
-    else:
-        missing = absent_of(store, name, sources=index is None)
-    stats = {"blocks": len(missing), "bytes_received": 0}
-    if not missing:
-        return stats
+    the next fill fetches only those.
+
+    ``index`` (remote name, SHA-256 -> location) and ``made`` (the absent
+    runs ``build_snapshot`` made): an eager pull's, which plans its requests
+    in one pass over the blocks instead of reading them back."""
     bs = store.block_size
-    by_src: dict[str, list] = {}
-    if index is not None:
-        # an eager pull: the remote and its block index are at hand, no source to
-        # parse; a block it does not list (one shared from a local ancestor that is
-        # itself absent, from elsewhere) goes by its recorded source
+    stats = {"blocks": 0, "bytes_received": 0}
+    by_src: dict[str, list] = {}          # remote -> requests (pack, begin, end, runs)
+    rest: set | None = None               # blocks to plan from their recorded source
+    if made is not None and index is not None:
         rname, where = index
-        by_src[rname] = []
-        rest = set()
-        for b, d, _ in missing:
-            loc = where.get(d)
-            if loc is None:
-                rest.add(b)
-            else:
-                by_src[rname].append((b, d, loc))
-        missing = [m for m in absent_of(store, name) if m[0] in rest] if rest else []
+        reqs, rest = _plan_made(made, where, bs)
+        by_src[rname] = reqs
+        stats["blocks"] = sum(len(ds) for _, ds in made)
+    missing = absent_of(store, name) if rest is None or rest else []
+    if rest is not None:
+        missing = [m for m in missing if m[0] in rest]
+    else:
+        stats["blocks"] = len(missing)
+    todo: dict[str, list] = {}
     for b, d, src in missing:
         rname, loc = parse_source(src)
-        by_src.setdefault(remote or rname, []).append((b, d, loc))
+        todo.setdefault(remote or rname, []).append((b, d, loc))
+    remotes = {n: Remote(store.path, n) for n in set(by_src) | set(todo)}
+    for n, blocks in todo.items():
+        by_src.setdefault(n, []).extend(_plan(remotes[n], blocks, bs))
+    if not any(by_src.values()):
+        return stats
     with BlockFiller(store) as filler, \
             cf.ThreadPoolExecutor(threads, thread_name_prefix="blockstore-fill") as ex:
         try:
-            for src, todo in by_src.items():
-                rm = Remote(store.path, src)
-                stats["bytes_received"] += _fill_from(rm, todo, filler, ex, threads, bs,
-                                                      name, progress)
+            for n, reqs in by_src.items():
+                if reqs:
+                    stats["bytes_received"] += _fill_from(remotes[n], reqs, filler, ex, threads,
+                                                          name, progress)
         except BaseException:
             ex.shutdown(wait=True, cancel_futures=True)
             raise
     return stats
 
 
-def _fill_from(rm: Remote, todo: list, filler: BlockFiller, ex: cf.Executor, threads: int,
-               bs: int, name: str, progress) -> int:
+def _plan_made(made: list, where: dict, bs: int) -> tuple[list, set]:
+    """Requests for the absent runs a pull just made: consecutive blocks that lie
+    one after the other in one pack are one range (up to FILL_RANGE); blocks
+    the index does not list are returned apart, to go by their source."""
+    reqs: list = []
+    rest: set = set()
+    cur = None                              # [pack, begin, end, [[block, [sha], x, y]]]
+    for s, ds in made:
+        for i, d in enumerate(ds):
+            loc = where.get(d)
+            if loc is None or loc[2] != bs:
+                rest.add(s + i)
+                continue
+            h, off, n = loc
+            if cur is not None and cur[0] == h and cur[2] == off and off + n - cur[1] <= FILL_RANGE:
+                run = cur[3][-1]
+                if run[0] + len(run[1]) == s + i:
+                    run[1].append(d)
+                    run[3] += n
+                else:
+                    cur[3].append([s + i, [d], off - cur[1], off - cur[1] + n])
+                cur[2] = off + n
+            else:
+                cur = [h, off, off + n, [[s + i, [d], 0, n]]]
+                reqs.append(cur)
+    return reqs, rest
+
+
+def _plan(rm: Remote, todo: list, bs: int) -> list:
+    """Requests for blocks [(block, sha256, location or None)]: located through
+    the remote's index where the location is not known, neighbours in a pack
+    coalesced (``coalesce``) into ranges of up to FILL_RANGE."""
     locs = []
     for i, (b, d, loc) in enumerate(todo):
         loc = loc if loc is not None else rm.locate(d)
         if loc is None:
             raise errors.NotFound(f"remote {rm.name!r} holds no block {d.hex()[:16]}...")
+        if loc[2] != bs:
+            raise errors.Corruption(f"remote {rm.name!r}: a block of pack {loc[0][:16]}... is "
+                                    f"{loc[2]} bytes, not {bs}")
         locs.append((i, *loc))
+    reqs = []
+    for h, a, e, parts in coalesce(locs, FILL_RANGE):
+        runs: list = []               # [start block, [sha256], begin, end]: one buffer slice each
+        for i, off, n in parts:
+            b, d, _ = todo[i]
+            if runs and runs[-1][0] + len(runs[-1][1]) == b and runs[-1][3] == off - a:
+                runs[-1][1].append(d)
+                runs[-1][3] += n
+            else:
+                runs.append([b, [d], off - a, off - a + n])
+        reqs.append([h, a, e, runs])
+    return reqs
 
+
+def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, threads: int,
+               name: str, progress) -> int:
     bufs = threading.local()
+    total = sum(len(r[1]) for q in reqs for r in q[3])
 
-    def one(r):
-        h, a, e, parts = r
+    def one(q):
+        h, a, e, runs = q
         # each thread's buffer is mmap'd (page-aligned): the pool writes it past the
         # page cache; reused for the thread's next range once its blocks are written
         buf = getattr(bufs, "buf", None)
@@ -164,30 +213,19 @@ def _fill_from(rm: Remote, todo: list, filler: BlockFiller, ex: cf.Executor, thr
             buf = bufs.buf = mmap.mmap(-1, max(FILL_RANGE, e - a))
         data = memoryview(buf)[:e - a]
         rm.objects.get_range_into(L.pack_key(h), a, data)
-        runs: list = []               # [start block, [sha256], begin, end]: one buffer slice each
-        for i, off, n in parts:
-            b, d, _ = todo[i]
-            if n != bs:
-                raise errors.Corruption(f"remote {rm.name!r}: a block of pack {h[:16]}... is "
-                                        f"{n} bytes, not {bs}")
-            if runs and runs[-1][0] + len(runs[-1][1]) == b and runs[-1][3] == off - a:
-                runs[-1][1].append(d)
-                runs[-1][3] += n
-            else:
-                runs.append([b, [d], off - a, off - a + n])
         return filler.write([(s, ds, data[x:y]) for s, ds, x, y in runs])
 
-    ranges = iter(coalesce(locs, FILL_RANGE))
+    todo = iter(reqs)
     live: set = set()
     pending: list = []
     npending = done = 0
 
     def submit() -> None:
         while len(live) < 2 * threads:
-            r = next(ranges, None)
-            if r is None:
+            q = next(todo, None)
+            if q is None:
                 return
-            live.add(ex.submit(one, r))
+            live.add(ex.submit(one, q))
     submit()
     while live:
         finished, _ = cf.wait(live, return_when=cf.FIRST_COMPLETED)
@@ -202,7 +240,7 @@ def _fill_from(rm: Remote, todo: list, filler: BlockFiller, ex: cf.Executor, thr
             done += npending
             pending, npending = [], 0
             if progress:
-                progress(f"pull {name}: {done}/{len(todo)} blocks, "
+                progress(f"pull {name}: {done}/{total} blocks, "
                          f"{rm.objects.received / 2**20:.1f} MiB received")
     return rm.objects.received
 
