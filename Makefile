@@ -70,7 +70,7 @@ $(PROTO_STAMP): $(STAMP) $(PROTOS)
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 tests
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup tests
 
 demo: setup
 	$(PY) tools/demo.py

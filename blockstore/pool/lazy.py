@@ -200,51 +200,77 @@ def commit_filled(pool, t, items: Sequence[tuple[int, bytes]]) -> int:
     return done
 
 
-def fill_verified(pool, t, blocks: Sequence[tuple[int, bytes, bytes]]) -> int:
-    """In write txn ``t``: write the bytes of absent blocks [(block, sha256, data)]
-    and record them (the commit makes the data durable before the records).
-    Every block is verified first (one SHA-256 call per run of consecutive
-    blocks); any mismatch raises Corruption and nothing is written.  Blocks no
-    longer absent with that digest are skipped.  Returns how many were filled."""
+def write_verified(pool, t, runs: Sequence[tuple[int, Sequence[bytes], object]]
+                   ) -> list[tuple[int, list[bytes], bytes]]:
+    """Write the bytes of absent blocks without a write txn (an eager pull's
+    bulk path; ``record_written`` records them later, in few txns).
+
+    ``t``: a read txn of the caller's thread, begun after the caller learnt
+    which blocks are absent; it keeps them from reuse while their bytes are
+    written (ARCHITECTURE.md §5), and only blocks it still shows absent with
+    the given SHA-256 are written (one removed meanwhile may be reused).
+    ``runs``: [(start block, [sha256 per block], buffer of len(digests)
+    blocks)].  Every block is verified against its SHA-256 first; any
+    mismatch raises Corruption and nothing of the call is written.  Returns
+    [(start, digests, checksums)] of what was written, for ``record_written``.
+
+    Threads may call it at once, each with its own read txn: the hashes and
+    the writes (``DataFile.pwrite_direct``) release the GIL.  The data file is marked
+    dirty after the writes, so the commit that records the blocks syncs them."""
     from blockstore.native import sha256_many
     bs = pool.block_size
-    blocks = sorted(blocks, key=lambda x: x[0])
-    runs = []                                   # [(start, [(b, d, data)...])] consecutive
-    for x in blocks:
-        if runs and runs[-1][1][-1][0] + 1 == x[0]:
-            runs[-1][1].append(x)
-        else:
-            runs.append((x[0], [x]))
     todo = []
-    for s, run in runs:
-        cur = {b: d for b, d, _ in pool.absent.range(t, s, len(run))}
-        run = [x for x in run if cur.get(x[0]) == x[1]]
-        if not run:
-            continue
-        if any(len(x[2]) != bs for x in run):
-            raise errors.Corruption(f"a block fetched for block {run[0][0]} has the wrong length")
-        data = b"".join(x[2] for x in run)
-        got = sha256_many(data, bs)
-        for i, (b, d, _) in enumerate(run):
-            if got[i * 32:(i + 1) * 32] != d:
-                raise errors.Corruption(f"block {b}: the bytes fetched do not match its SHA-256 "
-                                        f"{d.hex()[:16]}...; not stored")
-        todo.append(run)
-    if not todo:
-        return 0
-    pool.mark_dirty()
-    done = 0
-    for run in todo:
-        # sub-runs of consecutive blocks (a skipped block splits a run)
-        sub = [run[0]]
-        for x in run[1:] + [None]:
-            if x is not None and x[0] == sub[-1][0] + 1:
-                sub.append(x)
+    for start, digests, buf in runs:
+        mv = memoryview(buf)
+        if mv.nbytes != len(digests) * bs:
+            raise errors.Corruption(f"the bytes fetched for block {start} have the wrong length")
+        got = sha256_many(mv, bs, 1)
+        if got != b"".join(digests):
+            for i, d in enumerate(digests):
+                if got[i * 32:(i + 1) * 32] != d:
+                    raise errors.Corruption(f"block {start + i}: the bytes fetched do not match "
+                                            f"its SHA-256 {d.hex()[:16]}...; not stored")
+        cur = pool.absent.digests(t, start, len(digests))
+        i, n = 0, len(digests)
+        while i < n:                    # the sub-runs still absent with these digests
+            if cur.get(start + i) != digests[i]:
+                i += 1
                 continue
-            data = b"".join(y[2] for y in sub)
-            pool.data.pwrite(sub[0][0], data)
-            pool.sums.put_run(t, sub[0][0], pool.sums.hash(data, bs))
-            pool.absent.drop(t, [y[0] for y in sub])
-            done += len(sub)
-            sub = [x] if x is not None else []
+            j = i + 1
+            while j < n and cur.get(start + j) == digests[j]:
+                j += 1
+            todo.append((start + i, list(digests[i:j]), mv[i * bs:j * bs], got[i * 32:j * 32]))
+            i = j
+    same = pool.checksum == "sha256"
+    out = [(s, ds, sha if same else bytes(pool.sums.hash(buf, bs))) for s, ds, buf, sha in todo]
+    # past the page cache when the buffers are aligned (the pull's are mmap'd): the
+    # copy into the cache would cost more CPU than fetching and hashing the bytes
+    for s, _, buf, _ in todo:
+        pool.data.pwrite_direct(s, buf)
+    pool.mark_dirty()               # after the writes: a sync that starts later covers them
+    return out
+
+
+def record_written(pool, t, written: Sequence[tuple[int, list[bytes], bytes]]) -> int:
+    """In write txn ``t``: record blocks ``write_verified`` wrote: for each block
+    still absent with that SHA-256, drop the entry and put its checksum (the
+    commit syncs the data file first).  A block no longer absent, or absent
+    with another digest (its snapshot was removed meanwhile), is skipped.
+    Returns how many were recorded."""
+    ds = pool.sums.digest_size
+    done = 0
+    for start, digests, sums in written:
+        cur = pool.absent.digests(t, start, len(digests))
+        i, n = 0, len(digests)
+        while i < n:
+            if cur.get(start + i) != digests[i]:
+                i += 1
+                continue
+            j = i + 1
+            while j < n and cur.get(start + j) == digests[j]:
+                j += 1
+            pool.sums.put_run(t, start + i, sums[i * ds:j * ds])
+            pool.absent.drop(t, list(range(start + i, start + j)))
+            done += j - i
+            i = j
     return done

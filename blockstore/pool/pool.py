@@ -131,9 +131,13 @@ class Pool:
     def commit_filled(self, t, items) -> int:
         return lazy.commit_filled(self, t, items)
 
-    def fill_verified(self, t, blocks) -> int:
-        """Write and record verified bytes of absent blocks (lazy.fill_verified)."""
-        return lazy.fill_verified(self, t, blocks)
+    def write_verified(self, t, runs):
+        """Verify and write absent blocks outside a write txn (lazy.write_verified)."""
+        return lazy.write_verified(self, t, runs)
+
+    def record_written(self, t, written) -> int:
+        """Record what write_verified wrote (lazy.record_written)."""
+        return lazy.record_written(self, t, written)
 
     # ================================================================ writes
     def _check_block_size(self, t) -> None:

@@ -75,6 +75,16 @@ class BlockReader:
         """(block, sha256, source) of each absent block of [start, start+n)."""
         return self._pool.absent.range(self._t, start, n)
 
+    def absent_digests(self, start: int, n: int) -> dict[int, bytes]:
+        """{block: sha256} of the absent blocks of [start, start+n) (no sources)."""
+        return self._pool.absent.digests(self._t, start, n)
+
+    def write_absent_verified(self, runs) -> list:
+        """Verify and write the bytes of absent blocks without a write txn, this
+        (read) transaction keeping them from reuse meanwhile; record them later
+        with ``BlockWriter.record_written`` (Pool.write_verified)."""
+        return self._pool.write_verified(self._t, runs)
+
     # ---------------------------------------------------------------- census
     def refcount(self, block: int) -> int:
         """0 if free, pending or outside the pool, else 1 or the shared count."""
@@ -139,9 +149,9 @@ class BlockWriter(BlockReader):
         """Runs of new blocks that stay absent until filled (Pool.reserve_absent)."""
         return self._pool.reserve_absent(self._t, digests, source)
 
-    def fill_verified(self, blocks) -> int:
-        """Write and record verified bytes of absent blocks (Pool.fill_verified)."""
-        return self._pool.fill_verified(self._t, blocks)
+    def record_written(self, written) -> int:
+        """Record blocks ``write_absent_verified`` wrote (Pool.record_written)."""
+        return self._pool.record_written(self._t, written)
 
     def forget_dedup(self, start: int, n: int) -> None:
         """Drop the dedup index entries of the blocks of [start, start+n) (repair)."""

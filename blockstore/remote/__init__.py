@@ -31,6 +31,10 @@ class _Tier:
         from .gc import gc
         return gc(store.path, remote, GRACE_SECONDS if grace is None else grace, dry_run)
 
+    def rm_snapshot(self, store, name, remote=None):
+        from .remove import remove_snapshot
+        return remove_snapshot(store.path, name, remote)
+
     def snapshots(self, store, remote=None):
         from .client import Remote
         return Remote(store.path, remote).snapshot_names()

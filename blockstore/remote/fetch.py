@@ -4,7 +4,7 @@ bulk fetch of eager pulls and fills.
 Blocks are located through the remote's pack indexes and fetched by ranged
 GETs, neighbouring blocks of one pack coalesced into one request, requests
 run in parallel.  Every block is verified against its SHA-256 by the pool
-before it is stored (``Pool.fetch_absent``, ``fill_verified``); this module
+before it is stored (``Pool.fetch_absent``, ``Pool.write_verified``); this module
 only moves bytes.
 """
 from __future__ import annotations
@@ -20,12 +20,15 @@ LAZY_TIMEOUT = 10.0        # seconds a lazy read waits for the remote before EIO
 GAP = 64 << 10             # blocks this close in one pack are fetched by one request
 
 
-def _ranges(locs: list[tuple[int, str, int, int]]) -> list[tuple[str, int, int, list]]:
-    """(i, pack, off, len) -> (pack, start, end, [(i, off, len)]) coalesced."""
+def coalesce(locs: list[tuple[int, str, int, int]], max_range: int | None = None
+            ) -> list[tuple[str, int, int, list]]:
+    """(i, pack, off, len) -> (pack, start, end, [(i, off, len)]) coalesced into
+    requests of at most ``max_range`` bytes (default MAX_RANGE)."""
+    limit = MAX_RANGE if max_range is None else max_range
     out: list = []
     for i, h, off, n in sorted(locs, key=lambda x: (x[1], x[2])):
         if out and out[-1][0] == h and off - out[-1][2] <= GAP \
-                and off + n - out[-1][1] <= MAX_RANGE:
+                and off + n - out[-1][1] <= limit:
             out[-1][2] = max(out[-1][2], off + n)
             out[-1][3].append((i, off, n))
         else:
@@ -70,7 +73,7 @@ def fetch_blocks(remote: Remote, digests: Sequence[bytes], ex: cf.Executor,
         data = remote.objects.get_range(f"packs/{h}.pack", a, b - a)
         for i, off, n in parts:
             out[i] = memoryview(data)[off - a:off - a + n]     # no copy per block
-    for f in [ex.submit(one, r) for r in _ranges(locs)]:
+    for f in [ex.submit(one, r) for r in coalesce(locs)]:
         f.result()
     return out
 

@@ -9,8 +9,34 @@ from __future__ import annotations
 
 import time
 
+import zstandard
+
+from ..api.treestream import DELTA_MAGIC, delta_parent
 from . import layout as L
 from .client import GRACE_SECONDS, Remote
+
+
+HEAD_BYTES = 64 << 10          # read of a tree object's start, enough for its delta header
+
+
+def _delta_base(rm: Remote, tree: str, sizes: dict[str, int]) -> str | None:
+    """The parent tree id of tree object ``tree`` if it is a delta, else None
+    (read from its start; the whole object only if that start decodes to less
+    than the header)."""
+    key = L.tree_key(tree)
+    size = sizes.get(key)
+    if size is None:
+        return None
+    want = len(DELTA_MAGIC) + 64
+    try:
+        raw = rm.objects.get_range(key, 0, min(size, HEAD_BYTES)) if size else b""
+        head = zstandard.ZstdDecompressor().decompressobj().decompress(raw)[:want]
+        if len(head) < want and size > HEAD_BYTES:
+            with zstandard.ZstdDecompressor().stream_reader(rm.objects.get(key)) as r:
+                head = r.read(want)
+    except zstandard.ZstdError:
+        return None          # not a tree we can read: it names no parent to keep
+    return delta_parent(head)
 
 
 def gc(store_path: str, remote: str | None = None, grace: float = GRACE_SECONDS,
@@ -24,6 +50,18 @@ def gc(store_path: str, remote: str | None = None, grace: float = GRACE_SECONDS,
         for h in m["packs"]:
             keep.add(L.pack_key(h))
             keep.add(L.idx_key(h))
+    # a tree stored as a delta needs its parent's tree object, whether or not the
+    # parent's manifest is still there (removed by rm-snapshot, or while a child
+    # was being pushed): follow the delta chains of every kept tree
+    sizes = {o.key: o.size for o in objs}
+    todo = [m["tree"] for m in manifests.values()]
+    seen = set(todo)
+    while todo:
+        base = _delta_base(rm, todo.pop(), sizes)
+        if base is not None and base not in seen and L.tree_key(base) in sizes:
+            seen.add(base)
+            keep.add(L.tree_key(base))
+            todo.append(base)
     now = time.time()
     doomed = [o for o in objs if o.key not in keep and now - o.mtime >= grace]
     # an index goes before its pack: a reader never finds a block whose pack is gone

@@ -1,6 +1,6 @@
 """The objects of a remote (docs/REMOTE-FORMAT.md): names and encodings.
 
-    PREFIX/packs/H.pack        blocks, concatenated; H = SHA-256 of the object
+    PREFIX/packs/H.pack        blocks, concatenated; H = SHA-256 of its index
     PREFIX/packs/H.idx         the pack's index: which block is where
     PREFIX/trees/H.items.zst   a snapshot's item stream, zstd; H = SHA-256 of
                                the uncompressed stream (the tree's content id)
@@ -78,9 +78,13 @@ class PackBuilder:
         self.size += len(data)
 
     def seal(self) -> tuple[str, bytes, bytes]:
+        """The pack's name, bytes and index.  The name is the SHA-256 of the
+        index, which lists the SHA-256 of every block, its offset and the pack's
+        size: it names the pack's content as surely as a hash of the bytes,
+        without hashing them a second time."""
         data = b"".join(self.parts)
-        h = hashlib.sha256(data).hexdigest()
-        return h, data, encode_index(self.bs, len(data), self.entries)
+        idx = encode_index(self.bs, len(data), self.entries)
+        return hashlib.sha256(idx).hexdigest(), data, idx
 
 
 def encode_manifest(m: dict) -> bytes:

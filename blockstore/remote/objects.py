@@ -99,6 +99,27 @@ class ObjectStore:
             raise errors.Corruption(f"remote object {self.prefix}{key} is shorter than its index says")
         return body
 
+    def get_range_into(self, key: str, offset: int, buf) -> None:
+        """Fill ``buf`` (a writable buffer) with the object's bytes from ``offset``."""
+        mv = memoryview(buf).cast("B")
+        length = mv.nbytes
+        got = 0
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key,
+                                          Range=f"bytes={offset}-{offset + length - 1}")["Body"]
+            while got < length:
+                n = body.readinto(mv[got:])
+                if not n:
+                    break
+                got += n
+            body.close()
+        except Exception as exc:
+            raise self._fail(exc, key) from None
+        with self._lock:
+            self.received += got
+        if got != length:
+            raise errors.Corruption(f"remote object {self.prefix}{key} is shorter than its index says")
+
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)

@@ -4,27 +4,32 @@ A pull first builds each missing snapshot of the chain from its item
 stream in one write transaction (``Store.build_snapshot``): blocks the
 local ancestors already hold (same SHA-256) are shared, every other block
 is allocated absent.  A lazy pull stops there: reads fetch blocks on first
-use.  An eager pull (and ``fill``) then fetches the absent blocks in
-batches, verifies each against its SHA-256 and stores it.  A failed eager
-pull removes the snapshots it made, so a retry starts clean.
+use.  An eager pull (and ``fill``) then fetches the absent blocks through a
+pipeline (``fill``): parallel ranged GETs, each range verified against the
+blocks' SHA-256 and written by the thread that received it, recorded in a
+few write transactions.  A failed eager pull removes the snapshots it made,
+so a retry starts clean; one killed midway is completed by the next pull.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
 import io
+import mmap
+import threading
 
 import zstandard
 
 from .. import errors
-from ..api.treestream import (SnapshotReader, absent_of, apply_delta, build_snapshot, canonical,
-                              decode_items, delta_parent, encode_items, fill_blocks, Item)
+from ..api.treestream import (BlockFiller, SnapshotReader, absent_of, apply_delta, build_snapshot, canonical,
+                              decode_items, delta_parent, encode_items, Item)
 from . import layout as L
 from .client import Remote
-from .fetch import fetch_blocks, parse_source, source
+from .fetch import coalesce, parse_source, source
 
 MAX_TREE_BYTES = 4 << 30          # an item stream larger than this is refused
-FILL_BATCH = 8192                 # blocks fetched and stored per transaction (32 MiB at 4 KiB)
+FILL_RANGE = 8 << 20              # an eager fill's ranged GETs: up to a whole pack each
+RECORD_BLOCKS = 1 << 16           # blocks recorded per write txn (256 MiB at 4 KiB)
 
 
 def content_of(store, name: str) -> str:
@@ -38,11 +43,8 @@ def content_of(store, name: str) -> str:
     return h.hexdigest()
 
 
-def _tree_items(rm: Remote, content: str, name: str, depth: int = 0) -> list[Item]:
-    """The items of tree ``content``: a full stream, or a delta applied to its
-    parent's items (fetched the same way); checked against the content id."""
-    if depth > 512:
-        raise errors.Corruption(f"the tree of {name!r} is a chain of more than 512 deltas")
+def _tree_raw(rm: Remote, content: str, name: str = "") -> bytes:
+    """The uncompressed bytes of tree object ``content`` (a full stream or a delta)."""
     raw = rm.objects.get(L.tree_key(content))
     try:
         with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)) as r:
@@ -51,6 +53,15 @@ def _tree_items(rm: Remote, content: str, name: str, depth: int = 0) -> list[Ite
         raise errors.Corruption(f"the tree object of {name!r} does not decompress: {exc}") from None
     if len(data) > MAX_TREE_BYTES:
         raise errors.InvalidInput(f"the tree object of {name!r} is over {MAX_TREE_BYTES} bytes")
+    return data
+
+
+def _tree_items(rm: Remote, content: str, name: str, depth: int = 0) -> list[Item]:
+    """The items of tree ``content``: a full stream, or a delta applied to its
+    parent's items (fetched the same way); checked against the content id."""
+    if depth > 512:
+        raise errors.Corruption(f"the tree of {name!r} is a chain of more than 512 deltas")
+    data = _tree_raw(rm, content, name)
     parent = delta_parent(data)
     if parent is None:
         items = decode_items(data)
@@ -81,37 +92,157 @@ def _local_blocks(store, names: list[str]) -> dict[bytes, int]:
     return out
 
 
-def fill(store, name: str, progress=None, threads: int = 8, remote: str | None = None) -> dict:
-    """Fetch every absent block of tree ``name``; returns counts."""
-    missing = absent_of(store, name)
-    stats = {"blocks": len(missing), "bytes_received": 0}
-    by_src: dict[str, list] = {}
+def fill(store, name: str, progress=None, threads: int = 8, remote: str | None = None,
+         index: tuple[str, dict] | None = None, made: list | None = None) -> dict:
+    """Fetch every absent block of tree ``name``; returns counts.
+
+    A pipeline: ``threads`` ranged GETs (up to a whole pack each) run at
+    once, and the thread that received a range verifies its blocks and
+    writes them into the pool (``BlockFiller.write``: hashing and pwrite
+    release the GIL); this thread records the written blocks every
+    RECORD_BLOCKS blocks and at the end, one write transaction (one data
+    sync) each.  Bytes that fail their SHA-256 are never written
+    (Corruption).  Killed midway, the blocks not yet recorded stay absent:
+    the next fill fetches only those.
+
+    ``index`` (remote name, SHA-256 -> location) and ``made`` (the absent
+    runs ``build_snapshot`` made): an eager pull's, which plans its requests
+    in one pass over the blocks instead of reading them back."""
+    bs = store.block_size
+    stats = {"blocks": 0, "bytes_received": 0}
+    by_src: dict[str, list] = {}          # remote -> requests (pack, begin, end, runs)
+    rest: set | None = None               # blocks to plan from their recorded source
+    if made is not None and index is not None:
+        rname, where = index
+        reqs, rest = _plan_made(made, where, bs)
+        by_src[rname] = reqs
+        stats["blocks"] = sum(len(ds) for _, ds in made)
+    missing = absent_of(store, name) if rest is None or rest else []
+    if rest is not None:
+        missing = [m for m in missing if m[0] in rest]
+    else:
+        stats["blocks"] = len(missing)
+    todo: dict[str, list] = {}
     for b, d, src in missing:
-        name, loc = parse_source(src)
-        by_src.setdefault(remote or name, []).append((b, d, loc))
-    # batches on one pool (this one stored while the next downloads), their ranges on another
-    with cf.ThreadPoolExecutor(2, thread_name_prefix="blockstore-fill") as bex, \
-            cf.ThreadPoolExecutor(threads, thread_name_prefix="blockstore-fetch") as ex:
-        for src, todo in by_src.items():
-            rm = Remote(store.path, src)
-            done = 0
-            nxt = None
-            for i in range(0, len(todo), FILL_BATCH):
-                batch = todo[i:i + FILL_BATCH]
-                fut = nxt if nxt is not None else bex.submit(
-                    fetch_blocks, rm, [x[1] for x in batch], ex, [x[2] for x in batch])
-                nb = todo[i + FILL_BATCH:i + 2 * FILL_BATCH]
-                # the next batch downloads while this one is stored
-                nxt = bex.submit(fetch_blocks, rm, [x[1] for x in nb], ex,
-                                [x[2] for x in nb]) if nb else None
-                datas = fut.result()
-                fill_blocks(store, [(b, d, data) for (b, d, _), data in zip(batch, datas)])
-                done += len(batch)
-                if progress:
-                    progress(f"pull {name}: {done}/{len(todo)} blocks, "
-                             f"{rm.objects.received / 2**20:.1f} MiB received")
-            stats["bytes_received"] += rm.objects.received
+        rname, loc = parse_source(src)
+        todo.setdefault(remote or rname, []).append((b, d, loc))
+    remotes = {n: Remote(store.path, n) for n in set(by_src) | set(todo)}
+    for n, blocks in todo.items():
+        by_src.setdefault(n, []).extend(_plan(remotes[n], blocks, bs))
+    if not any(by_src.values()):
+        return stats
+    with BlockFiller(store) as filler, \
+            cf.ThreadPoolExecutor(threads, thread_name_prefix="blockstore-fill") as ex:
+        try:
+            for n, reqs in by_src.items():
+                if reqs:
+                    stats["bytes_received"] += _fill_from(remotes[n], reqs, filler, ex, threads,
+                                                          name, progress)
+        except BaseException:
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
     return stats
+
+
+def _plan_made(made: list, where: dict, bs: int) -> tuple[list, set]:
+    """Requests for the absent runs a pull just made: consecutive blocks that lie
+    one after the other in one pack are one range (up to FILL_RANGE); blocks
+    the index does not list are returned apart, to go by their source."""
+    reqs: list = []
+    rest: set = set()
+    cur = None                              # [pack, begin, end, [[block, [sha], x, y]]]
+    for s, ds in made:
+        for i, d in enumerate(ds):
+            loc = where.get(d)
+            if loc is None or loc[2] != bs:
+                rest.add(s + i)
+                continue
+            h, off, n = loc
+            if cur is not None and cur[0] == h and cur[2] == off and off + n - cur[1] <= FILL_RANGE:
+                run = cur[3][-1]
+                if run[0] + len(run[1]) == s + i:
+                    run[1].append(d)
+                    run[3] += n
+                else:
+                    cur[3].append([s + i, [d], off - cur[1], off - cur[1] + n])
+                cur[2] = off + n
+            else:
+                cur = [h, off, off + n, [[s + i, [d], 0, n]]]
+                reqs.append(cur)
+    return reqs, rest
+
+
+def _plan(rm: Remote, todo: list, bs: int) -> list:
+    """Requests for blocks [(block, sha256, location or None)]: located through
+    the remote's index where the location is not known, neighbours in a pack
+    coalesced (``coalesce``) into ranges of up to FILL_RANGE."""
+    locs = []
+    for i, (b, d, loc) in enumerate(todo):
+        loc = loc if loc is not None else rm.locate(d)
+        if loc is None:
+            raise errors.NotFound(f"remote {rm.name!r} holds no block {d.hex()[:16]}...")
+        if loc[2] != bs:
+            raise errors.Corruption(f"remote {rm.name!r}: a block of pack {loc[0][:16]}... is "
+                                    f"{loc[2]} bytes, not {bs}")
+        locs.append((i, *loc))
+    reqs = []
+    for h, a, e, parts in coalesce(locs, FILL_RANGE):
+        runs: list = []               # [start block, [sha256], begin, end]: one buffer slice each
+        for i, off, n in parts:
+            b, d, _ = todo[i]
+            if runs and runs[-1][0] + len(runs[-1][1]) == b and runs[-1][3] == off - a:
+                runs[-1][1].append(d)
+                runs[-1][3] += n
+            else:
+                runs.append([b, [d], off - a, off - a + n])
+        reqs.append([h, a, e, runs])
+    return reqs
+
+
+def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, threads: int,
+               name: str, progress) -> int:
+    bufs = threading.local()
+    total = sum(len(r[1]) for q in reqs for r in q[3])
+
+    def one(q):
+        h, a, e, runs = q
+        # each thread's buffer is mmap'd (page-aligned): the pool writes it past the
+        # page cache; reused for the thread's next range once its blocks are written
+        buf = getattr(bufs, "buf", None)
+        if buf is None or len(buf) < e - a:
+            buf = bufs.buf = mmap.mmap(-1, max(FILL_RANGE, e - a))
+        data = memoryview(buf)[:e - a]
+        rm.objects.get_range_into(L.pack_key(h), a, data)
+        return filler.write([(s, ds, data[x:y]) for s, ds, x, y in runs])
+
+    todo = iter(reqs)
+    live: set = set()
+    pending: list = []
+    npending = done = 0
+
+    def submit() -> None:
+        while len(live) < 2 * threads:
+            q = next(todo, None)
+            if q is None:
+                return
+            live.add(ex.submit(one, q))
+    submit()
+    while live:
+        finished, _ = cf.wait(live, return_when=cf.FIRST_COMPLETED)
+        for f in finished:
+            live.discard(f)
+            w = f.result()
+            pending.extend(w)
+            npending += sum(len(x[1]) for x in w)
+        submit()
+        if npending >= RECORD_BLOCKS or not live:
+            filler.record(pending)
+            done += npending
+            pending, npending = [], 0
+            if progress:
+                progress(f"pull {name}: {done}/{total} blocks, "
+                         f"{rm.objects.received / 2**20:.1f} MiB received")
+    return rm.objects.received
 
 
 def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
@@ -127,6 +258,7 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
     stats = {"remote": rm.name, "snapshots": [], "present": [], "absent_blocks": 0,
              "bytes_received": 0}
     made: list[str] = []
+    absent_made: dict[str, list] = {}      # name -> the absent runs its build made
     index = None          # the remote's block index, loaded when a tree is built
     try:
         for n in reversed(chain):
@@ -144,18 +276,35 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
             items = _tree(rm, mm)
             local = _local_blocks(store, [a for a in mm["chain"]])
             index = index if index is not None else rm.load_index()
+            runs: list = []
             _, nabsent = build_snapshot(store, n, items, parent=mm.get("parent"),
                                         labels=mm.get("labels") or {}, created=mm.get("created"),
                                         local=local,
-                                        source=lambda d: source(rm.name, index.get(d)))
+                                        # lazy: where each block is, so a read needs no
+                                        # index; eager: the fill that follows has the
+                                        # index, so the remote's name is enough (a read
+                                        # of a pull killed midway looks it up once)
+                                        source=(lambda d: source(rm.name, index.get(d)))
+                                        if lazy else rm.name,
+                                        absent_out=runs)
+            absent_made[n] = runs
             made.append(n)
             stats["snapshots"].append(n)
             stats["absent_blocks"] += nabsent
             if progress:
                 progress(f"pull {n}: tree built, {nabsent} blocks to fetch")
         if not lazy:
-            for n in made:
-                stats["bytes_received"] += fill(store, n, progress, threads)["bytes_received"]
+            # every snapshot of the chain, also one already here: an eager pull that
+            # was killed midway (or a lazy pull) left blocks absent; this completes it
+            for n in reversed(chain):
+                if n in made:
+                    got = fill(store, n, progress, threads, index=(rm.name, index),
+                               made=absent_made.pop(n))
+                elif n in stats["present"]:
+                    got = fill(store, n, progress, threads)
+                else:
+                    continue
+                stats["bytes_received"] += got["bytes_received"]
     except BaseException:
         if not lazy:
             for n in reversed(made):

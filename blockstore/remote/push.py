@@ -39,38 +39,46 @@ def _chain(store, names: list[str]) -> list[str]:
 
 
 class _Uploads:
+    """Packs sealed and uploaded on a thread pool (join, index and hash there,
+    not on the thread reading the snapshot); at most 2 x threads packs are
+    held at once."""
+
     def __init__(self, remote: Remote, threads: int):
         self.remote = remote
         self.ex = cf.ThreadPoolExecutor(threads, thread_name_prefix="blockstore-push")
         self.threads = threads
-        self.futures: list[cf.Future] = []
+        self.futures: list[tuple[cf.Future, L.PackBuilder]] = []
         self.packs = 0
 
-    def _pack(self, h: str, data: bytes, idx: bytes) -> None:
+    def _pack(self, pb: L.PackBuilder) -> str:
+        h, data, idx = pb.seal()
+        pb.parts = []                        # the blocks may go once sealed
         obj = self.remote.objects
         # A pack a push may rely on (reachable, or young: a killed push's) is not sent
         # again; an old unreachable one is, which renews its age against gc.
         if L.idx_key(h) not in self.remote.trusted:
             obj.put(L.pack_key(h), data)
             obj.put(L.idx_key(h), idx)       # the index last: a block is listed once its pack is whole
+        return h
 
-    def submit_pack(self, h: str, data: bytes, idx: bytes) -> None:
-        live = [f for f in self.futures if not f.done()]
+    def submit_pack(self, pb: L.PackBuilder) -> None:
+        live = [f for f, _ in self.futures if not f.done()]
         if len(live) >= 2 * self.threads:
             cf.wait(live, return_when=cf.FIRST_COMPLETED)
         self._raise_failed()
-        self.futures.append(self.ex.submit(self._pack, h, data, idx))
+        self.futures.append((self.ex.submit(self._pack, pb), pb))
         self.packs += 1
 
     def _raise_failed(self) -> None:
-        for f in self.futures:
+        for f, _ in self.futures:
             if f.done() and f.exception() is not None:
                 raise f.exception()
 
-    def wait(self) -> None:
-        for f in self.futures:
-            f.result()
-        self.futures = [f for f in self.futures if not f.done()]
+    def wait(self) -> list[tuple[str, L.PackBuilder]]:
+        """Wait for every pack submitted; returns (name, builder) of each, once."""
+        out = [(f.result(), pb) for f, pb in self.futures]
+        self.futures = []
+        return out
 
     def close(self) -> None:
         self.ex.shutdown(wait=True, cancel_futures=True)
@@ -98,12 +106,6 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
             pb = L.PackBuilder(bs)
             fresh: dict[bytes, L.PackBuilder] = {}
 
-            def seal(pb=None):
-                h, data, idx = pb.seal()
-                for d, off, n in pb.entries:
-                    have[d] = (h, off, n)
-                    fresh.pop(d, None)
-                up.submit_pack(h, data, idx)
             items: list[Item] = []
             nblocks = 0
             with SnapshotReader(store, name) as rd:
@@ -116,15 +118,17 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
                     digs = rd.digests(s, n)
                     nblocks += n
                     if existing is None:
+                        mv = None
                         for i, d in enumerate(digs):
                             if d in have or d in fresh:
                                 continue
-                            data = rd.read(s, n)
-                            pb.add(d, data[i * bs:(i + 1) * bs])
+                            if mv is None:
+                                mv = memoryview(rd.read(s, n))
+                            pb.add(d, mv[i * bs:(i + 1) * bs])      # a view: no copy per block
                             fresh[d] = pb
                             stats["new_blocks"] += 1
                             if pb.size >= L.PACK_TARGET:
-                                seal(pb)
+                                up.submit_pack(pb)
                                 pb = L.PackBuilder(bs)
                                 say(f"push {name}: {up.packs} packs, "
                                     f"{rm.objects.sent / 2**20:.1f} MiB sent")
@@ -141,8 +145,11 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
                 stats["skipped"].append(name)
                 continue
             if pb.entries:
-                seal(pb)
-            up.wait()
+                up.submit_pack(pb)
+            for h, sealed in up.wait():
+                for d, off, n in sealed.entries:
+                    have[d] = (h, off, n)
+                    fresh.pop(d, None)
             packs = sorted({have[d][0] for it in items if it.digests for d in it.digests})
             if not rm.objects.exists(L.tree_key(content)):
                 # a child of a snapshot pushed (or found) in this run is stored as its
