@@ -5,8 +5,8 @@ import concurrent.futures as cf
 import time
 
 from .. import errors
-from ..api import remotes as R
-from . import layout as L
+from ..api import remotes
+from . import layout
 from .objects import ObjectStore
 
 # gc deletes an object no manifest reaches only once it is older than this
@@ -17,8 +17,8 @@ GRACE_SECONDS = 48 * 3600.0
 
 class Remote:
     def __init__(self, store_path: str, name: str | None, *, timeout: float = 10.0):
-        self.name, cfg = R.get(store_path, name)
-        bucket, prefix = R.parse_url(cfg["url"])
+        self.name, cfg = remotes.get(store_path, name)
+        bucket, prefix = remotes.parse_url(cfg["url"])
         self.url = cfg["url"]
         self.objects = ObjectStore(bucket, prefix, cfg.get("endpoint"), timeout=timeout)
         self._index: dict[bytes, tuple[str, int, int]] | None = None
@@ -27,12 +27,12 @@ class Remote:
 
     # -- manifests -----------------------------------------------------------
     def snapshot_names(self) -> list[str]:
-        return sorted(L.name_of_manifest_key(o.key) for o in self.objects.list("snapshots/")
+        return sorted(layout.name_of_manifest_key(o.key) for o in self.objects.list("snapshots/")
                       if o.key.endswith(".json"))
 
     def manifest(self, name: str) -> dict | None:
         try:
-            return L.decode_manifest(self.objects.get(L.manifest_key(name)), name)
+            return layout.decode_manifest(self.objects.get(layout.manifest_key(name)), name)
         except errors.NotFound:
             return None
 
@@ -63,7 +63,7 @@ class Remote:
         out: dict[bytes, tuple[str, int, int]] = {}
         for o, data in zip(idx, blobs):
             h = o.key[6:-4]
-            _, _, entries = L.decode_index(data)
+            _, _, entries = layout.decode_index(data)
             for d, off, n in entries:
                 out.setdefault(d, (h, off, n))
         if not for_push:

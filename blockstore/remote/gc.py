@@ -12,7 +12,7 @@ import time
 import zstandard
 
 from ..api.treestream import DELTA_MAGIC, delta_parent
-from . import layout as L
+from . import layout
 from .client import GRACE_SECONDS, Remote
 
 
@@ -23,7 +23,7 @@ def _delta_base(rm: Remote, tree: str, sizes: dict[str, int]) -> str | None:
     """The parent tree id of tree object ``tree`` if it is a delta, else None
     (read from its start; the whole object only if that start decodes to less
     than the header)."""
-    key = L.tree_key(tree)
+    key = layout.tree_key(tree)
     size = sizes.get(key)
     if size is None:
         return None
@@ -46,10 +46,10 @@ def gc(store_path: str, remote: str | None = None, grace: float = GRACE_SECONDS,
     manifests = rm.manifests()
     keep = set()
     for m in manifests.values():
-        keep.add(L.tree_key(m["tree"]))
+        keep.add(layout.tree_key(m["tree"]))
         for h in m["packs"]:
-            keep.add(L.pack_key(h))
-            keep.add(L.idx_key(h))
+            keep.add(layout.pack_key(h))
+            keep.add(layout.idx_key(h))
     # a tree stored as a delta needs its parent's tree object, whether or not the
     # parent's manifest is still there (removed by rm-snapshot, or while a child
     # was being pushed): follow the delta chains of every kept tree
@@ -58,9 +58,9 @@ def gc(store_path: str, remote: str | None = None, grace: float = GRACE_SECONDS,
     seen = set(todo)
     while todo:
         base = _delta_base(rm, todo.pop(), sizes)
-        if base is not None and base not in seen and L.tree_key(base) in sizes:
+        if base is not None and base not in seen and layout.tree_key(base) in sizes:
             seen.add(base)
-            keep.add(L.tree_key(base))
+            keep.add(layout.tree_key(base))
             todo.append(base)
     now = time.time()
     doomed = [o for o in objs if o.key not in keep and now - o.mtime >= grace]

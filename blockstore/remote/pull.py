@@ -23,7 +23,7 @@ import zstandard
 from .. import errors
 from ..api.treestream import (BlockFiller, SnapshotReader, absent_of, apply_delta, build_snapshot, canonical,
                               decode_items, delta_parent, encode_items, Item)
-from . import layout as L
+from . import layout
 from .client import Remote
 from .fetch import coalesce, parse_source, source
 
@@ -45,7 +45,7 @@ def content_of(store, name: str) -> str:
 
 def _tree_raw(rm: Remote, content: str, name: str = "") -> bytes:
     """The uncompressed bytes of tree object ``content`` (a full stream or a delta)."""
-    raw = rm.objects.get(L.tree_key(content))
+    raw = rm.objects.get(layout.tree_key(content))
     try:
         with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)) as r:
             data = r.read(MAX_TREE_BYTES + 1)
@@ -212,7 +212,7 @@ def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, thr
         if buf is None or len(buf) < e - a:
             buf = bufs.buf = mmap.mmap(-1, max(FILL_RANGE, e - a))
         data = memoryview(buf)[:e - a]
-        rm.objects.get_range_into(L.pack_key(h), a, data)
+        rm.objects.get_range_into(layout.pack_key(h), a, data)
         return filler.write([(s, ds, data[x:y]) for s, ds, x, y in runs])
 
     todo = iter(reqs)

@@ -18,7 +18,7 @@ import zstandard
 
 from .. import errors
 from ..api.treestream import Item, SnapshotReader, canonical, encode_delta, encode_items
-from . import layout as L
+from . import layout
 from .client import Remote
 
 
@@ -47,21 +47,21 @@ class _Uploads:
         self.remote = remote
         self.ex = cf.ThreadPoolExecutor(threads, thread_name_prefix="blockstore-push")
         self.threads = threads
-        self.futures: list[tuple[cf.Future, L.PackBuilder]] = []
+        self.futures: list[tuple[cf.Future, layout.PackBuilder]] = []
         self.packs = 0
 
-    def _pack(self, pb: L.PackBuilder) -> str:
+    def _pack(self, pb: layout.PackBuilder) -> str:
         h, data, idx = pb.seal()
         pb.parts = []                        # the blocks may go once sealed
         obj = self.remote.objects
         # A pack a push may rely on (reachable, or young: a killed push's) is not sent
         # again; an old unreachable one is, which renews its age against gc.
-        if L.idx_key(h) not in self.remote.trusted:
-            obj.put(L.pack_key(h), data)
-            obj.put(L.idx_key(h), idx)       # the index last: a block is listed once its pack is whole
+        if layout.idx_key(h) not in self.remote.trusted:
+            obj.put(layout.pack_key(h), data)
+            obj.put(layout.idx_key(h), idx)       # the index last: a block is listed once its pack is whole
         return h
 
-    def submit_pack(self, pb: L.PackBuilder) -> None:
+    def submit_pack(self, pb: layout.PackBuilder) -> None:
         live = [f for f, _ in self.futures if not f.done()]
         if len(live) >= 2 * self.threads:
             cf.wait(live, return_when=cf.FIRST_COMPLETED)
@@ -74,7 +74,7 @@ class _Uploads:
             if f.done() and f.exception() is not None:
                 raise f.exception()
 
-    def wait(self) -> list[tuple[str, L.PackBuilder]]:
+    def wait(self) -> list[tuple[str, layout.PackBuilder]]:
         """Wait for every pack submitted; returns (name, builder) of each, once."""
         out = [(f.result(), pb) for f, pb in self.futures]
         self.futures = []
@@ -103,8 +103,8 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
     try:
         for name in order:
             existing = rm.manifest(name)
-            pb = L.PackBuilder(bs)
-            fresh: dict[bytes, L.PackBuilder] = {}
+            pb = layout.PackBuilder(bs)
+            fresh: dict[bytes, layout.PackBuilder] = {}
 
             items: list[Item] = []
             nblocks = 0
@@ -127,9 +127,9 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
                             pb.add(d, mv[i * bs:(i + 1) * bs])      # a view: no copy per block
                             fresh[d] = pb
                             stats["new_blocks"] += 1
-                            if pb.size >= L.PACK_TARGET:
+                            if pb.size >= layout.PACK_TARGET:
                                 up.submit_pack(pb)
-                                pb = L.PackBuilder(bs)
+                                pb = layout.PackBuilder(bs)
                                 say(f"push {name}: {up.packs} packs, "
                                     f"{rm.objects.sent / 2**20:.1f} MiB sent")
                     items.append(Item(it.key, it.payload, None, digs))
@@ -151,7 +151,7 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
                     have[d] = (h, off, n)
                     fresh.pop(d, None)
             packs = sorted({have[d][0] for it in items if it.digests for d in it.digests})
-            if not rm.objects.exists(L.tree_key(content)):
+            if not rm.objects.exists(layout.tree_key(content)):
                 # a child of a snapshot pushed (or found) in this run is stored as its
                 # difference from it, when that is smaller: a new layer sends its own
                 # items, not again every block digest of the base
@@ -161,14 +161,14 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
                     delta = encode_delta(pid, pitems, items)
                     if len(delta) < len(stream) // 2:
                         body = delta
-                rm.objects.put(L.tree_key(content), zstandard.ZstdCompressor(level=3).compress(body))
+                rm.objects.put(layout.tree_key(content), zstandard.ZstdCompressor(level=3).compress(body))
             chain = [a for a in store.lineage(name)[1:]]
-            manifest = {"format": L.FORMAT, "name": name, "parent": rec.parent, "chain": chain,
+            manifest = {"format": layout.FORMAT, "name": name, "parent": rec.parent, "chain": chain,
                         "block_size": bs, "labels": rec.labels, "created": rec.created,
                         "tree": content, "packs": packs, "blocks": nblocks,
                         "bytes": nblocks * bs}
             try:
-                rm.objects.put(L.manifest_key(name), L.encode_manifest(manifest), exclusive=True)
+                rm.objects.put(layout.manifest_key(name), layout.encode_manifest(manifest), exclusive=True)
             except errors.AlreadyExists:
                 other = rm.manifest(name)
                 if other is None or other["tree"] != content:

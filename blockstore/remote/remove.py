@@ -9,7 +9,7 @@ it) is refused (Busy): remove the children first.  Nothing local changes.
 from __future__ import annotations
 
 from .. import errors
-from . import layout as L
+from . import layout
 from .client import Remote
 
 
@@ -24,5 +24,5 @@ def remove_snapshot(store_path: str, name: str, remote: str | None = None) -> di
         raise errors.Busy(f"remote snapshot {name!r} has dependents on remote {rm.name!r} "
                           f"({', '.join(deps[:5])}{', ...' if len(deps) > 5 else ''}); "
                           f"remove them first")
-    rm.objects.delete(L.manifest_key(name))
+    rm.objects.delete(layout.manifest_key(name))
     return {"remote": rm.name, "removed": name, "tree": m["tree"], "packs": len(m["packs"])}
