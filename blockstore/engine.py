@@ -66,6 +66,22 @@ def _release_env(env: Env) -> None:
             env.close()
 
 
+def remove_tree(w, name: str) -> int:
+    """Drop tree ``name`` in write txn ``w``: the one way a tree is removed (the
+    api's dependents rule is checked by its caller).  The first
+    ``REMOVE_GC_BUDGET`` nodes it owned alone are freed in this transaction (all
+    of them for a clone that changed little), the rest wait for ``gc``.  The
+    blocks freed are deferred (pool/pending.py: older readers may still read
+    them) and marked to be trimmed when released (``Pool.trim_when_released``),
+    so that a following ``gc`` has no commit to make for them.  Returns the
+    number of nodes freed now."""
+    rec = catalog.get(w, name)
+    catalog.delete(w, name)
+    freed = NodeStore.of(w).gc_step(REMOVE_GC_BUDGET, drop=(rec.root,) if rec.root else ())
+    w.pool.trim_when_released(w.t)
+    return freed
+
+
 class Engine:
     def __init__(self, env: Env, verify_reads: bool = False):
         self._env = env
@@ -171,15 +187,9 @@ class Engine:
                           lambda s: s.name if s.kind == "snapshot" else s.parent)
 
     def remove(self, name: str) -> int:
-        """Drop the tree.  The first ``REMOVE_GC_BUDGET`` nodes it owned alone are
-        freed in the same transaction (all of them for a clone that changed little);
-        the rest wait for ``gc``.  Returns the number of nodes freed now."""
-        def work(w):
-            rec = catalog.get(w, name)
-            catalog.delete(w, name)
-            return NodeStore.of(w).gc_step(REMOVE_GC_BUDGET,
-                                           drop=(rec.root,) if rec.root else ())
-        return self.env.transact(work)
+        """Drop the tree (``remove_tree``, one transaction).  Returns the number of
+        nodes freed now."""
+        return self.env.transact(lambda w: remove_tree(w, name))
 
     def rename(self, old: str, new: str) -> TreeRecord:
         """Rename a tree; children and mounts that name it follow (catalog.rename)."""

@@ -728,6 +728,27 @@ class Env:
                     w.t.abort()
                 raise
 
+    def trial(self, fn: Callable[[WriteTxn], T]) -> T | None:
+        """Run ``fn`` in a write transaction that is aborted afterwards, so nothing
+        it changes in LMDB lasts and no durable commit is paid.  ``fn`` sees the
+        store as the next write will (deferred frees every reader let go are
+        released at its start, and those marked ``Pool.trim_when_released`` are
+        punched then) and holds the writer lock, so work outside LMDB that needs
+        exclusion from other writers (punching holes) may run in it; the tables
+        say the same again at the next write, which redoes that work (punching a
+        hole twice is harmless).  None, without calling ``fn``, inside this
+        thread's batch (its writer lock is the batch's)."""
+        self._check_pid()
+        with self.lock, damage_is_corruption(self.path):
+            if self._batch is not None and self._batch_owner == threading.get_ident():
+                return None
+            w = self._new_write()
+            try:
+                return fn(w)
+            finally:
+                if not self._forked():
+                    w.t.abort()
+
     def transact(self, fn: Callable[[WriteTxn], T]) -> T:
         """Run ``fn`` in a write transaction and commit, rerunning it after growing
         the map if LMDB reports MapFullError.  ``fn`` must have no effects outside

@@ -43,7 +43,7 @@ from .. import catalog, catalog_links
 from ..btree import tree as bt
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
-from ..engine import REMOVE_GC_BUDGET
+from ..engine import remove_tree
 from ..fs import source
 from ..fs.tree import FileTree
 from . import owner
@@ -149,9 +149,7 @@ def _remove(w, name: str) -> bool:
     if not catalog.exists(w, name):
         catalog.remove_staging(w, name)          # a stale entry (the tree went another way)
         return False
-    rec = catalog.get(w, name)
-    catalog.delete(w, name)
-    NodeStore.of(w).gc_step(REMOVE_GC_BUDGET, drop=(rec.root,) if rec.root else ())
+    remove_tree(w, name)
     return True
 
 

@@ -33,7 +33,7 @@ from .. import catalog
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
 from ..check import CheckReport  # noqa: F401 (the type Store.check returns)
-from ..engine import REMOVE_GC_BUDGET, Engine
+from ..engine import Engine, remove_tree
 from ..errors import Busy, InvalidInput, NotFound, PermissionDenied
 from ..txn import SETTINGS  # noqa: F401 (the names Store.configure takes)
 from ..fs import source
@@ -359,8 +359,7 @@ class Store:
                 d.mounts = [m for m in d.mounts or [] if not (
                     m.get("type") == "volume" and m.get("source") == name)]
                 catalog.put(w, d)
-            catalog.delete(w, name)
-            NodeStore.of(w).gc_step(REMOVE_GC_BUDGET, drop=(rec.root,) if rec.root else ())
+            remove_tree(w, name)
         self.env.transact(work)
 
     def rename(self, old: str, new: str) -> TreeRecord:

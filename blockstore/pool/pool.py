@@ -54,7 +54,7 @@ from .absent import Absent
 from .allocator import GROW_MIN_BYTES, Allocator
 from .datafile import DataFile
 from .dbs import (BLOCK_SIZE, DEDUP_HITS, FREE_BLOCKS, PENDING_BLOCKS, SHARED_BLOCKS, SHARED_EXTRA,
-                  TOTAL_BLOCKS, ZERO_BLOCKS, Meta, PoolDbs)
+                  TOTAL_BLOCKS, TRIM_ON_RELEASE, ZERO_BLOCKS, Meta, PoolDbs)
 from .dedup import DIGEST_SIZE, DedupIndex
 from .pending import Pending
 from .refcounts import Refcounts
@@ -335,12 +335,40 @@ class Pool:
         """Free blocks still allocated on disk (two counter reads)."""
         return self.meta.get(t, FREE_BLOCKS) - self.trimmed.count(t)
 
+    def trimmed_count(self, t) -> int:
+        return self.trimmed.count(t)
+
     def trimmed_runs(self, t) -> Iterator[tuple[int, int]]:
         return self.trimmed.runs(t)
 
     def release_pending(self, t, limit_txnid: int) -> int:
-        """Free the blocks freed in txns W <= limit_txnid (never the current one)."""
-        return self.pending.release(t, limit_txnid, self.alloc.free)
+        """Free the blocks freed in txns W <= limit_txnid (never the current one).
+        Those of the txn marked by ``trim_when_released`` are also punched and
+        recorded as trimmed, and the mark is dropped."""
+        mark = self.meta.get(t, TRIM_ON_RELEASE)
+
+        def free(t, s, n, w):
+            self.alloc.free(t, s, n)
+            if w == mark:
+                self.trimmed.punch_one(t, s, n)
+        released = self.pending.release(t, limit_txnid, free)
+        if mark and mark <= min(limit_txnid, t.id() - 1):
+            t.delete(TRIM_ON_RELEASE, db=self.meta.db)
+        return released
+
+    def trim_when_released(self, t) -> None:
+        """Mark the frees that write txn ``t`` deferred (if any): whichever later
+        write txn releases them (txn.py, at its start) also gives their disk space
+        back (punch, pool.trimmed), so a removal leaves gc no commit to make
+        (``punch_released`` returns the space at once).  One txn is marked at a
+        time: a newer mark replaces an older one, whose runs are then released
+        untrimmed and trimmed by a later gc."""
+        if self.pending.freed_by(t, t.id()):
+            self.meta.set(t, TRIM_ON_RELEASE, t.id())
+
+    def marked_for_trim(self, t) -> int:
+        """The txn id ``trim_when_released`` marked (0: none)."""
+        return self.meta.get(t, TRIM_ON_RELEASE)
 
     def flush_pending(self, t) -> None:
         """Before committing the write txn ``t``: put the digests still being computed."""

@@ -62,6 +62,35 @@ class Trimmed:
         self.replace(t, R.normalize(have + done))
         return sum(n for _, n in done)
 
+    def punch_one(self, t, start: int, n: int) -> int:
+        """Punch the free run [start, start+n) and record it, coalesced with the
+        trimmed runs beside it; returns n, or 0 when the file system cannot punch
+        holes.  Punching a run that is a hole already is harmless (a deferred
+        free punched early by ``Pool.punch_released`` and recorded here when its
+        release commits).  O(log N)."""
+        if n <= 0 or not self.data.punch(start, n):
+            return 0
+        end = start + n
+        cur = t.cursor(db=self.db)
+        lo, hi = start, end
+        if R.floor(cur, start):
+            s, ln, _ = R.decode(cur.key(), cur.value())
+            if s + ln >= start:
+                lo = s
+                hi = max(hi, s + ln)
+                n -= max(0, min(s + ln, end) - start)     # already recorded
+                cur.delete()
+        while cur.set_range(pack_u64(lo)):
+            s, ln, _ = R.decode(cur.key(), cur.value())
+            if s > hi:
+                break
+            n -= max(0, min(s + ln, end) - max(s, start))
+            hi = max(hi, s + ln)
+            cur.delete()
+        t.put(pack_u64(lo), pack_u64(hi - lo), db=self.db)
+        self.meta.add(t, TRIMMED_BLOCKS, n)
+        return end - start
+
     def take(self, t, pieces) -> None:
         """Blocks of ``pieces`` ((start, n), about to be allocated) stop being trimmed:
         their disk space is reserved first (errors.NoSpace before any table changes)."""
