@@ -11,6 +11,14 @@ With ``trim`` the free blocks' disk space goes back to the file system
 (holes punched in the data file, pool/trimmed.py): blocks still pending
 (an older reader may reach them) are not trimmed until a later gc.
 
+Commits: none when idle; none either when all that is left are the deferred
+frees of a tree removal (``engine.remove_tree`` marks them to be trimmed when
+released): they are punched under the writer lock in a write transaction
+that is then aborted (``Env.trial``), and the next write of the store
+releases them and records the trim.  So ``remove`` + ``gc`` of a small tree
+is one durable commit.  Otherwise one commit per ``budget`` nodes freed and
+one that releases and trims.
+
 Cost: proportional to the nodes and blocks the removed trees owned alone,
 plus (trim) one pass over the free map and one fallocate per free run not
 trimmed before.

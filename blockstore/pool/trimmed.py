@@ -17,6 +17,9 @@ Contract:
   reach it (pending.py): so a punched block is never one an older reader may
   still read.  ``trim`` and ``take`` run in the write txn (the single writer:
   no other writer can allocate a block while it is being punched).
+* ``punch_one`` trims one run as it is released from pending (a removal's
+  runs, Pool.trim_when_released); gc may punch such runs earlier in a write
+  txn it aborts (Env.trial), so the release finds a hole and records it.
 * A trim whose txn then aborts leaves punched blocks that the table does not
   list: they read as zeros (they are free) and are reserved by their first
   write instead of by ``take`` (a full disk then shows at that write or the
