@@ -456,9 +456,11 @@ class Env:
             raise
         _ENVS.add(self)
         self.env.reader_check()
-        self.dbs = {name: self.env.open_db(name.encode()) for name in _DB_NAMES}
-        pool_dbs = PoolDbs.open(self.env)
+        # Every named database is opened (created in a new store) in the same
+        # write txn as the format record: one commit makes a store, none opens one.
         with self.env.begin(write=True) as t:
+            self.dbs = {name: self.env.open_db(name.encode(), txn=t) for name in _DB_NAMES}
+            pool_dbs = PoolDbs.open(self.env, t)
             meta = self.dbs["meta"]
             fmt = t.get(b"format", db=meta)
             if fmt is None:
