@@ -54,14 +54,14 @@ def test_a_small_import_is_one_commit(store, tmp_path, parent):
 
 def test_a_failed_small_import_leaves_nothing(store, tmp_path, monkeypatch):
     src = _src(tmp_path)
-    from blockstore.api import bulkimport
-    real = bulkimport.BulkImporter._load
+    from blockstore.fs.build import TreeBuilder
+    real = TreeBuilder._load
 
     def fail_late(self, e, path):
         if path.endswith("f40"):
             raise InvalidInput("refused for the test", path=path)
         return real(self, e, path)
-    monkeypatch.setattr(bulkimport.BulkImporter, "_load", fail_late)
+    monkeypatch.setattr(TreeBuilder, "_load", fail_late)
     t0 = _last_txn(store)
     with pytest.raises(InvalidInput):
         store.import_dir(str(src), "snap")
