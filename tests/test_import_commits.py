@@ -57,10 +57,10 @@ def test_a_failed_small_import_leaves_nothing(store, tmp_path, monkeypatch):
     from blockstore.fs.build import TreeBuilder
     real = TreeBuilder._load
 
-    def fail_late(self, e, path):
-        if path.endswith("f40"):
-            raise InvalidInput("refused for the test", path=path)
-        return real(self, e, path)
+    def fail_late(self, e, dfd, path):
+        if path.endswith(b"f40"):
+            raise InvalidInput("refused for the test", path=os.fsdecode(path))
+        return real(self, e, dfd, path)
     monkeypatch.setattr(TreeBuilder, "_load", fail_late)
     t0 = _last_txn(store)
     with pytest.raises(InvalidInput):

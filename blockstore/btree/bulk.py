@@ -73,6 +73,15 @@ class Builder:
                 return
         self._add(0, key, val)
 
+    def add_many(self, items) -> int:
+        """``add`` each (key, value) in order; returns the bytes of their keys and
+        values (one call per batch of items instead of one per item)."""
+        add, total = self.add, 0
+        for key, val in items:
+            add(key, val)
+            total += len(key) + len(val)
+        return total
+
     def _add(self, level: int, key: bytes, val) -> None:
         levels = self.levels
         if level == len(levels):

@@ -43,7 +43,6 @@ from ..btree.store import NodeStore
 from ..errors import InvalidInput
 from . import items as I
 from .hostread import data_segments as _data_segments, xattrs as _xattrs
-from .items import Inode
 from .tree import INLINE_MAX, XATTR_INLINE_MAX, FileTree
 from ..pool import HOLE
 
@@ -54,11 +53,26 @@ SMALL_FILE = 1024 * 1024
 CHECKPOINT_BYTES = 48 * 1024 * 1024
 
 
-def _inode(ino: int, st, nlink: int, size: int) -> Inode:
-    dev = S.S_ISCHR(st.st_mode) or S.S_ISBLK(st.st_mode)
-    return Inode(ino, st.st_mode, st.st_uid, st.st_gid, nlink=nlink, size=size,
-                 atime=st.st_atime_ns, mtime=st.st_mtime_ns, ctime=st.st_ctime_ns,
-                 btime=st.st_ctime_ns, rdev=st.st_rdev if dev else 0, generation=ino)
+_RDONLY = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR = _RDONLY | os.O_DIRECTORY
+_PLAIN_EMPTY = values.plain(b"")
+
+
+def _fail(message: str, path: bytes):
+    return InvalidInput(message, path=os.fsdecode(path))
+
+
+def _open_dir(path: bytes) -> tuple[int, list[bytes]]:
+    """(fd, sorted names) of a directory to walk (not followed if a symlink)."""
+    try:
+        fd = os.open(path, _DIR)
+    except OSError as exc:
+        raise _fail(f"cannot read directory: {exc.strerror}", path) from None
+    try:
+        return fd, sorted(os.listdir(path))
+    except OSError as exc:
+        os.close(fd)
+        raise _fail(f"cannot read directory: {exc.strerror}", path) from None
 
 
 class _Entry:
@@ -67,14 +81,14 @@ class _Entry:
     __slots__ = ("ino", "st", "parent", "name", "xattrs", "children", "data", "extents",
                  "inline", "size", "is_dir")
 
-    def __init__(self, ino, st, parent, name, xattrs):
+    def __init__(self, ino, st, parent, name, xattrs, is_dir):
         self.ino, self.st, self.parent, self.name, self.xattrs = ino, st, parent, name, xattrs
-        self.children: list[tuple[bytes, int, int]] = []   # (name, ino, dtype)
+        self.children: list[tuple[bytes, int, int]] | None = [] if is_dir else None
         self.data = None            # bytes to write in the batch, or None
-        self.extents: list[tuple[int, int, int]] = []      # (file block, start, n)
+        self.extents: list[tuple[int, int, int]] | None = None    # (file block, start, n)
         self.inline: bytes | None = None
         self.size = 0
-        self.is_dir = S.S_ISDIR(st.st_mode)
+        self.is_dir = is_dir
 
 
 class _Group:
@@ -84,7 +98,7 @@ class _Group:
 
     __slots__ = ("path", "dir_ino", "first_ino", "types", "skip")
 
-    def __init__(self, path: str, dir_ino: int, first_ino: int, types: bytearray, skip):
+    def __init__(self, path: bytes, dir_ino: int, first_ino: int, types: bytearray, skip):
         self.path, self.dir_ino, self.first_ino = path, dir_ino, first_ino
         self.types, self.skip = types, skip
 
@@ -116,16 +130,15 @@ class TreeBuilder:
     def run(self, src: str) -> int:
         """Build the tree of src; returns its root (owned by the caller)."""
         builder = bulk.Builder(self.ns)
-        for item in self._items(src):
-            if item is None:                # a safe point: every block written is emitted
+        for chunk in self._items(os.fsencode(src)):
+            if chunk is None:               # a safe point: every block written is emitted
                 if self.emitted >= CHECKPOINT_BYTES:
                     self.ns = self.checkpoint(builder.checkpoint())
                     self.pool = self.ns.txn.pool
                     builder.ns = self.ns
                     self.emitted = 0
                 continue
-            builder.add(*item)
-            self.emitted += len(item[0]) + len(item[1])
+            self.emitted += builder.add_many(chunk)
         root = builder.finish()
         fst = FileTree(self.ns, root, time.time_ns)
         fst.set_counters(self.next_ino)
@@ -140,92 +153,100 @@ class TreeBuilder:
             fst.put_inode(d)
         return fst.root
 
-    def _list(self, e: _Entry, path: str) -> None:
+    def _list(self, e: _Entry, path: bytes) -> None:
         """Give the children of directory e their inode numbers and queue them."""
-        try:
-            names = sorted(os.listdir(path))
-        except OSError as exc:
-            raise InvalidInput(f"cannot read directory: {exc.strerror}", path=path) from None
+        dfd, names = _open_dir(path)
         first = self.next_ino
         types = bytearray()
         skip = None
-        for child_name in names:
-            cpath = os.path.join(path, child_name)
-            cst = os.lstat(cpath)
-            bname = os.fsencode(child_name)
-            is_dir = S.S_ISDIR(cst.st_mode)
-            if not is_dir and cst.st_nlink > 1:
-                key = (cst.st_dev, cst.st_ino)
-                group = self.links.get(key)
-                if group is not None:
-                    self.extra_links.append((group[0], e.ino, bname))
-                    group[1] -= 1
-                    if group[1] <= 0:
-                        del self.links[key]         # every link seen
-                    skip = skip or set()
-                    skip.add(child_name)
-                    continue
-                self.links[key] = [self.next_ino, cst.st_nlink - 1]
-            ino = self.next_ino
-            self.next_ino += 1
-            dtype = I.dtype_of(cst.st_mode)
-            e.children.append((bname, ino, dtype))
-            types.append(dtype)
-            if is_dir:
-                self.subdirs[e.ino] = self.subdirs.get(e.ino, 0) + 1
+        children = e.children
+        lstat = os.stat
+        try:
+            for name in names:
+                mode = (cst := lstat(name, dir_fd=dfd, follow_symlinks=False)).st_mode
+                is_dir = S.S_ISDIR(mode)
+                if not is_dir and cst.st_nlink > 1:
+                    key = (cst.st_dev, cst.st_ino)
+                    group = self.links.get(key)
+                    if group is not None:
+                        self.extra_links.append((group[0], e.ino, name))
+                        group[1] -= 1
+                        if group[1] <= 0:
+                            del self.links[key]         # every link seen
+                        skip = skip or set()
+                        skip.add(name)
+                        continue
+                    self.links[key] = [self.next_ino, cst.st_nlink - 1]
+                dtype = S.S_IFMT(mode) >> 12            # items.dtype_of
+                children.append((name, self.next_ino, dtype))
+                self.next_ino += 1
+                types.append(dtype)
+                if is_dir:
+                    self.subdirs[e.ino] = self.subdirs.get(e.ino, 0) + 1
+        finally:
+            os.close(dfd)
         if types:
             self.groups.append(_Group(path, e.ino, first, types, skip))
 
-    def _walk(self, src: str):
-        """Every entry in inode (breadth-first) order, with its path."""
+    def _walk(self, src: bytes):
+        """(entry, fd of its directory, its path) of every entry in inode
+        (breadth-first) order.  A regular file's xattrs are read by ``_load``
+        through the file's own descriptor."""
         st = os.lstat(src)
-        yield _Entry(I.ROOT_INO, st, 0, b"", _xattrs(src)), src
+        yield _Entry(I.ROOT_INO, st, 0, b"", _xattrs(src), S.S_ISDIR(st.st_mode)), -1, src
+        lstat = os.stat
         while self.groups:
             g = self.groups.popleft()
+            dfd, names = _open_dir(g.path)
             try:
-                names = sorted(os.listdir(g.path))
-            except OSError as exc:
-                raise InvalidInput(f"cannot read directory: {exc.strerror}", path=g.path) from None
-            ino, parent = g.first_ino, g.dir_ino
-            k = 0
-            for child_name in names:
-                if g.skip and child_name in g.skip:
-                    continue
-                cpath = os.path.join(g.path, child_name)
-                cst = os.lstat(cpath)
-                if k >= len(g.types) or I.dtype_of(cst.st_mode) != g.types[k]:
-                    raise InvalidInput("directory changed while being imported", path=g.path)
-                yield _Entry(ino, cst, parent, os.fsencode(child_name), _xattrs(cpath)), cpath
-                ino += 1
-                k += 1
-            if k != len(g.types):
-                raise InvalidInput("directory changed while being imported", path=g.path)
+                ino, parent, types, skip = g.first_ino, g.dir_ino, g.types, g.skip
+                k = 0
+                base = g.path + b"/"
+                for name in names:
+                    if skip and name in skip:
+                        continue
+                    mode = (cst := lstat(name, dir_fd=dfd, follow_symlinks=False)).st_mode
+                    if k >= len(types) or S.S_IFMT(mode) >> 12 != types[k]:
+                        raise _fail("directory changed while being imported", g.path)
+                    path = base + name
+                    reg = S.S_ISREG(mode) and cst.st_size
+                    yield (_Entry(ino, cst, parent, name, None if reg else _xattrs(path),
+                                  S.S_ISDIR(mode)), dfd, path)
+                    ino += 1
+                    k += 1
+                if k != len(types):
+                    raise _fail("directory changed while being imported", g.path)
+            finally:
+                os.close(dfd)
 
-    def _items(self, src: str):
-        """The tree's items in key order; None at every point where all data written
-        so far is referenced by emitted items (where a checkpoint may commit)."""
+    def _items(self, src: bytes):
+        """The tree's items in key order, in lists; None at every point where all
+        data written so far is referenced by emitted items (where a checkpoint
+        may commit)."""
         self.groups: deque[_Group] = deque()
-        for e, path in self._walk(src):
+        pending = self.pending
+        for e, dfd, path in self._walk(src):
             if e.is_dir:
                 self._list(e, path)
             else:
-                self._load(e, path)
+                self._load(e, dfd, path)
             if self.progress:
-                self.progress(path, e.st.st_size if S.S_ISREG(e.st.st_mode) else 0)
-            self.pending.append(e)
+                self.progress(os.fsdecode(path), e.st.st_size if S.S_ISREG(e.st.st_mode) else 0)
+            pending.append(e)
             if self.batch_bytes >= BATCH_BYTES:
                 self._flush_batch()
-            yield from self._ready()
-            if not self.pending and not self.batch:
+            if pending[0].data is None:
+                yield self._ready()
+            if not pending and not self.batch:
                 yield None
         self._flush_batch()
-        yield from self._ready()
+        yield self._ready()
 
-    def _load(self, e: _Entry, path: str) -> None:
-        """Read a file's content (or a symlink's target) into the entry."""
+    def _load(self, e: _Entry, dfd: int, path: bytes) -> None:
+        """Read a file's content (and xattrs) or a symlink's target into the entry."""
         mode = e.st.st_mode
         if S.S_ISLNK(mode):
-            target = os.fsencode(os.readlink(path))
+            target = os.readlink(e.name, dir_fd=dfd)
             e.size = len(target)
             if len(target) <= INLINE_MAX:
                 e.inline = target
@@ -236,18 +257,20 @@ class TreeBuilder:
             return
         size = e.st.st_size
         e.size = size
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
-            if size <= INLINE_MAX:
+            fd = os.open(e.name, _RDONLY, dir_fd=dfd)
+        except OSError as exc:
+            raise _fail(f"cannot open: {exc.strerror}", path) from None
+        try:
+            e.xattrs = _xattrs(fd)
+            if size <= SMALL_FILE:
                 data = os.pread(fd, size, 0)
                 if len(data) != size:
-                    raise InvalidInput("file changed size while being imported", path=path)
-                e.inline = data
-            elif size <= SMALL_FILE:
-                data = os.pread(fd, size, 0)
-                if len(data) != size:
-                    raise InvalidInput("file changed size while being imported", path=path)
-                self._queue_data(e, data)
+                    raise _fail("file changed size while being imported", path)
+                if size <= INLINE_MAX:
+                    e.inline = data
+                else:
+                    self._queue_data(e, data)
             else:
                 self._write_big(e, fd, size)
         finally:
@@ -281,6 +304,8 @@ class TreeBuilder:
                 pos += n
 
     def _add_runs(self, e: _Entry, fb: int, runs) -> None:
+        if e.extents is None:
+            e.extents = []
         for start, n in runs:
             if start != HOLE:
                 last = e.extents[-1] if e.extents else None
@@ -325,40 +350,51 @@ class TreeBuilder:
         self.batch_bytes = 0
 
     # -- emission -----------------------------------------------------------------
-    def _ready(self):
+    def _ready(self) -> list:
         """Items of pending entries whose data is placed, in inode (= key) order."""
-        while self.pending and self.pending[0].data is None:
-            yield from self._emit(self.pending.popleft())
+        out: list = []
+        pending, emit = self.pending, self._emit
+        while pending and pending[0].data is None:
+            emit(pending.popleft(), out)
+        return out
 
-    def _emit(self, e: _Entry):
-        ino = e.ino
+    def _emit(self, e: _Entry, out: list) -> None:
+        ino, st, add = e.ino, e.st, out.append
+        mode = st.st_mode
+        plain = values.plain
         if e.is_dir:
-            nlink = 2 + self.subdirs.pop(ino, 0)
-            node = _inode(ino, e.st, nlink, 0)
-            node.next_index = 2 + len(e.children)
+            nlink, size, next_index = 2 + self.subdirs.pop(ino, 0), 0, 2 + len(e.children)
         else:
-            node = _inode(ino, e.st, 1, e.size)
-        yield I.inode_key(ino), values.plain(node.pack())
+            nlink, size, next_index = 1, e.size, 2
+        rdev = st.st_rdev if S.S_ISCHR(mode) or S.S_ISBLK(mode) else 0
+        add((I.inode_key(ino), plain(I.pack_inode(
+            mode, st.st_uid, st.st_gid, nlink, size, st.st_atime_ns, st.st_mtime_ns,
+            st.st_ctime_ns, st.st_ctime_ns, rdev, ino, next_index))))
         if e.parent:
-            yield I.ref_key(ino, e.parent, e.name), values.plain(b"")
+            add((I.ref_key(ino, e.parent, e.name), _PLAIN_EMPTY))
         if e.children:
-            for idx, (name, child, dtype) in sorted(
-                    ((2 + i, c) for i, c in enumerate(e.children)), key=lambda x: x[1][0]):
-                yield I.dirent_key(ino, name), values.plain(I.dirent_value(child, dtype, idx))
-            for i, (name, child, dtype) in enumerate(e.children):
-                yield I.index_key(ino, 2 + i), values.plain(I.index_value(child, dtype, name))
-        for name in sorted(e.xattrs):
-            v = e.xattrs[name]
-            if len(v) > XATTR_INLINE_MAX:
-                buf = v + bytes(-len(v) % self.bs)
-                runs = self.pool.write(self.ns.t, buf)
-                if len(runs) != 1 or runs[0][0] == HOLE:
-                    raise InvalidInput("large attribute values must not be mostly zero blocks")
-                yield I.xattr_key(ino, name), values.blockref(runs[0][0], runs[0][1],
-                                                              len(v).to_bytes(8, "big"))
-            else:
-                yield I.xattr_key(ino, name), values.plain(v)
-        for fb, start, n in e.extents:
-            yield I.extent_key(ino, fb), values.blockref(start, n)
+            children = e.children
+            dirent_key, dirent_value = I.dirent_key, I.dirent_value
+            # names were listed in sorted order: DIRENT keys are in key order as they are
+            for i, (name, child, dtype) in enumerate(children):
+                add((dirent_key(ino, name), plain(dirent_value(child, dtype, 2 + i))))
+            index_key, index_value = I.index_key, I.index_value
+            for i, (name, child, dtype) in enumerate(children):
+                add((index_key(ino, 2 + i), plain(index_value(child, dtype, name))))
+        if e.xattrs:
+            for name in sorted(e.xattrs):
+                v = e.xattrs[name]
+                if len(v) > XATTR_INLINE_MAX:
+                    buf = v + bytes(-len(v) % self.bs)
+                    runs = self.pool.write(self.ns.t, buf)
+                    if len(runs) != 1 or runs[0][0] == HOLE:
+                        raise InvalidInput("large attribute values must not be mostly zero blocks")
+                    add((I.xattr_key(ino, name), values.blockref(runs[0][0], runs[0][1],
+                                                                 len(v).to_bytes(8, "big"))))
+                else:
+                    add((I.xattr_key(ino, name), plain(v)))
+        if e.extents:
+            for fb, start, n in e.extents:
+                add((I.extent_key(ino, fb), values.blockref(start, n)))
         if e.inline is not None:
-            yield I.inline_key(ino), values.plain(e.inline)
+            add((I.inline_key(ino), plain(e.inline)))
