@@ -321,24 +321,30 @@ class TreeBuilder:
         if not self.batch:
             return
         bs = self.bs
-        buf = bytearray()
-        spans = []
+        buf = bytearray(self.batch_bytes)       # zeros: each file padded to whole blocks
+        spans = []                              # (entry, first block, blocks)
+        pos = 0
         for e in self.batch:
-            spans.append((e, len(buf) // bs))
-            buf += e.data
-            buf += bytes(-len(e.data) % bs)
+            n = len(e.data)
+            buf[pos:pos + n] = e.data
+            k = (n + bs - 1) // bs
+            spans.append((e, pos // bs, k))
+            pos += k * bs
             e.data = None
         runs = self.pool.write(self.ns.t, buf)
         # Cut the runs back into each file's blocks.
-        flat = []
-        for start, n in runs:
-            flat.append((start, n))
         i, used = 0, 0          # position in runs, blocks of runs[i] consumed
-        for k, (e, first) in enumerate(spans):
-            nblocks = (spans[k + 1][1] if k + 1 < len(spans) else len(buf) // bs) - first
+        for e, first, nblocks in spans:
+            start, n = runs[i]
+            if start != HOLE and n - used >= nblocks:     # the common case: one piece
+                e.extents = [(0, start + used, nblocks)]
+                used += nblocks
+                if used == n:
+                    i, used = i + 1, 0
+                continue
             fb = 0
             while nblocks:
-                start, n = flat[i]
+                start, n = runs[i]
                 take = min(n - used, nblocks)
                 self._add_runs(e, fb, [(HOLE if start == HOLE else start + used, take)])
                 fb += take
