@@ -10,7 +10,6 @@ pulled snapshots reach it without the API importing upward.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -55,6 +54,7 @@ def parse_url(url: str) -> tuple[str, str]:
 def load(store_path: str) -> dict:
     try:
         with open(os.path.join(store_path, FILE), encoding="utf-8") as f:
+            import json
             data = json.load(f)
     except FileNotFoundError:
         return {}
@@ -69,6 +69,7 @@ def _save(store_path: str, data: dict) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            import json
             json.dump(data, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
