@@ -96,6 +96,11 @@ class Pool:
             raise errors.InvalidInput(f"dedup needs sha256 block checksums, not {self.checksum}")
         self.meta = Meta(dbs.meta)
         self.trimmed = Trimmed(dbs, self.meta, data)
+        # (freeing txn, start, n) of pending runs this process punched on release:
+        # not metadata (a fact about the data file's holes; a pending run is
+        # unique by its freeing txn), so a release that follows an aborted one
+        # does not punch the same hole again.
+        self._holes: set[tuple[int, int, int]] = set()
         self.alloc = Allocator(dbs, self.meta, data, block_size, grow_min_bytes, self.trimmed)
         self.pending = Pending(dbs, self.meta)
         self.refs = Refcounts(dbs, self.meta)
@@ -346,11 +351,18 @@ class Pool:
         Those of the txn marked by ``trim_when_released`` are also punched and
         recorded as trimmed, and the mark is dropped."""
         mark = self.meta.get(t, TRIM_ON_RELEASE)
+        holes = self._holes
 
         def free(t, s, n, w):
             self.alloc.free(t, s, n)
             if w == mark:
-                self.trimmed.punch_one(t, s, n)
+                run = (w, s, n)
+                if self.trimmed.punch_one(t, s, n, punched=run in holes):
+                    # A release in a txn that aborts (Env.trial) leaves the hole
+                    # and the pending run: the next release records it unpunched.
+                    if len(holes) > 4096:
+                        holes.clear()
+                    holes.add(run)
         released = self.pending.release(t, limit_txnid, free)
         if mark and mark <= min(limit_txnid, t.id() - 1):
             t.delete(TRIM_ON_RELEASE, db=self.meta.db)

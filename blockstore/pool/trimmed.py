@@ -65,13 +65,11 @@ class Trimmed:
         self.replace(t, R.normalize(have + done))
         return sum(n for _, n in done)
 
-    def punch_one(self, t, start: int, n: int) -> int:
-        """Punch the free run [start, start+n) and record it, coalesced with the
-        trimmed runs beside it; returns n, or 0 when the file system cannot punch
-        holes.  Punching a run that is a hole already is harmless (a deferred
-        free punched early by ``Pool.punch_released`` and recorded here when its
-        release commits).  O(log N)."""
-        if n <= 0 or not self.data.punch(start, n):
+    def punch_one(self, t, start: int, n: int, punched: bool = False) -> int:
+        """Punch the free run [start, start+n) (``punched``: it is a hole already)
+        and record it, coalesced with the trimmed runs beside it; returns n, or 0
+        when the file system cannot punch holes.  O(log N)."""
+        if n <= 0 or not (punched or self.data.punch(start, n)):
             return 0
         end = start + n
         cur = t.cursor(db=self.db)
