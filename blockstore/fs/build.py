@@ -331,7 +331,9 @@ class TreeBuilder:
             spans.append((e, pos // bs, k))
             pos += k * bs
             e.data = None
-        runs = self.pool.write(self.ns.t, buf)
+        # Never changed again: the data file's background writer hashes and writes
+        # it (native, no GIL) while the walk goes on (at most one batch queued).
+        runs = self.pool.write(self.ns.t, buf, True)
         # Cut the runs back into each file's blocks.
         i, used = 0, 0          # position in runs, blocks of runs[i] consumed
         for e, first, nblocks in spans:
