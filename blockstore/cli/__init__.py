@@ -40,7 +40,12 @@ class _Group(click.Group):
         finally:
             cli_errors.restore_signals(old)
 
+    def get_command(self, ctx, name):
+        _load(_MODULE_OF.get(name))
+        return super().get_command(ctx, name)
+
     def list_commands(self, ctx):
+        _load_all()
         return sorted(self.commands)
 
 
@@ -70,10 +75,36 @@ def main(ctx, store, json_out, quiet, exact, verify_reads):
     ctx.obj = Ctx(store, json_out, quiet, exact, verify_reads)
 
 
-from . import (complete, files, fusecmd, prune, remotecmd, settings, snapshottercmd,  # noqa: E402
-               space, tools, trees, volumes)
+# Command modules are imported when one of their commands is asked for (a
+# command runs with only its own module loaded; help and completion load all):
+# module -> the names of its COMMANDS (tests/test_cli_ux.py checks the table).
+COMMAND_MODULES = {
+    "trees": ("init", "import", "clone", "commit", "ls", "info", "rm", "rename", "diff",
+              "label", "export"),
+    "files": ("cp", "cat", "files"),
+    "space": ("du", "df", "check", "gc"),
+    "prune": ("prune",),
+    "settings": ("config",),
+    "volumes": ("volume",),
+    "fusecmd": ("mount", "umount"),
+    "snapshottercmd": ("snapshotter",),
+    "tools": ("bench", "stress"),
+    "complete": ("completion",),
+    "remotecmd": ("remote", "push", "pull"),
+}
+_MODULE_OF = {name: mod for mod, names in COMMAND_MODULES.items() for name in names}
+_loaded: set[str] = set()
 
-for _mod in (trees, files, space, prune, settings, volumes, fusecmd, snapshottercmd, tools,
-             complete, remotecmd):
-    for _cmd in _mod.COMMANDS:
-        main.add_command(_cmd)
+
+def _load(mod: str | None) -> None:
+    if mod is None or mod in _loaded:
+        return
+    import importlib
+    _loaded.add(mod)
+    for cmd in importlib.import_module(f"{__name__}.{mod}").COMMANDS:
+        main.add_command(cmd)
+
+
+def _load_all() -> None:
+    for mod in COMMAND_MODULES:
+        _load(mod)
