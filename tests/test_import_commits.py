@@ -68,3 +68,30 @@ def test_a_failed_small_import_leaves_nothing(store, tmp_path, monkeypatch):
     assert _last_txn(store) == t0                 # nothing was committed
     assert store.list() == []
     assert store.df().used_bytes == 0
+
+
+def test_reused_batch_buffers_leave_no_bytes_of_other_files_in_a_block(store, tmp_path,
+                                                                        monkeypatch):
+    """The bulk builder fills its two batch buffers again and again: the tail of a
+    file's last block must be zeros, never bytes of a file of an earlier batch."""
+    import time
+
+    from blockstore import catalog
+    from blockstore.btree.store import NodeStore
+    from blockstore.fs import build
+    from blockstore.fs.tree import FileTree
+    monkeypatch.setattr(build, "BATCH_BYTES", 3 * 4096)      # a batch every few files
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):                 # 8 KiB of 0xff, then ever shorter tails to check
+        (src / f"f{i:02d}").write_bytes(b"\xff" * (8192 if i % 2 == 0 else 8100 - 90 * i))
+    store.import_dir(str(src), "s")
+    bs = store.block_size
+    with store.env.read() as r:
+        fst = FileTree(NodeStore.of(r), catalog.get(r, "s").root, time.time_ns)
+        for i in range(1, 40, 2):
+            node = fst.inode(fst.lookup(1, f"f{i:02d}".encode())[0])
+            (fb, start, n), = fst.extents(node.ino)
+            raw = r.pool.read(start, n)
+            assert raw[:node.size] == b"\xff" * node.size
+            assert raw[node.size:] == bytes(n * bs - node.size), f"f{i:02d}"

@@ -125,6 +125,9 @@ class TreeBuilder:
         self.batch: list[_Entry] = []
         self.batch_bytes = 0
         self.emitted = 0                    # item bytes since the last checkpoint
+        self._bufs: list[bytearray | None] = [None, None]
+        self._buf_runs: list[list] = [[], []]
+        self._buf_at = 0
 
     # -- the walk ---------------------------------------------------------------
     def run(self, src: str) -> int:
@@ -276,6 +279,17 @@ class TreeBuilder:
         finally:
             os.close(fd)
 
+    def _buffer(self, size: int) -> bytearray:
+        """One of two batch buffers, alternately, once the writes made from it
+        have landed: a buffer filled again costs no page faults, a new one does."""
+        self._buf_at ^= 1
+        buf = self._bufs[self._buf_at]
+        if buf is not None:
+            self.pool.written(self._buf_runs[self._buf_at])
+        if buf is None or len(buf) < size:
+            buf = self._bufs[self._buf_at] = bytearray(max(size, BATCH_BYTES + SMALL_FILE))
+        return buf
+
     def _queue_data(self, e: _Entry, data: bytes) -> None:
         e.data = data
         self.batch.append(e)
@@ -321,19 +335,25 @@ class TreeBuilder:
         if not self.batch:
             return
         bs = self.bs
-        buf = bytearray(self.batch_bytes)       # zeros: each file padded to whole blocks
+        buf = self._buffer(self.batch_bytes)
+        mv = memoryview(buf)
+        zeros = bytes(bs)
         spans = []                              # (entry, first block, blocks)
         pos = 0
         for e in self.batch:
             n = len(e.data)
-            buf[pos:pos + n] = e.data
+            mv[pos:pos + n] = e.data
             k = (n + bs - 1) // bs
+            if n % bs:                          # the last block's tail: zeros
+                mv[pos + n:pos + k * bs] = zeros[n % bs:]
             spans.append((e, pos // bs, k))
             pos += k * bs
             e.data = None
-        # Never changed again: the data file's background writer hashes and writes
-        # it (native, no GIL) while the walk goes on (at most one batch queued).
-        runs = self.pool.write(self.ns.t, buf, True)
+        # Never changed until written: the data file's background writer hashes
+        # and writes it (native, no GIL) while the walk goes on (at most one
+        # batch queued), then the buffer is filled again (``_buffer``).
+        runs = self.pool.write(self.ns.t, mv[:pos], True)
+        self._buf_runs[self._buf_at] = runs
         # Cut the runs back into each file's blocks.
         i, used = 0, 0          # position in runs, blocks of runs[i] consumed
         for e, first, nblocks in spans:

@@ -328,6 +328,13 @@ class Pool:
                 self.absent.remove(t, s, k)
             self.pending.add(t, txnid, s, k)
 
+    def written(self, runs) -> None:
+        """Wait until the blocks of ``runs`` (returned by ``write``) are written:
+        the buffer handed over with ``owned`` may then be reused."""
+        for start, n in runs:
+            if start != HOLE:
+                self.data.settle(start, n)
+
     def trim(self, t) -> int:
         """Give the disk space of every free block back to the file system (punch
         holes; see trimmed.py for why this is safe for readers), and cut the data
