@@ -266,12 +266,6 @@ class DataFile:
             return None                     # a forked child: the thread is the parent's
         return self._bg
 
-    def settle(self, start_block: int, nblocks: int) -> None:
-        """Wait until the queued writes to these blocks have landed (their buffers
-        are the caller's again); raises a failed write's error."""
-        if self._later:
-            self._settle(start_block * self.block_size, (start_block + nblocks) * self.block_size)
-
     def _settle(self, lo: int, hi: int) -> None:
         """Wait for the queued writes that overlap bytes [lo, hi)."""
         last = 0

@@ -331,9 +331,10 @@ class Pool:
     def written(self, runs) -> None:
         """Wait until the blocks of ``runs`` (returned by ``write``) are written:
         the buffer handed over with ``owned`` may then be reused."""
+        bs = self.block_size
         for start, n in runs:
-            if start != HOLE:
-                self.data.settle(start, n)
+            if start != HOLE and self.data._later:
+                self.data._settle(start * bs, (start + n) * bs)
 
     def trim(self, t) -> int:
         """Give the disk space of every free block back to the file system (punch
