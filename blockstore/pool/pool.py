@@ -379,16 +379,12 @@ class Pool:
     def trim_when_released(self, t) -> None:
         """Mark the frees that write txn ``t`` deferred (if any): whichever later
         write txn releases them (txn.py, at its start) also gives their disk space
-        back (punch, pool.trimmed), so a removal leaves gc no commit to make
-        (``punch_released`` returns the space at once).  One txn is marked at a
-        time: a newer mark replaces an older one, whose runs are then released
-        untrimmed and trimmed by a later gc."""
+        back (punch, pool.trimmed), so a removal leaves gc no commit to make (gc
+        releases and punches them at once in a write txn it aborts, Env.trial).
+        One txn is marked at a time: a newer mark replaces an older one, whose
+        runs are then released untrimmed and trimmed by a later gc."""
         if self.pending.freed_by(t, t.id()):
             self.meta.set(t, TRIM_ON_RELEASE, t.id())
-
-    def marked_for_trim(self, t) -> int:
-        """The txn id ``trim_when_released`` marked (0: none)."""
-        return self.meta.get(t, TRIM_ON_RELEASE)
 
     def flush_pending(self, t) -> None:
         """Before committing the write txn ``t``: put the digests still being computed."""
