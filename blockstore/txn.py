@@ -50,14 +50,14 @@ import lmdb
 from . import storefiles
 from .errors import (BlockstoreError, Busy, Corruption, FormatTooNew, InvalidInput, NoSpace,
                      NotAStore, NotFound, PermissionDenied)
-from .pool import DataFile, Pool, PoolDbs
+from .pool import BlockReader, BlockWriter, DataFile, Pool, PoolDbs
 from .pool.dbs import TOTAL_BLOCKS, Meta
 from .pool.sums import ALGORITHMS as CHECKSUMS, default_algorithm
 from .storefiles import DATA_FILE, META_DIR, META_FILE, RESERVE_FILE
 from . import failpoints
 
 # Format 2 = pool.sums may hold XXH3-128 digests (meta b"checksum").
-# Format 3 = the catalog's reverse index (catalog_links.py) exists and is kept
+# Format 3 = the catalog's reverse index (catalog/links.py) exists and is kept
 # by every write, and pool.absent may hold blocks of lazily pulled snapshots
 # (an older blockstore would read them as zeros): a blockstore that does not
 # know both must not open the store.  Older stores are upgraded when this
@@ -104,7 +104,7 @@ def from_u64(b) -> int:
     return _U64.unpack(b)[0]
 
 
-class _Txn:
+class Txn:
     """What both read and write transactions offer the layers above."""
 
     write = False
@@ -114,13 +114,14 @@ class _Txn:
         self.t = t
         # Verified reads (Store.open(verify_reads=True)): the pool view checks every block
         # read in this txn against pool.sums; off, this is the pool itself (zero cost).
-        pool = env.pool.verifying(t) if env.verify_reads else env.pool
+        view = env.pool.verifying(t) if env.verify_reads else env.pool
         # Absent blocks (a lazily pulled snapshot): reads fetch them first.  One get
         # per txn; only another writer adds absent blocks, never during this txn
         # (a txn that adds some, Store.build_snapshot, does not read them).
         if env.pool.absent.count(t):
-            pool = env.pool.lazy_view(t, pool)
-        self.pool = pool
+            view = env.pool.lazy_view(t, view)
+        # The only door to blocks for the layers above: the pool bound to this txn.
+        self.blocks = (BlockWriter if self.write else BlockReader)(env.pool, t, view)
         self.local: dict = {}   # per-transaction state of upper layers (e.g. the node store)
 
     def db(self, name: str):
@@ -134,11 +135,11 @@ class _Txn:
         return default if v is None else from_u64(v)
 
 
-class ReadTxn(_Txn):
+class ReadTxn(Txn):
     """A consistent, never-blocking view of the store as of its start."""
 
 
-class WriteTxn(_Txn):
+class WriteTxn(Txn):
     write = True
 
     def __init__(self, env: "Env", t: lmdb.Transaction):
@@ -167,7 +168,7 @@ class WriteTxn(_Txn):
         self.env.pool.flush_pending(self.t)     # digests hashed in the background
         if fp:
             failpoints.hit("commit.after_flush")
-        self.pool.sync()
+        self.env.pool.sync()
         if fp:
             failpoints.hit("commit.after_datasync")
         self.t.commit()
@@ -347,10 +348,7 @@ class _FillRecorder:
             try:
                 self._record(items)
             except Exception:       # not recorded: the blocks are fetched again later
-                with self.env.pool._filled_lock:
-                    for b, d in items:
-                        if self.env.pool._filled.get(b) == d:
-                            del self.env.pool._filled[b]
+                self.env.pool.fills.forget(items)
 
     def flush(self) -> None:
         """Record what is queued now, in the calling thread (which must hold no batch
@@ -393,7 +391,7 @@ class Env:
         self._batch_owner: int | None = None
         self._live_reads: set = set()
         self.caches: dict = {}      # process-wide caches of upper layers, keyed by their name
-        self.verify_reads = 0       # open handles that asked for verified reads (Engine.open)
+        self.verify_reads = 0       # open handles that asked for verified reads (Trees.open)
         self.env = None
         self.pool = None
         self.closed = False
@@ -410,10 +408,25 @@ class Env:
     def _open(self, create, block_size, dedup, checksum, data_file) -> None:
         meta_dir = os.path.join(self.path, META_DIR)
         data_path = os.path.join(self.path, DATA_FILE)
+        self._prepare_dir(meta_dir, data_path, create, block_size, dedup, checksum)
+        self._open_lmdb(meta_dir)
+        # Every named database is opened (created in a new store) in the same
+        # write txn as the format record: one commit makes a store, none opens one.
+        with self.env.begin(write=True) as t:
+            self.dbs = {name: self.env.open_db(name.encode(), txn=t) for name in _DB_NAMES}
+            pool_dbs = PoolDbs.open(self.env, t)
+            meta = self.dbs["meta"]
+            self._format_record(t, meta, data_path, create, block_size, dedup, checksum)
+            self._read_format(t, meta)
+        self._open_pool(pool_dbs, data_file, data_path)
+
+    def _prepare_dir(self, meta_dir, data_path, create, block_size, dedup, checksum) -> None:
+        """Refuse what is not a store (or lost its metadata); make the directories of
+        a new store in an absent or empty directory."""
+        mdb = os.path.join(meta_dir, META_FILE)
         if os.path.lexists(self.path) and not os.path.isdir(self.path):
             raise NotAStore("not a directory", path=self.path)
         _refuse_unreadable(self.path)
-        mdb = os.path.join(meta_dir, META_FILE)
         lost = storefiles.metadata_problem(mdb)
         if lost in storefiles.NO_METADATA and os.path.lexists(data_path):
             # Either another process created the store meanwhile (the pool file is
@@ -444,6 +457,9 @@ class Env:
         elif lost is not None:
             raise Corruption(f"store metadata {mdb} {lost}; "
                              f"restore meta/ from a backup (check --repair cannot rebuild it)")
+
+    def _open_lmdb(self, meta_dir) -> None:
+        """Open the LMDB environment."""
         try:
             self.env = lmdb.open(meta_dir, map_size=INITIAL_MAP_SIZE, max_dbs=MAX_DBS,
                                  subdir=True, sync=True, metasync=True, lock=True,
@@ -456,50 +472,53 @@ class Env:
             raise
         _ENVS.add(self)
         self.env.reader_check()
-        # Every named database is opened (created in a new store) in the same
-        # write txn as the format record: one commit makes a store, none opens one.
-        with self.env.begin(write=True) as t:
-            self.dbs = {name: self.env.open_db(name.encode(), txn=t) for name in _DB_NAMES}
-            pool_dbs = PoolDbs.open(self.env, t)
-            meta = self.dbs["meta"]
-            fmt = t.get(b"format", db=meta)
-            if fmt is None:
-                # New store, or one whose creation crashed before this commit.
-                if os.path.lexists(data_path):
-                    raise _metadata_lost(self.path, "has no format record")
-                if not create:
-                    raise NotAStore("store metadata has no format record", path=self.path)
-                bs, cs = _creation_params(block_size, dedup, checksum)
-                t.put(b"format", u64(FORMAT_VERSION), db=meta)
-                t.put(b"block_size", u64(bs), db=meta)
-                t.put(b"dedup", u64(1 if dedup else 0), db=meta)
-                t.put(b"checksum", cs.encode(), db=meta)
-                t.put(b"created_ns", u64(time.time_ns()), db=meta)
-            elif from_u64(fmt) > FORMAT_VERSION:
-                raise FormatTooNew(f"store format {from_u64(fmt)} is newer than this "
-                                   f"blockstore's {FORMAT_VERSION}; upgrade blockstore",
-                                   path=self.path)
-            elif from_u64(fmt) < FORMAT_VERSION:
-                self._upgrade(t, from_u64(fmt))
-            self.block_size = from_u64(_required(t, meta, b"block_size", self.path))
-            self.dedup = bool(from_u64(_required(t, meta, b"dedup", self.path)))
-            cs = t.get(b"checksum", db=meta)     # none: a store of format 1 from before the choice
-            if cs is None and from_u64(t.get(b"format", db=meta)) >= 2:
-                raise Corruption("store metadata has no checksum record", path=self.path)
-            self.checksum = "sha256" if cs is None else bytes(cs).decode("ascii", "replace")
-            if self.checksum not in CHECKSUMS:
-                raise FormatTooNew(f"store checksum {self.checksum!r} is unknown to this "
-                                   f"blockstore; upgrade blockstore", path=self.path)
-            if self.dedup and self.checksum != "sha256":
-                raise Corruption(f"store has dedup on with the {self.checksum} checksum "
-                                 f"(dedup needs sha256)", path=self.path)
-            if not (MIN_BLOCK_SIZE <= self.block_size <= MAX_BLOCK_SIZE) \
-                    or self.block_size & (self.block_size - 1):
-                raise Corruption(f"store metadata has a bad block size {self.block_size}",
-                                 path=self.path)
-            self.settings = _read_settings(t, meta)
-            if self.settings["verify_reads"]:
-                self.verify_reads += 1
+
+    def _format_record(self, t, meta, data_path, create, block_size, dedup, checksum) -> None:
+        """Write the format record of a new store, refuse a newer format, upgrade an older."""
+        fmt = t.get(b"format", db=meta)
+        if fmt is None:
+            # New store, or one whose creation crashed before this commit.
+            if os.path.lexists(data_path):
+                raise _metadata_lost(self.path, "has no format record")
+            if not create:
+                raise NotAStore("store metadata has no format record", path=self.path)
+            bs, cs = _creation_params(block_size, dedup, checksum)
+            t.put(b"format", u64(FORMAT_VERSION), db=meta)
+            t.put(b"block_size", u64(bs), db=meta)
+            t.put(b"dedup", u64(1 if dedup else 0), db=meta)
+            t.put(b"checksum", cs.encode(), db=meta)
+            t.put(b"created_ns", u64(time.time_ns()), db=meta)
+        elif from_u64(fmt) > FORMAT_VERSION:
+            raise FormatTooNew(f"store format {from_u64(fmt)} is newer than this "
+                               f"blockstore's {FORMAT_VERSION}; upgrade blockstore",
+                               path=self.path)
+        elif from_u64(fmt) < FORMAT_VERSION:
+            self._upgrade(t, from_u64(fmt))
+
+    def _read_format(self, t, meta) -> None:
+        """Read and validate block size, dedup, checksum and the settings."""
+        self.block_size = from_u64(_required(t, meta, b"block_size", self.path))
+        self.dedup = bool(from_u64(_required(t, meta, b"dedup", self.path)))
+        cs = t.get(b"checksum", db=meta)     # none: a store of format 1 from before the choice
+        if cs is None and from_u64(t.get(b"format", db=meta)) >= 2:
+            raise Corruption("store metadata has no checksum record", path=self.path)
+        self.checksum = "sha256" if cs is None else bytes(cs).decode("ascii", "replace")
+        if self.checksum not in CHECKSUMS:
+            raise FormatTooNew(f"store checksum {self.checksum!r} is unknown to this "
+                               f"blockstore; upgrade blockstore", path=self.path)
+        if self.dedup and self.checksum != "sha256":
+            raise Corruption(f"store has dedup on with the {self.checksum} checksum "
+                             f"(dedup needs sha256)", path=self.path)
+        if not (MIN_BLOCK_SIZE <= self.block_size <= MAX_BLOCK_SIZE) \
+                or self.block_size & (self.block_size - 1):
+            raise Corruption(f"store metadata has a bad block size {self.block_size}",
+                             path=self.path)
+        self.settings = _read_settings(t, meta)
+        if self.settings["verify_reads"]:
+            self.verify_reads += 1
+
+    def _open_pool(self, pool_dbs, data_file, data_path) -> None:
+        """Open the data file (made after the format record) and the pool over it."""
         with self.env.begin() as t:
             need = self.pool_blocks_committed(pool_dbs, t)
         # The data file is created after the format record; a crash in between

@@ -21,7 +21,7 @@ from blockstore.testing import crashfs
 
 
 def mode_failpoint_crash(store, seed, start, journal, point, nth, mode) -> None:
-    from blockstore.engine import Engine
+    from _engine import Engine
     seed_i, i, nth_i = int(seed), int(start), int(nth)
     m = W.replay(seed_i, i)
     e = Engine.open(store, create=False, data_file=crashfs.CrashDataFile)

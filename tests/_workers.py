@@ -257,7 +257,7 @@ def _wait_parent() -> str:
 
 def mode_crash_writer(store: str, seed: str, start: str, journal: str) -> None:
     """Run transactions start, start+1, ... forever; journal each after its commit."""
-    from blockstore.engine import Engine
+    from _engine import Engine
     seed_i, i = int(seed), int(start)
     m = replay(seed_i, i)
     e = Engine.open(store, create=False)
@@ -277,7 +277,7 @@ def mode_view_reader(store: str, tree: str, key: str, seed: str, nblocks: str) -
     from blockstore import catalog
     from blockstore.btree import tree as bt, values
     from blockstore.btree.store import NodeStore
-    from blockstore.engine import Engine
+    from _engine import Engine
     seed_i, nb, k = int(seed), int(nblocks), key.encode()
     e = Engine.open(store, create=False)
     bad = []
@@ -293,7 +293,7 @@ def mode_view_reader(store: str, tree: str, key: str, seed: str, nblocks: str) -
             idx = struct.unpack(">Q", bytes(ik[len(k) + 1:]))[0]
             start, n = values.refs(v)
             n = min(n, nb // 4 - idx)               # runs may span far past the quarter
-            data = r.pool.read(start, n)
+            data = r.blocks.read(start, n)
             for b in range(n):
                 seen += 1
                 if not check_block(data[b * BS:(b + 1) * BS], seed_i, idx + b):
@@ -324,7 +324,7 @@ def mode_fork_exit_reader(store: str, tree: str, key: str, seed: str, nblocks: s
     """Hold a read view, fork a child that exits normally (interpreter shutdown,
     as a library user's child would), then verify the blob through the view
     after the parent removed the tree, ran gc and overwrote the pool."""
-    from blockstore.engine import Engine
+    from _engine import Engine
     seed_i, nb, k = int(seed), int(nblocks), key.encode()
     e = Engine.open(store, create=False)
     with e.reader() as r:
@@ -350,7 +350,7 @@ def mode_fork_exit_reader(store: str, tree: str, key: str, seed: str, nblocks: s
 
 def mode_hold_reader(store: str, tree: str, key: str) -> None:
     """Open a read view, read a blob, report ready and hang (until SIGKILLed)."""
-    from blockstore.engine import Engine
+    from _engine import Engine
     e = Engine.open(store, create=False)
     with e.reader() as r:
         data = e.get_blob(tree, key.encode(), view=r)
@@ -363,7 +363,7 @@ def mode_hold_reader(store: str, tree: str, key: str) -> None:
 def mode_writer(store: str, tag: str, ntx: str, trees: str) -> None:
     """Writer for the two-writers test: ntx transactions of puts (and a blob now
     and then) into each of the comma-separated trees, after a 'go' from the parent."""
-    from blockstore.engine import Engine
+    from _engine import Engine
     e = Engine.open(store, create=False)
     _ready()
     if _wait_parent() != "go":
@@ -383,7 +383,7 @@ def mode_writer(store: str, tag: str, ntx: str, trees: str) -> None:
 
 def mode_lock_holder(store: str, tree: str, hold: str) -> None:
     """Hold the writer lock (an open batch) for ``hold`` seconds, then commit."""
-    from blockstore.engine import Engine
+    from _engine import Engine
     e = Engine.open(store, create=False)
     with e.batch():
         e.put(tree, b"holder", b"1")
@@ -396,7 +396,7 @@ def mode_lock_holder(store: str, tree: str, hold: str) -> None:
 
 
 def mode_timed_put(store: str, tree: str) -> None:
-    from blockstore.engine import Engine
+    from _engine import Engine
     e = Engine.open(store, create=False)
     _ready()
     if _wait_parent() != "go":
@@ -412,7 +412,7 @@ def mode_kill_at(store: str, where: str) -> None:
     import signal
 
     from blockstore import txn as txnmod
-    from blockstore.engine import Engine
+    from _engine import Engine
 
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -429,7 +429,7 @@ def mode_kill_at(store: str, where: str) -> None:
 
 def mode_corrupt_read(store: str, tree: str, key: str) -> None:
     """Fresh process (cold node cache): a get must raise Corruption; check must report it."""
-    from blockstore.engine import Engine
+    from _engine import Engine
     from blockstore.errors import Corruption
     e = Engine.open(store, create=False)
     try:

@@ -175,7 +175,7 @@ def _node_counts(ns, roots):
 def test_freeing_shadowed_nodes_keeps_counts_exact(tmp_path):
     """Removing clones decrements shared children from n to n-1 (n = 2 and n > 2), and
     a clone shadowed and freed in one transaction (counts in the overlay) too."""
-    from blockstore.engine import Engine
+    from _engine import Engine
     e = Engine.open(str(tmp_path / "s"))
     try:
         e.create("base")
@@ -212,7 +212,7 @@ def test_gc_step_out_of_budget_queues_what_it_could_not_free(tmp_path):
     """gc_step frees nodes reaching zero within the step from memory; what the
     budget leaves over must be queued before the commit (check runs after each
     step: a zero-count node that is neither freed nor queued is a leak)."""
-    from blockstore.engine import Engine
+    from _engine import Engine
     e = Engine.open(str(tmp_path / "s"))
     try:
         e.create("t")
@@ -244,15 +244,15 @@ def test_gc_step_out_of_budget_queues_what_it_could_not_free(tmp_path):
 def test_insert_over_a_key_releases_its_blocks_unless_told_to_keep_them(env):
     with env.write() as w:
         ns = NodeStore.of(w)
-        pool = w.pool
-        (s, n), = pool.write(w.t, bytes(range(256)) * 32)          # 2 blocks, one reference
+        blocks = w.blocks
+        (s, n), = blocks.write(bytes(range(256)) * 32)          # 2 blocks, one reference
         root = bt.insert(ns, 0, b"x", values.blockref(s, n))
-        (s2, n2), = pool.write(w.t, bytes(range(1, 256)) * 16 + b"z" * 16)   # 1 block
+        (s2, n2), = blocks.write(bytes(range(1, 256)) * 16 + b"z" * 16)   # 1 block
         assert s2 == s + n                                          # contiguous: extends it
         # An extent growing over its old blocks hands their reference on: no count changes.
         root = bt.insert(ns, root, b"x", values.blockref(s, n + n2), release_old=False)
-        assert [pool.refcount(w.t, b) for b in range(s, s + 3)] == [1, 1, 1]
+        assert [blocks.refcount(b) for b in range(s, s + 3)] == [1, 1, 1]
         # The default releases the old value: its blocks drop to zero (pending-free).
         root = bt.insert(ns, root, b"x", values.plain(b"v"))
-        assert [pool.refcount(w.t, b) for b in range(s, s + 3)] == [0, 0, 0]
+        assert [blocks.refcount(b) for b in range(s, s + 3)] == [0, 0, 0]
         bt.release(ns, root)

@@ -9,7 +9,7 @@ from blockstore import catalog
 from blockstore.btree import bulk, values
 from blockstore.btree.store import NodeStore
 from blockstore.catalog import TreeRecord
-from blockstore.engine import Engine
+from _engine import Engine
 from blockstore.errors import InvalidInput
 
 

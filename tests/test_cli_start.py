@@ -51,3 +51,26 @@ def test_the_default_store_path_is_platformdirs(monkeypatch):
             monkeypatch.setenv("XDG_DATA_HOME", xdg)
         assert default_store_path() == os.path.join(platformdirs.user_data_dir("blockstore"),
                                                     "store")
+
+
+def test_the_command_table_names_every_command_of_every_module():
+    import importlib
+    import pkgutil
+
+    import blockstore.cli as cli
+    found = {}
+    for info in pkgutil.iter_modules(cli.__path__):
+        module = importlib.import_module(f"blockstore.cli.{info.name}")
+        for cmd in getattr(module, "COMMANDS", []):
+            found[cmd.name] = info.name
+    assert found == cli.COMMAND_MODULES
+
+
+def test_ls_loads_only_the_tree_commands(tmp_path):
+    code = _CODE.replace('heavy = (', 'heavy = ("blockstore.cli.fusecmd", "blockstore.cli.remotecmd", '
+                                      '"blockstore.cli.tools", "blockstore.oci", "blockstore.fuse", ')
+    p = subprocess.run([sys.executable, "-c", code, "--store", str(tmp_path / "s"), "ls"],
+                       capture_output=True, text=True, timeout=120)
+    loaded = json.loads(p.stderr.strip().splitlines()[-1])
+    assert not [m for m in loaded if m.startswith(("blockstore.cli.", "blockstore.oci",
+                                                  "blockstore.fuse"))], loaded

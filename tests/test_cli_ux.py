@@ -121,7 +121,8 @@ def test_json_is_honoured_or_refused_by_every_command(bs, src, tmp_path):
                 yield from leaves(cmd, prefix + (name,))
             else:
                 yield " ".join(prefix + (name,)), cmd
-    main.list_commands(None)                # every command module loaded
+    for name in main.list_commands(None):   # every command module loaded
+        main.get_command(None, name)
     for name, cmd in leaves(main):
         assert takes_json(cmd) != (name in refusing), name
 
@@ -329,28 +330,3 @@ def test_layer_label_is_the_one_oci_sets():
     assert prune.LAYER_LABEL == oci_chain.LABEL_CHAIN
     assert all(l.startswith(prune.IMPORT_LABEL_PREFIX) for l in
                (oci_chain.LABEL_CHAIN, oci_chain.LABEL_DIFF, oci_chain.LABEL_DIGEST))
-
-
-def test_the_command_table_matches_the_command_modules():
-    import importlib
-
-    from blockstore.cli import COMMAND_MODULES
-    for mod, names in COMMAND_MODULES.items():
-        got = importlib.import_module(f"blockstore.cli.{mod}").COMMANDS
-        assert tuple(c.name for c in got) == names, mod
-
-
-def test_a_command_loads_only_its_own_command_module(tmp_path):
-    """The CLI's start costs what the command needs: `ls` does not import the
-    modules of cp, mount, the snapshotter, bench, ... (trees.py uses complete.py's
-    name completion)."""
-    code = ("import json, sys\nfrom blockstore.cli import main\n"
-            "try:\n    main(['--store', sys.argv[1], 'ls'])\nexcept SystemExit:\n    pass\n"
-            "print(json.dumps(sorted(m.rsplit('.', 1)[1] for m in sys.modules\n"
-            "                        if m.startswith('blockstore.cli.'))))\n")
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "none")],
-                       capture_output=True, text=True, timeout=60)
-    loaded = set(json.loads(r.stdout.strip().splitlines()[-1]))
-    heavy = {"files", "space", "prune", "settings", "volumes", "fusecmd", "snapshottercmd",
-             "tools", "remotecmd"}
-    assert "trees" in loaded and not loaded & heavy, r.stdout + r.stderr

@@ -15,7 +15,7 @@ import lmdb
 import pytest
 
 import _workers as W
-from blockstore.engine import Engine
+from _engine import Engine
 from blockstore.errors import Busy, Corruption, FormatTooNew, NotAStore, NotFound
 
 BS = W.BS

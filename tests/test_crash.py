@@ -26,7 +26,7 @@ import time
 import pytest
 
 import _workers as W
-from blockstore.engine import Engine
+from _engine import Engine
 
 CYCLES = int(os.environ.get("BLOCKSTORE_CRASH_CYCLES", "60"))
 

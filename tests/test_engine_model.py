@@ -11,7 +11,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
-from blockstore.engine import Engine
+from _engine import Engine
 from blockstore.errors import ReadOnly
 
 KEYS = st.integers(0, 3100).map(lambda i: b"key%05d" % i)

@@ -45,7 +45,7 @@ def _names(ad, fh) -> list[bytes]:
 def test_a_tree_only_mount_refuses_opendir_and_lists_by_inode(tmp_path):
     store = _store(tmp_path)
     tfs = store.fs("c")
-    ad = Adapter(store, tfs)
+    ad = Adapter(store, tfs, no_open=False)         # with file handles
     try:
         with pytest.raises(pyfuse3.FUSEError) as ei:
             trio.run(ad.opendir, pyfuse3.ROOT_INODE, CTX)
@@ -109,7 +109,7 @@ def test_a_snapshot_mount_refuses_open_and_reads_by_inode(tmp_path):
 def test_removing_a_missing_xattr_does_not_replay_the_batch(tmp_path):
     store = _store(tmp_path)
     tfs = store.fs("c")
-    ad = Adapter(store, tfs)
+    ad = Adapter(store, tfs, no_open=False)
     replays = []
     real = ad.batcher._replay
 

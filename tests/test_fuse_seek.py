@@ -127,16 +127,16 @@ def test_treeview_seek_data_hole_follows_the_block_layout(tmp_path):
             row = [off]
             for data in (True, False):
                 try:
-                    row.append(tfs._seek_data_hole(ino, off, data))
+                    row.append(tfs.seek_data_hole(ino, off, data))
                 except OSError as e:
                     assert e.errno == errno.ENXIO
                     row.append("ENXIO")
             got.append(tuple(row))
         assert got == want()
         ino = tfs.stat("/sparse-only").st_ino
-        assert tfs._seek_data_hole(ino, 5, False) == 5
+        assert tfs.seek_data_hole(ino, 5, False) == 5
         with pytest.raises(OSError) as ei:
-            tfs._seek_data_hole(ino, 0, True)
+            tfs.seek_data_hole(ino, 0, True)
         assert ei.value.errno == errno.ENXIO
 
 

@@ -39,7 +39,7 @@ def adapter(tmp_path):
     store = Store.open(tmp_path / "s")
     store.create("c")
     tfs = store.fs("c")
-    ad = Adapter(store, tfs)
+    ad = Adapter(store, tfs, no_open=False)     # file handles (no-open mode: below)
     ad.nursery = _Nursery()
     yield ad
     ad.batcher.stop()

@@ -92,6 +92,6 @@ def test_reused_batch_buffers_leave_no_bytes_of_other_files_in_a_block(store, tm
         for i in range(1, 40, 2):
             node = fst.inode(fst.lookup(1, f"f{i:02d}".encode())[0])
             (fb, start, n), = fst.extents(node.ino)
-            raw = r.pool.read(start, n)
+            raw = r.blocks.read(start, n)
             assert raw[:node.size] == b"\xff" * node.size
             assert raw[node.size:] == bytes(n * bs - node.size), f"f{i:02d}"

@@ -19,7 +19,7 @@ import pytest
 import xxhash
 
 from blockstore import Store, errors
-from blockstore.engine import Engine
+from _engine import Engine
 from blockstore.pool import HOLE, DataFile, Pool, PoolDbs
 from blockstore.pool.dbs import pack_u64
 from blockstore.txn import DATA_FILE, Env
@@ -302,7 +302,7 @@ def _store_with_file(path, dedup, checksum=None):
     if checksum is not None:            # Store.open has no checksum option: create through the engine
         Engine.open(str(path), dedup=dedup, checksum=checksum).close()
     with Store.open(path, dedup=dedup) as s:
-        assert s.engine.checksum == (checksum or ("sha256" if dedup else "xxh3-128"))
+        assert s.trees.checksum == (checksum or ("sha256" if dedup else "xxh3-128"))
         s.create("c")
         with s.fs("c") as fs:
             fs.write_bytes("/f", data)
@@ -345,7 +345,7 @@ def test_store_scrub_and_verified_reads_find_a_flipped_bit(tmp_path, dedup, chec
                     failed += 1
             assert failed == 1
     with Store.open(path, create=False) as s:             # verified reads end with their handle
-        assert s.engine.env.verify_reads == 0
+        assert s.trees.env.verify_reads == 0
 
 
 @STORES
@@ -355,7 +355,7 @@ def test_store_without_sums_entries_scrubs_as_unverifiable(tmp_path, dedup, chec
     _store_with_file(path, dedup, checksum)
     env = Env(str(path))
     try:
-        env.transact(lambda w: w.t.drop(w.pool.dbs.sums, delete=False))
+        env.transact(lambda w: w.t.drop(w.env.pool.dbs.sums, delete=False))
     finally:
         env.close()
     with Store.open(path, create=False, verify_reads=True) as s:
@@ -390,9 +390,9 @@ def _format_and_checksum(path):
 
 def test_new_stores_record_their_checksum_and_format(tmp_path):
     with Store.open(tmp_path / "x") as s:
-        assert (s.engine.checksum, s.env.checksum, s.env.pool.digest_size) == ("xxh3-128", "xxh3-128", 16)
+        assert (s.trees.checksum, s.env.checksum, s.env.pool.digest_size) == ("xxh3-128", "xxh3-128", 16)
     with Store.open(tmp_path / "d", dedup=True) as s:
-        assert (s.engine.checksum, s.env.pool.digest_size) == ("sha256", 32)
+        assert (s.trees.checksum, s.env.pool.digest_size) == ("sha256", 32)
     Engine.open(str(tmp_path / "s"), checksum="sha256").close()
     # every new store is format 3 (the catalog's reverse index, FORMAT.md §5.1: a
     # blockstore of format 2 or 1 refuses it instead of writing without the index)
@@ -404,7 +404,7 @@ def test_new_stores_record_their_checksum_and_format(tmp_path):
     with pytest.raises(errors.InvalidInput, match="checksum"):
         Engine.open(str(tmp_path / "bad2"), checksum="crc32")
     with Store.open(tmp_path / "x", dedup=True) as s:       # options only apply at creation
-        assert s.engine.checksum == "xxh3-128" and not s.env.dedup
+        assert s.trees.checksum == "xxh3-128" and not s.env.dedup
 
 
 def test_a_store_from_before_the_checksum_record_is_sha256(tmp_path):
@@ -420,7 +420,7 @@ def test_a_store_from_before_the_checksum_record_is_sha256(tmp_path):
     env.close()
     assert _format_and_checksum(path) == (1, None)
     with Store.open(path, create=False) as s:
-        assert s.engine.checksum == "sha256" and s.env.pool.digest_size == 32
+        assert s.trees.checksum == "sha256" and s.env.pool.digest_size == 32
         with s.fs("snap") as fs:
             assert fs.read_bytes("/f") == data
         rep = s.check(scrub=True)

@@ -28,7 +28,7 @@ import pytest
 
 import _reliability_worker as RW
 import _workers as W
-from blockstore.engine import Engine
+from _engine import Engine
 from blockstore.errors import Corruption
 from blockstore import failpoints
 from blockstore.testing import crashfs

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from blockstore import Store
-from blockstore.engine import Engine
+from _engine import Engine
 from blockstore.errors import Corruption
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,7 +95,7 @@ def test_scrub_finds_a_flipped_bit_in_a_data_block(tmp_path, dedup, checksum):
     what = damage.flip_data(store, seed=3)
     block = int(what.rsplit(" ", 1)[1])
     with Store.open(store, create=False) as s:
-        assert s.engine.checksum == checksum
+        assert s.trees.checksum == checksum
         rep = s.check(scrub=True)
         assert any(p.kind in ("block-checksum", "dedup-mismatch") for p in rep.problems), \
             f"scrub missed: {what}\n{rep}"

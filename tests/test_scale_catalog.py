@@ -1,7 +1,7 @@
 """Issue 20: per-tree catalog operations do not look at the other trees.
 
 Removal, gc, clone, commit, rename and dependents find the records that
-name a tree through the catalog's reverse index (blockstore/catalog_links.py),
+name a tree through the catalog's reverse index (blockstore/catalog/links.py),
 so the number of records they decode does not grow with the store.  The
 count is taken by wrapping the real decoder (every call still decodes).
 """
@@ -11,7 +11,8 @@ import lmdb
 import pytest
 
 import blockstore
-from blockstore import catalog, catalog_links, txn as txnmod
+from blockstore import catalog, txn as txnmod
+from blockstore.catalog import links as catalog_links
 
 TREES = 300
 

@@ -109,7 +109,7 @@ def test_killed_bulk_import_leaves_a_partial_clone_that_check_accepts_and_gc_rem
     and the pool is back to empty."""
     import signal
     import time
-    from blockstore.engine import Engine
+    from _engine import Engine
     src = tmp_path / "src"
     for i in range(4000):
         d = src / f"d{i // 100:03d}"

@@ -25,7 +25,7 @@ import time
 import pytest
 
 import blockstore
-from blockstore.engine import Engine
+from _engine import Engine
 
 RUNNER = """
 import sys

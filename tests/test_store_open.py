@@ -212,7 +212,7 @@ def test_closed_store_raises_blockstore_error(tmp_path):
     s.create("c")
     s.close()
     for call in (lambda: s.list(), lambda: s.info("c"), lambda: s.create("d"),
-                 lambda: s.fs("c"), lambda: s.check(), lambda: s.engine.list()):
+                 lambda: s.fs("c"), lambda: s.check(), lambda: s.trees.list()):
         with pytest.raises(E.BlockstoreError) as ei:
             call()
         assert "closed" in str(ei.value)

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from .. import catalog
 from ..btree.store import NodeStore
-from ..catalog import TreeRecord
-from ..engine import REMOVE_GC_BUDGET
+from ..catalog import REMOVE_GC_BUDGET, TreeRecord
 from ..fs.build import TreeBuilder
 
 

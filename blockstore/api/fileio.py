@@ -35,7 +35,11 @@ class RawTreeFile(io.RawIOBase):
         self._writable = writable
         self._append = append
         self._pos = 0
-        tfs._file_opened(ino)
+        tfs.file_opened(ino)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")     # as io's own files
 
     # -- io.RawIOBase ------------------------------------------------------------
     def readable(self) -> bool:
@@ -48,37 +52,37 @@ class RawTreeFile(io.RawIOBase):
         return True
 
     def readinto(self, b) -> int:
-        self._checkClosed()
+        self._check_open()
         if not self._readable:
             raise io.UnsupportedOperation("file not open for reading")
-        n = self._tfs._readinto_ino(self._ino, self._pos, b)   # straight into b
+        n = self._tfs.readinto_ino(self._ino, self._pos, b)   # straight into b
         self._pos += n
         return n
 
     def readall(self) -> bytes:
-        size = self._tfs._size_ino(self._ino)
-        out = self._tfs._read_ino(self._ino, self._pos, max(0, size - self._pos))
+        size = self._tfs.size_ino(self._ino)
+        out = self._tfs.read_ino(self._ino, self._pos, max(0, size - self._pos))
         self._pos += len(out)
         return out
 
     def write(self, b) -> int:
-        self._checkClosed()
+        self._check_open()
         if not self._writable:
             raise io.UnsupportedOperation("file not open for writing")
         data = bytes(b)
-        self._pos = self._tfs._write_ino(self._ino, None if self._append else self._pos, data)
+        self._pos = self._tfs.write_ino(self._ino, None if self._append else self._pos, data)
         return len(data)
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self._checkClosed()
+        self._check_open()
         if whence == os.SEEK_SET:
             pos = offset
         elif whence == os.SEEK_CUR:
             pos = self._pos + offset
         elif whence == os.SEEK_END:
-            pos = self._tfs._size_ino(self._ino) + offset
+            pos = self._tfs.size_ino(self._ino) + offset
         elif whence in (getattr(os, "SEEK_DATA", 3), getattr(os, "SEEK_HOLE", 4)):
-            pos = self._tfs._seek_data_hole(self._ino, offset, whence == getattr(os, "SEEK_DATA", 3))
+            pos = self._tfs.seek_data_hole(self._ino, offset, whence == getattr(os, "SEEK_DATA", 3))
         else:
             raise InvalidInput(f"invalid whence {whence}")
         if pos < 0:
@@ -90,11 +94,11 @@ class RawTreeFile(io.RawIOBase):
         return self._pos
 
     def truncate(self, size: int | None = None) -> int:
-        self._checkClosed()
+        self._check_open()
         if not self._writable:
             raise io.UnsupportedOperation("file not open for writing")
         size = self._pos if size is None else size
-        self._tfs._truncate_ino(self._ino, size)
+        self._tfs.truncate_ino(self._ino, size)
         return size
 
     def fileno(self) -> int:
@@ -105,7 +109,7 @@ class RawTreeFile(io.RawIOBase):
             try:
                 super().close()
             finally:
-                self._tfs._file_closed(self._ino)
+                self._tfs.file_closed(self._ino)
 
 
 def parse_mode(mode: str) -> tuple[bool, bool, bool, bool, bool, bool]:

@@ -27,7 +27,7 @@ import contextlib
 import errno
 import os
 import secrets
-import stat as S
+import stat
 
 from ..errors import InvalidInput
 
@@ -46,7 +46,7 @@ def replace_file(path, mode: int = 0o666):
     dfd = os.open(parent or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         with contextlib.suppress(FileNotFoundError):
-            if S.S_ISDIR(os.stat(base, dir_fd=dfd, follow_symlinks=False).st_mode):
+            if stat.S_ISDIR(os.stat(base, dir_fd=dfd, follow_symlinks=False).st_mode):
                 raise InvalidInput("output is a directory; give a file name", path=path)
         for _ in range(100):
             tmp = f".{base[:200]}.{secrets.token_hex(6)}.tmp"
@@ -116,7 +116,7 @@ def set_meta_fd(fd: int, uid: int, gid: int, mode: int, xattrs, atime: int, mtim
         pass
     for k, v in xattrs:
         _setxattr(fd, k, v, True)
-    os.fchmod(fd, S.S_IMODE(mode))
+    os.fchmod(fd, stat.S_IMODE(mode))
     os.utime(fd, ns=(atime, mtime))
 
 
@@ -142,8 +142,8 @@ def chmod_nofollow(path, mode: int, dir_fd: int | None = None) -> None:
     mode of their own), its target never changed.  Through an O_PATH fd."""
     pfd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
-        if not S.S_ISLNK(os.fstat(pfd).st_mode):
-            os.chmod(f"/proc/self/fd/{pfd}", S.S_IMODE(mode))
+        if not stat.S_ISLNK(os.fstat(pfd).st_mode):
+            os.chmod(f"/proc/self/fd/{pfd}", stat.S_IMODE(mode))
     finally:
         os.close(pfd)
 

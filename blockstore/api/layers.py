@@ -25,12 +25,11 @@ from .. import catalog
 from ..btree.store import NodeStore
 from ..errors import InvalidInput
 from ..fs import diff as fsdiff
-from ..fs import items
 from ..fs import source
-from ..fs.tree import FileTree
+from ..fs.tree import ROOT_INO, FileTree
 from . import staging
 
-ROOT = items.ROOT_INO
+ROOT = ROOT_INO
 DT_DIR, DT_LNK = stat.S_IFDIR >> 12, stat.S_IFLNK >> 12
 ENTRY, WHITEOUT = 0, 1
 PIECE = 4 << 20                     # source blob bytes handed to the pool at a time (a block multiple)
@@ -46,14 +45,8 @@ def check_name(name: str) -> str:
 def _edit(store, name: str, fn):
     """Run fn(tree) on tree ``name`` in a write transaction (the caller's batch)
     and store its new root."""
-    with store.env.write() as w:
-        rec = catalog.get(w, name)
-        fst = FileTree(NodeStore.of(w), rec.root, time.time_ns)
-        out = fn(fst)
-        if fst.root != rec.root:
-            rec.root = fst.root
-            catalog.put(w, rec)
-        return out
+    with staging.editing(store, name) as fst:
+        return fn(fst)
 
 
 class _KeptTimes:
@@ -97,9 +90,8 @@ class LayerWriter:
         it = iter(entries)
         done = False
         while not done:
-            with env.write() as w:
-                rec = catalog.get(w, self.work)
-                self._fst = FileTree(NodeStore.of(w), rec.root, time.time_ns)
+            with staging.editing(self.store, self.work) as fst:
+                self._fst = fst
                 b0, i0 = self.bytes, self.items
                 try:
                     while (self.bytes - b0 < staging.COMMIT_BYTES
@@ -110,9 +102,6 @@ class LayerWriter:
                             break
                         self.items += 1
                         fn(entry)
-                    if self._fst.root != rec.root:
-                        rec.root = self._fst.root
-                        catalog.put(w, rec)
                 finally:
                     self._fst = None
             if not done:

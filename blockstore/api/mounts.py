@@ -15,16 +15,16 @@ Renames and hard links across mounts raise CrossDevice (EXDEV), as on Linux.
 from __future__ import annotations
 
 import os
-import stat as S
+import stat as statmod
 import tempfile
 
 from ..errors import InvalidInput, NotFound, ReadOnly
-from ..fs import paths as P
+from ..fs import paths
 from . import hostout
 
 
 def normalize_target(target: str) -> str:
-    parts = P.components(target)
+    parts = paths.components(target)
     if not parts or b".." in parts:
         raise InvalidInput(f"mount target must be an absolute path below / without '..': {target!r}")
     return "/" + "/".join(os.fsdecode(p) for p in parts)
@@ -76,7 +76,7 @@ class MountTable:
     def route(self, path):
         if not self.specs:
             return self.owner, path
-        parts = [os.fsdecode(p) for p in P.components(path)]
+        parts = [os.fsdecode(p) for p in paths.components(path)]
         norm = "/" + "/".join(parts)
         for spec in self.specs:
             t = spec["target"]
@@ -101,6 +101,11 @@ class ReadOnlyView:
     def __init__(self, inner):
         self._inner = inner
 
+    @property
+    def inner(self):
+        """The volume's own (writable) TreeView."""
+        return self._inner
+
     def __getattr__(self, name):
         if name in self._WRITES:
             def refuse(*a, **k):
@@ -123,7 +128,7 @@ class HostDir:
         self.remove_on_close = remove_on_close
 
     def _p(self, path) -> str:
-        parts = [os.fsdecode(p) for p in P.components(path)]
+        parts = [os.fsdecode(p) for p in paths.components(path)]
         if ".." in parts:
             raise InvalidInput("'..' is not allowed in paths under a bind mount")
         return os.path.join(self.root, *parts)
@@ -165,7 +170,7 @@ class HostDir:
         """os.walk's results with paths inside the bound directory; an explicit
         stack (os.walk recurses once per level).  As os.walk: a symlink to a
         directory is listed in dirs, not descended into."""
-        base = "/" + "/".join(os.fsdecode(p) for p in P.components(top))
+        base = "/" + "/".join(os.fsdecode(p) for p in paths.components(top))
         stack = [(self._p(top), base, None)]
         while stack:
             host, path, listed = stack.pop()
@@ -199,7 +204,7 @@ class HostDir:
 
     def makedirs(self, path, mode=0o777, exist_ok=False):
         """os.makedirs, one level after the other (os.makedirs recurses per level)."""
-        parts = [os.fsdecode(p) for p in P.components(path)]
+        parts = [os.fsdecode(p) for p in paths.components(path)]
         target = self._w(path)
         cur = self.root
         for i, p in enumerate(parts):
@@ -236,7 +241,7 @@ class HostDir:
     def link(self, src, dst):
         os.link(self._w(src), self._w(dst))
 
-    def mknod(self, path, mode=0o600 | S.S_IFREG, device=0):
+    def mknod(self, path, mode=0o600 | statmod.S_IFREG, device=0):
         os.mknod(self._w(path), mode, device)
 
     def _setattr_path(self, path, follow, mode=None, uid=None, gid=None, size=None,

@@ -42,22 +42,35 @@ import os
 import time
 import uuid
 
-from .. import catalog, catalog_links
+from .. import catalog
 from ..btree import tree as bt
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
-from ..engine import remove_tree
 from ..fs import source
 from ..fs.tree import FileTree
 from . import owner
 
 MARK = "@importing-"
-LABEL = catalog_links.IMPORTING_LABEL         # "blockstore.importing"
+LABEL = catalog.IMPORTING_LABEL         # "blockstore.importing"
 # An import into a working clone commits its batch every this many bytes
 # written or entries applied (directory import: transfer.py; layer import:
 # layers.py), so memory stays bounded whatever the import's size.
 COMMIT_BYTES = 256 * 1024 * 1024
 COMMIT_ITEMS = 20000
+
+
+@contextlib.contextmanager
+def editing(store, name: str):
+    """A ``FileTree`` on tree ``name`` inside a write transaction (the caller's
+    batch, if any); its new root goes into the tree's record when the block
+    ends without an error (an error aborts the transaction: nothing stored)."""
+    with store.env.write() as w:
+        rec = catalog.get(w, name)
+        fst = FileTree(NodeStore.of(w), rec.root, time.time_ns)
+        yield fst
+        if fst.root != rec.root:
+            rec.root = fst.root
+            catalog.put(w, rec)
 
 
 class Staging:
@@ -128,7 +141,7 @@ class Staging:
             return
         env.transact(lambda w: _remove(w, self.work))
         if env.batch_txn_id() is None:           # inside a caller's batch: it decides
-            from ..gc import collect
+            from ..catalog import collect
             collect(env, trim=True)
 
 
@@ -152,7 +165,7 @@ def _remove(w, name: str) -> bool:
     if not catalog.exists(w, name):
         catalog.remove_staging(w, name)          # a stale entry (the tree went another way)
         return False
-    remove_tree(w, name)
+    catalog.drop(w, catalog.get(w, name))
     return True
 
 
@@ -175,7 +188,7 @@ def leftovers(r) -> list[tuple[str, str, bool]]:
         else:
             out.append((name, f"owned by {owner.describe(o)}: cannot tell from here "
                               f"whether it still runs", False))
-    for n in catalog_links.importing(r):         # the index: no scan of the catalog
+    for n in catalog.importing(r):         # the index: no scan of the catalog
         if MARK in n and n not in entries and catalog.get(r, n).labels.get(LABEL):
             out.append((n, "no owner recorded (an older blockstore's import)", True))
     return sorted(out)

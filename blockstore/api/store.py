@@ -32,8 +32,8 @@ import time
 from .. import catalog
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
-from ..check import CheckReport  # noqa: F401 (the type Store.check returns)
-from ..engine import Engine, remove_tree
+from ..catalog import CheckReport  # noqa: F401 (the type Store.check returns)
+from ..catalog import Trees
 from ..errors import Busy, InvalidInput, NotFound, PermissionDenied
 from ..txn import SETTINGS  # noqa: F401 (the names Store.configure takes)
 from ..fs import source
@@ -71,8 +71,8 @@ class Store:
     the removal rule and the durability rule.
     """
 
-    def __init__(self, engine: Engine):
-        self._engine = engine
+    def __init__(self, trees: Trees):
+        self._trees = trees
         self.closed = False
         self._fs_lock = threading.Lock()
         self._fs: list[TreeView] = []
@@ -113,31 +113,32 @@ class Store:
                                        f"{exc.filename}; create it where you may write, or "
                                        f"as the owner of that directory") from None
         writers.flush_all(path)     # a batch holding the writer lock would block the open
-        return cls(Engine.open(path, create=create, block_size=block_size, dedup=dedup,
-                               checksum=checksum, verify_reads=verify_reads))
+        return cls(Trees.open(path, create=create, block_size=block_size, dedup=dedup,
+                              checksum=checksum, verify_reads=verify_reads))
 
     def close(self) -> None:
         """Close the store and its open TreeView handles; idempotent.  Every method
-        called afterwards (here, on those handles or on ``engine``) raises
+        called afterwards (here, on those handles or on ``trees``) raises
         InvalidInput ("the store is closed")."""
         if self.closed:
             return
         for tfs in list(self._fs):
             tfs.close()
         self.closed = True
-        self._engine.close()
+        self._trees.close()
 
     @property
-    def engine(self) -> Engine:
-        """The engine under this store; InvalidInput (``the store is closed``)
-        once the store is closed, so every method refuses then."""
+    def trees(self) -> Trees:
+        """The catalog's handle on this store's trees (``catalog.Trees``);
+        InvalidInput (``the store is closed``) once the store is closed, so
+        every method refuses then."""
         if self.closed:
-            raise InvalidInput("the store is closed", path=self._engine._env.path)
-        return self._engine
+            raise InvalidInput("the store is closed", path=self._trees.path)
+        return self._trees
 
     @property
     def env(self):
-        return self.engine.env
+        return self.trees.env
 
     def __enter__(self):
         return self
@@ -147,7 +148,7 @@ class Store:
 
     @property
     def path(self) -> str:
-        return self._engine._env.path
+        return self._trees.path
 
     @property
     def block_size(self) -> int:
@@ -187,6 +188,11 @@ class Store:
 
     def sync(self) -> None:
         self.env.sync()
+
+    def batch_txn_id(self) -> int | None:
+        """The transaction id this thread's open batch will commit as, or None
+        outside a batch (a tree watcher compares it to skip its own commits)."""
+        return self.env.batch_txn_id()
 
     def _drop_dead_pins(self) -> None:
         from ..btree import tree as bt
@@ -286,7 +292,7 @@ class Store:
         that do not exist in the tree are created as directories."""
         self._writer()
         mounts = self._check_mounts(mounts)
-        rec = self._drop_orphans(self.engine.clone(snapshot, name, labels=labels), clone=True)
+        rec = self._drop_orphans(self.trees.clone(snapshot, name, labels=labels), clone=True)
         if mounts:
             def work(w):
                 r = catalog.get(w, name)
@@ -307,13 +313,13 @@ class Store:
         rec = self.info(clone)
         if rec.kind == "snapshot":
             raise InvalidInput(f"{clone!r} is a snapshot already; clone it to change it")
-        return self._drop_orphans(self.engine.snapshot(clone, name, labels=labels))
+        return self._drop_orphans(self.trees.snapshot(clone, name, labels=labels))
 
     def snapshot(self, tree: str, name: str, labels: dict | None = None) -> TreeRecord:
         """A read-only snapshot of any tree (a volume backup, say): O(1)."""
         self._writer()
         writers.flush(self.path, [tree])
-        return self._drop_orphans(self.engine.snapshot(tree, name, labels=labels))
+        return self._drop_orphans(self.trees.snapshot(tree, name, labels=labels))
 
     def _drop_orphans(self, rec: TreeRecord, clone: bool = False) -> TreeRecord:
         """A new tree has no open handles: free the inodes that only a handle on the
@@ -359,7 +365,7 @@ class Store:
                 d.mounts = [m for m in d.mounts or [] if not (
                     m.get("type") == "volume" and m.get("source") == name)]
                 catalog.put(w, d)
-            remove_tree(w, name)
+            catalog.drop(w, rec)
         self.env.transact(work)
 
     def rename(self, old: str, new: str) -> TreeRecord:
@@ -367,7 +373,7 @@ class Store:
         A tree a live mount serves is Busy (the mount knows it by name)."""
         mountlock.refuse_if_mounted(self.path, old, "rename")
         self._writer()
-        return self.engine.rename(old, new)
+        return self.trees.rename(old, new)
 
     def prune(self, dry_run: bool = False) -> list[str]:
         """Remove the image layer snapshots nothing keeps (no dependents, no
@@ -375,7 +381,7 @@ class Store:
         their names, each before its parent.  ``dry_run``: only the names.
         A layer that gained a dependent or a mount meanwhile is kept."""
         from .prune import unkept
-        names = unkept(self.engine.list())
+        names = unkept(self.trees.list())
         if dry_run:
             return names
         done = []
@@ -388,7 +394,7 @@ class Store:
         return done
 
     def info(self, name: str) -> TreeRecord:
-        return self.engine.info(name)
+        return self.trees.info(name)
 
     def exists(self, name: str) -> bool:
         try:
@@ -404,7 +410,7 @@ class Store:
             k, _, v = label.partition("=")
             label = {k: v}
         out = []
-        for rec in self.engine.list(kind=kind):
+        for rec in self.trees.list(kind=kind):
             if parent is not None and rec.parent != parent:
                 continue
             if label and any(rec.labels.get(k) != v for k, v in label.items()):
@@ -415,7 +421,7 @@ class Store:
     def label(self, name: str, **labels) -> TreeRecord:
         """Set labels (a value of None removes the label)."""
         self._writer()
-        return self.engine.set_labels(name, labels)
+        return self.trees.set_labels(name, labels)
 
     def lineage(self, name: str) -> list[str]:
         """name, its parent, the parent's parent, ... up to the first tree with none."""
@@ -483,7 +489,7 @@ class Store:
         return pool_usage(self)
 
     def check(self, repair: bool = False, scrub: bool = False):
-        """Verify every invariant (engine and filesystem); a report with ``.ok``.
+        """Verify every invariant (catalog and filesystem); a report with ``.ok``.
         Staging clones of killed imports are ``findings`` (not problems);
         ``repair`` removes them first."""
         from .fscheck import check_store
@@ -498,11 +504,11 @@ class Store:
         """Remove staging clones of imports whose process is gone (and those an
         older blockstore left), finish pending removals, return their space to the
         pool and, with ``trim``, the pool's free blocks to the file system
-        (``blockstore.gc.collect``)."""
+        (``blockstore.catalog.collect``)."""
         from .staging import sweep
         self._swept = True
         removed = sweep(self, legacy=True)
-        out = self.engine.gc(trim=trim)
+        out = self.trees.gc(trim=trim)
         out["staging_removed"] = removed
         return out
 

@@ -17,7 +17,6 @@ reads) and sets directory times after their contents.
 """
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import time
@@ -25,9 +24,8 @@ import time
 from .. import catalog
 from ..btree.store import NodeStore
 from ..errors import InvalidInput, NotFound
-from ..fs import items
 from ..fs.hostread import data_segments as _data_segments, xattrs as _xattrs
-from ..fs.tree import FileTree
+from ..fs.tree import ROOT_INO, FileTree
 from . import hostout, staging
 
 CHUNK = 8 * 1024 * 1024
@@ -106,9 +104,9 @@ class _Importer:
 
     def import_tree(self, src: str) -> None:
         st = os.lstat(src)
-        self._dir(src, items.ROOT_INO)
+        self._dir(src, ROOT_INO)
         # after its contents: creating entries touches the directory's times
-        self._apply(lambda f: self._set_meta(f, items.ROOT_INO, st, _xattrs(src)))
+        self._apply(lambda f: self._set_meta(f, ROOT_INO, st, _xattrs(src)))
         self.flush()
 
     def _dir(self, hostdir: str, dir_ino: int) -> None:
@@ -321,7 +319,7 @@ class _DirExport:
         return _Frame(node, fd, children, parts, path)
 
     def run(self) -> None:
-        stack = [self._frame(items.ROOT_INO, os.dup(self.rootfd), (), self.dst)]
+        stack = [self._frame(ROOT_INO, os.dup(self.rootfd), (), self.dst)]
         try:
             while stack:
                 top = stack[-1]
@@ -400,7 +398,7 @@ def _export_file(fst: FileTree, node, fd: int) -> None:
             off = fb * bs
             for i in range(0, n, CHUNK // bs):
                 k = min(CHUNK // bs, n - i)
-                data = fst.pool.read(start + i, k)
+                data = fst.blocks.read(start + i, k)
                 end = min(off + (i + k) * bs, node.size)
                 if end > off + i * bs:
                     os.pwrite(fd, data[:end - off - i * bs], off + i * bs)

@@ -34,7 +34,7 @@ from ..btree import tree as bt
 from ..btree.store import NodeStore
 from ..catalog import TreeRecord
 from ..errors import AlreadyExists, Corruption, InvalidInput, Unsupported
-from ..fs import items as I
+from ..fs import stream as fsstream
 from ..pool import HOLE
 
 DIGEST = 32
@@ -66,7 +66,7 @@ class SnapshotReader:
         except BaseException:
             self.close()
             raise
-        self.pool = self.r.pool
+        self.blocks = self.r.blocks
         self.bs = store.block_size
 
     def close(self) -> None:
@@ -88,12 +88,12 @@ class SnapshotReader:
 
     def digests(self, start: int, n: int) -> list[bytes]:
         """SHA-256 of blocks [start, start+n)."""
-        pool, t = self.store.env.pool, self.r.t
-        have = {b: d for b, d, _ in pool.absent.range(t, start, n)} if pool.absent.count(t) else {}
+        blocks = self.blocks
+        have = {b: d for b, d, _ in blocks.absent_range(start, n)} if blocks.absent_count() else {}
         if len(have) == n:
             return [have[start + i] for i in range(n)]
-        if pool.checksum == "sha256":
-            sums = pool.digests(t, start, n)
+        if blocks.checksum == "sha256":
+            sums = blocks.digests(start, n)
             if all(s is not None or start + i in have for i, s in enumerate(sums)):
                 return [have.get(start + i) or bytes(sums[i]) for i in range(n)]
         from ..native import sha256_many
@@ -111,7 +111,7 @@ class SnapshotReader:
             j = i
             while j < n and out[j] is None:
                 j += 1
-            d = sha256_many(self.pool.read(start + i, j - i), self.bs)
+            d = sha256_many(self.blocks.read(start + i, j - i), self.bs)
             for k in range(i, j):
                 out[k] = bytes(d[(k - i) * DIGEST:(k - i + 1) * DIGEST])
             i = j
@@ -123,7 +123,7 @@ class SnapshotReader:
         last = self._last
         if last is not None and last[0] == start and last[1] == n:
             return last[2]
-        data = self.pool.read(start, n)
+        data = self.blocks.read(start, n)
         self._last = (start, n, data)
         return data
 
@@ -136,10 +136,8 @@ def canonical(items: Iterable[Item]) -> Iterator[Item]:
     prev = None
     for it in items:
         if prev is not None and it.digests is not None and prev.digests is not None:
-            pi, pt, _ = I.split(prev.key)
-            ci, ct, _ = I.split(it.key)
-            if pt == ct == I.EXTENT and pi == ci and not prev.payload and not it.payload and \
-                    I.extent_fblock(prev.key) + len(prev.digests) == I.extent_fblock(it.key):
+            if not prev.payload and not it.payload and \
+                    fsstream.continues_extent(prev.key, len(prev.digests), it.key):
                 prev = Item(prev.key, prev.payload, None, prev.digests + it.digests)
                 continue
         if prev is not None:
@@ -265,12 +263,12 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
     def work(w):
         if catalog.exists(w, name):
             raise AlreadyExists(f"a tree named {name!r} already exists")
-        pool, t = w.env.pool, w.t
+        blocks = w.blocks
         known = dict(local)
         nabsent = 0
         # a block of ``known`` must still be live in this txn (it came from a read view)
         for b in set(known.values()):
-            if pool.refcount(t, b) == 0:
+            if blocks.refcount(b) == 0:
                 raise Corruption(f"local block {b} meant for sharing is no longer in use")
 
         def runs_for(digests: list[bytes]) -> list[tuple[int, int]]:
@@ -283,7 +281,7 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
                     j = i + 1
                     while j < len(digests) and known.get(digests[j]) == b + (j - i):
                         j += 1
-                    pool.inc(t, b, j - i)
+                    blocks.inc(b, j - i)
                     out.append([b, j - i])
                     i = j
                     continue
@@ -293,7 +291,7 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
                     j += 1
                 w.env.require_format(w, FORMAT_ABSENT)
                 src = source if isinstance(source, str) else [source(d) for d in digests[i:j]]
-                for s, k in pool.reserve_absent(t, digests[i:j], src):
+                for s, k in blocks.reserve_absent(digests[i:j], src):
                     for x in range(k):
                         known.setdefault(digests[i + x], s + x)
                     out.append([s, k])
@@ -307,19 +305,16 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
                     yield it.key, values.plain(it.payload)
                     continue
                 runs = runs_for(it.digests)
-                ino, typ, rest = I.split(it.key)
-                if typ == I.EXTENT:
-                    fb = I.extent_fblock(it.key)
-                    for s, k in runs:
+                if fsstream.is_extent(it.key):
+                    for key, s, k in fsstream.extent_pieces(it.key, runs):
                         if s != HOLE:
-                            yield I.extent_key(ino, fb), values.blockref(s, k, it.payload)
-                        fb += k
+                            yield key, values.blockref(s, k, it.payload)
                 elif len(runs) == 1:
                     yield it.key, values.blockref(runs[0][0], runs[0][1], it.payload)
                 else:
                     raise Unsupported("a large xattr value's blocks could not be placed in one run")
         ns = NodeStore.of(w)
-        if bs_ok != pool.block_size:
+        if bs_ok != blocks.block_size:
             raise InvalidInput("block size mismatch")
         root = bulk.build(ns, values_of())
         rec = TreeRecord(name=name, kind="snapshot", root=root,
@@ -334,15 +329,14 @@ def absent_of(store, name: str) -> list[tuple[int, bytes, str]]:
     """(block, sha256, source) of every absent block the tree ``name`` references."""
     out = []
     with store.env.read() as r:
-        pool, t = store.env.pool, r.t
-        if not pool.absent.count(t):
+        if not r.blocks.absent_count():
             return out
         rec = catalog.get(r, name)
         seen = set()
         for _, v in bt.iterate(NodeStore.of(r), rec.root):
             run = values.refs(v)
             if run:
-                for m in pool.absent.range(t, run[0], run[1]):
+                for m in r.blocks.absent_range(run[0], run[1]):
                     if m[0] not in seen:
                         seen.add(m[0])
                         out.append(m)
@@ -355,5 +349,4 @@ def fill_blocks(store, blocks: list[tuple[int, bytes, bytes]]) -> int:
     against its SHA-256; a mismatch raises Corruption and stores nothing) and
     record them in one write transaction, data durable first; blocks no
     longer absent are skipped.  Returns how many were filled."""
-    pool = store.env.pool
-    return store.env.transact(lambda w: pool.fill_verified(w.t, blocks))
+    return store.env.transact(lambda w: w.blocks.fill_verified(blocks))

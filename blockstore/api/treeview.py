@@ -32,12 +32,9 @@ from .. import catalog
 from ..btree.store import NodeStore
 from ..errors import (AlreadyExists, CrossDevice, InvalidInput, IsADirectory, NotFound,
                       NoSuchPosition, ReadOnly, TooManyLinks)
-from ..fs import items
 from ..fs import paths
 from ..fs.tree import INLINE_MAX, FileTree, fill
 from . import fileio, umask
-
-ROOT_INO = items.ROOT_INO
 
 
 def _now() -> int:
@@ -303,16 +300,16 @@ class TreeView:
             return self._stat_of(f, node)
         return self._change(fn)
 
-    def _read_ino(self, ino: int, offset: int, size: int) -> bytes:
+    def read_ino(self, ino: int, offset: int, size: int) -> bytes:
         return self._view(lambda f: f.read(f.inode(ino), offset, size))
 
-    def _readinto_ino(self, ino: int, offset: int, buf) -> int:
+    def readinto_ino(self, ino: int, offset: int, buf) -> int:
         return self._view(lambda f: f.readinto(f.inode(ino), offset, buf))
 
-    def _size_ino(self, ino: int) -> int:
+    def size_ino(self, ino: int) -> int:
         return self._view(lambda f: f.inode(ino).size)
 
-    def _write_ino(self, ino: int, offset: int | None, data: bytes) -> int:
+    def write_ino(self, ino: int, offset: int | None, data: bytes) -> int:
         """Write at offset (None: at the end, atomically); returns the new position."""
         def fn(f):
             node = f.inode(ino)
@@ -321,10 +318,10 @@ class TreeView:
             return at + len(data)
         return self._change(fn)
 
-    def _truncate_ino(self, ino: int, size: int) -> None:
+    def truncate_ino(self, ino: int, size: int) -> None:
         self._change(lambda f: f.truncate(f.inode(ino), size))
 
-    def _seek_data_hole(self, ino: int, offset: int, data: bool) -> int:
+    def seek_data_hole(self, ino: int, offset: int, data: bool) -> int:
         """lseek SEEK_DATA / SEEK_HOLE over the extent map."""
         def fn(f):
             node = f.inode(ino)
@@ -369,14 +366,14 @@ class TreeView:
         def finish() -> bytearray:
             try:
                 buf = bytearray(plan.n)
-                fill(rt.pool, plan, buf)
+                fill(rt.blocks, plan, buf)
                 return buf
             finally:
                 cm.__exit__(None, None, None)
         return finish
 
     def write_at(self, ino: int, offset: int, data: bytes) -> int:
-        self._write_ino(ino, offset, data)
+        self.write_ino(ino, offset, data)
         return len(data)
 
     def getxattr_ino(self, ino: int, name: bytes) -> bytes:
@@ -391,11 +388,15 @@ class TreeView:
     def removexattr_ino(self, ino: int, name: bytes) -> None:
         self._change(lambda f: f.removexattr(ino, name))
 
-    def _file_opened(self, ino: int) -> None:
+    # -- open files, for interfaces that track them (FUSE) ------------------------------
+    def file_opened(self, ino: int) -> None:
+        """Count one more user of inode ``ino``: while it has users, unlinking its
+        last name keeps it (an orphan) instead of freeing it."""
         with self._lock:
             self._open[ino] = self._open.get(ino, 0) + 1
 
-    def _file_closed(self, ino: int) -> None:
+    def file_closed(self, ino: int) -> None:
+        """One user fewer; the last one frees the inode if it was unlinked."""
         with self._lock:
             c = self._open.get(ino, 0) - 1
             if c > 0:
@@ -411,6 +412,13 @@ class TreeView:
 
     def open_inodes(self) -> dict[int, int]:
         return dict(self._open)
+
+    def set_open_inodes(self, counts: dict[int, int]) -> None:
+        """Replace the users per inode (``open_inodes``'s result), e.g. to
+        restore them before a batch is replayed."""
+        with self._lock:
+            self._open.clear()
+            self._open.update(counts)
 
     def _closed_store(self) -> bool:
         return self.store.closed

@@ -32,9 +32,8 @@ from dataclasses import asdict, dataclass
 from .. import catalog
 from ..btree import values
 from ..btree.store import NodeStore
-from ..check import count_runs
-from ..fs import items
-from ..fs.items import Inode
+from ..catalog import count_runs
+from ..fs.usage import file_totals
 
 
 @dataclass
@@ -73,7 +72,7 @@ class PoolUsage:
 def usage(store, name: str) -> Usage:
     with store.env.read() as r:
         ns = NodeStore.of(r)
-        pool, t = r.pool, r.t
+        blocks = r.blocks
         rec = catalog.get(r, name)
         excl_runs, other_runs = [], []
         logical = files = nodes = excl_nodes = 0
@@ -87,19 +86,18 @@ def usage(store, name: str) -> Usage:
             if node.level:
                 stack.extend((c, alone) for c in node.vals)
                 continue
-            for k, v in zip(node.keys, node.vals):
+            runs = excl_runs if alone else other_runs
+            for v in node.vals:
                 ref = values.refs(v)
                 if ref is not None:
-                    (excl_runs if alone else other_runs).append(ref)
-                if len(k) == 9 and k[8] == items.INODE:
-                    ino = Inode.unpack(0, values.payload(v))
-                    if ino.is_reg or ino.is_lnk:
-                        logical += ino.size
-                        files += 1
-        bs = pool.block_size
+                    runs.append(ref)
+            f, n = file_totals(node.keys, node.vals)
+            files += f
+            logical += n
+        bs = blocks.block_size
         referenced = sum(n for _, n, _ in count_runs(excl_runs + other_runs)) * bs
         exclusive = bs * exclusive_blocks(count_runs(excl_runs), count_runs(other_runs),
-                                           sorted(pool.shared_runs(t)))
+                                           sorted(blocks.shared_runs()))
         return Usage(logical, referenced, exclusive, referenced - exclusive, files, nodes,
                      excl_nodes)
 
@@ -139,7 +137,7 @@ def exclusive_blocks(mine, others, shared) -> int:
 
 def pool_usage(store) -> PoolUsage:
     with store.env.read() as r:
-        st = r.pool.stats(r.t)
+        st = r.blocks.stats()
         trees = catalog.count(r)
     bs = st.block_size
     data = os.path.join(store.path, "pool.data")

@@ -40,9 +40,8 @@ import heapq
 from .. import catalog
 from ..btree import values
 from ..btree.store import NodeStore
-from ..check import count_runs
-from ..fs import items as I
-from ..fs.items import Inode
+from ..catalog import count_runs
+from ..fs.usage import file_totals
 from .usage import Usage, exclusive_blocks
 
 
@@ -65,7 +64,7 @@ class _Sum:
 class _Pass:
     def __init__(self, r):
         self.ns = NodeStore.of(r)
-        self.shared = sorted(r.pool.shared_runs(r.t))    # (start, n, count >= 2)
+        self.shared = sorted(r.blocks.shared_runs())    # (start, n, count >= 2)
         self.starts = [s for s, _, _ in self.shared]
         self.memo: dict[int, _Sum] = {}
         self.leaves_kept = 0
@@ -98,16 +97,12 @@ class _Pass:
     def leaf(self, node, pieces: list) -> tuple[int, int, int]:
         """(files, logical, pool-count-1 blocks) of a leaf; its pool-shared pieces
         are appended to ``pieces``."""
-        files = logical = plain = 0
-        for k, v in zip(node.keys, node.vals):
+        plain = 0
+        for v in node.vals:
             ref = values.refs(v)
             if ref is not None:
                 plain += self.split(ref[0], ref[1], pieces)
-            if len(k) == 9 and k[8] == I.INODE:
-                ino = Inode.unpack(0, values.payload(v))
-                if ino.is_reg or ino.is_lnk:
-                    logical += ino.size
-                    files += 1
+        files, logical = file_totals(node.keys, node.vals)
         return files, logical, plain
 
     def summary(self, nid: int, shared_leaf: bool = False) -> _Sum:
@@ -242,7 +237,7 @@ def usage_all(store, names=None) -> dict[str, Usage]:
     transaction; each equals ``usage(store, name)``.  See the module docstring."""
     with store.env.read() as r:
         p = _Pass(r)
-        bs = r.pool.block_size
+        bs = r.blocks.block_size
         if names is None:
             recs = list(catalog.records(r))
         else:

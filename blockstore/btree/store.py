@@ -34,7 +34,7 @@ import struct
 
 from .. import txn as txnmod
 from ..errors import Corruption
-from ..txn import _Txn, WriteTxn, u64, from_u64
+from ..txn import Txn, WriteTxn, from_u64, u64
 from . import values
 from .node import Node, decode, encode
 
@@ -77,7 +77,7 @@ class _Cache:
 class NodeStore:
     """Access to nodes within one transaction; get one with ``NodeStore.of(txn)``."""
 
-    def __init__(self, txn: _Txn, cached: bool = True):
+    def __init__(self, txn: Txn, cached: bool = True):
         self.txn = txn
         self.t = txn.t
         self.nodes_db = txn.db(NODES)
@@ -98,7 +98,7 @@ class NodeStore:
         self._written: list[Node] = []
 
     @classmethod
-    def of(cls, txn: _Txn) -> "NodeStore":
+    def of(cls, txn: Txn) -> "NodeStore":
         ns = txn.local.get("btree")
         if ns is None:
             ns = txn.local["btree"] = cls(txn)
@@ -175,17 +175,17 @@ class NodeStore:
             for c in node.vals:
                 self.inc(c)
         else:
-            pool, t = self.txn.pool, self.t
+            blocks = self.txn.blocks
             for start, n in values.runs(node.vals):
-                pool.inc(t, start, n)
+                blocks.inc(start, n)
 
     def _dec_children(self, node: Node) -> None:
         if node.level:
             self._dec_ids(node.vals)
         else:
-            pool, t = self.txn.pool, self.t
+            blocks = self.txn.blocks
             for start, n in values.runs(node.vals):
-                pool.dec(t, start, n)
+                blocks.dec(start, n)
 
     def _rc_cursor(self):
         cur = self._rc_cur

@@ -92,7 +92,7 @@ def _check_entry(key: bytes, value: bytes) -> None:
 def _release_value(ns: NodeStore, value) -> None:
     r = values.refs(value)
     if r is not None:
-        ns.txn.pool.dec(ns.t, r[0], r[1])
+        ns.txn.blocks.dec(r[0], r[1])
 
 
 def insert(ns: NodeStore, root: int, key: bytes, value: bytes, release_old: bool = True) -> int:

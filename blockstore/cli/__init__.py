@@ -11,6 +11,7 @@ reference, docs/ERRORS.md the exit codes.
 """
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -40,13 +41,15 @@ class _Group(click.Group):
         finally:
             cli_errors.restore_signals(old)
 
-    def get_command(self, ctx, name):
-        _load(_MODULE_OF.get(name))
-        return super().get_command(ctx, name)
-
     def list_commands(self, ctx):
-        _load_all()
-        return sorted(self.commands)
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in COMMAND_MODULES:
+            module = importlib.import_module(f"{__name__}.{COMMAND_MODULES[name]}")
+            for cmd in module.COMMANDS:
+                self.add_command(cmd)
+        return self.commands.get(name)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -75,36 +78,18 @@ def main(ctx, store, json_out, quiet, exact, verify_reads):
     ctx.obj = Ctx(store, json_out, quiet, exact, verify_reads)
 
 
-# Command modules are imported when one of their commands is asked for (a
-# command runs with only its own module loaded; help and completion load all):
-# module -> the names of its COMMANDS (tests/test_cli_ux.py checks the table).
+# Which module defines each command.  A command's module is imported when
+# the command runs (or help lists it), so `blockstore ls` loads the tree
+# commands only, not FUSE, OCI, remote or benchmark code.  tests/test_cli_start.py
+# checks this table against every module's COMMANDS list.
 COMMAND_MODULES = {
-    "trees": ("init", "import", "clone", "commit", "ls", "info", "rm", "rename", "diff",
-              "label", "export"),
-    "files": ("cp", "cat", "files"),
-    "space": ("du", "df", "check", "gc"),
-    "prune": ("prune",),
-    "settings": ("config",),
-    "volumes": ("volume",),
-    "fusecmd": ("mount", "umount"),
-    "snapshottercmd": ("snapshotter",),
-    "tools": ("bench", "stress"),
-    "complete": ("completion",),
-    "remotecmd": ("remote", "push", "pull"),
+    "init": "trees", "import": "trees", "clone": "trees", "commit": "trees", "ls": "trees",
+    "info": "trees", "rm": "trees", "rename": "trees", "diff": "trees", "label": "trees",
+    "export": "trees",
+    "cp": "files", "cat": "files", "files": "files",
+    "du": "space", "df": "space", "check": "space", "gc": "space",
+    "prune": "prune", "config": "settings", "volume": "volumes",
+    "mount": "fusecmd", "umount": "fusecmd", "snapshotter": "snapshottercmd",
+    "bench": "tools", "stress": "tools", "completion": "complete",
+    "remote": "remotecmd", "push": "remotecmd", "pull": "remotecmd",
 }
-_MODULE_OF = {name: mod for mod, names in COMMAND_MODULES.items() for name in names}
-_loaded: set[str] = set()
-
-
-def _load(mod: str | None) -> None:
-    if mod is None or mod in _loaded:
-        return
-    import importlib
-    _loaded.add(mod)
-    for cmd in importlib.import_module(f"{__name__}.{mod}").COMMANDS:
-        main.add_command(cmd)
-
-
-def _load_all() -> None:
-    for mod in COMMAND_MODULES:
-        _load(mod)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import stat as S
+import stat as statmod
 
 from ..api import hostout
 from ..errors import InvalidInput, NotADirectory
@@ -100,7 +100,7 @@ class TreeSide:
         (and p not a mount point) by inode: no path lookup, so a walk costs
         O(entries), not O(entries x depth)."""
         t = self.t
-        if st is not None and st.st_dev == t.dev and t._route(p)[0] is t:
+        if st is not None and st.st_dev == t.dev and t.mounts.route(p)[0] is t:
             return sorted((os.fsdecode(name), t.getattr(ino))
                           for _, name, ino, _ in t.readdir(st.st_ino))
         return sorted((e.name, e.stat(follow_symlinks=False)) for e in t.scandir(p))
@@ -146,7 +146,7 @@ def _make_dir(dst, p: str) -> None:
     st = _lstat(dst, p)
     if st is None:
         dst.mkdir(p, 0o700)
-    elif not S.S_ISDIR(st.st_mode):
+    elif not statmod.S_ISDIR(st.st_mode):
         raise NotADirectory("cannot overwrite non-directory with directory", path=p)
 
 
@@ -161,7 +161,7 @@ def _not_into_itself(src, spath: str, dst, dpath: str) -> None:
 def copy(src, spath: str, dst, dpath: str, archive: bool = False, progress=None) -> int:
     """Copy spath (any type) to dpath; returns bytes of file content copied."""
     st = src.lstat(spath)
-    if not S.S_ISDIR(st.st_mode):
+    if not statmod.S_ISDIR(st.st_mode):
         return _copy_leaf(src, spath, st, dst, dpath, archive, progress)
     _not_into_itself(src, spath, dst, dpath)
     _make_dir(dst, dpath)
@@ -177,7 +177,7 @@ def copy(src, spath: str, dst, dpath: str, archive: bool = False, progress=None)
             continue
         n, cst = names.pop()
         csp, cdp = src.join(sp, n), dst.join(dp, n)
-        if S.S_ISDIR(cst.st_mode):
+        if statmod.S_ISDIR(cst.st_mode):
             _make_dir(dst, cdp)
             stack.append((csp, cdp, cst, src.entries(csp, cst)[::-1]))
         else:
@@ -188,15 +188,15 @@ def copy(src, spath: str, dst, dpath: str, archive: bool = False, progress=None)
 def _copy_leaf(src, spath: str, st, dst, dpath: str, archive: bool, progress) -> int:
     """Copy one non-directory; a symlink at dpath is replaced, never followed."""
     m = st.st_mode
-    if S.S_ISSOCK(m):
+    if statmod.S_ISSOCK(m):
         return 0                          # sockets: nothing to copy
     old = _lstat(dst, dpath)
-    if old is not None and S.S_ISDIR(old.st_mode):
+    if old is not None and statmod.S_ISDIR(old.st_mode):
         raise InvalidInput("cannot overwrite a directory with a non-directory", path=dpath)
-    if old is not None and not (S.S_ISREG(m) and S.S_ISREG(old.st_mode)):
+    if old is not None and not (statmod.S_ISREG(m) and statmod.S_ISREG(old.st_mode)):
         dst.unlink(dpath)                 # a symlink, fifo or node: replaced, never opened
     total = 0
-    if S.S_ISREG(m):
+    if statmod.S_ISREG(m):
         with src.open(spath, "rb") as fi, dst.create(dpath) as fo:
             while True:
                 buf = fi.read(CHUNK)
@@ -204,11 +204,11 @@ def _copy_leaf(src, spath: str, st, dst, dpath: str, archive: bool, progress) ->
                     break
                 fo.write(buf)
                 total += len(buf)
-    elif S.S_ISLNK(m):
+    elif statmod.S_ISLNK(m):
         dst.symlink(src.readlink(spath), dpath)
     else:
         dst.mknod(dpath, m, st.st_rdev)
-    _meta(dst, dpath, st, archive, is_link=S.S_ISLNK(m))
+    _meta(dst, dpath, st, archive, is_link=statmod.S_ISLNK(m))
     if progress:
         progress(dpath, total)
     return total
@@ -218,7 +218,7 @@ def _meta(dst, p, st, archive: bool, is_link: bool) -> None:
     if archive:
         dst.chown(p, st.st_uid, st.st_gid, follow_symlinks=False)
     if not is_link:
-        dst.chmod(p, S.S_IMODE(st.st_mode))
+        dst.chmod(p, statmod.S_IMODE(st.st_mode))
     if archive:
         try:
             dst.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)

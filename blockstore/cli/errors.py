@@ -21,7 +21,7 @@ import sys
 import threading
 import traceback
 
-from .. import errors as E
+from .. import errors
 
 USAGE_EXIT = 2      # click's own code for usage errors
 ROLLBACK_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -58,69 +58,69 @@ BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE    # 141, as a shell reports a tool SIGP
 
 # What to do, per category (the "; <what to do>" half of the line).
 HINTS: dict[type, str] = {
-    E.BlockstoreError: "see docs/ERRORS.md; rerun with BLOCKSTORE_DEBUG=1 for details",
-    E.NotFound: "check the name with `blockstore ls` or the path with `blockstore files NAME:/dir`",
-    E.AlreadyExists: "choose another name, or remove the existing one with `blockstore rm`",
-    E.Busy: "retry when the other user is done, or see `blockstore COMMAND --help`",
-    E.ReadOnly: "snapshots never change: `blockstore clone` it and change the clone",
-    E.NoSpace: "free space with `blockstore rm` and `blockstore gc`, or make room on the disk",
-    E.Corruption: "run `blockstore check`, then `blockstore check --repair`",
-    E.InvalidInput: "see `blockstore COMMAND --help`",
-    E.NotAStore: "create one with `blockstore init`, or point --store/BLOCKSTORE_STORE at a store",
-    E.FormatTooNew: "upgrade blockstore to open this store",
-    E.Unsupported: "this build of blockstore cannot do that yet",
+    errors.BlockstoreError: "see docs/ERRORS.md; rerun with BLOCKSTORE_DEBUG=1 for details",
+    errors.NotFound: "check the name with `blockstore ls` or the path with `blockstore files NAME:/dir`",
+    errors.AlreadyExists: "choose another name, or remove the existing one with `blockstore rm`",
+    errors.Busy: "retry when the other user is done, or see `blockstore COMMAND --help`",
+    errors.ReadOnly: "snapshots never change: `blockstore clone` it and change the clone",
+    errors.NoSpace: "free space with `blockstore rm` and `blockstore gc`, or make room on the disk",
+    errors.Corruption: "run `blockstore check`, then `blockstore check --repair`",
+    errors.InvalidInput: "see `blockstore COMMAND --help`",
+    errors.NotAStore: "create one with `blockstore init`, or point --store/BLOCKSTORE_STORE at a store",
+    errors.FormatTooNew: "upgrade blockstore to open this store",
+    errors.Unsupported: "this build of blockstore cannot do that yet",
 }
 
 # What each category means, for docs/ERRORS.md.
 MEANING: dict[type, str] = {
-    E.BlockstoreError: "any other failure (an I/O error, an unexpected bug)",
-    E.NotFound: "no store at the --store path; no such tree, volume, file or host path",
-    E.AlreadyExists: "a tree (or file) with that name already exists",
-    E.Busy: "still in use: a snapshot with dependents, a mounted volume, "
+    errors.BlockstoreError: "any other failure (an I/O error, an unexpected bug)",
+    errors.NotFound: "no store at the --store path; no such tree, volume, file or host path",
+    errors.AlreadyExists: "a tree (or file) with that name already exists",
+    errors.Busy: "still in use: a snapshot with dependents, a mounted volume, "
             "a non-empty directory, another process holding the store",
-    E.ReadOnly: "a change to a snapshot or a read-only mount; permission denied",
-    E.NoSpace: "the pool or its disk is full",
-    E.Corruption: "store metadata or data is damaged; also `check` finding problems",
-    E.InvalidInput: "a bad name, path, option value, archive or mount spec",
-    E.NotAStore: "the --store path holds no store",
-    E.FormatTooNew: "the store was written by a newer blockstore",
-    E.Unsupported: "an operation this build does not support (e.g. FUSE or "
+    errors.ReadOnly: "a change to a snapshot or a read-only mount; permission denied",
+    errors.NoSpace: "the pool or its disk is full",
+    errors.Corruption: "store metadata or data is damaged; also `check` finding problems",
+    errors.InvalidInput: "a bad name, path, option value, archive or mount spec",
+    errors.NotAStore: "the --store path holds no store",
+    errors.FormatTooNew: "the store was written by a newer blockstore",
+    errors.Unsupported: "an operation this build does not support (e.g. FUSE or "
                    "OCI support not installed)",
 }
 
 # Host OSErrors without a blockstore category of their own -> category.
 _ERRNO_CATEGORY = {
-    _errno.ENOENT: E.NotFound, _errno.EEXIST: E.AlreadyExists, _errno.EBUSY: E.Busy,
-    _errno.ENOTEMPTY: E.Busy, _errno.EROFS: E.ReadOnly, _errno.EACCES: E.ReadOnly,
-    _errno.EPERM: E.ReadOnly, _errno.ENOSPC: E.NoSpace, _errno.EDQUOT: E.NoSpace,
-    _errno.EINVAL: E.InvalidInput, _errno.ENOTDIR: E.InvalidInput,
-    _errno.EISDIR: E.InvalidInput, _errno.ENAMETOOLONG: E.InvalidInput,
-    _errno.ELOOP: E.InvalidInput, _errno.EXDEV: E.InvalidInput,
-    _errno.EOPNOTSUPP: E.Unsupported,
+    _errno.ENOENT: errors.NotFound, _errno.EEXIST: errors.AlreadyExists, _errno.EBUSY: errors.Busy,
+    _errno.ENOTEMPTY: errors.Busy, _errno.EROFS: errors.ReadOnly, _errno.EACCES: errors.ReadOnly,
+    _errno.EPERM: errors.ReadOnly, _errno.ENOSPC: errors.NoSpace, _errno.EDQUOT: errors.NoSpace,
+    _errno.EINVAL: errors.InvalidInput, _errno.ENOTDIR: errors.InvalidInput,
+    _errno.EISDIR: errors.InvalidInput, _errno.ENAMETOOLONG: errors.InvalidInput,
+    _errno.ELOOP: errors.InvalidInput, _errno.EXDEV: errors.InvalidInput,
+    _errno.EOPNOTSUPP: errors.Unsupported,
 }
 
 
-_BY_CODE = {c.exit_code: c for c in E.CATEGORIES}
+_BY_CODE = {c.exit_code: c for c in errors.CATEGORIES}
 
 
 def category_of_class(cls: type) -> type:
     """The category a BlockstoreError class belongs to: the one with its exit code."""
-    return _BY_CODE.get(cls.exit_code, E.BlockstoreError)
+    return _BY_CODE.get(cls.exit_code, errors.BlockstoreError)
 
 
 def category(exc: BaseException) -> type:
-    """The category (one of E.CATEGORIES) that exc belongs to."""
-    if isinstance(exc, E.BlockstoreError):
+    """The category (one of errors.CATEGORIES) that exc belongs to."""
+    if isinstance(exc, errors.BlockstoreError):
         return category_of_class(type(exc))
     if isinstance(exc, OSError):
-        return _ERRNO_CATEGORY.get(exc.errno, E.BlockstoreError)
+        return _ERRNO_CATEGORY.get(exc.errno, errors.BlockstoreError)
     if isinstance(exc, ImportError):       # an optional part (FUSE, OCI, zstd) is missing
-        return E.Unsupported
-    return E.BlockstoreError
+        return errors.Unsupported
+    return errors.BlockstoreError
 
 
 def exit_code(exc: BaseException) -> int:
-    if isinstance(exc, E.BlockstoreError):
+    if isinstance(exc, errors.BlockstoreError):
         return exc.exit_code                 # the class attribute is the source of truth
     return category(exc).exit_code
 
@@ -134,12 +134,12 @@ def message(exc: BaseException, command: str | None = None) -> str:
     (``see `blockstore clone --help```)."""
     cat = category(exc)
     hint = None
-    if isinstance(exc, E.BlockstoreError) and isinstance(getattr(exc, "message", None), str):
+    if isinstance(exc, errors.BlockstoreError) and isinstance(getattr(exc, "message", None), str):
         problem, sep, hint = exc.message.partition("; ")
         hint = hint if sep else None
         if exc.filename is not None:
             problem += f": {exc.filename}"
-    elif isinstance(exc, E.BlockstoreError):
+    elif isinstance(exc, errors.BlockstoreError):
         problem = str(exc)
     elif isinstance(exc, OSError):
         problem = exc.strerror or str(exc)
@@ -220,7 +220,7 @@ def errors_markdown() -> str:
     ]
     usage = ("| 2 | usage | — | bad command line (unknown command or option, missing "
              "argument, bad option value) | see `blockstore COMMAND --help` |")
-    for cls in sorted(E.CATEGORIES, key=lambda c: c.exit_code):
+    for cls in sorted(errors.CATEGORIES, key=lambda c: c.exit_code):
         if usage and cls.exit_code > USAGE_EXIT:
             lines.append(usage)
             usage = None
@@ -239,10 +239,10 @@ def errors_markdown() -> str:
         "Precise POSIX conditions share their category's exit code:",
         "",
     ]
-    for name in sorted(dir(E)):
-        cls = getattr(E, name)
-        if isinstance(cls, type) and issubclass(cls, E.BlockstoreError) \
-                and cls not in E.CATEGORIES:
+    for name in sorted(dir(errors)):
+        cls = getattr(errors, name)
+        if isinstance(cls, type) and issubclass(cls, errors.BlockstoreError) \
+                and cls not in errors.CATEGORIES:
             cat = category_of_class(cls)
             en = _errno.errorcode.get(cls.errno_code, str(cls.errno_code))
             lines.append(f"- `{cls.__name__}` ({en}): a case of `{cat.__name__}`, "

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import stat as S
+import stat
 
 import click
 
 from ..errors import InvalidInput
 from . import copying
-from . import format as F
+from . import format as fmt
 from .complete import tree_paths
 from .context import Ctx, output_options, pass_ctx
 from .progress import progress
 
-_TYPES = {S.S_IFDIR: "dir", S.S_IFREG: "file", S.S_IFLNK: "symlink", S.S_IFCHR: "char",
-          S.S_IFBLK: "block", S.S_IFIFO: "fifo", S.S_IFSOCK: "socket"}
+_TYPES = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink", stat.S_IFCHR: "char",
+          stat.S_IFBLK: "block", stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket"}
 
 
 def split_loc(text: str) -> tuple[str | None, str]:
@@ -68,7 +68,7 @@ def cp_cmd(ctx: Ctx, src, dst, archive):
         with progress(ctx, f"copying {src}") as cb, batch:
             n = copying.copy(sside, spath, dside, target, archive=archive, progress=cb)
     if ctx.json:
-        F.emit_json({"source": src, "bytes": n,
+        fmt.emit_json({"source": src, "bytes": n,
                      "target": f"{d_loc[0]}:{target}" if d_loc[0] is not None else target})
 
 
@@ -89,9 +89,9 @@ def cat_cmd(ctx: Ctx, loc):
 
 
 def entry_json(path: str, name: str, st, target) -> dict:
-    return {"name": name, "path": path, "type": _TYPES.get(S.S_IFMT(st.st_mode), "file"),
-            "mode": f"{S.S_IMODE(st.st_mode):04o}", "nlink": st.st_nlink, "uid": st.st_uid,
-            "gid": st.st_gid, "size": st.st_size, "mtime": F.time_ns(st.st_mtime_ns),
+    return {"name": name, "path": path, "type": _TYPES.get(stat.S_IFMT(st.st_mode), "file"),
+            "mode": f"{stat.S_IMODE(st.st_mode):04o}", "nlink": st.st_nlink, "uid": st.st_uid,
+            "gid": st.st_gid, "size": st.st_size, "mtime": fmt.time_ns(st.st_mtime_ns),
             "target": target}
 
 
@@ -105,7 +105,7 @@ def files_cmd(ctx: Ctx, loc):
     rows = []
     with ctx.store().fs(name) as tfs:
         st = tfs.lstat(path)
-        if S.S_ISDIR(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
             names = sorted(tfs.listdir(path))
             base = path.rstrip("/")
             items = [(base + "/" + n, n) for n in names]
@@ -113,18 +113,18 @@ def files_cmd(ctx: Ctx, loc):
             items = [(path, path.rsplit("/", 1)[-1])]
         for p, n in items:
             est = tfs.lstat(p)
-            target = tfs.readlink(p) if S.S_ISLNK(est.st_mode) else None
+            target = tfs.readlink(p) if stat.S_ISLNK(est.st_mode) else None
             rows.append(entry_json(p, n, est, target))
             rows[-1]["_mode"] = est.st_mode
     if ctx.json:
-        F.emit_json([{k: v for k, v in r.items() if k != "_mode"} for r in rows])
+        fmt.emit_json([{k: v for k, v in r.items() if k != "_mode"} for r in rows])
         return
-    table = [[F.mode_string(r["_mode"]), str(r["nlink"]), str(r["uid"]), str(r["gid"]),
-              F.size(r["size"], ctx.bytes), r["mtime"],
+    table = [[fmt.mode_string(r["_mode"]), str(r["nlink"]), str(r["uid"]), str(r["gid"]),
+              fmt.size(r["size"], ctx.bytes), r["mtime"],
               r["name"] + (f" -> {r['target']}" if r["target"] is not None else "")]
              for r in rows]
     if table:
-        ctx.say(F.table(table, right={1, 2, 3, 4}))
+        ctx.say(fmt.table(table, right={1, 2, 3, 4}))
 
 
 COMMANDS = [cp_cmd, cat_cmd, files_cmd]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import stat as S
+import stat
 
 import click
 
@@ -95,7 +95,7 @@ def fit(rows: list[list[str]], header: list[str], width: int, cuts) -> list:
 
 def mode_string(mode: int) -> str:
     """``ls -l`` style: ``drwxr-xr-x``."""
-    return S.filemode(mode)
+    return stat.filemode(mode)
 
 
 def table(rows: list[list[str]], header: list[str] | None = None,

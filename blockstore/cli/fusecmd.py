@@ -6,7 +6,7 @@ import os
 
 import click
 
-from . import format as F
+from . import format as fmt
 from .complete import tree_names
 from .context import Ctx, hook, output_options, pass_ctx
 
@@ -39,7 +39,7 @@ def mount_cmd(ctx: Ctx, name, mountpoint, foreground, options):
     mount(os.path.abspath(ctx.store_path), name, os.path.abspath(mountpoint),
                foreground=foreground, **opts)
     if ctx.json:
-        F.emit_json({"name": name, "mountpoint": os.path.abspath(mountpoint)})
+        fmt.emit_json({"name": name, "mountpoint": os.path.abspath(mountpoint)})
     elif not foreground:
         ctx.note(f"mounted {name} at {mountpoint}; `blockstore umount {mountpoint}` to stop")
 
@@ -54,7 +54,7 @@ def umount_cmd(ctx: Ctx, mountpoint, lazy):
     umount = hook("blockstore.fuse", "umount", "unmounting")
     umount(os.path.abspath(mountpoint), **({"lazy": True} if lazy else {}))
     if ctx.json:
-        F.emit_json({"mountpoint": os.path.abspath(mountpoint)})
+        fmt.emit_json({"mountpoint": os.path.abspath(mountpoint)})
 
 
 COMMANDS = [mount_cmd, umount_cmd]

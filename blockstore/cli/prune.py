@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import format as F
+from . import format as fmt
 from .context import Ctx, output_options, pass_ctx
 
 
@@ -21,7 +21,7 @@ def prune_cmd(ctx: Ctx, dry_run):
     """
     names = ctx.store().prune(dry_run=dry_run)
     if ctx.json:
-        F.emit_json({"removed": names, "dry_run": dry_run})
+        fmt.emit_json({"removed": names, "dry_run": dry_run})
         return
     for n in names:
         ctx.say(n)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from . import format as F
+from . import format as fmt
 from .context import Ctx, output_options, pass_ctx
 
 
@@ -30,7 +30,7 @@ def add_cmd(ctx: Ctx, name, url, endpoint):
     """Add remote NAME at s3://BUCKET/PREFIX."""
     cfg = ctx.store(create=True).remote_add(name, url, endpoint)
     if ctx.json:
-        F.emit_json({"name": name, **cfg})
+        fmt.emit_json({"name": name, **cfg})
     else:
         ctx.say(name)
 
@@ -45,14 +45,14 @@ def ls_cmd(ctx: Ctx, name):
     if name:
         snaps = store.remote_snapshots(name)
         if ctx.json:
-            F.emit_json({"remote": name, "snapshots": snaps})
+            fmt.emit_json({"remote": name, "snapshots": snaps})
         else:
             for s in snaps:
                 ctx.say(s)
         return
     rem = store.remotes()
     if ctx.json:
-        F.emit_json([{"name": n, **c} for n, c in sorted(rem.items())])
+        fmt.emit_json([{"name": n, **c} for n, c in sorted(rem.items())])
         return
     for n, c in sorted(rem.items()):
         ctx.say(f"{n}\t{c['url']}" + (f"\t{c['endpoint']}" if c.get("endpoint") else ""))
@@ -66,7 +66,7 @@ def rm_cmd(ctx: Ctx, name):
     """Forget remote NAME (nothing on the remote changes)."""
     ctx.store().remote_remove(name)
     if ctx.json:
-        F.emit_json({"removed": name})
+        fmt.emit_json({"removed": name})
 
 
 @remote_grp.command("gc")
@@ -80,7 +80,7 @@ def gc_cmd(ctx: Ctx, name, grace, dry_run):
     """Delete the objects of remote NAME that no snapshot manifest reaches."""
     r = ctx.store().remote_gc(name, grace, dry_run)
     if ctx.json:
-        F.emit_json(r)
+        fmt.emit_json(r)
     else:
         ctx.say(f"{len(r['deleted'])} objects ({r['deleted_bytes']} bytes) "
                 f"{'would be ' if dry_run else ''}deleted")
@@ -98,7 +98,7 @@ def push_cmd(ctx: Ctx, snapshots, remote, threads, show):
     Interrupted, run it again: it resumes."""
     r = ctx.store().push(list(snapshots), remote, _progress(ctx, show), threads)
     if ctx.json:
-        F.emit_json(r)
+        fmt.emit_json(r)
     else:
         ctx.say(f"pushed {len(r['snapshots'])} snapshots ({len(r['skipped'])} already there), "
                 f"{r['new_blocks']} new blocks, {r['bytes_sent']} bytes sent")
@@ -123,7 +123,7 @@ def pull_cmd(ctx: Ctx, snapshot, remote, lazy, fill, threads, show):
     else:
         r = store.pull(snapshot, remote, lazy, _progress(ctx, show), threads)
     if ctx.json:
-        F.emit_json(r)
+        fmt.emit_json(r)
     elif fill:
         ctx.say(f"filled {r['blocks']} blocks, {r['bytes_received']} bytes received")
     else:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from . import format as F
+from . import format as fmt
 from .context import Ctx, output_options, pass_ctx
 
 _ON = ("on", "true", "yes", "1")
@@ -43,7 +43,7 @@ def config_cmd(ctx: Ctx, items):
     store = ctx.store()
     settings = store.configure(**changes) if changes else store.settings
     if ctx.json:
-        F.emit_json(settings)
+        fmt.emit_json(settings)
         return
     w = max(len(k) for k in settings)
     ctx.say("\n".join(f"{k:<{w}}  {_show(v)}" for k, v in sorted(settings.items())))

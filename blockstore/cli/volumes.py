@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import errors as cli_errors
-from . import format as F
+from . import format as fmt
 from .complete import volume_names
 from .context import Ctx, output_options, pass_ctx, split_kv
 
@@ -24,7 +24,7 @@ def create_cmd(ctx: Ctx, name, labels):
     """Create an empty volume NAME."""
     rec = ctx.store(create=True).volume_create(name, labels=split_kv(labels) or None)
     if ctx.json:
-        F.emit_json(F.record(rec))
+        fmt.emit_json(fmt.record(rec))
     else:
         ctx.say(rec.name)
 
@@ -42,14 +42,14 @@ def ls_cmd(ctx: Ctx):
     """List volumes and the clones that mount them."""
     store = ctx.store()
     vols = sorted(store.volumes(), key=lambda r: r.name)
-    docs = [dict(F.record(v), mounted_by=_mounted_by(store, v.name)) for v in vols]
+    docs = [dict(fmt.record(v), mounted_by=_mounted_by(store, v.name)) for v in vols]
     if ctx.json:
-        F.emit_json(docs)
+        fmt.emit_json(docs)
         return
     rows = [[d["name"], d["created"], ", ".join(d["mounted_by"]) or "-",
-             F.labels_text(d["labels"])] for d in docs]
+             fmt.labels_text(d["labels"])] for d in docs]
     if rows:
-        ctx.say(F.table(rows, ["NAME", "CREATED", "MOUNTED BY", "LABELS"]))
+        ctx.say(fmt.table(rows, ["NAME", "CREATED", "MOUNTED BY", "LABELS"]))
 
 
 @volume_grp.command("rm")
@@ -71,7 +71,7 @@ def rm_cmd(ctx: Ctx, names, force):
             code = cli_errors.report(exc, ctx.command)
             first = first or code
     if ctx.json:
-        F.emit_json({"removed": removed})
+        fmt.emit_json({"removed": removed})
     if first:
         raise click.exceptions.Exit(first)
 
@@ -87,17 +87,17 @@ def inspect_cmd(ctx: Ctx, name):
     rec = store.info(name)
     if rec.kind != "volume":
         raise InvalidInput(f"{name!r} is a {rec.kind}, not a volume; use `blockstore info`")
-    doc = dict(F.record(rec), mounted_by=_mounted_by(store, name),
+    doc = dict(fmt.record(rec), mounted_by=_mounted_by(store, name),
                usage=store.usage(name).as_dict())
     if ctx.json:
-        F.emit_json(doc)
+        fmt.emit_json(doc)
         return
     u = doc["usage"]
     lines = [("name", rec.name), ("created", doc["created"]),
              ("mounted by", ", ".join(doc["mounted_by"]) or "-"),
-             ("labels", F.labels_text(rec.labels) or "-"), ("files", str(u["files"])),
-             ("logical", F.size(u["logical"], ctx.bytes)),
-             ("exclusive", F.size(u["exclusive"], ctx.bytes))]
+             ("labels", fmt.labels_text(rec.labels) or "-"), ("files", str(u["files"])),
+             ("logical", fmt.size(u["logical"], ctx.bytes)),
+             ("exclusive", fmt.size(u["exclusive"], ctx.bytes))]
     w = max(len(k) for k, _ in lines)
     ctx.say("\n".join(f"{k + ':':<{w + 1}} {v}" for k, v in lines))
 

@@ -114,7 +114,7 @@ class TreeBuilder:
         self.ns = ns
         self.checkpoint = checkpoint
         self.progress = progress
-        self.pool = ns.txn.pool             # verifies reads when the store asks for it
+        self.pool = ns.txn.blocks           # the blocks of the transaction (verified reads)
         self.bs = self.pool.block_size
         self.next_ino = I.ROOT_INO + 1
         # host (dev, ino) -> [tree ino, links not seen yet]: incomplete groups only
@@ -137,7 +137,7 @@ class TreeBuilder:
             if chunk is None:               # a safe point: every block written is emitted
                 if self.emitted >= CHECKPOINT_BYTES:
                     self.ns = self.checkpoint(builder.checkpoint())
-                    self.pool = self.ns.txn.pool
+                    self.pool = self.ns.txn.blocks
                     builder.ns = self.ns
                     self.emitted = 0
                 continue
@@ -314,7 +314,7 @@ class TreeBuilder:
                 if len(data) < n:
                     data += bytes(n - len(data))
                 data += bytes(-len(data) % bs)
-                self._add_runs(e, pos // bs, self.pool.write(self.ns.t, data))
+                self._add_runs(e, pos // bs, self.pool.write(data))
                 pos += n
 
     def _add_runs(self, e: _Entry, fb: int, runs) -> None:
@@ -352,7 +352,7 @@ class TreeBuilder:
         # Never changed until written: the data file's background writer hashes
         # and writes it (native, no GIL) while the walk goes on (at most one
         # batch queued), then the buffer is filled again (``_buffer``).
-        runs = self.pool.write(self.ns.t, mv[:pos], True)
+        runs = self.pool.write(mv[:pos], True)
         self._buf_runs[self._buf_at] = runs
         # Cut the runs back into each file's blocks.
         i, used = 0, 0          # position in runs, blocks of runs[i] consumed
@@ -414,7 +414,7 @@ class TreeBuilder:
                 v = e.xattrs[name]
                 if len(v) > XATTR_INLINE_MAX:
                     buf = v + bytes(-len(v) % self.bs)
-                    runs = self.pool.write(self.ns.t, buf)
+                    runs = self.pool.write(buf)
                     if len(runs) != 1 or runs[0][0] == HOLE:
                         raise InvalidInput("large attribute values must not be mostly zero blocks")
                     add((I.xattr_key(ino, name), values.blockref(runs[0][0], runs[0][1],

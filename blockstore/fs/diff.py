@@ -92,7 +92,7 @@ def visible_attrs(node: items.Inode) -> tuple:
 def _blocks(fst: FileTree, ino: int, lo: int, hi: int) -> list:
     """Per file block of [lo, hi): the pool block, or None for a hole."""
     out = [None] * (hi - lo)
-    for fb, s, n in fst._extents(ino, lo, hi):
+    for fb, s, n in fst.extents_in(ino, lo, hi):
         for b in range(max(fb, lo), min(fb + n, hi)):
             out[b - lo] = s + (b - fb)
     return out
@@ -142,7 +142,7 @@ def _digests(fst: FileTree, blocks: list) -> list:
         j = i + 1
         while j < len(blocks) and blocks[j] is not None and blocks[j] == blocks[j - 1] + 1:
             j += 1
-        out[i:j] = fst.pool.digests(fst.ns.t, blocks[i], j - i)
+        out[i:j] = fst.blocks.digests(blocks[i], j - i)
         i = j
     return out
 

@@ -14,7 +14,7 @@ import os
 
 from ..errors import (InvalidInput, IsADirectory, NameTooLong, NotADirectory, NotFound,
                       TooManyLinks)
-from . import items as I
+from . import items
 from .tree import FileTree
 
 NAME_MAX = 255
@@ -68,7 +68,7 @@ def check_name(name: bytes) -> bytes:
 def _walk(fst: FileTree, parts: list[bytes], follow_last: bool, shown) -> int:
     """Cost: one dirent lookup per component (the entry's recorded type says
     whether it is a directory; an inode is read only for symlinks)."""
-    ino = I.ROOT_INO
+    ino = items.ROOT_INO
     is_dir = True                              # the root; then what the last entry recorded
     todo = list(reversed(parts))
     links = 0
@@ -81,7 +81,7 @@ def _walk(fst: FileTree, parts: list[bytes], follow_last: bool, shown) -> int:
         if name == b"..":
             if not is_dir:
                 raise NotADirectory("a path component is not a directory", path=shown)
-            if ino == I.ROOT_INO:
+            if ino == items.ROOT_INO:
                 raise InvalidInput("path escapes the tree with '..'", path=shown)
             ino = fst.parents(ino)[0][0]
             continue
@@ -98,7 +98,7 @@ def _walk(fst: FileTree, parts: list[bytes], follow_last: bool, shown) -> int:
             target = fst.readlink(child)
             todo.extend(reversed(_walk_parts(target, True)))
             if target.startswith(b"/"):
-                ino = I.ROOT_INO
+                ino = items.ROOT_INO
             continue                           # ino: the link's directory (or the root)
         ino, is_dir = child, dtype == _DT_DIR
     return ino

@@ -23,23 +23,23 @@ import struct
 
 from ..btree import values
 from ..pool import HOLE
-from . import items as I
+from . import items
 from .tree import FileTree
 
 _U64 = struct.Struct(">Q")
 
 
 def _data_key(block: int) -> bytes:
-    return I.key(0, I.SOURCE_DATA, _U64.pack(block))
+    return items.key(0, items.SOURCE_DATA, _U64.pack(block))
 
 
 def meta(fst: FileTree) -> bytes | None:
-    v = fst._get(I.key(0, I.SOURCE_META))
+    v = fst.get_item(items.key(0, items.SOURCE_META))
     return None if v is None else values.payload(v)
 
 
 def put_meta(fst: FileTree, data: bytes) -> None:
-    fst._put(I.key(0, I.SOURCE_META), bytes(data))
+    fst.put_item(items.key(0, items.SOURCE_META), bytes(data))
 
 
 def write(fst: FileTree, block: int, data) -> None:
@@ -48,18 +48,18 @@ def write(fst: FileTree, block: int, data) -> None:
     bs = fst.bs
     if len(data) % bs:
         data = bytes(data) + bytes(bs - len(data) % bs)
-    for start, n in fst.pool.write(fst.ns.t, data, owned=isinstance(data, bytes)):
+    for start, n in fst.blocks.write(data, owned=isinstance(data, bytes)):
         if start != HOLE:
-            fst._put_raw(_data_key(block), values.blockref(start, n))
+            fst.put_value(_data_key(block), values.blockref(start, n))
         block += n
 
 
 def read(fst: FileTree, size: int, chunk: int = 1 << 20):
     """Yield the blob's first ``size`` bytes in pieces of about ``chunk`` bytes."""
     bs = fst.bs
-    lo, hi = I.prefix_range(0, I.SOURCE_DATA)
+    lo, hi = items.prefix_range(0, items.SOURCE_DATA)
     pos = 0
-    for k, v in fst._range(lo, hi):
+    for k, v in fst.item_range(lo, hi):
         block = _U64.unpack_from(k, 9)[0]
         start, n = values.refs(v)
         while pos < block * bs and pos < size:           # a hole: zero blocks
@@ -71,7 +71,7 @@ def read(fst: FileTree, size: int, chunk: int = 1 << 20):
             if pos >= size:
                 return
             k_ = min(step, n - i)
-            b = fst.pool.read(start + i, k_)
+            b = fst.blocks.read(start + i, k_)
             b = b[:size - pos]
             yield b
             pos += len(b)
@@ -83,11 +83,11 @@ def read(fst: FileTree, size: int, chunk: int = 1 << 20):
 
 def drop(fst: FileTree) -> None:
     """Remove the source blob (its blocks are released with the last tree holding them)."""
-    lo, hi = I.prefix_range(0, I.SOURCE_DATA)
-    for k in [k for k, _ in fst._range(lo, hi)]:
-        fst._del(bytes(k))
+    lo, hi = items.prefix_range(0, items.SOURCE_DATA)
+    for k in [k for k, _ in fst.item_range(lo, hi)]:
+        fst.delete_item(bytes(k))
     if meta(fst) is not None:
-        fst._del(I.key(0, I.SOURCE_META))
+        fst.delete_item(items.key(0, items.SOURCE_META))
 
 
 def detach_copy(fst: FileTree, clone: bool) -> bool:

@@ -32,6 +32,7 @@ from ..pool import HOLE
 from . import items
 from .items import Inode
 
+ROOT_INO = items.ROOT_INO  # the root directory's inode number
 INLINE_MAX = 960          # an INLINE item exists only while the size is <= this
 XATTR_INLINE_MAX = MAX_VALUE - 64
 XATTR_MAX = 64 * 1024
@@ -48,7 +49,7 @@ class ReadPlan(NamedTuple):
     inline: bytes | None
 
 
-def fill(pool, plan: ReadPlan, buf, nowait: bool = False) -> int:
+def fill(blocks, plan: ReadPlan, buf, nowait: bool = False) -> int:
     """Do a planned read into ``buf`` (at least ``plan.n`` bytes); returns ``plan.n``.
     The caller keeps the plan's blocks from being reused meanwhile: the txn
     that planned it, or a read txn as old (docs/ARCHITECTURE.md §5)."""
@@ -63,7 +64,7 @@ def fill(pool, plan: ReadPlan, buf, nowait: bool = False) -> int:
     for at, start, off, length in plan.runs:
         if at > pos:
             mv[pos:at] = bytes(at - pos)
-        pool.readinto(start, off, mv[at:at + length], nowait=nowait)
+        blocks.readinto(start, off, mv[at:at + length], nowait=nowait)
         pos = at + length
     if pos < n:
         mv[pos:n] = bytes(n - pos)
@@ -77,58 +78,58 @@ class FileTree:
         self.root = root
         self.now = now
         self.is_open = is_open
-        self.pool = ns.txn.pool
-        self.bs = self.pool.block_size
+        self.blocks = ns.txn.blocks
+        self.bs = self.blocks.block_size
 
-    # -- raw items ---------------------------------------------------------
-    def _get(self, k: bytes):
+    # -- raw items (for the fs modules that own other item kinds: source, diff, build)
+    def get_item(self, k: bytes):
         return bt.lookup(self.ns, self.root, k)
 
-    def _put(self, k: bytes, payload: bytes) -> None:
+    def put_item(self, k: bytes, payload: bytes) -> None:
         self.root = bt.insert(self.ns, self.root, k, values.plain(payload))
 
-    def _put_raw(self, k: bytes, v: bytes, release_old: bool = True) -> None:
+    def put_value(self, k: bytes, v: bytes, release_old: bool = True) -> None:
         self.root = bt.insert(self.ns, self.root, k, v, release_old)
 
-    def _del(self, k: bytes, release: bool = True) -> None:
+    def delete_item(self, k: bytes, release: bool = True) -> None:
         self.root, _ = bt.delete(self.ns, self.root, k, release)
 
-    def _range(self, lo: bytes, hi: bytes, reverse: bool = False):
+    def item_range(self, lo: bytes, hi: bytes, reverse: bool = False):
         return bt.iterate(self.ns, self.root, lo, hi, reverse)
 
     # -- tree-wide ---------------------------------------------------------
     def mkfs(self, mode: int = 0o755, uid: int = 0, gid: int = 0) -> None:
         """Make an empty filesystem: the root directory and the counters."""
         t = self.now()
-        self._put(items.super_key(), items.pack_super(items.ROOT_INO + 1, 1))
+        self.put_item(items.super_key(), items.pack_super(items.ROOT_INO + 1, 1))
         self.put_inode(Inode(items.ROOT_INO, stat.S_IFDIR | (mode & 0o7777), uid, gid, nlink=2,
                              atime=t, mtime=t, ctime=t, btime=t, generation=1))
 
     def set_counters(self, next_ino: int) -> None:
         """The next inode number (and generation) of a tree built in bulk, whose
         inode numbers are all below ``next_ino`` (fs/build.py)."""
-        self._put(items.super_key(), items.pack_super(next_ino, next_ino))
+        self.put_item(items.super_key(), items.pack_super(next_ino, next_ino))
 
     def _alloc_ino(self) -> tuple[int, int]:
-        v = self._get(items.super_key())
+        v = self.get_item(items.super_key())
         if v is None:
             raise NotFound("tree has no filesystem (no root directory)")
         nxt, gen = items.unpack_super(values.payload(v))
-        self._put(items.super_key(), items.pack_super(nxt + 1, gen + 1))
+        self.put_item(items.super_key(), items.pack_super(nxt + 1, gen + 1))
         return nxt, gen
 
     # -- inodes --------------------------------------------------------------
     def inode(self, ino: int) -> Inode:
-        v = self._get(items.inode_key(ino))
+        v = self.get_item(items.inode_key(ino))
         if v is None:
             raise NotFound(f"inode {ino} does not exist")
         return Inode.unpack(ino, values.payload(v))
 
     def has_inode(self, ino: int) -> bool:
-        return self._get(items.inode_key(ino)) is not None
+        return self.get_item(items.inode_key(ino)) is not None
 
     def put_inode(self, ino: Inode) -> None:
-        self._put(items.inode_key(ino.ino), ino.pack())
+        self.put_item(items.inode_key(ino.ino), ino.pack())
 
     def touch(self, ino: Inode, m: bool = True, c: bool = True, a: bool = False) -> None:
         t = self.now()
@@ -141,7 +142,7 @@ class FileTree:
 
     # -- directories ---------------------------------------------------------
     def lookup(self, dir_ino: int, name: bytes) -> tuple[int, int] | None:
-        v = self._get(items.dirent_key(dir_ino, name))
+        v = self.get_item(items.dirent_key(dir_ino, name))
         if v is None:
             return None
         child, dtype, _ = items.parse_dirent(values.payload(v))
@@ -151,36 +152,36 @@ class FileTree:
         """(index, name, ino, dtype) in creation order, starting after index ``after``."""
         lo = items.index_key(dir_ino, after + 1)
         _, hi = items.prefix_range(dir_ino, items.DIR_INDEX)
-        for k, v in self._range(lo, hi):
+        for k, v in self.item_range(lo, hi):
             child, dtype, name = items.parse_index(values.payload(v))
             yield items.extent_fblock(k), name, child, dtype
 
     def is_empty_dir(self, dir_ino: int) -> bool:
         lo, hi = items.prefix_range(dir_ino, items.DIRENT)
-        return next(iter(self._range(lo, hi)), None) is None
+        return next(iter(self.item_range(lo, hi)), None) is None
 
     def parents(self, ino: int) -> list[tuple[int, bytes]]:
         """(parent dir, name) of every link to ino."""
         lo, hi = items.prefix_range(ino, items.INODE_REF)
-        return [items.parse_ref(items.split(k)[2]) for k, _ in self._range(lo, hi)]
+        return [items.parse_ref(items.split(k)[2]) for k, _ in self.item_range(lo, hi)]
 
     def _add_entry(self, dir_ino: Inode, name: bytes, child: Inode) -> None:
         idx = dir_ino.next_index
         dir_ino.next_index += 1
         dtype = items.dtype_of(child.mode)
-        self._put(items.dirent_key(dir_ino.ino, name), items.dirent_value(child.ino, dtype, idx))
-        self._put(items.index_key(dir_ino.ino, idx), items.index_value(child.ino, dtype, name))
-        self._put(items.ref_key(child.ino, dir_ino.ino, name), b"")
+        self.put_item(items.dirent_key(dir_ino.ino, name), items.dirent_value(child.ino, dtype, idx))
+        self.put_item(items.index_key(dir_ino.ino, idx), items.index_value(child.ino, dtype, name))
+        self.put_item(items.ref_key(child.ino, dir_ino.ino, name), b"")
         self.touch(dir_ino)
 
     def _remove_entry(self, dir_ino: Inode, name: bytes) -> int:
-        v = self._get(items.dirent_key(dir_ino.ino, name))
+        v = self.get_item(items.dirent_key(dir_ino.ino, name))
         if v is None:
             raise NotFound(f"no entry {name!r} in directory inode {dir_ino.ino}")
         child, _, idx = items.parse_dirent(values.payload(v))
-        self._del(items.dirent_key(dir_ino.ino, name))
-        self._del(items.index_key(dir_ino.ino, idx))
-        self._del(items.ref_key(child, dir_ino.ino, name))
+        self.delete_item(items.dirent_key(dir_ino.ino, name))
+        self.delete_item(items.index_key(dir_ino.ino, idx))
+        self.delete_item(items.ref_key(child, dir_ino.ino, name))
         self.touch(dir_ino)
         return child
 
@@ -331,7 +332,7 @@ class FileTree:
         elif self.is_open(node.ino):
             self.touch(node, m=False)
             self.put_inode(node)
-            self._put(items.orphan_key(node.ino), b"")
+            self.put_item(items.orphan_key(node.ino), b"")
         else:
             self._destroy(node.ino)
 
@@ -339,21 +340,21 @@ class FileTree:
         """Delete every item of an inode (its extents release their blocks)."""
         lo, hi = items.prefix_range(ino)
         self.root = bt.delete_range(self.ns, self.root, lo, hi)
-        self._del(items.orphan_key(ino))
+        self.delete_item(items.orphan_key(ino))
 
     def release_orphan(self, ino: int) -> bool:
         """Called when the last handle on ino closes: free it if it was unlinked."""
-        if self._get(items.orphan_key(ino)) is None:
+        if self.get_item(items.orphan_key(ino)) is None:
             return False
         if self.has_inode(ino) and self.inode(ino).nlink == 0:
             self._destroy(ino)
         else:
-            self._del(items.orphan_key(ino))
+            self.delete_item(items.orphan_key(ino))
         return True
 
     def orphans(self) -> list[int]:
         lo, hi = items.prefix_range(0, items.ORPHAN)
-        return [items.extent_fblock(k) for k, _ in self._range(lo, hi)]
+        return [items.extent_fblock(k) for k, _ in self.item_range(lo, hi)]
 
     def is_ancestor(self, anc: int, ino: int) -> bool:
         """True if directory anc is ino or one of its ancestors."""
@@ -439,19 +440,19 @@ class FileTree:
 
     # -- file content --------------------------------------------------------------
     def inline(self, ino: int) -> bytes | None:
-        v = self._get(items.inline_key(ino))
+        v = self.get_item(items.inline_key(ino))
         return None if v is None else values.payload(v)
 
-    def _extents(self, ino: int, fb_lo: int, fb_hi: int):
+    def extents_in(self, ino: int, fb_lo: int, fb_hi: int):
         """(fblock, start, n) of extents overlapping file blocks [fb_lo, fb_hi)."""
         lo, hi = items.prefix_range(ino, items.EXTENT)
-        first = next(iter(self._range(lo, items.extent_key(ino, fb_lo + 1), reverse=True)), None)
+        first = next(iter(self.item_range(lo, items.extent_key(ino, fb_lo + 1), reverse=True)), None)
         if first is not None:
             fb = items.extent_fblock(first[0])
             s, n = values.refs(first[1])
             if fb + n > fb_lo:
                 yield fb, s, n
-        for k, v in self._range(items.extent_key(ino, fb_lo + 1), items.extent_key(ino, fb_hi)):
+        for k, v in self.item_range(items.extent_key(ino, fb_lo + 1), items.extent_key(ino, fb_hi)):
             s, n = values.refs(v)
             yield items.extent_fblock(k), s, n
 
@@ -470,7 +471,7 @@ class FileTree:
         Extents are read straight into ``buf`` (one copy); holes are zero-filled.
         ``nowait``: data only from the page cache, else BlockingIOError (EAGAIN)."""
         plan = self.read_plan(node, offset, memoryview(buf).nbytes)
-        return fill(self.pool, plan, buf, nowait)
+        return fill(self.blocks, plan, buf, nowait)
 
     def read_plan(self, node: Inode, offset: int, size: int) -> "ReadPlan":
         """Where the bytes of a read are, without reading the pool: what ``fill``
@@ -485,7 +486,7 @@ class FileTree:
         bs = self.bs
         fb_lo, fb_hi = offset // bs, (end - 1) // bs + 1
         runs = []
-        for fb, s, k in self._extents(node.ino, fb_lo, fb_hi):
+        for fb, s, k in self.extents_in(node.ino, fb_lo, fb_hi):
             lo = max(offset, fb * bs)
             hi = min(end, (fb + k) * bs)
             runs.append((lo - offset, s, lo - fb * bs, hi - lo))
@@ -494,7 +495,7 @@ class FileTree:
     def _punch(self, ino: int, fb_lo: int, fb_hi: int | None) -> None:
         """Remove the mapping of file blocks [fb_lo, fb_hi) (None: to the end)."""
         hi = fb_hi if fb_hi is not None else 1 << 62
-        for fb, s, n in list(self._extents(ino, fb_lo, hi)):
+        for fb, s, n in list(self.extents_in(ino, fb_lo, hi)):
             k = items.extent_key(ino, fb)
             left = fb_lo - fb if fb < fb_lo else 0
             right = (fb + n) - hi if fb + n > hi else 0
@@ -502,19 +503,19 @@ class FileTree:
             # (no count changes, whatever the extent's size); only the punched
             # middle is released.
             if left:
-                self._put_raw(k, values.blockref(s, left), release_old=False)
+                self.put_value(k, values.blockref(s, left), release_old=False)
             else:
-                self._del(k, release=False)
+                self.delete_item(k, release=False)
             if right:
-                self._put_raw(items.extent_key(ino, fb + n - right), values.blockref(s + n - right, right))
-            self.pool.dec(self.ns.t, s + left, n - left - right)
+                self.put_value(items.extent_key(ino, fb + n - right), values.blockref(s + n - right, right))
+            self.blocks.dec(s + left, n - left - right)
 
     def _map(self, ino: int, fb: int, runs: list[tuple[int, int]]) -> None:
         """Insert extents for freshly written runs at file block fb (HOLE runs stay holes),
         merging with a preceding extent that ends where the new one starts in the pool."""
         for start, n in runs:
             if start != HOLE:
-                prev = next(iter(self._range(items.extent_key(ino, 0), items.extent_key(ino, fb),
+                prev = next(iter(self.item_range(items.extent_key(ino, 0), items.extent_key(ino, fb),
                                              reverse=True)), None)
                 if prev is not None:
                     pfb = items.extent_fblock(prev[0])
@@ -522,10 +523,10 @@ class FileTree:
                     if pfb + pn == fb and ps + pn == start:
                         # One extent [pfb, fb+n): it owns both runs' references already
                         # (the old value's pass on to it, the new run's are ours).
-                        self._put_raw(prev[0], values.blockref(ps, pn + n), release_old=False)
+                        self.put_value(prev[0], values.blockref(ps, pn + n), release_old=False)
                         fb += n
                         continue
-                self._put_raw(items.extent_key(ino, fb), values.blockref(start, n))
+                self.put_value(items.extent_key(ino, fb), values.blockref(start, n))
             fb += n
 
     def write(self, node: Inode, offset: int, data) -> int:
@@ -545,14 +546,14 @@ class FileTree:
                 if len(buf) < offset:
                     buf.extend(bytes(offset - len(buf)))
                 buf[offset:end] = data
-                self._put(items.inline_key(node.ino), bytes(buf))
+                self.put_item(items.inline_key(node.ino), bytes(buf))
                 node.size = new_size
                 self.touch(node)
                 self.put_inode(node)
                 return n
             if inline is not None:
                 # Grows past the inline limit: the old bytes become file blocks from 0.
-                self._del(items.inline_key(node.ino))
+                self.delete_item(items.inline_key(node.ino))
                 if cur.strip(b"\0"):
                     self._write_blocks(node.ino, 0, cur, node.size)
         self._write_blocks(node.ino, offset, data, node.size)
@@ -578,7 +579,7 @@ class FileTree:
                 last = self._block_bytes(ino, fb_hi - 1, size)
                 buf[-tail:] = last[bs - tail:]
             buf[head:head + len(data)] = data
-        runs = self.pool.write(self.ns.t, buf, owned)
+        runs = self.blocks.write(buf, owned)
         if fb_lo * bs < size:
             # Extents lie within the file's size (fscheck enforces it): at or past the
             # block after EOF nothing is mapped, so an append has nothing to punch.
@@ -590,8 +591,8 @@ class FileTree:
         bs = self.bs
         if fb * bs >= size:
             return bytes(bs)
-        for efb, s, n in self._extents(ino, fb, fb + 1):
-            return self.pool.read(s + fb - efb, 1)
+        for efb, s, n in self.extents_in(ino, fb, fb + 1):
+            return self.blocks.read(s + fb - efb, 1)
         return bytes(bs)
 
     def truncate(self, node: Inode, size: int) -> None:
@@ -604,9 +605,9 @@ class FileTree:
         inline = self.inline(node.ino)
         if inline is not None:
             if size <= INLINE_MAX:
-                self._put(items.inline_key(node.ino), inline[:size].ljust(size, b"\0"))
+                self.put_item(items.inline_key(node.ino), inline[:size].ljust(size, b"\0"))
             else:
-                self._del(items.inline_key(node.ino))
+                self.delete_item(items.inline_key(node.ino))
                 if inline[:node.size].strip(b"\0"):
                     self._write_blocks(node.ino, 0, inline[:node.size], node.size)
         elif size < node.size:
@@ -625,22 +626,22 @@ class FileTree:
 
     def extents(self, ino: int) -> list[tuple[int, int, int]]:
         """(file block, pool block, n) of every extent: for SEEK_DATA/SEEK_HOLE and usage."""
-        return list(self._extents(ino, 0, 1 << 62))
+        return list(self.extents_in(ino, 0, 1 << 62))
 
     # -- extended attributes -----------------------------------------------------
     def getxattr(self, ino: int, name: bytes) -> bytes:
-        v = self._get(items.xattr_key(ino, name))
+        v = self.get_item(items.xattr_key(ino, name))
         if v is None:
             raise NoAttribute(f"no attribute {name.decode(errors='replace')!r}")
         r = values.refs(v)
         if r is None:
             return values.payload(v)
         size = int.from_bytes(values.payload(v), "big")
-        return self.pool.read(r[0], r[1])[:size]
+        return self.blocks.read(r[0], r[1])[:size]
 
     def listxattr(self, ino: int) -> list[bytes]:
         lo, hi = items.prefix_range(ino, items.XATTR)
-        return [items.split(k)[2] for k, _ in self._range(lo, hi)]
+        return [items.split(k)[2] for k, _ in self.item_range(lo, hi)]
 
     def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
         """flags: os.XATTR_CREATE (1) fails if present, os.XATTR_REPLACE (2) if absent."""
@@ -649,33 +650,33 @@ class FileTree:
         if len(value) > XATTR_MAX:
             raise TooBig(f"attribute values are at most {XATTR_MAX} bytes")
         k = items.xattr_key(ino, name)
-        exists = self._get(k) is not None
+        exists = self.get_item(k) is not None
         if flags & 1 and exists:
             raise AlreadyExists(f"attribute {name.decode(errors='replace')!r} exists")
         if flags & 2 and not exists:
             raise NoAttribute(f"no attribute {name.decode(errors='replace')!r}")
         node = self.inode(ino)
         if len(value) <= XATTR_INLINE_MAX:
-            self._put(k, bytes(value))
+            self.put_item(k, bytes(value))
         else:
             bs = self.bs
             buf = bytes(value) + bytes(-len(value) % bs)
             # One run: allocate without zero-skipping so the value is one extent.
-            runs = self.pool.write(self.ns.t, buf)
+            runs = self.blocks.write(buf)
             if len(runs) != 1 or runs[0][0] == HOLE:
                 for s, n in runs:
                     if s != HOLE:
-                        self.pool.dec(self.ns.t, s, n)
+                        self.blocks.dec(s, n)
                 raise InvalidInput("large attribute values must not be mostly zero blocks")
-            self._put_raw(k, values.blockref(runs[0][0], runs[0][1], len(value).to_bytes(8, "big")))
+            self.put_value(k, values.blockref(runs[0][0], runs[0][1], len(value).to_bytes(8, "big")))
         self.touch(node, m=False)
         self.put_inode(node)
 
     def removexattr(self, ino: int, name: bytes) -> None:
         k = items.xattr_key(ino, name)
-        if self._get(k) is None:
+        if self.get_item(k) is None:
             raise NoAttribute(f"no attribute {name.decode(errors='replace')!r}")
-        self._del(k)
+        self.delete_item(k)
         node = self.inode(ino)
         self.touch(node, m=False)
         self.put_inode(node)

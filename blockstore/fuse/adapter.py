@@ -31,8 +31,9 @@ every commit (``Batcher.before_commit``: the age bound, fsync, a commit
 requested by another process, unmount), so nothing can observe the
 difference except error timing: a held write that fails (ENOSPC) fails the
 next write, flush (close) or fsync of every handle open on its file, as a
-kernel page cache reports writeback errors to each open file, and the
-kernel's cache of the file is dropped.  Not held back: appends, writes
+kernel page cache reports writeback errors to each open file (in no-open
+mode: the file's next write or fsync), and the kernel's cache of the file
+is dropped.  Not held back: appends (with handles), writes
 while no batch is open (the first change of a batch, which arms the age
 bound) or while commits fail, host files.  ``write_behind=False`` turns it
 off.  Why: a writer's requests are serial, so storing a write while the
@@ -60,9 +61,9 @@ listings are kept across opens (FOPEN_CACHE_DIR) and file pages too
 (``keep_cache``).  When every server is a tree, ``opendir`` answers
 ENOSYS, after which the kernel sends no opendir/releasedir at all and
 keeps every listing (and ``readdir`` gets the directory's inode as its
-handle); a mount that cannot write does the same with ``open`` (no
-open/flush/release: a warm read of a snapshot costs no request).  A
-handle that cannot write asks for no FLUSH at close (``noflush``).  Host
+handle); ``open`` does the same (see "Open files": a warm read costs no
+request).  In a mount that keeps handles (host directories), a handle that
+cannot write asks for no FLUSH at close (``noflush``).  Host
 directories (bind, tmpfs) change without notice: 1 s timeouts, listings
 read at every open, pages dropped at every open.
 
@@ -79,6 +80,36 @@ the kernel's comparison itself
 (``_note_content``): a regular file whose mtime or size differs from the
 last one answered has its pages dropped, as the kernel's rule would.
 
+Open files (no-open mode).  When every server is a tree and all of them can
+write or none can, ``open`` and ``create`` answer ENOSYS: the kernel then
+sends no OPEN, CREATE, FLUSH or RELEASE for any file of the mount, makes
+files with ``mknod`` and keeps their pages (FOPEN_KEEP_CACHE); ``read``,
+``write``, ``fsync`` and ``lseek`` get the file's inode as their handle.
+What a handle was for:
+
+* which files are open (unlinking or renaming over an open file keeps its
+  inode until the last close): the kernel's lookup count of the inode
+  instead (``_nlookup``: +1 per entry reply, -n per FORGET).  The kernel
+  holds a reference while a file is open, so a file it holds counts as
+  open (``TreeView.file_opened``) and its FORGET as the last close
+  (``file_closed``, which frees an unlinked file).  Cost: a file the kernel
+  merely caches is kept, if unlinked meanwhile, until the kernel forgets it
+  (at once for an unlinked inode no one has open).  As with handles, the
+  first reference and the last are logged in an open batch (``mark``), so
+  a replayed batch sees the files open at each of its changes.
+* O_TRUNC: the kernel truncates by ``setattr`` (``enable_atomic_o_trunc``
+  off; with it the kernel would drop the truncation of an open it never
+  sends).
+* O_APPEND: the kernel writes at its own idea of the end of file, which is
+  exact for writers of this mount (it serialises them) and fresh for
+  changes behind it once the watcher invalidated the attributes.
+* errors of a write answered before it was stored: reported to the next
+  write or fsync of the file (close reports none, as on a local file
+  system), logged if the file is forgotten first.
+A mount that serves a host directory keeps handles (a host file is read
+through an open host fd), and so does one mixing read-only and writable
+trees (only an open can refuse writing into the read-only one).
+
 Errors are turned into errno in one place: ``errno.to_errno``.
 """
 from __future__ import annotations
@@ -88,12 +119,13 @@ import functools
 import itertools
 import logging
 import os
-import stat as S
+import stat
 from bisect import bisect_right
 
 import pyfuse3
 import trio
 
+from ..api.mounts import HostDir, ReadOnlyView
 from .committer import Batcher
 from .errno import to_errno
 from .servers import HostServer, TreeServer
@@ -161,7 +193,8 @@ class Adapter(pyfuse3.Operations):
 
     def __init__(self, store, tfs, *, readonly: bool = False,
                  attr_timeout: float | None = None,
-                 batcher: Batcher | None = None, write_behind: bool = True):
+                 batcher: Batcher | None = None, write_behind: bool = True,
+                 no_open: bool | None = None):
         super().__init__()
         self.store = store
         # The group-commit batch; its run() task must be started with the server.
@@ -202,10 +235,20 @@ class Adapter(pyfuse3.Operations):
         self._content: dict[int, tuple[int, int]] = {}
         # No opendir (see "Caches"): when every server is a tree, opendir answers
         # ENOSYS and the kernel keeps every listing without asking; readdir then
-        # gets the directory's inode as its handle.  No open as well when the
-        # mount cannot write: reads get the file's inode.
+        # gets the directory's inode as its handle.
         self.no_opendir = all(isinstance(s, TreeServer) for s in self.servers)
-        self.no_open = self.no_opendir and all(s.readonly for s in self.servers)
+        # No open either (see "Open files") when every server is a tree and all of
+        # them can write or none can (a read-only volume in a writable tree must
+        # refuse an open for writing, which only an open request can).
+        can_no_open = self.no_opendir and len({s.readonly for s in self.servers}) == 1
+        self.no_open = can_no_open if no_open is None else bool(no_open) and can_no_open
+        # open(O_TRUNC) then reaches setattr (patched pyfuse3; the kernel would
+        # drop the truncation of an atomic O_TRUNC open that open never sees).
+        self.enable_atomic_o_trunc = not self.no_open
+        # No-open mode, writable trees: the kernel's lookup count per FUSE inode of
+        # a regular file; a file the kernel holds is open for unlink and rename.
+        self._nlookup: dict[int, int] | None = (
+            {} if self.no_open and not self.servers[0].readonly else None)
         self._listings: dict[int, list] = {}        # no-opendir: dir inode -> listing
         # Symlink targets in the kernel's page cache: a tree's symlink never
         # changes its target (host paths can: only without host servers).
@@ -222,11 +265,12 @@ class Adapter(pyfuse3.Operations):
         for spec in sorted(self.tfs.mounts.specs, key=lambda m: len(m["target"])):
             srv, _ = self.tfs.mounts.route(spec["target"])
             ro = self.readonly or bool(spec.get("readonly"))
-            if hasattr(srv, "root") and isinstance(getattr(srv, "root"), str):   # HostDir
+            if isinstance(srv, HostDir):                        # bind, tmpfs
                 server = HostServer(srv.root, ro or srv.readonly)
+            elif isinstance(srv, ReadOnlyView):                 # a volume mounted read-only
+                server = TreeServer(srv.inner, True)
             else:
-                inner = getattr(srv, "_inner", srv)                            # ReadOnlyView
-                server = TreeServer(inner, ro or inner is not srv)
+                server = TreeServer(srv, ro)
             k, ino = 0, 1
             try:
                 for part in spec["target"].strip("/").split("/"):
@@ -258,21 +302,17 @@ class Adapter(pyfuse3.Operations):
             srv.set_open_state(st)
 
     # -- where calls run ---------------------------------------------------------------------
-    async def _get(self, srv, meth: str, *args):
-        """A metadata read: inline (the batch's view for trees; a stat for host dirs)."""
-        return getattr(srv, meth)(*args)
-
-    async def _read(self, srv, meth: str, *args):
-        """A listing: inline for trees, a worker thread for host dirs."""
-        fn = getattr(srv, meth)
-        if isinstance(srv, TreeServer):
+    async def _read(self, fn, *args):
+        """A listing by server method ``fn``: inline for trees, a worker thread
+        for host dirs.  (Metadata reads call the server inline.)"""
+        if fn.__self__.inline:
             return fn(*args)
         return await _blocking(fn, *args)
 
-    async def _change(self, srv, meth: str, *args, nbytes: int = 0, redo=None, **kw):
-        """A change: one step of the batch for trees, a worker thread for host dirs."""
-        fn = getattr(srv, meth)
-        if isinstance(srv, TreeServer):
+    async def _change(self, fn, *args, nbytes: int = 0, redo=None, **kw):
+        """A change by server method ``fn``: one step of the batch for trees, a
+        worker thread for host dirs."""
+        if fn.__self__.inline:
             return await self.batcher.write(fn, *args, nbytes=nbytes, redo=redo, **kw)
         return await _blocking(fn, *args, **kw)
 
@@ -290,7 +330,7 @@ class Adapter(pyfuse3.Operations):
     async def _entry_of(self, k: int, st) -> pyfuse3.EntryAttributes:
         k2, ino = self._follow(k, st.st_ino)
         if k2 != k:                         # a mount point: show the mounted root
-            k, st = k2, await self._get(self.servers[k2], "getattr", ino)
+            k, st = k2, self.servers[k2].getattr(ino)
         return self._entry(k, ino, st)
 
     def _entry(self, k: int, ino: int, st) -> pyfuse3.EntryAttributes:
@@ -309,7 +349,7 @@ class Adapter(pyfuse3.Operations):
         e.st_atime_ns = st.st_atime_ns
         e.st_mtime_ns = st.st_mtime_ns
         e.st_ctime_ns = st.st_ctime_ns
-        if k not in self._keep_cache and S.S_ISREG(st.st_mode):
+        if k not in self._keep_cache and stat.S_ISREG(st.st_mode):
             self._note_content(e.st_ino, st)
         return e
 
@@ -340,7 +380,7 @@ class Adapter(pyfuse3.Operations):
         if not self._redirect:
             return
         try:
-            st = await self._get(self.servers[k], "lookup", dir_ino, name)
+            st = self.servers[k].lookup(dir_ino, name)
         except OSError:
             return
         if (k, st.st_ino) in self._redirect:
@@ -351,7 +391,7 @@ class Adapter(pyfuse3.Operations):
     async def lookup(self, parent_inode, name, ctx=None):
         k, d, srv = self._split(parent_inode)
         try:
-            st = await self._get(srv, "lookup", d, name)
+            st = srv.lookup(d, name)
         except FileNotFoundError:
             if k not in self._keep_cache:
                 raise
@@ -362,12 +402,12 @@ class Adapter(pyfuse3.Operations):
             e.st_ino = 0
             e.entry_timeout = self.timeouts[k]
             return e
-        return await self._entry_of(k, st)
+        return self._looked_up(await self._entry_of(k, st))
 
     @_translate
     async def getattr(self, inode, ctx=None):
         k, i, srv = self._split(inode)
-        return await self._entry_of(k, await self._get(srv, "getattr", i))
+        return await self._entry_of(k, srv.getattr(i))
 
     @_translate
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -385,13 +425,13 @@ class Adapter(pyfuse3.Operations):
             kw["atime"] = attr.st_atime_ns
         if fields.update_mtime:
             kw["mtime"] = attr.st_mtime_ns
-        st = await self._change(srv, "setattr", i, **kw)
+        st = await self._change(srv.setattr, i, **kw)
         return await self._entry_of(k, st)
 
     @_translate
     async def readlink(self, inode, ctx):
         k, i, srv = self._split(inode)
-        return await self._get(srv, "readlink", i)
+        return srv.readlink(i)
 
     @_translate
     async def opendir(self, inode, ctx):
@@ -419,19 +459,21 @@ class Adapter(pyfuse3.Operations):
         inode, listing = state
         k, d, srv = self._split(inode)
         if listing is None or start_id == 0:
-            listing = await self._read(srv, "readdir", d, 0)
+            listing = await self._read(srv.readdir, d, 0)
             state[1] = listing
         pos = bisect_right(listing, start_id, key=lambda e: e[0])
         rest = listing[pos:]
         # The stats of up to a reply's worth of entries per call.
         for i in range(0, len(rest), 256):
             chunk = rest[i:i + 256]
-            stats = await self._read(srv, "lookup_many", d, [name for _, name in chunk])
+            stats = await self._read(srv.lookup_many, d, [name for _, name in chunk])
             for (idx, name), st in zip(chunk, stats):
                 if st is None:
                     continue                # removed since the listing was read
-                if not pyfuse3.readdir_reply(token, name, await self._entry_of(k, st), idx):
+                e = await self._entry_of(k, st)
+                if not pyfuse3.readdir_reply(token, name, e, idx):
                     return
+                self._looked_up(e)          # readdirplus: the kernel holds the entry
         if self.no_opendir:
             self._listings.pop(fh, None)    # the end was reached
 
@@ -469,23 +511,23 @@ class Adapter(pyfuse3.Operations):
     # -- namespace -------------------------------------------------------------------------
     async def _create(self, parent_inode, name, mode, ctx, rdev=0):
         k, d, srv = self._split(parent_inode)
-        st = await self._change(srv, "create", d, name, mode, ctx.uid, ctx.gid, rdev)
+        st = await self._change(srv.create, d, name, mode, ctx.uid, ctx.gid, rdev)
         return k, st
 
     @_translate
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
         k, st = await self._create(parent_inode, name, mode, ctx, rdev)
-        return await self._entry_of(k, st)
+        return self._looked_up(await self._entry_of(k, st))
 
     @_translate
     async def mkdir(self, parent_inode, name, mode, ctx):
-        k, st = await self._create(parent_inode, name, S.S_IFDIR | (mode & 0o7777), ctx)
+        k, st = await self._create(parent_inode, name, stat.S_IFDIR | (mode & 0o7777), ctx)
         return await self._entry_of(k, st)
 
     @_translate
     async def symlink(self, parent_inode, name, target, ctx):
         k, d, srv = self._split(parent_inode)
-        st = await self._change(srv, "symlink", d, name, target, ctx.uid, ctx.gid)
+        st = await self._change(srv.symlink, d, name, target, ctx.uid, ctx.gid)
         return await self._entry_of(k, st)
 
     @_translate
@@ -493,19 +535,19 @@ class Adapter(pyfuse3.Operations):
         k, i, srv = self._split(inode)
         k2, d, _ = self._split(new_parent_inode)
         self._same_server(k, k2)
-        st = await self._change(srv, "link", i, d, new_name)
-        return await self._entry_of(k, st)
+        st = await self._change(srv.link, i, d, new_name)
+        return self._looked_up(await self._entry_of(k, st))
 
     @_translate
     async def unlink(self, parent_inode, name, ctx):
         k, d, srv = self._split(parent_inode)
-        await self._change(srv, "unlink", d, name)
+        await self._change(srv.unlink, d, name)
 
     @_translate
     async def rmdir(self, parent_inode, name, ctx):
         k, d, srv = self._split(parent_inode)
         await self._not_mount_point(k, d, name)
-        await self._change(srv, "rmdir", d, name)
+        await self._change(srv.rmdir, d, name)
 
     @_translate
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
@@ -514,7 +556,7 @@ class Adapter(pyfuse3.Operations):
         self._same_server(k, k2)
         await self._not_mount_point(k, sd, name_old)
         await self._not_mount_point(k, dd, name_new)
-        await self._change(srv, "rename", sd, name_old, dd, name_new, flags)
+        await self._change(srv.rename, sd, name_old, dd, name_new, flags)
 
     # -- files -----------------------------------------------------------------------------
     def _new_handle(self, inode, flags) -> tuple[int, Handle]:
@@ -547,12 +589,16 @@ class Adapter(pyfuse3.Operations):
         fh = next(self._fh)
         self._handles[fh] = h
         if flags & os.O_TRUNC and h.write:
-            await self._change(h.srv, "setattr", h.ino, size=0)
+            await self._change(h.srv.setattr, h.ino, size=0)
         return self._file_info(fh)
 
     @_translate
     async def create(self, parent_inode, name, mode, flags, ctx):
-        k, st = await self._create(parent_inode, name, S.S_IFREG | (mode & 0o7777), ctx)
+        if self.no_open:
+            # The kernel then makes files with mknod and opens them without a
+            # request: no handle, hence no FLUSH or RELEASE at their close.
+            raise pyfuse3.FUSEError(errno.ENOSYS)
+        k, st = await self._create(parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx)
         e = await self._entry_of(k, st)
         _, h = self._new_handle(e.st_ino, flags)
         h.srv_handle = await self._open_file(h)
@@ -584,15 +630,15 @@ class Adapter(pyfuse3.Operations):
 
     @_translate
     async def write(self, fh, off, buf):
-        h = self._handles[fh]
+        h = self._handle(fh)
         self._raise_failed(fh)
         if h.append:       # size and write in one step: no other change in between
-            return await self._change(h.srv, "append", h.ino, h.srv_handle, buf, nbytes=len(buf))
+            return await self._change(h.srv.append, h.ino, h.srv_handle, buf, nbytes=len(buf))
         if (self.write_behind and self.nursery is not None and isinstance(h.srv, TreeServer)
                 and not h.srv.readonly and not self.batcher.clean and not self.batcher.failing):
             self._behind = (fh, h, off, buf)        # stored after the next getxattr's reply
             return len(buf)
-        return await self._change(h.srv, "write", h.ino, h.srv_handle, off, buf, nbytes=len(buf))
+        return await self._change(h.srv.write, h.ino, h.srv_handle, off, buf, nbytes=len(buf))
 
     def _drain(self) -> None:
         """Store the write held back, if any (into the open batch); its error is
@@ -637,15 +683,15 @@ class Adapter(pyfuse3.Operations):
         # close does not commit: fsync does (or the 50 ms bound); it reports the
         # failure of a write answered before it was stored.
         if self.no_open:
-            # Nothing to report on a mount that cannot write: ENOSYS makes the
-            # kernel stop sending FLUSH at every close (no-open mode opens no
-            # handle that could ask for noflush).
+            # ENOSYS makes the kernel stop sending FLUSH at every close (no-open
+            # mode has no handle that could ask for noflush); write errors go
+            # to the file's next write or fsync instead (see "Open files").
             raise pyfuse3.FUSEError(errno.ENOSYS)
         self._raise_failed(fh)
 
     @_translate
     async def fsync(self, fh, datasync):
-        h = self._handles[fh]
+        h = self._handle(fh)
         self._raise_failed(fh)
         if isinstance(h.srv, HostServer):
             await _blocking(h.srv.fsync, h.srv_handle)
@@ -670,17 +716,17 @@ class Adapter(pyfuse3.Operations):
         k, i, srv = self._split(inode)
         if self._behind is not None and self.nursery is not None:
             self.nursery.start_soon(self._drain_soon)      # runs after this reply
-        return await self._get(srv, "getxattr", i, name)
+        return srv.getxattr(i, name)
 
     @_translate
     async def listxattr(self, inode, ctx):
         k, i, srv = self._split(inode)
-        return await self._get(srv, "listxattr", i)
+        return srv.listxattr(i)
 
     @_translate
     async def setxattr(self, inode, name, value, ctx):
         k, i, srv = self._split(inode)
-        await self._change(srv, "setxattr", i, name, value)
+        await self._change(srv.setxattr, i, name, value)
 
     @_translate
     async def removexattr(self, inode, name, ctx):
@@ -688,10 +734,49 @@ class Adapter(pyfuse3.Operations):
         # A change that fails aborts the batch and replays it (committer.py), a cost
         # of the batch's length: the common failure, no such attribute (cp -a removes
         # every directory's default ACL), is answered by a read first.
-        await self._get(srv, "getxattr", i, name)
-        await self._change(srv, "removexattr", i, name)
+        srv.getxattr(i, name)
+        await self._change(srv.removexattr, i, name)
 
     async def forget(self, inode_list):
-        # The only per-inode state: ``_content`` (a forgotten inode has no pages).
-        for fino, _ in inode_list:
+        # Per-inode state: ``_content`` (a forgotten inode has no pages) and, in
+        # no-open mode, the lookup counts (see "Open files").
+        if self._behind is not None:
+            self._drain()                   # before its file can be freed
+        for fino, n in inode_list:
             self._content.pop(fino, None)
+            if self._nlookup is not None and fino in self._nlookup:
+                left = self._nlookup[fino] - n
+                if left > 0:
+                    self._nlookup[fino] = left
+                else:
+                    del self._nlookup[fino]
+                    self._closed(fino)
+
+    # -- open files in no-open mode ----------------------------------------------------------
+    def _looked_up(self, e: pyfuse3.EntryAttributes) -> pyfuse3.EntryAttributes:
+        """Count an entry reply: the kernel holds one more reference to the inode
+        (no-open mode, regular files).  The first makes the file open for the tree."""
+        nl = self._nlookup
+        if nl is not None and stat.S_ISREG(e.st_mode):
+            fino = e.st_ino
+            n = nl.get(fino, 0)
+            nl[fino] = n + 1
+            if n == 0:
+                k, i, srv = self._split(fino)
+                # Logged in an open batch: a replay must see which files were
+                # open at each of its changes (a write into an unlinked file).
+                self.batcher.mark(srv.open, i, False)
+        return e
+
+    def _closed(self, fino: int) -> None:
+        """The kernel forgot a file (its last reference: no open file, no cached
+        inode): one user fewer for the tree, which frees it if it was unlinked."""
+        exc = self._failed.pop(fino, None)
+        if exc is not None:
+            log.error("a write answered before it was stored failed and was never "
+                      "reported: %s", exc)
+        k, i, srv = self._split(fino)
+        try:
+            self.batcher.mark(srv.release, i, None)
+        except Exception:                   # noqa: BLE001 -- forget has no reply
+            log.exception("releasing inode %d", i)

@@ -264,7 +264,7 @@ class Batcher:
             return None
         cm, redo, nbytes = self._cm, self._redo, self._bytes
         self._redo, self._bytes = [], 0
-        txn_id = self.store.env.batch_txn_id()
+        txn_id = self.store.batch_txn_id()
         try:
             cm.__exit__(None, None, None)
         except BaseException as exc:                # noqa: BLE001

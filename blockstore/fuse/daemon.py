@@ -50,7 +50,7 @@ import subprocess
 import sys
 import time
 
-from .. import errors as E
+from .. import errors
 from .. import private_files
 from ..api.treekeys import tree_key
 from . import options as mount_options
@@ -121,20 +121,20 @@ def check_mountpoint(mountpoint: str) -> str:
     try:
         st = os.stat(mp)
     except FileNotFoundError:
-        raise E.NotFound("mount point does not exist; create the directory first (mkdir)",
+        raise errors.NotFound("mount point does not exist; create the directory first (mkdir)",
                          path=mp) from None
     except OSError as exc:
         if exc.errno == _errno.ENOTCONN:
-            raise E.Busy("a dead mount is left at the mount point (its daemon was killed); "
+            raise errors.Busy("a dead mount is left at the mount point (its daemon was killed); "
                          "run `blockstore umount` on it first", path=mp) from None
         raise
     if not os.path.isdir(mp) or not (st.st_mode & 0o170000 == 0o040000):
-        raise E.NotADirectory("mount point is not a directory", path=mp)
+        raise errors.NotADirectory("mount point is not a directory", path=mp)
     if os.path.ismount(mp):
-        raise E.Busy("something is already mounted there; unmount it (`blockstore umount`) "
+        raise errors.Busy("something is already mounted there; unmount it (`blockstore umount`) "
                      "or choose another mount point", path=mp)
     if os.listdir(mp):
-        raise E.InvalidInput("mount point is not an empty directory; mount on an empty one",
+        raise errors.InvalidInput("mount point is not an empty directory; mount on an empty one",
                              path=mp)
     return mp
 
@@ -226,7 +226,7 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
             max_tasks=max_tasks, debug=debug, commit_interval=commit_interval,
             read_ahead_kb=read_ahead_kb, write_behind=write_behind, dev=dev, suid=suid,
             verify_reads=verify_reads))
-    except E.InvalidInput as exc:
+    except errors.InvalidInput as exc:
         if ready:
             ready(exc)
         raise
@@ -253,7 +253,7 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
     try:
         for opt, on in (("dev", dev), ("suid", suid)):
             if on and os.geteuid() != 0:
-                raise E.PermissionDenied(f"-o {opt} needs root (the kernel honours device "
+                raise errors.PermissionDenied(f"-o {opt} needs root (the kernel honours device "
                                          f"nodes and set-id bits only in a mount root makes); "
                                          f"mount without it, or as root")
         mp = check_mountpoint(mountpoint)
@@ -374,7 +374,7 @@ def log_path(store_path: str, name: str) -> str:
     """STORE/fuse/KEY.log, where the mount daemon of tree ``name`` appends its log
     (the directory made 0700 when missing; NotAStore if there is no store)."""
     if not os.path.isdir(os.path.abspath(store_path)):
-        raise E.NotAStore(path=os.path.abspath(store_path))
+        raise errors.NotAStore(path=os.path.abspath(store_path))
     logdir = os.path.join(os.path.abspath(store_path), "fuse")
     os.makedirs(logdir, mode=0o700, exist_ok=True)
     return os.path.join(logdir, tree_key(name) + ".log")
@@ -467,12 +467,12 @@ def _raise_unless_ok(msg: str, proc, logdir: str) -> None:
         proc.wait(timeout=10)
     if msg.startswith("error "):
         info = json.loads(msg[6:])
-        cls = getattr(E, info["cls"], None)
-        if isinstance(cls, type) and issubclass(cls, E.BlockstoreError):
+        cls = getattr(errors, info["cls"], None)
+        if isinstance(cls, type) and issubclass(cls, errors.BlockstoreError):
             raise cls(info["msg"], path=info.get("path"))
-        raise E.BlockstoreError(f"{info['cls']}: {info['msg']}")
+        raise errors.BlockstoreError(f"{info['cls']}: {info['msg']}")
     status = f" with status {proc.returncode}" if proc is not None else ""
-    raise E.BlockstoreError(f"mount daemon exited{status} without mounting; see {logdir}")
+    raise errors.BlockstoreError(f"mount daemon exited{status} without mounting; see {logdir}")
 
 
 def _report_to(fd: int):
@@ -544,14 +544,14 @@ def unmount(mountpoint: str, lazy: bool = False, timeout: float = 30.0) -> None:
         err = None if res.returncode == 0 else res.stderr.strip()
     if err is not None:
         if "busy" in err.lower():
-            raise E.Busy(f"files are open under the mount point ({err}); close them or "
+            raise errors.Busy(f"files are open under the mount point ({err}); close them or "
                          f"unmount lazily", path=mp)
         # Leftovers that fusermount3 refuses (e.g. mounted by another user): the kernel way.
         res2 = subprocess.run(["umount", "-l", mp], capture_output=True, text=True)
         if res2.returncode != 0:
             if not os.path.ismount(mp):
-                raise E.InvalidInput("nothing is mounted there", path=mp)
-            raise E.BlockstoreError(f"cannot unmount: {err}; {res2.stderr.strip()}", path=mp)
+                raise errors.InvalidInput("nothing is mounted there", path=mp)
+            raise errors.BlockstoreError(f"cannot unmount: {err}; {res2.stderr.strip()}", path=mp)
     if reg and reg.get("pid") and not lazy:     # lazy: the daemon lives until files close
         _wait_gone(reg["pid"], timeout)
     if reg and not (reg.get("pid") and _alive(reg["pid"])):
@@ -577,7 +577,7 @@ def run(store_path: str, name: str, mountpoint: str, ready_fd: int | None, opts:
     log.info("mounting tree %r of %s at %s", name, store_path, mountpoint)  # logs are by key
     try:
         serve(store_path, name, mountpoint, ready=ready, **opts)
-    except E.BlockstoreError as exc:
+    except errors.BlockstoreError as exc:
         log.error("%s", exc)
         return exc.exit_code
     return 0

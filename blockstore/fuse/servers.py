@@ -14,7 +14,7 @@ thread, guarding its inode table with a lock.
 from __future__ import annotations
 
 import os
-import stat as S
+import stat
 import threading
 
 from ..errors import ReadOnly
@@ -34,6 +34,8 @@ class TreeServer:
     """Inode-level access to one blockstore tree (``TreeView``)."""
 
     kind = "tree"
+    # Called on the trio thread (its changes join the mount's batch).
+    inline = True
 
     def __init__(self, tfs, readonly: bool = False):
         self.tfs = tfs
@@ -94,11 +96,11 @@ class TreeServer:
     def open(self, ino, write: bool):
         if write:
             self._w()
-        self.tfs._file_opened(ino)
+        self.tfs.file_opened(ino)
         return None
 
     def release(self, ino, handle) -> None:
-        self.tfs._file_closed(ino)
+        self.tfs.file_closed(ino)
 
     def read(self, ino, handle, off, size, cached_only: bool = False):
         """``cached_only``: BlockingIOError instead of waiting for the disk."""
@@ -118,7 +120,7 @@ class TreeServer:
         none (at or past the end of file, or no data after ``off``)."""
         if whence not in (os.SEEK_DATA, os.SEEK_HOLE):
             raise OSError(22, "only SEEK_DATA and SEEK_HOLE are served")
-        return self.tfs._seek_data_hole(ino, off, whence == os.SEEK_DATA)
+        return self.tfs.seek_data_hole(ino, off, whence == os.SEEK_DATA)
 
     def append(self, ino, handle, data):
         """Write at the current end of file (O_APPEND), as one step."""
@@ -129,9 +131,7 @@ class TreeServer:
         return self.tfs.open_inodes()
 
     def set_open_state(self, counts: dict) -> None:
-        with self.tfs._lock:
-            self.tfs._open.clear()
-            self.tfs._open.update(counts)
+        self.tfs.set_open_inodes(counts)
 
     def getxattr(self, ino, name):
         return self.tfs.getxattr_ino(ino, name)
@@ -165,6 +165,8 @@ class HostServer:
     """
 
     kind = "host"
+    # Listings and changes run in worker threads (host syscalls may block).
+    inline = False
 
     def __init__(self, root: str, readonly: bool):
         self.rootdir = os.path.realpath(root)
@@ -243,7 +245,7 @@ class HostServer:
         self._w()
         rel = self._rel(dir_ino, name)
         p = self._full(rel)
-        if S.S_ISDIR(mode):
+        if stat.S_ISDIR(mode):
             os.mkdir(p, mode & 0o7777)
         else:
             os.mknod(p, mode, rdev)

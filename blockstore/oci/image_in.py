@@ -253,7 +253,7 @@ def import_chain(store, img: Image, name: str, progress=None, limits=None):
         if prev_name is None:
             with store.staging(name) as st:
                 return st.commit(labels)
-        return store.engine.snapshot(prev_name, name, labels=labels)
+        return store.trees.snapshot(prev_name, name, labels=labels)
     except BaseException:
         for cid in reversed(created):
             try:

@@ -37,7 +37,7 @@ import tempfile
 from ..errors import InvalidInput
 from .compress import detect, open_stream
 from .safety import show
-from .tarread import Info
+from .tarread import Info, note_member
 
 _IMAGE_DIR = re.compile(r"^(blobs|[0-9a-f]{64})$")
 
@@ -106,7 +106,7 @@ def _names(f, mode: str):
             if m is None:
                 return
             tf.members.clear()
-            tf._bs_last = m.name
+            note_member(tf, m.name)
             yield m.name, m.isdir()
 
 

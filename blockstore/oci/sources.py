@@ -19,12 +19,12 @@ import errno
 import json
 import os
 import re
-import stat as S
+import stat
 import tarfile
 
 from ..errors import InvalidInput, NotFound
 from . import safety
-from .tarread import Info
+from .tarread import Info, last_member, note_member, set_kind
 
 MEMBERS_MAX = 1 << 16
 LINK_HOPS = 40                      # as the kernel's symlink limit (ELOOP)
@@ -76,7 +76,7 @@ class DirSource:
         finally:
             os.close(fd)
         st = os.fstat(ffd)
-        if not S.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
             os.close(ffd)
             raise InvalidInput(f"image file {rel!r} is not a regular file", path=self.label)
         return os.fdopen(ffd, "rb")
@@ -115,7 +115,7 @@ class TarSource:
         except tarfile.TarError as exc:
             raise InvalidInput(f"not a readable tar archive ({exc})", path=self.label) from None
         try:
-            self.tf._bs_kind = "archive member"
+            set_kind(self.tf, "archive member")
             self.index = self._index()
         except BaseException:
             self.tf.close()
@@ -133,7 +133,7 @@ class TarSource:
                 if m is None:
                     break
                 self.tf.members.clear()
-                self.tf._bs_last = m.name
+                note_member(self.tf, m.name)
                 if len(index) >= MEMBERS_MAX:
                     raise InvalidInput(f"more than {MEMBERS_MAX} members: not an image archive",
                                        path=self.label)
@@ -145,7 +145,7 @@ class TarSource:
             if isinstance(exc, InvalidInput):
                 raise
             raise InvalidInput(f"damaged image archive after member "
-                               f"{safety.show(getattr(self.tf, '_bs_last', None))} ({exc})",
+                               f"{safety.show(last_member(self.tf))} ({exc})",
                                path=self.label) from None
         return index
 

@@ -25,8 +25,23 @@ from ..errors import InvalidInput
 from . import safety
 
 
+def note_member(tf, name: str) -> None:
+    """Remember ``name`` as the last member read from ``tf`` (errors name it)."""
+    tf._bs_last = name
+
+
+def last_member(tf) -> str | None:
+    """The last member ``note_member`` recorded for ``tf``, or None."""
+    return getattr(tf, "_bs_last", None)
+
+
+def set_kind(tf, kind: str) -> None:
+    """What ``tf``'s members are called in refusals ("layer entry" by default)."""
+    tf._bs_kind = kind
+
+
 def _where(tf) -> str:
-    last = getattr(tf, "_bs_last", None)
+    last = last_member(tf)
     return f"after {safety.show(last)}" if last is not None else "at the start of the archive"
 
 

@@ -7,7 +7,9 @@ for its costs):
 * ``DataFile`` -- one file of fixed-size blocks (datafile.py);
 * ``Pool``     -- write / inc / dec / release_pending / sync / read plus
   introspection, self_check and rebuild (pool.py, check.py);
-* ``HOLE``     -- run start meaning "zero blocks, not stored".
+* ``HOLE``     -- run start meaning "zero blocks, not stored";
+* ``BlockReader`` / ``BlockWriter`` -- the pool bound to one transaction
+  (txnblocks.py): what the txn layer hands the layers above as ``txn.blocks``.
 
 Internals, one concept per module: runs.py (run maps and interval math),
 allocator.py (free extents, growth), pending.py (deferred frees),
@@ -17,5 +19,6 @@ sums.py (per-block checksums: XXH3-128, or SHA-256 with dedup).
 from .datafile import DataFile
 from .dbs import PoolDbs
 from .pool import HOLE, Pool, PoolStats
+from .txnblocks import BlockReader, BlockWriter
 
-__all__ = ["HOLE", "DataFile", "Pool", "PoolDbs", "PoolStats"]
+__all__ = ["HOLE", "BlockReader", "BlockWriter", "DataFile", "Pool", "PoolDbs", "PoolStats"]

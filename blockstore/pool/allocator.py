@@ -26,7 +26,7 @@ Costs: ``allocate`` is O(log N + k) cursor operations for k runs visited;
 """
 from __future__ import annotations
 
-from . import runs as R
+from . import runs as run_ops
 from .datafile import DataFile
 from .dbs import FREE_BLOCKS, HINT, TOTAL_BLOCKS, Meta, PoolDbs, pack_u64
 from .. import errors
@@ -45,12 +45,12 @@ class Allocator:
 
     # ------------------------------------------------------------------ queries
     def runs(self, t):
-        for s, n, _ in R.iterate(t, self.db):
+        for s, n, _ in run_ops.iterate(t, self.db):
             yield s, n
 
     def overlap(self, t, start: int, n: int) -> tuple[int, int] | None:
         """The first free run intersecting [start, start+n), or None."""
-        return R.first_overlap(t, self.db, start, n)
+        return run_ops.first_overlap(t, self.db, start, n)
 
     # ------------------------------------------------------------------ free
     def free(self, t, start: int, n: int) -> None:
@@ -60,20 +60,20 @@ class Allocator:
         end = start + n
         total = self.meta.get(t, TOTAL_BLOCKS)
         if start < 0 or end > total:
-            raise errors.Corruption(f"freeing {R.fmt_run(start, n)} outside the pool of {total} blocks")
+            raise errors.Corruption(f"freeing {run_ops.fmt_run(start, n)} outside the pool of {total} blocks")
         cur = t.cursor(db=self.db)
         new_start, new_end = start, end
-        if R.floor(cur, start):
-            s, ln, _ = R.decode(cur.key(), cur.value())
+        if run_ops.floor(cur, start):
+            s, ln, _ = run_ops.decode(cur.key(), cur.value())
             if s + ln > start:
-                raise errors.Corruption(f"double free: {R.fmt_run(start, n)} overlaps free {R.fmt_run(s, ln)}")
+                raise errors.Corruption(f"double free: {run_ops.fmt_run(start, n)} overlaps free {run_ops.fmt_run(s, ln)}")
             if s + ln == start:
                 new_start = s
                 cur.delete()
         if cur.set_range(pack_u64(start)):
-            s, ln, _ = R.decode(cur.key(), cur.value())
+            s, ln, _ = run_ops.decode(cur.key(), cur.value())
             if s < end:
-                raise errors.Corruption(f"double free: {R.fmt_run(start, n)} overlaps free {R.fmt_run(s, ln)}")
+                raise errors.Corruption(f"double free: {run_ops.fmt_run(start, n)} overlaps free {run_ops.fmt_run(s, ln)}")
             if s == end:
                 new_end = s + ln
                 cur.delete()
@@ -104,7 +104,7 @@ class Allocator:
             by_extent.setdefault(s, (ln, []))[1].append((a, k))
         for s, (ln, taken) in by_extent.items():
             t.delete(pack_u64(s), db=self.db)
-            for rs, rn in R.subtract([(s, ln)], R.normalize(taken)):
+            for rs, rn in run_ops.subtract([(s, ln)], run_ops.normalize(taken)):
                 t.put(pack_u64(rs), pack_u64(rn), db=self.db)
         self.meta.add(t, FREE_BLOCKS, -m)
         last_a, last_k = picks[-1][2], picks[-1][3]
@@ -122,8 +122,8 @@ class Allocator:
         picks = []
         need = m
         cur = t.cursor(db=self.db)
-        if R.floor(cur, hint):
-            s, ln, _ = R.decode(cur.key(), cur.value())
+        if run_ops.floor(cur, hint):
+            s, ln, _ = run_ops.decode(cur.key(), cur.value())
             if s + ln > hint:
                 k = min(s + ln - hint, need)
                 picks.append((s, ln, hint, k))
@@ -132,7 +132,7 @@ class Allocator:
         else:
             ok = cur.set_range(pack_u64(hint))
         while need and ok:
-            s, ln, _ = R.decode(cur.key(), cur.value())
+            s, ln, _ = run_ops.decode(cur.key(), cur.value())
             k = min(ln, need)
             picks.append((s, ln, s, k))
             need -= k
@@ -140,7 +140,7 @@ class Allocator:
         if need:  # wrap around: everything before the hint
             ok = cur.first()
             while need and ok:
-                s, ln, _ = R.decode(cur.key(), cur.value())
+                s, ln, _ = run_ops.decode(cur.key(), cur.value())
                 if s >= hint:
                     break
                 k = min(ln, hint - s, need)

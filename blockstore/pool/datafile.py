@@ -150,7 +150,7 @@ class DataFile:
         blocks are free and unreachable by any reader (Pool.trim)."""
         off, n = start_block * self.block_size, nblocks * self.block_size
         if self._later:
-            self._settle(off, off + n)
+            self.settle(off, off + n)
         if not fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, n):
             self.can_punch = False
         return self.can_punch
@@ -163,7 +163,7 @@ class DataFile:
         have = self.size_blocks()
         if have <= to_blocks:
             return 0
-        self._settle_all()
+        self.settle_all()
         with self._grow_lock:
             os.ftruncate(self.fd, to_blocks * self.block_size)
         return have - to_blocks
@@ -196,7 +196,7 @@ class DataFile:
         off = first = start_block * self.block_size
         bufs = [memoryview(b).cast("B") for b in buffers]
         if self._later:
-            self._settle(first, first + sum(b.nbytes for b in bufs))  # queued ones land first
+            self.settle(first, first + sum(b.nbytes for b in bufs))  # queued ones land first
         try:
             while bufs:
                 chunk = bufs[:IOV_MAX]
@@ -266,7 +266,7 @@ class DataFile:
             return None                     # a forked child: the thread is the parent's
         return self._bg
 
-    def _settle(self, lo: int, hi: int) -> None:
+    def settle(self, lo: int, hi: int) -> None:
         """Wait for the queued writes that overlap bytes [lo, hi)."""
         last = 0
         with self._later_lock:
@@ -282,7 +282,8 @@ class DataFile:
         if err:
             raise self._write_error(err)
 
-    def _settle_all(self) -> None:
+    def settle_all(self) -> None:
+        """Wait for every queued write."""
         if self._later and self._bg_pid == os.getpid():
             self._wait_for(self._later[-1][2])
 
@@ -303,7 +304,7 @@ class DataFile:
         that cannot tell (EOPNOTSUPP, e.g. tmpfs): the caller reads elsewhere."""
         mv = memoryview(buf).cast("B")
         if self._later:
-            self._settle(byte_off, byte_off + mv.nbytes)
+            self.settle(byte_off, byte_off + mv.nbytes)
         flags = 0
         if failpoints.ACTIVE and not nowait:
             failpoints.hit("pool.before_pread")
@@ -328,7 +329,7 @@ class DataFile:
         want = nblocks * self.block_size
         off = start_block * self.block_size
         if self._later:
-            self._settle(off, off + want)
+            self.settle(off, off + want)
         data = os.pread(self.fd, want, off)
         if len(data) == want:
             return data
@@ -367,7 +368,7 @@ class DataFile:
         """Make every write so far durable, queued ones included; raises the error
         of a queued write that failed (once)."""
         if self._bg is not None and self._bg_pid == os.getpid():
-            self._settle_all()
+            self.settle_all()
             err = self._bg.take_error()
             if err:
                 raise self._write_error(err)

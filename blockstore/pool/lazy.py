@@ -15,12 +15,13 @@ Recording a filled block (dropping its ``pool.absent`` entry and putting its
 checksum) needs a write transaction, which the pool never opens: the txn
 layer installs ``Pool.record_filled`` and commits them on its own thread,
 so a reader never waits for the writer lock.  Until then the process
-remembers the blocks it filled (``Pool._filled``) and does not fetch them
+remembers the blocks it filled (``Pool.fills``) and does not fetch them
 again; another process, or this one after a crash, fetches them once more
 (same bytes, verified again): harmless.
 """
 from __future__ import annotations
 
+import threading
 from typing import Protocol, Sequence
 
 from .. import errors
@@ -45,6 +46,27 @@ READ_AHEAD_MAX = 64        # a sequential reader's window doubles up to this (25
 # mapped binaries jump around, and the kernel reads ahead for FUSE readers itself.
 
 
+class Fills:
+    """What this process filled of absent blocks and has not recorded yet
+    (block -> sha256), and the read-ahead state; one lock guards both."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.filled: dict[int, bytes] = {}
+        self.ra_end, self.ra_window = -1, 0
+
+    def has(self, block: int, digest: bytes) -> bool:
+        """Was ``block`` filled with the bytes of ``digest`` (not recorded yet)?"""
+        return self.filled.get(block) == digest
+
+    def forget(self, items) -> None:
+        """Drop (block, sha256) pairs still remembered with that digest."""
+        with self.lock:
+            for b, d in items:
+                if self.filled.get(b) == d:
+                    del self.filled[b]
+
+
 class LazyReads:
     """``inner`` (the pool, or its verifying view) as txn ``t`` sees it, with
     absent blocks fetched before they are read.  Every other attribute is
@@ -64,7 +86,7 @@ class LazyReads:
         pool = self._pool
         if not pool.absent.count(self._t):
             return
-        missing = [m for m in pool.absent.range(self._t, start, n) if pool._filled.get(m[0]) != m[1]]
+        missing = [m for m in pool.absent.range(self._t, start, n) if not pool.fills.has(m[0], m[1])]
         if not missing:
             return
         if nowait:
@@ -103,7 +125,7 @@ def reserve(pool, t, digests: Sequence[bytes], source) -> list[tuple[int, int]]:
     (the caller owns one reference to each block, as from ``write``).
     Stale checksums of the blocks' former lives are cut: an absent block
     has none until it is filled."""
-    runs = pool._allocate(t, len(digests))
+    runs = pool.allocate(t, len(digests))
     pos = 0
     for s, k in runs:
         pool.sums.cut(t, s, k)
@@ -122,17 +144,18 @@ def fetch_absent(pool, t, missing: list[tuple[int, bytes, str]]) -> None:
     if fetcher is None:
         raise no_fetcher(missing[0][0])
     last = missing[-1][0]
-    with pool._filled_lock:
+    fills = pool.fills
+    with fills.lock:
         # read ahead for a small read that continues the last one; a large read
         # (a kernel readahead request of a FUSE mount) is its own read-ahead
-        seq = pool._ra_end == missing[0][0] and last - missing[0][0] < READ_AHEAD_MIN
-        window = min(READ_AHEAD_MAX, max(READ_AHEAD_MIN, pool._ra_window * 2)) if seq else 0
-        pool._ra_window = window
+        seq = fills.ra_end == missing[0][0] and last - missing[0][0] < READ_AHEAD_MIN
+        window = min(READ_AHEAD_MAX, max(READ_AHEAD_MIN, fills.ra_window * 2)) if seq else 0
+        fills.ra_window = window
     want = list(missing)
     if window:
         seen = {m[0] for m in want}
         for m in pool.absent.following(t, last + 1, window):
-            if m[0] not in seen and pool._filled.get(m[0]) != m[1]:
+            if m[0] not in seen and not fills.has(m[0], m[1]):
                 want.append(m)
     datas = fetcher.fetch([(d, src) for _, d, src in want])
     bs = pool.block_size
@@ -146,16 +169,15 @@ def fetch_absent(pool, t, missing: list[tuple[int, bytes, str]]) -> None:
                                         f"its SHA-256 {d.hex()[:16]}...; not stored")
             continue                    # a bad read-ahead block: left absent
         good.append((b, d, data))
-    with pool._dirty_lock:
-        pool._dirty = True
+    pool.mark_dirty()
     for b, d, data in good:
         pool.data.pwrite(b, data)
-    with pool._filled_lock:
+    with fills.lock:
         for b, d, _ in good:
-            pool._filled[b] = d
-        pool._ra_end = last + 1 + window if window else last + 1
-        if pool._ra_end > want[-1][0] + 1:
-            pool._ra_end = want[-1][0] + 1
+            fills.filled[b] = d
+        fills.ra_end = last + 1 + window if window else last + 1
+        if fills.ra_end > want[-1][0] + 1:
+            fills.ra_end = want[-1][0] + 1
     if pool.record_filled is not None:
         pool.record_filled([(b, d) for b, d, _ in good])
 
@@ -174,9 +196,7 @@ def commit_filled(pool, t, items: Sequence[tuple[int, bytes]]) -> int:
                 pool.absent.remove(t, b, 1)
                 pool.sums.put_run(t, b, pool.sums.hash(data, bs))
                 done += 1
-        with pool._filled_lock:
-            if pool._filled.get(b) == d:
-                del pool._filled[b]
+        pool.fills.forget([(b, d)])
     return done
 
 
@@ -212,8 +232,7 @@ def fill_verified(pool, t, blocks: Sequence[tuple[int, bytes, bytes]]) -> int:
         todo.append(run)
     if not todo:
         return 0
-    with pool._dirty_lock:
-        pool._dirty = True
+    pool.mark_dirty()
     done = 0
     for run in todo:
         # sub-runs of consecutive blocks (a skipped block splits a run)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from . import runs as R
+from . import runs as run_ops
 from .dbs import PENDING_BLOCKS, Meta, PoolDbs, pack_u64, pack_u64x2, unpack_u64, unpack_u64x2
 from .. import errors
 
@@ -37,7 +37,8 @@ class Pending:
         self.rev = dbs.pending_rev
         self.meta = meta
 
-    def _put(self, t, txnid: int, start: int, n: int) -> None:
+    def put(self, t, txnid: int, start: int, n: int) -> None:
+        """Record [start, start+n) as freed by txn ``txnid`` (both tables; not the counter)."""
         t.put(pack_u64x2(txnid, start), pack_u64(n), db=self.db)
         t.put(pack_u64(start), pack_u64x2(n, txnid), db=self.rev)
 
@@ -53,32 +54,32 @@ class Pending:
         new_start, new_end = start, end
         cur = t.cursor(db=self.rev)
         merge = []
-        if R.floor(cur, start):
-            s, ln, rest = R.decode(cur.key(), cur.value())
+        if run_ops.floor(cur, start):
+            s, ln, rest = run_ops.decode(cur.key(), cur.value())
             w = unpack_u64(rest)[0]
             if s + ln > start:
                 raise errors.Corruption(
-                    f"double free: {R.fmt_run(start, n)} overlaps {R.fmt_run(s, ln)} pending since txn {w}")
+                    f"double free: {run_ops.fmt_run(start, n)} overlaps {run_ops.fmt_run(s, ln)} pending since txn {w}")
             if s + ln == start and w == txnid:
                 new_start = s
                 merge.append(s)
         if cur.set_range(pack_u64(start)):
-            s, ln, rest = R.decode(cur.key(), cur.value())
+            s, ln, rest = run_ops.decode(cur.key(), cur.value())
             w = unpack_u64(rest)[0]
             if s < end:
                 raise errors.Corruption(
-                    f"double free: {R.fmt_run(start, n)} overlaps {R.fmt_run(s, ln)} pending since txn {w}")
+                    f"double free: {run_ops.fmt_run(start, n)} overlaps {run_ops.fmt_run(s, ln)} pending since txn {w}")
             if s == end and w == txnid:
                 new_end = s + ln
                 merge.append(s)
         for s in merge:
             self._delete(t, txnid, s)
-        self._put(t, txnid, new_start, new_end - new_start)
+        self.put(t, txnid, new_start, new_end - new_start)
         self.meta.add(t, PENDING_BLOCKS, n)
 
     def overlap(self, t, start: int, n: int) -> tuple[int, int, int] | None:
         """The first pending run intersecting [start, start+n) as (start, n, txnid), or None."""
-        hit = R.first_overlap(t, self.rev, start, n)
+        hit = run_ops.first_overlap(t, self.rev, start, n)
         if hit is None:
             return None
         v = t.get(pack_u64(hit[0]), db=self.rev)

@@ -48,7 +48,7 @@ from typing import Iterator
 from blockstore.native import sha256_many, zero_flags
 
 from . import check
-from . import runs as R
+from . import runs
 from . import lazy
 from .absent import Absent
 from .allocator import GROW_MIN_BYTES, Allocator
@@ -114,9 +114,7 @@ class Pool:
         self.absent = Absent(dbs, self.meta)
         self.fetcher: lazy.BlockFetcher | None = None
         self.record_filled = None
-        self._filled: dict[int, bytes] = {}
-        self._filled_lock = threading.Lock()
-        self._ra_end, self._ra_window = -1, 0
+        self.fills = lazy.Fills()
 
     # ================================================================ absent blocks
     def set_fetcher(self, fetcher: "lazy.BlockFetcher | None") -> None:
@@ -160,6 +158,11 @@ class Pool:
         hashed and written by the data file's background writer
         (``DataFile.pwrite_later``, native; ``Sums.put_computed``), or without
         it hashed on the pool's hashing thread (``Sums.put_later``).
+
+        Three paths: no zero block and no dedup, with the background writer
+        (``_write_behind``) or on this thread (``_write_through``): one run of
+        new blocks per extent; otherwise (``_write_mixed``) zero blocks become
+        holes and, with dedup, known blocks become references.
         """
         mv = memoryview(data)
         if mv.ndim != 1 or mv.itemsize != 1:
@@ -173,88 +176,122 @@ class Pool:
         self._check_block_size(t)
         flags = zero_flags(mv, bs)
         nzero = flags.count(1)
-
-        if nzero == 0 and not self.dedup:  # fast path: one run of new blocks per extent
-            extents = self._allocate(t, nb)
-            later = owned or isinstance(data, bytes)
-            if later and self.data.writes_later:
-                # The data file's background writer hashes and writes each run.
-                how, pos = (self.checksum, bs), 0
-                for s, k in extents:
-                    digests = self.data.pwrite_later(s, mv[pos * bs:(pos + k) * bs], digest=how)
-                    self.sums.put_computed(t, [(s, k)], digests, k * bs)
-                    pos += k
-                return extents
-            ds = self.digest_size
-            if later:
-                self.sums.put_later(t, mv, bs, extents)     # hashed while we pwrite
-            else:
-                digests = self.sums.hash(mv, bs)
-            pos = 0
-            for s, k in extents:
-                self.data.pwrite(s, mv[pos * bs:(pos + k) * bs])
-                if not later:
-                    self.sums.put_run(t, s, digests[pos * ds:(pos + k) * ds])
-                pos += k
-            return extents
-
-        # targets[i]: block number, HOLE, or -(slot + 2) for the slot-th new block
-        targets = [HOLE] * nb
-        new_src: list[int] = []
-        hits: dict[int, int] = {}
-        nhits = 0
-        # digests: of pool.sums (with dedup the pool's checksum is SHA-256, so the
-        # same digests serve the dedup index)
-        if self.dedup:
-            digests = sha256_many(mv, bs)
-            seen: dict[bytes, int] = {}
-            lookup = self.index.lookup
-            for i in range(nb):
-                if flags[i]:
-                    continue
-                d = digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]
-                x = seen.get(d)
-                if x is None:
-                    x = lookup(t, d)
-                    if x is None:
-                        x = seen[d] = -(len(new_src) + 2)
-                        new_src.append(i)
-                        targets[i] = x
-                        continue
-                    seen[d] = x
-                targets[i] = x
-                hits[x] = hits.get(x, 0) + 1
-                nhits += 1
+        if nzero or self.dedup:
+            return self._write_mixed(t, mv, flags, nzero)
+        extents = self.allocate(t, nb)
+        later = owned or isinstance(data, bytes)
+        if later and self.data.writes_later:
+            self._write_behind(t, mv, extents)
         else:
-            for i in range(nb):
-                if not flags[i]:
-                    targets[i] = -(len(new_src) + 2)
-                    new_src.append(i)
+            self._write_through(t, mv, extents, later)
+        return extents
+
+    def _write_behind(self, t, mv, extents) -> None:
+        """The data file's background writer hashes and writes each run of new blocks."""
+        bs = self.block_size
+        how, pos = (self.checksum, bs), 0
+        for s, k in extents:
+            digests = self.data.pwrite_later(s, mv[pos * bs:(pos + k) * bs], digest=how)
+            self.sums.put_computed(t, [(s, k)], digests, k * bs)
+            pos += k
+
+    def _write_through(self, t, mv, extents, later: bool) -> None:
+        """pwrite each run of new blocks on this thread; ``later``: hashed on the
+        pool's hashing thread meanwhile, else here first."""
+        bs, ds = self.block_size, self.digest_size
+        if later:
+            self.sums.put_later(t, mv, bs, extents)     # hashed while we pwrite
+        else:
+            digests = self.sums.hash(mv, bs)
+        pos = 0
+        for s, k in extents:
+            self.data.pwrite(s, mv[pos * bs:(pos + k) * bs])
+            if not later:
+                self.sums.put_run(t, s, digests[pos * ds:(pos + k) * ds])
+            pos += k
+
+    def _write_mixed(self, t, mv, flags, nzero: int) -> list[tuple[int, int]]:
+        """Zero blocks become holes, dedup hits references, the rest new blocks."""
+        bs = self.block_size
+        # targets[i]: block number, HOLE, or -(slot + 2) for the slot-th new block
+        if self.dedup:
+            targets, new_src, hits, digests = self._dedup_targets(t, mv, flags)
+        else:
+            (targets, new_src), hits = self._new_targets(flags), {}
             digests = _nonzero_digests(mv, bs, flags, self.sums.hash, self.digest_size)
 
         # a dedup entry must point at a live block (checked before allocation could reuse it)
         for s, n, _ in _group(sorted((x, 0) for x in hits if x >= 0)):
             self._check_live(t, s, n, "dedup hit on")
 
-        extents = self._allocate(t, len(new_src))  # may raise NoSpace: nothing changed yet
+        extents = self.allocate(t, len(new_src))  # may raise NoSpace: nothing changed yet
         slot_block = [b for s, k in extents for b in range(s, s + k)]
-
-        # references for dedup hits, grouped into runs of equal extra count
         if hits:
-            resolved: dict[int, int] = {}
-            for x, k in hits.items():
-                b = x if x >= 0 else slot_block[-x - 2]
-                resolved[b] = resolved.get(b, 0) + k
-            for s, n, k in _group(sorted(resolved.items())):
-                self.refs.adjust(t, s, n, k)
-
+            self._reference_hits(t, hits, slot_block)
         if self.dedup:
             add = self.index.add
             for j, i in enumerate(new_src):
                 add(t, digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE], slot_block[j])
+        self._write_gathered(t, mv, digests, new_src, extents)
+        self.meta.add(t, ZERO_BLOCKS, nzero)
+        self.meta.add(t, DEDUP_HITS, sum(hits.values()))
+        return _runs_of(targets, slot_block)
 
-        # data: one gather-write (and one pool.sums entry) per allocated run
-        ds = self.digest_size
+    @staticmethod
+    def _new_targets(flags) -> tuple[list[int], list[int]]:
+        """Without dedup: HOLE for each zero block, the next new slot for each
+        other; and the indexes of the blocks to store."""
+        targets = [HOLE] * len(flags)
+        new_src: list[int] = []
+        for i in range(len(flags)):
+            if not flags[i]:
+                targets[i] = -(len(new_src) + 2)
+                new_src.append(i)
+        return targets, new_src
+
+    def _dedup_targets(self, t, mv, flags):
+        """With dedup: each non-zero block's target (a block with the same SHA-256
+        in the index or earlier in ``mv``, or a new slot); returns (targets,
+        indexes of the blocks to store, {target: hits}, SHA-256 digests)."""
+        bs = self.block_size
+        nb = len(flags)
+        targets = [HOLE] * nb
+        new_src: list[int] = []
+        hits: dict[int, int] = {}
+        # with dedup the pool's checksum is SHA-256, so these digests serve pool.sums too
+        digests = sha256_many(mv, bs)
+        seen: dict[bytes, int] = {}
+        lookup = self.index.lookup
+        for i in range(nb):
+            if flags[i]:
+                continue
+            d = digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]
+            x = seen.get(d)
+            if x is None:
+                x = lookup(t, d)
+                if x is None:
+                    x = seen[d] = -(len(new_src) + 2)
+                    new_src.append(i)
+                    targets[i] = x
+                    continue
+                seen[d] = x
+            targets[i] = x
+            hits[x] = hits.get(x, 0) + 1
+        return targets, new_src, hits, digests
+
+    def _reference_hits(self, t, hits: dict[int, int], slot_block: list[int]) -> None:
+        """The references of dedup hits, grouped into runs of equal extra count."""
+        resolved: dict[int, int] = {}
+        for x, k in hits.items():
+            b = x if x >= 0 else slot_block[-x - 2]
+            resolved[b] = resolved.get(b, 0) + k
+        for s, n, k in _group(sorted(resolved.items())):
+            self.refs.adjust(t, s, n, k)
+
+    def _write_gathered(self, t, mv, digests, new_src: list[int], extents) -> None:
+        """One gather-write (and one pool.sums entry) per allocated run of the
+        blocks ``new_src`` (indexes into ``mv``, in order)."""
+        bs, ds = self.block_size, self.digest_size
         j = 0
         for s, k in extents:
             bufs = []
@@ -273,40 +310,32 @@ class Pool:
             self.sums.put_run(t, s, b"".join(sums))
             j += k
 
-        self.meta.add(t, ZERO_BLOCKS, nzero)
-        self.meta.add(t, DEDUP_HITS, nhits)
-
-        out: list[list[int]] = []
-        for x in targets:
-            b = x if x >= HOLE else slot_block[-x - 2]
-            if out:
-                last = out[-1]
-                if (b == HOLE and last[0] == HOLE) or (b != HOLE and last[0] != HOLE and last[0] + last[1] == b):
-                    last[1] += 1
-                    continue
-            out.append([b, 1])
-        return [(s, n) for s, n in out]
-
-    def _allocate(self, t, m: int) -> list[tuple[int, int]]:
+    def allocate(self, t, m: int) -> list[tuple[int, int]]:
+        """Runs of ``m`` free blocks (the pool grows when it has too few); the
+        caller writes them and owns one reference to each."""
         if m <= 0:
             return []
-        with self._dirty_lock:
-            self._dirty = True  # before growth or data writes: sync() must see them
+        self.mark_dirty()   # before growth or data writes: sync() must see them
         return self.alloc.allocate(t, m)
+
+    def mark_dirty(self) -> None:
+        """The data file changed (or is about to): the next ``sync`` fdatasyncs it."""
+        with self._dirty_lock:
+            self._dirty = True
 
     def _check_live(self, t, start: int, n: int, what: str) -> None:
         if start < 0 or n <= 0:
             raise errors.InvalidInput(f"{what} an invalid run (start {start}, n {n})")
         total = self.meta.get(t, TOTAL_BLOCKS)
         if start + n > total:
-            raise errors.Corruption(f"{what} {R.fmt_run(start, n)} beyond the pool's {total} blocks")
+            raise errors.Corruption(f"{what} {runs.fmt_run(start, n)} beyond the pool's {total} blocks")
         f = self.alloc.overlap(t, start, n)
         if f is not None:
-            raise errors.Corruption(f"{what} {R.fmt_run(start, n)}, which overlaps free {R.fmt_run(*f)}")
+            raise errors.Corruption(f"{what} {runs.fmt_run(start, n)}, which overlaps free {runs.fmt_run(*f)}")
         p = self.pending.overlap(t, start, n)
         if p is not None:
             raise errors.Corruption(
-                f"{what} {R.fmt_run(start, n)}, which overlaps {R.fmt_run(p[0], p[1])} pending-free since txn {p[2]}")
+                f"{what} {runs.fmt_run(start, n)}, which overlaps {runs.fmt_run(p[0], p[1])} pending-free since txn {p[2]}")
 
     def inc(self, t, start: int, n: int) -> None:
         """+1 on each block of the run (HOLE runs are ignored)."""
@@ -333,8 +362,8 @@ class Pool:
         the buffer handed over with ``owned`` may then be reused."""
         bs = self.block_size
         for start, n in runs:
-            if start != HOLE and self.data._later:
-                self.data._settle(start * bs, (start + n) * bs)
+            if start != HOLE:
+                self.data.settle(start * bs, (start + n) * bs)
 
     def trim(self, t) -> int:
         """Give the disk space of every free block back to the file system (punch
@@ -570,6 +599,21 @@ def _nonzero_digests(mv, bs: int, flags, hash_many, ds: int) -> bytes:
         parts.append(bytes((j - i) * ds) if z else hash_many(mv[i * bs:j * bs], bs))
         i = j
     return b"".join(parts)
+
+
+def _runs_of(targets: list[int], slot_block: list[int]) -> list[tuple[int, int]]:
+    """The runs (start or HOLE, n) of ``targets`` (block, HOLE, or -(slot + 2)),
+    adjacent blocks and holes merged."""
+    out: list[list[int]] = []
+    for x in targets:
+        b = x if x >= HOLE else slot_block[-x - 2]
+        if out:
+            last = out[-1]
+            if (b == HOLE and last[0] == HOLE) or (b != HOLE and last[0] != HOLE and last[0] + last[1] == b):
+                last[1] += 1
+                continue
+        out.append([b, 1])
+    return [(s, n) for s, n in out]
 
 
 def _group(items):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from . import runs as R
+from . import runs as run_ops
 from .dbs import SHARED_BLOCKS, SHARED_EXTRA, Meta, PoolDbs, pack_u64, pack_u64x2, unpack_u64, unpack_u64x2
 from .. import errors
 
@@ -32,14 +32,14 @@ class Refcounts:
     def count(self, t, block: int) -> int | None:
         """The shared count of ``block``, or None when it is in no shared run."""
         cur = t.cursor(db=self.db)
-        if R.floor(cur, block):
-            s, ln, rest = R.decode(cur.key(), cur.value())
+        if run_ops.floor(cur, block):
+            s, ln, rest = run_ops.decode(cur.key(), cur.value())
             if s + ln > block:
                 return unpack_u64(rest)[0]
         return None
 
     def runs(self, t) -> Iterator[tuple[int, int, int]]:
-        for s, ln, rest in R.iterate(t, self.db):
+        for s, ln, rest in run_ops.iterate(t, self.db):
             yield s, ln, unpack_u64(rest)[0]
 
     def adjust(self, t, start: int, n: int, delta: int) -> list[tuple[int, int]]:
@@ -51,14 +51,14 @@ class Refcounts:
         old_keys = []
         pieces: list[tuple[int, int, int, int]] = []  # (start, n, old count, new count)
         cur = t.cursor(db=db)
-        if start > 0 and R.floor(cur, start - 1):
-            s, ln, rest = R.decode(cur.key(), cur.value())
+        if start > 0 and run_ops.floor(cur, start - 1):
+            s, ln, rest = run_ops.decode(cur.key(), cur.value())
             if s + ln == start:
                 c = unpack_u64(rest)[0]
                 old_keys.append(s)
                 pieces.append((s, ln, c, c))
         pos = start
-        for s, ln, rest in R.overlapping(t, db, start, n):
+        for s, ln, rest in run_ops.overlapping(t, db, start, n):
             c = unpack_u64(rest)[0]
             old_keys.append(s)
             if s < start:
@@ -83,7 +83,7 @@ class Refcounts:
         merged: list[list[int]] = []  # [start, n, count]
         for s, ln, old, new in pieces:
             if new < 0:
-                raise errors.Corruption(f"refcount of {R.fmt_run(s, ln)} would drop below 0")
+                raise errors.Corruption(f"refcount of {run_ops.fmt_run(s, ln)} would drop below 0")
             d_shared += ln * ((new >= 2) - (old >= 2))
             d_extra += ln * (max(new - 1, 0) - max(old - 1, 0))
             if new == 0:

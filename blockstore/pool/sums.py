@@ -60,7 +60,7 @@ from typing import Iterator, NamedTuple
 from blockstore.native import sha256_many, xxh128_many
 
 from . import background
-from . import runs as R
+from . import runs as run_ops
 from .dbs import PoolDbs, pack_u64, unpack_u64
 
 # name -> (batch hash(data, block_size) -> concatenated digests, digest size)
@@ -248,7 +248,7 @@ class Sums:
         out = []
         ds = self.digest_size
         cur = t.cursor(db=self.db)
-        if not R.floor(cur, start) and not cur.first():
+        if not run_ops.floor(cur, start) and not cur.first():
             return out
         for k, v in cur:
             s = unpack_u64(k)[0]
@@ -316,10 +316,10 @@ class Sums:
                 continue
             n = len(v) // ds
             if s + n > total:
-                out.append((s, n, f"pool.sums entry {R.fmt_run(s, n)} reaches beyond the pool's "
+                out.append((s, n, f"pool.sums entry {run_ops.fmt_run(s, n)} reaches beyond the pool's "
                                   f"{total} blocks."))
             elif s < reach:
-                out.append((s, n, f"pool.sums entry {R.fmt_run(s, n)} overlaps an earlier entry "
+                out.append((s, n, f"pool.sums entry {run_ops.fmt_run(s, n)} overlaps an earlier entry "
                                   f"(which reaches block {reach - 1})."))
             reach = max(reach, s + n)
         return out

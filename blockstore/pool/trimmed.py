@@ -32,7 +32,7 @@ block is trimmed.  The caller holds the LMDB write txn ``t``.
 """
 from __future__ import annotations
 
-from . import runs as R
+from . import runs as run_ops
 from .datafile import DataFile
 from .dbs import TRIMMED_BLOCKS, Meta, PoolDbs, pack_u64
 
@@ -44,7 +44,7 @@ class Trimmed:
         self.data = data
 
     def runs(self, t):
-        for s, n, _ in R.iterate(t, self.db):
+        for s, n, _ in run_ops.iterate(t, self.db):
             yield s, n
 
     def count(self, t) -> int:
@@ -54,7 +54,7 @@ class Trimmed:
         """Punch every free run not trimmed yet; returns the blocks newly trimmed
         (0 when the file system cannot punch holes)."""
         have = list(self.runs(t))
-        todo = R.subtract(R.normalize(free_runs), have)
+        todo = run_ops.subtract(run_ops.normalize(free_runs), have)
         done = []
         for s, n in todo:
             if not self.data.punch(s, n):
@@ -62,7 +62,7 @@ class Trimmed:
             done.append((s, n))
         if not done:
             return 0
-        self.replace(t, R.normalize(have + done))
+        self.replace(t, run_ops.normalize(have + done))
         return sum(n for _, n in done)
 
     def punch_one(self, t, start: int, n: int, punched: bool = False) -> int:
@@ -74,15 +74,15 @@ class Trimmed:
         end = start + n
         cur = t.cursor(db=self.db)
         lo, hi = start, end
-        if R.floor(cur, start):
-            s, ln, _ = R.decode(cur.key(), cur.value())
+        if run_ops.floor(cur, start):
+            s, ln, _ = run_ops.decode(cur.key(), cur.value())
             if s + ln >= start:
                 lo = s
                 hi = max(hi, s + ln)
                 n -= max(0, min(s + ln, end) - start)     # already recorded
                 cur.delete()
         while cur.set_range(pack_u64(lo)):
-            s, ln, _ = R.decode(cur.key(), cur.value())
+            s, ln, _ = run_ops.decode(cur.key(), cur.value())
             if s > hi:
                 break
             n -= max(0, min(s + ln, end) - max(s, start))
@@ -99,7 +99,7 @@ class Trimmed:
             return
         hits = []
         for a, k in pieces:
-            for s, n, _ in R.overlapping(t, self.db, a, k):
+            for s, n, _ in run_ops.overlapping(t, self.db, a, k):
                 lo, hi = max(s, a), min(s + n, a + k)
                 hits.append((s, n, lo, hi - lo))
         if not hits:
@@ -112,9 +112,9 @@ class Trimmed:
         taken = 0
         for s, (n, cut) in by_run.items():
             t.delete(pack_u64(s), db=self.db)
-            for rs, rn in R.subtract([(s, n)], R.normalize(cut)):
+            for rs, rn in run_ops.subtract([(s, n)], run_ops.normalize(cut)):
                 t.put(pack_u64(rs), pack_u64(rn), db=self.db)
-            taken += sum(k for _, k in R.normalize(cut))
+            taken += sum(k for _, k in run_ops.normalize(cut))
         self.meta.add(t, TRIMMED_BLOCKS, -taken)
 
     def replace(self, t, runs) -> None:

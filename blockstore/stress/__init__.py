@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 
-from . import content as C
+from . import content
 from .stats import format_table, summarize
 from .workers import reader_main, writer_main
 
@@ -48,15 +48,15 @@ def _prepare(store_path: str, seed: int, volumes: int, block_size, dedup) -> Non
         if "base" in names:
             return
         rng = random.Random(f"{seed}/base")
-        files = {f"/etc/f{i}": C.gen_data(rng, s.block_size) for i in range(12)}
+        files = {f"/etc/f{i}": content.gen_data(rng, s.block_size) for i in range(12)}
         s.create("base-build")
         with s.fs("base-build") as fs:
             fs.makedirs("/etc", exist_ok=True)
             for p, d in files.items():
                 fs.write_bytes(p, d)
-            man = C.manifest_bytes(files)
-            fs.write_bytes(C.MANIFEST, man)
-        s.commit("base-build", "base", labels={C.LABEL: "1", "manifest": C.sha(man)})
+            man = content.manifest_bytes(files)
+            fs.write_bytes(content.MANIFEST, man)
+        s.commit("base-build", "base", labels={content.LABEL: "1", "manifest": content.sha(man)})
         s.remove("base-build")
 
 
@@ -65,15 +65,15 @@ def _verify_all(store_path: str) -> tuple[int, list[str]]:
     from blockstore import Store
     bad, n = [], 0
     with Store.open(store_path, create=False) as s:
-        for rec in s.list(kind="snapshot", label={C.LABEL: "1"}):
+        for rec in s.list(kind="snapshot", label={content.LABEL: "1"}):
             n += 1
             with s.fs(rec.name) as fs:
-                man = fs.read_bytes(C.MANIFEST)
-                if C.sha(man) != rec.labels.get("manifest"):
+                man = fs.read_bytes(content.MANIFEST)
+                if content.sha(man) != rec.labels.get("manifest"):
                     bad.append(f"{rec.name}: manifest does not match its label")
                     continue
                 for p, h in json.loads(man).items():
-                    if C.sha(fs.read_bytes(p)) != h:
+                    if content.sha(fs.read_bytes(p)) != h:
                         bad.append(f"{rec.name}:{p}: content differs from the manifest")
     return n, bad
 

@@ -26,7 +26,7 @@ import random
 import time
 import traceback
 
-from . import content as C
+from . import content
 
 FILES_PER_WRITER = 24
 DIRS = ("/d0", "/d1", "/d2/sub")
@@ -91,7 +91,7 @@ class _Worker:
 
 def _fmt(x) -> str:
     if isinstance(x, (bytes, bytearray)):
-        return f"<{len(x)} bytes sha256 {C.sha(x)[:16]}>"
+        return f"<{len(x)} bytes sha256 {content.sha(x)[:16]}>"
     if callable(x):
         return getattr(x, "desc", getattr(x, "__name__", "?"))
     return str(x)
@@ -125,7 +125,7 @@ class Writer(_Worker):
 
     def _base_model(self, store):
         with store.fs("base") as fs:
-            man = json.loads(fs.read_bytes(C.MANIFEST))
+            man = json.loads(fs.read_bytes(content.MANIFEST))
             return {p: fs.read_bytes(p) for p in man}
 
     def switch(self, store, snap):
@@ -153,7 +153,7 @@ class Writer(_Worker):
         rng, fs = self.rng, self.fs
         r = rng.random()
         if r < 0.22:
-            p, d = self._path(), C.gen_data(rng, self.bs)
+            p, d = self._path(), content.gen_data(rng, self.bs)
             self.timed("write", fs.write_bytes, p, d)
             self.files[p] = d
         elif r < 0.30 and self.files:
@@ -193,7 +193,7 @@ class Writer(_Worker):
             name, _ = self.snaps.pop(1 if self.snaps[0][0] == "base" else 0)
             self.timed("remove", store.remove, name, True)
         elif r < 0.83:
-            p, d = f"{self.vdir}/v{rng.randrange(8)}", C.gen_data(rng, self.bs)
+            p, d = f"{self.vdir}/v{rng.randrange(8)}", content.gen_data(rng, self.bs)
             self.timed("vol_write", fs.write_bytes, p, d)
             self.vfiles[p] = d
         elif r < 0.92:
@@ -208,16 +208,16 @@ class Writer(_Worker):
             return
         p = self.rng.choice(sorted(model))
         got = self.timed(op, fs.read_bytes, p)
-        _expect(got == model[p], f"{op} {self.clone}:{p}: {len(got)} bytes sha {C.sha(got)[:16]}, "
-                                 f"model {len(model[p])} bytes sha {C.sha(model[p])[:16]}")
+        _expect(got == model[p], f"{op} {self.clone}:{p}: {len(got)} bytes sha {content.sha(got)[:16]}, "
+                                 f"model {len(model[p])} bytes sha {content.sha(model[p])[:16]}")
 
     def commit(self, store):
         name = self._name("s")
-        man = C.manifest_bytes(self.files)
+        man = content.manifest_bytes(self.files)
 
         def do():
-            self.fs.write_bytes(C.MANIFEST, man)
-            store.commit(self.clone, name, labels={C.LABEL: "1", "manifest": C.sha(man)})
+            self.fs.write_bytes(content.MANIFEST, man)
+            store.commit(self.clone, name, labels={content.LABEL: "1", "manifest": content.sha(man)})
         do.desc = f"{self.clone} -> {name} manifest {_fmt(man)}"
         self.timed("commit", do)
         self.snaps.append((name, dict(self.files)))
@@ -246,7 +246,7 @@ class Reader(_Worker):
 
     def step(self, store):
         from blockstore.errors import NotFound
-        snaps = [r.name for r in store.list(kind="snapshot", label={C.LABEL: "1"})]
+        snaps = [r.name for r in store.list(kind="snapshot", label={content.LABEL: "1"})]
         if not snaps:
             time.sleep(0.01)
             return
@@ -263,7 +263,7 @@ class Reader(_Worker):
 
     def verify(self, store, fs, name):
         from blockstore.errors import NotFound
-        man = fs.read_bytes(C.MANIFEST)
+        man = fs.read_bytes(content.MANIFEST)
         label = None
         if self.rng.random() < 0.5:
             try:
@@ -272,18 +272,18 @@ class Reader(_Worker):
                 pass      # removed since it was opened: the pinned content is still checked
 
         if label is not None:
-            _expect(C.sha(man) == label, f"snapshot {name}: manifest does not match its label")
+            _expect(content.sha(man) == label, f"snapshot {name}: manifest does not match its label")
         want = json.loads(man)
         have = set()
         for top, _dirs, files in fs.walk("/"):
             for f in files:
                 have.add((top.rstrip("/") + "/" + f))
-        have.discard(C.MANIFEST)
+        have.discard(content.MANIFEST)
         _expect(have == set(want), f"snapshot {name}: files {sorted(have ^ set(want))[:5]} "
                                    f"differ from its manifest")
         for p, h in want.items():
             got = self.timed("snap_read", fs.read_bytes, p)
-            _expect(C.sha(got) == h, f"snapshot {name}:{p}: content does not match the manifest")
+            _expect(content.sha(got) == h, f"snapshot {name}:{p}: content does not match the manifest")
 
 
 def writer_main(idx, store_path, seed, deadline, outdir, volumes):

@@ -19,7 +19,8 @@ What this does NOT simulate: loss or reordering inside LMDB (LMDB commits
 with fsync and its own double-buffered meta pages; we trust it), lost
 directory entries, or a kernel that lies about fdatasync.
 
-A test opens a store with it by ``Engine.open(path, data_file=CrashDataFile)``
+A test opens a store with it by ``Trees.open(path, data_file=CrashDataFile)``
+(or the test helper ``Engine``, a ``Trees``)
 (the txn layer's ``Env`` takes the class that opens its data file); each
 instance registers itself in ``OPEN`` so a failpoint action can crash them.
 
@@ -68,7 +69,7 @@ class CrashDataFile(DataFile):
     def _record(self, off: int, new: bytes) -> None:
         # Queued writes of the range land first, so `old` is what the file holds
         # when this write lands (queued writes run in order).
-        self._settle(off, off + len(new))
+        self.settle(off, off + len(new))
         old = os.pread(self.fd, len(new), off)
         old += bytes(len(new) - len(old))          # beyond EOF reads as zeros after growth
         self.unsynced.append((off, old, new))
@@ -83,7 +84,7 @@ class CrashDataFile(DataFile):
         if mode not in MODES:
             raise ValueError(f"crash mode must be one of {MODES}")
         rng = rng or random.Random()
-        self._settle_all()                          # queued writes reach the file first
+        self.settle_all()                          # queued writes reach the file first
         stats = {"writes": len(self.unsynced), "dropped": 0, "torn": 0, "kept": 0}
         # Undo newest first so that overlapping writes end with the oldest synced bytes.
         for off, old, new in reversed(self.unsynced):

@@ -35,7 +35,8 @@ try:
     ok = ok and hasattr(pyfuse3.Operations, "lseek") \
         and hasattr(pyfuse3.Operations, "enable_auto_inval_data") \
         and hasattr(pyfuse3.FileInfo(), "cache_readdir") \
-        and hasattr(pyfuse3.Operations, "enable_cache_symlinks")
+        and hasattr(pyfuse3.Operations, "enable_cache_symlinks") \
+        and hasattr(pyfuse3.Operations, "enable_atomic_o_trunc")
 except (PackageNotFoundError, ImportError):
     ok = False
 sys.exit(0 if ok else 1)

@@ -13,7 +13,7 @@ Every tree is one record in LMDB database ``catalog`` keyed by its name:
 Contract: a record is changed only inside a write transaction, and a root
 is replaced only together with the B-tree mutation that produced it, so a
 crash leaves either the old root or the new one, never a mixture.
-Every put and delete keeps the reverse index (catalog_links.py: children,
+Every put and delete keeps the reverse index (links.py: children,
 volume mounters, import working clones) in step, so finding the records
 that name a tree never scans the catalog.
 Cost: every call is O(1) LMDB operations (O(log trees) inside LMDB) except
@@ -27,9 +27,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from . import catalog_links as links
-from . import txn as txnmod
-from .errors import AlreadyExists, Corruption, InvalidInput, NotFound
+from . import links
+from .. import txn as txnmod
+from ..errors import AlreadyExists, Corruption, InvalidInput, NotFound
 
 CATALOG = txnmod.register_db("catalog")
 # Labels that describe a tree's content as an image (its config: command,

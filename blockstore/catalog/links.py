@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 
-from . import txn as txnmod
+from .. import txn as txnmod
 
 CHILDREN = txnmod.register_db("catalog.children")
 MOUNTERS = txnmod.register_db("catalog.mounters")

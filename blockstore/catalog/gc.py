@@ -12,7 +12,7 @@ With ``trim`` the free blocks' disk space goes back to the file system
 (an older reader may reach them) are not trimmed until a later gc.
 
 Commits: none when idle; none either when all that is left are the deferred
-frees of a tree removal (``engine.remove_tree`` marks them to be trimmed when
+frees of a tree removal (``catalog.drop`` marks them to be trimmed when
 released): they are punched under the writer lock in a write transaction
 that is then aborted (``Env.trial``), and the next write of the store
 releases them and records the trim.  So ``remove`` + ``gc`` of a small tree
@@ -25,8 +25,8 @@ trimmed before.
 """
 from __future__ import annotations
 
-from .btree.store import NodeStore
-from .txn import Env
+from ..btree.store import NodeStore
+from ..txn import Env
 
 
 def collect(env: Env, budget: int = 2000, trim: bool = False) -> dict:
@@ -36,13 +36,13 @@ def collect(env: Env, budget: int = 2000, trim: bool = False) -> dict:
     freed = 0
     with env.read() as r:
         queued = NodeStore.of(r).gc_pending()
-        pending = r.pool.pending_blocks(r.t)
+        pending = r.blocks.pending_blocks()
         untrimmed = 0
         if trim:        # free blocks still on disk, and growth no commit adopted
-            untrimmed = max(0, env.pool.data.size_blocks() - r.pool.total_blocks(r.t))
+            untrimmed = max(0, env.pool.data.size_blocks() - r.blocks.total_blocks())
             if env.pool.data.can_punch:
-                untrimmed += r.pool.untrimmed_free_blocks(r.t)
-        before = r.pool.stats(r.t)
+                untrimmed += r.blocks.untrimmed_free_blocks()
+        before = r.blocks.stats()
     if not queued and not pending and not untrimmed:
         return {"nodes_freed": 0, "blocks_released": 0, "pending_blocks": 0,
                 "trimmed_blocks": 0}                  # idle: one read
@@ -57,8 +57,8 @@ def collect(env: Env, budget: int = 2000, trim: bool = False) -> dict:
         # free block untrimmed, the space is given back now and the next write
         # makes the blocks reusable (it releases them at its start, as every
         # write does): no durable commit of gc's own.
-        after = env.trial(lambda w: w.pool.stats(w.t) if not (
-            w.pool.untrimmed_free_blocks(w.t) and env.pool.data.can_punch) else None)
+        after = env.trial(lambda w: w.blocks.stats() if not (
+            w.blocks.untrimmed_free_blocks() and env.pool.data.can_punch) else None)
         if after is not None:
             return _report(freed, before, after)
     # One more write transaction releases what every reader has let go (it does
@@ -70,7 +70,7 @@ def collect(env: Env, budget: int = 2000, trim: bool = False) -> dict:
     elif _pool_pending(env):
         env.transact(lambda w: None)
     with env.read() as r:
-        return _report(freed, before, r.pool.stats(r.t), cut)
+        return _report(freed, before, r.blocks.stats(), cut)
 
 
 def _report(freed: int, before, after, cut: int = 0) -> dict:
@@ -85,15 +85,15 @@ def _report(freed: int, before, after, cut: int = 0) -> dict:
 def _trim(w) -> int:
     """Pool.trim in write txn w; returns the blocks it gave back beyond what
     pool.trimmed records (the data file's growth it cut off)."""
-    pool = w.pool
-    t0 = pool.trimmed_count(w.t)
-    got = pool.trim(w.t)
-    return got - (pool.trimmed_count(w.t) - t0)
+    blocks = w.blocks
+    t0 = blocks.stats().trimmed_blocks
+    got = blocks.trim()
+    return got - (blocks.stats().trimmed_blocks - t0)
 
 
 def _pool_pending(env: Env) -> int:
     with env.read() as r:
-        return r.pool.pending_blocks(r.t)
+        return r.blocks.pending_blocks()
 
 
 def _queued(env: Env) -> int:

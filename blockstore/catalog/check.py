@@ -3,7 +3,7 @@
 What is verified, in one read transaction (a consistent view; writers go on):
 
 * catalog: every record decodes, names a known kind and a root that exists;
-  the reverse index (catalog_links.py) holds exactly what the records say
+  the reverse index (links.py) holds exactly what the records say
   (repair rebuilds it);
 * nodes: checksum and shape (keys strictly sorted, children one level down,
   every child's keys within its separators, size within the node limit);
@@ -38,12 +38,14 @@ import bisect
 import hashlib
 from dataclasses import dataclass, field
 
-from . import catalog, catalog_links, storefiles
-from .btree import values
-from .btree.node import node_limit
-from .btree.store import NODERC, NODES, NodeStore
-from .errors import Corruption
-from .txn import Env, from_u64, u64
+from .. import storefiles
+from . import links as catalog_links
+from . import table as catalog
+from ..btree import values
+from ..btree.node import node_limit
+from ..btree.store import NODERC, NODES, NodeStore
+from ..errors import Corruption
+from ..txn import Env, from_u64, u64
 
 
 @dataclass
@@ -169,11 +171,11 @@ def count_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
     return out
 
 
-def _block_states(pool, t, total):
+def _block_states(blocks, total):
     """Disjoint (start, n, state, count) from the pool tables; state in free/pending/shared."""
-    segs = [(s, n, "free", 0) for s, n in pool.free_runs(t)]
-    segs += [(s, n, "pending", 0) for _, s, n in pool.pending_runs(t)]
-    segs += [(s, n, "shared", c) for s, n, c in pool.shared_runs(t)]
+    segs = [(s, n, "free", 0) for s, n in blocks.free_runs()]
+    segs += [(s, n, "pending", 0) for _, s, n in blocks.pending_runs()]
+    segs += [(s, n, "shared", c) for s, n, c in blocks.shared_runs()]
     segs.sort()
     return segs
 
@@ -246,7 +248,7 @@ def _check_modes(path: str, report: CheckReport) -> None:
 
 def _check_view(r, report: CheckReport, scrub: bool) -> _Walk:
     ns = NodeStore(r, cached=False)
-    t, pool = r.t, r.env.pool      # the raw pool: problems are reported, not raised
+    t, blocks = r.t, r.blocks      # raw reads (read_raw): problems are reported, not raised
     walk = _Walk(ns, report)
     trees = 0
     dangling = []           # catalog records whose root node does not exist
@@ -303,20 +305,20 @@ def _check_view(r, report: CheckReport, scrub: bool) -> _Walk:
                        walk.owner.get(nid), repairable=False)
     # Blocks.
     expected = count_runs(walk.block_refs)
-    total = pool.total_blocks(t)
-    segs = _block_states(pool, t, total)
+    total = blocks.total_blocks()
+    segs = _block_states(blocks, total)
 
     def owner_of_block(_b):
         return None
     _compare_blocks(expected, segs, total, report, owner_of_block)
-    for msg in pool.self_check(t):
+    for msg in blocks.self_check():
         report.add("pool", msg)
-    bs = pool.block_size
+    bs = blocks.block_size
     bad_dedup = report._bad_dedup = []
-    for digest, block in pool.dedup_entries(t):
-        if pool.refcount(t, block) == 0:
+    for digest, block in blocks.dedup_entries():
+        if blocks.refcount(block) == 0:
             continue                     # self_check reports dead dedup entries
-        if hashlib.sha256(pool.read(block, 1)).digest() != digest:
+        if hashlib.sha256(blocks.read_raw(block, 1)).digest() != digest:
             report.add("dedup-mismatch", f"dedup entry for block {block} does not match its content")
             bad_dedup.append(block)
     if scrub:
@@ -344,9 +346,8 @@ def _scrub(r, walk: _Walk, report: CheckReport) -> None:
     Cost: one read + one checksum call per 256 blocks, one pool.sums range
     scan per step.
     """
-    pool = r.env.pool
-    t, bs = r.t, pool.block_size
-    hash_many, ds = pool.sums.hash, pool.digest_size
+    blocks = r.blocks
+    ds = blocks.digest_size
     dedup = None                      # built on first need (old stores only)
     verified = unverifiable = 0
     bad: list[int] = []
@@ -354,16 +355,16 @@ def _scrub(r, walk: _Walk, report: CheckReport) -> None:
         for cs in range(s, s + n, SCRUB_READ_BLOCKS):
             cn = min(SCRUB_READ_BLOCKS, s + n - cs)
             try:
-                data = pool.read(cs, cn)
+                data = blocks.read_raw(cs, cn)
             except Corruption as exc:
                 report.add("block-unreadable", str(exc), repairable=False)
                 continue
-            want = pool.digests(t, cs, cn)
-            got = hash_many(data, bs)
+            want = blocks.digests(cs, cn)
+            got = blocks.hash_blocks(data)
             for i, d in enumerate(want):
                 if d is None:
                     if dedup is None:
-                        dedup = {b: h for h, b in pool.dedup_entries(t)}
+                        dedup = {b: h for h, b in blocks.dedup_entries()}
                     # SHA-256, as ``got``: only sha256 stores can have dedup entries
                     # (Env refuses dedup with any other checksum).
                     d = dedup.get(cs + i)
@@ -379,13 +380,13 @@ def _scrub(r, walk: _Walk, report: CheckReport) -> None:
             for k in range(bisect.bisect_left(bad, s), bisect.bisect_left(bad, s + n)):
                 owner.setdefault(bad[k], tree)
     for b in bad:
-        report.add("block-checksum", f"block {b} does not match its {pool.checksum} checksum", owner.get(b),
+        report.add("block-checksum", f"block {b} does not match its {blocks.checksum} checksum", owner.get(b),
                    repairable=False, block=b)
     report.stats.update(scrub_verified_blocks=verified, scrub_unverifiable_blocks=unverifiable)
 
 
 def _check_index(r, report: CheckReport) -> None:
-    """The catalog's reverse index (catalog_links.py) holds exactly what the
+    """The catalog's reverse index (links.py) holds exactly what the
     records say.  O(trees) time and memory."""
     want = catalog_links.expected(r.t, r.db(catalog.CATALOG))
     have = catalog_links.stored(r.t, r.env.dbs)
@@ -408,7 +409,7 @@ def _repair(w, report: CheckReport) -> None:
         catalog.delete(w, name)
         report.repaired.append(f"removed catalog entry {name!r}: its root node is missing")
     for block in getattr(report, "_bad_dedup", []):
-        w.pool.index.remove_blocks(t, block, 1)
+        w.blocks.forget_dedup(block, 1)
         report.repaired.append(f"dropped the dedup entry of block {block}: wrong digest")
     if getattr(report, "_index_bad", False):
         n = catalog_links.rebuild(w.t, w.env.dbs, w.db(catalog.CATALOG))
@@ -428,6 +429,6 @@ def _repair(w, report: CheckReport) -> None:
             continue
         if c != 1:
             t.put(u64(nid), c.to_bytes(4, "big"), db=rc_db)
-    for msg in w.pool.rebuild(t, report._expected_blocks):
+    for msg in w.blocks.rebuild(report._expected_blocks):
         report.repaired.append(msg)
     report.repaired.append("node refcounts rewritten from the trees")
