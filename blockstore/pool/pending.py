@@ -103,6 +103,16 @@ class Pending:
         self.meta.add(t, PENDING_BLOCKS, -released)
         return released
 
+    def releasable(self, t, limit_txnid: int) -> int:
+        """Blocks ``release`` would free with this limit (O(runs counted): entries
+        are in txn-id order)."""
+        total = 0
+        for k, v in t.cursor(db=self.db):
+            if unpack_u64x2(k)[0] > limit_txnid:
+                break
+            total += unpack_u64(v)[0]
+        return total
+
     def freed_by(self, t, txnid: int) -> bool:
         """Whether txn ``txnid`` deferred any free (one cursor seek)."""
         cur = t.cursor(db=self.db)

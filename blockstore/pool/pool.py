@@ -405,6 +405,11 @@ class Pool:
             t.delete(TRIM_ON_RELEASE, db=self.meta.db)
         return released
 
+    def releasable_pending(self, t, limit_txnid: int) -> int:
+        """Pending blocks freed in txns W <= limit_txnid: free for every reader,
+        waiting only for the next write to release them."""
+        return self.pending.releasable(t, limit_txnid)
+
     def trim_when_released(self, t) -> None:
         """Mark the frees that write txn ``t`` deferred (if any): whichever later
         write txn releases them (txn.py, at its start) also gives their disk space

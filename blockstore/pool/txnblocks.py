@@ -104,6 +104,10 @@ class BlockReader:
     def stats(self) -> PoolStats:
         return self._pool.stats(self._t)
 
+    def releasable_pending(self, limit_txnid: int) -> int:
+        """Pending blocks no reader older than ``limit_txnid`` holds (Pool.releasable_pending)."""
+        return self._pool.releasable_pending(self._t, limit_txnid)
+
     def trimmed_count(self) -> int:
         """Free blocks whose disk space was given back (pool.trimmed)."""
         return self._pool.trimmed_count(self._t)
