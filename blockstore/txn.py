@@ -409,8 +409,12 @@ class Env:
         meta_dir = os.path.join(self.path, META_DIR)
         data_path = os.path.join(self.path, DATA_FILE)
         self._prepare_dir(meta_dir, data_path, create, block_size, dedup, checksum)
-        pool_dbs = self._open_lmdb(meta_dir)
+        self._open_lmdb(meta_dir)
+        # Every named database is opened (created in a new store) in the same
+        # write txn as the format record: one commit makes a store, none opens one.
         with self.env.begin(write=True) as t:
+            self.dbs = {name: self.env.open_db(name.encode(), txn=t) for name in _DB_NAMES}
+            pool_dbs = PoolDbs.open(self.env, t)
             meta = self.dbs["meta"]
             self._format_record(t, meta, data_path, create, block_size, dedup, checksum)
             self._read_format(t, meta)
@@ -454,8 +458,8 @@ class Env:
             raise Corruption(f"store metadata {mdb} {lost}; "
                              f"restore meta/ from a backup (check --repair cannot rebuild it)")
 
-    def _open_lmdb(self, meta_dir) -> PoolDbs:
-        """Open the LMDB environment and every named database; returns the pool's."""
+    def _open_lmdb(self, meta_dir) -> None:
+        """Open the LMDB environment."""
         try:
             self.env = lmdb.open(meta_dir, map_size=INITIAL_MAP_SIZE, max_dbs=MAX_DBS,
                                  subdir=True, sync=True, metasync=True, lock=True,
@@ -468,8 +472,6 @@ class Env:
             raise
         _ENVS.add(self)
         self.env.reader_check()
-        self.dbs = {name: self.env.open_db(name.encode()) for name in _DB_NAMES}
-        return PoolDbs.open(self.env)
 
     def _format_record(self, t, meta, data_path, create, block_size, dedup, checksum) -> None:
         """Write the format record of a new store, refuse a newer format, upgrade an older."""
@@ -746,6 +748,27 @@ class Env:
                 if not self._forked():
                     w.t.abort()
                 raise
+
+    def trial(self, fn: Callable[[WriteTxn], T]) -> T | None:
+        """Run ``fn`` in a write transaction that is aborted afterwards, so nothing
+        it changes in LMDB lasts and no durable commit is paid.  ``fn`` sees the
+        store as the next write will (deferred frees every reader let go are
+        released at its start, and those marked ``Pool.trim_when_released`` are
+        punched then) and holds the writer lock, so work outside LMDB that needs
+        exclusion from other writers (punching holes) may run in it; the tables
+        say the same again at the next write, which redoes that work (punching a
+        hole twice is harmless).  None, without calling ``fn``, inside this
+        thread's batch (its writer lock is the batch's)."""
+        self._check_pid()
+        with self.lock, damage_is_corruption(self.path):
+            if self._batch is not None and self._batch_owner == threading.get_ident():
+                return None
+            w = self._new_write()
+            try:
+                return fn(w)
+            finally:
+                if not self._forked():
+                    w.t.abort()
 
     def transact(self, fn: Callable[[WriteTxn], T]) -> T:
         """Run ``fn`` in a write transaction and commit, rerunning it after growing

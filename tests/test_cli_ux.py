@@ -121,6 +121,8 @@ def test_json_is_honoured_or_refused_by_every_command(bs, src, tmp_path):
                 yield from leaves(cmd, prefix + (name,))
             else:
                 yield " ".join(prefix + (name,)), cmd
+    for name in main.list_commands(None):   # every command module loaded
+        main.get_command(None, name)
     for name, cmd in leaves(main):
         assert takes_json(cmd) != (name in refusing), name
 

@@ -155,7 +155,7 @@ def test_the_private_name_check_sees_attributes_and_imports(tmp_path):
 # staging (working clones, and ``staging.editing`` for the import writers),
 # treeview (POSIX changes), transfer (directory import into a working clone in
 # one batch), treestream (a pulled snapshot built in one transaction) and
-# bulkimport (moving to fs/build.py).
+# bulkimport (the transactions and checkpoints of fs/build.py's bulk build).
 API_WRITERS = {"store.py", "staging.py", "treeview.py", "transfer.py", "treestream.py",
                "bulkimport.py"}
 

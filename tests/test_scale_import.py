@@ -21,7 +21,7 @@ from blockstore import Store
 CHILD = r"""
 import os, resource, sys
 from blockstore import Store
-from blockstore.api import bulkimport
+from blockstore.fs import build as bulkimport
 bulkimport.CHECKPOINT_BYTES = int(sys.argv[3])
 with Store.open(sys.argv[2]) as s:
     s.import_dir(sys.argv[1], "snap")
@@ -66,7 +66,7 @@ def test_import_memory_does_not_grow_with_the_file_count(tmp_path):
 def test_checkpointed_import_equals_the_source(tmp_path):
     """Many checkpoints (one every few items): the snapshot is the source, the
     store checks clean, nothing is left of the working clone or its spines."""
-    from blockstore.api import bulkimport
+    from blockstore.fs import build as bulkimport
     src = tmp_path / "src"
     _tree(src, 3000, per_dir=70)
     (src / "big").write_bytes(os.urandom(3 << 20))
@@ -93,7 +93,7 @@ def test_checkpointed_import_equals_the_source(tmp_path):
 
 BULK_RUNNER = r"""
 import sys
-from blockstore.api import bulkimport
+from blockstore.fs import build as bulkimport
 bulkimport.CHECKPOINT_BYTES = 1
 bulkimport.BATCH_BYTES = 64 * 1024
 from blockstore.cli import main

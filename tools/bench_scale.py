@@ -10,7 +10,8 @@ Three growth curves, each measured in one run:
             rm_gc_ms      remove + gc of that snapshot (it frees no block: the
                           clone shares them; one durable commit)
             rm_gc_freeing_ms  remove + gc of the clone, which frees its own
-                          blocks (gc's release and trim is a second commit)
+                          blocks (also one durable commit: gc gives their
+                          space back without one, gc.py)
             *_cpu_ms      the same in CPU time of this process (what
                           the store does, without the waits for the disk
                           and for the CPU that other processes take)
@@ -23,10 +24,12 @@ Three growth curves, each measured in one run:
   import  a source directory of small files (100 B .. 6 KB; 1,000 per
           directory) grown 1k ... 1M files.  At each size, interleaved:
           `blockstore import` (CLI, durable on return), `cp -a` + `sync -f`,
-          `tar -c | tar -x` + `sync -f`; wall time and peak RSS of each
+          `tar -c | tar -x` + `sync -f`; wall time, CPU time (user + system:
+          what load on a shared machine does not inflate) and peak RSS of each
           (after one unmeasured CLI start that writes the byte code caches)
           (GNU time's %M: the largest process of the command, so for the tar
-          pipeline the larger of the two tars).
+          pipeline the larger of the two tars; %U + %S of the command and its
+          children).
   depth   a chain of snapshots (clone, write, commit) 1 ... 1,000 deep; at
           depths 1, 10, 100, 1000 the median latency of stat + read of a file
           written at depth 1 (TreeView, in process).
@@ -208,17 +211,18 @@ def _grow_source(root: str, have: int, want: int, rnd: random.Random) -> None:
 _ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def _run(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one command, run under GNU time, whose own
-    small process is what forks it (a child forked from this process would count
-    this process's memory as its own until it execs)."""
+def _run(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MiB, CPU seconds) of one command, run under GNU time,
+    whose own small process is what forks it (a child forked from this process
+    would count this process's memory as its own until it execs)."""
     t0 = time.perf_counter()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], stdout=subprocess.DEVNULL,
+    p = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *cmd], stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE, text=True, env=_ENV)
     wall = time.perf_counter() - t0
     if p.returncode:
         raise RuntimeError(f"{cmd[0]} failed: {p.stderr[-2000:]}")
-    return wall, int(p.stderr.strip().splitlines()[-1]) / 1024
+    rss, user, sys_ = p.stderr.strip().splitlines()[-1].split()
+    return wall, int(rss) / 1024, float(user) + float(sys_)
 
 
 def _rm(path: str) -> None:
@@ -241,28 +245,33 @@ def bench_import(args, work: str, sizes: list[int]) -> list[dict]:
         subprocess.run(["sync", "-f", src], check=True)
         log(f"import: source of {n} files ready ({time.perf_counter() - t0:.1f} s), load {_load()}")
         reps = 1 if args.tiny else 3 if n <= 10000 else 1
-        cp, cp_rss, tar, tar_rss, imp, imp_rss = [], [], [], [], [], []
+        cp, cp_rss, cp_cpu, tar, tar_rss, imp, imp_rss, imp_cpu = ([] for _ in range(8))
         for r in range(reps):
             dst = os.path.join(work, "dst")
-            w, m = _run(["cp", "-a", src, dst])
-            w += _run(["sync", "-f", dst])[0]
-            cp.append(w)
+            w, m, c = _run(["cp", "-a", src, dst])
+            ws, _, cs = _run(["sync", "-f", dst])
+            cp.append(w + ws)
             cp_rss.append(m)
+            cp_cpu.append(c + cs)
             _rm(dst)
             store = os.path.join(work, "imp-store")
-            w, m = _run([BIN, "--store", store, "import", src, "snap"])
+            w, m, c = _run([BIN, "--store", store, "import", src, "snap"])
             imp.append(w)
             imp_rss.append(m)
+            imp_cpu.append(c)
             _rm(store)
             os.makedirs(dst)
-            w, m = _run(["bash", "-c", f"tar -C {src} -cf - . | tar -C {dst} -xf - && sync -f {dst}"])
+            w, m, _ = _run(["bash", "-c", f"tar -C {src} -cf - . | tar -C {dst} -xf - && sync -f {dst}"])
             tar.append(w)
             tar_rss.append(m)
             _rm(dst)
         row = {"files": n, "import_s": bu.median(imp), "cp_s": bu.median(cp),
                "tar_s": bu.median(tar), "import_rss_mib": max(imp_rss),
                "cp_rss_mib": max(cp_rss), "tar_rss_mib": max(tar_rss),
-               "import_ratio": bu.median(imp) / bu.median(cp), "load": _load()}
+               "import_ratio": bu.median(imp) / bu.median(cp),
+               "import_cpu_s": bu.median(imp_cpu), "cp_cpu_s": bu.median(cp_cpu),
+               "import_cpu_ratio": bu.median(imp_cpu) / max(1e-3, bu.median(cp_cpu)),
+               "load": _load()}
         log("import:", {k: round(v, 3) for k, v in row.items()})
         rows.append(row)
     _rm(src)
@@ -396,7 +405,8 @@ def run(args):
         report.add("trees_max", last["trees"])
         report.add("rm_gc_ms_at_max", last["rm_gc_ms"], "ms", 1, "<=")
         report.add("rm_gc_cpu_ms_at_max", last["rm_gc_cpu_ms"], "ms", 1, "<=")
-        report.add("rm_gc_freeing_ms_at_max", last["rm_gc_freeing_ms"], "ms")
+        report.add("rm_gc_freeing_ms_at_max", last["rm_gc_freeing_ms"], "ms", 1, "<=")
+        report.add("rm_gc_freeing_cpu_ms_at_max", last["rm_gc_freeing_cpu_ms"], "ms")
         report.add("clone_growth", last["clone_ms"] / first["clone_ms"], "x", 1.3, "<=",
                    note=f"clone at {last['trees']} / at {first['trees']} trees")
         report.add("commit_growth", last["commit_ms"] / first["commit_ms"], "x", 1.3, "<=")
@@ -415,6 +425,8 @@ def run(args):
                    note="import / (cp -a + sync)")
         report.add("import_ratio_first", first["import_ratio"], "x", 2.0, "<=",
                    note=f"{first['files']} files")
+        report.add("import_cpu_ratio_at_max", last["import_cpu_ratio"], "x",
+                   note="CPU (user + system) of import / of cp -a + sync")
     d = result.get("depth")
     if d:
         report.add("depth_ratio", d[-1]["lookup_us"] / d[0]["lookup_us"], "x", 1.3, "<=",
@@ -430,6 +442,7 @@ def run(args):
                                  "commit_cpu_ms", "rm_gc_cpu_ms", "ls_ms",
                                  "info_ms", "du_one_ms", "du_all_ms", "du_all_peak_mib", "load"]),
                       ("import", ["files", "import_s", "cp_s", "tar_s", "import_ratio",
+                                  "import_cpu_s", "cp_cpu_s", "import_cpu_ratio",
                                   "import_rss_mib", "cp_rss_mib", "tar_rss_mib", "load"]),
                       ("depth", ["depth", "lookup_us", "load"])):
         if result.get(key):

@@ -1,394 +1,49 @@
-"""Fresh import of a host directory by bulk-building the tree.
+"""Fresh import of a host directory: the api's entry to ``fs/build.py``.
 
-When a directory is imported with no parent, every item of the new tree is
-known up front, so instead of ~9 B-tree inserts per file the importer emits
-the items in key order and ``btree.bulk.build`` packs them into full nodes
-in O(n).  Inode numbers are given in breadth-first order, which is exactly
-key order: a directory's entries are emitted with it, and every child gets
-a larger inode number than its parent.
-
-Small files' data is gathered into one buffer of up to ``BATCH_BYTES`` and
-written with one ``Pool.write`` (one allocation, one hashing call, one
-pwrite); big or sparse files are written segment by segment.  A file's
-items wait until its data has blocks.  Hard links: the first name of a host
-inode is emitted in the bulk pass, the other names are added afterwards
-with ordinary ``FileTree.link`` calls (rare), and the directories they touch
-get their times back; a host inode is forgotten once all its links were seen.
-
-The import writes through ``Store.staging`` (staging.py): the tree grows in
-a working clone, committed every ``CHECKPOINT_BYTES`` of items at a point
-where every block written is referenced by an emitted item (the builder's
-checkpoint root becomes the clone's root), and becomes the snapshot at the
-end; on any error or interrupt the clone is removed and its space given
-back, so the snapshot appears complete or not at all.
-
-Memory is independent of the number of files: the breadth-first walk
-keeps, per directory whose children are still to come, its path, the
-inode number of its first child and one byte per child (its type); the
-children's names and metadata are read again when their turn comes (a
-directory that changed meanwhile is refused by name).  Beyond that: the
-pending data batch, one open node per B-tree level, the hard-link groups
-not yet complete and the extra names of hard-linked files, the entries of
-the one directory being listed (a flat directory of n files holds n names
-for a moment), and what LMDB holds of one checkpoint's transaction.
+The tree is bulk-built by ``fs.build.TreeBuilder`` in the working clone of
+``Store.staging`` (staging.py), inside its batch: at each checkpoint the
+builder's root becomes the clone's (what only the previous root held is
+freed in that transaction) and the batch is committed, so memory stays
+bounded; at the end the clone becomes the snapshot.  On any error or
+interrupt the clone is removed and its space given back, so the snapshot
+appears complete or not at all.  A small import is one durable commit.
 """
 from __future__ import annotations
 
-import os
-import stat as S
-import time
-from collections import deque
-
 from .. import catalog
-from ..btree import bulk, values
 from ..btree.store import NodeStore
-from ..catalog import TreeRecord
-from ..errors import InvalidInput
-from ..fs import items as I
-from ..fs.items import Inode
-from ..fs.tree import INLINE_MAX, XATTR_INLINE_MAX, FileTree
-from ..catalog import REMOVE_GC_BUDGET
-from ..pool import HOLE
-from .transfer import _data_segments, _xattrs
-
-BATCH_BYTES = 32 * 1024 * 1024
-SMALL_FILE = 1024 * 1024
-# Item bytes (keys + values) emitted between commits of the working clone:
-# bounds the dirty LMDB pages one transaction holds in memory.
-CHECKPOINT_BYTES = 48 * 1024 * 1024
+from ..catalog import REMOVE_GC_BUDGET, TreeRecord
+from ..fs.build import TreeBuilder
 
 
-def _inode(ino: int, st, nlink: int, size: int) -> Inode:
-    dev = S.S_ISCHR(st.st_mode) or S.S_ISBLK(st.st_mode)
-    return Inode(ino, st.st_mode, st.st_uid, st.st_gid, nlink=nlink, size=size,
-                 atime=st.st_atime_ns, mtime=st.st_mtime_ns, ctime=st.st_ctime_ns,
-                 btime=st.st_ctime_ns, rdev=st.st_rdev if dev else 0, generation=ino)
-
-
-class _Entry:
-    """One inode waiting to be emitted."""
-
-    __slots__ = ("ino", "st", "parent", "name", "xattrs", "children", "data", "extents",
-                 "inline", "size", "is_dir")
-
-    def __init__(self, ino, st, parent, name, xattrs):
-        self.ino, self.st, self.parent, self.name, self.xattrs = ino, st, parent, name, xattrs
-        self.children: list[tuple[bytes, int, int]] = []   # (name, ino, dtype)
-        self.data = None            # bytes to write in the batch, or None
-        self.extents: list[tuple[int, int, int]] = []      # (file block, start, n)
-        self.inline: bytes | None = None
-        self.size = 0
-        self.is_dir = S.S_ISDIR(st.st_mode)
-
-
-class _Group:
-    """A listed directory (inode ``dir_ino``) whose children are still to be walked:
-    they get inode numbers first_ino, first_ino + 1, ... in name order (extra hard
-    links, which get none, are named in ``skip``); ``types`` holds their dtypes."""
-
-    __slots__ = ("path", "dir_ino", "first_ino", "types", "skip")
-
-    def __init__(self, path: str, dir_ino: int, first_ino: int, types: bytearray, skip):
-        self.path, self.dir_ino, self.first_ino = path, dir_ino, first_ino
-        self.types, self.skip = types, skip
-
-
-class BulkImporter:
-    def __init__(self, store, work: str, progress=None):
-        self.store = store
-        self.env = store.env
-        self.work = work                    # the working clone (staging.py)
-        self.progress = progress
-        self.w = None
-        self.ns = None
-        self.pool = store.env.pool
-        self.bs = store.env.block_size
-        self.next_ino = I.ROOT_INO + 1
-        # host (dev, ino) -> [tree ino, links not seen yet]: incomplete groups only
-        self.links: dict[tuple[int, int], list] = {}
-        self.extra_links: list[tuple[int, int, bytes]] = []  # (ino, parent, name)
-        self.subdirs: dict[int, int] = {}
-        self.pending: deque[_Entry] = deque()
-        self.batch: list[_Entry] = []
-        self.batch_bytes = 0
-        self.emitted = 0                    # item bytes since the last checkpoint
-
-    def _begin(self) -> None:
-        """The batch's current transaction (a new one after each ``env.sync``)."""
-        with self.env.write() as w:         # joins the batch: stays open after the block
-            self.w = w
-        self.ns = NodeStore.of(self.w)
-        self.pool = self.w.blocks           # verifies reads when the store asks for it
-
-    # -- the walk ---------------------------------------------------------------
-    def run(self, src: str) -> int:
-        """Build the tree of src into the working clone; returns its root."""
-        self._begin()
-        builder = bulk.Builder(self.ns)
-        for item in self._items(src):
-            if item is None:                # a safe point: every block written is emitted
-                if self.emitted >= CHECKPOINT_BYTES:
-                    self._set_root(builder.checkpoint())
-                    self.env.sync()
-                    self._begin()
-                    builder.ns = self.ns
-                    self.emitted = 0
-                continue
-            builder.add(*item)
-            self.emitted += len(item[0]) + len(item[1])
-        root = builder.finish()
-        fst = FileTree(self.ns, root, time.time_ns)
-        fst.put_item(I.super_key(), I.pack_super(self.next_ino, self.next_ino))
-        touched = {}
-        for ino, parent, name in self.extra_links:
-            if parent not in touched:
-                touched[parent] = fst.inode(parent)
-            fst.link(ino, parent, name)
-        for parent, before in touched.items():
-            d = fst.inode(parent)
-            d.mtime, d.ctime, d.atime = before.mtime, before.ctime, before.atime
-            fst.put_inode(d)
-        self._set_root(fst.root)
-        return fst.root
-
-    def _set_root(self, root: int) -> None:
-        """Make root (owned by the caller) the working clone's, dropping its previous
-        root: what only that held (a checkpoint's spine, the empty tree staging
-        made) is freed in this transaction."""
-        rec = catalog.get(self.w, self.work)
-        old, rec.root = rec.root, root
-        catalog.put(self.w, rec)
-        if old:
-            self.ns.gc_step(REMOVE_GC_BUDGET, drop=(old,))
-
-    def _list(self, e: _Entry, path: str) -> None:
-        """Give the children of directory e their inode numbers and queue them."""
-        try:
-            names = sorted(os.listdir(path))
-        except OSError as exc:
-            raise InvalidInput(f"cannot read directory: {exc.strerror}", path=path) from None
-        first = self.next_ino
-        types = bytearray()
-        skip = None
-        for child_name in names:
-            cpath = os.path.join(path, child_name)
-            cst = os.lstat(cpath)
-            bname = os.fsencode(child_name)
-            is_dir = S.S_ISDIR(cst.st_mode)
-            if not is_dir and cst.st_nlink > 1:
-                key = (cst.st_dev, cst.st_ino)
-                group = self.links.get(key)
-                if group is not None:
-                    self.extra_links.append((group[0], e.ino, bname))
-                    group[1] -= 1
-                    if group[1] <= 0:
-                        del self.links[key]         # every link seen
-                    skip = skip or set()
-                    skip.add(child_name)
-                    continue
-                self.links[key] = [self.next_ino, cst.st_nlink - 1]
-            ino = self.next_ino
-            self.next_ino += 1
-            dtype = I.dtype_of(cst.st_mode)
-            e.children.append((bname, ino, dtype))
-            types.append(dtype)
-            if is_dir:
-                self.subdirs[e.ino] = self.subdirs.get(e.ino, 0) + 1
-        if types:
-            self.groups.append(_Group(path, e.ino, first, types, skip))
-
-    def _walk(self, src: str):
-        """Every entry in inode (breadth-first) order, with its path."""
-        st = os.lstat(src)
-        yield _Entry(I.ROOT_INO, st, 0, b"", _xattrs(src)), src
-        while self.groups:
-            g = self.groups.popleft()
-            try:
-                names = sorted(os.listdir(g.path))
-            except OSError as exc:
-                raise InvalidInput(f"cannot read directory: {exc.strerror}", path=g.path) from None
-            ino, parent = g.first_ino, g.dir_ino
-            k = 0
-            for child_name in names:
-                if g.skip and child_name in g.skip:
-                    continue
-                cpath = os.path.join(g.path, child_name)
-                cst = os.lstat(cpath)
-                if k >= len(g.types) or I.dtype_of(cst.st_mode) != g.types[k]:
-                    raise InvalidInput("directory changed while being imported", path=g.path)
-                yield _Entry(ino, cst, parent, os.fsencode(child_name), _xattrs(cpath)), cpath
-                ino += 1
-                k += 1
-            if k != len(g.types):
-                raise InvalidInput("directory changed while being imported", path=g.path)
-
-    def _items(self, src: str):
-        """The tree's items in key order; None at every point where all data written
-        so far is referenced by emitted items (where a checkpoint may commit)."""
-        self.groups: deque[_Group] = deque()
-        for e, path in self._walk(src):
-            if e.is_dir:
-                self._list(e, path)
-            else:
-                self._load(e, path)
-            if self.progress:
-                self.progress(path, e.st.st_size if S.S_ISREG(e.st.st_mode) else 0)
-            self.pending.append(e)
-            if self.batch_bytes >= BATCH_BYTES:
-                self._flush_batch()
-            yield from self._ready()
-            if not self.pending and not self.batch:
-                yield None
-        self._flush_batch()
-        yield from self._ready()
-
-    def _load(self, e: _Entry, path: str) -> None:
-        """Read a file's content (or a symlink's target) into the entry."""
-        mode = e.st.st_mode
-        if S.S_ISLNK(mode):
-            target = os.fsencode(os.readlink(path))
-            e.size = len(target)
-            if len(target) <= INLINE_MAX:
-                e.inline = target
-            else:
-                self._queue_data(e, target)
-            return
-        if not S.S_ISREG(mode) or e.st.st_size == 0:
-            return
-        size = e.st.st_size
-        e.size = size
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            if size <= INLINE_MAX:
-                data = os.pread(fd, size, 0)
-                if len(data) != size:
-                    raise InvalidInput("file changed size while being imported", path=path)
-                e.inline = data
-            elif size <= SMALL_FILE:
-                data = os.pread(fd, size, 0)
-                if len(data) != size:
-                    raise InvalidInput("file changed size while being imported", path=path)
-                self._queue_data(e, data)
-            else:
-                self._write_big(e, fd, size)
-        finally:
-            os.close(fd)
-
-    def _queue_data(self, e: _Entry, data: bytes) -> None:
-        e.data = data
-        self.batch.append(e)
-        self.batch_bytes += len(data) + (-len(data) % self.bs)
-
-    def _write_big(self, e: _Entry, fd: int, size: int) -> None:
-        bs = self.bs
-        chunk = 8 * 1024 * 1024
-        spans: list[list[int]] = []           # block-aligned, merged data spans
-        for off, length in _data_segments(fd, size):
-            a, b = off - off % bs, min(size, off + length)
-            b += -b % bs
-            if spans and a <= spans[-1][1]:
-                spans[-1][1] = max(spans[-1][1], b)
-            else:
-                spans.append([a, b])
-        for a, end in spans:
-            pos = a
-            while pos < end:
-                n = min(chunk, end - pos)
-                data = os.pread(fd, n, pos)
-                if len(data) < n:
-                    data += bytes(n - len(data))
-                data += bytes(-len(data) % bs)
-                self._add_runs(e, pos // bs, self.pool.write(data))
-                pos += n
-
-    def _add_runs(self, e: _Entry, fb: int, runs) -> None:
-        for start, n in runs:
-            if start != HOLE:
-                last = e.extents[-1] if e.extents else None
-                if last and last[0] + last[2] == fb and last[1] + last[2] == start:
-                    e.extents[-1] = (last[0], last[1], last[2] + n)
-                elif last and last[0] + last[2] > fb:
-                    raise InvalidInput("overlapping data segments")
-                else:
-                    e.extents.append((fb, start, n))
-            fb += n
-
-    def _flush_batch(self) -> None:
-        if not self.batch:
-            return
-        bs = self.bs
-        buf = bytearray()
-        spans = []
-        for e in self.batch:
-            spans.append((e, len(buf) // bs))
-            buf += e.data
-            buf += bytes(-len(e.data) % bs)
-            e.data = None
-        runs = self.pool.write(buf)
-        # Cut the runs back into each file's blocks.
-        flat = []
-        for start, n in runs:
-            flat.append((start, n))
-        i, used = 0, 0          # position in runs, blocks of runs[i] consumed
-        for k, (e, first) in enumerate(spans):
-            nblocks = (spans[k + 1][1] if k + 1 < len(spans) else len(buf) // bs) - first
-            fb = 0
-            while nblocks:
-                start, n = flat[i]
-                take = min(n - used, nblocks)
-                self._add_runs(e, fb, [(HOLE if start == HOLE else start + used, take)])
-                fb += take
-                nblocks -= take
-                used += take
-                if used == n:
-                    i, used = i + 1, 0
-        self.batch = []
-        self.batch_bytes = 0
-
-    # -- emission -----------------------------------------------------------------
-    def _ready(self):
-        """Items of pending entries whose data is placed, in inode (= key) order."""
-        while self.pending and self.pending[0].data is None:
-            yield from self._emit(self.pending.popleft())
-
-    def _emit(self, e: _Entry):
-        ino = e.ino
-        if e.is_dir:
-            nlink = 2 + self.subdirs.pop(ino, 0)
-            node = _inode(ino, e.st, nlink, 0)
-            node.next_index = 2 + len(e.children)
-        else:
-            node = _inode(ino, e.st, 1, e.size)
-        yield I.inode_key(ino), values.plain(node.pack())
-        if e.parent:
-            yield I.ref_key(ino, e.parent, e.name), values.plain(b"")
-        if e.children:
-            for idx, (name, child, dtype) in sorted(
-                    ((2 + i, c) for i, c in enumerate(e.children)), key=lambda x: x[1][0]):
-                yield I.dirent_key(ino, name), values.plain(I.dirent_value(child, dtype, idx))
-            for i, (name, child, dtype) in enumerate(e.children):
-                yield I.index_key(ino, 2 + i), values.plain(I.index_value(child, dtype, name))
-        for name in sorted(e.xattrs):
-            v = e.xattrs[name]
-            if len(v) > XATTR_INLINE_MAX:
-                buf = v + bytes(-len(v) % self.bs)
-                runs = self.pool.write(buf)
-                if len(runs) != 1 or runs[0][0] == HOLE:
-                    raise InvalidInput("large attribute values must not be mostly zero blocks")
-                yield I.xattr_key(ino, name), values.blockref(runs[0][0], runs[0][1],
-                                                              len(v).to_bytes(8, "big"))
-            else:
-                yield I.xattr_key(ino, name), values.plain(v)
-        for fb, start, n in e.extents:
-            yield I.extent_key(ino, fb), values.blockref(start, n)
-        if e.inline is not None:
-            yield I.inline_key(ino), values.plain(e.inline)
+def _set_root(w, work: str, root: int) -> None:
+    """Make root (owned by the caller) the working clone's, dropping its previous
+    root: what only that held (a checkpoint's spine, the empty tree staging
+    made) is freed in this transaction."""
+    rec = catalog.get(w, work)
+    old, rec.root = rec.root, root
+    catalog.put(w, rec)
+    if old:
+        NodeStore.of(w).gc_step(REMOVE_GC_BUDGET, drop=(old,))
 
 
 def bulk_import(store, src: str, name: str, labels, progress) -> TreeRecord:
     """Import src as a new snapshot through a working clone (see the module docstring)."""
     from .staging import staging
+    env = store.env
+
+    def txn():
+        with env.write() as w:          # joins the batch: stays open after the block
+            return w
+
+    def checkpoint(root: int) -> NodeStore:
+        _set_root(txn(), st.work, root)
+        env.sync()
+        return NodeStore.of(txn())
+
     with staging(store, name, None) as st:
-        BulkImporter(store, st.work, progress).run(src)
+        w = txn()
+        root = TreeBuilder(NodeStore.of(w), checkpoint, progress).run(src)
+        _set_root(txn(), st.work, root)
         st.commit(labels)
     return st.record

@@ -17,7 +17,6 @@ Cost: two small /proc reads per call.
 from __future__ import annotations
 
 import os
-import socket
 
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
@@ -49,7 +48,7 @@ def _start_time(pid: int) -> int | None:
 
 def current() -> dict:
     pid = os.getpid()
-    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid,
+    return {"host": _host(), "boot": _boot_id(), "pid": pid,
             "start": _start_time(pid) or 0}
 
 
@@ -63,7 +62,7 @@ def state(owner: dict | None) -> str:
         pid, start = int(owner.get("pid")), int(owner.get("start"))
     except (TypeError, ValueError):
         return "unknown"
-    if host != socket.gethostname() or not start:
+    if host != _host() or not start:
         return "unknown"                 # start 0: /proc was unreadable for the owner
     if boot != _boot_id():
         return "gone"
@@ -74,3 +73,9 @@ def describe(owner: dict | None) -> str:
     if not owner or not isinstance(owner, dict):
         return "no owner recorded"
     return f"process {owner.get('pid')} on {owner.get('host')}"
+
+
+def _host() -> str:
+    """This host's name (what socket.gethostname says on Linux, without loading
+    the socket module at every CLI start)."""
+    return os.uname().nodename

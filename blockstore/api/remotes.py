@@ -10,7 +10,6 @@ pulled snapshots reach it without the API importing upward.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -38,9 +37,29 @@ def tier():
 
 def install_fetcher(store) -> None:
     """At open: the remote tier's block fetcher for absent blocks, if the tier is
-    there and the pool has none yet (one pool per store per process)."""
+    there and the pool has none yet (one pool per store per process).  It is
+    made on its first use (``_FetcherOnUse``): most opens never read an absent
+    block, and the tier's client modules cost milliseconds to import."""
     if _tier is not None and store.env.pool.fetcher is None:
-        store.set_block_fetcher(_tier.fetcher_for(store))
+        store.set_block_fetcher(_FetcherOnUse(_tier, store))
+
+
+class _FetcherOnUse:
+    """The tier's fetcher (pool/lazy.py's BlockFetcher), made when first used."""
+
+    def __init__(self, tier_, store):
+        self._tier, self._store, self._made = tier_, store, None
+
+    def _fetcher(self):
+        if self._made is None:
+            self._made = self._tier.fetcher_for(self._store)
+        return self._made
+
+    def fetch(self, wants):
+        return self._fetcher().fetch(wants)
+
+    def __getattr__(self, name):          # timeout and anything else the pool asks
+        return getattr(self._fetcher(), name)
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -55,6 +74,7 @@ def parse_url(url: str) -> tuple[str, str]:
 def load(store_path: str) -> dict:
     try:
         with open(os.path.join(store_path, FILE), encoding="utf-8") as f:
+            import json
             data = json.load(f)
     except FileNotFoundError:
         return {}
@@ -69,6 +89,7 @@ def _save(store_path: str, data: dict) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            import json
             json.dump(data, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())

@@ -8,11 +8,14 @@
 Directory import onto a parent (transfer.py) and layer import (oci/chain.py)
 both write through this context:
 
-* ``staging(...)`` creates the working clone ``NAME@importing-xxxxxxxx`` (of
-  ``parent``, or empty) in its own transaction, together with an entry in the
-  catalog's staging registry naming its owner (this process: host, boot id,
-  pid, start time; see owner.py), then runs the body inside ``store.batch()``:
-  chunked commits (``env.sync()``) keep memory bounded.
+* ``staging(...)`` opens ``store.batch()`` and creates in it the working clone
+  ``NAME@importing-xxxxxxxx`` (of ``parent``, or empty), together with an entry
+  in the catalog's staging registry naming its owner (this process: host, boot
+  id, pid, start time; see owner.py), then runs the body in the same batch:
+  chunked commits (``env.sync()``) keep memory bounded.  The clone becomes
+  durable with the first chunk; an import that needs no chunk commit is one
+  durable commit (creation, data, snapshot), and a crash before it leaves
+  nothing to sweep.
 * ``st.commit(labels)`` turns the working clone into the snapshot in one
   transaction (the clone's root reference moves to the snapshot: O(1); the
   snapshot's parent is ``parent``).
@@ -147,8 +150,8 @@ def staging(store, name: str, parent: str | None = None):
     """See the module docstring."""
     st = Staging(store, name, parent)
     try:
-        st._create()
         with store.batch():
+            st._create()            # durable with the first chunk: one commit for a small import
             yield st
     except BaseException:
         st.rollback()

@@ -17,7 +17,6 @@ reads) and sets directory times after their contents.
 """
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import time
@@ -25,42 +24,11 @@ import time
 from .. import catalog
 from ..btree.store import NodeStore
 from ..errors import InvalidInput, NotFound
+from ..fs.hostread import data_segments as _data_segments, xattrs as _xattrs
 from ..fs.tree import ROOT_INO, FileTree
 from . import hostout, staging
 
 CHUNK = 8 * 1024 * 1024
-
-
-def _xattrs(path: str) -> dict[bytes, bytes]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EPERM):
-            return {}
-        raise
-    out = {}
-    for n in names:
-        try:
-            out[os.fsencode(n)] = os.getxattr(path, n, follow_symlinks=False)
-        except OSError:
-            continue
-    return out
-
-
-def _data_segments(fd: int, size: int):
-    """(offset, length) of the data regions of a file (holes skipped)."""
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                return
-            yield pos, size - pos          # no SEEK_DATA support: all data
-            return
-        end = os.lseek(fd, start, os.SEEK_HOLE)
-        yield start, min(end, size) - start
-        pos = end
 
 
 class _Importer:

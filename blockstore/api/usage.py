@@ -136,15 +136,23 @@ def exclusive_blocks(mine, others, shared) -> int:
 
 
 def pool_usage(store) -> PoolUsage:
+    """The pool's counters; pending blocks that no live reader can reach any more
+    count as free (the next write releases them: gc leaves a removal's blocks so,
+    catalog/gc.py), so ``pending`` is what older readers still hold."""
     with store.env.read() as r:
         st = r.blocks.stats()
         trees = catalog.count(r)
+        free, pending = st.free_blocks, st.pending_blocks
+        if pending:
+            oldest = store.env.oldest_reader()      # this read txn is one of them
+            gone = r.blocks.releasable_pending(oldest if oldest is not None else r.id())
+            free, pending = free + gone, pending - gone
     bs = st.block_size
     data = os.path.join(store.path, "pool.data")
     meta = os.path.join(store.path, "meta", "data.mdb")
     return PoolUsage(
         block_size=bs, total_bytes=st.total_blocks * bs, used_bytes=st.used_blocks * bs,
-        free_bytes=st.free_blocks * bs, pending_bytes=st.pending_blocks * bs,
+        free_bytes=free * bs, pending_bytes=pending * bs,
         multi_ref_bytes=st.shared_blocks * bs, dedup=store.env.dedup,
         dedup_saved_bytes=st.dedup_hits * bs, zero_saved_bytes=st.zero_blocks * bs,
         data_file_bytes=os.stat(data).st_blocks * 512 if os.path.exists(data) else 0,

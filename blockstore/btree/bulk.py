@@ -73,6 +73,31 @@ class Builder:
                 return
         self._add(0, key, val)
 
+    def add_many(self, items) -> int:
+        """``add`` each (key, value) in order; returns the bytes of their keys and
+        values (one call per batch of items instead of one per item)."""
+        total = 0
+        prev = self.prev
+        for key, val in items:
+            nk, nv = len(key), len(val)
+            if prev is not None and key <= prev:
+                raise InvalidInput(f"bulk build needs strictly increasing keys ({key!r} after {prev!r})")
+            if nk > MAX_KEY or not nv or nv > MAX_VALUE:
+                raise InvalidInput(f"bulk build item out of limits (key {nk} B, value {nv} B)")
+            prev = self.prev = key
+            total += nk + nv
+            levels = self.levels
+            if levels:                  # as in add: room in the open leaf
+                lv = levels[0]
+                size = 6 + nk + nv
+                if not lv.keys or lv.nbytes + size <= _LEAF_FILL:
+                    lv.keys.append(key)
+                    lv.vals.append(val)
+                    lv.nbytes += size
+                    continue
+            self._add(0, key, val)
+        return total
+
     def _add(self, level: int, key: bytes, val) -> None:
         levels = self.levels
         if level == len(levels):

@@ -29,9 +29,14 @@ REMOVE_GC_BUDGET = 256          # nodes a removal frees in its own transaction; 
 def drop(w, rec: TreeRecord) -> int:
     """Delete the record of tree ``rec`` in write txn ``w``; the first
     ``REMOVE_GC_BUDGET`` nodes it owned alone are freed now (all of them for a
-    clone that changed little), the rest by ``gc``.  Returns the nodes freed now."""
+    clone that changed little), the rest by ``gc``.  The blocks freed are
+    deferred (pool/pending.py: older readers may still read them) and marked
+    to be trimmed when released (``Pool.trim_when_released``), so that a
+    following ``gc`` has no commit to make for them.  Returns the nodes freed now."""
     catalog.delete(w, rec.name)
-    return NodeStore.of(w).gc_step(REMOVE_GC_BUDGET, drop=(rec.root,) if rec.root else ())
+    freed = NodeStore.of(w).gc_step(REMOVE_GC_BUDGET, drop=(rec.root,) if rec.root else ())
+    w.blocks.trim_when_released()
+    return freed
 
 _open_envs: dict[str, list] = {}          # realpath -> [Env, users]
 _open_lock = threading.Lock()

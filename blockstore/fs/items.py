@@ -126,6 +126,15 @@ def dtype_of(mode: int) -> int:
 _INODE = struct.Struct(">IIIIQqqqqQQQI4x")
 
 
+def pack_inode(mode: int, uid: int, gid: int, nlink: int, size: int, atime: int, mtime: int,
+               ctime: int, btime: int, rdev: int, generation: int, next_index: int = 2,
+               flags: int = 0) -> bytes:
+    """An INODE item's value from its fields (``Inode.pack`` without the object:
+    the bulk builder packs one per file)."""
+    return _INODE.pack(mode, uid, gid, nlink, size, atime, mtime, ctime, btime, rdev,
+                       generation, next_index, flags)
+
+
 @dataclass
 class Inode:
     """The attributes of one inode.  Times are ns since the epoch."""

@@ -105,6 +105,11 @@ class FileTree:
         self.put_inode(Inode(items.ROOT_INO, stat.S_IFDIR | (mode & 0o7777), uid, gid, nlink=2,
                              atime=t, mtime=t, ctime=t, btime=t, generation=1))
 
+    def set_counters(self, next_ino: int) -> None:
+        """The next inode number (and generation) of a tree built in bulk, whose
+        inode numbers are all below ``next_ino`` (fs/build.py)."""
+        self.put_item(items.super_key(), items.pack_super(next_ino, next_ino))
+
     def _alloc_ino(self) -> tuple[int, int]:
         v = self.get_item(items.super_key())
         if v is None:

@@ -94,6 +94,9 @@ ZERO_BLOCKS = b"zero_blocks"          # cumulative zero blocks not stored
 HINT = b"alloc_hint"                  # next-fit allocation cursor
 BLOCK_SIZE = b"block_size"            # fixed at the first write
 TRIMMED_BLOCKS = b"trimmed_blocks"    # sum of n over pool.trimmed
+# Not a counter: the id of the write txn whose deferred frees are trimmed when
+# released (pending.py, Pool.trim_when_released); 0 or absent: none.
+TRIM_ON_RELEASE = b"trim_on_release"
 
 COUNTERS = (TOTAL_BLOCKS, FREE_BLOCKS, PENDING_BLOCKS, SHARED_BLOCKS,
             SHARED_EXTRA, DEDUP_HITS, ZERO_BLOCKS, HINT)

@@ -85,8 +85,9 @@ class Pending:
         v = t.get(pack_u64(hit[0]), db=self.rev)
         return hit[0], hit[1], unpack_u64x2(v)[1]
 
-    def release(self, t, limit_txnid: int, free: Callable[[object, int, int], None]) -> int:
-        """Hand every run freed in txn W <= limit (and W < t.id()) to ``free``."""
+    def release(self, t, limit_txnid: int, free: Callable[[object, int, int, int], None]) -> int:
+        """Hand every run freed in txn W <= limit (and W < t.id()) to
+        ``free(t, start, n, W)``."""
         bound = min(limit_txnid, t.id() - 1)
         todo = []
         for k, v in t.cursor(db=self.db):
@@ -97,10 +98,25 @@ class Pending:
         released = 0
         for w, s, n in todo:
             self._delete(t, w, s)
-            free(t, s, n)
+            free(t, s, n, w)
             released += n
         self.meta.add(t, PENDING_BLOCKS, -released)
         return released
+
+    def releasable(self, t, limit_txnid: int) -> int:
+        """Blocks ``release`` would free with this limit (O(runs counted): entries
+        are in txn-id order)."""
+        total = 0
+        for k, v in t.cursor(db=self.db):
+            if unpack_u64x2(k)[0] > limit_txnid:
+                break
+            total += unpack_u64(v)[0]
+        return total
+
+    def freed_by(self, t, txnid: int) -> bool:
+        """Whether txn ``txnid`` deferred any free (one cursor seek)."""
+        cur = t.cursor(db=self.db)
+        return cur.set_range(pack_u64x2(txnid, 0)) and unpack_u64x2(cur.key())[0] == txnid
 
     def runs(self, t) -> Iterator[tuple[int, int, int]]:
         """(txnid, start, n) in txn-id order."""

@@ -54,7 +54,7 @@ from .absent import Absent
 from .allocator import GROW_MIN_BYTES, Allocator
 from .datafile import DataFile
 from .dbs import (BLOCK_SIZE, DEDUP_HITS, FREE_BLOCKS, PENDING_BLOCKS, SHARED_BLOCKS, SHARED_EXTRA,
-                  TOTAL_BLOCKS, ZERO_BLOCKS, Meta, PoolDbs)
+                  TOTAL_BLOCKS, TRIM_ON_RELEASE, ZERO_BLOCKS, Meta, PoolDbs)
 from .dedup import DIGEST_SIZE, DedupIndex
 from .pending import Pending
 from .refcounts import Refcounts
@@ -96,6 +96,11 @@ class Pool:
             raise errors.InvalidInput(f"dedup needs sha256 block checksums, not {self.checksum}")
         self.meta = Meta(dbs.meta)
         self.trimmed = Trimmed(dbs, self.meta, data)
+        # (freeing txn, start, n) of pending runs this process punched on release:
+        # not metadata (a fact about the data file's holes; a pending run is
+        # unique by its freeing txn), so a release that follows an aborted one
+        # does not punch the same hole again.
+        self._holes: set[tuple[int, int, int]] = set()
         self.alloc = Allocator(dbs, self.meta, data, block_size, grow_min_bytes, self.trimmed)
         self.pending = Pending(dbs, self.meta)
         self.refs = Refcounts(dbs, self.meta)
@@ -356,6 +361,14 @@ class Pool:
                 self.absent.remove(t, s, k)
             self.pending.add(t, txnid, s, k)
 
+    def written(self, runs) -> None:
+        """Wait until the blocks of ``runs`` (returned by ``write``) are written:
+        the buffer handed over with ``owned`` may then be reused."""
+        bs = self.block_size
+        for start, n in runs:
+            if start != HOLE:
+                self.data.settle(start * bs, (start + n) * bs)
+
     def trim(self, t) -> int:
         """Give the disk space of every free block back to the file system (punch
         holes; see trimmed.py for why this is safe for readers), and cut the data
@@ -368,12 +381,48 @@ class Pool:
         """Free blocks still allocated on disk (two counter reads)."""
         return self.meta.get(t, FREE_BLOCKS) - self.trimmed.count(t)
 
+    def trimmed_count(self, t) -> int:
+        return self.trimmed.count(t)
+
     def trimmed_runs(self, t) -> Iterator[tuple[int, int]]:
         return self.trimmed.runs(t)
 
     def release_pending(self, t, limit_txnid: int) -> int:
-        """Free the blocks freed in txns W <= limit_txnid (never the current one)."""
-        return self.pending.release(t, limit_txnid, self.alloc.free)
+        """Free the blocks freed in txns W <= limit_txnid (never the current one).
+        Those of the txn marked by ``trim_when_released`` are also punched and
+        recorded as trimmed, and the mark is dropped."""
+        mark = self.meta.get(t, TRIM_ON_RELEASE)
+        holes = self._holes
+
+        def free(t, s, n, w):
+            self.alloc.free(t, s, n)
+            if w == mark:
+                run = (w, s, n)
+                if self.trimmed.punch_one(t, s, n, punched=run in holes):
+                    # A release in a txn that aborts (Env.trial) leaves the hole
+                    # and the pending run: the next release records it unpunched.
+                    if len(holes) > 4096:
+                        holes.clear()
+                    holes.add(run)
+        released = self.pending.release(t, limit_txnid, free)
+        if mark and mark <= min(limit_txnid, t.id() - 1):
+            t.delete(TRIM_ON_RELEASE, db=self.meta.db)
+        return released
+
+    def releasable_pending(self, t, limit_txnid: int) -> int:
+        """Pending blocks freed in txns W <= limit_txnid: free for every reader,
+        waiting only for the next write to release them."""
+        return self.pending.releasable(t, limit_txnid)
+
+    def trim_when_released(self, t) -> None:
+        """Mark the frees that write txn ``t`` deferred (if any): whichever later
+        write txn releases them (txn.py, at its start) also gives their disk space
+        back (punch, pool.trimmed), so a removal leaves gc no commit to make (gc
+        releases and punches them at once in a write txn it aborts, Env.trial).
+        One txn is marked at a time: a newer mark replaces an older one, whose
+        runs are then released untrimmed and trimmed by a later gc."""
+        if self.pending.freed_by(t, t.id()):
+            self.meta.set(t, TRIM_ON_RELEASE, t.id())
 
     def flush_pending(self, t) -> None:
         """Before committing the write txn ``t``: put the digests still being computed."""

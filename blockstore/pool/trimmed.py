@@ -17,6 +17,9 @@ Contract:
   reach it (pending.py): so a punched block is never one an older reader may
   still read.  ``trim`` and ``take`` run in the write txn (the single writer:
   no other writer can allocate a block while it is being punched).
+* ``punch_one`` trims one run as it is released from pending (a removal's
+  runs, Pool.trim_when_released); gc may punch such runs earlier in a write
+  txn it aborts (Env.trial), so the release finds a hole and records it.
 * A trim whose txn then aborts leaves punched blocks that the table does not
   list: they read as zeros (they are free) and are reserved by their first
   write instead of by ``take`` (a full disk then shows at that write or the
@@ -61,6 +64,33 @@ class Trimmed:
             return 0
         self.replace(t, run_ops.normalize(have + done))
         return sum(n for _, n in done)
+
+    def punch_one(self, t, start: int, n: int, punched: bool = False) -> int:
+        """Punch the free run [start, start+n) (``punched``: it is a hole already)
+        and record it, coalesced with the trimmed runs beside it; returns n, or 0
+        when the file system cannot punch holes.  O(log N)."""
+        if n <= 0 or not (punched or self.data.punch(start, n)):
+            return 0
+        end = start + n
+        cur = t.cursor(db=self.db)
+        lo, hi = start, end
+        if run_ops.floor(cur, start):
+            s, ln, _ = run_ops.decode(cur.key(), cur.value())
+            if s + ln >= start:
+                lo = s
+                hi = max(hi, s + ln)
+                n -= max(0, min(s + ln, end) - start)     # already recorded
+                cur.delete()
+        while cur.set_range(pack_u64(lo)):
+            s, ln, _ = run_ops.decode(cur.key(), cur.value())
+            if s > hi:
+                break
+            n -= max(0, min(s + ln, end) - max(s, start))
+            hi = max(hi, s + ln)
+            cur.delete()
+        t.put(pack_u64(lo), pack_u64(hi - lo), db=self.db)
+        self.meta.add(t, TRIMMED_BLOCKS, n)
+        return end - start
 
     def take(self, t, pieces) -> None:
         """Blocks of ``pieces`` ((start, n), about to be allocated) stop being trimmed:

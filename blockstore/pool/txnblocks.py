@@ -114,6 +114,14 @@ class BlockReader:
     def stats(self) -> PoolStats:
         return self._pool.stats(self._t)
 
+    def releasable_pending(self, limit_txnid: int) -> int:
+        """Pending blocks no reader older than ``limit_txnid`` holds (Pool.releasable_pending)."""
+        return self._pool.releasable_pending(self._t, limit_txnid)
+
+    def trimmed_count(self) -> int:
+        """Free blocks whose disk space was given back (pool.trimmed)."""
+        return self._pool.trimmed_count(self._t)
+
     def self_check(self, *, verify_data: bool = False) -> list[str]:
         """The pool's metadata invariants (Pool.self_check)."""
         return self._pool.self_check(self._t, verify_data=verify_data)
@@ -141,9 +149,19 @@ class BlockWriter(BlockReader):
         """Free the blocks freed in txns W <= limit_txnid (never the current one)."""
         return self._pool.release_pending(self._t, limit_txnid)
 
+    def written(self, runs) -> None:
+        """Wait until the blocks of ``runs`` are written: a buffer handed to
+        ``write`` with ``owned`` may then be reused (Pool.written)."""
+        self._pool.written(runs)
+
     def trim(self) -> int:
         """Give free blocks' disk space back to the file system (Pool.trim)."""
         return self._pool.trim(self._t)
+
+    def trim_when_released(self) -> None:
+        """The frees this transaction deferred are trimmed when a later write
+        releases them (Pool.trim_when_released: a removal's blocks)."""
+        self._pool.trim_when_released(self._t)
 
     def reserve_absent(self, digests, source: str) -> list[tuple[int, int]]:
         """Runs of new blocks that stay absent until filled (Pool.reserve_absent)."""
