@@ -34,14 +34,14 @@ for a moment), and what LMDB holds of one checkpoint's transaction.
 from __future__ import annotations
 
 import os
-import stat as S
+import stat
 import time
 from collections import deque
 
 from ..btree import bulk, values
 from ..btree.store import NodeStore
 from ..errors import InvalidInput
-from . import items as I
+from . import items
 from .hostread import data_segments as _data_segments, xattrs as _xattrs
 from .tree import INLINE_MAX, XATTR_INLINE_MAX, FileTree
 from ..pool import HOLE
@@ -116,7 +116,7 @@ class TreeBuilder:
         self.progress = progress
         self.pool = ns.txn.blocks           # the blocks of the transaction (verified reads)
         self.bs = self.pool.block_size
-        self.next_ino = I.ROOT_INO + 1
+        self.next_ino = items.ROOT_INO + 1
         # host (dev, ino) -> [tree ino, links not seen yet]: incomplete groups only
         self.links: dict[tuple[int, int], list] = {}
         self.extra_links: list[tuple[int, int, bytes]] = []  # (ino, parent, name)
@@ -167,7 +167,7 @@ class TreeBuilder:
         try:
             for name in names:
                 mode = (cst := lstat(name, dir_fd=dfd, follow_symlinks=False)).st_mode
-                is_dir = S.S_ISDIR(mode)
+                is_dir = stat.S_ISDIR(mode)
                 if not is_dir and cst.st_nlink > 1:
                     key = (cst.st_dev, cst.st_ino)
                     group = self.links.get(key)
@@ -180,7 +180,7 @@ class TreeBuilder:
                         skip.add(name)
                         continue
                     self.links[key] = [self.next_ino, cst.st_nlink - 1]
-                dtype = S.S_IFMT(mode) >> 12            # items.dtype_of
+                dtype = stat.S_IFMT(mode) >> 12            # items.dtype_of
                 children.append((name, self.next_ino, dtype))
                 self.next_ino += 1
                 types.append(dtype)
@@ -196,7 +196,7 @@ class TreeBuilder:
         (breadth-first) order.  A regular file's xattrs are read by ``_load``
         through the file's own descriptor."""
         st = os.lstat(src)
-        yield _Entry(I.ROOT_INO, st, 0, b"", _xattrs(src), S.S_ISDIR(st.st_mode)), -1, src
+        yield _Entry(items.ROOT_INO, st, 0, b"", _xattrs(src), stat.S_ISDIR(st.st_mode)), -1, src
         lstat = os.stat
         while self.groups:
             g = self.groups.popleft()
@@ -209,12 +209,12 @@ class TreeBuilder:
                     if skip and name in skip:
                         continue
                     mode = (cst := lstat(name, dir_fd=dfd, follow_symlinks=False)).st_mode
-                    if k >= len(types) or S.S_IFMT(mode) >> 12 != types[k]:
+                    if k >= len(types) or stat.S_IFMT(mode) >> 12 != types[k]:
                         raise _fail("directory changed while being imported", g.path)
                     path = base + name
-                    reg = S.S_ISREG(mode) and cst.st_size
+                    reg = stat.S_ISREG(mode) and cst.st_size
                     yield (_Entry(ino, cst, parent, name, None if reg else _xattrs(path),
-                                  S.S_ISDIR(mode)), dfd, path)
+                                  stat.S_ISDIR(mode)), dfd, path)
                     ino += 1
                     k += 1
                 if k != len(types):
@@ -234,7 +234,7 @@ class TreeBuilder:
             else:
                 self._load(e, dfd, path)
             if self.progress:
-                self.progress(os.fsdecode(path), e.st.st_size if S.S_ISREG(e.st.st_mode) else 0)
+                self.progress(os.fsdecode(path), e.st.st_size if stat.S_ISREG(e.st.st_mode) else 0)
             pending.append(e)
             if self.batch_bytes >= BATCH_BYTES:
                 self._flush_batch()
@@ -248,7 +248,7 @@ class TreeBuilder:
     def _load(self, e: _Entry, dfd: int, path: bytes) -> None:
         """Read a file's content (and xattrs) or a symlink's target into the entry."""
         mode = e.st.st_mode
-        if S.S_ISLNK(mode):
+        if stat.S_ISLNK(mode):
             target = os.readlink(e.name, dir_fd=dfd)
             e.size = len(target)
             if len(target) <= INLINE_MAX:
@@ -256,7 +256,7 @@ class TreeBuilder:
             else:
                 self._queue_data(e, target)
             return
-        if not S.S_ISREG(mode) or e.st.st_size == 0:
+        if not stat.S_ISREG(mode) or e.st.st_size == 0:
             return
         size = e.st.st_size
         e.size = size
@@ -394,19 +394,19 @@ class TreeBuilder:
             nlink, size, next_index = 2 + self.subdirs.pop(ino, 0), 0, 2 + len(e.children)
         else:
             nlink, size, next_index = 1, e.size, 2
-        rdev = st.st_rdev if S.S_ISCHR(mode) or S.S_ISBLK(mode) else 0
-        add((I.inode_key(ino), plain(I.pack_inode(
+        rdev = st.st_rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
+        add((items.inode_key(ino), plain(items.pack_inode(
             mode, st.st_uid, st.st_gid, nlink, size, st.st_atime_ns, st.st_mtime_ns,
             st.st_ctime_ns, st.st_ctime_ns, rdev, ino, next_index))))
         if e.parent:
-            add((I.ref_key(ino, e.parent, e.name), _PLAIN_EMPTY))
+            add((items.ref_key(ino, e.parent, e.name), _PLAIN_EMPTY))
         if e.children:
             children = e.children
-            dirent_key, dirent_value = I.dirent_key, I.dirent_value
+            dirent_key, dirent_value = items.dirent_key, items.dirent_value
             # names were listed in sorted order: DIRENT keys are in key order as they are
             for i, (name, child, dtype) in enumerate(children):
                 add((dirent_key(ino, name), plain(dirent_value(child, dtype, 2 + i))))
-            index_key, index_value = I.index_key, I.index_value
+            index_key, index_value = items.index_key, items.index_value
             for i, (name, child, dtype) in enumerate(children):
                 add((index_key(ino, 2 + i), plain(index_value(child, dtype, name))))
         if e.xattrs:
@@ -417,12 +417,12 @@ class TreeBuilder:
                     runs = self.pool.write(buf)
                     if len(runs) != 1 or runs[0][0] == HOLE:
                         raise InvalidInput("large attribute values must not be mostly zero blocks")
-                    add((I.xattr_key(ino, name), values.blockref(runs[0][0], runs[0][1],
+                    add((items.xattr_key(ino, name), values.blockref(runs[0][0], runs[0][1],
                                                                  len(v).to_bytes(8, "big"))))
                 else:
-                    add((I.xattr_key(ino, name), plain(v)))
+                    add((items.xattr_key(ino, name), plain(v)))
         if e.extents:
             for fb, start, n in e.extents:
-                add((I.extent_key(ino, fb), values.blockref(start, n)))
+                add((items.extent_key(ino, fb), values.blockref(start, n)))
         if e.inline is not None:
-            add((I.inline_key(ino), plain(e.inline)))
+            add((items.inline_key(ino), plain(e.inline)))
