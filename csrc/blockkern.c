@@ -145,7 +145,12 @@ int bk_sha256_many(const uint8_t *buf, size_t len, size_t block_size,
 
 /* ---------------------------------------------------------------- xxh3-128 */
 
-/* One thread on purpose: see blockkern.h (XXH3 is memory-bound here). */
+#if defined(__x86_64__) && defined(__GNUC__)
+int bk_xxh128_many_avx2(const uint8_t *buf, size_t len, size_t block_size, uint8_t *out);
+#endif
+
+/* One thread on purpose: see blockkern.h (XXH3 is memory-bound here).
+ * With AVX2, xxh_avx2.c's copy of this loop (the same digests, 3-4x faster). */
 int bk_xxh128_many(const uint8_t *buf, size_t len, size_t block_size,
                    uint8_t *out)
 {
@@ -153,6 +158,10 @@ int bk_xxh128_many(const uint8_t *buf, size_t len, size_t block_size,
 
     if (block_size == 0)
         return -EINVAL;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx2"))
+        return bk_xxh128_many_avx2(buf, len, block_size, out);
+#endif
     for (off = 0; off < len; off += block_size) {
         size_t n = len - off < block_size ? len - off : block_size;
         XXH128_canonical_t c;

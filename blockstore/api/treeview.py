@@ -309,13 +309,14 @@ class TreeView:
     def size_ino(self, ino: int) -> int:
         return self._view(lambda f: f.inode(ino).size)
 
-    def write_ino(self, ino: int, offset: int | None, data: bytes) -> int:
-        """Write at offset (None: at the end, atomically); returns the new position."""
+    def write_ino(self, ino: int, offset: int | None, data) -> int:
+        """Write at offset (None: at the end, atomically); returns the new position.
+        ``data``: bytes-like, or a list of pieces written one after the other
+        (FileTree.write: whole-block pieces reach the pool without a copy)."""
         def fn(f):
             node = f.inode(ino)
             at = node.size if offset is None else offset
-            f.write(node, at, data)
-            return at + len(data)
+            return at + f.write(node, at, data)
         return self._change(fn)
 
     def truncate_ino(self, ino: int, size: int) -> None:
@@ -372,9 +373,10 @@ class TreeView:
                 cm.__exit__(None, None, None)
         return finish
 
-    def write_at(self, ino: int, offset: int, data: bytes) -> int:
-        self.write_ino(ino, offset, data)
-        return len(data)
+    def write_at(self, ino: int, offset: int, data) -> int:
+        """Write ``data`` (bytes-like or a list of pieces, as write_ino) at
+        ``offset``; returns the bytes written."""
+        return self.write_ino(ino, offset, data) - offset
 
     def getxattr_ino(self, ino: int, name: bytes) -> bytes:
         return self._view(lambda f: f.getxattr(ino, name))

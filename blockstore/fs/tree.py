@@ -530,7 +530,26 @@ class FileTree:
             fb += n
 
     def write(self, node: Inode, offset: int, data) -> int:
-        """Write data at offset (extending the file, leaving a hole before it if past EOF)."""
+        """Write data at offset (extending the file, leaving a hole before it if past EOF).
+
+        ``data``: bytes-like, or a list of bytes-like pieces written one after
+        the other (a vectored write: pieces of whole blocks at a block-aligned
+        offset of a file past the inline limit go to the pool as they are, one
+        extent update for all of them; otherwise they are joined first)."""
+        if isinstance(data, list):
+            bs = self.bs
+            if (offset % bs or len(data) == 1 or node.size <= INLINE_MAX
+                    or any(memoryview(p).nbytes % bs for p in data)):
+                data = b"".join(data) if len(data) != 1 else data[0]
+            else:
+                n = sum(memoryview(p).nbytes for p in data)
+                if n == 0:
+                    return 0
+                self._write_blocks(node.ino, offset, data, node.size, n)
+                node.size = max(node.size, offset + n)
+                self.touch(node)
+                self.put_inode(node)
+                return n
         n = len(data)
         if n == 0:
             return 0
@@ -562,9 +581,11 @@ class FileTree:
         self.put_inode(node)
         return n
 
-    def _write_blocks(self, ino: int, offset: int, data, size: int) -> None:
+    def _write_blocks(self, ino: int, offset: int, data, size: int, n: int | None = None) -> None:
+        """Store ``data`` at ``offset`` as new blocks; ``data`` may be a list of
+        pieces of whole blocks when ``offset`` is block-aligned (``n``: their bytes)."""
         bs = self.bs
-        end = offset + len(data)
+        end = offset + (len(data) if n is None else n)
         fb_lo, fb_hi = offset // bs, (end - 1) // bs + 1
         head, tail = offset - fb_lo * bs, fb_hi * bs - end
         owned = False                       # may the pool hash buf after we return?

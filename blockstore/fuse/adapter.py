@@ -23,10 +23,15 @@ Write-behind.  One FUSE write request at a time is in flight per writer,
 and before each one the kernel asks for the file's security.capability
 xattr (to drop privileges on write), so a writer's requests alternate
 getxattr, write, getxattr, write.  A write into an open batch is answered
-at once and held back (``_behind``, at most one); its store work runs right
-after the reply to the next getxattr, i.e. while the writer's kernel copies
-its next request into the page cache, instead of before the reply.  Every
-other request stores the held write first (``_translate``), and so does
+at once and held back (``_behind``); the writes that continue it (same
+handle, next offset) join it, up to ``HOLD_BYTES``, and are stored as one
+vectored store call (``TreeView.write_at`` with a list of pieces: one
+extent update and no copy for all of them, instead of a store call per
+1 MiB request).  A full run is stored right after the reply to the next
+getxattr, i.e. while the writer's kernel copies its next request into the
+page cache, instead of before the reply.  Every
+other request (and a write elsewhere) stores the held writes first
+(``_translate``), and so does
 every commit (``Batcher.before_commit``: the age bound, fsync, a commit
 requested by another process, unmount), so nothing can observe the
 difference except error timing: a held write that fails (ENOSPC) fails the
@@ -148,7 +153,21 @@ HOST_TIMEOUT = 1.0
 
 # Requests that need not wait for the write held back (see "Write-behind"):
 # a write does not change extended attributes.
-_NO_DRAIN = frozenset({"getxattr"})
+_NO_DRAIN = frozenset({"getxattr", "write"})      # write: stores them itself
+
+# Held back writes are stored in one store call once they hold this much: one
+# catalog, inode and extent update per HOLD_BYTES instead of per request; the
+# bytes wait in memory at most until the batch's commit (50 ms).
+HOLD_BYTES = 8 << 20
+
+
+class _Held:
+    """Writes answered but not stored yet: ``pieces`` at ``off`` of handle ``fh``."""
+
+    __slots__ = ("fh", "h", "off", "pieces", "n")
+
+    def __init__(self, fh, h, off, buf):
+        self.fh, self.h, self.off, self.pieces, self.n = fh, h, off, [buf], len(buf)
 
 
 def _translate(fn):
@@ -201,11 +220,11 @@ class Adapter(pyfuse3.Operations):
         self.batcher = batcher if batcher is not None else Batcher(
             store, save_state=self._save_open_state, restore_state=self._restore_open_state)
         self.batcher.before_commit = self._drain
-        # Write-behind: (fh, handle, offset, data) answered but not stored yet; the
+        # Write-behind: the writes answered but not stored yet (_Held); the
         # errors of such writes by file handle; the nursery that runs a drain after a
         # reply (set by the daemon: without it nothing is held back).
         self.write_behind = write_behind
-        self._behind: tuple | None = None
+        self._behind: _Held | None = None
         self._failed: dict[int, BaseException] = {}
         self.nursery = None
         self.tfs = tfs
@@ -630,13 +649,21 @@ class Adapter(pyfuse3.Operations):
 
     @_translate
     async def write(self, fh, off, buf):
+        held = self._behind
+        if held is not None:
+            if (held.fh == fh and off == held.off + held.n and held.n + len(buf) <= HOLD_BYTES
+                    and fh not in self._failed):
+                held.pieces.append(buf)         # continues the held run: stored with it
+                held.n += len(buf)
+                return len(buf)
+            self._drain()
         h = self._handle(fh)
         self._raise_failed(fh)
         if h.append:       # size and write in one step: no other change in between
             return await self._change(h.srv.append, h.ino, h.srv_handle, buf, nbytes=len(buf))
         if (self.write_behind and self.nursery is not None and isinstance(h.srv, TreeServer)
                 and not h.srv.readonly and not self.batcher.clean and not self.batcher.failing):
-            self._behind = (fh, h, off, buf)        # stored after the next getxattr's reply
+            self._behind = _Held(fh, h, off, buf)   # stored once full, or before anything else
             return len(buf)
         return await self._change(h.srv.write, h.ino, h.srv_handle, off, buf, nbytes=len(buf))
 
@@ -646,12 +673,13 @@ class Adapter(pyfuse3.Operations):
         held, self._behind = self._behind, None
         if held is None:
             return
-        fh, h, off, buf = held
+        fh, h, off = held.fh, held.h, held.off
+        data = held.pieces if len(held.pieces) > 1 else held.pieces[0]
         try:
-            self.batcher.write_now(h.srv.write, h.ino, h.srv_handle, off, buf, nbytes=len(buf))
+            self.batcher.write_now(h.srv.write, h.ino, h.srv_handle, off, data, nbytes=held.n)
         except Exception as exc:                   # noqa: BLE001 -- answered later
             log.warning("write of %d bytes at %d (answered already) failed: %s; "
-                        "reported to the file's next write, flush or fsync", len(buf), off, exc)
+                        "reported to the file's next write, flush or fsync", held.n, off, exc)
             # Every open handle of the file learns it once (as Linux reports a
             # writeback error to each open file description).
             for other, oh in self._handles.items():
@@ -661,7 +689,9 @@ class Adapter(pyfuse3.Operations):
             self._invalidate_soon(self._join(h.k, h.ino))   # the kernel's cache took it
 
     async def _drain_soon(self) -> None:
-        self._drain()
+        held = self._behind
+        if held is not None and held.n >= HOLD_BYTES:     # not drained meanwhile
+            self._drain()
 
     def _raise_failed(self, fh) -> None:
         exc = self._failed.pop(fh, None)
@@ -714,7 +744,8 @@ class Adapter(pyfuse3.Operations):
     @_translate
     async def getxattr(self, inode, name, ctx):
         k, i, srv = self._split(inode)
-        if self._behind is not None and self.nursery is not None:
+        held = self._behind
+        if held is not None and held.n >= HOLD_BYTES and self.nursery is not None:
             self.nursery.start_soon(self._drain_soon)      # runs after this reply
         return srv.getxattr(i, name)
 

@@ -38,7 +38,8 @@ ffibuilder.cdef(_declarations(os.path.join(_CSRC, "blockkern.h")))
 ffibuilder.set_source(
     "blockstore.native._blockkern",
     '#include "blockkern.h"',
-    sources=[_rel(os.path.join(_CSRC, "blockkern.c")), _rel(os.path.join(_CSRC, "bkwriter.c"))],
+    sources=[_rel(os.path.join(_CSRC, "blockkern.c")), _rel(os.path.join(_CSRC, "bkwriter.c")),
+             _rel(os.path.join(_CSRC, "xxh_avx2.c"))],
     include_dirs=[_rel(_CSRC)],
     libraries=["crypto", "xxhash", "pthread"],
     extra_compile_args=["-O3", "-Wall"],

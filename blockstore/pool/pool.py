@@ -167,7 +167,14 @@ class Pool:
         (``_write_behind``) or on this thread (``_write_through``): one run of
         new blocks per extent; otherwise (``_write_mixed``) zero blocks become
         holes and, with dedup, known blocks become references.
+
+        ``data`` may also be a list of bytes-like pieces, each of whole blocks,
+        stored one after the other (a vectored write): on the background
+        writer's path the pieces are queued as they are (no copy, one queued
+        write per piece and run); on the others they are joined first.
         """
+        if isinstance(data, list):
+            return self._write_pieces(t, data, owned)
         mv = memoryview(data)
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
@@ -190,14 +197,50 @@ class Pool:
             self._write_through(t, mv, extents, later)
         return extents
 
-    def _write_behind(self, t, mv, extents) -> None:
-        """The data file's background writer hashes and writes each run of new blocks."""
+    def _write_pieces(self, t, pieces: list, owned: bool) -> list[tuple[int, int]]:
+        """``write`` of a list of pieces (see there); cost per piece: one
+        zero_flags call and one queued write per run it spans."""
         bs = self.block_size
-        how, pos = (self.checksum, bs), 0
+        mvs = []
+        for p in pieces:
+            mv = memoryview(p)
+            if mv.ndim != 1 or mv.itemsize != 1:
+                mv = mv.cast("B")
+            if mv.nbytes % bs:
+                raise errors.InvalidInput(f"write of a {mv.nbytes}-byte piece is not a multiple of the {bs}-byte block size")
+            mvs.append(mv)
+        later = owned or all(isinstance(p, bytes) for p in pieces)
+        if (self.dedup or not later or not self.data.writes_later
+                or any(zero_flags(mv, bs).count(1) for mv in mvs)):
+            return self.write(t, b"".join(mvs), True)     # the general paths, on one copy
+        nb = sum(mv.nbytes for mv in mvs) // bs
+        if nb == 0:
+            return []
+        self._check_block_size(t)
+        extents = self.allocate(t, nb)
+        self._write_behind(t, mvs, extents)
+        return extents
+
+    def _write_behind(self, t, mvs, extents) -> None:
+        """The data file's background writer hashes and writes each run of new
+        blocks; ``mvs``: the blocks' bytes, one or more byte memoryviews
+        (one queued write per piece of a run)."""
+        bs = self.block_size
+        how = (self.checksum, bs)
+        if not isinstance(mvs, list):
+            mvs = [mvs]
+        it = iter(mvs)
+        cur, pos = next(it), 0              # the piece being stored, blocks of it done
         for s, k in extents:
-            digests = self.data.pwrite_later(s, mv[pos * bs:(pos + k) * bs], digest=how)
-            self.sums.put_computed(t, [(s, k)], digests, k * bs)
-            pos += k
+            while k:
+                left = cur.nbytes // bs - pos
+                if left == 0:
+                    cur, pos = next(it), 0
+                    continue
+                m = min(k, left)
+                digests = self.data.pwrite_later(s, cur[pos * bs:(pos + m) * bs], digest=how)
+                self.sums.put_computed(t, [(s, m)], digests, m * bs)
+                s, k, pos = s + m, k - m, pos + m
 
     def _write_through(self, t, mv, extents, later: bool) -> None:
         """pwrite each run of new blocks on this thread; ``later``: hashed on the

@@ -133,7 +133,8 @@ class BlockWriter(BlockReader):
     __slots__ = ()
 
     def write(self, data, owned: bool = False) -> list[tuple[int, int]]:
-        """Store whole blocks; returns runs (start or HOLE, n) covering them (Pool.write)."""
+        """Store whole blocks (``data``: bytes-like, or a list of pieces of whole
+        blocks); returns runs (start or HOLE, n) covering them (Pool.write)."""
         return self._pool.write(self._t, data, owned)
 
     def inc(self, start: int, n: int) -> None:
