@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import struct
 import urllib.parse
@@ -76,6 +77,19 @@ class PackBuilder:
         self.entries.append((digest, self.size, len(data)))
         self.parts.append(data)
         self.size += len(data)
+
+    def add_run(self, digests, data) -> int:
+        """Add blocks from the front of ``data`` (one ``block_size`` block per
+        digest) until the pack reaches PACK_TARGET; returns how many were added.
+        The same packs as ``add`` one block at a time, without a call per block."""
+        room = -(-(PACK_TARGET - self.size) // self.bs)
+        k = min(len(digests), max(1, room))
+        off = self.size
+        self.entries.extend(zip(digests[:k], range(off, off + k * self.bs, self.bs),
+                                itertools.repeat(self.bs, k)))
+        self.parts.append(data[:k * self.bs])
+        self.size += k * self.bs
+        return k
 
     def seal(self) -> tuple[str, bytes, bytes]:
         """The pack's name, bytes and index.  The name is the SHA-256 of the
