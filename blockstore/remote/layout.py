@@ -54,8 +54,7 @@ def decode_index(data: bytes) -> tuple[int, int, list[tuple[bytes, int, int]]]:
         magic, bs, size, n = _IDX_HEAD.unpack_from(data, 0)
         if magic != IDX_MAGIC or len(data) != _IDX_HEAD.size + n * _IDX_ENTRY.size:
             raise ValueError
-        entries = [_IDX_ENTRY.unpack_from(data, _IDX_HEAD.size + i * _IDX_ENTRY.size)
-                   for i in range(n)]
+        entries = list(_IDX_ENTRY.iter_unpack(memoryview(data)[_IDX_HEAD.size:]))
     except (struct.error, ValueError):
         raise errors.Corruption("a pack index on the remote is malformed") from None
     for d, off, ln in entries:
