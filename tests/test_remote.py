@@ -503,3 +503,36 @@ def test_lazy_snapshot_through_fsspec_and_a_fuse_mount(s3, tmp_path):
             assert f.read_bytes("/sub/new") == b"from the mount"
             assert f.read_bytes("/sub/f7") == (src / "sub" / "f7").read_bytes()
         assert z.check().ok
+
+
+def test_push_packs_each_new_block_once_in_full_packs(s3, tmp_path):
+    """Runs that repeat blocks (within a file and across files) and span
+    several packs: the remote holds every distinct block exactly once, every
+    pack but the last is cut at PACK_TARGET, and a pull gives the same bytes."""
+    url = _url(tmp_path, s3)
+    rnd = random.Random(5)
+    src = tmp_path / "src"
+    src.mkdir()
+    unit = [rnd.randbytes(4096) for _ in range(8)]
+    big = rnd.randbytes(L.PACK_TARGET + 5 * 4096)             # more than one pack
+    (src / "a").write_bytes(unit[0] + big + unit[0] + unit[1] + unit[0])
+    (src / "b").write_bytes(unit[1] + b"".join(unit) + big[:8192] + unit[7])
+    with _open(tmp_path / "A", s3, url) as a:
+        a.import_dir(src, "s")
+        st = a.push(["s"])
+        rm = Remote(a.path, "r")
+        entries, sizes = [], []
+        for o in rm.objects.list("packs/"):
+            if o.key.endswith(".idx"):
+                _, size, ents = L.decode_index(rm.objects.get(o.key))
+                entries += [d for d, _, _ in ents]
+                sizes.append(size)
+        distinct = len(big) // 4096 + len(unit)
+        assert len(entries) == len(set(entries)) == distinct == st["new_blocks"]
+        assert sorted(sizes)[-1] == L.PACK_TARGET and sum(sizes) == distinct * 4096
+    with _open(tmp_path / "B", s3, url) as b:
+        b.pull("s")
+        with b.fs("s") as f:
+            assert f.read_bytes("/a") == (src / "a").read_bytes()
+            assert f.read_bytes("/b") == (src / "b").read_bytes()
+        assert b.check().ok

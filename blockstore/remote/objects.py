@@ -52,9 +52,16 @@ class ObjectStore:
         self.bucket = bucket
         self.prefix = prefix + "/" if prefix else ""
         self.timeout = timeout
+        # Over plain http botocore signs every request body's SHA-256 (the server
+        # checks it), so its default CRC32 of each body would be a second pass over
+        # every byte sent, for no added protection: computed only where an
+        # operation requires it.  Over https the defaults stay (a checksum, since
+        # the body is not signed there).
+        plain = bool(endpoint) and endpoint.lower().startswith("http://")
+        extra = {"request_checksum_calculation": "when_required"} if plain else {}
         cfg = Config(connect_timeout=min(timeout, 5), read_timeout=timeout,
                      retries={"max_attempts": attempts, "mode": "standard"},
-                     max_pool_connections=32)
+                     max_pool_connections=32, **extra)
         self.client = _client(endpoint, timeout, attempts, cfg)
         self._lock = threading.Lock()
         self.sent = 0

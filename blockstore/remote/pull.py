@@ -260,6 +260,11 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
     made: list[str] = []
     absent_made: dict[str, list] = {}      # name -> the absent runs its build made
     index = None          # the remote's block index, loaded when a tree is built
+    # the index is loaded on a thread of its own from the first tree to build on: an
+    # eager pull's build needs only the remote's name, so the index's many small GETs
+    # overlap fetching, checking and building the tree (a lazy one waits for it)
+    loader = cf.ThreadPoolExecutor(1, thread_name_prefix="blockstore-index")
+    loading: cf.Future | None = None
     try:
         for n in reversed(chain):
             mm = m if n == name else rm.manifest(n)
@@ -273,9 +278,12 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
                         f"a different tree named {n!r} exists here; remove or rename it to pull")
                 stats["present"].append(n)
                 continue
+            if loading is None:
+                loading = loader.submit(rm.load_index)
             items = _tree(rm, mm)
             local = _local_blocks(store, [a for a in mm["chain"]])
-            index = index if index is not None else rm.load_index()
+            if lazy:
+                index = loading.result()
             runs: list = []
             _, nabsent = build_snapshot(store, n, items, parent=mm.get("parent"),
                                         labels=mm.get("labels") or {}, created=mm.get("created"),
@@ -294,6 +302,7 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
             if progress:
                 progress(f"pull {n}: tree built, {nabsent} blocks to fetch")
         if not lazy:
+            index = loading.result() if loading is not None else None
             # every snapshot of the chain, also one already here: an eager pull that
             # was killed midway (or a lazy pull) left blocks absent; this completes it
             for n in reversed(chain):
@@ -313,5 +322,7 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
                 except errors.BlockstoreError:
                     pass
         raise
+    finally:
+        loader.shutdown(wait=True, cancel_futures=True)
     stats["bytes_received"] += rm.objects.received
     return stats

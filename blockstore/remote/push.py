@@ -104,7 +104,7 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
         for name in order:
             existing = rm.manifest(name)
             pb = layout.PackBuilder(bs)
-            fresh: dict[bytes, layout.PackBuilder] = {}
+            fresh: set[bytes] = set()           # packed by this push, not yet uploaded
 
             items: list[Item] = []
             nblocks = 0
@@ -118,20 +118,28 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
                     digs = rd.digests(s, n)
                     nblocks += n
                     if existing is None:
-                        mv = None
+                        new = []                # blocks of the run no pack holds yet
                         for i, d in enumerate(digs):
-                            if d in have or d in fresh:
-                                continue
-                            if mv is None:
-                                mv = memoryview(rd.read(s, n))
-                            pb.add(d, mv[i * bs:(i + 1) * bs])      # a view: no copy per block
-                            fresh[d] = pb
-                            stats["new_blocks"] += 1
-                            if pb.size >= layout.PACK_TARGET:
-                                up.submit_pack(pb)
-                                pb = layout.PackBuilder(bs)
-                                say(f"push {name}: {up.packs} packs, "
-                                    f"{rm.objects.sent / 2**20:.1f} MiB sent")
+                            if d not in have and d not in fresh:
+                                fresh.add(d)
+                                new.append(i)
+                        stats["new_blocks"] += len(new)
+                        mv = memoryview(rd.read(s, n)) if new else None
+                        a = 0
+                        while a < len(new):     # consecutive new blocks: one view each
+                            b = a + 1
+                            while b < len(new) and new[b] == new[b - 1] + 1:
+                                b += 1
+                            i, k = new[a], b - a
+                            while k:
+                                got = pb.add_run(digs[i:i + k], mv[i * bs:(i + k) * bs])
+                                i, k = i + got, k - got
+                                if pb.size >= layout.PACK_TARGET:
+                                    up.submit_pack(pb)
+                                    pb = layout.PackBuilder(bs)
+                                    say(f"push {name}: {up.packs} packs, "
+                                        f"{rm.objects.sent / 2**20:.1f} MiB sent")
+                            a = b
                     items.append(Item(it.key, it.payload, None, digs))
             items = list(canonical(items))
             stream = b"".join(encode_items(items))
@@ -149,7 +157,7 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
             for h, sealed in up.wait():
                 for d, off, n in sealed.entries:
                     have[d] = (h, off, n)
-                    fresh.pop(d, None)
+                    fresh.discard(d)
             packs = sorted({have[d][0] for it in items if it.digests for d in it.digests})
             if not rm.objects.exists(layout.tree_key(content)):
                 # a child of a snapshot pushed (or found) in this run is stored as its
