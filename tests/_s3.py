@@ -82,6 +82,12 @@ class S3Server:
                 "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
                 "-master.telemetry=false", "-webdav=false",
                 "-s3.port.iceberg=0", "-s3.port.lance=0",
+                # small volumes: weed sizes its volume count by the free disk
+                # space, and every bucket (a collection) takes volumes of its
+                # own, so with the default size a fuller disk ran out of
+                # volumes after a few buckets ("No writable volumes and no free
+                # volumes left", InternalError to PutObject)
+                "-master.volumeSizeLimitMB=64",
                 f"-s3.config={self.config}", f"-bucket={','.join(self.buckets)}"]
         args += [f"-{flag}={port}" for flag, port in self.ports.items()]
         log = open(os.path.join(self.workdir, "weed.log"), "ab")

@@ -235,7 +235,20 @@ def test_eager_pull_killed_midway_is_completed_by_a_retry(s3, tmp_path):
         assert b.check().ok
 
 
-def test_lazy_read_gets_eio_while_the_server_is_down(s3, tmp_path):
+def test_lazy_read_gets_eio_while_the_server_is_down(s3_server, tmp_path):
+    # Stops and restarts a server: its own, so that the session's server, which
+    # the other tests share, is never stopped under them.
+    from _s3 import S3Server
+    s3 = S3Server(tmp_path / "s3", buckets=("bslazy",))
+    s3.bucket = "bslazy"
+    s3.start()
+    try:
+        _lazy_read_while_down(s3, tmp_path)
+    finally:
+        s3.stop(grace=0.5)
+
+
+def _lazy_read_while_down(s3, tmp_path):
     url = _url(tmp_path, s3)
     src = _make_tree(tmp_path / "src", nfiles=6)
     with _open(tmp_path / "A", s3, url) as a:
