@@ -60,6 +60,15 @@ def _make_tree(d, nfiles=24, size=60_000, seed=0):
     return d
 
 
+def _push_base(tmp_path, s3, url, nfiles):
+    """A tree of ``nfiles`` files imported as "base" into store A and pushed to url."""
+    src = _make_tree(tmp_path / "src", nfiles=nfiles)
+    with _open(tmp_path / "A", s3, url) as a:
+        a.import_dir(src, "base")
+        a.push(["base"])
+    return src
+
+
 def _pullable(store_path, remote="r") -> list[str]:
     """Every snapshot the remote shows: its tree object and every block of it in a
     pack its manifest names, the pack whole.  Returns the names checked."""
@@ -250,10 +259,7 @@ def test_lazy_read_gets_eio_while_the_server_is_down(s3_server, tmp_path):
 
 def _lazy_read_while_down(s3, tmp_path):
     url = _url(tmp_path, s3)
-    src = _make_tree(tmp_path / "src", nfiles=6)
-    with _open(tmp_path / "A", s3, url) as a:
-        a.import_dir(src, "base")
-        a.push(["base"])
+    src = _push_base(tmp_path, s3, url, nfiles=6)
     with _open(tmp_path / "Z", s3, url) as z:
         z.pull("base", lazy=True)
         z.set_block_fetcher(RemoteFetcher(z.path, timeout=4.0))
@@ -492,10 +498,7 @@ def test_cli_remote_push_pull(s3, tmp_path):
 def test_lazy_snapshot_through_fsspec_and_a_fuse_mount(s3, tmp_path):
     import fsspec
     url = _url(tmp_path, s3)
-    src = _make_tree(tmp_path / "src", nfiles=8)
-    with _open(tmp_path / "A", s3, url) as a:
-        a.import_dir(src, "base")
-        a.push(["base"])
+    src = _push_base(tmp_path, s3, url, nfiles=8)
     with _open(tmp_path / "Z", s3, url) as z:
         z.pull("base", lazy=True)
         fs = fsspec.filesystem("blockstore", store=z)

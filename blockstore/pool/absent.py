@@ -56,26 +56,25 @@ class Absent:
 
     def range(self, t, start: int, n: int) -> list[tuple[int, bytes, str]]:
         """(block, digest, source) of the absent blocks in [start, start+n)."""
-        out = []
-        end = start + n
-        cur = t.cursor(db=self.db)
-        if not cur.set_range(pack_u64(start)):
-            return out
-        for k, v in cur:
-            b = u64(k)
-            if b >= end:
-                break
-            out.append((b, bytes(v[:DIGEST]), bytes(v[DIGEST:]).decode()))
-        return out
+        return [(b, bytes(v[:DIGEST]), bytes(v[DIGEST:]).decode())
+                for b, v in self._entries(t, start, n)]
 
     def digests(self, t, start: int, n: int) -> dict[int, bytes]:
         """{block: sha256} of the absent blocks in [start, start+n) (``range``
         without decoding the sources: what a bulk fill checks per block)."""
-        out = {}
+        return {b: bytes(v[:DIGEST]) for b, v in self._entries(t, start, n)}
+
+    def _entries(self, t, start: int, n: int):
+        """(block, raw value) of the absent blocks in [start, start+n): one cursor pass."""
         end = start + n
         cur = t.cursor(db=self.db)
         if not cur.set_range(pack_u64(start)):
-            return out
+            return
+        for k, v in cur:
+            b = u64(k)
+            if b >= end:
+                return
+            yield b, v
         for k, v in cur:
             b = u64(k)
             if b >= end:
