@@ -75,12 +75,6 @@ class Absent:
             if b >= end:
                 return
             yield b, v
-        for k, v in cur:
-            b = u64(k)
-            if b >= end:
-                break
-            out[b] = bytes(v[:DIGEST])
-        return out
 
     def following(self, t, start: int, limit: int) -> list[tuple[int, bytes, str]]:
         """Absent blocks start, start+1, ... while consecutive, at most ``limit``."""
