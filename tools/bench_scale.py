@@ -5,7 +5,7 @@ Three growth curves, each measured in one run:
   trees   one store per N (10 ... 10,000), all open at once, each holding a
           base snapshot (a synthetic root file system) and N clones of it
           (one clone in ten has a file of its own).  The operations below
-          run in rounds (41; --quick 15; --rounds): each operation on every
+          run in rounds (101; --quick 31; --rounds): each operation on every
           store in turn before the next one, the order of the stores
           alternating, so every N sees the same minutes of machine load.
           At each N, medians over the rounds:
@@ -43,9 +43,10 @@ Three growth curves, each measured in one run:
 Goals (issue 20): at the largest N rm_gc_ms <= 1, clone and commit <= 1.3x
 their time at N = 10 (``*_growth``: ratio of the medians; ``*_growth_p10``,
 ``*_growth_p90``: its 10th and 90th percentile over bootstrap resamples of the
-rounds, the spread the noise gives it), du_all <= 5 s; import of the largest tree peak RSS <=
-300 MiB and time <= 1.0x cp -a + sync; 1k files <= 2x cp -a + sync.  The
-load average is recorded beside every point (the machine is shared).
+rounds, the spread the noise gives it), du_all <= 5 s; import of the
+largest tree peak RSS <= 300 MiB and time <= 1.0x cp -a + sync; 1k files
+<= 2x cp -a + sync.  The load average is recorded beside every point (the
+machine is shared).
 
 ``--plot DIR`` writes scale_trees.png, scale_import.png, scale_depth.png
 (matplotlib), peers drawn beside.  Sizes: full (about 15-20 minutes) N up
@@ -79,7 +80,7 @@ def add_args(p) -> None:
     p.add_argument("--files", default=None, metavar="N,N,...", help="import sizes to measure")
     p.add_argument("--trees", default=None, metavar="N,N,...", help="tree counts to measure")
     p.add_argument("--rounds", type=int, default=None,
-                   help="rounds of the per-tree operations (default 41; --quick 15)")
+                   help="rounds of the per-tree operations (default 101; --quick 31)")
     p.add_argument("--only", choices=["trees", "import", "depth"], action="append",
                    help="run only these curves (repeatable)")
 
@@ -231,7 +232,7 @@ def bench_trees(args, work: str, sizes: list[int]) -> list[dict]:
     rnd = random.Random(1)
     src = os.path.join(work, "base-src")
     _make_base(src, 300 if args.tiny else 3000, rnd)
-    rounds = args.rounds or (3 if args.tiny else 15 if args.quick else 41)
+    rounds = args.rounds or (3 if args.tiny else 31 if args.quick else 101)
     stores = {}
     try:
         for n in sizes:
