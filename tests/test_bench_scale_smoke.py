@@ -52,6 +52,9 @@ def test_scale_bench_tiny_json_and_plots(tmp_path):
     for op in ("clone", "commit", "clone_cpu", "commit_cpu"):
         lo, hi = out[f"{op}_growth_p10"], out[f"{op}_growth_p90"]
         assert 0 < lo <= hi, (op, lo, hi)
+        assert out[f"{op}_growth_paired"] > 0, op
+    for r in out["trees"]:
+        assert len(r["samples_us"]["clone"]["wall"]) == r["rounds"]
     # a durable clone or commit writes LMDB pages in every store
     assert out["clone_pages_at_first"] >= 1 and out["commit_pages_at_max"] >= 1
     assert "load_start" in out and "cpu_steal_pct" in out
