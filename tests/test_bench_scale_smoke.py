@@ -15,8 +15,9 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BENCH = REPO / "tools" / "bench.py"
 
-TREE_KEYS = ["trees", "clone_ms", "commit_ms", "rm_gc_ms", "rm_gc_freeing_ms", "clone_cpu_ms", "commit_cpu_ms",
-             "rm_gc_cpu_ms", "ls_ms", "info_ms", "du_one_ms", "du_all_ms", "du_all_peak_mib"]
+TREE_KEYS = ["trees", "rounds", "clone_ms", "commit_ms", "rm_gc_ms", "rm_gc_freeing_ms", "clone_cpu_ms",
+             "commit_cpu_ms", "rm_gc_cpu_ms", "clone_pages", "commit_pages", "ls_ms", "info_ms",
+             "du_one_ms", "du_all_ms", "du_all_peak_mib"]
 IMPORT_KEYS = ["files", "import_s", "cp_s", "tar_s", "import_rss_mib", "cp_rss_mib",
                "tar_rss_mib", "import_ratio"]
 
@@ -48,6 +49,14 @@ def test_scale_bench_tiny_json_and_plots(tmp_path):
     for key in ("rm_gc_ms_at_max", "clone_growth", "du_all_s_at_max", "import_rss_mib_at_max",
                 "import_ratio_first", "depth_ratio"):
         assert key in out["goals"], key
+    for op in ("clone", "commit", "clone_cpu", "commit_cpu"):
+        lo, hi = out[f"{op}_growth_p10"], out[f"{op}_growth_p90"]
+        assert 0 < lo <= hi, (op, lo, hi)
+        assert out[f"{op}_growth_paired"] > 0, op
+    for r in out["trees"]:
+        assert len(r["samples_us"]["clone"]["wall"]) == r["rounds"]
+    # a durable clone or commit writes LMDB pages in every store
+    assert out["clone_pages_at_first"] >= 1 and out["commit_pages_at_max"] >= 1
     assert "load_start" in out and "cpu_steal_pct" in out
     for name in ("scale_trees.png", "scale_import.png", "scale_depth.png"):
         png = plots / name

@@ -2,9 +2,13 @@
 
 Three growth curves, each measured in one run:
 
-  trees   one store holding a base snapshot (a synthetic root file system)
-          and N clones of it, N growing 10 ... 10,000 (one clone in ten has
-          a file of its own).  At each N (medians, the steps interleaved):
+  trees   one store per N (10 ... 10,000), all open at once, each holding a
+          base snapshot (a synthetic root file system) and N clones of it
+          (one clone in ten has a file of its own).  The operations below
+          run in rounds (101; --quick 31; --rounds): each operation on every
+          store in turn before the next one, the order of the stores
+          alternating, so every N sees the same minutes of machine load.
+          At each N, medians over the rounds:
             clone_ms      durable clone of the base
             commit_ms     durable commit of that clone after a small write
             rm_gc_ms      remove + gc of that snapshot (it frees no block: the
@@ -15,6 +19,8 @@ Three growth curves, each measured in one run:
             *_cpu_ms      the same in CPU time of this process (what
                           the store does, without the waits for the disk
                           and for the CPU that other processes take)
+            clone_pages, commit_pages  LMDB pages one clone / commit writes
+                          (bytes this process passed to write calls)
             ls_ms         Store.list() of every tree
             info_ms       what `blockstore info` does for one clone (c1)
                           (record, lineage, dependents, usage)
@@ -35,9 +41,14 @@ Three growth curves, each measured in one run:
           written at depth 1 (TreeView, in process).
 
 Goals (issue 20): at the largest N rm_gc_ms <= 1, clone and commit <= 1.3x
-their time at N = 10, du_all <= 5 s; import of the largest tree peak RSS <=
-300 MiB and time <= 1.0x cp -a + sync; 1k files <= 2x cp -a + sync.  The
-load average is recorded beside every point (the machine is shared).
+their time at N = 10 (``*_growth``: ratio of the medians; ``*_growth_p10``,
+``*_growth_p90``: its 10th and 90th percentile over bootstrap resamples of the
+rounds, the spread the noise gives it; ``*_growth_paired``: the median of
+the ratios of the two stores' times within one round, which a slow minute
+moves less), du_all <= 5 s; import of the
+largest tree peak RSS <= 300 MiB and time <= 1.0x cp -a + sync; 1k files
+<= 2x cp -a + sync.  The load average is recorded beside every point (the
+machine is shared).
 
 ``--plot DIR`` writes scale_trees.png, scale_import.png, scale_depth.png
 (matplotlib), peers drawn beside.  Sizes: full (about 15-20 minutes) N up
@@ -70,6 +81,8 @@ def add_args(p) -> None:
     p.add_argument("--max-depth", type=int, default=None)
     p.add_argument("--files", default=None, metavar="N,N,...", help="import sizes to measure")
     p.add_argument("--trees", default=None, metavar="N,N,...", help="tree counts to measure")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds of the per-tree operations (default 101; --quick 31)")
     p.add_argument("--only", choices=["trees", "import", "depth"], action="append",
                    help="run only these curves (repeatable)")
 
@@ -111,87 +124,176 @@ def _ms(ns_list) -> float:
     return bu.median(ns_list) / 1e6
 
 
+def _written() -> int:
+    """Bytes this process has passed to write calls (/proc/self/io wchar): LMDB
+    writes each dirty page of a commit with pwrite, so the delta over one
+    durable operation is the pages it wrote (plus the 120-byte meta record)."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 class _Clock:
-    """Wall and CPU time (this process) of each ``with`` block: the CPU time of an
-    operation does not move with other processes' load, its wall time does."""
+    """Wall and CPU time (this process) and bytes written of each ``with`` block:
+    the CPU time of an operation does not move with other processes' load, its
+    wall time does."""
 
     def __init__(self):
         self.wall: list[int] = []
         self.cpu: list[int] = []
+        self.wrote: list[int] = []
 
     def __enter__(self):
+        self.w0 = _written()
         self.t0, self.c0 = time.perf_counter_ns(), time.process_time_ns()
 
     def __exit__(self, *exc):
         self.wall.append(time.perf_counter_ns() - self.t0)
         self.cpu.append(time.process_time_ns() - self.c0)
+        self.wrote.append(_written() - self.w0)
+
+
+def _growth(a: list[int], b: list[int], rnd: random.Random, draws: int = 400):
+    """(10th, 90th percentile) of median(b) / median(a) over bootstrap resamples
+    of the rounds (a[i] and b[i] were measured in the same round, so a round
+    is drawn as a pair): how far the ratio of medians moves with the noise."""
+    n = len(a)
+    got = []
+    for _ in range(draws):
+        pick = [rnd.randrange(n) for _ in range(n)]
+        got.append(bu.median([b[i] for i in pick]) / max(1, bu.median([a[i] for i in pick])))
+    got.sort()
+    return got[draws // 10], got[draws * 9 // 10]
+
+
+# The per-tree operations, measured round by round on every store (see bench_trees).
+_OPS = ("clone", "commit", "rm", "rm_free", "ls", "info", "du1")
+
+
+def _build_trees_store(st, src: str, n: int) -> None:
+    """The base snapshot and n clones of it, one in ten with a file of its own."""
+    st.import_dir(src, "base")
+    made = 0
+    while made < n:
+        with st.batch():
+            for _ in range(min(500, n - made)):
+                name = f"c{made}"
+                st.clone("base", name)
+                if made % 10 == 0:
+                    with st.fs(name) as fs:
+                        fs.write_bytes(f"/own{made}", b"x" * 5000)
+                made += 1
+
+
+def _round(st, clocks: dict, tag: str, op: str) -> None:
+    """One measured operation ``op`` on store ``st``; ``tag`` names this round's trees."""
+    c, s = f"m{tag}", f"m{tag}-v1"
+    clock = clocks[op]
+    if op == "clone":
+        with clock:
+            st.clone("base", c)
+        with st.fs(c) as fs:
+            fs.write_bytes("/etc-new", b"y" * 3000)
+    elif op == "commit":
+        with clock:
+            st.commit(c, s)
+    elif op == "rm":                     # frees no block: one commit
+        with clock:
+            st.remove(s)
+            st.gc()
+    elif op == "rm_free":                # frees its own blocks: also one commit (gc.py)
+        with clock:
+            st.remove(c)
+            st.gc()
+    elif op == "ls":
+        with clock:
+            st.list()
+    elif op == "info":
+        with clock:
+            st.info("c1")
+            st.lineage("c1")
+            st.dependents("c1")
+            st.usage("c1")
+    elif op == "du1":
+        with clock:
+            st.usage("c0")
 
 
 def bench_trees(args, work: str, sizes: list[int]) -> list[dict]:
+    """One store per tree count, all open at once; the operations are measured
+    in rounds, each operation on every store in turn before the next (the
+    order of the stores alternating from round to round), so the stores see
+    the same minutes of machine load and a ratio between them is not the
+    difference between two moments."""
     from blockstore import Store
     rnd = random.Random(1)
     src = os.path.join(work, "base-src")
     _make_base(src, 300 if args.tiny else 3000, rnd)
-    rows = []
-    with Store.open(os.path.join(work, "trees")) as st:
-        st.import_dir(src, "base")
-        made = 0
-        reps = 3 if args.tiny else 7
+    rounds = args.rounds or (3 if args.tiny else 31 if args.quick else 101)
+    stores = {}
+    try:
         for n in sizes:
             t0 = time.perf_counter()
-            while made < n:
-                with st.batch():
-                    for _ in range(min(500, n - made)):
-                        name = f"c{made}"
-                        st.clone("base", name)
-                        if made % 10 == 0:
-                            with st.fs(name) as fs:
-                                fs.write_bytes(f"/own{made}", b"x" * 5000)
-                        made += 1
-            log(f"trees: {n} clones ({time.perf_counter() - t0:.1f} s to make), load {_load()}")
-            clone, commit, rm, rm_free, ls, info, du1 = (_Clock() for _ in range(7))
-            for i in range(reps):
-                c, s = f"m{n}-{i}", f"m{n}-{i}-v1"
-                with clone:
-                    st.clone("base", c)
-                with st.fs(c) as fs:
-                    fs.write_bytes("/etc-new", b"y" * 3000)
-                with commit:
-                    st.commit(c, s)
-                with rm:                        # frees no block: one commit
-                    st.remove(s)
-                    st.gc()
-                with rm_free:                   # frees its own blocks: gc commits again
-                    st.remove(c)
-                    st.gc()
-                with ls:
-                    st.list()
-                with info:
-                    st.info("c1")
-                    st.lineage("c1")
-                    st.dependents("c1")
-                    st.usage("c1")
-                with du1:
-                    st.usage("c0")
-            du_reps = 1 if n >= 3000 else 3
+            st = stores[n] = Store.open(os.path.join(work, f"trees-{n}"))
+            _build_trees_store(st, src, n)
+            log(f"trees: store of {n} clones ({time.perf_counter() - t0:.1f} s to make), "
+                f"load {_load()}")
+        clocks = {n: {op: _Clock() for op in _OPS} for n in sizes}
+        load0 = _load()
+        for i in range(rounds):
+            order = sizes if i % 2 == 0 else sizes[::-1]
+            for op in _OPS:
+                for n in order:
+                    _round(stores[n], clocks[n], f"{n}-{i}", op)
+        log(f"trees: {rounds} rounds, load {load0} -> {_load()}")
+        rows = []
+        for n in sizes:
+            st, k = stores[n], clocks[n]
             du_all = []
-            for _ in range(du_reps):
+            for _ in range(1 if n >= 3000 else 3):
                 with bu.stopwatch(du_all):
                     got = st.usage_all()
             tracemalloc.start()
             st.usage_all()
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-            row = {"trees": len(got), "clone_ms": _ms(clone.wall), "commit_ms": _ms(commit.wall),
-                   "rm_gc_ms": _ms(rm.wall), "rm_gc_freeing_ms": _ms(rm_free.wall),
-                   "clone_cpu_ms": _ms(clone.cpu),
-                   "commit_cpu_ms": _ms(commit.cpu), "rm_gc_cpu_ms": _ms(rm.cpu),
-                   "rm_gc_freeing_cpu_ms": _ms(rm_free.cpu),
-                   "ls_ms": _ms(ls.wall), "info_ms": _ms(info.wall),
-                   "du_one_ms": _ms(du1.wall), "du_all_ms": _ms(du_all),
+            row = {"trees": len(got), "rounds": rounds,
+                   "clone_ms": _ms(k["clone"].wall), "commit_ms": _ms(k["commit"].wall),
+                   "rm_gc_ms": _ms(k["rm"].wall), "rm_gc_freeing_ms": _ms(k["rm_free"].wall),
+                   "clone_cpu_ms": _ms(k["clone"].cpu),
+                   "commit_cpu_ms": _ms(k["commit"].cpu), "rm_gc_cpu_ms": _ms(k["rm"].cpu),
+                   "rm_gc_freeing_cpu_ms": _ms(k["rm_free"].cpu),
+                   "clone_pages": bu.median(k["clone"].wrote) // 4096,
+                   "commit_pages": bu.median(k["commit"].wrote) // 4096,
+                   "ls_ms": _ms(k["ls"].wall), "info_ms": _ms(k["info"].wall),
+                   "du_one_ms": _ms(k["du1"].wall), "du_all_ms": _ms(du_all),
                    "du_all_peak_mib": peak / MiB, "load": _load()}
-            log("trees:", {k: round(v, 3) for k, v in row.items()})
+            log("trees:", {k2: round(v, 3) for k2, v in row.items()})
             rows.append(row)
+        first, last = clocks[sizes[0]], clocks[sizes[-1]]
+        spread = {}
+        for op, key in (("clone", "clone"), ("commit", "commit")):
+            for kind, suffix in (("wall", ""), ("cpu", "_cpu")):
+                lo, hi = _growth(getattr(first[op], kind), getattr(last[op], kind), rnd)
+                spread[f"{key}{suffix}_growth_p10"] = lo
+                spread[f"{key}{suffix}_growth_p90"] = hi
+        for op in ("clone", "commit"):
+            for kind, suffix in (("wall", ""), ("cpu", "_cpu")):
+                a, b = getattr(first[op], kind), getattr(last[op], kind)
+                spread[f"{op}{suffix}_growth_paired"] = bu.median(
+                    [y / max(1, x) for x, y in zip(a, b)])
+        rows[-1]["growth_spread"] = spread
+        for n, row in zip(sizes, rows):       # every round's figures, in µs, for re-analysis
+            row["samples_us"] = {op: {kind: [round(v / 1e3, 1) for v in getattr(clocks[n][op], kind)]
+                                      for kind in ("wall", "cpu")} for op in ("clone", "commit", "rm")}
+    finally:
+        for st in stores.values():
+            st.close()
     return rows
 
 
@@ -413,6 +515,14 @@ def run(args):
         report.add("clone_cpu_growth", last["clone_cpu_ms"] / first["clone_cpu_ms"], "x", 1.3, "<=")
         report.add("commit_cpu_growth", last["commit_cpu_ms"] / first["commit_cpu_ms"], "x",
                    1.3, "<=")
+        for key, v in (last.get("growth_spread") or {}).items():
+            report.add(key, v, "x", note="median of the per-round ratios" if key.endswith("paired")
+                       else "bootstrap percentile of the ratio over the rounds")
+        report.add("clone_pages_at_first", first["clone_pages"], "pages",
+                   note="LMDB pages one clone writes")
+        report.add("clone_pages_at_max", last["clone_pages"], "pages")
+        report.add("commit_pages_at_first", first["commit_pages"], "pages")
+        report.add("commit_pages_at_max", last["commit_pages"], "pages")
         report.add("du_all_s_at_max", last["du_all_ms"] / 1e3, "s", 5, "<=")
         report.add("du_all_over_du_one", last["du_all_ms"] / last["du_one_ms"], "x")
         report.add("du_all_peak_mib_at_max", last["du_all_peak_mib"], "MiB")
@@ -438,8 +548,8 @@ def run(args):
     report.extra["quick"] = bool(args.quick)
     text = []
     for key, cols in (("trees", ["trees", "clone_ms", "commit_ms", "rm_gc_ms", "rm_gc_freeing_ms",
-                                 "clone_cpu_ms",
-                                 "commit_cpu_ms", "rm_gc_cpu_ms", "ls_ms",
+                                 "clone_cpu_ms", "commit_cpu_ms", "rm_gc_cpu_ms",
+                                 "clone_pages", "commit_pages", "ls_ms",
                                  "info_ms", "du_one_ms", "du_all_ms", "du_all_peak_mib", "load"]),
                       ("import", ["files", "import_s", "cp_s", "tar_s", "import_ratio",
                                   "import_cpu_s", "cp_cpu_s", "import_cpu_ratio",
