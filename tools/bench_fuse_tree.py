@@ -14,7 +14,9 @@ noted), medians of rounds that alternate which side goes first:
   entry) with everything in the caches;
 * ``tar_warm_ratio`` / ``tar_cold_ratio``: ``tar -cf - . | cat``, reading
   every file's data (GNU tar skips data when the archive is /dev/null), warm,
-  and after ``drop_caches`` (root; which also drops the store's own pages);
+  and after ``drop_caches`` (root; which also drops the store's own pages,
+  and every other process's: tests that prove a warm kernel cache retry when
+  a drop happens meanwhile, ``tests/_fuse_helpers.while_caches_kept``);
 * ``tar_cold_daemon_cpu_s`` / ``tar_cold_daemon_busy`` (no goal): the
   daemon's CPU per cold tar, and that ÷ the tar's wall time;
   ``tar_cold_store_cached_ratio`` (no goal): the cold tar with the store's
