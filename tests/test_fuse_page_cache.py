@@ -13,7 +13,8 @@ import time
 
 from blockstore import Store
 
-from _fuse_helpers import Mounted, cached_bytes, check_ok, needs_fuse, until, write_synced
+from _fuse_helpers import (Mounted, cached_bytes, check_ok, needs_fuse, until, while_caches_kept,
+                           write_synced)
 
 pytestmark = needs_fuse
 
@@ -42,17 +43,22 @@ def test_own_overwrites_keep_the_files_pages(tmp_path):
     m = Mounted(sp, "c", attr_timeout=ATTR)
     try:
         f = m.p("big")
-        write_synced(f, b"a" * (8 * MiB))
-        assert cached_bytes(f) >= KEPT              # written pages stay, across close
-        fd = os.open(f, os.O_WRONLY)
-        try:
-            for i in range(4):                      # 1 MiB overwrites, attributes refetched
-                os.pwrite(fd, bytes([ord("b") + i]) * MiB, i * MiB)
-                time.sleep(ATTR)
-                os.stat(f)
-        finally:
-            os.close(fd)
-        assert cached_bytes(f) >= KEPT
+
+        def kept() -> tuple[int, int]:
+            write_synced(f, b"a" * (8 * MiB))
+            written = cached_bytes(f)               # written pages stay, across close
+            fd = os.open(f, os.O_WRONLY)
+            try:
+                for i in range(4):                  # 1 MiB overwrites, attributes refetched
+                    os.pwrite(fd, bytes([ord("b") + i]) * MiB, i * MiB)
+                    time.sleep(ATTR)
+                    os.stat(f)
+            finally:
+                os.close(fd)
+            return written, cached_bytes(f)
+        # A drop_caches meanwhile (a cold benchmark) evicts the pages: retried.
+        written, overwritten = while_caches_kept(kept)
+        assert written >= KEPT and overwritten >= KEPT
         with open(f, "rb") as r:
             assert r.read() == b"".join(bytes([ord("b") + i]) * MiB for i in range(4)) \
                 + b"a" * (4 * MiB)
