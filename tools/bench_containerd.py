@@ -188,7 +188,7 @@ class _Env:
         self.procs.append(subprocess.Popen(
             exe + ["--store", self.store, "snapshotter", "serve", "--address",
                    os.path.join(self.d, "run", "snapshotter.sock"),
-                   "--root", os.path.join(self.d, "snaproot"), "--log-level", "warning"],
+                   "--root", os.path.join(self.d, "snaproot"), "--log-level", os.environ.get("BENCH_SNAPSHOTTER_LOG", "warning")],
             stdout=log_f, stderr=log_f, stdin=subprocess.DEVNULL))
         self.procs.append(subprocess.Popen(
             ["containerd", "--config", os.path.join(self.d, "config.toml")],

@@ -370,6 +370,16 @@ class Snapshotter:
                 since = int(f.read())
         except (OSError, ValueError):
             since = 0
+        if parent is None and staging.plain_tree(upper):
+            # A layer over nothing, with nothing of overlayfs in it: the directory is
+            # the layer's tree; imported as one (fs.build's bulk path) it skips making
+            # and parsing a tar of it.  Its root gets what a parentless snapshot's
+            # root has (containerd never applies a layer's entry for it).
+            os.chmod(upper, 0o755)
+            os.utime(upper)
+            self.store.import_dir(upper, new, labels=lab)
+            log.info("layer %s imported as a directory", new)
+            return
         lower = self.mounts.ensure(parent, readonly=True) if parent else None
         # Not hashed: containerd's applier checked the layer's digest, and
         # containerd sees only its own labels (no oci.diff_id to record).
