@@ -295,7 +295,10 @@ def test_register_image_runs_without_ctr_image_import(env, image_tar):
     again = cli("snapshotter", "register", "debian-test", "--containerd", env.containerd.sock,
                 "--image", "local/reg:img", "--json", store=env.store)
     import json
-    assert {"image": "local/reg:img", "outcome": "updated"} in json.loads(again.stdout)
+    entries = json.loads(again.stdout)
+    assert [e["outcome"] for e in entries] == ["present", "present", "updated"], entries
+    assert entries[-1]["image"] == "local/reg:img" and entries[0]["image"] is None
+    assert entries[-1]["chain_id"] == entries[1]["chain_id"]
     env.stop()
     env.start()
     env.wait_connected()

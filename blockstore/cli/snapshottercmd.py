@@ -66,9 +66,14 @@ def register_cmd(ctx: Ctx, image, address, namespace, snapshotter, expire, ref):
     store = ctx.store(create=False)
     done = reg.register(store, image, address, namespace, snapshotter, float(expire), image=ref)
     if ctx.json:
-        formatting.emit_json([{"image": cid, "outcome": outcome.split()[1]}
-                              if outcome.startswith("image ") else
-                              {"chain_id": cid, "outcome": outcome} for cid, outcome in done])
+        out = []
+        for cid, outcome in done:
+            if outcome.startswith("image "):     # (REF, "image created|updated"), after the layers
+                out.append({"chain_id": out[-1]["chain_id"], "outcome": outcome.split()[1],
+                            "image": cid})
+            else:
+                out.append({"chain_id": cid, "outcome": outcome, "image": None})
+        formatting.emit_json(out)
         return
     for cid, outcome in done:
         ctx.say(f"{outcome:<10} {cid}")
