@@ -487,7 +487,7 @@ class Store:
         """How many blocks of the store a lazy pull left remote (fetched on first
         read); one counter read."""
         with self.env.read() as r:
-            return self.env.pool.absent.count(r.t)
+            return r.blocks.absent_count()
 
     def df(self):
         """Pool totals: see ``blockstore.api.usage.PoolUsage``."""

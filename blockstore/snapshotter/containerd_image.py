@@ -86,7 +86,7 @@ def create(channel, md_lease: list, md: list, store, name: str, chain: list[str]
     from google.protobuf import field_mask_pb2
     from .proto import content_pb2 as cpb, content_pb2_grpc as cpbg
     from .proto import images_pb2 as ipb, images_pb2_grpc as ipbg
-    from .register import _error
+    from .register import rpc_error
     manifest_b, manifest, config_b = documents(store, name, chain)
     content = cpbg.ContentStub(channel)
     cfg_digest = _digest(config_b)
@@ -100,7 +100,7 @@ def create(channel, md_lease: list, md: list, store, name: str, chain: list[str]
                 pass
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
-                raise _error(exc, f"writing {digest} into containerd's content store",
+                raise rpc_error(exc, f"writing {digest} into containerd's content store",
                              address) from None
             try:
                 content.Update(cpb.UpdateRequest(
@@ -108,7 +108,7 @@ def create(channel, md_lease: list, md: list, store, name: str, chain: list[str]
                     update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{k}" for k in labels])),
                     metadata=md_lease, timeout=timeout)
             except grpc.RpcError as exc2:
-                raise _error(exc2, f"labelling {digest} in containerd's content store",
+                raise rpc_error(exc2, f"labelling {digest} in containerd's content store",
                              address) from None
     target = ipb.Descriptor(media_type=manifest.get("mediaType") or OCI_MANIFEST,
                             digest=_digest(manifest_b), size=len(manifest_b))
@@ -119,11 +119,11 @@ def create(channel, md_lease: list, md: list, store, name: str, chain: list[str]
         return "created"
     except grpc.RpcError as exc:
         if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
-            raise _error(exc, f"creating image {ref!r} in containerd", address) from None
+            raise rpc_error(exc, f"creating image {ref!r} in containerd", address) from None
     try:
         images.Update(ipb.UpdateImageRequest(
             image=image, update_mask=field_mask_pb2.FieldMask(paths=["target"])),
             metadata=md, timeout=timeout)
     except grpc.RpcError as exc:
-        raise _error(exc, f"updating image {ref!r} in containerd", address) from None
+        raise rpc_error(exc, f"updating image {ref!r} in containerd", address) from None
     return "updated"

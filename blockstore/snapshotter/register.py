@@ -104,7 +104,7 @@ def register(store, name: str, address: str, namespace: str = "default",
                                                    labels={LABEL_GC_EXPIRE: expire}),
                           metadata=md, timeout=timeout)
         except grpc.RpcError as exc:
-            raise _error(exc, "creating a containerd lease", address) from None
+            raise rpc_error(exc, "creating a containerd lease", address) from None
         md_lease = md + [(LEASE_HEADER, lease_id)]
         parent = ""
         for cid in chain:
@@ -116,7 +116,7 @@ def register(store, name: str, address: str, namespace: str = "default",
                            metadata=md_lease, timeout=timeout)
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
-                    raise _error(exc, f"registering layer {cid}", address) from None
+                    raise rpc_error(exc, f"registering layer {cid}", address) from None
                 out.append((cid, "present" if "target snapshot" in (exc.details() or "")
                             and "from snapshotter" not in (exc.details() or "")
                             else "registered"))
@@ -139,7 +139,8 @@ def register(store, name: str, address: str, namespace: str = "default",
     return out
 
 
-def _error(exc: grpc.RpcError, what: str, address: str) -> errors.BlockstoreError:
+def rpc_error(exc: grpc.RpcError, what: str, address: str) -> errors.BlockstoreError:
+    """The blockstore error for a failed call to containerd (UNAVAILABLE: Unreachable)."""
     code, msg = exc.code(), exc.details()
     if code == grpc.StatusCode.UNAVAILABLE:
         return errors.Unreachable(f"{what}: containerd does not answer on {address}: {msg}")
