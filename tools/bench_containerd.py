@@ -63,7 +63,8 @@ Ratios (blockstore / overlayfs) with the goals of issue 19:
   combined_fast_path_*       the fast path keys for the big image
 
 Needs root, FUSE, containerd, ctr, runc, umoci and mmdebstrap (or the
-cached root file systems).
+cached root file systems).  BENCH_SNAPSHOTTER_LOG=info logs every call of the
+snapshotter with its milliseconds (snapshotter.log in the scratch directory).
 """
 from __future__ import annotations
 
@@ -188,7 +189,8 @@ class _Env:
         self.procs.append(subprocess.Popen(
             exe + ["--store", self.store, "snapshotter", "serve", "--address",
                    os.path.join(self.d, "run", "snapshotter.sock"),
-                   "--root", os.path.join(self.d, "snaproot"), "--log-level", os.environ.get("BENCH_SNAPSHOTTER_LOG", "warning")],
+                   "--root", os.path.join(self.d, "snaproot"), "--log-level",
+                   os.environ.get("BENCH_SNAPSHOTTER_LOG", "warning")],
             stdout=log_f, stderr=log_f, stdin=subprocess.DEVNULL))
         self.procs.append(subprocess.Popen(
             ["containerd", "--config", os.path.join(self.d, "config.toml")],
