@@ -262,6 +262,64 @@ def test_fast_path_through_ctr_image_import(env, image_tar):
     assert "Traceback" not in env.server.log()
 
 
+def test_register_image_runs_without_ctr_image_import(env, image_tar):
+    """`blockstore snapshotter register --image REF`: the layers are
+    registered and REF is made from the manifest and config the store
+    recorded, so the image runs with no `ctr image import`: containerd's
+    content store holds those two documents and no layer blob, nothing is
+    unpacked, the pool does not grow.  Registering again points REF at the
+    same manifest ("image updated").  Containers run from it after both
+    daemons restart (the image holds its snapshots against containerd's gc)."""
+    _tar, layout = image_tar
+    cli("import", f"{layout}:img", "debian-test", store=env.store)
+    with blockstore.Store.open(str(env.store), create=False) as store:
+        used_before = store.df().used_bytes
+    log_before = env.server.log()
+    t0 = time.perf_counter()
+    reg = cli("snapshotter", "register", "debian-test", "--containerd", env.containerd.sock,
+              "--image", "local/reg:img", store=env.store)
+    print(f"register --image {time.perf_counter() - t0:.2f} s\n{reg.stdout}")
+    assert reg.stdout.split().count("registered") == 2, reg.stdout
+    assert "image created local/reg:img" in reg.stdout, reg.stdout
+    images = env.ctr("image", "ls", "-q").stdout.split()
+    assert images == ["local/reg:img"], images
+    blobs = [line.split()[0] for line in env.ctr("content", "ls", "-q").stdout.splitlines()]
+    assert len(blobs) == 2, blobs                       # the manifest and the config only
+    out = env.ctr("run", "--rm", "--snapshotter", "blockstore", "local/reg:img", "g1", "sh", "-c",
+                  "cat /data/lower.txt; busybox true && echo program-ran", timeout=120).stdout
+    assert "from the image" in out and "program-ran" in out
+    prepares, commits = _unpack_calls(env.server.log()[len(log_before):])
+    assert prepares == ["ALREADY_EXISTS", "ALREADY_EXISTS"] and commits == [], (prepares, commits)
+    with blockstore.Store.open(str(env.store), create=False) as store:
+        assert store.df().used_bytes == used_before
+    again = cli("snapshotter", "register", "debian-test", "--containerd", env.containerd.sock,
+                "--image", "local/reg:img", "--json", store=env.store)
+    import json
+    entries = json.loads(again.stdout)
+    assert [e["outcome"] for e in entries] == ["present", "present", "updated"], entries
+    assert entries[-1]["image"] == "local/reg:img" and entries[0]["image"] is None
+    assert entries[-1]["chain_id"] == entries[1]["chain_id"]
+    env.stop()
+    env.start()
+    env.wait_connected()
+    env.ctr("run", "--rm", "--snapshotter", "blockstore", "local/reg:img", "g2", "busybox", "true",
+            timeout=120)
+    assert "Traceback" not in env.server.log()
+
+
+def test_register_image_refuses_an_image_without_its_documents(env, image_tar):
+    """An image whose manifest the store does not hold: a clear error before
+    anything reaches containerd (no layer registered, no image)."""
+    _tar, layout = image_tar
+    cli("import", f"{layout}:img", "debian-test", store=env.store)
+    cli("label", "debian-test", "oci.manifest=", store=env.store)
+    res = cli("snapshotter", "register", "debian-test", "--containerd", env.containerd.sock,
+              "--image", "local/reg:img", store=env.store, check=False)
+    assert res.returncode != 0 and "no manifest and config recorded" in res.stderr, res.stderr
+    assert env.ctr("snapshots", "--snapshotter", "blockstore", "ls").stdout.count("sha256") == 0
+    assert env.ctr("image", "ls", "-q").stdout.split() == []
+
+
 def test_register_refuses_what_the_store_lacks(env, image_tar):
     """register of a tree that is no imported image: a clear error, exit code
     of InvalidInput, and nothing registered."""

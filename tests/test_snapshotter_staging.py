@@ -44,3 +44,33 @@ def test_a_reader_that_gives_up_keeps_its_own_error(tmp_path):
         with staging.layer_stream(str(upper), None, since) as raw:
             raw.read(1000)
             raise ValueError("mine")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and trusted.* xattrs need root")
+def test_plain_tree_tells_an_upper_with_overlay_artefacts(tmp_path):
+    """A parentless layer's upper directory is imported as a directory only
+    when nothing of overlayfs is in it: a whiteout (0/0 character device,
+    deep down) or a trusted.overlay.* xattr (on a directory or a file) sends
+    it through the layer tar, which turns them into what they mean."""
+    def fresh(name):
+        upper = tmp_path / name / "upper"
+        staging.prepare_upper(str(upper))
+        (upper / "etc" / "deep").mkdir(parents=True)
+        (upper / "etc" / "deep" / "f").write_text("x")
+        os.symlink("nowhere", upper / "etc" / "dangling")
+        os.mkfifo(upper / "etc" / "fifo")
+        os.setxattr(upper / "etc" / "deep" / "f", "user.ok", b"1")
+        return upper
+    assert staging.plain_tree(str(fresh("plain")))
+    u = fresh("whiteout")
+    os.mknod(u / "etc" / "deep" / "gone", 0o600 | 0o020000, 0)
+    assert not staging.plain_tree(str(u))
+    u = fresh("device")                             # a real character device is content
+    os.mknod(u / "etc" / "null", 0o600 | 0o020000, os.makedev(1, 3))
+    assert staging.plain_tree(str(u))
+    u = fresh("opaque")
+    os.setxattr(u / "etc" / "deep", "trusted.overlay.opaque", b"y")
+    assert not staging.plain_tree(str(u))
+    u = fresh("origin")
+    os.setxattr(u / "etc" / "deep" / "f", "trusted.overlay.origin", b"\0")
+    assert not staging.plain_tree(str(u))

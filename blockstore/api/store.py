@@ -483,6 +483,12 @@ class Store:
         from .usage_all import usage_all
         return usage_all(self, names)
 
+    def absent_blocks(self) -> int:
+        """How many blocks of the store a lazy pull left remote (fetched on first
+        read); one counter read."""
+        with self.env.read() as r:
+            return r.blocks.absent_count()
+
     def df(self):
         """Pool totals: see ``blockstore.api.usage.PoolUsage``."""
         from .usage import pool_usage

@@ -50,9 +50,12 @@ def serve_cmd(ctx: Ctx, address, root, log_level):
 @click.option("--expire", default=24 * 3600, show_default=True, type=click.IntRange(60),
               metavar="SECONDS",
               help="Lease time: unreferenced registrations are collected after it.")
+@click.option("--image", "ref", metavar="REF",
+              help="Also make containerd image REF of it (its manifest and config, no layer "
+                   "bytes): it runs without `ctr image import`.")
 @output_options()
 @pass_ctx
-def register_cmd(ctx: Ctx, image, address, namespace, snapshotter, expire):
+def register_cmd(ctx: Ctx, image, address, namespace, snapshotter, expire, ref):
     """Register IMAGE's layers (imported with `blockstore import`) with containerd.
 
     containerd then finds each layer as a committed snapshot of NAMESPACE,
@@ -61,9 +64,16 @@ def register_cmd(ctx: Ctx, image, address, namespace, snapshotter, expire):
     serving this store."""
     reg = needs("blockstore.snapshotter.register", "the containerd snapshotter")
     store = ctx.store(create=False)
-    done = reg.register(store, image, address, namespace, snapshotter, float(expire))
+    done = reg.register(store, image, address, namespace, snapshotter, float(expire), image=ref)
     if ctx.json:
-        formatting.emit_json([{"chain_id": cid, "outcome": outcome} for cid, outcome in done])
+        out = []
+        for cid, outcome in done:
+            if outcome.startswith("image "):     # (REF, "image created|updated"), after the layers
+                out.append({"chain_id": out[-1]["chain_id"], "outcome": outcome.split()[1],
+                            "image": cid})
+            else:
+                out.append({"chain_id": cid, "outcome": outcome, "image": None})
+        formatting.emit_json(out)
         return
     for cid, outcome in done:
         ctx.say(f"{outcome:<10} {cid}")

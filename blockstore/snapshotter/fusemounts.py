@@ -58,8 +58,9 @@ class FuseMounts:
         reg = fused.registered(mp)
         return "live" if reg and fused.process_alive(reg["pid"]) else "dead"
 
-    def ensure(self, name: str, readonly: bool) -> str:
-        """The mount point of ``name``, mounting it if it is not live."""
+    def ensure(self, name: str, readonly: bool, read_ahead_kb: int | None = None) -> str:
+        """The mount point of ``name``, mounting it if it is not live
+        (``read_ahead_kb``: its kernel readahead window; None: the daemon's default)."""
         mp = self.path(name)
         state = self._state(mp)
         if state == "live":
@@ -71,7 +72,8 @@ class FuseMounts:
             os.mkdir(mp, 0o755)
         except FileExistsError:
             pass
-        fused.spawn(self.store_path, name, mp, readonly=readonly, allow_other=True)
+        opts = {} if read_ahead_kb is None else {"read_ahead_kb": read_ahead_kb}
+        fused.spawn(self.store_path, name, mp, readonly=readonly, allow_other=True, **opts)
         return mp
 
     def is_mounted(self, name: str) -> bool:

@@ -63,6 +63,11 @@ log = logging.getLogger("blockstore.snapshotter")
 
 LABEL_SNAPSHOT_REF = "containerd.io/snapshot.ref"
 LABEL_OCI_CHAIN = "oci.chain_id"        # blockstore.oci.chain.LABEL_CHAIN
+# The kernel readahead window of the mounts while the store holds blocks a lazy
+# pull left remote: the kernel's own default.  The mount daemon's larger window
+# (1 MiB) would fetch from the remote, per page fault of a program, what it
+# never reads; sequential readers still get the pool's own read-ahead.
+LAZY_READ_AHEAD_KB = 128
 
 
 class Snapshotter:
@@ -127,7 +132,7 @@ class Snapshotter:
         parent_key = rec.labels.get(records.L_PARENT, "")
         if parent_key:
             prec = self._get(rec.labels[records.L_NS], parent_key)
-            lower = self.mounts.ensure(prec.name, readonly=True)
+            lower = self.mounts.ensure(prec.name, readonly=True, read_ahead_kb=self._read_ahead())
         else:
             lower = self.empty_dir
         return [{"type": "overlay", "source": "overlay", "target": "",
@@ -168,9 +173,14 @@ class Snapshotter:
         if records.L_STAGED in rec.labels:
             return self._staged_mounts(rec)
         kind = rec.labels[records.L_KIND]
-        mp = self.mounts.ensure(rec.name, readonly=kind != "active")
+        mp = self.mounts.ensure(rec.name, readonly=kind != "active",
+                                read_ahead_kb=self._read_ahead())
         return [{"type": "bind", "source": mp, "target": "",
                  "options": ["rbind", "rw" if kind == "active" else "ro"]}]
+
+    def _read_ahead(self) -> int | None:
+        """The readahead window for a new mount (the caller holds the lock)."""
+        return LAZY_READ_AHEAD_KB if self.store.absent_blocks() else None
 
     def _drop(self, name: str) -> None:
         """Unmount and remove tree ``name``; if a mount of it lives on elsewhere,
@@ -265,8 +275,10 @@ class Snapshotter:
             lab = {**records.own_labels(ns, "(spare)", "active", parent_key), records.L_SPARE: "1"}
             self.store.clone(parent, name, labels=lab)
             self.spares.making.add(parent)
+            read_ahead = self._read_ahead()
         try:
-            self.mounts.ensure(name, readonly=False)      # the slow part: outside the lock
+            # the slow part: outside the lock
+            self.mounts.ensure(name, readonly=False, read_ahead_kb=read_ahead)
         except BaseException:
             with self.lock:
                 self.spares.making.discard(parent)
@@ -358,6 +370,16 @@ class Snapshotter:
                 since = int(f.read())
         except (OSError, ValueError):
             since = 0
+        if parent is None and staging.plain_tree(upper):
+            # A layer over nothing, with nothing of overlayfs in it: the directory is
+            # the layer's tree; imported as one (fs.build's bulk path) it skips making
+            # and parsing a tar of it.  Its root gets what a parentless snapshot's
+            # root has (containerd never applies a layer's entry for it).
+            os.chmod(upper, 0o755)
+            os.utime(upper)
+            self.store.import_dir(upper, new, labels=lab)
+            log.info("layer %s imported as a directory", new)
+            return
         lower = self.mounts.ensure(parent, readonly=True) if parent else None
         # Not hashed: containerd's applier checked the layer's digest, and
         # containerd sees only its own labels (no oci.diff_id to record).

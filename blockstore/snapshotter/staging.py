@@ -145,6 +145,43 @@ def _opaque_marker(tf, path: str, arc: str, st) -> None:
         tf.addfile(wh)
 
 
+def plain_tree(upper: str) -> bool:
+    """Whether the upper directory holds nothing of overlayfs's own: no
+    whiteout (a 0/0 character device) and no ``trusted.overlay.*`` xattr
+    (opaque, impure, origin...) on any entry.  Applied over nothing (a layer
+    without parent), such a directory is the layer's tree as it is, and can
+    be imported as a directory.  One pass: a stat only for entries that are
+    neither directory, regular file nor symlink, one listxattr per entry."""
+    stack = [upper]
+    while stack:
+        d = stack.pop()
+        try:
+            if any(k.startswith("trusted.overlay.")
+                   for k in os.listxattr(d, follow_symlinks=False)):
+                return False
+            entries = list(os.scandir(d))
+        except OSError:
+            return False
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+                continue
+            if not (e.is_file(follow_symlinks=False) or e.is_symlink()):
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    return False
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    return False
+            try:
+                if any(k.startswith("trusted.overlay.")
+                       for k in os.listxattr(e.path, follow_symlinks=False)):
+                    return False
+            except OSError:
+                return False
+    return True
+
+
 class layer_stream:
     """A binary reader of ``write_layer(upper, lower, since_ns)``, made by a
     child process through a pipe (no temporary file); use as a context
