@@ -47,7 +47,7 @@ class Absent:
         the fetcher needs to find the block, e.g. a remote and a place in it).
         One ``putmulti`` call for the run (an eager pull adds one entry per block
         it fetches: the per-block put calls were a large part of its CPU)."""
-        if any(len(d) != DIGEST for d in digests):
+        if not set(map(len, digests)) <= {DIGEST}:
             raise ValueError("absent blocks are named by a 32-byte SHA-256")
         if isinstance(source, str):
             tail = source.encode()
@@ -66,7 +66,7 @@ class Absent:
         block still absent as it was made) costs one comparison per block."""
         n = len(digests)
         got = t.cursor(db=self.db).getmulti(list(map(pack_u64, range(start, start + n))))
-        if len(got) == n and all(v[:DIGEST] == d for (_, v), d in zip(got, digests)):
+        if len(got) == n and [v[:DIGEST] for _, v in got] == list(digests):
             return [(0, n)] if n else []
         have = {u64(k): bytes(v[:DIGEST]) for k, v in got}
         out, i = [], 0
