@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import time
 
 from .. import errors
@@ -61,11 +62,14 @@ class Remote:
         with cf.ThreadPoolExecutor(8) as ex:
             blobs = list(ex.map(lambda o: self.objects.get(o.key), idx))
         out: dict[bytes, tuple[str, int, int]] = {}
-        for o, data in zip(idx, blobs):
-            h = o.key[6:-4]
+        # a block in several packs maps to the first listed: packs are added last
+        # first, so an earlier pack's entry overwrites a later one's (dict.update
+        # at C speed instead of a setdefault per entry)
+        for o, data in reversed(list(zip(idx, blobs))):
             _, _, entries = layout.decode_index(data)
-            for d, off, n in entries:
-                out.setdefault(d, (h, off, n))
+            if entries:
+                ds, offs, lens = zip(*entries)
+                out.update(zip(ds, zip(itertools.repeat(o.key[6:-4]), offs, lens)))
         if not for_push:
             self._index = out
         return out

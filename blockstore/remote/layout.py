@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import operator
 import struct
 import urllib.parse
 
@@ -44,9 +45,8 @@ def name_of_manifest_key(key: str) -> str:
 
 
 def encode_index(block_size: int, pack_size: int, entries: list[tuple[bytes, int, int]]) -> bytes:
-    out = [_IDX_HEAD.pack(IDX_MAGIC, block_size, pack_size, len(entries))]
-    out += [_IDX_ENTRY.pack(d, off, n) for d, off, n in entries]
-    return b"".join(out)
+    head = _IDX_HEAD.pack(IDX_MAGIC, block_size, pack_size, len(entries))
+    return head + b"".join(itertools.starmap(_IDX_ENTRY.pack, entries))
 
 
 def decode_index(data: bytes) -> tuple[int, int, list[tuple[bytes, int, int]]]:
@@ -57,9 +57,8 @@ def decode_index(data: bytes) -> tuple[int, int, list[tuple[bytes, int, int]]]:
         entries = list(_IDX_ENTRY.iter_unpack(memoryview(data)[_IDX_HEAD.size:]))
     except (struct.error, ValueError):
         raise errors.Corruption("a pack index on the remote is malformed") from None
-    for d, off, ln in entries:
-        if off + ln > size:
-            raise errors.Corruption("a pack index points past the end of its pack")
+    if entries and max(map(operator.add, *list(zip(*entries))[1:])) > size:
+        raise errors.Corruption("a pack index points past the end of its pack")
     return bs, size, entries
 
 
