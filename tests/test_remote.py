@@ -313,6 +313,35 @@ def test_flipped_byte_in_a_pack_is_detected(s3, tmp_path):
         assert b.env.pool.absent.count(b.env.read().__enter__().t) > 0
 
 
+
+def test_truncated_pack_is_corruption_and_pulls_reuse_connections(s3, tmp_path, caplog):
+    """Ranged GETs read the body straight into the fill's buffer: a pack shorter
+    than its index says is Corruption (nothing pulled), and a response read to
+    its end hands its connection back (20 GETs in a row open at most one)."""
+    import logging
+    url = _url(tmp_path, s3)
+    src = _make_tree(tmp_path / "src", nfiles=4)
+    with _open(tmp_path / "A", s3, url) as a:
+        a.import_dir(src, "base")
+        a.push(["base"])
+        rm = Remote(a.path, "r")
+        key = next(o.key for o in rm.objects.list("packs/") if o.key.endswith(".pack"))
+        whole = rm.objects.get(key)
+        buf = bytearray(4096)
+        rm.objects.get_range_into(key, 0, buf)              # a connection in the pool
+        with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+            for i in range(20):
+                rm.objects.get_range_into(key, i * 4096, buf)
+                assert bytes(buf) == whole[i * 4096:(i + 1) * 4096]
+        opened = [r for r in caplog.records if "Starting new" in r.getMessage()]
+        assert len(opened) <= 1, [r.getMessage() for r in opened]
+        rm.objects.put(key, whole[:len(whole) // 2])
+    with _open(tmp_path / "B", s3, url) as b:
+        with pytest.raises(errors.Corruption, match="shorter than its index"):
+            b.pull("base")
+        assert not b.exists("base")
+        assert b.check().ok
+
 # -- faults: killed pushes -----------------------------------------------------------------
 def test_push_killed_at_random_points_never_shows_a_broken_snapshot(s3, tmp_path, monkeypatch):
     """20 pushes killed at a random upload each: 17 in this process (a failpoint
