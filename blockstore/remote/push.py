@@ -2,9 +2,9 @@
 
 Per snapshot, ancestors first: stream its items, name every block by
 SHA-256, pack the blocks no pack of the remote holds (nor this push so far)
-into ~8 MiB packs uploaded by a thread pool (pack, then its index), then the
-tree object, then the manifest: last, and only if no manifest of that name
-exists.  A killed push leaves packs and maybe a tree object that no
+into ~8 MiB packs uploaded by a thread pool (pack, then its index), then one
+bundle of those indexes (a reader's shortcut), then the tree object, then
+the manifest: last, and only if no manifest of that name exists.  A killed push leaves packs and maybe a tree object that no
 manifest names; a re-push finds them in the index (content-addressed names,
 the same blocks) and skips them.
 """
@@ -54,6 +54,7 @@ class _Uploads:
     def _pack(self, pb: layout.PackBuilder) -> str:
         h, data, idx = pb.seal()
         pb.parts = []                        # the blocks may go once sealed
+        pb.index = idx                       # for the push's bundle of indexes
         obj = self.remote.objects
         # A pack a push may rely on (reachable, or young: a killed push's) is not sent
         # again; an old unreachable one is, which renews its age against gc.
@@ -160,12 +161,19 @@ def push(store, names, remote: str | None = None, progress=None, threads: int = 
                 continue
             if pb.entries:
                 up.submit_pack(pb)
+            indexes = []
             for h, sealed in up.wait():
+                indexes.append(sealed.index)
                 if sealed.entries:
                     ds, offs, lens = zip(*sealed.entries)
                     have.update(zip(ds, zip(itertools.repeat(h), offs, lens)))
                     fresh.difference_update(ds)
             packs = sorted({have[d][0] for it in items if it.digests for d in it.digests})
+            if indexes:
+                # the indexes of this snapshot's packs in one object, after the packs
+                # and their own indexes: a reader GETs one object, not one per pack
+                bname, bundle = layout.encode_bundle(indexes)
+                rm.objects.put(layout.bundle_key(bname), bundle)
             if not rm.objects.exists(layout.tree_key(content)):
                 # a child of a snapshot pushed (or found) in this run is stored as its
                 # difference from it, when that is smaller: a new layer sends its own
