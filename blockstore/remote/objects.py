@@ -53,11 +53,14 @@ def _read_into(body, mv: memoryview) -> int:
     received and an allocation as large as the read.  The connection goes
     back to urllib3's pool once the response is read to its end, as urllib3
     itself does."""
+    from botocore.response import StreamingBody
     raw = getattr(body, "_raw_stream", None)
     fp = getattr(raw, "_fp", None)
     headers = getattr(raw, "headers", None)
-    direct = (fp is not None and hasattr(fp, "readinto") and hasattr(raw, "release_conn")
-              and headers is not None and not headers.get("content-encoding"))
+    # a subclass (botocore's checksum-validating body) checks what it reads: kept
+    direct = (type(body) is StreamingBody and fp is not None and hasattr(fp, "readinto")
+              and hasattr(raw, "release_conn") and headers is not None
+              and not headers.get("content-encoding"))
     read = fp.readinto if direct else body.readinto
     got, length = 0, mv.nbytes
     while got < length:
