@@ -66,7 +66,7 @@ class Remote:
         covered: dict[str, bytes] = {}
         with cf.ThreadPoolExecutor(8) as ex:
             bundles = [o for o in self.objects.list("indexes/") if o.key.endswith(".idxs")]
-            for got in ex.map(self._bundle, bundles):
+            for got in ex.map(self.bundle_indexes, bundles):
                 for h, raw in got.items():
                     if h in want:
                         covered.setdefault(h, raw)
@@ -87,7 +87,7 @@ class Remote:
             self._index = out
         return out
 
-    def _bundle(self, o) -> dict[str, bytes]:
+    def bundle_indexes(self, o) -> dict[str, bytes]:
         """The indexes bundle ``o`` holds; none when it is gone meanwhile (gc)."""
         try:
             return layout.decode_bundle(self.objects.get(o.key))

@@ -67,7 +67,7 @@ def gc(store_path: str, remote: str | None = None, grace: float = GRACE_SECONDS,
     # (readers take an index from a bundle only while the pack's own is listed)
     for o in rm.objects.list("indexes/"):
         objs.append(o)
-        if any(layout.pack_key(h) in keep for h in rm._bundle(o)):
+        if any(layout.pack_key(h) in keep for h in rm.bundle_indexes(o)):
             keep.add(o.key)
     now = time.time()
     doomed = [o for o in objs if o.key not in keep and now - o.mtime >= grace]
