@@ -12,16 +12,22 @@ lists what a store made before that (or changed by hand) lets others read;
 ``check`` reports it and ``check --repair`` applies ``tighten``.
 
 Damage that must be refused before LMDB maps the file (``metadata_problem``):
-a data.mdb shorter than its own header says is mapped past its end, and the
-first read there kills the process with SIGBUS.
+a data.mdb whose pages in use reach past its end is mapped past its end, and
+the first read there kills the process with SIGBUS.  A file may end before
+its header's last page and be healthy (pages LMDB allocated and freed in one
+transaction are never written): then every missing page must be free
+(``lmdbfree``).
 
-Costs: a few stat calls; ``metadata_problem`` reads the two meta pages.
+Costs: a few stat calls; ``metadata_problem`` reads the two meta pages, and
+the free list's pages only when the file ends before its last page.
 """
 from __future__ import annotations
 
 import os
 import stat
 import struct
+
+from . import lmdbfree
 
 META_DIR = "meta"
 META_FILE = "data.mdb"
@@ -122,11 +128,26 @@ def metadata_problem(path: str) -> str | None:
             if version != _MDB_VERSION:
                 return f"has LMDB data version {version} in meta page {i}, not {_MDB_VERSION}"
             metas.append(_LAST_TXN.unpack_from(page, _OFF_LAST))
-        last_pg, _ = max(metas, key=lambda m: m[1])
+        newest = max((0, 1), key=lambda i: metas[i][1])
+        last_pg = metas[newest][0]
         need = (last_pg + 1) * psize
-        if size < need:
+        if size >= need:
+            return None
+        # Shorter than the last page: healthy when every missing page is free
+        # (pages allocated and freed within one transaction are never written:
+        # lmdbfree), truncated when a missing page may be in use.
+        first = size // psize
+        meta = head if newest == 0 else os.pread(fd, psize, psize)
+        try:
+            free = lmdbfree.free_pages_from(fd, psize, lmdbfree.free_root(meta), first)
+        except lmdbfree.Damaged as exc:
+            return (f"is truncated: {size} bytes, its header says {last_pg + 1} pages of "
+                    f"{psize} bytes ({need} bytes), and {exc}")
+        used = next((p for p in range(first, last_pg + 1) if p not in free), None)
+        if used is not None:
             return (f"is truncated: {size} bytes, but its header says it holds "
-                    f"{last_pg + 1} pages of {psize} bytes ({need} bytes)")
+                    f"{last_pg + 1} pages of {psize} bytes ({need} bytes), and page "
+                    f"{used} past its end is not free")
         return None
     finally:
         os.close(fd)

@@ -313,6 +313,98 @@ def test_flipped_byte_in_a_pack_is_detected(s3, tmp_path):
         assert b.env.pool.absent.count(b.env.read().__enter__().t) > 0
 
 
+
+def test_truncated_pack_is_corruption_and_pulls_reuse_connections(s3, tmp_path, caplog):
+    """Ranged GETs read the body straight into the fill's buffer: a pack shorter
+    than its index says is Corruption (nothing pulled), and a response read to
+    its end hands its connection back (20 GETs in a row open at most one)."""
+    import logging
+    url = _url(tmp_path, s3)
+    src = _make_tree(tmp_path / "src", nfiles=4)
+    with _open(tmp_path / "A", s3, url) as a:
+        a.import_dir(src, "base")
+        a.push(["base"])
+        rm = Remote(a.path, "r")
+        key = next(o.key for o in rm.objects.list("packs/") if o.key.endswith(".pack"))
+        whole = rm.objects.get(key)
+        buf = bytearray(4096)
+        rm.objects.get_range_into(key, 0, buf)              # a connection in the pool
+        with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+            for i in range(20):
+                rm.objects.get_range_into(key, i * 4096, buf)
+                assert bytes(buf) == whole[i * 4096:(i + 1) * 4096]
+        opened = [r for r in caplog.records if "Starting new" in r.getMessage()]
+        assert len(opened) <= 1, [r.getMessage() for r in opened]
+        rm.objects.put(key, whole[:len(whole) // 2])
+    with _open(tmp_path / "B", s3, url) as b:
+        with pytest.raises(errors.Corruption, match="shorter than its index"):
+            b.pull("base")
+        assert not b.exists("base")
+        assert b.check().ok
+
+
+def _counting_gets(rm) -> list[str]:
+    """Record the keys ``rm`` GETs (the real GETs still run)."""
+    keys: list[str] = []
+    real = rm.objects.get
+
+    def get(key):
+        keys.append(key)
+        return real(key)
+    rm.objects.get = get
+    return keys
+
+
+def test_index_bundle_replaces_per_pack_index_gets(s3, tmp_path):
+    """A push writes one bundle of its packs' indexes (indexes/H.idxs): loading
+    the remote's index GETs that one object, not one index per pack, and gives
+    the same map as the per-pack indexes of a remote without bundles (an older
+    push), which still loads and pulls; a damaged bundle is passed over; gc
+    keeps a bundle while a kept pack needs it and deletes it with the packs."""
+    url = _url(tmp_path, s3)
+    rnd = random.Random(11)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}").write_bytes(rnd.randbytes(6 << 20))     # 18 MiB: three packs
+    with _open(tmp_path / "A", s3, url) as a:
+        a.import_dir(src, "s")
+        a.push(["s"])
+        rm = Remote(a.path, "r")
+        idx_keys = [o.key for o in rm.objects.list("packs/") if o.key.endswith(".idx")]
+        bundles = [o.key for o in rm.objects.list("indexes/")]
+        assert len(idx_keys) == 3 and len(bundles) == 1, (idx_keys, bundles)
+        gets = _counting_gets(rm)
+        with_bundle = rm.load_index()
+        assert gets == bundles, gets
+        # the same remote as an older push left it: no bundle
+        whole = rm.objects.get(bundles[0])
+        rm.objects.delete(bundles[0])
+        gets.clear()
+        assert rm.load_index() == with_bundle
+        assert sorted(gets) == sorted(idx_keys)
+        # a damaged index in a bundle names no pack: that pack's own index is used
+        bad = bytearray(whole)
+        bad[len(bad) // 2] ^= 1
+        rm.objects.put(bundles[0], bytes(bad))
+        gets.clear()
+        assert rm.load_index() == with_bundle
+        assert gets[0] == bundles[0] and len(gets) == 2 and gets[1] in idx_keys, gets
+        rm.objects.put(bundles[0], whole)
+    with _open(tmp_path / "B", s3, url) as b:
+        b.pull("s")
+        with b.fs("s") as f:
+            assert f.read_bytes("/f1") == (src / "f1").read_bytes()
+        assert b.check().ok
+    with _open(tmp_path / "A2", s3, url) as a2:
+        assert bundles[0] not in a2.remote_gc(grace=0)["deleted"]
+        a2.remote_rm_snapshot("s")
+        gone = a2.remote_gc(grace=0)["deleted"]
+        assert bundles[0] in gone and set(idx_keys) <= set(gone)
+        # an index (or bundle of them) goes before any pack
+        first_pack = min(i for i, k in enumerate(gone) if k.endswith(".pack"))
+        assert gone.index(bundles[0]) < first_pack
+
 # -- faults: killed pushes -----------------------------------------------------------------
 def test_push_killed_at_random_points_never_shows_a_broken_snapshot(s3, tmp_path, monkeypatch):
     """20 pushes killed at a random upload each: 17 in this process (a failpoint

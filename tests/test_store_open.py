@@ -157,6 +157,45 @@ def _used_bytes(mdb) -> int:
     return (last_pg + 1) * psize
 
 
+def _unwritten_tail(store) -> None:
+    """One LMDB transaction on the store's metadata that stores a value of
+    overflow pages and deletes it again: the pages it took at the end of the
+    file are freed in the same transaction, so LMDB never writes them (its
+    page flush skips them) while the meta page's last page counts them.  The
+    store's content is unchanged: a healthy store whose data.mdb ends before
+    (last page + 1) x page size."""
+    import lmdb
+    env = lmdb.open(str(store / "meta"), max_dbs=32)
+    with env.begin(write=True) as t:
+        db = env.open_db(b"meta", txn=t)
+        t.put(b"scratch", os.urandom(200_000), db=db)
+        assert t.delete(b"scratch", db=db)
+    env.close()
+
+
+def test_metadata_shorter_than_its_last_page_but_healthy_opens(pristine, tmp_path):
+    store = _copy(pristine, tmp_path)
+    mdb = store / "meta" / "data.mdb"
+    _unwritten_tail(store)
+    assert mdb.stat().st_size < _used_bytes(mdb), "the tail was written after all"
+    with Store.open(store, create=False) as s:
+        assert s.check().ok
+        assert s.fs("base").read_bytes("/etc/app/f3") == pristine[1]["/etc/app/f3"]
+    r = cli(store, "check")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+
+
+def test_short_metadata_cut_into_used_pages_is_still_refused(pristine, tmp_path):
+    """The same healthy short file, then cut to half: pages in use are gone."""
+    store = _copy(pristine, tmp_path)
+    mdb = store / "meta" / "data.mdb"
+    _unwritten_tail(store)
+    os.truncate(mdb, mdb.stat().st_size // 2 // 4096 * 4096)
+    r = cli(store, "check")
+    assert not clean_end(r, (CORRUPTION,)), clean_end(r, (CORRUPTION,))
+    assert "data.mdb" in _stderr(r) and "truncated" in _stderr(r), _stderr(r)
+
+
 def test_random_byte_flips_end_in_ok_or_corruption(pristine, tmp_path):
     """Seeded: each round flips one byte of a fresh copy's data.mdb and runs
     check (which opens the store and reads all of it); it must exit 0 or with

@@ -280,6 +280,20 @@ def build_snapshot(store, name: str, items: list[Item], *, parent: str | None, l
             nonlocal nabsent
             out: list[list[int]] = []
             i = 0
+            if len(digests) > 1 and known.keys().isdisjoint(digests) \
+                    and len(set(digests)) == len(digests):
+                # all new and distinct (an eager pull's common case): the loop below
+                # would make them one chunk; set operations find that at C speed
+                w.env.require_format(w, FORMAT_ABSENT)
+                src = source if isinstance(source, str) else [source(d) for d in digests]
+                for s, k in blocks.reserve_absent(digests, src):
+                    run = digests[i:i + k]
+                    known.update(zip(run, range(s, s + k)))
+                    out.append([s, k])
+                    if absent_out is not None:
+                        absent_out.append((s, run))
+                    i += k
+                    nabsent += k
             while i < len(digests):
                 b = known.get(digests[i])
                 if b is not None:

@@ -44,15 +44,58 @@ class Absent:
     def add(self, t, start: int, digests: list[bytes], source) -> None:
         """Blocks [start, start+len(digests)) are absent with these SHA-256 digests;
         ``source``: one string for all, or one per block (opaque to the pool: what
-        the fetcher needs to find the block, e.g. a remote and a place in it)."""
-        srcs = [source] * len(digests) if isinstance(source, str) else list(source)
-        for i, d in enumerate(digests):
-            if len(d) != DIGEST:
-                raise ValueError("absent blocks are named by a 32-byte SHA-256")
-            if not t.put(pack_u64(start + i), bytes(d) + srcs[i].encode(), db=self.db,
-                         overwrite=False):
-                raise ValueError(f"block {start + i} is already absent")
+        the fetcher needs to find the block, e.g. a remote and a place in it).
+        One ``putmulti`` call for the run (an eager pull adds one entry per block
+        it fetches: the per-block put calls were a large part of its CPU)."""
+        if not set(map(len, digests)) <= {DIGEST}:
+            raise ValueError("absent blocks are named by a 32-byte SHA-256")
+        if isinstance(source, str):
+            tail = source.encode()
+            vals = [bytes(d) + tail for d in digests]
+        else:
+            vals = [bytes(d) + src.encode() for d, src in zip(digests, source)]
+        items = zip(map(pack_u64, range(start, start + len(digests))), vals)
+        _, added = t.cursor(db=self.db).putmulti(items, overwrite=False)
+        if added != len(digests):
+            raise ValueError(f"a block of {start}..{start + len(digests) - 1} is already absent")
         self.meta.add(t, ABSENT_BLOCKS, len(digests))
+
+    def matching(self, t, start: int, digests) -> list[tuple[int, int]]:
+        """The sub-runs [i, j) of blocks start.. that are absent with these
+        digests.  One ``getmulti`` call for the run; the common case (every
+        block still absent as it was made) costs one comparison per block."""
+        n = len(digests)
+        got = t.cursor(db=self.db).getmulti(list(map(pack_u64, range(start, start + n))))
+        if len(got) == n and [v[:DIGEST] for _, v in got] == list(digests):
+            return [(0, n)] if n else []
+        have = {u64(k): bytes(v[:DIGEST]) for k, v in got}
+        out, i = [], 0
+        while i < n:
+            if have.get(start + i) != digests[i]:
+                i += 1
+                continue
+            j = i + 1
+            while j < n and have.get(start + j) == digests[j]:
+                j += 1
+            out.append((i, j))
+            i = j
+        return out
+
+    def take_matching(self, t, start: int, digests) -> list[tuple[int, int]]:
+        """``matching``, and drop the entries of those blocks (one positioned
+        cursor delete per block, no key search)."""
+        runs = self.matching(t, start, digests)
+        cur = t.cursor(db=self.db)
+        dropped = 0
+        for i, j in runs:
+            if not cur.set_key(pack_u64(start + i)):
+                raise ValueError(f"block {start + i} is not absent")
+            for _ in range(j - i):
+                cur.delete()
+            dropped += j - i
+        if dropped:
+            self.meta.add(t, ABSENT_BLOCKS, -dropped)
+        return runs
 
     def range(self, t, start: int, n: int) -> list[tuple[int, bytes, str]]:
         """(block, digest, source) of the absent blocks in [start, start+n)."""

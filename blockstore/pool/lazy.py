@@ -22,7 +22,7 @@ again; another process, or this one after a crash, fetches them once more
 from __future__ import annotations
 
 import threading
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol, Sequence
 
 from .. import errors
 
@@ -230,7 +230,7 @@ def write_verified(pool, t, runs: Sequence[tuple[int, Sequence[bytes], object]]
                 if got[i * 32:(i + 1) * 32] != d:
                     raise errors.Corruption(f"block {start + i}: the bytes fetched do not match "
                                             f"its SHA-256 {d.hex()[:16]}...; not stored")
-        for i, j in _still_absent(pool, t, start, digests):
+        for i, j in pool.absent.matching(t, start, digests):
             todo.append((start + i, list(digests[i:j]), mv[i * bs:j * bs], got[i * 32:j * 32]))
     same = pool.checksum == "sha256"
     out = [(s, ds, sha if same else bytes(pool.sums.hash(buf, bs))) for s, ds, buf, sha in todo]
@@ -251,25 +251,8 @@ def record_written(pool, t, written: Sequence[tuple[int, list[bytes], bytes]]) -
     ds = pool.sums.digest_size
     done = 0
     for start, digests, sums in written:
-        for i, j in _still_absent(pool, t, start, digests):
+        for i, j in pool.absent.take_matching(t, start, digests):
             pool.sums.put_run(t, start + i, sums[i * ds:j * ds])
-            pool.absent.drop(t, list(range(start + i, start + j)))
             done += j - i
     return done
 
-
-def _still_absent(pool, t, start: int, digests: Sequence[bytes]) -> Iterator[tuple[int, int]]:
-    """The sub-runs [i, j) of blocks start.. that are still absent with these
-    digests (a block filled meanwhile, or reused by another snapshot's absent
-    entry, is left out).  Cost: one cursor pass over the run."""
-    cur = pool.absent.digests(t, start, len(digests))
-    i, n = 0, len(digests)
-    while i < n:
-        if cur.get(start + i) != digests[i]:
-            i += 1
-            continue
-        j = i + 1
-        while j < n and cur.get(start + j) == digests[j]:
-            j += 1
-        yield i, j
-        i = j

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import time
 
 from .. import errors
@@ -58,17 +59,40 @@ class Remote:
             now = time.time()
             idx = [o for o in idx if o.key[6:-4] in reach or now - o.mtime < grace / 2]
             self.trusted = {o.key for o in idx}
+        # the bundles (one per push) hold most indexes: a pack's index is taken from
+        # a bundle only while the pack's own index is listed (its pack whole and not
+        # being deleted: gc deletes the index first), else it is GET on its own
+        want = {o.key[6:-4] for o in idx}
+        covered: dict[str, bytes] = {}
         with cf.ThreadPoolExecutor(8) as ex:
-            blobs = list(ex.map(lambda o: self.objects.get(o.key), idx))
+            bundles = [o for o in self.objects.list("indexes/") if o.key.endswith(".idxs")]
+            for got in ex.map(self.bundle_indexes, bundles):
+                for h, raw in got.items():
+                    if h in want:
+                        covered.setdefault(h, raw)
+            rest = [o for o in idx if o.key[6:-4] not in covered]
+            fetched = dict(zip((o.key for o in rest),
+                               ex.map(lambda o: self.objects.get(o.key), rest)))
         out: dict[bytes, tuple[str, int, int]] = {}
-        for o, data in zip(idx, blobs):
-            h = o.key[6:-4]
+        # a block in several packs maps to the first listed: packs are added last
+        # first, so an earlier pack's entry overwrites a later one's (dict.update
+        # at C speed instead of a setdefault per entry)
+        for o in reversed(idx):
+            data = covered.get(o.key[6:-4]) or fetched[o.key]
             _, _, entries = layout.decode_index(data)
-            for d, off, n in entries:
-                out.setdefault(d, (h, off, n))
+            if entries:
+                ds, offs, lens = zip(*entries)
+                out.update(zip(ds, zip(itertools.repeat(o.key[6:-4]), offs, lens)))
         if not for_push:
             self._index = out
         return out
+
+    def bundle_indexes(self, o) -> dict[str, bytes]:
+        """The indexes bundle ``o`` holds; none when it is gone meanwhile (gc)."""
+        try:
+            return layout.decode_bundle(self.objects.get(o.key))
+        except errors.NotFound:
+            return {}
 
     _loaded_at = 0.0
 

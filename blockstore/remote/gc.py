@@ -1,4 +1,5 @@
 """remote gc: delete objects no manifest reaches, once older than the grace period.
+A bundle of pack indexes (``indexes/``) is reached through the packs it indexes.
 
 Safe while other hosts push (docs/REMOTE-FORMAT.md §5): a push uploads
 packs and the tree object before its manifest, and trusts an unreachable
@@ -62,10 +63,16 @@ def gc(store_path: str, remote: str | None = None, grace: float = GRACE_SECONDS,
             seen.add(base)
             keep.add(layout.tree_key(base))
             todo.append(base)
+    # a bundle of pack indexes is kept while it holds the index of a kept pack
+    # (readers take an index from a bundle only while the pack's own is listed)
+    for o in rm.objects.list("indexes/"):
+        objs.append(o)
+        if any(layout.pack_key(h) in keep for h in rm.bundle_indexes(o)):
+            keep.add(o.key)
     now = time.time()
     doomed = [o for o in objs if o.key not in keep and now - o.mtime >= grace]
     # an index goes before its pack: a reader never finds a block whose pack is gone
-    doomed.sort(key=lambda o: not o.key.endswith(".idx"))
+    doomed.sort(key=lambda o: not o.key.endswith((".idx", ".idxs")))
     if not dry_run:
         for o in doomed:
             rm.objects.delete(o.key)

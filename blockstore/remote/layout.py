@@ -2,6 +2,8 @@
 
     PREFIX/packs/H.pack        blocks, concatenated; H = SHA-256 of its index
     PREFIX/packs/H.idx         the pack's index: which block is where
+    PREFIX/indexes/H.idxs      the indexes of the packs one push sealed, in one
+                               object (a reader's shortcut); H = SHA-256 of it
     PREFIX/trees/H.items.zst   a snapshot's item stream, zstd; H = SHA-256 of
                                the uncompressed stream (the tree's content id)
     PREFIX/snapshots/N.json    the manifest of snapshot N (N percent-encoded)
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import operator
 import struct
 import urllib.parse
 
@@ -18,6 +21,9 @@ from .. import errors
 
 FORMAT = 1
 IDX_MAGIC = b"BSIDX001"
+BUNDLE_MAGIC = b"BSIDXS01"
+_BUNDLE_HEAD = struct.Struct(">8sI")      # magic, indexes
+_BUNDLE_LEN = struct.Struct(">I")         # each index: its length, then its bytes
 _IDX_HEAD = struct.Struct(">8sIQI")       # magic, block size, pack size, entries
 _IDX_ENTRY = struct.Struct(">32sQI")      # sha256, offset, length
 PACK_TARGET = 8 << 20                     # a pack is sealed at this size (MiB-sized objects)
@@ -29,6 +35,10 @@ def pack_key(h: str) -> str:
 
 def idx_key(h: str) -> str:
     return f"packs/{h}.idx"
+
+
+def bundle_key(h: str) -> str:
+    return f"indexes/{h}.idxs"
 
 
 def tree_key(h: str) -> str:
@@ -44,9 +54,8 @@ def name_of_manifest_key(key: str) -> str:
 
 
 def encode_index(block_size: int, pack_size: int, entries: list[tuple[bytes, int, int]]) -> bytes:
-    out = [_IDX_HEAD.pack(IDX_MAGIC, block_size, pack_size, len(entries))]
-    out += [_IDX_ENTRY.pack(d, off, n) for d, off, n in entries]
-    return b"".join(out)
+    head = _IDX_HEAD.pack(IDX_MAGIC, block_size, pack_size, len(entries))
+    return head + b"".join(itertools.starmap(_IDX_ENTRY.pack, entries))
 
 
 def decode_index(data: bytes) -> tuple[int, int, list[tuple[bytes, int, int]]]:
@@ -57,10 +66,43 @@ def decode_index(data: bytes) -> tuple[int, int, list[tuple[bytes, int, int]]]:
         entries = list(_IDX_ENTRY.iter_unpack(memoryview(data)[_IDX_HEAD.size:]))
     except (struct.error, ValueError):
         raise errors.Corruption("a pack index on the remote is malformed") from None
-    for d, off, ln in entries:
-        if off + ln > size:
-            raise errors.Corruption("a pack index points past the end of its pack")
+    if entries and max(map(operator.add, *list(zip(*entries))[1:])) > size:
+        raise errors.Corruption("a pack index points past the end of its pack")
     return bs, size, entries
+
+
+def encode_bundle(indexes: list[bytes]) -> tuple[str, bytes]:
+    """(name, bytes) of the bundle of pack indexes ``indexes``."""
+    out = [_BUNDLE_HEAD.pack(BUNDLE_MAGIC, len(indexes))]
+    for idx in indexes:
+        out += [_BUNDLE_LEN.pack(len(idx)), idx]
+    data = b"".join(out)
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def decode_bundle(data: bytes) -> dict[str, bytes]:
+    """pack name -> index bytes of the indexes a bundle holds.  Each name is the
+    SHA-256 of the index bytes (how packs are named, §2), so a damaged entry
+    names no pack; a malformed bundle gives what it holds before the damage:
+    a bundle only spares a reader the per-pack index GETs."""
+    out: dict[str, bytes] = {}
+    if len(data) < _BUNDLE_HEAD.size:
+        return out
+    magic, n = _BUNDLE_HEAD.unpack_from(data, 0)
+    if magic != BUNDLE_MAGIC:
+        return out
+    mv, pos = memoryview(data), _BUNDLE_HEAD.size
+    for _ in range(n):
+        if pos + _BUNDLE_LEN.size > len(data):
+            break
+        ln = _BUNDLE_LEN.unpack_from(data, pos)[0]
+        pos += _BUNDLE_LEN.size
+        if pos + ln > len(data):
+            break
+        idx = bytes(mv[pos:pos + ln])
+        out[hashlib.sha256(idx).hexdigest()] = idx
+        pos += ln
+    return out
 
 
 class PackBuilder:

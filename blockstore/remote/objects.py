@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from http.client import HTTPException
 
 from .. import errors
 from .. import failpoints
@@ -39,6 +40,37 @@ def _client(endpoint, timeout, attempts, cfg):
             c = _clients[key] = boto3.session.Session().client("s3", endpoint_url=endpoint,
                                                                config=cfg)
         return c
+
+
+def _read_into(body, mv: memoryview) -> int:
+    """Read a response body (botocore's StreamingBody) into ``mv`` until it is
+    full or the body ends; returns the bytes read.
+
+    Where the response allows (no content encoding to undo) the bytes go from
+    the socket straight into ``mv`` (http.client's ``readinto``, under
+    urllib3's response): urllib3's own ``readinto`` reads each piece into a
+    new bytes object and copies it over, a second pass over every byte
+    received and an allocation as large as the read.  The connection goes
+    back to urllib3's pool once the response is read to its end, as urllib3
+    itself does."""
+    from botocore.response import StreamingBody
+    raw = getattr(body, "_raw_stream", None)
+    fp = getattr(raw, "_fp", None)
+    headers = getattr(raw, "headers", None)
+    # a subclass (botocore's checksum-validating body) checks what it reads: kept
+    direct = (type(body) is StreamingBody and fp is not None and hasattr(fp, "readinto")
+              and hasattr(raw, "release_conn") and headers is not None
+              and not headers.get("content-encoding"))
+    read = fp.readinto if direct else body.readinto
+    got, length = 0, mv.nbytes
+    while got < length:
+        n = read(mv[got:])
+        if not n:
+            break
+        got += n
+    if direct and fp.isclosed():
+        raw.release_conn()
+    return got
 
 
 class ObjectStore:
@@ -110,21 +142,23 @@ class ObjectStore:
         """Fill ``buf`` (a writable buffer) with the object's bytes from ``offset``."""
         mv = memoryview(buf).cast("B")
         length = mv.nbytes
-        got = 0
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key,
                                           Range=f"bytes={offset}-{offset + length - 1}")["Body"]
-            while got < length:
-                n = body.readinto(mv[got:])
-                if not n:
-                    break
-                got += n
-            body.close()
         except Exception as exc:
+            raise self._fail(exc, key) from None
+        try:
+            got = _read_into(body, mv)
+        except Exception as exc:
+            body.close()                      # a connection left midway is not reused
+            if isinstance(exc, (OSError, HTTPException)):
+                raise errors.Unreachable(f"remote {self.bucket}: reading {self.prefix}{key}: "
+                                         f"{exc}") from None
             raise self._fail(exc, key) from None
         with self._lock:
             self.received += got
         if got != length:
+            body.close()
             raise errors.Corruption(f"remote object {self.prefix}{key} is shorter than its index says")
 
     def exists(self, key: str) -> bool:

@@ -147,28 +147,42 @@ def fill(store, name: str, progress=None, threads: int = 8, remote: str | None =
 def _plan_made(made: list, where: dict, bs: int) -> tuple[list, set]:
     """Requests for the absent runs a pull just made: consecutive blocks that lie
     one after the other in one pack are one range (up to FILL_RANGE); blocks
-    the index does not list are returned apart, to go by their source."""
+    the index does not list are returned apart, to go by their source.
+    Cost: one index lookup (C level) and one comparison per block."""
     reqs: list = []
     rest: set = set()
     cur = None                              # [pack, begin, end, [[block, [sha], x, y]]]
     for s, ds in made:
-        for i, d in enumerate(ds):
-            loc = where.get(d)
+        locs = list(map(where.get, ds))
+        n, i = len(ds), 0
+        while i < n:
+            loc = locs[i]
             if loc is None or loc[2] != bs:
                 rest.add(s + i)
+                i += 1
                 continue
-            h, off, n = loc
-            if cur is not None and cur[0] == h and cur[2] == off and off + n - cur[1] <= FILL_RANGE:
-                run = cur[3][-1]
-                if run[0] + len(run[1]) == s + i:
-                    run[1].append(d)
-                    run[3] += n
-                else:
-                    cur[3].append([s + i, [d], off - cur[1], off - cur[1] + n])
-                cur[2] = off + n
+            h, off, _ = loc
+            if cur is not None and cur[0] == h and cur[2] == off and off + bs - cur[1] <= FILL_RANGE:
+                room = (FILL_RANGE - (cur[2] - cur[1])) // bs
             else:
-                cur = [h, off, off + n, [[s + i, [d], 0, n]]]
+                cur = [h, off, off, []]
                 reqs.append(cur)
+                room = max(1, FILL_RANGE // bs)
+            j, nxt, lim = i + 1, off + bs, min(n, i + room)
+            while j < lim:                  # the blocks that follow in the same pack
+                x = locs[j]
+                if x is None or x[1] != nxt or x[0] != h or x[2] != bs:
+                    break
+                j += 1
+                nxt += bs
+            runs = cur[3]
+            if runs and runs[-1][0] + len(runs[-1][1]) == s + i:
+                runs[-1][1].extend(ds[i:j])
+                runs[-1][3] += nxt - off
+            else:
+                runs.append([s + i, list(ds[i:j]), off - cur[1], nxt - cur[1]])
+            cur[2] = nxt
+            i = j
     return reqs, rest
 
 
