@@ -676,11 +676,12 @@ class FileTree:
         if len(value) > XATTR_MAX:
             raise TooBig(f"attribute values are at most {XATTR_MAX} bytes")
         k = items.xattr_key(ino, name)
-        exists = self.get_item(k) is not None
-        if flags & 1 and exists:
-            raise AlreadyExists(f"attribute {name.decode(errors='replace')!r} exists")
-        if flags & 2 and not exists:
-            raise NoAttribute(f"no attribute {name.decode(errors='replace')!r}")
+        if flags & 3:           # without flags a value it had is replaced (and released) by put
+            exists = self.get_item(k) is not None
+            if flags & 1 and exists:
+                raise AlreadyExists(f"attribute {name.decode(errors='replace')!r} exists")
+            if flags & 2 and not exists:
+                raise NoAttribute(f"no attribute {name.decode(errors='replace')!r}")
         node = self.inode(ino)
         if len(value) <= XATTR_INLINE_MAX:
             self.put_item(k, bytes(value))
