@@ -289,13 +289,21 @@ def damage_is_corruption(path: str):
     and pass unchanged."""
     try:
         yield
-    except LMDB_DAMAGE as exc:
-        raise Corruption(f"store metadata is damaged: {exc}", path=path) from exc
-    except struct.error as exc:
-        if "unpack" not in str(exc):
+    except (*LMDB_DAMAGE, struct.error) as exc:
+        err = _damage(exc, path)
+        if err is None:
             raise
-        raise Corruption(f"store metadata is damaged: a stored value has the wrong size "
-                         f"({exc})", path=path) from exc
+        raise err from exc
+
+
+def _damage(exc: BaseException, path: str) -> Corruption | None:
+    """The Corruption that ``exc`` means (see ``damage_is_corruption``), or None."""
+    if isinstance(exc, LMDB_DAMAGE):
+        return Corruption(f"store metadata is damaged: {exc}", path=path)
+    if isinstance(exc, struct.error) and "unpack" in str(exc):
+        return Corruption(f"store metadata is damaged: a stored value has the wrong size "
+                          f"({exc})", path=path)
+    return None
 
 
 def _lmdb_error(exc: lmdb.Error, path: str) -> BlockstoreError:
@@ -641,6 +649,30 @@ class Env:
             raise Busy("store handle used after fork; open the store again in the child process")
 
     # -- readers -------------------------------------------------------------
+    def _own_batch(self) -> WriteTxn | None:
+        """This thread's open batch, or None.  Only the owner thread sets or
+        clears its own batch, so reading the owner first needs no lock."""
+        if self._batch_owner == threading.get_ident():
+            return self._batch
+        return None
+
+    def in_view(self, fn: Callable[[ReadTxn], T]) -> T:
+        """``fn(txn)`` in ``read()``'s view.  Inside this thread's batch it is
+        called directly (no context managers: a FUSE request is a few of these
+        calls, each costing about as much as the lookup it wraps)."""
+        b = self._own_batch()
+        if b is None:
+            with self.read() as r:
+                return fn(r)
+        self._check_pid()
+        try:
+            return fn(b)
+        except (*LMDB_DAMAGE, struct.error) as exc:
+            err = _damage(exc, self.path)
+            if err is None:
+                raise
+            raise err from exc
+
     @contextlib.contextmanager
     def read(self) -> Iterator[ReadTxn]:
         """A snapshot view; blocks it can reach are not reused while it lives."""
@@ -773,7 +805,11 @@ class Env:
     def transact(self, fn: Callable[[WriteTxn], T]) -> T:
         """Run ``fn`` in a write transaction and commit, rerunning it after growing
         the map if LMDB reports MapFullError.  ``fn`` must have no effects outside
-        the transaction (it may run more than once)."""
+        the transaction (it may run more than once).  Inside this thread's batch
+        ``fn`` joins it, called directly as ``write()`` would (the batch holds
+        the writer lock already; a full map there is raised, as below)."""
+        if self._own_batch() is not None:
+            return self.in_view(fn)
         for _ in range(4):
             try:
                 with self.write() as w:

@@ -172,9 +172,10 @@ class TreeView:
 
     def _view(self, fn):
         """Run fn(FileTree) on a consistent read view of the tree."""
-        with self.env.read() as r:
+        def run(r):
             root = self._root if self._root is not None else self._root_in(r)
             return fn(FileTree(NodeStore.of(r), root, _now))
+        return self.env.in_view(run)
 
     def _root_in(self, r) -> int:
         """The tree's root in txn ``r``.  A read txn's state is fixed by its LMDB

@@ -236,6 +236,8 @@ class NodeStore:
     def writable(self, nid: int) -> Node:
         """A node the caller may change in place; see the module rules."""
         n = self.dirty.get(nid)
+        if n is not None and self.rcs.get(nid) == 1:
+            return n                # ours alone already: the common case of a batch
         c = self.rc(nid)
         if n is not None and c == 1:
             return n

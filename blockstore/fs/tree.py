@@ -515,8 +515,9 @@ class FileTree:
         merging with a preceding extent that ends where the new one starts in the pool."""
         for start, n in runs:
             if start != HOLE:
-                prev = next(iter(self.item_range(items.extent_key(ino, 0), items.extent_key(ino, fb),
-                                             reverse=True)), None)
+                # Nothing precedes file block 0 (a new file's first write): no probe.
+                prev = None if fb == 0 else next(iter(self.item_range(
+                    items.extent_key(ino, 0), items.extent_key(ino, fb), reverse=True)), None)
                 if prev is not None:
                     pfb = items.extent_fblock(prev[0])
                     ps, pn = values.refs(prev[1])
@@ -646,8 +647,12 @@ class FileTree:
         self.put_inode(node)
 
     def extents(self, ino: int) -> list[tuple[int, int, int]]:
-        """(file block, pool block, n) of every extent: for SEEK_DATA/SEEK_HOLE and usage."""
-        return list(self.extents_in(ino, 0, 1 << 62))
+        """(file block, pool block, n) of every extent: for SEEK_DATA/SEEK_HOLE and usage.
+        One forward scan of the inode's EXTENT items (what ``extents_in`` over
+        every block yields, without its backward probe for an overlapping start)."""
+        lo, hi = items.prefix_range(ino, items.EXTENT)
+        refs, fblock = values.refs, items.extent_fblock
+        return [(fblock(k), *refs(v)) for k, v in self.item_range(lo, hi)]
 
     # -- extended attributes -----------------------------------------------------
     def getxattr(self, ino: int, name: bytes) -> bytes:
@@ -671,11 +676,12 @@ class FileTree:
         if len(value) > XATTR_MAX:
             raise TooBig(f"attribute values are at most {XATTR_MAX} bytes")
         k = items.xattr_key(ino, name)
-        exists = self.get_item(k) is not None
-        if flags & 1 and exists:
-            raise AlreadyExists(f"attribute {name.decode(errors='replace')!r} exists")
-        if flags & 2 and not exists:
-            raise NoAttribute(f"no attribute {name.decode(errors='replace')!r}")
+        if flags & 3:           # without flags a value it had is replaced (and released) by put
+            exists = self.get_item(k) is not None
+            if flags & 1 and exists:
+                raise AlreadyExists(f"attribute {name.decode(errors='replace')!r} exists")
+            if flags & 2 and not exists:
+                raise NoAttribute(f"no attribute {name.decode(errors='replace')!r}")
         node = self.inode(ino)
         if len(value) <= XATTR_INLINE_MAX:
             self.put_item(k, bytes(value))
