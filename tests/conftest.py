@@ -28,6 +28,15 @@ def store(tmp_store_dir):
 
 
 @pytest.fixture
+def sp(tmp_store_dir):
+    """Path of a closed store holding one empty writable tree ``c`` (what the
+    mount tests mount; a test file may define its own ``sp`` instead)."""
+    with blockstore.Store.open(tmp_store_dir) as s:
+        s.create("c")
+    return tmp_store_dir
+
+
+@pytest.fixture
 def bs(tmp_path):
     """bs(*args, code=0, input=None) -> click result of `blockstore --store S ...`
     (in-process); the store's check must pass at the end if it was created."""

@@ -225,6 +225,21 @@ def test_fast_path_skips_unpacking_imported_layers(env, image_tar, puller):
         reg.stop()
 
 
+def _import_and_register(env, layout, *register_args):
+    """`blockstore import` of the test image as debian-test, then `snapshotter
+    register` of it (with ``register_args``): (pool bytes before the register,
+    the snapshotter's log before it, the register's result)."""
+    cli("import", f"{layout}:img", "debian-test", store=env.store)
+    with blockstore.Store.open(str(env.store), create=False) as store:
+        used_before = store.df().used_bytes
+    log_before = env.server.log()
+    t0 = time.perf_counter()
+    reg = cli("snapshotter", "register", "debian-test", "--containerd", env.containerd.sock,
+              *register_args, store=env.store)
+    print(f"register {' '.join(register_args)} {time.perf_counter() - t0:.2f} s\n{reg.stdout}")
+    return used_before, log_before, reg
+
+
 def test_fast_path_through_ctr_image_import(env, image_tar):
     """`blockstore import` of the image, `blockstore snapshotter register`,
     then `ctr image import --snapshotter blockstore`: containerd's Stat of
@@ -233,17 +248,11 @@ def test_fast_path_through_ctr_image_import(env, image_tar):
     run from it.  Without the register step containerd 1.6 answers that Stat
     from its own database and unpacks every layer (see register.py)."""
     tar, layout = image_tar
-    cli("import", f"{layout}:img", "debian-test", store=env.store)
-    with blockstore.Store.open(str(env.store), create=False) as store:
-        used_before = store.df().used_bytes
-    log_before = env.server.log()
-    t0 = time.perf_counter()
-    reg = cli("snapshotter", "register", "debian-test", "--containerd", env.containerd.sock,
-              store=env.store)
+    used_before, log_before, reg = _import_and_register(env, layout)
     t1 = time.perf_counter()
     env.ctr("image", "import", "--snapshotter", "blockstore", "--base-name", "local/bs", tar)
     t2 = time.perf_counter()
-    print(f"register {t1 - t0:.2f} s, ctr image import {t2 - t1:.2f} s\n{reg.stdout}")
+    print(f"ctr image import {t2 - t1:.2f} s")
     lines = reg.stdout.split()
     assert lines.count("registered") == 2, reg.stdout
     new_log = env.server.log()[len(log_before):]
@@ -271,14 +280,7 @@ def test_register_image_runs_without_ctr_image_import(env, image_tar):
     same manifest ("image updated").  Containers run from it after both
     daemons restart (the image holds its snapshots against containerd's gc)."""
     _tar, layout = image_tar
-    cli("import", f"{layout}:img", "debian-test", store=env.store)
-    with blockstore.Store.open(str(env.store), create=False) as store:
-        used_before = store.df().used_bytes
-    log_before = env.server.log()
-    t0 = time.perf_counter()
-    reg = cli("snapshotter", "register", "debian-test", "--containerd", env.containerd.sock,
-              "--image", "local/reg:img", store=env.store)
-    print(f"register --image {time.perf_counter() - t0:.2f} s\n{reg.stdout}")
+    used_before, log_before, reg = _import_and_register(env, layout, "--image", "local/reg:img")
     assert reg.stdout.split().count("registered") == 2, reg.stdout
     assert "image created local/reg:img" in reg.stdout, reg.stdout
     images = env.ctr("image", "ls", "-q").stdout.split()

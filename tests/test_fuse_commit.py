@@ -25,14 +25,6 @@ pytestmark = needs_fuse
 LONG = 600.0        # seconds: nothing commits by age during a test
 
 
-@pytest.fixture
-def sp(tmp_path):
-    path = tmp_path / "store"
-    with Store.open(path) as s:
-        s.create("c")
-    return path
-
-
 def _kill_and_remount(m: Mounted, sp) -> None:
     os.kill(m.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10

@@ -20,14 +20,6 @@ from _fuse_helpers import COMMIT_CODE, Mounted, check_ok, needs_fuse, needs_root
 pytestmark = needs_fuse
 
 
-@pytest.fixture
-def sp(tmp_path):
-    path = tmp_path / "store"
-    with Store.open(path) as s:
-        s.create("c")
-    return path
-
-
 def test_bad_input(sp, tmp_path):
     base = public_dir()
     try:

@@ -282,17 +282,14 @@ def _lazy_read_while_down(s3, tmp_path):
 
 def test_flipped_byte_in_a_pack_is_detected(s3, tmp_path):
     url = _url(tmp_path, s3)
-    src = _make_tree(tmp_path / "src", nfiles=4)
-    with _open(tmp_path / "A", s3, url) as a:
-        a.import_dir(src, "base")
-        a.push(["base"])
-        rm = Remote(a.path, "r")
-        packs = [o.key for o in rm.objects.list("packs/") if o.key.endswith(".pack")]
-        assert packs
-        for k in packs:
-            data = bytearray(rm.objects.get(k))
-            data[len(data) // 2] ^= 0x20
-            rm.objects.put(k, bytes(data))
+    _push_base(tmp_path, s3, url, nfiles=4)
+    rm = Remote(str(tmp_path / "A"), "r")
+    packs = [o.key for o in rm.objects.list("packs/") if o.key.endswith(".pack")]
+    assert packs
+    for k in packs:
+        data = bytearray(rm.objects.get(k))
+        data[len(data) // 2] ^= 0x20
+        rm.objects.put(k, bytes(data))
     with _open(tmp_path / "B", s3, url) as b:
         with pytest.raises(errors.Corruption):
             b.pull("base")
@@ -320,22 +317,19 @@ def test_truncated_pack_is_corruption_and_pulls_reuse_connections(s3, tmp_path, 
     its end hands its connection back (20 GETs in a row open at most one)."""
     import logging
     url = _url(tmp_path, s3)
-    src = _make_tree(tmp_path / "src", nfiles=4)
-    with _open(tmp_path / "A", s3, url) as a:
-        a.import_dir(src, "base")
-        a.push(["base"])
-        rm = Remote(a.path, "r")
-        key = next(o.key for o in rm.objects.list("packs/") if o.key.endswith(".pack"))
-        whole = rm.objects.get(key)
-        buf = bytearray(4096)
-        rm.objects.get_range_into(key, 0, buf)              # a connection in the pool
-        with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
-            for i in range(20):
-                rm.objects.get_range_into(key, i * 4096, buf)
-                assert bytes(buf) == whole[i * 4096:(i + 1) * 4096]
-        opened = [r for r in caplog.records if "Starting new" in r.getMessage()]
-        assert len(opened) <= 1, [r.getMessage() for r in opened]
-        rm.objects.put(key, whole[:len(whole) // 2])
+    _push_base(tmp_path, s3, url, nfiles=4)
+    rm = Remote(str(tmp_path / "A"), "r")
+    key = next(o.key for o in rm.objects.list("packs/") if o.key.endswith(".pack"))
+    whole = rm.objects.get(key)
+    buf = bytearray(4096)
+    rm.objects.get_range_into(key, 0, buf)              # a connection in the pool
+    with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+        for i in range(20):
+            rm.objects.get_range_into(key, i * 4096, buf)
+            assert bytes(buf) == whole[i * 4096:(i + 1) * 4096]
+    opened = [r for r in caplog.records if "Starting new" in r.getMessage()]
+    assert len(opened) <= 1, [r.getMessage() for r in opened]
+    rm.objects.put(key, whole[:len(whole) // 2])
     with _open(tmp_path / "B", s3, url) as b:
         with pytest.raises(errors.Corruption, match="shorter than its index"):
             b.pull("base")

@@ -11,7 +11,6 @@ import stat
 
 import pytest
 
-from blockstore import Store
 from blockstore import errors as E
 
 from _fuse_helpers import needs_fuse, needs_root, public_dir, run_as
@@ -48,14 +47,6 @@ def _mount_refused_or_safe(sp, mnt):
     except E.Busy:
         umount(mnt, lazy=True)          # something scanning /tmp had it open
     return None
-
-
-@pytest.fixture
-def sp(tmp_path):
-    path = tmp_path / "store"
-    with Store.open(path) as s:
-        s.create("c")
-    return path
 
 
 @needs_fuse
