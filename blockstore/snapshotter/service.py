@@ -56,6 +56,7 @@ from ..api import writers
 from ..private_files import private_subdir
 from . import records
 from . import staging
+from . import warm
 from .fusemounts import FuseMounts
 from .spares import Spares
 
@@ -291,6 +292,15 @@ class Snapshotter:
                 return
             for old in self.spares.add(parent, name):
                 self._retire(old)
+            mp = self.mounts.path(name)
+        if os.environ.get("BLOCKSTORE_SPARE_WARM", "1") != "0":
+            # outside the lock, after the spare is ready: a Prepare meanwhile claims
+            # it (and reads beside the warming); a retire meanwhile detaches it
+            # (the reads fail and are skipped)
+            t0 = time.perf_counter()
+            n = warm.warm(mp)
+            log.info("spare %s warmed: %d bytes read in %.1f ms", name, n,
+                     (time.perf_counter() - t0) * 1000)
 
     def _retire(self, name: str) -> None:
         """Hide tree ``name`` (one durable label), detach its mount and let the
