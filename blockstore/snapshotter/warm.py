@@ -21,10 +21,11 @@ import stat
 # The mount targets of an OCI runtime's default spec (runc looks each up
 # before mounting on it) and the files every dynamically linked program of a
 # glibc or musl image reads at its start; /bin/sh, the usual entrypoint
-# shell.  A path an image lacks costs one negative lookup.
+# shell.  A path an image lacks costs one negative lookup, which the mount
+# keeps (glibc looks for /etc/ld.so.preload at every start).
 DIRS = ("proc", "dev", "dev/pts", "dev/shm", "dev/mqueue", "sys", "sys/fs/cgroup", "run",
         "etc", "tmp")
-FILES = ("etc/ld.so.cache", "etc/hosts", "etc/resolv.conf", "etc/hostname", "etc/passwd",
+FILES = ("etc/ld.so.cache", "etc/ld.so.preload", "etc/hosts", "etc/resolv.conf", "etc/hostname", "etc/passwd",
          "etc/group", "bin/sh",
          "lib64/ld-linux-x86-64.so.2", "lib/x86_64-linux-gnu/libc.so.6",
          "lib/ld-linux-aarch64.so.1", "lib/aarch64-linux-gnu/libc.so.6",
@@ -81,6 +82,8 @@ def _read(path: str) -> int:
             if not b:
                 break
             n += len(b)
+        if n:
+            os.fstat(fd)          # FUSE marks the atime stale after a read: asked again now
     except OSError:
         pass                          # best effort: the container reads it itself
     finally:
