@@ -25,8 +25,8 @@ import stat
 # keeps (glibc looks for /etc/ld.so.preload at every start).
 DIRS = ("proc", "dev", "dev/pts", "dev/shm", "dev/mqueue", "sys", "sys/fs/cgroup", "run",
         "etc", "tmp")
-FILES = ("etc/ld.so.cache", "etc/ld.so.preload", "etc/hosts", "etc/resolv.conf", "etc/hostname", "etc/passwd",
-         "etc/group", "bin/sh",
+FILES = ("etc/ld.so.cache", "etc/ld.so.preload", "etc/hosts", "etc/resolv.conf", "etc/hostname",
+         "etc/passwd", "etc/group", "bin/sh",
          "lib64/ld-linux-x86-64.so.2", "lib/x86_64-linux-gnu/libc.so.6",
          "lib/ld-linux-aarch64.so.1", "lib/aarch64-linux-gnu/libc.so.6",
          "lib/ld-musl-x86_64.so.1", "lib/ld-musl-aarch64.so.1")
