@@ -84,8 +84,15 @@ class Snapshotter:
         self.reaping: set[str] = set()          # retired trees the reaper is on
         self.spares = Spares()
         self._reap_queue: queue.SimpleQueue = queue.SimpleQueue()
+        # spares are made by a thread of their own: never queued behind a removal
+        # (an unpack's staging directory takes seconds), which would leave the
+        # next Prepares without one
+        self._spare_queue: queue.SimpleQueue = queue.SimpleQueue()
         self._load()
-        threading.Thread(target=self._reaper, name="reaper", daemon=True).start()
+        threading.Thread(target=self._reaper, args=(self._reap_queue,), name="reaper",
+                         daemon=True).start()
+        threading.Thread(target=self._reaper, args=(self._spare_queue,), name="spares",
+                         daemon=True).start()
 
     # -- state -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -225,7 +232,7 @@ class Snapshotter:
             lab = {**labels, **records.own_labels(ns, key, kind, parent)}
             staged = kind == "active" and staging.is_unpack_key(key)
             if kind == "active" and parent and not staged:
-                self._reap_queue.put(lambda: self._make_spare(ns, parent, prec.name))
+                self._spare_queue.put(lambda: self._make_spare(ns, parent, prec.name))
                 spare = self.spares.take(prec.name)
                 if spare is not None:
                     out = self._claim(spare, ns, key, lab)
@@ -416,11 +423,12 @@ class Snapshotter:
                 return
             self._retire(rec.name)
 
-    def _reaper(self) -> None:
-        """Run the background work that RPCs queue (removing what ``remove``
-        retired and the staging directories of finished unpacks), in order."""
+    def _reaper(self, work_queue: queue.SimpleQueue) -> None:
+        """Run the background work that RPCs queue on ``work_queue``, in order
+        (the reaper: removing what ``remove`` retired and the staging
+        directories of finished unpacks; the spares thread: making spares)."""
         while True:
-            work = self._reap_queue.get()
+            work = work_queue.get()
             try:
                 work()
             except Exception:                              # noqa: BLE001
