@@ -301,7 +301,7 @@ class Snapshotter:
                 self._retire(old)
             mp = self.mounts.path(name)
         # not for a lazily pulled store: the reads would fetch what no container asked for
-        if read_ahead is None and os.environ.get("BLOCKSTORE_SPARE_WARM", "1") != "0":
+        if read_ahead is None:
             # outside the lock, after the spare is ready: a Prepare meanwhile claims
             # it (and reads beside the warming); a retire meanwhile detaches it
             # (the reads fail and are skipped)
