@@ -261,6 +261,74 @@ def test_next_container_gets_a_ready_spare(srv):
     assert "Traceback" not in srv.log()
 
 
+def _resident_pages(path: str) -> int:
+    """Pages of file ``path`` in the kernel's page cache (mincore of a mapping;
+    reads nothing)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = os.path.getsize(path)
+    pages = (size + 4095) // 4096
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, 1, 1, fd, 0)               # PROT_READ, MAP_SHARED
+        assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        try:
+            vec = ctypes.create_string_buffer(pages)
+            assert libc.mincore(addr, size, vec) == 0, os.strerror(ctypes.get_errno())
+            return sum(b & 1 for b in vec.raw)
+        finally:
+            libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+
+
+def test_spare_is_warm_before_it_is_claimed(srv):
+    """A spare's mount is warmed before a Prepare claims it: the dynamic loader
+    and libc an image's programs read at their start are in the page cache of
+    the spare's own mount (found through the image's absolute symlinks, inside
+    the image), so the container does not start on a cold FUSE mount.  Warming
+    only reads: the claimed spare holds exactly the image."""
+    c = Client(srv.sock)
+    mp = prepare(c, "img-a").mounts[0].source
+    os.makedirs(os.path.join(mp, "usr/lib64"))
+    os.makedirs(os.path.join(mp, "usr/lib/x86_64-linux-gnu"))
+    os.makedirs(os.path.join(mp, "etc"))
+    os.symlink("/usr/lib64", os.path.join(mp, "lib64"))                 # absolute: in the image
+    os.symlink("usr/lib", os.path.join(mp, "lib"))
+    loader = os.urandom(256 * 1024)
+    with open(os.path.join(mp, "usr/lib64/ld-linux-x86-64.so.2"), "wb") as f:
+        f.write(loader)
+    with open(os.path.join(mp, "usr/lib/x86_64-linux-gnu/libc.so.6"), "wb") as f:
+        f.write(os.urandom(512 * 1024))
+    with open(os.path.join(mp, "etc/ld.so.cache"), "wb") as f:
+        f.write(b"cache" * 1000)
+    c.Commit(pb.CommitSnapshotRequest(name="img", key="img-a"))
+    first = prepare(c, "c1", parent="img").mounts[0].source
+    spares = wait_for(lambda: _spares(srv.store), 30, "a spare of img")
+    spare_mp = os.path.join(os.path.dirname(first), spares[0])
+    wait_for(lambda: os.path.ismount(spare_mp), 30, "the spare's mount")
+    files = {"usr/lib64/ld-linux-x86-64.so.2": 64, "usr/lib/x86_64-linux-gnu/libc.so.6": 128,
+             "etc/ld.so.cache": 2}
+    for rel, pages in files.items():
+        wait_for(lambda: _resident_pages(os.path.join(spare_mp, rel)) == pages, 10,
+                 f"{rel} of the spare in the page cache")
+    second = prepare(c, "c2", parent="img").mounts[0].source
+    assert second == spare_mp
+    with open(os.path.join(second, "usr/lib64/ld-linux-x86-64.so.2"), "rb") as f:
+        assert f.read() == loader
+    assert c.Usage(pb.UsageRequest(key="c2")).size == 0                 # nothing written
+    for k in ("c1", "c2", "img"):
+        c.Remove(pb.RemoveSnapshotRequest(key=k))
+    wait_for(lambda: _containerd_trees(srv.store) == [], 30, "every tree to go")
+    c.close()
+    assert "Traceback" not in srv.log()
+
+
 def test_client_gone_mid_call(srv):
     """A client that disconnects while its Prepare runs leaves a consistent state."""
     c = Client(srv.sock)

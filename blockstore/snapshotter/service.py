@@ -56,6 +56,7 @@ from ..api import writers
 from ..private_files import private_subdir
 from . import records
 from . import staging
+from . import warm
 from .fusemounts import FuseMounts
 from .spares import Spares
 
@@ -83,8 +84,15 @@ class Snapshotter:
         self.reaping: set[str] = set()          # retired trees the reaper is on
         self.spares = Spares()
         self._reap_queue: queue.SimpleQueue = queue.SimpleQueue()
+        # spares are made by a thread of their own: never queued behind a removal
+        # (an unpack's staging directory takes seconds), which would leave the
+        # next Prepares without one
+        self._spare_queue: queue.SimpleQueue = queue.SimpleQueue()
         self._load()
-        threading.Thread(target=self._reaper, name="reaper", daemon=True).start()
+        threading.Thread(target=self._reaper, args=(self._reap_queue,), name="reaper",
+                         daemon=True).start()
+        threading.Thread(target=self._reaper, args=(self._spare_queue,), name="spares",
+                         daemon=True).start()
 
     # -- state -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -224,7 +232,7 @@ class Snapshotter:
             lab = {**labels, **records.own_labels(ns, key, kind, parent)}
             staged = kind == "active" and staging.is_unpack_key(key)
             if kind == "active" and parent and not staged:
-                self._reap_queue.put(lambda: self._make_spare(ns, parent, prec.name))
+                self._spare_queue.put(lambda: self._make_spare(ns, parent, prec.name))
                 spare = self.spares.take(prec.name)
                 if spare is not None:
                     out = self._claim(spare, ns, key, lab)
@@ -291,6 +299,16 @@ class Snapshotter:
                 return
             for old in self.spares.add(parent, name):
                 self._retire(old)
+            mp = self.mounts.path(name)
+        # not for a lazily pulled store: the reads would fetch what no container asked for
+        if read_ahead is None:
+            # outside the lock, after the spare is ready: a Prepare meanwhile claims
+            # it (and reads beside the warming); a retire meanwhile detaches it
+            # (the reads fail and are skipped)
+            t0 = time.perf_counter()
+            n = warm.warm(mp)
+            log.info("spare %s warmed: %d bytes read in %.1f ms", name, n,
+                     (time.perf_counter() - t0) * 1000)
 
     def _retire(self, name: str) -> None:
         """Hide tree ``name`` (one durable label), detach its mount and let the
@@ -405,11 +423,12 @@ class Snapshotter:
                 return
             self._retire(rec.name)
 
-    def _reaper(self) -> None:
-        """Run the background work that RPCs queue (removing what ``remove``
-        retired and the staging directories of finished unpacks), in order."""
+    def _reaper(self, work_queue: queue.SimpleQueue) -> None:
+        """Run the background work that RPCs queue on ``work_queue``, in order
+        (the reaper: removing what ``remove`` retired and the staging
+        directories of finished unpacks; the spares thread: making spares)."""
         while True:
-            work = self._reap_queue.get()
+            work = work_queue.get()
             try:
                 work()
             except Exception:                              # noqa: BLE001

@@ -9,7 +9,9 @@ one label change gives it its key, namespace and labels, and its mount is
 already live.  A clone of a committed snapshot made earlier is the same
 tree as one made now (the parent cannot change), so a claimed spare is
 indistinguishable from a fresh clone; its containerd creation time is the
-claim's (``records.L_CREATED``).
+claim's (``records.L_CREATED``).  Once ready, a spare's mount is warmed
+(``warm.py``): the lookups and reads of a container's start are done
+through it beforehand, so they hit the kernel's caches.
 
 At most ``LIMIT`` parents keep a spare (the most recently used); one is
 dropped (retired, then unmounted and removed in the background) when its
