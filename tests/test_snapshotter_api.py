@@ -261,6 +261,38 @@ def test_next_container_gets_a_ready_spare(srv):
     assert "Traceback" not in srv.log()
 
 
+def test_spares_are_not_made_behind_slow_removals(srv):
+    """Making a spare does not wait for the reaper: removals of containers
+    whose mounts are still in use elsewhere (a file held open) each keep the
+    reaper waiting up to RELEASE_WAIT, yet the next spare of an image is
+    ready long before they are through."""
+    c = Client(srv.sock)
+    mp = prepare(c, "img-a").mounts[0].source
+    with open(os.path.join(mp, "f"), "w") as f:
+        f.write("image\n")
+    c.Commit(pb.CommitSnapshotRequest(name="img", key="img-a"))
+    held = []
+    try:
+        for i in range(4):
+            m = prepare(c, f"h{i}", parent="img").mounts[0].source
+            held.append(open(os.path.join(m, f"held{i}"), "w"))
+        wait_for(lambda: _spares(srv.store), 30, "a spare of img")
+        for i in range(4):                              # the reaper: ~4 x 2 s of waiting
+            c.Remove(pb.RemoveSnapshotRequest(key=f"h{i}"))
+        prepare(c, "c1", parent="img")                  # claims the spare, asks for the next
+        t0 = time.monotonic()
+        wait_for(lambda: _spares(srv.store), 30, "the next spare of img")
+        took = time.monotonic() - t0
+        assert took < 4.0, f"the next spare took {took:.1f} s (queued behind the removals?)"
+    finally:
+        for f in held:
+            f.close()
+    c.Remove(pb.RemoveSnapshotRequest(key="c1"))
+    c.Remove(pb.RemoveSnapshotRequest(key="img"))
+    c.close()
+    assert "Traceback" not in srv.log()
+
+
 def _resident_pages(path: str) -> int:
     """Pages of file ``path`` in the kernel's page cache (mincore of a mapping;
     reads nothing)."""
