@@ -15,6 +15,7 @@ grpc = pytest.importorskip("grpc")
 
 from google.protobuf import field_mask_pb2  # noqa: E402
 
+from _fuse_helpers import cached_bytes  # noqa: E402
 from _snapshotter import Server, check_store, needs_fuse_root, private_base, wait_for  # noqa: E402
 from blockstore.snapshotter.filters import matches, parse_all  # noqa: E402
 from blockstore.snapshotter.proto import snapshots_pb2 as pb  # noqa: E402
@@ -293,32 +294,6 @@ def test_spares_are_not_made_behind_slow_removals(srv):
     assert "Traceback" not in srv.log()
 
 
-def _resident_pages(path: str) -> int:
-    """Pages of file ``path`` in the kernel's page cache (mincore of a mapping;
-    reads nothing)."""
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
-    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    size = os.path.getsize(path)
-    pages = (size + 4095) // 4096
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        addr = libc.mmap(None, size, 1, 1, fd, 0)               # PROT_READ, MAP_SHARED
-        assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
-        try:
-            vec = ctypes.create_string_buffer(pages)
-            assert libc.mincore(addr, size, vec) == 0, os.strerror(ctypes.get_errno())
-            return sum(b & 1 for b in vec.raw)
-        finally:
-            libc.munmap(addr, size)
-    finally:
-        os.close(fd)
-
-
 def test_spare_is_warm_before_it_is_claimed(srv):
     """A spare's mount is warmed before a Prepare claims it: the dynamic loader
     and libc an image's programs read at their start are in the page cache of
@@ -347,7 +322,7 @@ def test_spare_is_warm_before_it_is_claimed(srv):
     files = {"usr/lib64/ld-linux-x86-64.so.2": 64, "usr/lib/x86_64-linux-gnu/libc.so.6": 128,
              "etc/ld.so.cache": 2}
     for rel, pages in files.items():
-        wait_for(lambda: _resident_pages(os.path.join(spare_mp, rel)) == pages, 10,
+        wait_for(lambda: cached_bytes(os.path.join(spare_mp, rel)) == pages * 4096, 10,
                  f"{rel} of the spare in the page cache")
     second = prepare(c, "c2", parent="img").mounts[0].source
     assert second == spare_mp
