@@ -145,6 +145,12 @@ def _opaque_marker(tf, path: str, arc: str, st) -> None:
         tf.addfile(wh)
 
 
+def _has_overlay_xattr(path: str) -> bool:
+    """Whether ``path`` carries a ``trusted.overlay.*`` xattr (OSError if unreadable)."""
+    return any(k.startswith("trusted.overlay.")
+               for k in os.listxattr(path, follow_symlinks=False))
+
+
 def plain_tree(upper: str) -> bool:
     """Whether the upper directory holds nothing of overlayfs's own: no
     whiteout (a 0/0 character device) and no ``trusted.overlay.*`` xattr
@@ -153,32 +159,21 @@ def plain_tree(upper: str) -> bool:
     be imported as a directory.  One pass: a stat only for entries that are
     neither directory, regular file nor symlink, one listxattr per entry."""
     stack = [upper]
-    while stack:
-        d = stack.pop()
-        try:
-            if any(k.startswith("trusted.overlay.")
-                   for k in os.listxattr(d, follow_symlinks=False)):
-                return False
-            entries = list(os.scandir(d))
-        except OSError:
+    try:
+        if _has_overlay_xattr(upper):
             return False
-        for e in entries:
-            if e.is_dir(follow_symlinks=False):
-                stack.append(e.path)
-                continue
-            if not (e.is_file(follow_symlinks=False) or e.is_symlink()):
-                try:
+        while stack:
+            for e in list(os.scandir(stack.pop())):
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+                elif not (e.is_file(follow_symlinks=False) or e.is_symlink()):
                     st = e.stat(follow_symlinks=False)
-                except OSError:
+                    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                        return False
+                if _has_overlay_xattr(e.path):
                     return False
-                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    return False
-            try:
-                if any(k.startswith("trusted.overlay.")
-                       for k in os.listxattr(e.path, follow_symlinks=False)):
-                    return False
-            except OSError:
-                return False
+    except OSError:
+        return False
     return True
 
 
