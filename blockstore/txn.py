@@ -398,6 +398,10 @@ class Env:
         self._batch: WriteTxn | None = None
         self._batch_owner: int | None = None
         self._live_reads: set = set()
+        # Kept read views (``keep_views``): {thread id: (ReadTxn, last use)}.
+        self._kept: dict[int, tuple[ReadTxn, float]] = {}
+        self._kept_lock = threading.Lock()
+        self.keep_views = False
         self.caches: dict = {}      # process-wide caches of upper layers, keyed by their name
         self.verify_reads = 0       # open handles that asked for verified reads (Trees.open)
         self.env = None
@@ -634,6 +638,7 @@ class Env:
             return          # a forked child must leave the parent's environment alone
         if self._batch is not None:
             self._end_batch(commit=True)
+        self.release_views()
         self._filled.close()
         self.closed = True
         self.pool.data.close()
@@ -662,6 +667,8 @@ class Env:
         calls, each costing about as much as the lookup it wraps)."""
         b = self._own_batch()
         if b is None:
+            if self.keep_views:
+                return self._in_kept_view(fn)
             with self.read() as r:
                 return fn(r)
         self._check_pid()
@@ -672,6 +679,75 @@ class Env:
             if err is None:
                 raise
             raise err from exc
+
+    # -- kept read views ---------------------------------------------------------
+    # A fresh read view (``read()``) costs ~10 us of setup, as much as the lookup a
+    # FUSE request wraps in it.  With ``keep_views`` on (a mount daemon turns it
+    # on), ``in_view`` outside a batch keeps its thread's last view and reuses it
+    # while it still shows the newest committed state: LMDB's last txn id (read
+    # from the shared lock file, ~2 us) is the view's own.  So every call still
+    # sees everything committed before it, by any process, as with ``read()``.
+    # A view that is no longer the newest pins what later commits free (LMDB
+    # pages, pool blocks: see ``oldest_reader``), so it is replaced at its next
+    # use and dropped by ``release_views``, which the keeper calls periodically
+    # (the mount's watcher, every poll) and on close.  A view in use is taken out
+    # of ``_kept`` (under ``_kept_lock``) while it runs, so ``release_views`` on
+    # another thread never aborts a view under a reader.
+
+    def _in_kept_view(self, fn):
+        self._check_pid()
+        me = threading.get_ident()
+        with self._kept_lock:
+            kept = self._kept.pop(me, None)
+        rt = None
+        if kept is not None:
+            rt = kept[0]
+            if rt.t.id() != self.env.info()["last_txnid"]:
+                self._abort_view(rt)
+                rt = None
+        if rt is None:
+            t = self._begin(write=False)
+            self._live_reads.add(t)
+            try:
+                rt = ReadTxn(self, t)
+            except BaseException:
+                self._live_reads.discard(t)
+                t.abort()
+                raise
+        try:
+            return fn(rt)
+        except (lmdb.Error, struct.error) as exc:
+            if isinstance(exc, lmdb.Error):     # the txn may be unusable: a fresh one next
+                self._abort_view(rt)
+                rt = None
+            err = _damage(exc, self.path)
+            if err is None:
+                raise
+            raise err from exc
+        finally:
+            if rt is not None:      # a read txn outlives its callers' errors (NotFound, ...)
+                with self._kept_lock:
+                    self._kept[me] = (rt, time.monotonic())
+
+    def _abort_view(self, rt: ReadTxn) -> None:
+        rt.local.clear()                    # see snapshot(): cycles back to rt
+        self._live_reads.discard(rt.t)
+        if not self._forked():
+            rt.t.abort()
+
+    def release_views(self, idle: float = 0.0) -> None:
+        """Drop kept read views that are no longer the newest committed state or
+        were not used for ``idle`` seconds (0: all); any thread may call it."""
+        if not self._kept or self.closed:
+            return
+        last = self.env.info()["last_txnid"]
+        now = time.monotonic()
+        with self._kept_lock:
+            drop = [me for me, (rt, used) in self._kept.items()
+                    if not idle or rt.t.id() != last or now - used >= idle]
+            views = [self._kept.pop(me)[0] for me in drop]
+        for rt in views:
+            self._abort_view(rt)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[ReadTxn]:

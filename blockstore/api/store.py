@@ -189,6 +189,22 @@ class Store:
     def sync(self) -> None:
         self.env.sync()
 
+    def keep_read_views(self, on: bool = True) -> None:
+        """Reads of a tree outside a batch reuse their thread's last read view
+        while nothing was committed since (each still sees every commit before
+        it; saves ~10 us per call).  A kept view that falls behind pins what
+        later commits free, so whoever turns this on calls
+        ``release_read_views`` periodically (a mount daemon: every watcher
+        poll).  Off (the default) every read opens a fresh view."""
+        self.env.keep_views = bool(on)
+        if not on:
+            self.env.release_views()
+
+    def release_read_views(self, idle: float = 0.0) -> None:
+        """Drop kept read views that are behind the newest commit or unused for
+        ``idle`` seconds (0: all of them)."""
+        self.env.release_views(idle)
+
     def batch_txn_id(self) -> int | None:
         """The transaction id this thread's open batch will commit as, or None
         outside a batch (a tree watcher compares it to skip its own commits)."""

@@ -164,6 +164,10 @@ def _keep_request_buffers_in_the_heap() -> None:
 
 READ_AHEAD_KB = 1024
 
+# How long a request thread's kept read view may stay unused, or behind the
+# newest commit, before it is dropped (``Store.keep_read_views``).
+VIEW_IDLE = 0.1
+
 
 def mount_bdi(mountpoint: str) -> str | None:
     """The sysfs directory of the backing device info of the mount at
@@ -341,6 +345,16 @@ def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: 
                 nursery.start_soon(tune_read_ahead)
             if ops.watcher is not None:
                 nursery.start_soon(ops.watcher.run)    # trees changed underneath
+
+            async def release_views():
+                # Requests reuse their thread's read view while nothing was
+                # committed (Store.keep_read_views); one left behind by a commit
+                # pins what that commit freed, so none stays long.
+                while True:
+                    await trio.sleep(VIEW_IDLE)
+                    store.release_read_views(idle=VIEW_IDLE)
+            store.keep_read_views(True)
+            nursery.start_soon(release_views)
             await pyfuse3.main(max_tasks=max_tasks)
             ops.nursery = None                         # a held write is stored by stop()
             nursery.cancel_scope.cancel()
