@@ -31,6 +31,7 @@ pool.after_pwrite           a pool data write reached the page cache (or was que
 pool.before_pread           a pool data read that may wait for the disk (not
                             an RWF_NOWAIT one): a slow-disk stand-in
 remote.before_put           an object is about to be uploaded to a remote
+treewatch.before_poll       a tree watcher's poll, before it takes the new state
 ==========================  ===================================================
 
 Thread safety: set/clear from the test's main thread before the workload runs.
@@ -57,6 +58,7 @@ CRASH_POINTS = (
 POINTS = CRASH_POINTS + (
     "pool.before_pread",
     "remote.before_put",
+    "treewatch.before_poll",
 )
 
 _actions: dict[str, Callable[[str], None]] = {}

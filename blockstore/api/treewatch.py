@@ -36,7 +36,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from .. import catalog
+from .. import catalog, failpoints
 from ..btree.store import NodeStore
 from ..errors import NotFound
 from ..fs import diff as fsdiff
@@ -97,6 +97,18 @@ class TreeWatch:
         self._pending: _View | None = None      # view right after the last own commit
         self._own: set[int] = set()             # txn ids of own commits not yet passed
 
+    def start(self) -> None:
+        """Take the base state now: what the cache will be shown from here on is
+        this state or newer, so every commit after it is in the next poll's diff.
+        A watcher must start before anything it serves is read (a mount: before
+        the kernel can send a request); without a base the first poll takes its
+        state as the base and misses a commit made between a reply and that poll."""
+        view = _View(self.env, self.names)
+        with self._lock:
+            old, self._base = self._base, view
+        if old is not None:
+            old.close()
+
     def own_commit(self, txn_id: int | None) -> None:
         """This process just committed ``txn_id`` through the cache."""
         if txn_id is None:
@@ -125,6 +137,8 @@ class TreeWatch:
 
     def poll(self) -> dict[str, Changed]:
         """{tree name: Changed} for what others changed since the cache's last known state."""
+        if failpoints.ACTIVE:
+            failpoints.hit("treewatch.before_poll")
         new = _View(self.env, self.names)
         with self._lock:
             pending, self._pending = self._pending, None

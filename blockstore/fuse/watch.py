@@ -39,6 +39,9 @@ class Watcher:
         self.join = join
         self.poll = poll
         self.watch = TreeWatch(store, trees)
+        # The base state before the mount serves anything (TreeWatch.start): a
+        # commit between the first replies and the first poll is then seen.
+        self.watch.start()
 
     def own_commit(self, txn_id) -> None:
         self.watch.own_commit(txn_id)
