@@ -380,6 +380,13 @@ class _FillRecorder:
                 self._record(items)
 
 
+# Forks of this process so far, as seen in the child (a process-wide counter):
+# ``Env._forked`` compares it with the count at open instead of calling getpid()
+# (a system call) on every read and change.
+_forks = [0]
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+
+
 class Env:
     """The open metadata environment and data pool of one store."""
 
@@ -394,6 +401,7 @@ class Env:
         ``testing.crashfs.CrashDataFile``)."""
         self.path = os.path.abspath(path)
         self.pid = os.getpid()
+        self._forks = _forks[0]
         self.lock = threading.RLock()
         self._batch: WriteTxn | None = None
         self._batch_owner: int | None = None
@@ -645,12 +653,12 @@ class Env:
         self.env.close()
 
     def _forked(self) -> bool:
-        return os.getpid() != self.pid
+        return _forks[0] != self._forks
 
     def _check_pid(self) -> None:
         if self.closed:
             raise InvalidInput("the store is closed", path=self.path)
-        if os.getpid() != self.pid:
+        if _forks[0] != self._forks:
             raise Busy("store handle used after fork; open the store again in the child process")
 
     # -- readers -------------------------------------------------------------
