@@ -318,3 +318,29 @@ def test_o_trunc_and_o_append_of_a_clone_reach_the_tree(tmp_path):
     finally:
         m.close()
     check_ok(sp)
+
+
+def test_a_directory_larger_than_a_reply_lists_every_entry_once(tmp_path):
+    """Without opendir the adapter keeps a listing per directory inode until
+    its end is reached; the kernel's continuations (and its last call past the
+    end) then resume by offset.  Every name shows once, with its inode, and a
+    second listing (a fresh walk) is the same."""
+    sp = tmp_path / "store"
+    names = {f"entry-with-a-long-name-{i:05d}-" + "x" * 40 for i in range(1500)}
+    with Store.open(sp) as s:
+        s.create("c")
+        with s.fs("c") as fs:
+            fs.makedirs("/d")
+            for n in names:
+                fs.write_bytes("/d/" + n, n.encode())
+    m = Mounted(sp, "c")
+    try:
+        for _ in range(2):
+            seen = [(e.name, e.inode()) for e in os.scandir(m.p("d"))]
+            assert sorted(n for n, _ in seen) == sorted(names)
+            assert len({ino for _, ino in seen}) == len(names)
+            for n, ino in seen[::300]:
+                assert os.lstat(m.p("d", n)).st_ino == ino
+    finally:
+        m.close()
+    check_ok(sp)

@@ -119,3 +119,21 @@ def test_a_mount_drops_its_view_once_a_commit_leaves_it_behind(tmp_path):
             until(lambda: all(v >= last for v in daemon_views(s)), 3.0)
     finally:
         m.close()
+
+
+def test_stats_answered_in_a_kept_view_follow_commits(sp):
+    """The inode-level getattr/lookup (a mount's) remember stats per read view;
+    a commit elsewhere gives a new view, so new stats."""
+    with Store.open(sp) as s:
+        s.create("t")
+        with s.fs("t") as fs:
+            fs.write_bytes("/a", b"1")
+        s.keep_read_views(True)
+        tv = s.fs("t")
+        ino = tv.lookup(1, b"a").st_ino
+        before = tv.getattr(ino)
+        assert before.st_size == 1 and tv.getattr(ino) == before
+        _commit_elsewhere(sp, "/a", b"22222")
+        assert tv.getattr(ino).st_size == 5
+        assert tv.lookup(1, b"a").st_size == 5
+        tv.close()

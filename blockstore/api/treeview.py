@@ -21,6 +21,7 @@ tmpfs (see ``mounts.py``).
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import stat
 from stat import S_IFREG          # a default argument below (TreeView.stat hides the module)
@@ -100,6 +101,13 @@ class DirEntry:
         return f"<DirEntry {self.name!r}>"
 
 
+# Stats memoized per read view (``TreeView._stats``): at most this many per tree
+# view and read view (~200 bytes each), then the memo starts over.
+STAT_MEMO = "treeview.stats"
+STAT_MEMO_MAX = 16384
+_SERIALS = itertools.count()
+
+
 class TreeView:
     """os-like access to one tree of a store: ``store.fs(name)``.
 
@@ -116,6 +124,7 @@ class TreeView:
         self.store = store
         self.env = store.env
         self.name = name
+        self._serial = next(_SERIALS)
         self._lock = threading.Lock()
         self._open: dict[int, int] = {}
         self._pin: bytes | None = None
@@ -227,7 +236,30 @@ class TreeView:
 
     # -- inode-level API (FUSE) -------------------------------------------------------
     def getattr(self, ino: int) -> os.stat_result:
-        return self._view(lambda f: self._stat_of(f, f.inode(ino)))
+        def fn(f):
+            memo = self._stats(f)
+            st = memo.get(ino) if memo is not None else None
+            if st is None:
+                st = self._stat_of(f, f.inode(ino))
+                if memo is not None:
+                    memo[ino] = st
+            return st
+        return self._view(fn)
+
+    def _stats(self, f: FileTree) -> dict | None:
+        """Stats answered in read view ``f`` (committed state, so fixed for the
+        view's life), by inode; None in a write txn.  A kept read view
+        (``Store.keep_read_views``) lives across calls: a mount's GETATTR after
+        its READDIRPLUS or LOOKUP of the same inode (the kernel asks again after
+        every read of a file, for the atime) costs a dict lookup."""
+        t = f.ns.txn
+        if t.write:
+            return None
+        key = (STAT_MEMO, self._serial, f.root)
+        memo = t.local.get(key)
+        if memo is None or len(memo) >= STAT_MEMO_MAX:
+            memo = t.local[key] = {}
+        return memo
 
     def _stat_of(self, f: FileTree, node) -> os.stat_result:
         bs = f.bs
@@ -242,7 +274,13 @@ class TreeView:
             found = f.lookup(dir_ino, paths.check_name(name) if name not in (b".", b"..") else name)
             if found is None:
                 raise NotFound("no such file or directory", path=os.fsdecode(name))
-            return self._stat_of(f, f.inode(found[0]))
+            memo = self._stats(f)
+            st = memo.get(found[0]) if memo is not None else None
+            if st is None:
+                st = self._stat_of(f, f.inode(found[0]))
+                if memo is not None:
+                    memo[found[0]] = st
+            return st
         return self._view(fn)
 
     def readdir(self, dir_ino: int, after: int = 0) -> list[tuple[int, bytes, int, int]]:

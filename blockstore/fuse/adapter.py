@@ -478,7 +478,10 @@ class Adapter(pyfuse3.Operations):
         inode, listing = state
         k, d, srv = self._split(inode)
         if listing is None or start_id == 0:
-            listing = await self._read(srv.readdir, d, 0)
+            # A continuation without the listing (no-opendir mode drops it at the
+            # end; the kernel then asks once more past the last entry) reads only
+            # the entries after its offset: one seek, not the whole directory.
+            listing = await self._read(srv.readdir, d, start_id)
             state[1] = listing
         pos = bisect_right(listing, start_id, key=lambda e: e[0])
         rest = listing[pos:]
