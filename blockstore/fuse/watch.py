@@ -10,6 +10,10 @@ listing of directories whose entries changed (``invalidate_inode``), and
 directory entries added, removed or moved (``invalidate_entry``).  Own
 commits are reported to the TreeWatch by the batcher and cost nothing.
 
+The base state is taken when the Watcher is made, before the mount serves
+a request (``TreeWatch.start``), so a commit landing between a cached answer
+and the first poll is in the first diff.
+
 So a change made elsewhere is seen through the mount within its commit
 (50 ms for another mount's batch) plus ``POLL``; a file kept open across
 the change reads the new data afterwards.  Invalidations run in a worker
