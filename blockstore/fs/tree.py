@@ -452,6 +452,8 @@ class FileTree:
             s, n = values.refs(first[1])
             if fb + n > fb_lo:
                 yield fb, s, n
+                if fb + n >= fb_hi:
+                    return          # extents never overlap: no other one starts inside
         for k, v in self.item_range(items.extent_key(ino, fb_lo + 1), items.extent_key(ino, fb_hi)):
             s, n = values.refs(v)
             yield items.extent_fblock(k), s, n
