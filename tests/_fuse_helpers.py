@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -168,3 +169,35 @@ def cached_bytes(path) -> int:
             libc.munmap(addr, size)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def served_by_child(code: str, *args: str, env: dict | None = None):
+    """Run ``python -c code MNT *args`` in a child process that mounts a file
+    system at MNT (a fresh directory every uid can traverse) and serves it in
+    its foreground; yield MNT once it is mounted, then unmount it, wait for the
+    child (killed after 20 s) and remove the directory."""
+    base = public_dir()
+    mnt = os.path.join(base, "mnt")
+    os.mkdir(mnt)
+    proc = subprocess.Popen([sys.executable, "-c", code, mnt, *args],
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(mnt):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the file system did not mount"
+            time.sleep(0.02)
+        yield mnt
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+        try:
+            proc.wait(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+            if not os.path.ismount(mnt):
+                os.rmdir(mnt)
+                os.rmdir(base)

@@ -13,19 +13,9 @@ import time
 
 import pytest
 
-from blockstore import Store
-
 from _fuse_helpers import Mounted, check_ok, needs_fuse
 
 pytestmark = needs_fuse
-
-
-@pytest.fixture
-def sp(tmp_path):
-    path = tmp_path / "store"
-    with Store.open(path) as s:
-        s.create("c")
-    return path
 
 
 def _cpu_s(pid: int) -> float:

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
-import sys
 import textwrap
-import time
 
 import pytest
 
@@ -25,7 +22,7 @@ import pyfuse3
 
 from blockstore import Store
 
-from _fuse_helpers import Mounted, check_ok, needs_fuse, public_dir
+from _fuse_helpers import Mounted, check_ok, needs_fuse, public_dir, served_by_child
 
 BS = 4096
 PYFUSE3_LSEEK = hasattr(pyfuse3.Operations, "lseek")
@@ -187,16 +184,7 @@ FIXED_FS = textwrap.dedent("""
 @needs_fuse
 @needs_pyfuse3_lseek
 def test_patched_pyfuse3_passes_lseek_to_the_filesystem():
-    base = public_dir()
-    mnt = os.path.join(base, "mnt")
-    os.mkdir(mnt)
-    proc = subprocess.Popen([sys.executable, "-c", FIXED_FS, mnt], stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 20
-        while not os.path.ismount(mnt):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the test filesystem did not mount"
-            time.sleep(0.05)
+    with served_by_child(FIXED_FS) as mnt:
         fd = os.open(os.path.join(mnt, "f"), os.O_RDONLY)
         try:
             assert os.lseek(fd, 0, os.SEEK_DATA) == 1000
@@ -206,17 +194,6 @@ def test_patched_pyfuse3_passes_lseek_to_the_filesystem():
             assert os.lseek(fd, 3, os.SEEK_SET) == 3              # the kernel's own
         finally:
             os.close(fd)
-    finally:
-        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
-        try:
-            proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stderr.close()
-            os.rmdir(mnt) if not os.path.ismount(mnt) else None
-            os.rmdir(base) if os.path.exists(base) and not os.listdir(base) else None
 
 
 @pytest.fixture

@@ -8,41 +8,31 @@ the commit always lands in that window."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
-import time
 
 from blockstore import Store
 
-from _fuse_helpers import needs_fuse, public_dir, until
+from _fuse_helpers import needs_fuse, served_by_child, until
 
 pytestmark = needs_fuse
 
 FRESH = 3.0
 
 
-def _serve_with_slow_first_poll(sp, mnt: str) -> subprocess.Popen:
-    code = textwrap.dedent(f"""
-        import time
-        from blockstore import failpoints
-        from blockstore.fuse import mount
-        first = []
-        def slow_first(name):
-            if not first:
-                first.append(1)
-                time.sleep(1.5)
-        failpoints.set("treewatch.before_poll", slow_first)
-        mount({str(sp)!r}, "c", {mnt!r}, foreground=True)
-    """)
-    env = dict(os.environ, BLOCKSTORE_FUSE_SERVER="0")
-    p = subprocess.Popen([sys.executable, "-c", code], env=env)
-    t0 = time.monotonic()
-    while not os.path.ismount(mnt):
-        assert p.poll() is None, "the daemon exited"
-        assert time.monotonic() - t0 < 30, "the mount did not come up"
-        time.sleep(0.01)
-    return p
+# Serves tree "c" of the store (argv[2]) at argv[1] in the foreground, the
+# watcher's first poll held back by 1.5 s.
+SLOW_FIRST_POLL = textwrap.dedent("""
+    import sys, time
+    from blockstore import failpoints
+    from blockstore.fuse import mount
+    first = []
+    def slow_first(name):
+        if not first:
+            first.append(1)
+            time.sleep(1.5)
+    failpoints.set("treewatch.before_poll", slow_first)
+    mount(sys.argv[2], "c", sys.argv[1], foreground=True)
+""")
 
 
 def test_a_commit_before_the_watchers_first_poll_is_seen(tmp_path):
@@ -52,11 +42,8 @@ def test_a_commit_before_the_watchers_first_poll_is_seen(tmp_path):
         with s.fs("c") as fs:
             fs.makedirs("/d")
             fs.write_bytes("/d/a", b"a")
-    base = public_dir()
-    mnt = os.path.join(base, "mnt")
-    os.mkdir(mnt)
-    p = _serve_with_slow_first_poll(sp, mnt)
-    try:
+    env = dict(os.environ, BLOCKSTORE_FUSE_SERVER="0")
+    with served_by_child(SLOW_FIRST_POLL, str(sp), env=env) as mnt:
         assert not os.path.exists(os.path.join(mnt, "d", "late"))   # a negative entry
         assert sorted(os.listdir(os.path.join(mnt, "d"))) == ["a"]  # a cached listing
         with Store.open(sp) as s:
@@ -64,12 +51,3 @@ def test_a_commit_before_the_watchers_first_poll_is_seen(tmp_path):
                 fs.write_bytes("/d/late", b"l")                    # before the first poll
         until(lambda: os.path.exists(os.path.join(mnt, "d", "late")), FRESH)
         until(lambda: sorted(os.listdir(os.path.join(mnt, "d"))) == ["a", "late"], FRESH)
-    finally:
-        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
-        try:
-            p.wait(timeout=30)
-        finally:
-            if p.poll() is None:
-                p.kill()
-            os.rmdir(mnt)
-            os.rmdir(base)

@@ -30,13 +30,18 @@ def _our_readers(store) -> int:
     return sum(1 for ln in lines if ln.split()[0] == str(os.getpid()) and ln.split()[2] != "-")
 
 
+def _keeping(s):
+    """Tree "t" with /a = b"1" in store ``s``, which keeps read views; a view of it."""
+    s.create("t")
+    with s.fs("t") as fs:
+        fs.write_bytes("/a", b"1")
+    s.keep_read_views(True)
+    return s.fs("t")
+
+
 def test_a_kept_view_shows_a_commit_of_another_process(sp):
     with Store.open(sp) as s:
-        s.create("t")
-        with s.fs("t") as fs:
-            fs.write_bytes("/a", b"1")
-        s.keep_read_views(True)
-        tv = s.fs("t")
+        tv = _keeping(s)
         assert tv.read_bytes("/a") == b"1"          # the view is kept now
         assert _our_readers(s) == 1
         _commit_elsewhere(sp, "/a", b"2")
@@ -125,11 +130,7 @@ def test_stats_answered_in_a_kept_view_follow_commits(sp):
     """The inode-level getattr/lookup (a mount's) remember stats per read view;
     a commit elsewhere gives a new view, so new stats."""
     with Store.open(sp) as s:
-        s.create("t")
-        with s.fs("t") as fs:
-            fs.write_bytes("/a", b"1")
-        s.keep_read_views(True)
-        tv = s.fs("t")
+        tv = _keeping(s)
         ino = tv.lookup(1, b"a").st_ino
         before = tv.getattr(ino)
         assert before.st_size == 1 and tv.getattr(ino) == before
