@@ -271,17 +271,35 @@ class TreeView:
 
     def lookup(self, dir_ino: int, name: bytes) -> os.stat_result:
         def fn(f):
-            found = f.lookup(dir_ino, paths.check_name(name) if name not in (b".", b"..") else name)
-            if found is None:
-                raise NotFound("no such file or directory", path=os.fsdecode(name))
-            memo = self._stats(f)
-            st = memo.get(found[0]) if memo is not None else None
+            st = self._lookup_in(f, self._stats(f), dir_ino, name)
             if st is None:
-                st = self._stat_of(f, f.inode(found[0]))
-                if memo is not None:
-                    memo[found[0]] = st
+                raise NotFound("no such file or directory", path=os.fsdecode(name))
             return st
         return self._view(fn)
+
+    def lookup_many(self, dir_ino: int, names) -> list[os.stat_result | None]:
+        """``lookup`` of each name in one read view; None for a name not there."""
+        def fn(f):
+            memo = self._stats(f)
+            out = []
+            for n in names:
+                try:
+                    out.append(self._lookup_in(f, memo, dir_ino, n))
+                except OSError:             # a bad name or entry: that one only
+                    out.append(None)
+            return out
+        return self._view(fn)
+
+    def _lookup_in(self, f: FileTree, memo, dir_ino: int, name: bytes):
+        found = f.lookup(dir_ino, paths.check_name(name) if name not in (b".", b"..") else name)
+        if found is None:
+            return None
+        st = memo.get(found[0]) if memo is not None else None
+        if st is None:
+            st = self._stat_of(f, f.inode(found[0]))
+            if memo is not None:
+                memo[found[0]] = st
+        return st
 
     def readdir(self, dir_ino: int, after: int = 0) -> list[tuple[int, bytes, int, int]]:
         return self._view(lambda f: (f.directory(dir_ino), list(f.readdir(dir_ino, after)))[1])

@@ -59,8 +59,8 @@ class TreeServer:
         return [(idx, name) for idx, name, _, _ in self.tfs.readdir(dir_ino, after)]
 
     def lookup_many(self, dir_ino, names):
-        """[stat or None (gone)] of each name in the directory."""
-        return _lookup_many(self, dir_ino, names)
+        """[stat or None (gone)] of each name in the directory (one read view)."""
+        return self.tfs.lookup_many(dir_ino, names)
 
     def create(self, dir_ino, name, mode, uid, gid, rdev=0):
         self._w()
