@@ -149,6 +149,8 @@ LOCAL = (1 << SHIFT) - 1
 SNAPSHOT_TIMEOUT = float(1 << 32)
 TREE_TIMEOUT = 3600.0
 HOST_TIMEOUT = 1.0
+# Entries kept for reuse (Adapter._entries): ~400 bytes each with their stat.
+ENTRIES_KEPT = 16384
 
 
 # Requests that need not wait for the write held back (see "Write-behind"):
@@ -252,6 +254,10 @@ class Adapter(pyfuse3.Operations):
                          for s in self.servers]
         # (mtime_ns, size) last answered for regular files of the other servers.
         self._content: dict[int, tuple[int, int]] = {}
+        # The last entry built per FUSE inode of a blockstore tree, with the stat it
+        # came from: a stat remembered by the read view (TreeView._stats) gives the
+        # same object again, and its entry is reused (held, so never a reused id).
+        self._entries: dict[int, tuple[object, pyfuse3.EntryAttributes]] = {}
         # No opendir (see "Caches"): when every server is a tree, opendir answers
         # ENOSYS and the kernel keeps every listing without asking; readdir then
         # gets the directory's inode as its handle.
@@ -353,8 +359,14 @@ class Adapter(pyfuse3.Operations):
         return self._entry(k, ino, st)
 
     def _entry(self, k: int, ino: int, st) -> pyfuse3.EntryAttributes:
+        fino = self._join(k, ino)
+        keep = k in self._keep_cache
+        if keep:
+            hit = self._entries.get(fino)
+            if hit is not None and hit[0] is st:
+                return hit[1]
         e = pyfuse3.EntryAttributes()
-        e.st_ino = self._join(k, ino)
+        e.st_ino = fino
         e.generation = 0
         e.entry_timeout = e.attr_timeout = self.timeouts[k]
         e.st_mode = st.st_mode
@@ -368,7 +380,11 @@ class Adapter(pyfuse3.Operations):
         e.st_atime_ns = st.st_atime_ns
         e.st_mtime_ns = st.st_mtime_ns
         e.st_ctime_ns = st.st_ctime_ns
-        if k not in self._keep_cache and stat.S_ISREG(st.st_mode):
+        if keep:
+            if len(self._entries) >= ENTRIES_KEPT:
+                self._entries.clear()
+            self._entries[fino] = (st, e)
+        elif stat.S_ISREG(st.st_mode):
             self._note_content(e.st_ino, st)
         return e
 
