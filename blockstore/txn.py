@@ -698,7 +698,7 @@ class Env:
     # A view that is no longer the newest pins what later commits free (LMDB
     # pages, pool blocks: see ``oldest_reader``), so it is replaced at its next
     # use and dropped by ``release_views``, which the keeper calls periodically
-    # (the mount's watcher, every poll) and on close.  A view in use is taken out
+    # (a mount daemon: every 0.1 s) and ``close`` calls.  A view in use is taken out
     # of ``_kept`` (under ``_kept_lock``) while it runs, so ``release_views`` on
     # another thread never aborts a view under a reader.
 
@@ -735,7 +735,12 @@ class Env:
         finally:
             if rt is not None:      # a read txn outlives its callers' errors (NotFound, ...)
                 with self._kept_lock:
+                    # A nested call on this thread kept its own view meanwhile: drop
+                    # that one (never leave a reader slot to the garbage collector).
+                    nested = self._kept.pop(me, None)
                     self._kept[me] = (rt, time.monotonic())
+                if nested is not None:
+                    self._abort_view(nested[0])
 
     def _abort_view(self, rt: ReadTxn) -> None:
         rt.local.clear()                    # see snapshot(): cycles back to rt

@@ -138,3 +138,15 @@ def test_stats_answered_in_a_kept_view_follow_commits(sp):
         assert tv.getattr(ino).st_size == 5
         assert tv.lookup(1, b"a").st_size == 5
         tv.close()
+
+
+def test_a_nested_read_on_the_same_thread_leaves_one_view(sp):
+    """A read inside a read (same thread) opens a view of its own; when both
+    are done one view is kept and the other's reader slot is freed at once."""
+    with Store.open(sp) as s:
+        tv = _keeping(s)
+        env = s.env
+        inner = env.in_view(lambda r: env.in_view(lambda r2: r2 is not r))
+        assert inner
+        assert _our_readers(s) == 1
+        tv.close()
