@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import io
+import itertools
 import mmap
 import threading
 
@@ -26,10 +27,20 @@ from ..api.treestream import (BlockFiller, SnapshotReader, absent_of, apply_delt
 from . import layout
 from .client import Remote
 from .fetch import coalesce, parse_source, source
+from .prefetch import Prefetch
 
 MAX_TREE_BYTES = 4 << 30          # an item stream larger than this is refused
 FILL_RANGE = 8 << 20              # an eager fill's ranged GETs: up to a whole pack each
 RECORD_BLOCKS = 1 << 16           # blocks recorded per write txn (256 MiB at 4 KiB)
+PREFETCH_RANGES = 16              # ranges an eager pull fetches while its tree is built
+
+
+def _absent_order(items: list[Item], local: dict[bytes, int]) -> list[bytes]:
+    """The SHA-256 of the blocks ``build_snapshot`` makes absent, in the order it
+    makes them: each digest's first use in the items, less the local ones."""
+    flat = itertools.chain.from_iterable(it.digests for it in items if it.digests)
+    order = dict.fromkeys(flat)
+    return [d for d in order if d not in local] if local else list(order)
 
 
 def content_of(store, name: str) -> str:
@@ -93,21 +104,23 @@ def _local_blocks(store, names: list[str]) -> dict[bytes, int]:
 
 
 def fill(store, name: str, progress=None, threads: int = 8, remote: str | None = None,
-         index: tuple[str, dict] | None = None, made: list | None = None) -> dict:
+         index: tuple[str, dict] | None = None, made: list | None = None,
+         prefetched: Prefetch | None = None) -> dict:
     """Fetch every absent block of tree ``name``; returns counts.
 
     A pipeline: ``threads`` ranged GETs (up to a whole pack each) run at
     once, and the thread that received a range verifies its blocks and
     writes them into the pool (``BlockFiller.write``: hashing and pwrite
-    release the GIL); this thread records the written blocks every
-    RECORD_BLOCKS blocks and at the end, one write transaction (one data
-    sync) each.  Bytes that fail their SHA-256 are never written
-    (Corruption).  Killed midway, the blocks not yet recorded stay absent:
+    release the GIL); a recorder thread records the written blocks in
+    batches of up to RECORD_BLOCKS blocks, one write transaction (one data
+    sync) each, while this one keeps ranges in flight.  Bytes that fail
+    their SHA-256 are never written (Corruption).  Killed midway, the blocks not yet recorded stay absent:
     the next fill fetches only those.
 
     ``index`` (remote name, SHA-256 -> location) and ``made`` (the absent
     runs ``build_snapshot`` made): an eager pull's, which plans its requests
-    in one pass over the blocks instead of reading them back."""
+    in one pass over the blocks instead of reading them back; ``prefetched``:
+    ranges of that remote fetched already (``Prefetch``), used instead of a GET."""
     bs = store.block_size
     stats = {"blocks": 0, "bytes_received": 0}
     by_src: dict[str, list] = {}          # remote -> requests (pack, begin, end, runs)
@@ -136,8 +149,9 @@ def fill(store, name: str, progress=None, threads: int = 8, remote: str | None =
         try:
             for n, reqs in by_src.items():
                 if reqs:
-                    stats["bytes_received"] += _fill_from(remotes[n], reqs, filler, ex, threads,
-                                                          name, progress)
+                    stats["bytes_received"] += _fill_from(
+                        remotes[n], reqs, filler, ex, threads, name, progress,
+                        prefetched if index is not None and n == index[0] else None)
         except BaseException:
             ex.shutdown(wait=True, cancel_futures=True)
             raise
@@ -186,6 +200,16 @@ def _plan_made(made: list, where: dict, bs: int) -> tuple[list, set]:
     return reqs, rest
 
 
+def _prefetch_plan(loading: cf.Future, items: list[Item], local: dict, bs: int):
+    """The ranges (pack, begin, end) the fill of a tree built from ``items`` will
+    request, in order: ``_plan_made`` depends on the blocks' order and places in
+    the packs only, not on the local block numbers the build gives them."""
+    def plan() -> list[tuple[str, int, int]]:
+        reqs, _ = _plan_made([(0, _absent_order(items, local))], loading.result(), bs)
+        return [(h, a, e) for h, a, e, _ in reqs]
+    return plan
+
+
 def _plan(rm: Remote, todo: list, bs: int) -> list:
     """Requests for blocks [(block, sha256, location or None)]: located through
     the remote's index where the location is not known, neighbours in a pack
@@ -214,12 +238,16 @@ def _plan(rm: Remote, todo: list, bs: int) -> list:
 
 
 def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, threads: int,
-               name: str, progress) -> int:
+               name: str, progress, prefetched: Prefetch | None = None) -> int:
     bufs = threading.local()
     total = sum(len(r[1]) for q in reqs for r in q[3])
 
     def one(q):
         h, a, e, runs = q
+        got = prefetched.take(h, a, e) if prefetched is not None else None
+        if got is not None:
+            data = memoryview(got)
+            return filler.write([(s, ds, data[x:y]) for s, ds, x, y in runs])
         # each thread's buffer is mmap'd (page-aligned): the pool writes it past the
         # page cache; reused for the thread's next range once its blocks are written
         buf = getattr(bufs, "buf", None)
@@ -233,6 +261,22 @@ def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, thr
     live: set = set()
     pending: list = []
     npending = done = 0
+    # Records run on a thread of their own, one at a time and in order, so this
+    # thread keeps ranges in flight meanwhile: a record makes one LMDB call per
+    # block, each releasing the GIL, which under the fetching threads' load made
+    # it many times slower than alone.  Once every range is in flight a record
+    # starts whenever the recorder is idle, so what is left to record when the
+    # last range lands (the pull's serial tail) is small.
+    recorder = cf.ThreadPoolExecutor(1, thread_name_prefix="blockstore-record")
+    recording: cf.Future | None = None
+    submitted = [0]
+
+    def flush() -> None:
+        nonlocal recording, pending, npending, done
+        if recording is not None:
+            done += recording.result()
+        recording = recorder.submit(lambda w=pending, n=npending: (filler.record(w), n)[1])
+        pending, npending = [], 0
 
     def submit() -> None:
         while len(live) < 2 * threads:
@@ -240,22 +284,32 @@ def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, thr
             if q is None:
                 return
             live.add(ex.submit(one, q))
-    submit()
-    while live:
-        finished, _ = cf.wait(live, return_when=cf.FIRST_COMPLETED)
-        for f in finished:
-            live.discard(f)
-            w = f.result()
-            pending.extend(w)
-            npending += sum(len(x[1]) for x in w)
+            submitted[0] += 1
+    try:
         submit()
-        if npending >= RECORD_BLOCKS or not live:
-            filler.record(pending)
-            done += npending
-            pending, npending = [], 0
+        while live:
+            finished, _ = cf.wait(live, return_when=cf.FIRST_COMPLETED)
+            for f in finished:
+                live.discard(f)
+                w = f.result()
+                pending.extend(w)
+                npending += sum(len(x[1]) for x in w)
+            submit()
+            tail = submitted[0] == len(reqs)
+            idle = recording is None or recording.done()
+            if npending and (npending >= RECORD_BLOCKS or not live or (idle and tail)):
+                flush()
+                if progress:
+                    progress(f"pull {name}: {done}/{total} blocks, "
+                             f"{rm.objects.received / 2**20:.1f} MiB received")
+        if recording is not None:
+            done += recording.result()
+            recording = None
             if progress:
                 progress(f"pull {name}: {done}/{total} blocks, "
                          f"{rm.objects.received / 2**20:.1f} MiB received")
+    finally:
+        recorder.shutdown(wait=True)
     return rm.objects.received
 
 
@@ -279,6 +333,7 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
     # overlap fetching, checking and building the tree (a lazy one waits for it)
     loader = cf.ThreadPoolExecutor(1, thread_name_prefix="blockstore-index")
     loading: cf.Future | None = None
+    prefetch: Prefetch | None = None
     try:
         for n in reversed(chain):
             mm = m if n == name else rm.manifest(n)
@@ -296,6 +351,10 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
                 loading = loader.submit(rm.load_index)
             items = _tree(rm, mm)
             local = _local_blocks(store, [a for a in mm["chain"]])
+            if not lazy and prefetch is None:
+                # the fills run in this same order: the first tree built is filled first
+                prefetch = Prefetch(rm.objects, _prefetch_plan(loading, items, local, store.block_size),
+                                    PREFETCH_RANGES, threads)
             if lazy:
                 index = loading.result()
             runs: list = []
@@ -322,7 +381,7 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
             for n in reversed(chain):
                 if n in made:
                     got = fill(store, n, progress, threads, index=(rm.name, index),
-                               made=absent_made.pop(n))
+                               made=absent_made.pop(n), prefetched=prefetch)
                 elif n in stats["present"]:
                     got = fill(store, n, progress, threads)
                 else:
@@ -337,6 +396,8 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
                     pass
         raise
     finally:
+        if prefetch is not None:
+            prefetch.close()
         loader.shutdown(wait=True, cancel_futures=True)
     stats["bytes_received"] += rm.objects.received
     return stats
