@@ -15,7 +15,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import io
-import itertools
 import mmap
 import threading
 
@@ -35,12 +34,20 @@ RECORD_BLOCKS = 1 << 16           # blocks recorded per write txn (256 MiB at 4 
 PREFETCH_RANGES = 16              # ranges an eager pull fetches while its tree is built
 
 
-def _absent_order(items: list[Item], local: dict[bytes, int]) -> list[bytes]:
-    """The SHA-256 of the blocks ``build_snapshot`` makes absent, in the order it
-    makes them: each digest's first use in the items, less the local ones."""
-    flat = itertools.chain.from_iterable(it.digests for it in items if it.digests)
-    order = dict.fromkeys(flat)
-    return [d for d in order if d not in local] if local else list(order)
+def _absent_prefix(items: list[Item], local: dict[bytes, int], limit: int) -> tuple[list[bytes], bool]:
+    """The SHA-256 of the first ``limit`` blocks ``build_snapshot`` makes absent,
+    in the order it makes them (each digest's first use in the items, less the
+    local ones), and whether that is all of them."""
+    seen: set[bytes] = set()
+    out: list[bytes] = []
+    for it in items:
+        for d in it.digests or ():
+            if d not in seen and d not in local:
+                seen.add(d)
+                out.append(d)
+                if len(out) >= limit:
+                    return out, False
+    return out, True
 
 
 def content_of(store, name: str) -> str:
@@ -201,12 +208,17 @@ def _plan_made(made: list, where: dict, bs: int) -> tuple[list, set]:
 
 
 def _prefetch_plan(loading: cf.Future, items: list[Item], local: dict, bs: int):
-    """The ranges (pack, begin, end) the fill of a tree built from ``items`` will
-    request, in order: ``_plan_made`` depends on the blocks' order and places in
-    the packs only, not on the local block numbers the build gives them."""
+    """The first PREFETCH_RANGES ranges (pack, begin, end) the fill of a tree
+    built from ``items`` will request, in order: ``_plan_made`` depends on the
+    blocks' order and places in the packs only, not on the local block numbers
+    the build gives them.  Planned from as many blocks as those ranges can hold,
+    the last range dropped when more blocks follow (it may be cut short)."""
     def plan() -> list[tuple[str, int, int]]:
-        reqs, _ = _plan_made([(0, _absent_order(items, local))], loading.result(), bs)
-        return [(h, a, e) for h, a, e, _ in reqs]
+        seq, whole = _absent_prefix(items, local, PREFETCH_RANGES * max(1, FILL_RANGE // bs) + 1)
+        reqs, _ = _plan_made([(0, seq)], loading.result(), bs)
+        if not whole:
+            reqs = reqs[:-1]
+        return [(h, a, e) for h, a, e, _ in reqs[:PREFETCH_RANGES]]
     return plan
 
 
