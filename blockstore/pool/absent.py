@@ -54,7 +54,10 @@ class Absent:
             raise ValueError("absent blocks are named by a 32-byte SHA-256")
         if isinstance(source, str):
             tail = source.encode()
-            vals = [bytes(d) + tail for d in digests]
+            # at C speed (``bytes`` digests, the common case): one value per block
+            vals = (list(map(operator.add, digests, itertools.repeat(tail)))
+                    if all(map(bytes.__instancecheck__, digests)) else
+                    [bytes(d) + tail for d in digests])
         else:
             vals = [bytes(d) + src.encode() for d, src in zip(digests, source)]
         items = zip(map(pack_u64, range(start, start + len(digests))), vals)
