@@ -15,7 +15,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import io
-import mmap
 import threading
 
 import zstandard
@@ -26,7 +25,7 @@ from ..api.treestream import (BlockFiller, SnapshotReader, absent_of, apply_delt
 from . import layout
 from .client import Remote
 from .fetch import coalesce, parse_source, source
-from .prefetch import Prefetch
+from .prefetch import Prefetch, fill_buffer
 
 MAX_TREE_BYTES = 4 << 30          # an item stream larger than this is refused
 FILL_RANGE = 8 << 20              # an eager fill's ranged GETs: up to a whole pack each
@@ -264,7 +263,7 @@ def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, thr
         # page cache; reused for the thread's next range once its blocks are written
         buf = getattr(bufs, "buf", None)
         if buf is None or len(buf) < e - a:
-            buf = bufs.buf = mmap.mmap(-1, max(FILL_RANGE, e - a))
+            buf = bufs.buf = fill_buffer(max(FILL_RANGE, e - a))
         data = memoryview(buf)[:e - a]
         rm.objects.get_range_into(layout.pack_key(h), a, data)
         return filler.write([(s, ds, data[x:y]) for s, ds, x, y in runs])
