@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import io
+import mmap
 import threading
 
 import zstandard
@@ -25,28 +26,10 @@ from ..api.treestream import (BlockFiller, SnapshotReader, absent_of, apply_delt
 from . import layout
 from .client import Remote
 from .fetch import coalesce, parse_source, source
-from .prefetch import Prefetch, fill_buffer
 
 MAX_TREE_BYTES = 4 << 30          # an item stream larger than this is refused
 FILL_RANGE = 8 << 20              # an eager fill's ranged GETs: up to a whole pack each
 RECORD_BLOCKS = 1 << 16           # blocks recorded per write txn (256 MiB at 4 KiB)
-PREFETCH_RANGES = 16              # ranges an eager pull fetches while its tree is built
-
-
-def _absent_prefix(items: list[Item], local: dict[bytes, int], limit: int) -> tuple[list[bytes], bool]:
-    """The SHA-256 of the first ``limit`` blocks ``build_snapshot`` makes absent,
-    in the order it makes them (each digest's first use in the items, less the
-    local ones), and whether that is all of them."""
-    seen: set[bytes] = set()
-    out: list[bytes] = []
-    for it in items:
-        for d in it.digests or ():
-            if d not in seen and d not in local:
-                seen.add(d)
-                out.append(d)
-                if len(out) >= limit:
-                    return out, False
-    return out, True
 
 
 def content_of(store, name: str) -> str:
@@ -110,8 +93,7 @@ def _local_blocks(store, names: list[str]) -> dict[bytes, int]:
 
 
 def fill(store, name: str, progress=None, threads: int = 8, remote: str | None = None,
-         index: tuple[str, dict] | None = None, made: list | None = None,
-         prefetched: Prefetch | None = None) -> dict:
+         index: tuple[str, dict] | None = None, made: list | None = None) -> dict:
     """Fetch every absent block of tree ``name``; returns counts.
 
     A pipeline: ``threads`` ranged GETs (up to a whole pack each) run at
@@ -125,8 +107,7 @@ def fill(store, name: str, progress=None, threads: int = 8, remote: str | None =
 
     ``index`` (remote name, SHA-256 -> location) and ``made`` (the absent
     runs ``build_snapshot`` made): an eager pull's, which plans its requests
-    in one pass over the blocks instead of reading them back; ``prefetched``:
-    ranges of that remote fetched already (``Prefetch``), used instead of a GET."""
+    in one pass over the blocks instead of reading them back."""
     bs = store.block_size
     stats = {"blocks": 0, "bytes_received": 0}
     by_src: dict[str, list] = {}          # remote -> requests (pack, begin, end, runs)
@@ -155,9 +136,8 @@ def fill(store, name: str, progress=None, threads: int = 8, remote: str | None =
         try:
             for n, reqs in by_src.items():
                 if reqs:
-                    stats["bytes_received"] += _fill_from(
-                        remotes[n], reqs, filler, ex, threads, name, progress,
-                        prefetched if index is not None and n == index[0] else None)
+                    stats["bytes_received"] += _fill_from(remotes[n], reqs, filler, ex, threads,
+                                                          name, progress)
         except BaseException:
             ex.shutdown(wait=True, cancel_futures=True)
             raise
@@ -206,21 +186,6 @@ def _plan_made(made: list, where: dict, bs: int) -> tuple[list, set]:
     return reqs, rest
 
 
-def _prefetch_plan(loading: cf.Future, items: list[Item], local: dict, bs: int):
-    """The first PREFETCH_RANGES ranges (pack, begin, end) the fill of a tree
-    built from ``items`` will request, in order: ``_plan_made`` depends on the
-    blocks' order and places in the packs only, not on the local block numbers
-    the build gives them.  Planned from as many blocks as those ranges can hold,
-    the last range dropped when more blocks follow (it may be cut short)."""
-    def plan() -> list[tuple[str, int, int]]:
-        seq, whole = _absent_prefix(items, local, PREFETCH_RANGES * max(1, FILL_RANGE // bs) + 1)
-        reqs, _ = _plan_made([(0, seq)], loading.result(), bs)
-        if not whole:
-            reqs = reqs[:-1]
-        return [(h, a, e) for h, a, e, _ in reqs[:PREFETCH_RANGES]]
-    return plan
-
-
 def _plan(rm: Remote, todo: list, bs: int) -> list:
     """Requests for blocks [(block, sha256, location or None)]: located through
     the remote's index where the location is not known, neighbours in a pack
@@ -248,17 +213,26 @@ def _plan(rm: Remote, todo: list, bs: int) -> list:
     return reqs
 
 
+def fill_buffer(size: int) -> mmap.mmap:
+    """A buffer for a fetched range: page-aligned (the pool writes it with
+    O_DIRECT), private anonymous memory with transparent huge pages asked for
+    (a fresh 8 MiB of 4 KiB shared-memory pages cost several times the copy
+    into it in page faults)."""
+    buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+    try:
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    except (AttributeError, OSError):
+        pass                        # no THP here: 4 KiB pages, still aligned
+    return buf
+
+
 def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, threads: int,
-               name: str, progress, prefetched: Prefetch | None = None) -> int:
+               name: str, progress) -> int:
     bufs = threading.local()
     total = sum(len(r[1]) for q in reqs for r in q[3])
 
     def one(q):
         h, a, e, runs = q
-        got = prefetched.take(h, a, e) if prefetched is not None else None
-        if got is not None:
-            data = memoryview(got)
-            return filler.write([(s, ds, data[x:y]) for s, ds, x, y in runs])
         # each thread's buffer is mmap'd (page-aligned): the pool writes it past the
         # page cache; reused for the thread's next range once its blocks are written
         buf = getattr(bufs, "buf", None)
@@ -344,7 +318,6 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
     # overlap fetching, checking and building the tree (a lazy one waits for it)
     loader = cf.ThreadPoolExecutor(1, thread_name_prefix="blockstore-index")
     loading: cf.Future | None = None
-    prefetch: Prefetch | None = None
     try:
         for n in reversed(chain):
             mm = m if n == name else rm.manifest(n)
@@ -362,10 +335,6 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
                 loading = loader.submit(rm.load_index)
             items = _tree(rm, mm)
             local = _local_blocks(store, [a for a in mm["chain"]])
-            if not lazy and prefetch is None:
-                # the fills run in this same order: the first tree built is filled first
-                prefetch = Prefetch(rm.objects, _prefetch_plan(loading, items, local, store.block_size),
-                                    PREFETCH_RANGES, threads)
             if lazy:
                 index = loading.result()
             runs: list = []
@@ -392,7 +361,7 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
             for n in reversed(chain):
                 if n in made:
                     got = fill(store, n, progress, threads, index=(rm.name, index),
-                               made=absent_made.pop(n), prefetched=prefetch)
+                               made=absent_made.pop(n))
                 elif n in stats["present"]:
                     got = fill(store, n, progress, threads)
                 else:
@@ -407,8 +376,6 @@ def pull(store, name: str, remote: str | None = None, *, lazy: bool = False,
                     pass
         raise
     finally:
-        if prefetch is not None:
-            prefetch.close()
         loader.shutdown(wait=True, cancel_futures=True)
     stats["bytes_received"] += rm.objects.received
     return stats
