@@ -102,8 +102,8 @@ def fill(store, name: str, progress=None, threads: int = 8, remote: str | None =
     release the GIL); a recorder thread records the written blocks in
     batches of up to RECORD_BLOCKS blocks, one write transaction (one data
     sync) each, while this one keeps ranges in flight.  Bytes that fail
-    their SHA-256 are never written (Corruption).  Killed midway, the blocks not yet recorded stay absent:
-    the next fill fetches only those.
+    their SHA-256 are never written (Corruption).  Killed midway, the blocks
+    not yet recorded stay absent: the next fill fetches only those.
 
     ``index`` (remote name, SHA-256 -> location) and ``made`` (the absent
     runs ``build_snapshot`` made): an eager pull's, which plans its requests
@@ -248,10 +248,11 @@ def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, thr
     npending = done = 0
     # Records run on a thread of their own, one at a time and in order, so this
     # thread keeps ranges in flight meanwhile: a record makes one LMDB call per
-    # block, each releasing the GIL, which under the fetching threads' load made
-    # it many times slower than alone.  Once every range is in flight a record
-    # starts whenever the recorder is idle, so what is left to record when the
-    # last range lands (the pull's serial tail) is small.
+    # block, each releasing the GIL and waiting to take it back from the
+    # fetching threads, so it takes far longer than its own CPU.  Once every
+    # range is in flight a record starts whenever the recorder is idle, so what
+    # is left to record when the last range lands (the pull's serial tail) is
+    # small.
     recorder = cf.ThreadPoolExecutor(1, thread_name_prefix="blockstore-record")
     recording: cf.Future | None = None
     submitted = [0]
