@@ -638,3 +638,28 @@ def test_push_packs_each_new_block_once_in_full_packs(s3, tmp_path):
             assert f.read_bytes("/a") == (src / "a").read_bytes()
             assert f.read_bytes("/b") == (src / "b").read_bytes()
         assert b.check().ok
+
+
+def test_eager_pull_fetches_each_pack_byte_once(s3, tmp_path, monkeypatch):
+    """An eager pull of new blocks, in many ranges per pack (a small FILL_RANGE)
+    and several record batches, receives every pack byte once, and the tree
+    is whole."""
+    from blockstore.api.treestream import absent_of
+    from blockstore.remote import pull as P
+    bs = 4096
+    monkeypatch.setattr(P, "FILL_RANGE", 16 * bs)     # many ranges per pack
+    monkeypatch.setattr(P, "RECORD_BLOCKS", 40)       # several records, some while fetching
+    url = _url(tmp_path, s3)
+    src = _push_base(tmp_path, s3, url, nfiles=12)
+    rm = Remote(str(tmp_path / "A"), "r")
+    packs = sum(o.size for o in rm.objects.list("packs/") if o.key.endswith(".pack"))
+    with _open(tmp_path / "B", s3, url) as b:
+        lazy = b.pull("base", lazy=True)["bytes_received"]      # manifest, tree, indexes
+        b.remove("base", force=True)
+        st = b.pull("base")
+        assert absent_of(b, "base") == []                   # every block recorded
+        with b.fs("base") as f:
+            for i in range(12):
+                assert f.read_bytes(f"/sub/f{i}") == (src / "sub" / f"f{i}").read_bytes()
+        assert b.check().ok
+    assert st["bytes_received"] - lazy == packs

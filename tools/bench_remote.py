@@ -12,6 +12,7 @@ Goal (issue 21): push and pull at >= 0.8x boto3's throughput.
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import time
 
@@ -36,6 +37,13 @@ def _tree(d: str, total: int, nfiles: int, seed: int) -> None:
             f.write(rnd.randbytes(each))
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process so far, every thread: the
+    client's side of a transfer (the server is another process)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run(args):
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
     from _s3 import S3Server
@@ -58,21 +66,24 @@ def run(args):
         try:
             c = srv.client()
             cfg = TransferConfig(max_concurrency=8)
-            t0 = time.perf_counter()
+            os.sync()      # every timed phase starts with no dirty pages of an earlier one
+            c0, t0 = _cpu(), time.perf_counter()
             c.upload_file(one, "bench", "baseline/one", Config=cfg)
-            up = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            up, up_cpu = time.perf_counter() - t0, _cpu() - c0
+            os.sync()
+            c0, t0 = _cpu(), time.perf_counter()
             c.download_file("bench", "baseline/one", one + ".back", Config=cfg)
-            down = time.perf_counter() - t0
+            down, down_cpu = time.perf_counter() - t0, _cpu() - c0
             os.unlink(one + ".back")
             log(f"boto3: upload {up:.2f}s download {down:.2f}s")
             url = "s3://bench/remote"
             with Store.open(os.path.join(d, "A")) as a:
                 a.import_dir(src, "tree")
                 a.remote_add("r", url, srv.endpoint)
-                t0 = time.perf_counter()
+                os.sync()
+                c0, t0 = _cpu(), time.perf_counter()
                 st = a.push(["tree"])
-                push = time.perf_counter() - t0
+                push, push_cpu = time.perf_counter() - t0, _cpu() - c0
                 log(f"push {push:.2f}s, {st['bytes_sent']} bytes")
                 # second image: the first plus ~5% new bytes
                 a.clone("tree", "w")
@@ -83,9 +94,10 @@ def run(args):
                 st2 = a.push(["tree2"])
             with Store.open(os.path.join(d, "B")) as b:
                 b.remote_add("r", url, srv.endpoint)
-                t0 = time.perf_counter()
+                os.sync()
+                c0, t0 = _cpu(), time.perf_counter()
                 b.pull("tree")
-                pull = time.perf_counter() - t0
+                pull, pull_cpu = time.perf_counter() - t0, _cpu() - c0
                 log(f"pull {pull:.2f}s")
             with Store.open(os.path.join(d, "C")) as cz:
                 cz.remote_add("r", url, srv.endpoint)
@@ -107,6 +119,13 @@ def run(args):
         rep.add("boto3_download_mib_s", total / MiB / down, "MiB/s")
         rep.add("pull_ratio", down / pull, "x", goal=0.8, cmp=">=",
                 note="eager pull throughput / boto3 download_file throughput")
+        gib = total / (1 << 30)
+        rep.add("push_cpu_s_per_gib", push_cpu / gib, "s",
+                note="client CPU (user + system, every thread) of the push per GiB")
+        rep.add("boto3_upload_cpu_s_per_gib", up_cpu / gib, "s", note="the same for upload_file")
+        rep.add("pull_cpu_s_per_gib", pull_cpu / gib, "s",
+                note="client CPU (user + system, every thread) of the eager pull per GiB")
+        rep.add("boto3_download_cpu_s_per_gib", down_cpu / gib, "s", note="the same for download_file")
         rep.add("lazy_pull_s", lazy_pull, "s")
         rep.add("lazy_ttfb_ms", ttfb * 1000, "ms", note="first 4 KiB of a file of a lazily pulled snapshot")
         rep.add("second_image_bytes_sent", st2["bytes_sent"], "B")

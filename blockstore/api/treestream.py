@@ -24,6 +24,7 @@ may place the run in pieces): the file's bytes are the same.
 """
 from __future__ import annotations
 
+import operator
 import struct
 import time
 from typing import Iterable, Iterator, NamedTuple
@@ -41,6 +42,8 @@ DIGEST = 32
 MAGIC = b"BSITEMS1"
 _HEAD = struct.Struct(">HBI")          # key length, tag, payload length
 _N = struct.Struct(">I")
+_DIGEST = struct.Struct(f"{DIGEST}s")
+_FIRST = operator.itemgetter(0)
 
 
 class Item(NamedTuple):
@@ -183,7 +186,9 @@ def decode_items(data: bytes, allow_delete: bool = False) -> list[Item]:
                 pos += _N.size
                 if n == 0 or pos + n * DIGEST > end:
                     raise Corruption("tree metadata item with a bad block count")
-                digests = [bytes(mv[pos + i * DIGEST:pos + (i + 1) * DIGEST]) for i in range(n)]
+                # one bytes object per digest, split at C speed (a slice per digest
+                # cost about 4x more: the item streams of large trees hold millions)
+                digests = list(map(_FIRST, _DIGEST.iter_unpack(mv[pos:pos + n * DIGEST])))
                 pos += n * DIGEST
             elif tag == 2 and allow_delete and plen == 0:
                 if pos > end or len(key) != klen:

@@ -79,10 +79,8 @@ class Remote:
         # at C speed instead of a setdefault per entry)
         for o in reversed(idx):
             data = covered.get(o.key[6:-4]) or fetched[o.key]
-            _, _, entries = layout.decode_index(data)
-            if entries:
-                ds, offs, lens = zip(*entries)
-                out.update(zip(ds, zip(itertools.repeat(o.key[6:-4]), offs, lens)))
+            _, _, ds, offs, lens = layout.decode_index_columns(data)
+            out.update(zip(ds, zip(itertools.repeat(o.key[6:-4]), offs, lens)))
         if not for_push:
             self._index = out
         return out

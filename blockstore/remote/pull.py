@@ -99,11 +99,11 @@ def fill(store, name: str, progress=None, threads: int = 8, remote: str | None =
     A pipeline: ``threads`` ranged GETs (up to a whole pack each) run at
     once, and the thread that received a range verifies its blocks and
     writes them into the pool (``BlockFiller.write``: hashing and pwrite
-    release the GIL); this thread records the written blocks every
-    RECORD_BLOCKS blocks and at the end, one write transaction (one data
-    sync) each.  Bytes that fail their SHA-256 are never written
-    (Corruption).  Killed midway, the blocks not yet recorded stay absent:
-    the next fill fetches only those.
+    release the GIL); a recorder thread records the written blocks in
+    batches of up to RECORD_BLOCKS blocks, one write transaction (one data
+    sync) each, while this one keeps ranges in flight.  Bytes that fail
+    their SHA-256 are never written (Corruption).  Killed midway, the blocks
+    not yet recorded stay absent: the next fill fetches only those.
 
     ``index`` (remote name, SHA-256 -> location) and ``made`` (the absent
     runs ``build_snapshot`` made): an eager pull's, which plans its requests
@@ -213,6 +213,19 @@ def _plan(rm: Remote, todo: list, bs: int) -> list:
     return reqs
 
 
+def fill_buffer(size: int) -> mmap.mmap:
+    """A buffer for a fetched range: page-aligned (the pool writes it with
+    O_DIRECT), private anonymous memory with transparent huge pages asked for
+    (a fresh 8 MiB of 4 KiB shared-memory pages cost several times the copy
+    into it in page faults)."""
+    buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+    try:
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    except (AttributeError, OSError):
+        pass                        # no THP here: 4 KiB pages, still aligned
+    return buf
+
+
 def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, threads: int,
                name: str, progress) -> int:
     bufs = threading.local()
@@ -224,7 +237,7 @@ def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, thr
         # page cache; reused for the thread's next range once its blocks are written
         buf = getattr(bufs, "buf", None)
         if buf is None or len(buf) < e - a:
-            buf = bufs.buf = mmap.mmap(-1, max(FILL_RANGE, e - a))
+            buf = bufs.buf = fill_buffer(max(FILL_RANGE, e - a))
         data = memoryview(buf)[:e - a]
         rm.objects.get_range_into(layout.pack_key(h), a, data)
         return filler.write([(s, ds, data[x:y]) for s, ds, x, y in runs])
@@ -233,6 +246,23 @@ def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, thr
     live: set = set()
     pending: list = []
     npending = done = 0
+    # Records run on a thread of their own, one at a time and in order, so this
+    # thread keeps ranges in flight meanwhile: a record makes one LMDB call per
+    # block, each releasing the GIL and waiting to take it back from the
+    # fetching threads, so it takes far longer than its own CPU.  Once every
+    # range is in flight a record starts whenever the recorder is idle, so what
+    # is left to record when the last range lands (the pull's serial tail) is
+    # small.
+    recorder = cf.ThreadPoolExecutor(1, thread_name_prefix="blockstore-record")
+    recording: cf.Future | None = None
+    submitted = [0]
+
+    def flush() -> None:
+        nonlocal recording, pending, npending, done
+        if recording is not None:
+            done += recording.result()
+        recording = recorder.submit(lambda w=pending, n=npending: (filler.record(w), n)[1])
+        pending, npending = [], 0
 
     def submit() -> None:
         while len(live) < 2 * threads:
@@ -240,22 +270,32 @@ def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, thr
             if q is None:
                 return
             live.add(ex.submit(one, q))
-    submit()
-    while live:
-        finished, _ = cf.wait(live, return_when=cf.FIRST_COMPLETED)
-        for f in finished:
-            live.discard(f)
-            w = f.result()
-            pending.extend(w)
-            npending += sum(len(x[1]) for x in w)
+            submitted[0] += 1
+    try:
         submit()
-        if npending >= RECORD_BLOCKS or not live:
-            filler.record(pending)
-            done += npending
-            pending, npending = [], 0
+        while live:
+            finished, _ = cf.wait(live, return_when=cf.FIRST_COMPLETED)
+            for f in finished:
+                live.discard(f)
+                w = f.result()
+                pending.extend(w)
+                npending += sum(len(x[1]) for x in w)
+            submit()
+            tail = submitted[0] == len(reqs)
+            idle = recording is None or recording.done()
+            if npending and (npending >= RECORD_BLOCKS or not live or (idle and tail)):
+                flush()
+                if progress:
+                    progress(f"pull {name}: {done}/{total} blocks, "
+                             f"{rm.objects.received / 2**20:.1f} MiB received")
+        if recording is not None:
+            done += recording.result()
+            recording = None
             if progress:
                 progress(f"pull {name}: {done}/{total} blocks, "
                          f"{rm.objects.received / 2**20:.1f} MiB received")
+    finally:
+        recorder.shutdown(wait=True)
     return rm.objects.received
 
 
