@@ -22,7 +22,9 @@ noted), medians of rounds that alternate which side goes first:
   ``tar_cold_store_cached_ratio`` (no goal): the cold tar with the store's
   pool and LMDB files read back into the page cache after ``drop_caches``
   (the FUSE side still cold), ÷ overlayfs's cold tar: what the ratio is
-  without the store's own disk reads;
+  without the store's own disk reads; ``tar_cold_one_cpu_ratio`` (no goal):
+  the cold tar with the daemon and tar (and overlayfs's tar) held on one CPU,
+  so the mount's round trips wake no other CPU;
 * ``snapshot_walk_warm_ratio`` / ``snapshot_tar_warm_ratio`` (no goal): the
   same two through a read-only mount of the snapshot (no open requests);
 * ``chroot_python_ratio``: 20 × ``chroot ROOT python3 -c 'import json,
@@ -125,6 +127,18 @@ def _cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         x = f.read().rsplit(")", 1)[1].split()
     return (int(x[11]) + int(x[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pin(pid: int, cpus: set[int]) -> set[int]:
+    """Every thread of process ``pid`` allowed on ``cpus`` only; returns the set
+    its main thread had."""
+    before = os.sched_getaffinity(pid)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass                                # a thread that ended meanwhile
+    return before
 
 
 def _load() -> float:
@@ -252,6 +266,29 @@ def run(rep, d: str, sp: str, args, mounted: list[str]) -> None:
         rep.extra["tar_cold_store_cached_ratio_rounds"] = {
             k: [round(x, 4) for x in v] for k, v in res2.items()}
         loads.append(_load())
+
+        if pid and len(os.sched_getaffinity(0)) > 1:
+            # Every process of both sides on one CPU: no request or reply of the
+            # mount wakes another CPU (in a VM each such wake-up is an interrupt to
+            # a halted vCPU), so the difference to tar_cold_ratio is what the
+            # daemon's round trips pay for crossing CPUs.
+            cpu = max(os.sched_getaffinity(0))
+            spread = _pin(pid, {cpu})
+
+            def cold_one_cpu(mp):
+                _drop_caches()
+                return _sh(f"taskset -c {cpu} sh -c '{tar}'", mp)
+            try:
+                res3 = _interleaved(rounds, sides, cold_one_cpu)
+            finally:
+                _pin(pid, spread)
+            b, o = median(res3["blockstore"]), median(res3["overlay"])
+            rep.add("tar_cold_one_cpu_ratio", b / o, "x",
+                    note=f"the cold tar with the daemon and tar on one CPU (both sides): "
+                         f"{b:.3f} s vs overlayfs {o:.3f} s (medians)")
+            rep.extra["tar_cold_one_cpu_ratio_rounds"] = {
+                k: [round(x, 4) for x in v] for k, v in res3.items()}
+            loads.append(_load())
 
         log(f"chroot python3 imports x{runs}")
         chroot = f"for i in $(seq {runs}); do chroot . /usr/bin/python3 -c '{IMPORTS}'; done"
