@@ -212,6 +212,7 @@ def serve(store, address: str, root: str, *, workers: int = 8, ready=None,
                 log.exception("periodic cleanup of retired trees")
     finally:
         server.stop(grace=2).wait()
+        snap.close()                    # its threads are done with the store before it closes
         snap.mounts.close()
         try:
             os.unlink(address)

@@ -88,11 +88,27 @@ class Snapshotter:
         # (an unpack's staging directory takes seconds), which would leave the
         # next Prepares without one
         self._spare_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._closing = False
         self._load()
-        threading.Thread(target=self._reaper, args=(self._reap_queue,), name="reaper",
-                         daemon=True).start()
-        threading.Thread(target=self._reaper, args=(self._spare_queue,), name="spares",
-                         daemon=True).start()
+        self._threads = [
+            threading.Thread(target=self._reaper, args=(q,), name=name, daemon=True)
+            for q, name in ((self._reap_queue, "reaper"), (self._spare_queue, "spares"))]
+        for t in self._threads:
+            t.start()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the background threads before the store is closed: the work each
+        is doing finishes (a removal, a spare), what is still queued is dropped
+        (the next start's periodic cleanup redoes removals).  A store closed
+        under a thread's open transaction would leave that thread failing and
+        the close waiting on LMDB."""
+        self._closing = True
+        for q in (self._reap_queue, self._spare_queue):
+            q.put(None)
+        for t in self._threads:
+            t.join(timeout)
+            if t.is_alive():
+                log.error("the %s thread did not stop within %.0f s", t.name, timeout)
 
     # -- state -------------------------------------------------------------------------
     def _load(self) -> None:
@@ -429,6 +445,10 @@ class Snapshotter:
         directories of finished unpacks; the spares thread: making spares)."""
         while True:
             work = work_queue.get()
+            if work is None:
+                return                                     # close()
+            if self._closing:
+                continue                                   # dropped: see close()
             try:
                 work()
             except Exception:                              # noqa: BLE001
