@@ -711,22 +711,15 @@ class Env:
         if kept is not None:
             rt = kept[0]
             if rt.t.id() != self.env.info()["last_txnid"]:
-                self._abort_view(rt)
+                self._close_read(rt)
                 rt = None
         if rt is None:
-            t = self._begin(write=False)
-            self._live_reads.add(t)
-            try:
-                rt = ReadTxn(self, t)
-            except BaseException:
-                self._live_reads.discard(t)
-                t.abort()
-                raise
+            rt = self._open_read()
         try:
             return fn(rt)
         except (lmdb.Error, struct.error) as exc:
             if isinstance(exc, lmdb.Error):     # the txn may be unusable: a fresh one next
-                self._abort_view(rt)
+                self._close_read(rt)
                 rt = None
             err = _damage(exc, self.path)
             if err is None:
@@ -740,13 +733,7 @@ class Env:
                     nested = self._kept.pop(me, None)
                     self._kept[me] = (rt, time.monotonic())
                 if nested is not None:
-                    self._abort_view(nested[0])
-
-    def _abort_view(self, rt: ReadTxn) -> None:
-        rt.local.clear()                    # see snapshot(): cycles back to rt
-        self._live_reads.discard(rt.t)
-        if not self._forked():
-            rt.t.abort()
+                    self._close_read(nested[0])
 
     def release_views(self, idle: float = 0.0) -> None:
         """Drop kept read views that are no longer the newest committed state or
@@ -760,7 +747,7 @@ class Env:
                     if not idle or rt.t.id() != last or now - used >= idle]
             views = [self._kept.pop(me)[0] for me in drop]
         for rt in views:
-            self._abort_view(rt)
+            self._close_read(rt)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[ReadTxn]:
@@ -780,22 +767,35 @@ class Env:
         read planned in the batch can be finished on another thread under it
         (it may be closed on any thread)."""
         self._check_pid()
-        t = self._begin(write=False)
-        self._live_reads.add(t)
-        rt = ReadTxn(self, t)
+        rt = self._open_read()
         try:
             with damage_is_corruption(self.path):
                 yield rt
         finally:
-            # Upper layers keep objects in rt.local that point back at rt (a cycle):
-            # break it so that the LMDB txn and its reader slot go now, not at the
-            # next cyclic GC (else a busy reader runs into MDB_READERS_FULL).
-            rt.local.clear()
+            self._close_read(rt)
+
+    def _open_read(self) -> ReadTxn:
+        """A read txn of the last committed state, live (its blocks kept from reuse)
+        until ``_close_read``."""
+        t = self._begin(write=False)
+        self._live_reads.add(t)
+        try:
+            return ReadTxn(self, t)
+        except BaseException:
             self._live_reads.discard(t)
-            if not self._forked():
-                t.abort()
-            # In a forked child the slot in the shared lock table is the parent's
-            # reader: aborting here would unpin the parent's view (see _after_fork).
+            t.abort()
+            raise
+
+    def _close_read(self, rt: ReadTxn) -> None:
+        # Upper layers keep objects in rt.local that point back at rt (a cycle):
+        # break it so that the LMDB txn and its reader slot go now, not at the
+        # next cyclic GC (else a busy reader runs into MDB_READERS_FULL).
+        rt.local.clear()
+        self._live_reads.discard(rt.t)
+        if not self._forked():
+            rt.t.abort()
+        # In a forked child the slot in the shared lock table is the parent's
+        # reader: aborting here would unpin the parent's view (see _after_fork).
 
     def oldest_reader(self) -> int | None:
         """The txn id of the oldest live LMDB reader of any process, or None."""

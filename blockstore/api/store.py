@@ -194,8 +194,8 @@ class Store:
         while nothing was committed since (each still sees every commit before
         it; saves ~10 us per call).  A kept view that falls behind pins what
         later commits free, so whoever turns this on calls
-        ``release_read_views`` periodically (a mount daemon: every watcher
-        poll).  Off (the default) every read opens a fresh view."""
+        ``release_read_views`` periodically (a mount daemon: every 0.1 s).
+        Off (the default) every read opens a fresh view."""
         self.env.keep_views = bool(on)
         if not on:
             self.env.release_views()

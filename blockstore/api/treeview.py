@@ -236,15 +236,7 @@ class TreeView:
 
     # -- inode-level API (FUSE) -------------------------------------------------------
     def getattr(self, ino: int) -> os.stat_result:
-        def fn(f):
-            memo = self._stats(f)
-            st = memo.get(ino) if memo is not None else None
-            if st is None:
-                st = self._stat_of(f, f.inode(ino))
-                if memo is not None:
-                    memo[ino] = st
-            return st
-        return self._view(fn)
+        return self._view(lambda f: self._stat_in(f, self._stats(f), ino))
 
     def _stats(self, f: FileTree) -> dict | None:
         """Stats answered in read view ``f`` (committed state, so fixed for the
@@ -292,13 +284,15 @@ class TreeView:
 
     def _lookup_in(self, f: FileTree, memo, dir_ino: int, name: bytes):
         found = f.lookup(dir_ino, paths.check_name(name) if name not in (b".", b"..") else name)
-        if found is None:
-            return None
-        st = memo.get(found[0]) if memo is not None else None
+        return None if found is None else self._stat_in(f, memo, found[0])
+
+    def _stat_in(self, f: FileTree, memo: dict | None, ino: int) -> os.stat_result:
+        """The stat of ``ino``, from ``memo`` (``_stats``) when it has it."""
+        st = memo.get(ino) if memo is not None else None
         if st is None:
-            st = self._stat_of(f, f.inode(found[0]))
+            st = self._stat_of(f, f.inode(ino))
             if memo is not None:
-                memo[found[0]] = st
+                memo[ino] = st
         return st
 
     def readdir(self, dir_ino: int, after: int = 0) -> list[tuple[int, bytes, int, int]]:

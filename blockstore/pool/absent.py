@@ -83,7 +83,7 @@ class Absent:
             if len(vals) == n and u64(cur.key()) == start + n - 1 \
                     and list(map(_DIGEST_OF, vals)) == want:
                 return [(0, n)]
-        got = t.cursor(db=self.db).getmulti(list(map(pack_u64, range(start, start + n))))
+        got = cur.getmulti(list(map(pack_u64, range(start, start + n))))
         have = {u64(k): bytes(v[:DIGEST]) for k, v in got}
         out, i = [], 0
         while i < n:

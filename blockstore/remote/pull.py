@@ -264,6 +264,11 @@ def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, thr
         recording = recorder.submit(lambda w=pending, n=npending: (filler.record(w), n)[1])
         pending, npending = [], 0
 
+    def report() -> None:
+        if progress:
+            progress(f"pull {name}: {done}/{total} blocks, "
+                     f"{rm.objects.received / 2**20:.1f} MiB received")
+
     def submit() -> None:
         while len(live) < 2 * threads:
             q = next(todo, None)
@@ -285,15 +290,11 @@ def _fill_from(rm: Remote, reqs: list, filler: BlockFiller, ex: cf.Executor, thr
             idle = recording is None or recording.done()
             if npending and (npending >= RECORD_BLOCKS or not live or (idle and tail)):
                 flush()
-                if progress:
-                    progress(f"pull {name}: {done}/{total} blocks, "
-                             f"{rm.objects.received / 2**20:.1f} MiB received")
+                report()
         if recording is not None:
             done += recording.result()
             recording = None
-            if progress:
-                progress(f"pull {name}: {done}/{total} blocks, "
-                         f"{rm.objects.received / 2**20:.1f} MiB received")
+            report()
     finally:
         recorder.shutdown(wait=True)
     return rm.objects.received
