@@ -153,6 +153,48 @@ def test_native_sha256_threads_large(threads):
     assert native.NATIVE.sha256_many(data, 300_001, threads) == reference_sha256(data, 300_001)
 
 
+def _cpu_flags() -> set:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@needs_native
+def test_multi_buffer_sha256_is_used_where_built():
+    # make setup installs libipsec-mb-dev; built against it on an x86-64 CPU with
+    # AES-NI and AVX2, every thread hashes through the multi-buffer path
+    if not os.path.exists("/usr/include/intel-ipsec-mb.h") or not {"aes", "avx2"} <= _cpu_flags():
+        pytest.skip("built without libipsec-mb, or a CPU it does not run on")
+    from blockstore.native import _ffi, _lib
+    assert _ffi.string(_lib.bk_sha256_impl()) == b"ipsec-mb"
+
+
+@needs_native
+@settings(max_examples=100, deadline=None)
+@given(data=block_data(), bs=st.one_of(st.integers(1, 64), st.sampled_from([4096, 4097, 32768])))
+def test_multi_buffer_sha256_matches_hashlib(data, bs):
+    from blockstore.native import _ffi, _lib
+    out = bytearray(-(-len(data) // bs) * 32)
+    rc = _lib.bk_sha256_mb(_ffi.from_buffer("uint8_t[]", data), len(data), bs,
+                           _ffi.from_buffer("uint8_t[]", out))
+    if rc == -errno.ENOTSUP:
+        pytest.skip("no multi-buffer SHA-256 in this build or on this CPU")
+    assert rc == 0
+    assert bytes(out) == reference_sha256(data, bs)
+
+
+@needs_native
+def test_multi_buffer_sha256_leaves_large_blocks_to_libcrypto():
+    from blockstore.native import _ffi, _lib
+    data = os.urandom(65536 * 3)
+    out = bytearray(3 * 32)
+    assert _lib.bk_sha256_mb(_ffi.from_buffer("uint8_t[]", data), len(data), 65536,
+                             _ffi.from_buffer("uint8_t[]", out)) == -errno.ENOTSUP
+    assert native.NATIVE.sha256_many(data, 65536, 1) == reference_sha256(data, 65536)
+
+
 # ----------------------------------------------------------------- xxh3-128
 
 

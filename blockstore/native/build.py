@@ -33,15 +33,24 @@ def _declarations(header: str) -> str:
     return "\n".join(keep)
 
 
+def _ipsec_mb() -> bool:
+    """Whether Intel's multi-buffer crypto library (Debian libipsec-mb-dev) is
+    here to build against: csrc/sha256_mb.c hashes through it when it is."""
+    return any(os.path.exists(os.path.join(d, "intel-ipsec-mb.h"))
+               for d in ("/usr/include", "/usr/local/include"))
+
+
+_MB = _ipsec_mb()
 ffibuilder = FFI()
 ffibuilder.cdef(_declarations(os.path.join(_CSRC, "blockkern.h")))
 ffibuilder.set_source(
     "blockstore.native._blockkern",
     '#include "blockkern.h"',
     sources=[_rel(os.path.join(_CSRC, "blockkern.c")), _rel(os.path.join(_CSRC, "bkwriter.c")),
-             _rel(os.path.join(_CSRC, "xxh_avx2.c"))],
+             _rel(os.path.join(_CSRC, "xxh_avx2.c")), _rel(os.path.join(_CSRC, "sha256_mb.c"))],
     include_dirs=[_rel(_CSRC)],
-    libraries=["crypto", "xxhash", "pthread"],
+    libraries=["crypto", "xxhash", "pthread"] + (["IPSec_MB"] if _MB else []),
+    define_macros=[("BK_HAVE_IPSEC_MB", "1")] if _MB else [],
     extra_compile_args=["-O3", "-Wall"],
 )
 

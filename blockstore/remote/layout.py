@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -58,6 +59,16 @@ def encode_index(block_size: int, pack_size: int, entries: list[tuple[bytes, int
     return head + b"".join(itertools.starmap(_IDX_ENTRY.pack, entries))
 
 
+_IDX_CHUNK = 2048                         # entries one cached Struct unpacks (a full 8 MiB pack)
+
+
+@functools.lru_cache(maxsize=8)
+def _entries_struct(k: int) -> struct.Struct:
+    """A Struct of ``k`` index entries in a row: one unpack call yields them flat,
+    and the columns are strided slices of it (no tuple per entry)."""
+    return struct.Struct(_IDX_ENTRY.format[0] + _IDX_ENTRY.format[1:] * k)
+
+
 def decode_index(data: bytes) -> tuple[int, int, list[tuple[bytes, int, int]]]:
     bs, size, ds, offs, lens = decode_index_columns(data)
     return bs, size, list(zip(ds, offs, lens))
@@ -71,12 +82,15 @@ def decode_index_columns(data: bytes) -> tuple[int, int, tuple, tuple, tuple]:
         magic, bs, size, n = _IDX_HEAD.unpack_from(data, 0)
         if magic != IDX_MAGIC or len(data) != _IDX_HEAD.size + n * _IDX_ENTRY.size:
             raise ValueError
-        cols = tuple(zip(*_IDX_ENTRY.iter_unpack(memoryview(data)[_IDX_HEAD.size:])))
+        flat: list = []
+        for at in range(0, n, _IDX_CHUNK):
+            k = min(_IDX_CHUNK, n - at)
+            flat += _entries_struct(k).unpack_from(data, _IDX_HEAD.size + at * _IDX_ENTRY.size)
     except (struct.error, ValueError):
         raise errors.Corruption("a pack index on the remote is malformed") from None
-    if not cols:
+    if not flat:
         return bs, size, (), (), ()
-    ds, offs, lens = cols
+    ds, offs, lens = tuple(flat[0::3]), tuple(flat[1::3]), tuple(flat[2::3])
     if max(map(operator.add, offs, lens)) > size:
         raise errors.Corruption("a pack index points past the end of its pack")
     return bs, size, ds, offs, lens
