@@ -49,4 +49,7 @@ def test_fuse_bench_tiny_json(tmp_path):
             k = "tar_cold_one_cpu_ratio"
             assert isinstance(out[k], (int, float)) and math.isfinite(out[k]) and out[k] > 0, k
     assert set(out["goals"]) == goals
+    # the guest's idle policy the run had (None without cpuidle-haltpoll)
+    hp = "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
+    assert out["halt_poll_ns"] == (int(open(hp).read()) if os.path.exists(hp) else None)
     assert os.listdir(tmp_path) == []

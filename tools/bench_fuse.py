@@ -44,6 +44,11 @@ Figures (one run, ratios against baselines measured in the same run):
   ``walk_warm_ratio``, ``tar_warm_ratio``, ``tar_cold_ratio``,
   ``chroot_python_ratio``, ``small_files_write_ratio``, ``mount_ms``,
   ``umount_ms`` (``bench_fuse_tree.py`` says what each measures).
+* ``halt_poll_ns`` (no goal): how long this guest's idle vCPUs poll before
+  they halt (cpuidle-haltpoll; None without it), set for the run with
+  ``--halt-poll-ns``: with 0, FUSE round trips between CPUs cost a wake-up
+  from halt on each side, which moves ``tar_cold_ratio`` and
+  ``small_files_write_ratio`` most.
 * ``clone_write_ms`` / ``clone_write_bytes`` vs ``overlay_write_ms`` /
   ``overlay_write_bytes``: one 4 KiB write (+fsync) into a 1 GiB file of a
   mounted clone, vs the same through kernel overlayfs (copy-up of the
@@ -70,6 +75,44 @@ def add_args(parser) -> None:
     parser.add_argument("--rounds", type=int, default=None,
                         help="overwrite rounds per side (default 5; 1 with --tiny): more "
                              "rounds show the steady state after the first overwrites")
+    parser.add_argument("--halt-poll-ns", type=int, default=None, metavar="NS",
+                        help="the guest's idle polling (cpuidle-haltpoll guest_halt_poll_ns) for "
+                             "this run, restored at the end (root; the kernel's default is 200000)")
+
+
+HALT_POLL = "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
+
+
+def _halt_poll_ns() -> int | None:
+    """How long an idle vCPU of this guest polls before it halts (cpuidle-haltpoll),
+    None where that driver is not loaded.  At 0 every FUSE round trip between two
+    CPUs pays a halted vCPU's wake-up on each side (docs/BENCHMARKS.md)."""
+    try:
+        with open(HALT_POLL) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _set_halt_poll_ns(ns: int) -> None:
+    with open(HALT_POLL, "w") as f:
+        f.write(str(ns))
+
+
+def run(args):
+    want = getattr(args, "halt_poll_ns", None)
+    before = _halt_poll_ns()
+    if want is not None and before is None:
+        raise SystemExit(f"--halt-poll-ns: {HALT_POLL} is not here (no cpuidle-haltpoll)")
+    if want is not None:
+        _set_halt_poll_ns(want)
+    try:
+        rep, text = _run(args)
+    finally:
+        if want is not None:
+            _set_halt_poll_ns(before)
+    rep.extra["halt_poll_ns"] = _halt_poll_ns() if want is None else want
+    return rep, text
 
 
 def _wait_mounted(mp: str, proc=None, timeout: float = 30.0) -> None:
@@ -206,7 +249,7 @@ def _du(path: str) -> int:
     return total
 
 
-def run(args):
+def _run(args):
     from blockstore import Store
     from blockstore.fuse import mount, umount
 
