@@ -48,7 +48,7 @@ int bk_sha256_many(const uint8_t *buf, size_t len, size_t block_size,
 int bk_sha256_mb(const uint8_t *buf, size_t len, size_t block_size,
                  uint8_t *out);
 
-/* Which library hashes this thread's SHA-256: "ipsec-mb" or "libcrypto". */
+/* Which library hashes SHA-256 of blocks up to 32 KiB: "ipsec-mb" or "libcrypto". */
 const char *bk_sha256_impl(void);
 
 /*

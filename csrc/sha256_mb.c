@@ -26,16 +26,17 @@
  * 64 KiB and more; larger blocks go to libcrypto. */
 #define BK_MB_MAX_LEN ((size_t)32768)
 
-/* A manager is per thread (the library's are not thread-safe): ~200 KB and
- * ~70 us to set up, made on a thread's first call and freed when it ends. */
-static pthread_once_t mb_once = PTHREAD_ONCE_INIT;
-static pthread_key_t mb_key;
-static int mb_usable; /* key made and a manager initialises on this CPU */
+/* Managers are not thread-safe and cost ~200 KB and ~70 us to set up, so a
+ * call takes one from a small shared pool and gives it back: bk_sha256_many's
+ * helper threads live for one call each and must not pay the set-up every
+ * time.  At most BK_MB_POOL are kept; more at once are made and freed. */
+#define BK_MB_POOL 16
 
-static void mb_free(void *mgr)
-{
-    free_mb_mgr(mgr);
-}
+static pthread_once_t mb_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t mb_lock = PTHREAD_MUTEX_INITIALIZER;
+static IMB_MGR *mb_free_list[BK_MB_POOL];
+static int mb_nfree;
+static int mb_usable; /* a manager initialises on this CPU */
 
 static IMB_MGR *mb_new(void)
 {
@@ -54,36 +55,38 @@ static IMB_MGR *mb_new(void)
 
 static void mb_init(void)
 {
-    IMB_MGR *probe;
+    IMB_MGR *probe = mb_new();
 
-    if (pthread_key_create(&mb_key, mb_free) != 0)
-        return;
-    probe = mb_new();
     if (probe == NULL)
         return;
     mb_usable = 1;
-    if (pthread_setspecific(mb_key, probe) != 0) {
-        free_mb_mgr(probe);
-        mb_usable = 0;
-    }
+    mb_free_list[mb_nfree++] = probe;
 }
 
-static IMB_MGR *mb_thread_mgr(void)
+static IMB_MGR *mb_acquire(void)
 {
-    IMB_MGR *mgr;
+    IMB_MGR *mgr = NULL;
 
     pthread_once(&mb_once, mb_init);
     if (!mb_usable)
         return NULL;
-    mgr = pthread_getspecific(mb_key);
-    if (mgr == NULL) {
-        mgr = mb_new();
-        if (mgr != NULL && pthread_setspecific(mb_key, mgr) != 0) {
-            free_mb_mgr(mgr);
-            mgr = NULL;
-        }
+    pthread_mutex_lock(&mb_lock);
+    if (mb_nfree > 0)
+        mgr = mb_free_list[--mb_nfree];
+    pthread_mutex_unlock(&mb_lock);
+    return mgr != NULL ? mgr : mb_new();
+}
+
+static void mb_release(IMB_MGR *mgr)
+{
+    pthread_mutex_lock(&mb_lock);
+    if (mb_nfree < BK_MB_POOL) {
+        mb_free_list[mb_nfree++] = mgr;
+        mgr = NULL;
     }
-    return mgr;
+    pthread_mutex_unlock(&mb_lock);
+    if (mgr != NULL)
+        free_mb_mgr(mgr);
 }
 
 static int mb_done(IMB_JOB *job, int rc)
@@ -100,7 +103,7 @@ int bk_sha256_mb(const uint8_t *buf, size_t len, size_t block_size, uint8_t *out
 
     if (block_size == 0)
         return -EINVAL;
-    if (block_size > BK_MB_MAX_LEN || (mgr = mb_thread_mgr()) == NULL)
+    if (block_size > BK_MB_MAX_LEN || (mgr = mb_acquire()) == NULL)
         return -ENOTSUP;
     for (off = 0; off < len; off += block_size, out += BK_DIGEST_SIZE) {
         job = IMB_GET_NEXT_JOB(mgr);
@@ -123,12 +126,18 @@ int bk_sha256_mb(const uint8_t *buf, size_t len, size_t block_size, uint8_t *out
     /* always drained, also after a failure: the manager is reused */
     while ((job = IMB_FLUSH_JOB(mgr)) != NULL)
         rc = mb_done(job, rc);
+    mb_release(mgr);
     return rc;
 }
 
 const char *bk_sha256_impl(void)
 {
-    return mb_thread_mgr() != NULL ? "ipsec-mb" : "libcrypto";
+    IMB_MGR *mgr = mb_acquire();
+
+    if (mgr == NULL)
+        return "libcrypto";
+    mb_release(mgr);
+    return "ipsec-mb";
 }
 
 #else /* !BK_HAVE_IPSEC_MB */

@@ -186,6 +186,21 @@ def test_multi_buffer_sha256_matches_hashlib(data, bs):
 
 
 @needs_native
+def test_sha256_many_from_many_threads_at_once():
+    # the multi-buffer managers are shared between threads (a pool): every
+    # thread, also bk_sha256_many's own helpers, must get digests of its own data
+    import concurrent.futures as cf
+    datas = [os.urandom(4096 * 300 + i) for i in range(8)]
+    want = [reference_sha256(d, 4096) for d in datas]
+
+    def work(i):
+        return all(native.NATIVE.sha256_many(datas[i], 4096, (0, 1, 3)[n % 3]) == want[i]
+                   for n in range(30))
+    with cf.ThreadPoolExecutor(8) as ex:
+        assert all(ex.map(work, range(8)))
+
+
+@needs_native
 def test_multi_buffer_sha256_leaves_large_blocks_to_libcrypto():
     from blockstore.native import _ffi, _lib
     data = os.urandom(65536 * 3)
