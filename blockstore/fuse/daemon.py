@@ -215,12 +215,16 @@ def set_read_ahead(mountpoint: str, kb: int) -> bool:
 
 # After answering a request, the request loop polls the device this long for
 # the next one before it sleeps (patched pyfuse3, ``set_request_spin``): a
-# program that sends one request after the other (cp -a: 7 per file) finds the
-# daemon awake instead of paying its wake-up each time.  Adaptive per opcode
+# program that sends one request after the other (cp -a: 7 per file; a tar:
+# READ, then the GETATTR of its fstat) finds the daemon awake instead of paying
+# its wake-up each time.  The next request of such a program comes 50-300 us
+# after a reply (the client itself must wake and run), and on a VM whose idle
+# vCPUs halt at once a wake-up from halt costs more than the polling, so
+# the window covers that range (docs/BENCHMARKS.md, fuse).  Adaptive per opcode
 # (no polling after a request whose successor came late last time, such as the
 # GETXATTR before each 1 MiB WRITE of a sequential writer, which copies its
 # data meanwhile), so the CPU it costs is bounded by this per burst of requests.
-REQUEST_SPIN_US = 50
+REQUEST_SPIN_US = 300
 
 
 def serve(store_path: str, name: str, mountpoint: str, *, ready=None, readonly: bool = False,
