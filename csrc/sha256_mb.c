@@ -22,8 +22,8 @@
 #include <pthread.h>
 #include <intel-ipsec-mb.h>
 
-/* Longest message hashed here: the library refuses plain SHA messages of
- * 64 KiB and more; larger blocks go to libcrypto. */
+/* Longest message hashed here: the library refused plain-SHA messages of
+ * 65535 bytes and more (32 KiB passed); larger blocks go to libcrypto. */
 #define BK_MB_MAX_LEN ((size_t)32768)
 
 /* Managers are not thread-safe and cost ~200 KB and ~70 us to set up, so a
@@ -53,10 +53,26 @@ static IMB_MGR *mb_new(void)
     return mgr;
 }
 
+/* A fork while another thread holds mb_lock would leave the child's copy
+ * locked for good: the lock is taken around fork and released on both sides
+ * (the processes that serve mounts are forked from a threaded server). */
+static void mb_fork_prepare(void)
+{
+    pthread_mutex_lock(&mb_lock);
+}
+
+static void mb_fork_done(void)
+{
+    pthread_mutex_unlock(&mb_lock);
+}
+
 static void mb_init(void)
 {
-    IMB_MGR *probe = mb_new();
+    IMB_MGR *probe;
 
+    if (pthread_atfork(mb_fork_prepare, mb_fork_done, mb_fork_done) != 0)
+        return;
+    probe = mb_new();
     if (probe == NULL)
         return;
     mb_usable = 1;
