@@ -290,20 +290,21 @@ def damage_is_corruption(path: str):
     try:
         yield
     except (*LMDB_DAMAGE, struct.error) as exc:
-        err = _damage(exc, path)
-        if err is None:
-            raise
-        raise err from exc
+        raise _as_corruption(exc, path)
 
 
-def _damage(exc: BaseException, path: str) -> Corruption | None:
-    """The Corruption that ``exc`` means (see ``damage_is_corruption``), or None."""
+def _as_corruption(exc: BaseException, path: str) -> BaseException:
+    """What to raise for ``exc`` caught in a transaction: the Corruption it
+    means (see ``damage_is_corruption``), chained to it, or ``exc`` itself."""
     if isinstance(exc, LMDB_DAMAGE):
-        return Corruption(f"store metadata is damaged: {exc}", path=path)
-    if isinstance(exc, struct.error) and "unpack" in str(exc):
-        return Corruption(f"store metadata is damaged: a stored value has the wrong size "
-                          f"({exc})", path=path)
-    return None
+        err = Corruption(f"store metadata is damaged: {exc}", path=path)
+    elif isinstance(exc, struct.error) and "unpack" in str(exc):
+        err = Corruption(f"store metadata is damaged: a stored value has the wrong size "
+                         f"({exc})", path=path)
+    else:
+        return exc
+    err.__cause__ = exc
+    return err
 
 
 def _lmdb_error(exc: lmdb.Error, path: str) -> BlockstoreError:
@@ -683,10 +684,7 @@ class Env:
         try:
             return fn(b)
         except (*LMDB_DAMAGE, struct.error) as exc:
-            err = _damage(exc, self.path)
-            if err is None:
-                raise
-            raise err from exc
+            raise _as_corruption(exc, self.path)
 
     # -- kept read views ---------------------------------------------------------
     # A fresh read view (``read()``) costs ~10 us of setup, as much as the lookup a
@@ -721,10 +719,7 @@ class Env:
             if isinstance(exc, lmdb.Error):     # the txn may be unusable: a fresh one next
                 self._close_read(rt)
                 rt = None
-            err = _damage(exc, self.path)
-            if err is None:
-                raise
-            raise err from exc
+            raise _as_corruption(exc, self.path)
         finally:
             if rt is not None:      # a read txn outlives its callers' errors (NotFound, ...)
                 with self._kept_lock:

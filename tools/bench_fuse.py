@@ -111,7 +111,7 @@ def run(args):
     finally:
         if want is not None:
             _set_halt_poll_ns(before)
-    rep.extra["halt_poll_ns"] = _halt_poll_ns() if want is None else want
+    rep.extra["halt_poll_ns"] = before if want is None else want
     return rep, text
 
 
