@@ -11,7 +11,7 @@ PYTHON  ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-APT_PKGS := fuse3 libfuse3-dev pkg-config fio libssl-dev libxxhash-dev libipsec-mb-dev gcc python3-dev python3-venv umoci skopeo mmdebstrap containerd runc golang-go golang-github-containerd-containerd-dev docker-registry
+APT_PKGS := fuse3 fuse-overlayfs libfuse3-dev pkg-config fio libssl-dev libxxhash-dev libipsec-mb-dev gcc python3-dev python3-venv umoci skopeo mmdebstrap containerd runc golang-go golang-github-containerd-containerd-dev docker-registry
 INSTALL_DEPS := pyproject.toml setup.py blockstore/native/build.py \
                 $(wildcard csrc/*.c csrc/*.h)
 PYFUSE3_STAMP := $(VENV)/.pyfuse3-patched

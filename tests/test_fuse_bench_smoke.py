@@ -6,6 +6,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -45,11 +46,20 @@ def test_fuse_bench_tiny_json(tmp_path):
         goals |= tree
         for k in tree:
             assert isinstance(out[k], (int, float)) and math.isfinite(out[k]) and out[k] > 0, k
+        refs = []
         if len(os.sched_getaffinity(0)) > 1:       # the one-CPU cold tar (no goal)
-            k = "tar_cold_one_cpu_ratio"
+            refs.append("tar_cold_one_cpu_ratio")
+        if shutil.which("fuse-overlayfs") and os.geteuid() == 0:   # make setup installs it
+            assert "fuse_overlayfs_error" not in out, out["fuse_overlayfs_error"]
+            refs += ["tar_cold_fuse_overlayfs_ratio", "small_files_write_fuse_overlayfs_ratio"]
+            assert set(out["small_files_write_ratio_rounds"]) == {
+                "blockstore", "overlay", "fuse-overlayfs"}
+        for k in refs:
             assert isinstance(out[k], (int, float)) and math.isfinite(out[k]) and out[k] > 0, k
     assert set(out["goals"]) == goals
     # the guest's idle policy the run had (None without cpuidle-haltpoll)
     hp = "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
     assert out["halt_poll_ns"] == (int(open(hp).read()) if os.path.exists(hp) else None)
+    wh = "/sys/module/fuse/parameters/wake_here"
+    assert out["fuse_wake_here"] == (open(wh).read().strip() if os.path.exists(wh) else None)
     assert os.listdir(tmp_path) == []

@@ -48,7 +48,9 @@ Figures (one run, ratios against baselines measured in the same run):
   they halt (cpuidle-haltpoll; None without it), set for the run with
   ``--halt-poll-ns``: with 0, FUSE round trips between CPUs cost a wake-up
   from halt on each side, which moves ``tar_cold_ratio`` and
-  ``small_files_write_ratio`` most.
+  ``small_files_write_ratio`` most.  ``fuse_wake_here`` (no goal): the same
+  for the fuse module's ``wake_here`` parameter, which some kernels (not
+  mainline Linux) carry; ``--fuse-wake-here Y|N``.
 * ``clone_write_ms`` / ``clone_write_bytes`` vs ``overlay_write_ms`` /
   ``overlay_write_bytes``: one 4 KiB write (+fsync) into a 1 GiB file of a
   mounted clone, vs the same through kernel overlayfs (copy-up of the
@@ -78,40 +80,61 @@ def add_args(parser) -> None:
     parser.add_argument("--halt-poll-ns", type=int, default=None, metavar="NS",
                         help="the guest's idle polling (cpuidle-haltpoll guest_halt_poll_ns) for "
                              "this run, restored at the end (root; the kernel's default is 200000)")
+    parser.add_argument("--fuse-wake-here", choices=("Y", "N"), default=None,
+                        help="the fuse module's wake_here parameter for this run, restored at "
+                             "the end (root; a parameter of some kernels, not of mainline Linux)")
 
 
-HALT_POLL = "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
+# Host settings that move the FUSE round trip's cost, recorded in every run's
+# JSON (None where the kernel has no such file) and settable for one run
+# (the option of the same name): JSON key -> sysfs file.
+HOST_SETTINGS = {
+    # How long an idle vCPU polls before it halts (cpuidle-haltpoll).  At 0
+    # every FUSE round trip between two CPUs pays a halted vCPU's wake-up on
+    # each side (docs/BENCHMARKS.md).
+    "halt_poll_ns": "/sys/module/haltpoll/parameters/guest_halt_poll_ns",
+    # Not in mainline Linux: a fuse module parameter some kernels carry that
+    # changes where a request's waiter is woken; "Y" shortens each round trip.
+    "fuse_wake_here": "/sys/module/fuse/parameters/wake_here",
+}
 
 
-def _halt_poll_ns() -> int | None:
-    """How long an idle vCPU of this guest polls before it halts (cpuidle-haltpoll),
-    None where that driver is not loaded.  At 0 every FUSE round trip between two
-    CPUs pays a halted vCPU's wake-up on each side (docs/BENCHMARKS.md)."""
+def _setting(path: str):
+    """The value in a sysfs parameter file (int when it is one), None without it."""
     try:
-        with open(HALT_POLL) as f:
-            return int(f.read())
-    except (OSError, ValueError):
+        with open(path) as f:
+            v = f.read().strip()
+    except OSError:
         return None
+    try:
+        return int(v)
+    except ValueError:
+        return v
 
 
-def _set_halt_poll_ns(ns: int) -> None:
-    with open(HALT_POLL, "w") as f:
-        f.write(str(ns))
+def _set_setting(path: str, value) -> None:
+    with open(path, "w") as f:
+        f.write(str(value))
 
 
 def run(args):
-    want = getattr(args, "halt_poll_ns", None)
-    before = _halt_poll_ns()
-    if want is not None and before is None:
-        raise SystemExit(f"--halt-poll-ns: {HALT_POLL} is not here (no cpuidle-haltpoll)")
-    if want is not None:
-        _set_halt_poll_ns(want)
+    before = {k: _setting(path) for k, path in HOST_SETTINGS.items()}
+    want = {k: getattr(args, k, None) for k in HOST_SETTINGS}
+    want = {k: v for k, v in want.items() if v is not None}
+    for k in want:
+        if before[k] is None:
+            raise SystemExit(f"--{k.replace('_', '-')}: {HOST_SETTINGS[k]} is not here")
+    changed = []
     try:
+        for k, v in want.items():
+            _set_setting(HOST_SETTINGS[k], v)
+            changed.append(k)
         rep, text = _run(args)
     finally:
-        if want is not None:
-            _set_halt_poll_ns(before)
-    rep.extra["halt_poll_ns"] = before if want is None else want
+        for k in changed:
+            _set_setting(HOST_SETTINGS[k], before[k])
+    for k in HOST_SETTINGS:
+        rep.extra[k] = want.get(k, before[k])
     return rep, text
 
 

@@ -32,6 +32,12 @@ noted), medians of rounds that alternate which side goes first:
 * ``small_files_write_ratio``: ``cp -a`` of the stdlib from the host copy
   into a new directory of the tree, then ``sync`` (and ``rm -rf`` of it,
   unmeasured, between rounds);
+* ``tar_cold_fuse_overlayfs_ratio`` / ``small_files_write_fuse_overlayfs_ratio``
+  (no goal): the cold tar and the ``cp -a`` through fuse-overlayfs (the
+  overlay of rootless container engines, a FUSE file system in C) over the
+  same lower directory, ÷ overlayfs, in the same interleaved rounds: what
+  FUSE's round trips alone cost on this host, with no Python and no store
+  behind them (skipped without the ``fuse-overlayfs`` program);
 * ``mount_ms`` / ``umount_ms``: ``blockstore.fuse.mount`` of the clone
   until it returns, and ``blockstore.fuse.umount`` (medians; the first
   listing of the root in between is unmeasured); ``overlay_mount_ms`` the
@@ -162,6 +168,39 @@ def _ratio(rep, key, res, goal, note) -> None:
     rep.extra[key + "_rounds"] = {k: [round(x, 4) for x in v] for k, v in res.items()}
 
 
+FUSE_OVERLAYFS = "fuse-overlayfs"
+
+
+def _reference(rep, key, res, what) -> None:
+    """fuse-overlayfs ÷ overlayfs from rounds that had fuse-overlayfs as a side."""
+    if FUSE_OVERLAYFS not in res:
+        return
+    f, o, b = (median(res[k]) for k in (FUSE_OVERLAYFS, "overlay", "blockstore"))
+    rep.add(key, f / o, "x", note=f"{what} through fuse-overlayfs: {f:.3f} s vs overlayfs "
+                                  f"{o:.3f} s (medians; blockstore {b:.3f} s, "
+                                  f"{b / f:.2f}x fuse-overlayfs)")
+
+
+def _mount_fuse_overlayfs(rep, root: str, d: str) -> str | None:
+    """fuse-overlayfs over ``root`` (empty upper) at D/fovm; None (and why in
+    ``rep.extra``) without the program or when it fails."""
+    exe = shutil.which(FUSE_OVERLAYFS)
+    if exe is None or os.geteuid() != 0:
+        rep.extra["fuse_overlayfs_error"] = "not installed" if exe is None else "needs root"
+        return None
+    upper, work, mp = (os.path.join(d, n) for n in ("fovu", "fovw", "fovm"))
+    for p in (upper, work, mp):
+        os.mkdir(p)
+    r = subprocess.run([exe, "-o", f"lowerdir={root},upperdir={upper},workdir={work}", mp],
+                       capture_output=True, text=True)
+    if r.returncode != 0 or not os.path.ismount(mp):
+        rep.extra["fuse_overlayfs_error"] = (r.stderr.strip() or "not mounted")[-500:]
+        return None
+    v = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    rep.extra["fuse_overlayfs_version"] = v.stdout.strip().splitlines()[-1:] or None
+    return mp
+
+
 def run(rep, d: str, sp: str, args, mounted: list[str]) -> None:
     """Adds the keys above to ``rep``.  ``mounted``: the caller's list of live mount
     points, kept current here (the caller detaches what is left on an error)."""
@@ -192,6 +231,10 @@ def run(rep, d: str, sp: str, args, mounted: list[str]) -> None:
     pid = mount(sp, "ct", bt)
     mounted.append(bt)
     sides = {"blockstore": bt, "overlay": ov}
+    fov = _mount_fuse_overlayfs(rep, root, d)
+    if fov:
+        mounted.append(fov)
+    with_ref = dict(sides, **({FUSE_OVERLAYFS: fov} if fov else {}))
     loads = [_load()]
 
     log("warm walk (find + lstat of every entry)")
@@ -241,8 +284,9 @@ def run(rep, d: str, sp: str, args, mounted: list[str]) -> None:
             t = _sh(tar, mp)
             cpu.append((_cpu_s(pid) - c0, t))
             return t
-        res = _interleaved(rounds, sides, cold)
+        res = _interleaved(rounds, with_ref, cold)
         _ratio(rep, "tar_cold_ratio", res, 2.0, "tar with data after drop_caches")
+        _reference(rep, "tar_cold_fuse_overlayfs_ratio", res, "the cold tar")
         loads.append(_load())
         if cpu:
             rep.add("tar_cold_daemon_cpu_s", median([x for x, _ in cpu]), "s",
@@ -310,9 +354,14 @@ def run(rep, d: str, sp: str, args, mounted: list[str]) -> None:
         shutil.rmtree(dst)
         _sh(f"sync -f {mp}")
         return t
-    _ratio(rep, "small_files_write_ratio", _interleaved(rounds, sides, cp), 3.0,
+    res = _interleaved(rounds, with_ref, cp)
+    _ratio(rep, "small_files_write_ratio", res, 3.0,
            f"cp -a of {nfiles} files ({sum(os.lstat(os.path.join(p, f)).st_size for p, _, fs in os.walk(src) for f in fs) >> 20} MiB) + sync")
+    _reference(rep, "small_files_write_fuse_overlayfs_ratio", res, "cp -a + sync")
     loads.append(_load())
+    if fov:
+        subprocess.run(["fusermount3", "-u", fov], check=True)
+        mounted.remove(fov)
 
     log("mount / umount")
     umount(bt)
