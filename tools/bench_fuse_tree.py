@@ -197,7 +197,8 @@ def _mount_fuse_overlayfs(rep, root: str, d: str) -> str | None:
         rep.extra["fuse_overlayfs_error"] = (r.stderr.strip() or "not mounted")[-500:]
         return None
     v = subprocess.run([exe, "--version"], capture_output=True, text=True)
-    rep.extra["fuse_overlayfs_version"] = v.stdout.strip().splitlines()[-1:] or None
+    rep.extra["fuse_overlayfs_version"] = next(          # "fuse-overlayfs: version 1.10"
+        (ln.split()[-1] for ln in v.stdout.splitlines() if ln.startswith(FUSE_OVERLAYFS)), None)
     return mp
 
 
