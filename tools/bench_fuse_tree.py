@@ -30,8 +30,8 @@ noted), medians of rounds that alternate which side goes first:
 * ``chroot_python_ratio``: 20 × ``chroot ROOT python3 -c 'import json,
   sqlite3, email, http.client, asyncio'``;
 * ``small_files_write_ratio``: ``cp -a`` of the stdlib from the host copy
-  into a new directory of the tree, then ``sync`` (and ``rm -rf`` of it,
-  unmeasured, between rounds);
+  into a new directory of the tree, then ``sync`` (the copies are removed
+  after the last round: see ``cp`` below);
 * ``tar_cold_fuse_overlayfs_ratio`` / ``small_files_write_fuse_overlayfs_ratio``
   (no goal): the cold tar and the ``cp -a`` through fuse-overlayfs (the
   overlay of rootless container engines, a FUSE file system in C) over the
@@ -348,14 +348,25 @@ def run(rep, d: str, sp: str, args, mounted: list[str]) -> None:
     src = root + info["stdlib"]
     nfiles = sum(len(fn) for _, _, fn in os.walk(src))
     seq = iter(range(1000))
+    # Every round copies into a new directory, and the copies are removed only
+    # after the last round: ext4 allocates no inode deleted in the last 60 s
+    # (360 s while its inode table block is dirty) and looks each such inode up
+    # on the way (``recently_deleted``), so for minutes after an ``rm -rf`` of
+    # a copy, creating files on that file system costs several times more
+    # (docs/BENCHMARKS.md, fuse).  That would slow the overlayfs and
+    # fuse-overlayfs sides, whose files are ext4 inodes, and not the store's.
+    copies = []
 
     def cp(mp):
         dst = os.path.join(mp, f"cp{next(seq)}")
         t = _sh(f"cp -a {src} {dst} && sync -f {dst}")
-        shutil.rmtree(dst)
-        _sh(f"sync -f {mp}")
+        copies.append(dst)
         return t
     res = _interleaved(rounds, with_ref, cp)
+    for dst in copies:
+        shutil.rmtree(dst)
+    for mp in with_ref.values():
+        _sh(f"sync -f {mp}")
     _ratio(rep, "small_files_write_ratio", res, 3.0,
            f"cp -a of {nfiles} files ({sum(os.lstat(os.path.join(p, f)).st_size for p, _, fs in os.walk(src) for f in fs) >> 20} MiB) + sync")
     _reference(rep, "small_files_write_fuse_overlayfs_ratio", res, "cp -a + sync")
