@@ -35,7 +35,9 @@ Three growth curves, each measured in one run:
           (after one unmeasured CLI start that writes the byte code caches)
           (GNU time's %M: the largest process of the command, so for the tar
           pipeline the larger of the two tars; %U + %S of the command and its
-          children).
+          children).  As root, each size starts from dropped caches and the
+          source read back, and the copies stay until the size's last
+          round (``_settle``: ext4's recently-deleted inodes).
   depth   a chain of snapshots (clone, write, commit) 1 ... 1,000 deep; at
           depths 1, 10, 100, 1000 the median latency of stat + read of a file
           written at depth 1 (TreeView, in process).
@@ -331,6 +333,25 @@ def _rm(path: str) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", path], check=True)
 
 
+def _settle(src: str) -> bool:
+    """Before a size's rounds (root only): sync, drop the caches, read the
+    source back.  ext4 allocates no inode deleted in the last 60 s (360 s while
+    its inode table block is dirty) and checks each such inode it passes in the
+    buffer cache, so after the previous size's copies are removed, ``cp -a``
+    and ``tar -x`` (ext4 inodes) would create files several times slower,
+    and ``blockstore import`` (a handful of files) would not; dropping the
+    buffer cache ends that, and reading the source back gives every command
+    the same warm source.  False when not root (nothing done)."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3")
+    except OSError:
+        return False
+    subprocess.run(f"tar -C {src} -cf - . | cat > /dev/null", shell=True, check=True)
+    return True
+
+
 def bench_import(args, work: str, sizes: list[int]) -> list[dict]:
     rnd = random.Random(2)
     src = os.path.join(work, "import-src")
@@ -347,25 +368,30 @@ def bench_import(args, work: str, sizes: list[int]) -> list[dict]:
         subprocess.run(["sync", "-f", src], check=True)
         log(f"import: source of {n} files ready ({time.perf_counter() - t0:.1f} s), load {_load()}")
         reps = 1 if args.tiny else 3 if n <= 10000 else 1
+        settled = _settle(src)
         cp, cp_rss, cp_cpu, tar, tar_rss, imp, imp_rss, imp_cpu = ([] for _ in range(8))
+        copies = []                 # removed after the size's rounds (see _settle)
         for r in range(reps):
-            dst = os.path.join(work, "dst")
+            dst = os.path.join(work, f"dst{r}")
+            copies.append(dst)
             w, m, c = _run(["cp", "-a", src, dst])
             ws, _, cs = _run(["sync", "-f", dst])
             cp.append(w + ws)
             cp_rss.append(m)
             cp_cpu.append(c + cs)
-            _rm(dst)
             store = os.path.join(work, "imp-store")
             w, m, c = _run([BIN, "--store", store, "import", src, "snap"])
             imp.append(w)
             imp_rss.append(m)
             imp_cpu.append(c)
             _rm(store)
+            dst = os.path.join(work, f"tdst{r}")
+            copies.append(dst)
             os.makedirs(dst)
             w, m, _ = _run(["bash", "-c", f"tar -C {src} -cf - . | tar -C {dst} -xf - && sync -f {dst}"])
             tar.append(w)
             tar_rss.append(m)
+        for dst in copies:
             _rm(dst)
         row = {"files": n, "import_s": bu.median(imp), "cp_s": bu.median(cp),
                "tar_s": bu.median(tar), "import_rss_mib": max(imp_rss),
@@ -373,7 +399,7 @@ def bench_import(args, work: str, sizes: list[int]) -> list[dict]:
                "import_ratio": bu.median(imp) / bu.median(cp),
                "import_cpu_s": bu.median(imp_cpu), "cp_cpu_s": bu.median(cp_cpu),
                "import_cpu_ratio": bu.median(imp_cpu) / max(1e-3, bu.median(cp_cpu)),
-               "load": _load()}
+               "load": _load(), "settled": settled}
         log("import:", {k: round(v, 3) for k, v in row.items()})
         rows.append(row)
     _rm(src)
