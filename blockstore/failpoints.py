@@ -30,6 +30,11 @@ pool.after_pwrite           a pool data write reached the page cache (or was que
                             for the background writer), not synced
 pool.before_pread           a pool data read that may wait for the disk (not
                             an RWF_NOWAIT one): a slow-disk stand-in
+pool.before_nowait_pread    a page-cache-only (RWF_NOWAIT) pool read: an action
+                            that raises BlockingIOError stands for a miss (on a
+                            fast device the kernel's readahead can complete
+                            before RWF_NOWAIT looks, so a real miss is not
+                            reliable)
 remote.before_put           an object is about to be uploaded to a remote
 treewatch.before_poll       a tree watcher's poll, before it takes the new state
 ==========================  ===================================================
@@ -57,6 +62,7 @@ CRASH_POINTS = (
 )
 POINTS = CRASH_POINTS + (
     "pool.before_pread",
+    "pool.before_nowait_pread",
     "remote.before_put",
     "treewatch.before_poll",
 )

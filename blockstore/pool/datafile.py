@@ -354,8 +354,8 @@ class DataFile:
         if self._later:
             self.settle(byte_off, byte_off + mv.nbytes)
         flags = 0
-        if failpoints.ACTIVE and not nowait:
-            failpoints.hit("pool.before_pread")
+        if failpoints.ACTIVE:
+            failpoints.hit("pool.before_nowait_pread" if nowait else "pool.before_pread")
         if nowait:
             if not self._nowait_supported:
                 raise BlockingIOError(errno.EAGAIN, "RWF_NOWAIT is not supported here")
