@@ -5,7 +5,8 @@
 * ``Report``: the result of one bench run, rendered as a table (stdout) or
   as exactly one JSON object (stdout); progress goes to stderr via ``log``;
 * ``scratch_dir``: a temporary directory on the same disk as the repository
-  (or under ``--dir``), removed at the end.
+  (or under ``--dir``), removed at the end;
+* ``drop_caches``: cold reads, and no ext4 recently-deleted penalty.
 
 Speed is never asserted here: goals are reported as pass/fail, not raised.
 """
@@ -170,6 +171,25 @@ def emit(report: Report, as_json: bool, extra_text: str = "") -> None:
 
 
 # ----------------------------------------------------------------- scratch space
+def drop_caches() -> bool:
+    """sync, then drop the page cache, dentries and inodes (root only; False
+    otherwise, nothing done).  Besides making reads cold, it ends a trap for
+    baselines that create files: ext4 allocates no inode deleted in the last
+    60 s (360 s while its inode table block is dirty) and checks each such
+    inode it passes in the buffer cache (``recently_deleted``), so for minutes
+    after an ``rm -rf`` creating files there costs several times more; with
+    the buffer cache dropped the check finds nothing.  A bench that times
+    copies into ext4 therefore removes its copies only after its last round
+    (or drops the caches before the next one)."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3")
+        return True
+    except OSError:
+        return False
+
+
 def _device(path: str) -> int:
     return os.stat(path).st_dev
 

@@ -52,7 +52,7 @@ import subprocess
 import sys
 import time
 
-from _benchutil import log, median
+from _benchutil import drop_caches, log, median
 
 IMPORTS = "import json, sqlite3, email, http.client, asyncio"
 
@@ -116,16 +116,6 @@ def _sh(cmd: str, cwd: str | None = None) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, shell=True, check=True, cwd=cwd, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
-
-
-def _drop_caches() -> bool:
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3")
-        return True
-    except OSError:
-        return False
 
 
 def _cpu_s(pid: int) -> float:
@@ -278,7 +268,7 @@ def run(rep, d: str, sp: str, args, mounted: list[str]) -> None:
         cpu = []            # (daemon CPU s, wall s) of each blockstore cold tar
 
         def cold(mp):
-            _drop_caches()
+            drop_caches()
             if mp != bt or not pid:
                 return _sh(tar, mp)
             c0 = _cpu_s(pid)
@@ -297,7 +287,7 @@ def run(rep, d: str, sp: str, args, mounted: list[str]) -> None:
                          "bounds the tar, low = waits (round trips, disk)")
 
         def store_cached(mp):
-            _drop_caches()
+            drop_caches()
             if mp == bt:                # the store's own files back in the page cache
                 for f in ("pool.data", os.path.join("meta", "data.mdb")):
                     _sh(f"cat {os.path.join(sp, f)} > /dev/null")
@@ -321,7 +311,7 @@ def run(rep, d: str, sp: str, args, mounted: list[str]) -> None:
             spread = _pin(pid, {cpu})
 
             def cold_one_cpu(mp):
-                _drop_caches()
+                drop_caches()
                 return _sh(f"taskset -c {cpu} sh -c '{tar}'", mp)
             try:
                 res3 = _interleaved(rounds, sides, cold_one_cpu)
@@ -349,12 +339,10 @@ def run(rep, d: str, sp: str, args, mounted: list[str]) -> None:
     nfiles = sum(len(fn) for _, _, fn in os.walk(src))
     seq = iter(range(1000))
     # Every round copies into a new directory, and the copies are removed only
-    # after the last round: ext4 allocates no inode deleted in the last 60 s
-    # (360 s while its inode table block is dirty) and looks each such inode up
-    # on the way (``recently_deleted``), so for minutes after an ``rm -rf`` of
-    # a copy, creating files on that file system costs several times more
-    # (docs/BENCHMARKS.md, fuse).  That would slow the overlayfs and
-    # fuse-overlayfs sides, whose files are ext4 inodes, and not the store's.
+    # after the last round: after an ``rm -rf`` ext4 creates files several times
+    # slower for minutes (``_benchutil.drop_caches``), which would slow the
+    # overlayfs and fuse-overlayfs sides, whose files are ext4 inodes, and not
+    # the store's.
     copies = []
 
     def cp(mp):

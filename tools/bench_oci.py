@@ -149,9 +149,9 @@ def run(args):
         tx, imp, second, top_alone, added = [], [], [], [], []
         for r in range(reps):
             # Each round extracts into a directory of its own, removed after the
-            # last round: for minutes after an rm -rf, ext4 creates files several
-            # times slower (it checks every recently deleted inode it passes), which
-            # would slow the tar -x baseline of the next round.
+            # last round: after an rm -rf, ext4 creates files several times slower
+            # for minutes (_benchutil.drop_caches), which would slow the next
+            # round's tar -x baseline.
             os.sync()
             tx.append(_tar_x(os.path.join(d, f"x{r}"), chain_a))
             os.sync()

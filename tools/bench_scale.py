@@ -334,19 +334,12 @@ def _rm(path: str) -> None:
 
 
 def _settle(src: str) -> bool:
-    """Before a size's rounds (root only): sync, drop the caches, read the
-    source back.  ext4 allocates no inode deleted in the last 60 s (360 s while
-    its inode table block is dirty) and checks each such inode it passes in the
-    buffer cache, so after the previous size's copies are removed, ``cp -a``
-    and ``tar -x`` (ext4 inodes) would create files several times slower,
-    and ``blockstore import`` (a handful of files) would not; dropping the
-    buffer cache ends that, and reading the source back gives every command
-    the same warm source.  False when not root (nothing done)."""
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3")
-    except OSError:
+    """Before a size's rounds (root only): ``drop_caches`` (which ends ext4's
+    slow creates after the previous size's copies were removed: ``cp -a`` and
+    ``tar -x`` make ext4 inodes, ``blockstore import`` a handful of files), then
+    the source read back, so every command starts from the same warm source.
+    False when not root (nothing done)."""
+    if not bu.drop_caches():
         return False
     subprocess.run(f"tar -C {src} -cf - . | cat > /dev/null", shell=True, check=True)
     return True
